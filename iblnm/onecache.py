@@ -175,6 +175,7 @@ def build_one_tables(cache_dir):
     dcols = {k: v for k, v in DATASETS_COLUMNS.items() if k != 'qc'}
     datasets = pd.DataFrame(dset_rows, columns=list(DATASETS_COLUMNS)).astype(dcols)
     datasets['qc'] = datasets['qc'].astype(QC_TYPE)
+    datasets['default_revision'] = True  # as in remote-derived tables: no revision warnings
     datasets = datasets.sort_values(['eid', 'id']).set_index(['eid', 'id'])
     meta = _metadata(cache_dir)
     _atomic_parquet_save(cache_dir / 'sessions.pqt', sessions, meta)

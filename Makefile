@@ -1,0 +1,43 @@
+# iblnm: every target bootstraps what it needs on a fresh machine.
+# uv is installed with pip into .tools/ when it is not on the PATH; the environment
+# is created from the committed uv.lock (uv sync --locked).
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+PY := .venv/bin/python
+DEMO_CACHE ?= $(if $(IBLNM_ONE_CACHE),$(IBLNM_ONE_CACHE),data/one_cache/demo)
+
+.PHONY: run test lint bench demo-data env clean-outputs
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet uv
+
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --extra dev
+	@touch $@
+
+env: .venv/.synced
+
+## Run the whole pipeline on the configured data source (the demo dataset when no Alyx is set up).
+run: env
+	$(PY) scripts/run_pipeline.py
+
+## Run the whole test suite (and the linters).
+test: env
+	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory lint
+
+lint: env
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+## Speed and memory benchmarks (figures go to benchmarks/README.md).
+bench: env
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+## Build the simulated demo ONE cache at $$IBLNM_ONE_CACHE (default data/one_cache/demo).
+demo-data: env
+	$(PY) scripts/simulate.py --out $(DEMO_CACHE) --preset demo --jobs 2
+
+clean-outputs:
+	rm -rf metadata/*.pqt data/sessions data/*.pqt results figures

@@ -1,0 +1,57 @@
+"""Run the pipeline stages in order, each as ``python scripts/{stage}.py`` in the project root.
+
+Exit codes: 0 when every stage succeeded; 1 when a stage failed (the runner stops at
+the first failure unless ``skip_errors``). Stages whose script does not exist yet are
+reported as not implemented and are not counted as failures.
+"""
+
+import subprocess
+import sys
+import time
+
+from iblnm import config
+
+STAGES = ['query_database', 'photometry', 'task', 'wheel', 'dataset_overview']
+
+
+def select_stages(start=None, only=None, stages=STAGES):
+    """Stages to run: all, from ``start`` on, or only ``only``."""
+    if start and only:
+        raise ValueError('--from and --only are mutually exclusive')
+    for name in (start, only):
+        if name and name not in stages:
+            raise ValueError(f'unknown stage {name!r}; stages: {", ".join(stages)}')
+    if only:
+        return [only]
+    return stages[stages.index(start) :] if start else list(stages)
+
+
+def run_stage(stage, extra_args=()):
+    """Run one stage script; return (status, seconds) with status 'ok', 'failed' or 'missing'."""
+    script = config.PACKAGE_DIR.parent / 'scripts' / f'{stage}.py'
+    if not script.exists():
+        return 'missing', 0.0
+    t0 = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, str(script), *extra_args], cwd=config.PACKAGE_DIR.parent
+    )
+    return ('ok' if result.returncode == 0 else 'failed'), time.perf_counter() - t0
+
+
+def run_pipeline(start=None, only=None, skip_errors=False, stage_args=None):
+    """Run the selected stages, print per-stage times and a summary; return the exit code."""
+    stage_args = stage_args or {}
+    results = []
+    for stage in select_stages(start, only):
+        print(f'\n=== {stage} ===', flush=True)
+        status, seconds = run_stage(stage, stage_args.get(stage, ()))
+        results.append((stage, status, seconds))
+        if status == 'missing':
+            print(f'SKIP {stage}: not implemented yet (scripts/{stage}.py is missing)')
+        print(f'--- {stage}: {status} ({seconds:.1f} s)', flush=True)
+        if status == 'failed' and not skip_errors:
+            break
+    print('\nPipeline summary')
+    for stage, status, seconds in results:
+        print(f'  {stage:<18} {status:<8} {seconds:7.1f} s')
+    return 1 if any(status == 'failed' for _, status, _ in results) else 0

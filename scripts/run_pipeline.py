@@ -1,0 +1,26 @@
+"""Run the whole iblnm pipeline, or resume from / run a single stage.
+
+Usage: python scripts/run_pipeline.py [--from STAGE | --only STAGE] [--skip-errors]
+"""
+
+import argparse
+import sys
+
+from iblnm.io import get_connection
+from iblnm.pipeline.runner import STAGES, run_pipeline
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument('--from', dest='start', choices=STAGES, help='resume from this stage')
+    group.add_argument('--only', choices=STAGES, help='run this stage only')
+    parser.add_argument('--skip-errors', action='store_true', help='continue past failed stages')
+    args = parser.parse_args(argv)
+    one = get_connection()  # builds the demo dataset on first use when no Alyx is configured
+    print(f'data source: {"local cache " + str(one.cache_dir) if one.offline else "Alyx"}')
+    return run_pipeline(start=args.start, only=args.only, skip_errors=args.skip_errors)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

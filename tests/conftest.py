@@ -1,0 +1,52 @@
+"""Shared fixtures: the real IBL sessions and simulated caches, built once per test run."""
+
+import warnings
+
+import pytest
+
+from iblnm import config
+
+warnings.filterwarnings('ignore', category=DeprecationWarning)
+
+
+@pytest.fixture(scope='session')
+def real_data_dir():
+    """The real IBL recordings (``../shared/data/real``); tests skip when it is absent."""
+    path = config.REAL_DATA_DIR / 'ibl'
+    if not path.exists():
+        pytest.skip(f'real IBL data not found at {path} (set IBLNM_REAL_DATA to its parent)')
+    return path
+
+
+@pytest.fixture(scope='session')
+def real_cache(tmp_path_factory, real_data_dir):
+    """A local ONE cache holding the two real sessions (CQ002, fip_40), symlinked."""
+    from iblnm.realdata import add_real_sessions
+
+    cache = tmp_path_factory.mktemp('real_cache')
+    add_real_sessions(cache, source=real_data_dir)
+    return cache
+
+
+@pytest.fixture(scope='session')
+def real_one(real_cache):
+    from one.api import One
+
+    return One(cache_dir=str(real_cache), mode='local')
+
+
+@pytest.fixture(scope='session')
+def small_cache(tmp_path_factory):
+    """The ``small`` simulated preset (seed 0), generated once per test run."""
+    from iblnm.simulate import generate
+
+    cache = tmp_path_factory.mktemp('small_cache')
+    generate(cache, preset='small', seed=0, n_jobs=2)
+    return cache
+
+
+@pytest.fixture(scope='session')
+def small_one(small_cache):
+    from one.api import One
+
+    return One(cache_dir=str(small_cache), mode='local')

@@ -1,0 +1,143 @@
+"""Parquet I/O, schema enforcement, logs and catalog derivations (spec §5, §15)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iblnm import util
+from iblnm.validation import LOG_COLUMNS, InvalidSessionType, InvalidTargetNM, make_log_entry
+
+
+def test_enforce_schema():
+    schema = {'eid': (str, None), 'brain_region': (list, []), 'hemisphere': (list, [])}
+    df = pd.DataFrame({'eid': ['a', 'b', 'c', 'd'],
+                       'brain_region': [['VTA'], np.nan, np.array(['DR', 'LC']), None],
+                       'extra': [1, 2, 3, 4]})  # fmt: skip
+    out = util.enforce_schema(df, schema)
+    assert out['brain_region'].tolist() == [['VTA'], [], ['DR', 'LC'], []]
+    assert out['hemisphere'].tolist() == [[], [], [], []]
+    out.loc[0, 'hemisphere'].append('x')
+    assert out.loc[1, 'hemisphere'] == []  # no shared list objects
+    assert 'extra' in out and df['brain_region'].iloc[1] is np.nan  # input untouched
+    missing_scalar = util.enforce_schema(pd.DataFrame({'x': [1]}), {'lab': (str, None)})
+    assert missing_scalar['lab'].iloc[0] is None
+
+
+def test_df2pqt_roundtrip_and_atomic(tmp_path):
+    df = pd.DataFrame({'eid': ['a', 'b'], 'lists': [['x'], []], 'mixed': [1, 'two']})
+    path = util.df2pqt(df, tmp_path / 'out.pqt')
+    back = pd.read_parquet(path)
+    assert back['mixed'].tolist() == ['1', 'two']
+    assert [list(v) for v in back['lists']] == [['x'], []]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.pqt']  # no temp file left
+
+    def boom(tmp):
+        tmp.write_text('partial')
+        raise RuntimeError('killed')
+
+    with pytest.raises(RuntimeError):
+        util.atomic_write(tmp_path / 'out.pqt', boom)
+    assert pd.read_parquet(path)['eid'].tolist() == ['a', 'b']  # old file intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.pqt']
+
+
+def test_concat_and_collect_logs(tmp_path):
+    e1 = make_log_entry('a', error_type='InvalidStrain', error_message='m')
+    e2 = make_log_entry('a', error_type='InvalidLine', error_message='m')
+    e3 = {**make_log_entry('b', error_type='X', error_message='m'), 'extra': 1}
+    log = util.concat_logs([[e1, e2], None, pd.DataFrame([e3]), pd.DataFrame([e1])])
+    assert list(log.columns) == LOG_COLUMNS and len(log) == 4  # duplicates kept
+    assert len(util.deduplicate_log(log)) == 3
+    assert list(util.concat_logs([]).columns) == LOG_COLUMNS
+    util.write_log([e1, e2], tmp_path / 'log.pqt')
+    sessions = pd.DataFrame({'eid': ['a', 'b', 'c']})
+    out = util.collect_session_errors(sessions, [tmp_path / 'log.pqt', pd.DataFrame([e3]),
+                                                 tmp_path / 'missing.pqt'])  # fmt: skip
+    assert out['logged_errors'].tolist() == [['InvalidStrain', 'InvalidLine'], ['X'], []]
+    util.write_log([], tmp_path / 'empty.pqt')
+    assert list(pd.read_parquet(tmp_path / 'empty.pqt').columns) == LOG_COLUMNS
+
+
+def test_dataset_flags():
+    s = pd.Series({'datasets': ['alf/task_00/_ibl_trials.table.pqt']})
+    assert util.has_dataset(s, 'alf/task_00/_ibl_trials.table.pqt')
+    assert not util.has_dataset(pd.Series({'datasets': 'alf/x'}), 'alf/x')
+    assert not util.has_dataset(pd.Series({'datasets': []}), 'alf/x')
+    assert util.has_dataset(pd.Series({'datasets': np.array(['alf/x'])}), 'alf/x')
+    df = util.add_dataset_flags(pd.DataFrame({'datasets': [
+        ['alf/task_00/_ibl_trials.table.pqt', 'alf/photometry/photometry.signal.pqt'],
+        ['raw_photometry_data/_neurophotometrics_fpData.raw.pqt']]}))  # fmt: skip
+    assert df['has_extracted_task'].tolist() == [True, False]
+    assert df['has_extracted_photometry_signal'].tolist() == [True, False]
+    assert df['has_raw_photometry_signals'].tolist() == [False, True]
+
+
+@pytest.mark.parametrize('protocol,expected', [
+    ('_iblrig_tasks_biasedChoiceWorld6.4.2', 'biased'),
+    ('_iblrig_tasks_trainingChoiceWorld6.4.2', 'training'),
+    ('_iblrig_tasks_ephysChoiceWorld6.4.2', 'ephys'),
+    ('_iblrig_tasks_habituationChoiceWorld6.4.2', 'habituation'),
+    ('Histology', 'histology'),
+    ('_iblrig_tasks_biasedChoiceWorld_ephyssessions7.0.4', 'biased'),
+    ('_iblrig_tasks_neuroModulatorChoiceWorld8.1', 'neuromodulator'),
+])  # fmt: skip
+def test_get_session_type(protocol, expected):
+    s = util.get_session_type(pd.Series({'eid': 'e', 'task_protocol': protocol}))
+    assert s['session_type'] == expected
+
+
+@pytest.mark.parametrize('protocol,message', [
+    ('_iblrig_tasks_biasedChoiceWorld_RPE6.4', 'red flags'),
+    ('_iblrig_tasks_biasedChoiceWorld_DELAY6.4', 'red flags'),
+    ('_iblrig_tasks_trainingPhaseChoiceWorld8.0', 'does not match'),
+    ('something_else', 'does not match'),
+    (None, 'does not match'),
+])  # fmt: skip
+def test_get_session_type_raises(protocol, message):
+    with pytest.raises(InvalidSessionType, match=message):
+        util.get_session_type(pd.Series({'eid': 'e', 'task_protocol': protocol}))
+
+
+def test_get_target_nm_keeps_lists_aligned():
+    s = util.get_targetNM(pd.Series({'brain_region': ['VTA', 'SNc'], 'NM': 'DA'}))
+    assert s['target_NM'] == ['VTA-DA', 'SNc-DA']
+    bad = pd.Series({'eid': 'e', 'brain_region': ['VTA', 'DR'], 'NM': 'DA'})
+    with pytest.raises(InvalidTargetNM, match='DR-DA'):
+        util.get_targetNM(bad)
+    log = []
+    out = util.get_targetNM(bad, exlog=log)
+    assert out['target_NM'] == ['VTA-DA', 'DR-DA'] and len(out['target_NM']) == 2
+
+
+def test_session_length_and_day_numbers():
+    s = util.get_session_length(pd.Series({'start_time': '2024-01-01T10:00:00',
+                                           'end_time': '2024-01-01T11:00:30'}))  # fmt: skip
+    assert s['session_length'] == 3630.0
+    with pytest.raises(Exception, match='different days'):
+        util.get_session_length(pd.Series({'start_time': '2024-01-01T23:00:00',
+                                           'end_time': '2024-01-02T00:30:00'}))  # fmt: skip
+    df = pd.DataFrame({'subject': ['m', 'm', 'm', 'k'],
+                       'start_time': ['2024-01-03T10:00:00', '2024-01-01T09:00:00',
+                                      '2024-01-03T15:00:00', '2024-02-01T09:00:00']})  # fmt: skip
+    out = util.add_day_and_session_numbers(df)
+    assert out['day_n'].tolist() == [2, 0, 2, 0]
+    assert out['session_n'].tolist() == [2.0, 1.0, 3.0, 1.0]
+
+
+def test_validate_parallel_lists():
+    df = pd.DataFrame({'brain_region': [['VTA'], ['VTA', 'DR']], 'hemisphere': [['l'], ['l']],
+                       'target_NM': [['VTA-DA'], ['VTA-DA', 'DR-5HT']]})  # fmt: skip
+    out = util.validate_parallel_lists(df, verbose=False)
+    assert len(out) == 1
+
+
+def test_resolve_duplicate_group():
+    group = pd.DataFrame({'eid': ['a', 'b', 'c'], 'subject': ['m'] * 3,
+                          'logged_errors': [['InsufficientTrials'], [], []]})  # fmt: skip
+    log = []
+    out = util.resolve_duplicate_group(group, exlog=log)
+    assert out['eid'] == 'b' and log[0]['error_type'] == 'TrueDuplicateSession'
+    one_good = group.iloc[:2]
+    assert util.resolve_duplicate_group(one_good)['eid'] == 'b'
+    none_good = group.iloc[:1]
+    assert util.resolve_duplicate_group(none_good)['eid'] == 'a'

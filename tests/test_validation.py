@@ -1,0 +1,181 @@
+"""Typed errors, log entries, exception_logger and the catalog validators (spec §3, §15)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iblnm import validation as v
+from iblnm.validation import LOG_COLUMNS
+
+
+def session(**fields):
+    base = {'eid': 'e1', 'subject': 'mouse1', 'strain': 'C57BL/6J', 'line': 'Ai148xDat', 'NM': 'DA'}
+    return pd.Series({**base, **fields})
+
+
+def test_exceptions_are_typed():
+    for name in ['InvalidSubject', 'InvalidStrain', 'InvalidLine', 'InvalidNeuromodulator',
+                 'InvalidBrainRegion', 'MissingBrainRegion', 'MissingHemisphere',
+                 'HemisphereMismatch', 'MissingInsertion', 'MissingHemiSuffix', 'DataNotListed',
+                 'InvalidSessionType', 'InvalidTargetNM', 'InvalidSessionLength',
+                 'MissingExtractedData', 'MissingRawData', 'InsufficientTrials',
+                 'BlockStructureBug', 'IncompleteEventTimes', 'TrialsNotInPhotometryTime',
+                 'BandInversion', 'EarlySamples', 'FewUniqueSamples', 'QCValidationError',
+                 'AmbiguousRegionMapping', 'MissingVideoTimestamps', 'VideoLengthError']:  # fmt: skip
+        assert issubclass(getattr(v, name), Exception)
+    err = v.IncompleteEventTimes(['stimOn_times', 'feedback_times'])
+    assert err.missing_events == ['stimOn_times', 'feedback_times']
+    assert str(err) == 'Incomplete events: stimOn_times, feedback_times'
+    assert v.TrueDuplicateSession('x', fallback_row='row').fallback_row == 'row'
+
+
+def test_validate_subject_raises_and_logs():
+    bad = session(subject='SP076')
+    with pytest.raises(v.InvalidSubject):
+        v.validate_subject(bad)
+    assert v.validate_subject(session()) is None
+    log = []
+    out = v.validate_subject(bad, exlog=log)
+    assert out is bad and len(log) == 1
+    assert log[0]['error_type'] == 'InvalidSubject' and log[0]['eid'] == 'e1'
+    assert set(log[0]) == set(LOG_COLUMNS)
+
+
+def test_strain_line_nm():
+    with pytest.raises(v.InvalidStrain):
+        v.validate_strain(session(strain='bogus'))
+    with pytest.raises(v.InvalidStrain):
+        v.validate_strain(session(strain=None))
+    assert v.validate_strain(session()) is None
+    with pytest.raises(v.InvalidLine):
+        v.validate_line(session(line=None))
+    with pytest.raises(v.InvalidNeuromodulator):
+        v.validate_neuromodulator(session(NM=None))
+    assert v.validate_neuromodulator(session()) is None
+
+
+def test_brain_region():
+    with pytest.raises(v.InvalidBrainRegion):
+        v.validate_brain_region(session(brain_region=['CA1']))
+    with pytest.raises(v.MissingBrainRegion):
+        v.validate_brain_region(session(brain_region=[]))
+    with pytest.raises(v.MissingBrainRegion):
+        v.validate_brain_region(session(brain_region=np.nan))
+    assert v.validate_brain_region(session(brain_region=['VTA-r', 'SNc'])) is None
+
+
+def test_fill_hemisphere():
+    lookup = {('sub1', 'VTA'): 'r', ('sub1', 'DR'): 'l'}
+    s = pd.Series({'subject': 'sub1', 'brain_region': ['VTA-r', 'DR', 'NAc'],
+                   'hemisphere': [None, 'r', None]})  # fmt: skip
+    filled = v.fill_hemisphere_from_fiber_insertion_table(s, lookup)
+    assert filled['hemisphere'] == ['r', 'r', None]  # suffix stripped; values kept; unknown stays
+    assert s['hemisphere'] == [None, 'r', None]  # copy, not in place
+    empty = pd.Series({'subject': 'sub1', 'brain_region': [], 'hemisphere': []})
+    assert v.fill_hemisphere_from_fiber_insertion_table(empty, lookup)['hemisphere'] == []
+    none = v.fill_hemisphere_from_fiber_insertion_table(s, None)
+    assert none['hemisphere'] == [None, 'r', None]
+
+
+def test_fiber_lookup_sides_and_ambiguity():
+    fibers = pd.DataFrame({
+        'subject': ['m', 'm', 'm', 'k'],
+        'targeted_region': ['VTA', 'DR', 'DR', 'LC'],
+        'X-ml_um': [500.0, -300.0, 300.0, -900.0],
+    })  # fmt: skip
+    lookup = v.fiber_hemisphere_lookup(fibers)
+    assert lookup[('m', 'VTA')] == 'l'  # X > 0 is left
+    assert lookup[('k', 'LC')] == 'r'
+    assert lookup[('m', 'DR')] is None  # both hemispheres: ambiguous
+
+
+def test_validate_hemisphere():
+    lookup = {('mouse1', 'VTA'): 'r', ('mouse1', 'DR'): None}
+    with pytest.raises(v.MissingHemisphere):
+        v.validate_hemisphere(session(brain_region=['VTA'], hemisphere=[]), lookup)
+    with pytest.raises(v.HemisphereMismatch):
+        v.validate_hemisphere(session(brain_region=['VTA'], hemisphere=['l']), lookup)
+    with pytest.raises(v.MissingInsertion):
+        v.validate_hemisphere(session(brain_region=['LC'], hemisphere=['l']), lookup)
+    with pytest.raises(v.MissingHemiSuffix):
+        v.validate_hemisphere(session(brain_region=['DR'], hemisphere=[None]), lookup)
+    assert v.validate_hemisphere(session(brain_region=['VTA'], hemisphere=['r']), lookup) is None
+    # a bilateral region (ambiguous lookup) with a known hemisphere passes
+    assert v.validate_hemisphere(session(brain_region=['DR'], hemisphere=['l']), lookup) is None
+
+
+def test_validate_datasets_lists_all_missing():
+    ok = ['raw_task_data_00/_iblrig_taskData.raw.jsonable',
+          'raw_photometry_data/_neurophotometrics_fpData.raw.pqt',
+          'alf/task_00/_ibl_trials.table.pqt', 'alf/photometry/photometry.signal.pqt']  # fmt: skip
+    assert v.validate_datasets(session(datasets=ok)) is None
+    with pytest.raises(v.DataNotListed, match='extracted_task.*extracted_photometry_signal'):
+        v.validate_datasets(session(datasets=ok[:2]))
+    with pytest.raises(v.DataNotListed):
+        v.validate_datasets(session(datasets=None))
+
+
+def test_video_validators():
+    with pytest.raises(v.VideoLengthError):
+        v.validate_video_length(pd.Series({'eid': 'e', 'length_discrepancy': 200.0}))
+    with pytest.raises(v.VideoLengthError):
+        v.validate_video_length(pd.Series({'eid': 'e', 'length_discrepancy': 120.0}))
+    for ok in (50.0, np.nan, -500.0):
+        assert v.validate_video_length(pd.Series({'eid': 'e', 'length_discrepancy': ok})) is None
+    log = []
+    v.validate_video_length(pd.Series({'eid': 'e', 'length_discrepancy': 200.0}), exlog=log)
+    assert log[0]['error_type'] == 'VideoLengthError'
+    for bad in ('FAIL', np.nan, 'NOT_SET'):
+        with pytest.raises(v.VideoTimestampsQCError):
+            v.validate_video_timestamps_qc(pd.Series({'qc_videoLeft_timestamps': bad}))
+    assert v.validate_video_pin_state_qc(pd.Series({'qc_videoLeft_pin_state': 'PASS'})) is None
+    log = []
+    v.validate_video_dropped_frames_qc(
+        pd.Series({'eid': 'e', 'qc_videoLeft_dropped_frames': 'WARNING'}), exlog=log
+    )
+    assert [e['error_type'] for e in log] == ['VideoDroppedFramesQCError']
+
+
+def test_make_log_entry():
+    try:
+        raise v.InsufficientTrials('n_trials=50 < MIN_NTRIALS=90')
+    except v.InsufficientTrials as error:
+        entry = v.make_log_entry('e1', error=error)
+    assert list(entry) == LOG_COLUMNS
+    assert entry['error_type'] == 'InsufficientTrials' and 'Traceback' in entry['traceback']
+    explicit = v.make_log_entry('e1', error_type='MissingH5', error_message='run photometry')
+    assert explicit['traceback'] is None
+    both = v.make_log_entry('e1', error=ValueError('x'), error_type='Other')
+    assert both['error_type'] == 'ValueError'
+    with pytest.raises(ValueError):
+        v.make_log_entry('e1')
+
+
+def test_credentials_are_redacted():
+    secret = 'eyJhbGciOiJIUzI1NiJ9.c2VjcmV0.dG9rZW4'
+    err = RuntimeError(f'request failed: Authorization: Token {secret} password=hunter2')
+    entry = v.make_log_entry('e1', error=err)
+    assert secret not in entry['error_message'] and 'hunter2' not in entry['error_message']
+    assert secret not in entry['traceback'] and 'hunter2' not in entry['traceback']
+
+
+def test_exception_logger_on_groups():
+    @v.exception_logger
+    def fail(group):
+        raise v.TrueDuplicateSession('dup', fallback_row=group.iloc[1])
+
+    df = pd.DataFrame({'eid': ['a', 'b'], 'x': [1, 2]})
+    log = []
+    out = fail(df, exlog=log)
+    assert out['eid'] == 'b' and log[0]['eid'] == 'a'
+
+
+@pytest.mark.parametrize('bad', ['../x', 'abc', '', '6b1f3c52-9a0e-4a47-8d7e-1f0b6a1c2e11/..'])
+def test_validate_eid_refuses_unsafe(bad):
+    with pytest.raises(v.InvalidEid):
+        v.validate_eid(bad)
+
+
+def test_validate_eid_accepts_uuid():
+    eid = '6b1f3c52-9a0e-4a47-8d7e-1f0b6a1c2e11'
+    assert v.validate_eid(eid) == eid
