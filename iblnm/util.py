@@ -198,6 +198,12 @@ def get_session_type(session):
     return session
 
 
+def target_nm_labels(regions, nm):
+    """``['VTA-r', 'SNc']``, ``'DA'`` -> ``['VTA-DA', 'SNc-DA']`` (None for an empty region)."""
+    regions = list(regions) if _is_list_value(regions) else []
+    return [f'{strip_hemisphere_suffix(r)}-{nm}' if r else None for r in regions]
+
+
 @exception_logger
 def get_targetNM(session):  # noqa: N802 - name from the original API
     """Set ``target_NM`` = bare region + '-' + NM per region (None for an empty region).
@@ -205,9 +211,7 @@ def get_targetNM(session):  # noqa: N802 - name from the original API
     ``target_NM`` is assigned before validation so the parallel lists stay aligned;
     any label outside ``VALID_TARGETNMS`` then raises :class:`InvalidTargetNM`.
     """
-    regions = session.get('brain_region')
-    regions = list(regions) if _is_list_value(regions) else []
-    targets = [f'{strip_hemisphere_suffix(r)}-{session.get("NM")}' if r else None for r in regions]
+    targets = target_nm_labels(session.get('brain_region'), session.get('NM'))
     session['target_NM'] = targets
     invalid = [t for t in targets if t is not None and t not in config.VALID_TARGETNMS]
     if invalid:
