@@ -34,11 +34,18 @@ def atomic_write(fpath, write_fn, suffix=None):
     os.close(fd)
     try:
         write_fn(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual permissions
         os.replace(tmp, fpath)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return fpath
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _is_list_value(value):
