@@ -405,10 +405,10 @@ class PhotometrySession:
 
     def subtract_baseline(self, responses, window=config.BASELINE_WINDOW):
         """Subtract each trial's mean over ``window`` (s, default [-0.1, 0))."""
-        tpts = responses['time'].to_numpy()
-        out = responses.copy()
-        out.values = sr.subtract_baseline(responses.to_numpy(), tpts, window=window)
-        return out
+        ordered = responses.transpose('trial', 'time', 'event')  # kernels: (trial, time, ...)
+        out = ordered.copy(data=sr.subtract_baseline(ordered.to_numpy(), ordered['time'].to_numpy(),
+                                                     window=window))  # fmt: skip
+        return out.transpose(*responses.dims)
 
     def mask_subsequent_events(self, responses, event_order=config.RESPONSE_EVENTS):
         """NaN the samples of each event's trace after the next event of the trial.

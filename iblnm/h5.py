@@ -43,8 +43,13 @@ def _replace_group(parent, name):
     return parent.create_group(name)
 
 
+def _clean(text):
+    """HDF5 variable-length strings cannot hold NUL characters: escape them."""
+    return str(text).replace('\x00', '\\x00')
+
+
 def _write_strings(group, name, values):
-    values = [NONE_STR if v is None else str(v) for v in values]
+    values = [NONE_STR if v is None else _clean(v) for v in values]
     group.create_dataset(name, data=np.array(values, dtype=object), dtype=STR)
 
 
@@ -53,8 +58,10 @@ def _read_strings(dataset):
 
 
 def _scalar_attr(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None:
         return NONE_STR
+    if isinstance(value, str):
+        return _clean(value)
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, pd.Timestamp):

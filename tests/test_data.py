@@ -1,0 +1,201 @@
+"""PhotometrySession: validators, QC, preprocessing, responses and H5 (spec §8, §15)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iblnm import validation as v
+from iblnm.data import PREPROCESSED_BAND, PhotometrySession
+from iblnm.onecache import session_eid
+
+EID = '6b1f3c52-9a0e-4a47-8d7e-1f0b6a1c2e11'
+CQ002 = session_eid('cortexlab', 'CQ002', '2024-11-05', 1)
+FIP40 = session_eid('wittenlab', 'fip_40', '2023-05-18', 1)
+
+
+def make_session(session_type='biased', n_trials=200, **row):
+    ps = PhotometrySession({'eid': EID, 'subject': 'm', 'session_type': session_type,
+                            'brain_region': ['VTA'], 'hemisphere': ['l'], **row}, one=object())  # fmt: skip
+    t = np.arange(n_trials) * 3.0 + 10
+    ps.trials = pd.DataFrame({
+        'stimOn_times': t, 'firstMovement_times': t + 0.3, 'feedback_times': t + 0.6,
+        'feedbackType': np.where(np.arange(n_trials) % 2, 1, -1),
+        'probabilityLeft': np.full(n_trials, 0.5), 'signed_contrast': np.full(n_trials, 25.0),
+        'contrast': np.full(n_trials, 25.0), 'choice': np.ones(n_trials),
+    })  # fmt: skip
+    return ps
+
+
+@pytest.fixture
+def preprocessed_session():
+    """The original test fixture: 600 s at 30 Hz, bleaching GCaMP and isosbestic."""
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 600, 18000)
+    bleach = 1000 * np.exp(-t / 300)
+    ps = make_session()
+    ps.photometry = {
+        'GCaMP': pd.DataFrame({'VTA': bleach + rng.normal(0, 1, t.size) + 500}, index=t),
+        'Isosbestic': pd.DataFrame({'VTA': 0.8 * bleach + rng.normal(0, 0.5, t.size) + 400}, index=t),
+    }  # fmt: skip
+    return ps
+
+
+def test_refuses_unsafe_eid():
+    with pytest.raises(v.InvalidEid):
+        PhotometrySession({'eid': '../x'})
+
+
+def test_starts_empty():
+    ps = PhotometrySession({'eid': EID})
+    assert ps.trials is None and ps.photometry == {} and ps.responses == {}
+    assert ps.qc.empty and ps.wheel_velocity is None
+    assert not hasattr(ps, 'channels') and not hasattr(ps, 'targets')
+
+
+def test_validate_n_trials():
+    with pytest.raises(v.InsufficientTrials, match='n_trials=50'):
+        make_session(n_trials=50).validate_n_trials()
+    make_session(n_trials=200).validate_n_trials()
+
+
+def test_validate_block_structure():
+    ps = make_session()
+    ps.trials['probabilityLeft'] = np.tile([0.8, 0.2], 100)
+    with pytest.raises(v.BlockStructureBug):
+        ps.validate_block_structure()
+    ps.trials['probabilityLeft'] = np.r_[np.full(100, 0.2), np.full(100, 0.8)]
+    ps.validate_block_structure()
+    training = make_session(session_type='training')
+    training.trials['probabilityLeft'] = np.tile([0.8, 0.2], 100)
+    training.validate_block_structure()  # not checked for training sessions
+
+
+def test_validate_event_completeness():
+    ps = make_session(n_trials=100)
+    ps.trials.loc[:84, ['stimOn_times', 'feedback_times']] = np.nan
+    with pytest.raises(v.IncompleteEventTimes) as info:
+        ps.validate_event_completeness()
+    assert info.value.missing_events == ['stimOn_times', 'feedback_times']
+    ps = make_session()
+    ps.trials = ps.trials.drop(columns='firstMovement_times')
+    with pytest.raises(v.IncompleteEventTimes, match='firstMovement_times'):
+        ps.validate_event_completeness()
+
+
+def test_validate_trials_in_photometry_time():
+    ps = make_session(n_trials=100)
+    t = np.arange(0, 600, 1 / 30)
+    ps.photometry = {'GCaMP': pd.DataFrame({'VTA': np.zeros(t.size)}, index=t)}
+    ps.validate_trials_in_photometry_time()
+    ps.trials.loc[0, 'stimOn_times'] = -10
+    with pytest.raises(v.TrialsNotInPhotometryTime):
+        ps.validate_trials_in_photometry_time()
+    ps.photometry[PREPROCESSED_BAND] = pd.DataFrame({'VTA': np.zeros(t.size)}, index=t - 20)
+    ps.validate_trials_in_photometry_time()  # preprocessed band preferred
+
+
+def test_validate_qc_and_unique_samples():
+    ps = make_session()
+    ps.validate_qc()
+    ps.validate_few_unique_samples()  # empty qc: no-op
+    ps.qc = pd.DataFrame({'brain_region': ['VTA'], 'band': ['GCaMP'], 'n_unique_samples': [0.01],
+                          'n_band_inversions': [2], 'n_early_samples': [3]})  # fmt: skip
+    with pytest.raises(
+        v.QCValidationError, match='band inversions detected; early samples detected'
+    ):
+        ps.validate_qc()
+    with pytest.raises(v.FewUniqueSamples, match='VTA/GCaMP'):
+        ps.validate_few_unique_samples()
+    ps.qc = pd.DataFrame({'brain_region': ['VTA'], 'band': ['GCaMP'], 'n_unique_samples': [0.5]})
+    ps.validate_few_unique_samples()
+
+
+def test_preprocess_and_qc(preprocessed_session):
+    ps = preprocessed_session
+    ps.run_sliding_qc()
+    out = ps.preprocess()
+    assert np.allclose(np.diff(out.index), 1 / 30)
+    assert abs(out['VTA'].mean()) < 0.01 and abs(out['VTA'].std() - 1) < 0.01
+    gcamp = ps.qc[(ps.qc['brain_region'] == 'VTA') & (ps.qc['band'] == 'GCaMP')]
+    assert len(gcamp) == 1
+    assert 100 < gcamp['bleaching_tau'].iloc[0] < 600
+    assert ps.preprocessing_params['regression']['method'] == 'ols'
+
+
+def test_single_band_path(preprocessed_session):
+    ps = preprocessed_session
+    del ps.photometry['Isosbestic']
+    out = ps.preprocess()
+    assert abs(out['VTA'].std() - 1) < 0.01
+    assert ps.preprocessing_params['reference_band'] is None
+
+
+def test_extract_responses_shapes(preprocessed_session):
+    ps = preprocessed_session
+    ps.preprocess()
+    responses = ps.extract_responses()
+    da = responses['VTA']
+    assert da.dims == ('event', 'trial', 'time') and da.shape[2] == 60
+    assert da.sel(event='stimOn_times').dims == ('trial', 'time')
+    assert da['time'].values[0] == pytest.approx(-1, abs=0.05)
+    assert da['time'].values[-1] == pytest.approx(1, abs=0.05)
+    custom = ps.extract_responses(events=['feedback_times'])
+    assert list(custom['VTA']['event'].values) == ['feedback_times']
+    masked = ps.mask_subsequent_events(responses['VTA'])
+    stim = masked.sel(event='stimOn_times').values
+    assert np.isnan(stim[5, da['time'].values > 0.31]).all()  # next event 0.3 s later
+    assert not np.isnan(stim[5, da['time'].values < 0.29]).any()
+    base = ps.subtract_baseline(responses['VTA'])
+    window = (base['time'] >= -0.1) & (base['time'] < 0)
+    assert np.allclose(base.sel(time=window).mean('time').values[:, 5:-5], 0, atol=1e-12)
+
+
+def test_h5_roundtrip(preprocessed_session, tmp_path):
+    ps = preprocessed_session
+    ps.h5_dir = tmp_path
+    ps.run_sliding_qc()
+    ps.preprocess()
+    ps.extract_responses()
+    ps.save_h5()
+    back = PhotometrySession({'eid': EID}, one=object(), h5_dir=tmp_path)
+    back.load_h5()
+    pre = back.photometry[PREPROCESSED_BAND]
+    assert pre['VTA'].dtype == np.float64
+    np.testing.assert_allclose(pre['VTA'], ps.photometry[PREPROCESSED_BAND]['VTA'], atol=1e-10)
+    assert back.metadata['subject'] == 'm' and back.metadata['eid'] == EID
+    np.testing.assert_array_equal(back.responses['VTA'].values, ps.responses['VTA'].values)
+    pd.testing.assert_frame_equal(back.trials, ps.trials[back.trials.columns], check_dtype=False)
+    assert len(back.qc) == 2
+
+
+@pytest.mark.parametrize('eid', [CQ002, FIP40])
+def test_real_sessions_end_to_end(real_one, tmp_path, eid):
+    ps = PhotometrySession({'eid': eid, 'session_type': 'training'}, one=real_one, h5_dir=tmp_path)
+    ps.load_trials()
+    ps.load_photometry()
+    ps.validate_trials_in_photometry_time()
+    raw = ps.run_raw_qc()
+    assert raw == {'n_band_inversions': 0, 'n_early_samples': 0}
+    ps.validate_qc()
+    ps.run_sliding_qc()
+    ps.preprocess()
+    ps.extract_responses()
+    ps.save_h5()
+    assert np.isfinite(ps.qc.drop(columns=['eid', 'brain_region', 'band', 'bleaching_tau',
+                                           'iso_correlation']).to_numpy(float)).all()  # fmt: skip
+    back = PhotometrySession({'eid': eid}, one=real_one, h5_dir=tmp_path)
+    back.load_h5(regions=[ps.regions[0]])
+    assert list(back.responses) == [ps.regions[0]]
+
+
+def test_fip40_nacc_reward_response(real_one, tmp_path):
+    """Real Witten-lab data: NAcc dopamine responds more after reward than after error."""
+    ps = PhotometrySession({'eid': FIP40, 'session_type': 'training'}, one=real_one)
+    ps.load_trials()
+    ps.load_photometry()
+    ps.preprocess()
+    responses = ps.subtract_baseline(ps.extract_responses()['NAcc'])
+    feedback = responses.sel(event='feedback_times', time=slice(0.1, 0.35)).mean('time')
+    correct = ps.trials['feedbackType'].to_numpy() == 1
+    reward, error = float(feedback[correct].mean()), float(feedback[~correct].mean())
+    assert reward > error + 1.0  # measured: about +1.7 vs -0.3 z

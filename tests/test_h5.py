@@ -1,0 +1,146 @@
+"""HDF5 layout: exact round trips (property tests), single-region reads, atomicity, corruption."""
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from iblnm import h5
+from iblnm.validation import CorruptH5, MissingH5
+
+floats = st.floats(allow_nan=True, allow_infinity=False, width=64)
+text = st.text(alphabet=st.characters(blacklist_characters='\x00'), max_size=20)
+
+
+@st.composite
+def responses(draw):
+    n_events = draw(st.integers(0, 3))
+    n_trials = draw(st.integers(0, 12))
+    n_time = draw(st.integers(1, 8))
+    data = draw(arrays(np.float64, (n_events, n_trials, n_time), elements=floats))
+    events = [f'event{i}_times' for i in range(n_events)]
+    trials = draw(arrays(np.int64, n_trials, elements=st.integers(0, 10_000), unique=True))
+    return xr.DataArray(
+        data, dims=('event', 'trial', 'time'),
+        coords={'event': events, 'trial': trials, 'time': np.arange(n_time) / 30 - 1},
+        attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)},
+    )  # fmt: skip
+
+
+@st.composite
+def session_data(draw):
+    n = draw(st.integers(0, 50))
+    regions = draw(st.lists(st.sampled_from(['VTA', 'DR', 'LC-l', 'LC-r', 'NBM']),
+                            min_size=1, max_size=3, unique=True))  # fmt: skip
+    photometry = {}
+    for region in regions:
+        photometry[region] = {
+            'preprocessed': {
+                'times': draw(arrays(np.float64, n, elements=floats)),
+                'signal': draw(arrays(np.float64, n, elements=floats)),
+                'fs': 30, 'params': {'bleach': {'cutoff_hz': 0.01}},
+            },
+            'responses': draw(responses()),
+            'qc': pd.DataFrame({'band': ['GCaMP', 'Isosbestic'],
+                                'ar_score': draw(arrays(np.float64, 2, elements=floats))}),
+        }  # fmt: skip
+    n_trials = draw(st.integers(0, 20))
+    trials = pd.DataFrame({
+        'stimOn_times': draw(arrays(np.float64, n_trials, elements=floats)),
+        'choice': draw(arrays(np.float64, n_trials, elements=st.sampled_from([-1.0, 0.0, 1.0]))),
+        'stim_side': draw(st.lists(st.sampled_from(['left', 'right', None]),
+                                   min_size=n_trials, max_size=n_trials)),
+    })  # fmt: skip
+    metadata = {'eid': 'e', 'subject': draw(text), 'number': 1,
+                'session_length': draw(floats), 'NM': None,
+                'brain_region': regions, 'hemisphere': ['l'] * len(regions)}  # fmt: skip
+    errors = [{'eid': 'e', 'error_type': 'X', 'error_message': draw(text),
+               'traceback': None}]  # fmt: skip
+    wheel = {'velocity': draw(arrays(np.float32, (n_trials, 5), elements=st.floats(
+        allow_nan=True, allow_infinity=False, width=32))), 'fs': 100,
+        't0_event': 'stimOn_times', 't1_event': 'feedback_times'}  # fmt: skip
+    return {'metadata': metadata, 'errors': errors, 'photometry': photometry,
+            'trials': trials, 'wheel': wheel}  # fmt: skip
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=session_data())
+def test_roundtrip_is_exact(tmp_path, data):
+    path = tmp_path / 'x.h5'
+    h5.save_h5(path, data, mode='w')
+    back = h5.load_h5(path)
+    assert back['metadata'] == {
+        **data['metadata'],
+        'session_length': back['metadata']['session_length'],
+    }
+    np.testing.assert_equal(back['metadata']['session_length'], data['metadata']['session_length'])
+    pd.testing.assert_frame_equal(back['errors'], pd.DataFrame(data['errors']))
+    pd.testing.assert_frame_equal(back['trials'], data['trials'], check_dtype=False)
+    np.testing.assert_array_equal(back['wheel']['velocity'], data['wheel']['velocity'])
+    assert back['wheel']['velocity'].dtype == np.float32
+    for region, parts in data['photometry'].items():
+        got = back['photometry'][region]
+        np.testing.assert_array_equal(
+            got['preprocessed']['signal'], parts['preprocessed']['signal']
+        )
+        assert got['preprocessed']['params'] == parts['preprocessed']['params']
+        xr.testing.assert_identical(got['responses'], parts['responses'])
+        pd.testing.assert_frame_equal(got['qc'][['band', 'ar_score']], parts['qc'])
+
+
+def test_single_region_read_and_groups(tmp_path):
+    resp = xr.DataArray(np.ones((1, 2, 3)), dims=('event', 'trial', 'time'),
+                        coords={'event': ['stimOn_times'], 'trial': [0, 1], 'time': [0.0, 0.1, 0.2]},
+                        attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)})  # fmt: skip
+    data = {'photometry': {r: {'responses': resp} for r in ('VTA', 'DR')}, 'errors': []}
+    path = h5.save_h5(tmp_path / 'x.h5', data, mode='w')
+    only = h5.load_h5(path, groups=['photometry'], regions=['DR'])
+    assert list(only) == ['photometry'] and list(only['photometry']) == ['DR']
+    h5.save_h5(path, {'wheel': {'velocity': np.zeros((2, 3)), 'fs': 100, 't0_event': 'a',
+                                't1_event': 'b'}})  # fmt: skip
+    assert set(h5.h5_groups(path)) == {'photometry', 'errors', 'wheel'}  # append kept the rest
+    with pytest.raises(ValueError, match='unknown H5 groups'):
+        h5.save_h5(path, {'bogus': 1})
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(MissingH5):
+        h5.load_h5(tmp_path / 'nope.h5')
+    path = h5.save_h5(tmp_path / 'x.h5', {'errors': []}, mode='w')
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 3])  # truncated
+    with pytest.raises(CorruptH5):
+        h5.load_h5(path)
+    path.write_bytes(b'not an hdf5 file at all')
+    with pytest.raises(CorruptH5):
+        h5.load_h5(path)
+    with pytest.raises(CorruptH5):  # appending to a corrupt file is refused, not overwritten
+        h5.save_h5(path, {'errors': []})
+
+
+def test_failed_write_keeps_previous_file(tmp_path):
+    path = h5.save_h5(tmp_path / 'x.h5', {'errors': [{'eid': 'e', 'error_type': 'A',
+                                                      'error_message': 'm', 'traceback': None}]},
+                      mode='w')  # fmt: skip
+    with pytest.raises(AttributeError):
+        h5.save_h5(path, {'trials': 'not a frame'})
+    assert h5.load_h5(path)['errors']['error_type'].tolist() == ['A']
+    assert [p.name for p in tmp_path.iterdir()] == ['x.h5']
+    with h5py.File(path, 'r') as f:
+        assert 'trials' not in f
+
+
+def test_nul_characters_are_escaped_not_fatal(tmp_path):
+    entry = {'eid': 'e', 'error_type': 'X', 'error_message': 'a\x00b', 'traceback': None}
+    path = h5.save_h5(
+        tmp_path / 'x.h5', {'errors': [entry], 'metadata': {'subject': 'm\x00'}}, mode='w'
+    )
+    back = h5.load_h5(path)
+    assert back['errors']['error_message'][0] == 'a\\x00b'
+    assert back['metadata']['subject'] == 'm\\x00'
