@@ -85,6 +85,8 @@ class PhotometrySession:
         self.responses = {}
         self._qc_rows = {}  # (brain_region, band) -> {metric: value}
         self._raw_qc = {}  # whole-recording metrics, copied onto every row
+        self.wheel = None
+        self.wheel_fs = None
         self.wheel_velocity = None
         self.errors = []
         self.preprocessing_params = None
@@ -442,6 +444,50 @@ class PhotometrySession:
     def fit_psychometric(self, probability_left=None):
         """Psychometric fit {bias, threshold, lapse_left, lapse_right, r_squared, n_trials}."""
         return task.fit_psychometric(self.trials, probability_left=probability_left)
+
+    # ------------------------------------------------------------------ wheel
+    def load_wheel(self, fs=config.WHEEL_FS):
+        """Wheel velocity (rad/s) on a uniform ``fs`` Hz grid, float64 times.
+
+        Position is interpolated at 1 kHz and low-passed (8th-order Butterworth, 20 Hz,
+        zero phase) as brainbox does, then every ``1000 / fs``-th sample is kept.
+        Sets and returns ``self.wheel`` (DataFrame: times, velocity).
+        """
+        from brainbox.behavior import wheel as bbwheel
+
+        if not self._has_dataset('_ibl_wheel.position.npy'):
+            raise self._missing_data('_ibl_wheel.position.npy', ['_iblrig_taskData.raw.jsonable'])
+        collection = self.loader._find_behaviour_collection('wheel')
+        raw = self.one.load_object(self.eid, 'wheel', collection=collection)
+        position, times = bbwheel.interpolate_position(
+            raw['timestamps'], raw['position'], freq=1000
+        )
+        velocity = bbwheel.velocity_filtered(position, 1000)[0]
+        step = int(round(1000 / fs))
+        self.wheel = pd.DataFrame({'times': times[::step], 'velocity': velocity[::step]})
+        self.wheel_fs = fs
+        return self.wheel
+
+    def extract_wheel_velocity(self, t0_event='stimOn_times', t1_event='feedback_times'):
+        """Per-trial wheel velocity from ``t0_event`` to ``t1_event``, NaN-padded.
+
+        Returns ``{'velocity': float32 (n_trials, n_samples), 'fs', 't0_event', 't1_event'}``
+        where n_samples covers the longest trial (end inclusive); trials with a NaN event
+        are all-NaN rows.
+        """
+        starts = self.trials[t0_event].to_numpy(float)
+        ends = self.trials[t1_event].to_numpy(float)
+        times, values = self.wheel['times'].to_numpy(), self.wheel['velocity'].to_numpy()
+        # pad with NaN up to the longest window after the last start, so that a short last
+        # trial is not dropped because the longest trial's window would leave the recording
+        horizon = np.nanmax(starts) + np.nanmax(ends - starts) + 2 / self.wheel_fs
+        extra = np.arange(times[-1] + 1 / self.wheel_fs, horizon, 1 / self.wheel_fs)
+        times, values = np.r_[times, extra], np.r_[values, np.full(extra.size, np.nan)]
+        velocity, _ = sr.peri_event(times, values, starts, window=(0, 1), fs=self.wheel_fs, t1=ends)
+        velocity[np.isnan(starts)] = np.nan
+        self.wheel_velocity = {'velocity': velocity.astype(np.float32), 'fs': self.wheel_fs,
+                               't0_event': t0_event, 't1_event': t1_event}  # fmt: skip
+        return self.wheel_velocity
 
     # ------------------------------------------------------------------ HDF5
     def _photometry_h5(self):

@@ -23,8 +23,6 @@ its metadata, its errors and whatever data it reached, so the file's existence m
 sessions' results and, for sessions done earlier, from their HDF5 files.
 """
 
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -32,19 +30,17 @@ import pandas as pd
 from iblnm import config, h5, util
 from iblnm import validation as v
 from iblnm.data import PhotometrySession
-from iblnm.pipeline.executor import Connection, map_sessions
+from iblnm.pipeline.stage import (
+    SessionOutcome,
+    StageResult,
+    failed,
+    gather,
+    make_jobs,
+    run_jobs,
+    select_sessions,
+)
 
 STAGE = 'photometry'
-
-
-@dataclass
-class SessionOutcome:
-    """What one session's processing returns to the parent (plain, picklable data)."""
-
-    eid: str
-    qc: list = field(default_factory=list)
-    errors: list = field(default_factory=list)
-    fatal: str | None = None  # error type that stopped the session
 
 
 def _run_tiers(ps):
@@ -74,14 +70,13 @@ def _run_tiers(ps):
 
 
 def process_session(job):
-    """Process one session; never raises. ``job = (row_dict, Connection, h5_dir)``."""
-    row, connection, h5_dir = job
+    """Process one session; never raises. ``job = (row dict, Connection, {'h5_dir': ...})``."""
+    row, connection, options = job
     eid = str(row['eid'])
     try:
-        ps = PhotometrySession(row, one=connection.connect(), h5_dir=h5_dir)
+        ps = PhotometrySession(row, one=connection.connect(), h5_dir=options['h5_dir'])
     except Exception as error:  # noqa: BLE001 - e.g. InvalidEid: nothing may be written
-        return SessionOutcome(eid, errors=[v.make_log_entry(eid, error=error)],
-                              fatal=type(error).__name__)  # fmt: skip
+        return failed(eid, error)
     fatal = None
     try:
         _run_tiers(ps)
@@ -94,59 +89,24 @@ def process_session(job):
         ps.log_error(error)
         fatal = fatal or type(error).__name__
     qc = ps.qc.to_dict('records') if ps._qc_rows else []
-    return SessionOutcome(eid, qc=qc, errors=list(ps.errors), fatal=fatal)
+    return SessionOutcome(eid, rows=qc, errors=list(ps.errors), fatal=fatal)
 
 
 def outcome_from_h5(eid, h5_dir):
     """Rebuild a finished session's outcome from its HDF5 file (for resumed runs)."""
-    data = h5.load_h5(Path(h5_dir) / f'{eid}.h5', groups=['errors', 'photometry'],
-                      parts=('qc',))  # fmt: skip
+    data = h5.load_h5(Path(h5_dir) / f'{eid}.h5', groups=['errors', 'photometry'], parts=('qc',))
     qc = [row for part in data.get('photometry', {}).values() if 'qc' in part
           for row in part['qc'].to_dict('records')]  # fmt: skip
     errors = data['errors'].to_dict('records') if 'errors' in data else []
-    return SessionOutcome(eid, qc=qc, errors=errors)
-
-
-def select_sessions(catalog, upstream_logs=(config.QUERY_DATABASE_LOG_FPATH,),
-                    blockers=config.PHOTOMETRY_BLOCKERS):  # fmt: skip
-    """Sessions the stage should process: analysable types, not excluded, not blocked."""
-    df = catalog[catalog['session_type'].isin(config.SESSION_TYPES_TO_ANALYZE)]
-    df = df[~df['subject'].isin(config.SUBJECTS_TO_EXCLUDE)]
-    df = util.collect_session_errors(df, upstream_logs)
-    blocked = df['logged_errors'].map(lambda errors: bool(set(errors) & set(blockers)))
-    return df[~blocked].drop(columns='logged_errors')
+    return SessionOutcome(eid, rows=qc, errors=errors)
 
 
 def is_done(eid, h5_dir):
-    """True when the session has a readable HDF5 file."""
+    """True when the session has a readable HDF5 file written by this stage."""
     try:
         return 'errors' in h5.h5_groups(Path(h5_dir) / f'{eid}.h5')
     except v.CorruptH5:
         return False
-
-
-@dataclass
-class StageResult:
-    """Outcome of one stage run."""
-
-    outcomes: list
-    n_selected: int
-    n_skipped: int
-    qc: pd.DataFrame
-    log: pd.DataFrame
-
-    def summary(self):
-        fatal = Counter(o.fatal for o in self.outcomes if o.fatal)
-        logged = Counter(self.log['error_type'])
-        n_failed = sum(fatal.values())
-        lines = [
-            f'sessions selected: {self.n_selected}, processed now: {len(self.outcomes)}, '
-            f'skipped (already done): {self.n_skipped}',
-            f'completed: {len(self.outcomes) - n_failed}, failed: {n_failed}',
-        ]
-        lines += [f'  failed  {etype}: {n}' for etype, n in fatal.most_common()]
-        lines += [f'  logged  {etype}: {n}' for etype, n in logged.most_common()]
-        return '\n'.join(lines)
 
 
 def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, scheduler=None,
@@ -155,23 +115,23 @@ def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, schedule
                          sessions_fpath=config.SESSIONS_FPATH,
                          upstream_logs=(config.QUERY_DATABASE_LOG_FPATH,),
                          progress=True):  # fmt: skip
-    """Run the photometry stage over the catalog and write its tables atomically."""
+    """Run the photometry stage over the catalog and write its tables atomically.
+
+    Sessions with a readable HDF5 file are skipped unless ``redo``; their QC rows and
+    errors are read back from the file so the tables always cover every session.
+    """
     from iblnm.io import _get_default_connection
 
     one = one or _get_default_connection()
     catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
-    selected = select_sessions(catalog, upstream_logs=upstream_logs)
+    selected = select_sessions(catalog, upstream_logs, blockers=config.PHOTOMETRY_BLOCKERS)
     eids = list(selected['eid'])
     done = set() if redo else {e for e in eids if is_done(e, h5_dir)}
-    connection = Connection.from_one(one)
-    jobs = [(row.to_dict(), connection, str(h5_dir))
-            for _, row in selected.iterrows() if row['eid'] not in done]  # fmt: skip
-    outcomes = list(map_sessions(process_session, jobs, workers=workers, scheduler=scheduler,
-                                 desc=STAGE, progress=progress))  # fmt: skip
+    jobs = make_jobs(selected[~selected['eid'].isin(done)], one, {'h5_dir': str(h5_dir)})
+    outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
     previous = [outcome_from_h5(e, h5_dir) for e in eids if e in done]
     everything = sorted(outcomes + previous, key=lambda o: eids.index(o.eid))
-    qc = pd.DataFrame([row for o in everything for row in o.qc])
-    log = util.concat_logs([[entry for o in everything for entry in o.errors]])
+    qc, log = gather(everything)
     util.df2pqt(qc, qc_fpath)
     util.write_log(log, log_fpath)
-    return StageResult(outcomes, len(eids), len(done), qc, log)
+    return StageResult(STAGE, outcomes, len(eids), qc, log, n_skipped=len(done))

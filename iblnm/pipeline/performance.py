@@ -1,0 +1,64 @@
+"""Stage 3, task: behavioural performance and psychometric fits per session.
+
+Per session: load trials (fatal when missing), validate the trial count (fatal) and the
+event completeness (logged), compute the basic performance and the 50/50 psychometric
+fit, check the block structure (BlockStructureBug is logged) and, for biased/ephys
+sessions, fit each block and the bias shift. Writes ``data/performance.pqt`` (one row
+per session that got past the fatal checks) and ``metadata/task_log.pqt``.
+"""
+
+import pandas as pd
+
+from iblnm import config, task, util
+from iblnm import validation as v
+from iblnm.data import PhotometrySession
+from iblnm.pipeline.stage import (
+    SessionOutcome,
+    StageResult,
+    failed,
+    gather,
+    make_jobs,
+    run_jobs,
+    select_sessions,
+)
+
+STAGE = 'task'
+
+
+def process_session(job):
+    """Performance row and errors of one session; never raises."""
+    row, connection, _ = job
+    eid = str(row['eid'])
+    try:
+        ps = PhotometrySession(row, one=connection.connect())
+        ps.load_trials()
+        ps.validate_n_trials()
+    except Exception as error:  # noqa: BLE001 - fatal: no performance row
+        return failed(eid, error)
+    for check in (ps.validate_event_completeness, ps.validate_block_structure):
+        try:
+            check()
+        except v.IblnmError as error:
+            ps.log_error(error)
+    performance = {'eid': eid, 'n_trials': len(ps.trials),
+                   'contrasts': task.get_contrast_set(ps.trials), **ps.basic_performance()}  # fmt: skip
+    performance.update(ps.block_performance())
+    return SessionOutcome(eid, rows=[performance], errors=list(ps.errors))
+
+
+def run_task_stage(one=None, catalog=None, workers=1, scheduler=None,
+                   performance_fpath=config.PERFORMANCE_FPATH, log_fpath=config.TASK_LOG_FPATH,
+                   sessions_fpath=config.SESSIONS_FPATH, progress=True):  # fmt: skip
+    """Run the task stage over the analysable sessions and write its outputs atomically."""
+    from iblnm.io import _get_default_connection
+
+    one = one or _get_default_connection()
+    catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
+    selected = select_sessions(catalog)
+    outcomes = run_jobs(
+        process_session, make_jobs(selected, one), workers, scheduler, STAGE, progress
+    )
+    table, log = gather(outcomes)
+    util.df2pqt(table, performance_fpath)
+    util.write_log(log, log_fpath)
+    return StageResult(STAGE, outcomes, len(selected), table, log)

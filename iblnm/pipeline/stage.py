@@ -1,0 +1,104 @@
+"""What every per-session stage shares: session selection, outcomes, execution, summary.
+
+A stage is a module-level function ``fn(job) -> SessionOutcome`` over jobs
+``(catalog row as dict, Connection, stage options)``. :func:`run_jobs` maps it with the
+executor (serial, processes or Dask) and the parent assembles the tables, so every way
+of running writes the same outputs.
+"""
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from iblnm import config, util
+from iblnm import validation as v
+from iblnm.pipeline.executor import Connection, map_sessions
+
+
+@dataclass
+class SessionOutcome:
+    """One session's result, returned to the parent (plain, picklable data).
+
+    Attributes
+    ----------
+    eid : str
+    rows : list of dict
+        Table rows this session contributes (QC rows, a performance row ...).
+    errors : list of dict
+        Error-log entries (:data:`iblnm.validation.LOG_COLUMNS`).
+    fatal : str or None
+        Type of the error that stopped the session, if any.
+    """
+
+    eid: str
+    rows: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+    fatal: str | None = None
+
+
+def failed(eid, error):
+    """Outcome of a session stopped by ``error`` before anything was produced."""
+    return SessionOutcome(
+        eid, errors=[v.make_log_entry(eid, error=error)], fatal=type(error).__name__
+    )
+
+
+def select_sessions(catalog, upstream_logs=(), blockers=frozenset(),
+                    session_types=config.SESSION_TYPES_TO_ANALYZE,
+                    exclude_subjects=config.SUBJECTS_TO_EXCLUDE):  # fmt: skip
+    """Sessions of analysable types and subjects whose upstream logs hold no blocker."""
+    df = catalog[catalog['session_type'].isin(session_types)]
+    df = df[~df['subject'].isin(exclude_subjects)]
+    if not blockers:
+        return df
+    df = util.collect_session_errors(df, upstream_logs)
+    blocked = df['logged_errors'].map(lambda errors: bool(set(errors) & set(blockers)))
+    return df[~blocked].drop(columns='logged_errors')
+
+
+def make_jobs(sessions, one, options=None):
+    """One job per session: (row dict, Connection, options)."""
+    connection = Connection.from_one(one)
+    return [(row.to_dict(), connection, options or {}) for _, row in sessions.iterrows()]
+
+
+def run_jobs(fn, jobs, workers=1, scheduler=None, desc=None, progress=True):
+    """Run a stage function over jobs; outcomes come back in the jobs' order."""
+    order = {job[0]['eid']: i for i, job in enumerate(jobs)}
+    outcomes = list(map_sessions(fn, jobs, workers=workers, scheduler=scheduler, desc=desc,
+                                 progress=progress))  # fmt: skip
+    return sorted(outcomes, key=lambda o: order.get(o.eid, len(order)))
+
+
+@dataclass
+class StageResult:
+    """Outcome of one stage run; ``table`` and ``log`` are what was written."""
+
+    name: str
+    outcomes: list
+    n_selected: int
+    table: pd.DataFrame
+    log: pd.DataFrame
+    n_skipped: int = 0
+
+    def summary(self):
+        """Processed / skipped / failed by type, and logged (non-fatal) errors by type."""
+        fatal = Counter(o.fatal for o in self.outcomes if o.fatal)
+        n_failed = sum(fatal.values())
+        logged = Counter(self.log['error_type']) - fatal
+        lines = [
+            f'{self.name}: sessions selected {self.n_selected}, processed now '
+            f'{len(self.outcomes)}, skipped (already done) {self.n_skipped}',
+            f'  completed {len(self.outcomes) - n_failed}, failed {n_failed}',
+        ]
+        lines += [f'  failed  {etype}: {n}' for etype, n in fatal.most_common()]
+        lines += [f'  logged  {etype}: {n}' for etype, n in logged.most_common() if n > 0]
+        return '\n'.join(lines)
+
+
+def gather(outcomes):
+    """(table of all rows, log of all errors) from outcomes."""
+    table = pd.DataFrame([row for o in outcomes for row in o.rows])
+    log = util.concat_logs([[entry for o in outcomes for entry in o.errors]])
+    return table, log
