@@ -128,8 +128,14 @@ class AlyxMetadata:
         self.one = one
 
     def list_sessions(self, project=config.PROJECT_NAME):
-        """Alyx ``sessions/list`` records of a project (list of dicts)."""
-        return list(self.one.alyx.rest('sessions', 'list', project=project))
+        """Alyx ``sessions/list`` records of a project (list of dicts).
+
+        Every page of Alyx's paginated answer is fetched (a page that cannot be read
+        raises: an incomplete listing is never returned). ``project=None`` lists all
+        sessions: no filter is sent, as ONE would send the string ``'None'``.
+        """
+        filters = {} if project is None else {'project': project}
+        return list(self.one.alyx.rest('sessions', 'list', **filters))
 
     def read_session(self, eid):
         """Alyx ``sessions/read`` record (dict)."""

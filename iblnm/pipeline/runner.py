@@ -1,8 +1,7 @@
 """Run the pipeline stages in order, each as ``python scripts/{stage}.py`` in the project root.
 
-Exit codes: 0 when every stage succeeded; 1 when a stage failed (the runner stops at
-the first failure unless ``skip_errors``). Stages whose script does not exist yet are
-reported as not implemented and are not counted as failures.
+Exit codes: 0 when every stage succeeded; 1 when a stage failed or its script is
+missing (the runner stops at the first failure unless ``skip_errors``).
 """
 
 import subprocess
@@ -12,6 +11,7 @@ import time
 from iblnm import config
 
 STAGES = ['query_database', 'photometry', 'task', 'wheel', 'dataset_overview']
+PARALLEL_STAGES = ('photometry', 'task', 'wheel')
 
 
 def select_stages(start=None, only=None, stages=STAGES):
@@ -47,11 +47,17 @@ def run_pipeline(start=None, only=None, skip_errors=False, stage_args=None):
         status, seconds = run_stage(stage, stage_args.get(stage, ()))
         results.append((stage, status, seconds))
         if status == 'missing':
-            print(f'SKIP {stage}: not implemented yet (scripts/{stage}.py is missing)')
+            print(f'SKIP {stage}: scripts/{stage}.py is missing')
         print(f'--- {stage}: {status} ({seconds:.1f} s)', flush=True)
-        if status == 'failed' and not skip_errors:
+        if status != 'ok' and not skip_errors:
             break
     print('\nPipeline summary')
     for stage, status, seconds in results:
         print(f'  {stage:<18} {status:<8} {seconds:7.1f} s')
-    return 1 if any(status == 'failed' for _, status, _ in results) else 0
+    return 1 if any(status != 'ok' for _, status, _ in results) else 0
+
+
+def executor_args(workers=1, scheduler=None):
+    """Per-stage extra arguments forwarding the executor options to the parallel stages."""
+    args = ['--scheduler', scheduler] if scheduler else ['--workers', str(workers)]
+    return {stage: args for stage in PARALLEL_STAGES}

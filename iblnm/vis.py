@@ -1,0 +1,97 @@
+"""Plotting functions: data in, a matplotlib Axes or Figure out; files are saved by callers."""
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only: no screen on pipeline machines
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from iblnm import config  # noqa: E402
+
+SESSION_TYPE_COLORS = {
+    'habituation': '#bdbdbd', 'training': '#6baed6', 'biased': '#fd8d3c',
+    'ephys': '#e6550d', 'misc': '#756bb1',
+}  # fmt: skip
+
+
+def save_figure(fig, fpath, dpi=config.FIGURE_DPI):
+    """Save a figure (format from the suffix: .svg or .png) and close it."""
+    from pathlib import Path
+
+    fpath = Path(fpath)
+    fpath.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(fpath, dpi=dpi, bbox_inches='tight')
+    plt.close(fig)
+    return fpath
+
+
+def session_overview_matrix(df, columns='session_n', highlight=None, ax=None, title=None):
+    """Subject x session grid coloured by session type.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Columns ``subject``, ``session_type`` and ``columns`` (``session_n`` or ``day_n``).
+    highlight : pandas.Series of bool, optional
+        Sessions drawn opaque; the others at 30 % opacity (e.g. "has raw data").
+    """
+    if df.duplicated(['subject', columns]).any():
+        raise ValueError(f'more than one session per (subject, {columns}) cell')
+    subjects = sorted(df['subject'].unique())
+    n_cols = int(df[columns].max()) + 1 if len(df) else 1
+    types = list(SESSION_TYPE_COLORS)
+    grid = np.full((len(subjects), n_cols), np.nan)
+    alpha = np.zeros_like(grid)
+    for i, (_, row) in enumerate(df.iterrows()):
+        r, c = subjects.index(row['subject']), int(row[columns])
+        stype = row['session_type'] if row['session_type'] in types else 'misc'
+        grid[r, c] = types.index(stype)
+        alpha[r, c] = 1.0 if highlight is None or bool(highlight.iloc[i]) else 0.3
+    ax = ax or plt.subplots(figsize=(max(4, 0.25 * n_cols + 2), max(2, 0.3 * len(subjects) + 1)))[1]
+    cmap = ListedColormap([SESSION_TYPE_COLORS[t] for t in types])
+    ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(types) - 0.5, alpha=np.nan_to_num(alpha),
+              aspect='auto', interpolation='nearest')  # fmt: skip
+    ax.set_yticks(range(len(subjects)), subjects)
+    ax.set_xlabel('session number' if columns == 'session_n' else 'days since first session')
+    ax.set_ylabel('subject')
+    present = [t for t in types if t in set(df['session_type'])]
+    ax.legend(handles=[Patch(color=SESSION_TYPE_COLORS[t], label=t) for t in present],
+              loc='upper left', bbox_to_anchor=(1.01, 1), frameon=False, title='session type')  # fmt: skip
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def count_barplot(counts, xlabel, title, ax=None, colors=None):
+    """Horizontal bar plot of counts (a pandas Series) with the count printed on each bar."""
+    ax = ax or plt.subplots(figsize=(6, max(2, 0.35 * len(counts) + 1)))[1]
+    colors = colors or ['#4c72b0'] * len(counts)
+    ax.barh(range(len(counts)), counts.to_numpy(), color=colors)
+    ax.set_yticks(range(len(counts)), [str(i) for i in counts.index])
+    for i, n in enumerate(counts.to_numpy()):
+        ax.text(n, i, f' {n}', va='center')
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return ax
+
+
+def target_overview_barplot(recordings, ax=None):
+    """Complete recordings per target-NM (``recordings``: one row per recording)."""
+    counts = recordings['target_NM'].value_counts().sort_index()
+    colors = [config.NM_COLORS.get(t.split('-')[-1], '#4c72b0') for t in counts.index]
+    return count_barplot(
+        counts, 'complete recordings', 'Complete recordings per target', ax, colors
+    )
+
+
+def mouse_overview_barplot(recordings, ax=None):
+    """Complete recordings per mouse, labelled 'subject (target-NMs)'."""
+    grouped = recordings.groupby('subject')
+    counts = grouped.size()
+    targets = grouped['target_NM'].agg(lambda t: ', '.join(sorted(set(t))))
+    counts.index = [f'{s} ({targets[s]})' for s in counts.index]
+    return count_barplot(counts, 'complete recordings', 'Complete recordings per mouse', ax)
