@@ -124,8 +124,12 @@ def is_local(one):
 class AlyxMetadata:
     """Session and subject records from Alyx's REST API."""
 
-    def __init__(self, one):
+    def __init__(self, one, no_cache=False):
         self.one = one
+        self.no_cache = no_cache  # bypass ONE's 5-minute REST cache (e.g. for --redownload)
+
+    def _rest(self, *args, **kwargs):
+        return self.one.alyx.rest(*args, no_cache=self.no_cache, **kwargs)
 
     def list_sessions(self, project=config.PROJECT_NAME):
         """Alyx ``sessions/list`` records of a project (list of dicts).
@@ -135,16 +139,16 @@ class AlyxMetadata:
         sessions: no filter is sent, as ONE would send the string ``'None'``.
         """
         filters = {} if project is None else {'project': project}
-        return list(self.one.alyx.rest('sessions', 'list', **filters))
+        return list(self._rest('sessions', 'list', **filters))
 
     def read_session(self, eid):
         """Alyx ``sessions/read`` record (dict)."""
-        return self.one.alyx.rest('sessions', 'read', id=str(eid))
+        return self._rest('sessions', 'read', id=str(eid))
 
     def list_subjects(self, nickname=None):
         """Alyx ``subjects/list`` records (list of dicts)."""
         kwargs = {'nickname': nickname} if nickname else {}
-        return list(self.one.alyx.rest('subjects', 'list', **kwargs))
+        return list(self._rest('subjects', 'list', **kwargs))
 
     def fibers(self):
         """Fiber insertions known to the database (not served by Alyx here: empty)."""
@@ -154,7 +158,7 @@ class AlyxMetadata:
 class LocalMetadata:
     """The same records, read from the ``alyx/`` folder of a local cache."""
 
-    def __init__(self, one):
+    def __init__(self, one, no_cache=False):
         self.one = one
         self.cache_dir = Path(one.cache_dir)
 
@@ -235,9 +239,12 @@ def _json_or_none(value):
     return json.loads(value) if isinstance(value, str) else value
 
 
-def get_metadata_source(one):
-    """:class:`LocalMetadata` for a local ONE, :class:`AlyxMetadata` otherwise."""
-    return LocalMetadata(one) if is_local(one) else AlyxMetadata(one)
+def get_metadata_source(one, no_cache=False):
+    """:class:`LocalMetadata` for a local ONE, :class:`AlyxMetadata` otherwise.
+
+    ``no_cache`` makes the Alyx source bypass ONE's REST cache (fresh answers).
+    """
+    return LocalMetadata(one) if is_local(one) else AlyxMetadata(one, no_cache=no_cache)
 
 
 def get_fiber_table(one=None, fibers_fpath=config.FIBERS_FPATH):
@@ -271,7 +278,9 @@ def get_subject_info(session, one=None, metadata=None):
     session['strain'] = rec.get('strain')
     session['line'] = rec.get('line')
     genotype = rec.get('genotype')
-    session['genotype'] = ', '.join(genotype) if isinstance(genotype, list) else genotype
+    if isinstance(genotype, list):  # Alyx may give strings or records with a name
+        genotype = ', '.join(str(g.get('name', g) if isinstance(g, dict) else g) for g in genotype)
+    session['genotype'] = genotype
     session['NM'] = config.STRAIN2NM.get(rec.get('strain')) or config.LINE2NM.get(rec.get('line'))
     return session
 

@@ -191,11 +191,13 @@ def _query_records(records, ctx, progress):
     permanent = _permanent_error_types()
     for rec in tqdm(records, desc='query_database', disable=not progress, unit='session'):
         row, entries = build_session_record(rec, ctx)
-        log.extend(entries)
-        if any(e['error_type'] not in permanent for e in entries):
-            deferred.append(row['eid'])  # a request failed: retry on the next run
+        request_errors = [e for e in entries if e['error_type'] not in permanent]
+        if request_errors:  # a request failed: retry on the next run; the checks that ran
+            deferred.append(row['eid'])  # on the missing answers would only mislead
+            log.extend(request_errors)
         else:
             rows.append(row)
+            log.extend(entries)
     return rows, log, deferred
 
 
@@ -229,7 +231,7 @@ def query_database(one=None, redownload=False, extended_qc=False,
     CatalogResult
     """
     one = one or io._get_default_connection()
-    metadata = io.get_metadata_source(one)
+    metadata = io.get_metadata_source(one, no_cache=redownload)
     records = metadata.list_sessions(project)  # raises when nothing can be read
     existing = (
         None if redownload or not sessions_fpath.exists() else pd.read_parquet(sessions_fpath)
