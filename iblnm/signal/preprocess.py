@@ -372,13 +372,6 @@ class PreprocessResult:
         return iter((self.times, self.values))
 
 
-def _raw_bleaching_tau(times, values):
-    def tau(y):
-        return fit_exponential_decay(times, y)[1]
-
-    return _per_column(tau, values)
-
-
 def pair_by_position(times, signal, reference):
     """Truncate a signal/reference pair to their common length.
 
@@ -390,6 +383,59 @@ def pair_by_position(times, signal, reference):
     return np.asarray(times[:n], dtype=float), np.asarray(signal[:n]), np.asarray(reference[:n])
 
 
+def _isosbestic_1d(times, signal, reference, p, compute_qc):
+    """:func:`preprocess_isosbestic` for one fiber (contiguous 1-D arrays)."""
+    signal_bc = bleach_correct(times, signal, **p['bleach'])
+    reference_bc = bleach_correct(times, reference, **p['bleach'])
+    regression = dict(p['regression'])
+    mode = regression.pop('mode', 'subtract')
+    slope, intercept = fit_reference(signal_bc, reference_bc, **regression)
+    corrected = correct(signal_bc, slope * reference_bc + intercept, mode)
+    new_times, resampled = resample(times, corrected, **p['resample'])
+    result = PreprocessResult(
+        new_times, zscore(resampled, **p['zscore']), slope=slope, intercept=intercept, params=p
+    )
+    if compute_qc:
+        result.bleaching_tau = fit_exponential_decay(times, signal)[1]
+        if regression.get('method', 'ols') != 'ols':
+            slope, intercept = fit_reference(signal_bc, reference_bc, method='ols')
+        result.iso_correlation = float(r_squared(signal_bc, slope * reference_bc + intercept))
+    return result
+
+
+def _single_band_1d(times, signal, p, compute_qc):
+    """:func:`preprocess_single_band` for one fiber (contiguous 1-D arrays)."""
+    new_times, resampled = resample(
+        times, bleach_correct(times, signal, **p['bleach']), **p['resample']
+    )
+    result = PreprocessResult(new_times, zscore(resampled, **p['zscore']), params=p)
+    if compute_qc:
+        result.bleaching_tau = fit_exponential_decay(times, signal)[1]
+    return result
+
+
+def _stack_fibers(results):
+    """Combine per-fiber results: values (n_out, n_signals), QC values (n_signals,)."""
+    first = results[0]
+    return PreprocessResult(
+        first.times,
+        np.column_stack([r.values for r in results]),
+        **{
+            name: np.array([getattr(r, name) for r in results], dtype=float)
+            for name in ('bleaching_tau', 'iso_correlation', 'slope', 'intercept')
+        },
+        params=first.params,
+    )
+
+
+def _columns(values):
+    """Contiguous float columns of a 1-D or 2-D array (fast paths for filters and reductions)."""
+    values = np.asarray(values, dtype=float)
+    if values.ndim == 1:
+        return [np.ascontiguousarray(values)]
+    return [np.ascontiguousarray(values[:, i]) for i in range(values.shape[1])]
+
+
 def preprocess_isosbestic(times, signal, reference, params=None, compute_qc=True):
     """Bleach-correct both bands → regress out the reference → resample → z-score.
 
@@ -399,6 +445,7 @@ def preprocess_isosbestic(times, signal, reference, params=None, compute_qc=True
         Sample times of ``signal`` (s).
     signal, reference : ndarray, shape (n_samples,) or (n_samples, n_signals)
         Raw GCaMP and isosbestic bands, paired by position (:func:`pair_by_position`).
+        Fibers (columns) are processed independently.
     params : dict, optional
         Overrides of ``config.PREPROCESSING_PARAMS`` (steps 'bleach', 'regression',
         'zscore', 'resample').
@@ -408,27 +455,16 @@ def preprocess_isosbestic(times, signal, reference, params=None, compute_qc=True
     Returns
     -------
     PreprocessResult
+        QC values and regression parameters are floats for 1-D input and arrays of shape
+        (n_signals,) for 2-D input.
     """
     p = resolve_params(params)
     times, signal, reference = pair_by_position(times, signal, reference)
-    signal_bc = bleach_correct(times, signal, **p['bleach'])
-    reference_bc = bleach_correct(times, reference, **p['bleach'])
-    regression = dict(p['regression'])
-    mode = regression.pop('mode', 'subtract')
-    slope, intercept = fit_reference(signal_bc, reference_bc, **regression)
-    corrected = correct(signal_bc, slope * reference_bc + intercept, mode)
-    new_times, resampled = resample(times, corrected, **p['resample'])
-    new_values = zscore(resampled, **p['zscore'])
-    result = PreprocessResult(new_times, new_values, slope=slope, intercept=intercept, params=p)
-    if compute_qc:
-        result.bleaching_tau = _raw_bleaching_tau(times, signal)
-        ols_slope, ols_intercept = (
-            (slope, intercept)
-            if regression.get('method', 'ols') == 'ols'
-            else fit_reference(signal_bc, reference_bc, method='ols')
-        )
-        result.iso_correlation = r_squared(signal_bc, ols_slope * reference_bc + ols_intercept)
-    return result
+    results = [
+        _isosbestic_1d(times, s, r, p, compute_qc)
+        for s, r in zip(_columns(signal), _columns(reference), strict=True)
+    ]
+    return results[0] if signal.ndim == 1 else _stack_fibers(results)
 
 
 def preprocess_single_band(times, signal, params=None, compute_qc=True):
@@ -439,10 +475,5 @@ def preprocess_single_band(times, signal, params=None, compute_qc=True):
     """
     p = resolve_params(params)
     times = np.asarray(times, dtype=float)
-    signal_bc = bleach_correct(times, signal, **p['bleach'])
-    new_times, resampled = resample(times, signal_bc, **p['resample'])
-    new_values = zscore(resampled, **p['zscore'])
-    result = PreprocessResult(new_times, new_values, params=p)
-    if compute_qc:
-        result.bleaching_tau = _raw_bleaching_tau(times, np.asarray(signal, dtype=float))
-    return result
+    results = [_single_band_1d(times, s, p, compute_qc) for s in _columns(signal)]
+    return results[0] if np.ndim(signal) == 1 else _stack_fibers(results)

@@ -195,6 +195,12 @@ def ar_score(a, order=2):
     return np.where(ok, score, np.nan)[()]
 
 
+# Metrics that depend only on the set of values in a window, not on their order: in
+# sliding_qc they share one sort of the windows (percentiles of sorted rows are cheap).
+ORDER_FREE_METRICS = frozenset({
+    'n_unique_samples', 'median_absolute_deviance', 'percentile_distance', 'percentile_asymmetry',
+})  # fmt: skip
+
 SLIDING_METRIC_KERNELS = {
     'n_unique_samples': n_unique_samples,
     'median_absolute_deviance': median_absolute_deviance,
@@ -318,15 +324,22 @@ def sliding_qc(
     centres, first, n_per_window = window_index(times, w_len, step_len)
     raw = _gather(np.asarray(values, dtype=float), first, n_per_window)
     detrended = detrend_windows(raw, _gather(times, first, n_per_window)) if detrend else raw
+    kernels = dict(_metric_kernel(metric) for metric in metrics)
+    shared_sort = [n for n, k in kernels.items() if _is_order_free(n, k) and n not in undetrended]
+    detrended_sorted = np.sort(detrended, axis=-1) if len(shared_sort) > 1 else detrended
     per_window = {}
-    for metric in metrics:  # a handful of metrics; each kernel scores all windows at once
-        name, kernel = _metric_kernel(metric)
+    for name, kernel in kernels.items():  # a handful of metrics, each scores all windows at once
         windows = raw if name in undetrended else detrended
+        windows = detrended_sorted if name in shared_sort else windows
         if len(windows) == 0:
             per_window[name] = np.full(0, np.nan)
             continue
         per_window[name] = np.asarray(kernel(windows, **metrics_kwargs.get(name, {})), dtype=float)
     return centres, per_window
+
+
+def _is_order_free(name, kernel):
+    return name in ORDER_FREE_METRICS and kernel is SLIDING_METRIC_KERNELS[name]
 
 
 def _reduce(values, how):

@@ -91,7 +91,7 @@ def _fibers(nm, rng):
             'X-ml_um': round(float(abs(ml) if hemi == 'l' else -abs(ml)), 1),
             'Y-ap_um': round(float(ap), 1),
             'Z-dv_um': round(float(dv), 1),
-            'gain': round(float(np.clip(rng.lognormal(0.0, 0.3), 0.5, 2.0)), 3),
+            'gain': round(float(np.clip(rng.lognormal(0.0, 0.3), 0.7, 2.0)), 3),
         })  # fmt: skip
     return fibers
 

@@ -27,7 +27,7 @@ NM_KERNELS = {
         'feedback_times': {'shape': ('alpha', 0.28), 'correct': 0.03, 'error': -0.012},
     },
     '5HT': {
-        'feedback_times': {'shape': ('biexp', 0.1, 1.5), 'correct': 0.018, 'error': 0.0},
+        'feedback_times': {'shape': ('biexp', 0.08, 1.0), 'correct': 0.03, 'error': 0.0},
     },
     'NE': {
         'stimOn_times': {'shape': ('alpha', 0.25), 'const': 0.005},

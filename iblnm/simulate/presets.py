@@ -53,7 +53,7 @@ class Preset:
     fault_fraction: float = 0.25
     all_faults: bool = True
     camera_fault_fraction: float = 0.06
-    noise_rel: tuple = (0.0015, 0.0025)
+    noise_rel: tuple = (0.0007, 0.0012)
     first_date: str = '2024-03-04'
 
 

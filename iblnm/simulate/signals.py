@@ -140,7 +140,7 @@ def motion_artefacts(n_grid, rng, dip_rate=1 / 150, step_rate=1 / 900):
     for centre, width, depth in zip(
         rng.uniform(0, duration, n_dips),
         rng.uniform(0.05, 0.3, n_dips),
-        rng.uniform(0.02, 0.12, n_dips),
+        rng.uniform(0.02, 0.08, n_dips),
     ):
         i0, i1 = (max(int((centre + s * 4 * width) * GRID_FS), 0) for s in (-1, 1))
         tt = np.arange(i0, min(i1, n_grid)) / GRID_FS - centre

@@ -1,0 +1,342 @@
+"""QC kernels: known answers, per-window loop references and iblphotometry 0.3.4 equality."""
+
+import iblphotometry.fpio  # noqa: F401  (import first: avoids iblphotometry's circular import)
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from iblphotometry import metrics as ibl_metrics
+from scipy.stats import linregress
+
+from iblnm import config
+from iblnm.signal import qc
+
+CQ002 = 'cortexlab/Subjects/CQ002/2024-11-05/001'
+TOL = {'rtol': 1e-10, 'atol': 0}
+
+
+def _windows(seed=0, n_windows=6, n=900):
+    """Windows with drift, Gaussian noise and sparse positive transients (a realistic mix)."""
+    rng = np.random.default_rng(seed)
+    x = np.arange(n)
+    noise = rng.normal(0, 1, (n_windows, n))
+    transients = (rng.random((n_windows, n)) < 0.01) * rng.exponential(5, (n_windows, n))
+    smooth = np.apply_along_axis(lambda r: np.convolve(r, np.ones(15) / 15, 'same'), 1, transients)
+    return 0.01 + 1e-3 * (noise + 4 * smooth + 0.002 * x)
+
+
+def _loop(kernel, windows, **kwargs):
+    return np.array([kernel(w, **kwargs) for w in windows])
+
+
+# ---------------------------------------------------------------------------
+# Windows
+# ---------------------------------------------------------------------------
+def test_window_starts_is_qc_signals_arange():
+    np.testing.assert_array_equal(qc.window_starts(2.0, 600.0, 120, 60), np.arange(2.0, 480.0, 60))
+    assert qc.window_starts(0, 100, 120, 60).size == 0
+
+
+def test_sliding_windows_select_first_sample_at_or_after_start():
+    rng = np.random.default_rng(3)
+    fs = 30
+    times = 5.0 + np.arange(600 * fs) / fs + rng.uniform(-2e-4, 2e-4, 600 * fs)
+    values = rng.normal(size=times.size)
+    centres, windows = qc.sliding_windows(times, values, w_len=120, step_len=60)
+    starts = np.arange(times[0], times[-1] - 120, 60)
+    np.testing.assert_allclose(centres, starts + 60)
+    assert windows.shape == (len(starts), 3600)
+    for start, window in zip(starts, windows):  # loop reference
+        first = np.flatnonzero(times >= start)[0]
+        np.testing.assert_array_equal(window, values[first : first + 3600])
+
+
+def test_sliding_windows_short_signal_gives_no_window():
+    times = np.arange(100) / 30
+    centres, windows = qc.sliding_windows(times, np.ones(100), w_len=120, step_len=60)
+    assert centres.shape == (0,) and windows.shape == (0, 3600)
+
+
+def test_detrend_windows_equals_linregress_residuals():
+    windows = _windows()
+    x = 100 + np.arange(windows.shape[1]) / 30
+    detrended = qc.detrend_windows(windows, x)
+    for window, result in zip(windows, detrended):
+        fit = linregress(x, window)
+        np.testing.assert_allclose(result, window - (fit.slope * x + fit.intercept), atol=1e-15)
+    # the default abscissa (sample index) gives the same residuals for uniform sampling
+    np.testing.assert_allclose(qc.detrend_windows(windows), detrended, atol=1e-15)
+
+
+def test_detrend_windows_removes_exact_lines():
+    x = np.arange(50.0)
+    lines = np.array([3 + 2 * x, -1 - 0.5 * x])
+    np.testing.assert_allclose(qc.detrend_windows(lines), 0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# Metric kernels: vectorised == per-window loop == iblphotometry
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ('name', 'kwargs'),
+    [
+        ('n_unique_samples', {}),
+        ('median_absolute_deviance', {}),
+        ('percentile_distance', {}),
+        ('percentile_distance', {'pc': (5, 50)}),
+        ('percentile_asymmetry', {}),
+        ('percentile_asymmetry', {'pc_comp': 75}),
+        ('ar_score', {}),
+        ('ar_score', {'order': 3}),
+    ],
+)
+def test_vectorised_metric_equals_loop_and_iblphotometry(name, kwargs):
+    windows = np.round(_windows(seed=4), 5)  # quantised so that n_unique_samples is < 1
+    kernel, reference = qc.SLIDING_METRIC_KERNELS[name], getattr(ibl_metrics, name)
+    vectorised = kernel(windows, **kwargs)
+    assert vectorised.shape == (windows.shape[0],)
+    np.testing.assert_allclose(vectorised, _loop(kernel, windows, **kwargs), **TOL)
+    np.testing.assert_allclose(vectorised, _loop(reference, windows, **kwargs), **TOL)
+
+
+def test_metrics_on_a_whole_signal_return_scalars():
+    signal = _windows(n_windows=1)[0]
+    for kernel in qc.SLIDING_METRIC_KERNELS.values():
+        assert np.ndim(kernel(signal)) == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hnp.arrays(
+        np.int64, st.tuples(st.integers(1, 4), st.integers(2, 40)), elements=st.integers(-3, 3)
+    )
+)
+def test_n_unique_samples_matches_np_unique(windows):
+    expected = [np.unique(w).size / w.size for w in windows]
+    np.testing.assert_allclose(qc.n_unique_samples(windows), expected)
+
+
+def test_n_unique_samples_counts_nan_once_like_np_unique():
+    a = np.array([1.0, np.nan, 1.0, np.nan, 2.0])
+    assert qc.n_unique_samples(a) == pytest.approx(np.unique(a).size / a.size)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3), st.floats(1e-6, 1e3))
+def test_ar_score_matches_iblphotometry_on_random_walks(seed, order, scale):
+    rng = np.random.default_rng(seed)
+    windows = scale * (rng.normal(size=(3, 200)).cumsum(axis=1) + rng.normal(size=(3, 200)))
+    np.testing.assert_allclose(
+        qc.ar_score(windows, order=order),
+        _loop(ibl_metrics.ar_score, windows, order=order),
+        rtol=1e-9,
+    )
+
+
+def test_ar_score_known_values():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=200_000)
+    assert abs(qc.ar_score(noise)) < 0.01
+    ar1 = np.zeros_like(noise)
+    for i in range(1, len(noise)):  # AR(1), phi = 0.9: R² = phi² = 0.81
+        ar1[i] = 0.9 * ar1[i - 1] + noise[i]
+    assert qc.ar_score(ar1) == pytest.approx(0.81, abs=0.01)
+    scores = qc.ar_score(np.vstack([np.full(100, 3.0), noise[:100]]))
+    assert np.isnan(scores[0]) and np.isfinite(scores[1])
+
+
+def test_percentile_metrics_known_values():
+    noise = np.random.default_rng(1).normal(5, 2, 500_000)
+    assert qc.percentile_distance(noise) == pytest.approx(1.645, abs=0.01)
+    assert qc.percentile_asymmetry(noise) == pytest.approx(1.0, abs=0.01)
+    skewed = noise + np.random.default_rng(2).exponential(3, noise.size)
+    assert qc.percentile_asymmetry(skewed) > 1.1
+    assert np.isnan(qc.percentile_distance(np.ones(10)))
+    assert qc.median_absolute_deviance(noise) == pytest.approx(2 * 0.6745, rel=0.01)
+
+
+# ---------------------------------------------------------------------------
+# Whole-recording metrics
+# ---------------------------------------------------------------------------
+def test_n_early_samples():
+    times = np.arange(1000) / 30
+    assert qc.n_early_samples(times) == 0
+    early = times.copy()
+    early[500] -= 0.005  # one frame 5 ms early: one short interval (the next is long)
+    assert qc.n_early_samples(early) == 1
+    assert qc.n_early_samples(early, dt_tol=0.01) == 0
+    series = pd.Series(np.zeros(early.size), index=early)
+    assert qc.n_early_samples(early) == ibl_metrics.n_early_samples(series)
+
+
+def test_n_band_inversions():
+    alternating = np.tile([2, 1], 50)
+    assert qc.n_band_inversions(np.r_[7, alternating]) == 0  # leading all-LED frame ignored
+    assert qc.n_band_inversions(np.r_[0, alternating]) == 0
+    swapped = alternating.copy()
+    swapped[[10, 11]] = swapped[[11, 10]]  # 2,1,2,1 -> 2,1,1,2: two equal neighbour pairs
+    assert qc.n_band_inversions(swapped) == 2
+    assert qc.n_band_inversions(np.r_[alternating[:5], alternating[4], alternating[5:]]) == 1
+    # raw NPM LedState: condition offsets (16 = Output0, 256 = Input1) are masked away
+    assert qc.n_band_inversions(np.r_[16, np.tile([18, 17], 20), 274, 273, 18]) == 0
+    colors = pd.DataFrame({'color': np.where(swapped == 2, 'Blue', 'Violet')})
+    assert qc.n_band_inversions(swapped) == ibl_metrics.n_band_inversions(colors)
+
+
+def test_bleaching_tau_recovers_the_spec_fixture():
+    t = np.linspace(0, 600, 18000)
+    tau = qc.bleaching_tau(t, 1000 * np.exp(-t / 300) + 500)
+    assert isinstance(tau, float)
+    assert 240 < tau < 360
+
+
+def test_bleaching_tau_is_scale_free_and_robust_to_noise():
+    """Raw photometry is ~1e-2: iblphotometry's fit stays at its start value there."""
+    rng = np.random.default_rng(0)
+    t = 30 + np.arange(0, 2700, 1 / 30)
+    for scale in (1e-2, 1.0, 1e3):
+        y = scale * (0.3 * np.exp(-(t - t[0]) / 300) + 1 + rng.normal(0, 0.01, t.size))
+        assert qc.bleaching_tau(t, y) == pytest.approx(300, rel=0.05)
+        assert qc.bleaching_tau(t, y, fit_fs=None) == pytest.approx(300, rel=0.05)
+
+
+def test_bleaching_tau_nan_on_failure():
+    t = np.arange(0, 100, 1 / 30)
+    assert np.isnan(qc.bleaching_tau(t, np.full(t.size, np.nan)))
+
+
+def test_iso_correlation():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=5000).cumsum()
+    r2 = qc.iso_correlation(2 * reference + 1 + rng.normal(0, 0.01, 5000), reference)
+    assert isinstance(r2, float) and r2 > 0.999
+    assert abs(qc.iso_correlation(rng.normal(size=5000), rng.normal(size=5000))) < 0.1
+    signal = 0.5 * reference + rng.normal(
+        0, 5, 5000
+    )  # R² of OLS = squared Pearson r, in time order
+    assert qc.iso_correlation(signal, reference) == pytest.approx(
+        np.corrcoef(signal, reference)[0, 1] ** 2, rel=1e-10
+    )
+    assert np.isnan(qc.iso_correlation(np.ones(10), np.arange(10.0)))
+
+
+# ---------------------------------------------------------------------------
+# Sliding QC
+# ---------------------------------------------------------------------------
+def _session(seed=1, duration=600, t0=12.3):
+    rng = np.random.default_rng(seed)
+    times = t0 + np.arange(int(duration * 30)) / 30
+    drift = rng.normal(0, 1e-5, times.size).cumsum()
+    values = 0.01 + 1e-3 * np.exp(-times / 200) + drift + rng.normal(0, 1e-4, times.size)
+    return times, np.round(values, 5)  # quantised like a digitiser
+
+
+def test_sliding_qc_equals_iblphotometry_qc_signals():
+    """Window by window equality with ``qc_signals`` (exactly uniform times: same windows)."""
+    from iblphotometry import qc as ibl_qc
+
+    times, values = _session()
+    metric_fns = [getattr(ibl_metrics, name) for name in config.QC_SLIDING_METRICS]
+    theirs = ibl_qc.qc_signals(
+        {'GCaMP': pd.DataFrame({'VTA': values}, index=times)},
+        metric_fns,
+        metrics_kwargs=config.QC_METRICS_KWARGS,
+        sliding_kwargs=config.QC_SLIDING_KWARGS,
+    ).dropna(subset=['window'])
+    centres, ours = qc.sliding_qc(times, values, undetrended=())  # qc_signals detrends all
+    for name, values_ in ours.items():
+        rows = theirs[theirs['metric'] == name]
+        np.testing.assert_allclose(centres, rows['window'].to_numpy(), atol=1e-9)
+        np.testing.assert_allclose(values_, rows['value'].to_numpy(), **TOL)
+
+
+def test_sliding_qc_outputs_and_undetrended_metrics():
+    times, values = _session()
+    centres, per_window = qc.sliding_qc(times, values)
+    assert list(per_window) == config.QC_SLIDING_METRICS
+    assert all(v.shape == centres.shape == (8,) for v in per_window.values())
+    _, first, n = qc.window_index(times)
+    raw_unique = [np.unique(values[i : i + n]).size / n for i in first]
+    np.testing.assert_allclose(per_window['n_unique_samples'], raw_unique)
+    assert np.all(per_window['n_unique_samples'] < 0.9)  # quantised raw data, not detrended
+    kw = config.QC_METRICS_KWARGS['percentile_asymmetry']
+    detrended = qc.detrend_windows(np.array([values[i : i + n] for i in first]))
+    np.testing.assert_allclose(
+        per_window['percentile_asymmetry'], qc.percentile_asymmetry(detrended, **kw), rtol=1e-9
+    )
+
+
+def test_sliding_qc_accepts_callables_and_rejects_unknown_names():
+    times, values = _session(duration=300)
+    _, per_window = qc.sliding_qc(times, values, metrics=[qc.median_absolute_deviance])
+    assert list(per_window) == ['median_absolute_deviance']
+    with pytest.raises(ValueError, match='unknown QC metric'):
+        qc.sliding_qc(times, values, metrics=['n_edges'])
+
+
+def test_sliding_qc_short_signal_gives_empty_windows():
+    times, values = _session(duration=100)
+    centres, per_window = qc.sliding_qc(times, values)
+    assert centres.size == 0 and all(v.size == 0 for v in per_window.values())
+    assert all(np.isnan(v) for v in qc.aggregate_windows(per_window).values())
+
+
+def test_aggregate_windows():
+    per_window = {
+        'a': np.array([1.0, np.nan, 3.0]),
+        'b': np.array([np.nan, np.nan]),
+        'c': np.arange(11.0),
+    }
+    assert qc.aggregate_windows(per_window) == {
+        'a': 2.0,
+        'b': pytest.approx(np.nan, nan_ok=True),
+        'c': 5.0,
+    }
+    agg = qc.aggregate_windows(per_window, how={'c': 'q10', 'a': 'max'})
+    assert agg['c'] == pytest.approx(1.0) and agg['a'] == 3.0
+    assert qc.aggregate_windows(per_window, how='median')['c'] == 5.0
+    with pytest.raises(ValueError, match='unknown aggregation'):
+        qc.aggregate_windows(per_window, how='mode')
+
+
+# ---------------------------------------------------------------------------
+# Real data (CQ002, two fibers)
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def cq002(real_data_dir):
+    """Task-restricted GCaMP/Isosbestic bands of CQ002: {band: (times, values (n, 2))}."""
+    session = real_data_dir / CQ002
+    signal = pd.read_parquet(session / 'alf/photometry/photometry.signal.pqt')
+    trials = pd.read_parquet(session / 'alf/task_00/_ibl_trials.table.pqt')
+    t0 = trials['intervals_0'].iloc[0] + config.PHOTOMETRY_RESTRICT_PRE
+    t1 = trials['intervals_1'].iloc[-1] + config.PHOTOMETRY_RESTRICT_POST
+    bands = {}
+    for band in ('GCaMP', 'Isosbestic'):
+        rows = signal[(signal['name'] == band) & (signal['times'] > t0) & (signal['times'] < t1)]
+        bands[band] = (rows['times'].to_numpy(), rows[['G0', 'G4']].to_numpy())
+    raw = pd.read_parquet(session / 'raw_photometry_data/_neurophotometrics_fpData.raw.pqt')
+    return bands, raw['LedState'].to_numpy()
+
+
+def test_real_session_sliding_qc_is_finite(cq002):
+    bands, _ = cq002
+    for times, values in bands.values():
+        for fiber in range(values.shape[1]):
+            centres, per_window = qc.sliding_qc(times, values[:, fiber])
+            assert len(centres) == 44  # (2761.9 - 21.6 - 120) / 60 s
+            for name, per in per_window.items():
+                assert np.all(np.isfinite(per)), name
+            assert 0 < per_window['n_unique_samples'].mean() < 1
+
+
+def test_real_session_raw_metrics(cq002):
+    bands, led_state = cq002
+    for times, values in bands.values():
+        assert qc.n_early_samples(times) == 0
+        assert np.isfinite(qc.bleaching_tau(times, values[:, 0]))
+    assert qc.n_band_inversions(led_state) == 0
+    gcamp, iso = bands['GCaMP'][1], bands['Isosbestic'][1]
+    n = min(len(gcamp), len(iso))
+    assert 0 <= qc.iso_correlation(gcamp[:n, 1], iso[:n, 1]) <= 1
