@@ -42,6 +42,18 @@ def atomic_write(fpath, write_fn, suffix=None):
     return fpath
 
 
+def remove_stale_temporaries(directory, pattern='.*.tmp'):
+    """Delete temporary files left in ``directory`` by a killed :func:`atomic_write`.
+
+    Call at the start of a stage, before any worker writes (one run per output directory).
+    Returns the number of files removed.
+    """
+    stale = list(Path(directory).glob(pattern)) if Path(directory).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def _umask():
     mask = os.umask(0)
     os.umask(mask)

@@ -50,3 +50,30 @@ def small_one(small_cache):
     from one.api import One
 
     return One(cache_dir=str(small_cache), mode='local')
+
+
+def run_pipeline_on(cache, root, *args):
+    """Run ``scripts/run_pipeline.py`` on a cache with outputs under ``root``; return the process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, 'IBLNM_ONE_CACHE': str(cache), 'IBLNM_ROOT': str(root)}
+    env.pop('IBLNM_ONE_MODE', None)
+    script = config.PACKAGE_DIR.parent / 'scripts' / 'run_pipeline.py'
+    return subprocess.run(
+        [sys.executable, str(script), *args], env=env, capture_output=True, text=True
+    )
+
+
+@pytest.fixture(scope='session')
+def small_pipeline(tmp_path_factory, small_cache):
+    """Output root of the whole pipeline run once on the ``small`` preset (2 workers).
+
+    Layout as in the project root: ``metadata/*.pqt``, ``data/sessions/{eid}.h5``,
+    ``data/qc_photometry.pqt``, ``data/performance.pqt``, ``figures/``.
+    """
+    root = tmp_path_factory.mktemp('small_pipeline')
+    result = run_pipeline_on(small_cache, root, '--workers', '2')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root

@@ -101,6 +101,24 @@ def outcome_from_h5(eid, h5_dir):
     return SessionOutcome(eid, rows=qc, errors=errors)
 
 
+QC_TABLE_COLUMNS = [
+    'eid', 'brain_region', 'band',
+    *config.QC_SLIDING_METRICS, *config.QC_RAW_METRICS, *config.QC_PREPROCESSING,
+]  # fmt: skip
+
+
+def order_qc_columns(qc):
+    """QC table with the columns in :data:`QC_TABLE_COLUMNS` order (unknown ones last).
+
+    Metrics are float64 (counts included: NaN where a metric could not be computed), so the
+    table is the same whether its rows were computed now or read back from HDF5 files.
+    """
+    known = [c for c in QC_TABLE_COLUMNS if c in qc.columns]
+    qc = qc[known + [c for c in qc.columns if c not in known]]
+    metrics = [c for c in qc.columns if c not in ('eid', 'brain_region', 'band')]
+    return qc.astype(dict.fromkeys(metrics, 'float64'))
+
+
 def is_done(eid, h5_dir):
     """True when the session has a readable HDF5 file written by this stage."""
     try:
@@ -126,12 +144,14 @@ def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, schedule
     catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
     selected = select_sessions(catalog, upstream_logs, blockers=config.PHOTOMETRY_BLOCKERS)
     eids = list(selected['eid'])
+    util.remove_stale_temporaries(h5_dir)  # left by a killed run; never read as valid
     done = set() if redo else {e for e in eids if is_done(e, h5_dir)}
     jobs = make_jobs(selected[~selected['eid'].isin(done)], one, {'h5_dir': str(h5_dir)})
     outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
     previous = [outcome_from_h5(e, h5_dir) for e in eids if e in done]
     everything = sorted(outcomes + previous, key=lambda o: eids.index(o.eid))
     qc, log = gather(everything)
+    qc = order_qc_columns(qc)
     util.df2pqt(qc, qc_fpath)
     util.write_log(log, log_fpath)
     return StageResult(STAGE, outcomes, len(eids), qc, log, n_skipped=len(done))

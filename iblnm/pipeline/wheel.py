@@ -56,6 +56,7 @@ def run_wheel_stage(one=None, catalog=None, workers=1, scheduler=None,
     one = one or _get_default_connection()
     catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
     selected = select_sessions(catalog)
+    util.remove_stale_temporaries(h5_dir)
     jobs = make_jobs(selected, one, {'h5_dir': str(h5_dir)})
     outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
     table, log = gather(outcomes)

@@ -2,10 +2,11 @@
 
 Each pipeline fault is injected in exactly one way (see :data:`FAULTS`) and in
 at most one per session, so the errors a session must log are unambiguous. The
-expected errors follow the validators of :mod:`iblnm.validation` and
-:mod:`iblnm.util` as they chain in the catalog stage; for instance a location
-outside ``VALID_TARGETS`` also has no fiber insertion (``MissingInsertion``)
-and no valid target-NM label (``InvalidTargetNM``).
+expected errors follow the catalog stage's root-cause rule: a check whose input
+already failed is not logged again, so a location outside ``VALID_TARGETS`` logs
+``InvalidBrainRegion`` only (not the ``MissingInsertion`` and ``InvalidTargetNM`` that
+follow from it), and a subject without strain and line logs ``InvalidStrain``,
+``InvalidLine`` and ``InvalidNeuromodulator`` but not ``InvalidTargetNM``.
 
 The functions below mutate generated data in place of the clean version; they
 take and return numpy arrays / DataFrames and know nothing about files.
@@ -88,7 +89,7 @@ FAULTS = {
     },
     'unknown_brain_region': {
         'errors': {
-            'query_database': ['InvalidBrainRegion', 'InvalidTargetNM', 'MissingInsertion'],
+            'query_database': ['InvalidBrainRegion'],
         },
         'session_types': None,
         'description': "one fiber location is 'CA1-<hemi>' (not in VALID_TARGETS) in the "
@@ -106,7 +107,6 @@ FAULTS = {
                 'InvalidLine',
                 'InvalidNeuromodulator',
                 'InvalidStrain',
-                'InvalidTargetNM',
             ],
         },
         'session_types': None,
@@ -190,6 +190,8 @@ def inject_block_flips(p_left, block_lengths, rng, n_flips=2):
     corrupted = p_left.copy()
     starts = np.concatenate([[0], np.cumsum(block_lengths)[:-1]])
     candidates = [i for i in range(1, len(block_lengths)) if block_lengths[i] >= 20]
+    if not candidates:
+        raise ValueError(f'no biased block of >= 20 trials to corrupt in {list(block_lengths)}')
     chosen = rng.choice(candidates, size=min(n_flips, len(candidates)), replace=False)
     flipped = []
     for block in sorted(chosen):

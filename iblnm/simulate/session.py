@@ -24,6 +24,7 @@ VIDEO_QC_KEYS = ('focus', 'position', 'brightness', 'resolution', 'wheel_alignme
 VIDEO_PROBLEM_KEYS = ('timestamps', 'dropped_frames', 'pin_state')
 TASK_COLLECTION = 'alf/task_00'
 RAW_TASK_COLLECTION = 'raw_task_data_00'
+MIN_TRIALS_BLOCK_FLIPS = bh.FIRST_BLOCK_TRIALS + 25  # the 0.5 block and 25 biased trials
 
 
 # ---------------------------------------------------------------------------
@@ -32,6 +33,8 @@ RAW_TASK_COLLECTION = 'raw_task_data_00'
 def session_behaviour(plan, rng):
     """Trials (with the trial faults applied to the table), extras and fault details."""
     n_trials = int(rng.integers(40, 81)) if plan['fault'] == 'too_few_trials' else None
+    if plan['fault'] == 'block_structure_bug':  # the flips need a second block of >= 20 trials
+        plan = {**plan, 'min_trials': max(plan.get('min_trials', 0), MIN_TRIALS_BLOCK_FLIPS)}
     trials, extra = bh.session_trials(plan, rng, n_trials=n_trials)
     details = {}
     if plan['fault'] == 'nan_event_times':

@@ -1,0 +1,83 @@
+"""Ground-truth recovery of the preprocessing on the simulated ``small`` preset.
+
+The evaluation is ``benchmarks/bench_groundtruth.py`` (one source for the benchmark, the
+figure of ``docs/methods.md`` and this test). Measured on ``small`` seed 0 (5 fault-free
+sessions, 7 fibers; ``demo`` seed 0 in brackets, 32 fibers):
+
+- r(z-scored signal, true ΔF/F): median 0.956 (0.945), lowest fiber 0.926 (0.913);
+- per-trial early-window magnitudes ÷ κ vs true: slope 1.001 (1.000), r 0.995 (0.995);
+- fiber x event effects ÷ κ vs the manifest's ``true_effects``: slope 1.02 (1.00), r 0.996
+  (0.996); without ÷ κ the slope is 0.73 (0.68), the fraction of the GCaMP light above
+  the camera floor that ΔF/F = (F − F0)/F0 cannot remove;
+- ibl-photometry 0.3.4's isosbestic pipeline: the same r to 1e-15.
+
+Thresholds leave ~0.03-0.05 of margin below these values.
+"""
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from iblnm import config
+
+BENCH = config.PACKAGE_DIR.parent / 'benchmarks' / 'bench_groundtruth.py'
+
+
+@pytest.fixture(scope='module')
+def bench():
+    spec = importlib.util.spec_from_file_location('bench_groundtruth', BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def evaluation(bench, small_cache):
+    fibers, trials, effects, _ = bench.evaluate_cache(small_cache, extras=False, progress=False)
+    return fibers, trials, effects
+
+
+def test_every_clean_session_is_evaluated(bench, small_cache, evaluation):
+    from iblnm.simulate import load_manifest
+
+    fibers, _, _ = evaluation
+    clean = bench.clean_sessions(load_manifest(small_cache))
+    assert set(fibers['eid']) == {entry['eid'] for entry in clean}
+    assert len(fibers) == sum(len(entry['fibers']) for entry in clean) >= 5
+
+
+def test_signal_correlates_with_true_dff(evaluation):
+    fibers, _, _ = evaluation
+    assert fibers['r_ours'].median() > 0.92
+    assert fibers['r_ours'].min() > 0.88
+    assert fibers.groupby('eid')['r_ours'].mean().median() > 0.92
+
+
+def test_same_as_iblphotometry_isosbestic_pipeline(evaluation):
+    fibers, _, _ = evaluation
+    np.testing.assert_allclose(fibers['r_ours'], fibers['r_ibl'], atol=1e-9)
+    np.testing.assert_allclose(fibers['slope_ours'], fibers['slope_ibl'], rtol=1e-6)
+
+
+def test_per_trial_early_window_magnitudes(bench, evaluation):
+    _, trials, _ = evaluation
+    valid = trials[trials['valid']]
+    slope, r, n = bench.line_fit(valid['truth'], valid['ours'] / valid['kappa'])
+    assert n > 1500
+    assert 0.93 < slope < 1.07
+    assert r > 0.97
+    raw_slope, _, _ = bench.line_fit(valid['truth'], valid['ours'])
+    assert 0.5 < raw_slope < 0.9  # ΔF/F relative to floor + light: scaled by κ ≈ 0.7
+
+
+def test_kernel_effects_recovered(bench, evaluation):
+    _, _, effects = evaluation
+    slope, r, n = bench.line_fit(effects['true'], effects['ours'] / effects['kappa'])
+    assert n == len(effects) > 40
+    assert 0.9 < slope < 1.1
+    assert r > 0.97
+    # the reward effect of every fiber's feedback response has the generating sign
+    reward = effects[(effects['event'] == 'feedback_times') & (effects['coef'] == 'reward')]
+    big = reward[reward['true'].abs() > 0.005]
+    assert len(big) and (np.sign(big['ours']) == np.sign(big['true'])).all()
