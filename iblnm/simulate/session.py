@@ -67,7 +67,8 @@ def camera_times(plan, trials, rng):
     t1 = trials['intervals_1'].iloc[-1] + rng.uniform(1.0, 4.0)
     details = {}
     if plan['camera_fault'] == 'camera_length_mismatch':
-        details['stops_before_end_s'] = round(float(rng.uniform(150, 400)), 3)
+        task_s = trials['intervals_1'].iloc[-1]  # never stop before the task starts
+        details['stops_before_end_s'] = round(float(min(rng.uniform(150, 400), 0.8 * task_s)), 3)
         t1 = trials['intervals_1'].iloc[-1] - details['stops_before_end_s']
     period = (1 + rng.uniform(-1e-4, 1e-4)) / CAMERA_FS
     n = int((t1 - t0) / period)
