@@ -4,6 +4,7 @@
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
+WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 DEMO_CACHE ?= $(if $(IBLNM_ONE_CACHE),$(IBLNM_ONE_CACHE),data/one_cache/demo)
 
 .PHONY: run test lint bench demo-data env clean-outputs
@@ -20,7 +21,7 @@ env: .venv/.synced
 
 ## Run the whole pipeline on the configured data source (the demo dataset when no Alyx is set up).
 run: env
-	$(PY) scripts/run_pipeline.py
+	$(PY) scripts/run_pipeline.py --workers $(WORKERS)
 
 ## Run the whole test suite (and the linters).
 test: env

@@ -1,0 +1,233 @@
+"""Benchmark: the whole pipeline on simulated caches (issues 3 and 5).
+
+Three measurements, each in fresh subprocesses (times are wall-clock, memory is the peak
+RSS of the largest process, from ``getrusage(RUSAGE_CHILDREN)``):
+
+``speedup``
+    ``scripts/run_pipeline.py`` on the demo preset with ``--workers 1`` and ``--workers 2``
+    (fresh output roots); per-stage times and the speed-up of the parallel stages.
+``scaling``
+    photometry + task + wheel stages on the ``large`` preset's sessions at two sizes
+    (``--sizes``, default 100 and 400 sessions), as seconds per session; the single-session
+    cost is the median in-process time of the three per-session functions on one session of
+    the same preset (imports warmed up), so the ratio says what batching costs on top.
+``catalog``
+    the catalog stage (query_database, local mode) on the ``large`` preset (≥ 1,000 sessions).
+
+Results are printed and written to ``benchmarks/README.md`` between
+``<!-- bench_pipeline:start -->`` and ``<!-- bench_pipeline:end -->``.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_pipeline.py [speedup scaling catalog] [--no-readme]
+        [--work /tmp/bench_pipeline] [--sizes 100 400] [--large-sessions 1000]
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from iblnm.simulate import generate  # noqa: E402
+
+README = REPO / 'benchmarks' / 'README.md'
+SECTION = ('<!-- bench_pipeline:start -->', '<!-- bench_pipeline:end -->')
+PYTHON = sys.executable
+STAGE_TIME = re.compile(r'^--- (\w+): (\w+) \(([\d.]+) s\)', re.M)
+
+
+def run(args, cache, root):
+    """Run a script with the cache/root env; return (seconds, peak RSS MB, stdout)."""
+    env = {**os.environ, 'IBLNM_ONE_CACHE': str(cache), 'IBLNM_ROOT': str(root)}
+    env.pop('IBLNM_ONE_MODE', None)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    result = subprocess.run([PYTHON, *map(str, args)], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if result.returncode != 0:
+        raise RuntimeError(f'{args} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}')
+    peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+    return seconds, peak, result.stdout
+
+
+def ensure_cache(path, preset, **overrides):
+    if not (path / 'ground_truth' / 'manifest.json').exists():
+        print(f'generating {preset} {overrides} in {path} ...', flush=True)
+        generate(path, preset=preset, seed=0, n_jobs=2, **overrides)
+    return path
+
+
+def fresh(root):
+    subprocess.run(['rm', '-rf', str(root)], check=True)
+    return root
+
+
+def stage_times(stdout):
+    return {m.group(1): float(m.group(3)) for m in STAGE_TIME.finditer(stdout)}
+
+
+def bench_speedup(work):
+    cache = ensure_cache(work / 'demo', 'demo')
+    rows = {}
+    for workers in (1, 2):
+        root = fresh(work / f'demo_out_w{workers}')
+        seconds, peak, out = run(
+            [REPO / 'scripts/run_pipeline.py', '--workers', workers], cache, root
+        )
+        rows[workers] = {'total': seconds, 'peak_mb': peak, **stage_times(out)}
+        print(f'demo, --workers {workers}: {seconds:.1f} s, stages {stage_times(out)}', flush=True)
+    parallel = ('photometry', 'task', 'wheel')
+    par = [sum(rows[w].get(s, 0) for s in parallel) for w in (1, 2)]
+    lines = [
+        '| demo preset (40 sessions) | --workers 1 | --workers 2 | speed-up |',
+        '|---|---|---|---|',
+    ]
+    for stage in ('query_database', *parallel, 'dataset_overview'):
+        a, b = rows[1].get(stage, float('nan')), rows[2].get(stage, float('nan'))
+        lines.append(f'| {stage} (s) | {a:.1f} | {b:.1f} | {a / b:.2f}× |')
+    lines.append(f'| photometry+task+wheel (s) | {par[0]:.1f} | {par[1]:.1f} | '
+                 f'**{par[0] / par[1]:.2f}×** |')  # fmt: skip
+    lines.append(f'| whole `run_pipeline.py` (s) | {rows[1]["total"]:.1f} | '
+                 f'{rows[2]["total"]:.1f} | **{rows[1]["total"] / rows[2]["total"]:.2f}×** |')  # fmt: skip
+    return lines
+
+
+def per_session_cost(cache, root, workers=1):
+    """Seconds of photometry+task+wheel (query_database run first, not counted)."""
+    run([REPO / 'scripts/run_pipeline.py', '--only', 'query_database'], cache, fresh(root))
+    total = 0.0
+    for stage in ('photometry', 'task', 'wheel'):
+        seconds, peak, _ = run(
+            [REPO / 'scripts' / f'{stage}.py', '--workers', workers], cache, root
+        )
+        total += seconds
+    return total, peak
+
+
+SINGLE_SESSION = """
+import json, sys, time
+import pandas as pd
+from iblnm import config
+from iblnm.io import _get_default_connection
+from iblnm.pipeline import performance, photometry, wheel
+from iblnm.pipeline.stage import make_jobs
+
+one = _get_default_connection()
+catalog = pd.read_parquet(config.SESSIONS_FPATH)
+jobs = make_jobs(catalog, one, {'h5_dir': str(config.SESSIONS_H5_DIR)})
+config.SESSIONS_H5_DIR.mkdir(parents=True, exist_ok=True)
+seconds = []
+for job in jobs:  # the first session warms up imports and caches; the others are timed
+    t0 = time.perf_counter()
+    for module in (photometry, performance, wheel):
+        outcome = module.process_session(job)
+        assert outcome.fatal is None, (module.__name__, outcome.errors)
+    seconds.append(time.perf_counter() - t0)
+print(json.dumps(seconds[1:]))
+"""
+
+
+def single_session_cost(work):
+    """Median in-process seconds of the three per-session functions on one session."""
+    cache = work / 'large_single'
+    if not (cache / 'ground_truth/manifest.json').exists():
+        generate(cache, preset='large', seed=1, n_jobs=2, n_sessions=6, strainless_sessions=0,
+                 fault_fraction=0.0, all_faults=False, camera_fault_fraction=0.0)  # fmt: skip
+    root = fresh(work / 'large_single_out')
+    run([REPO / 'scripts/query_database.py'], cache, root)
+    _, _, out = run(['-c', SINGLE_SESSION], cache, root)
+    seconds = sorted(float(x) for x in out.strip().splitlines()[-1].strip('[]').split(','))
+    return seconds[len(seconds) // 2]
+
+
+def bench_scaling(work, sizes):
+    lines = ['| sessions (large preset) | stage seconds | s / session | peak RSS (MB) |',
+             '|---|---|---|---|']  # fmt: skip
+    single = single_session_cost(work)
+    lines.append(f'| 1 (in-process, median of 5) | | {single:.3f} | |')
+    per = {}
+    for n in sizes:
+        cache = ensure_cache(work / f'large_{n}', 'large', n_sessions=n)
+        seconds, peak = per_session_cost(cache, work / f'large_{n}_out')
+        per[n] = seconds / n
+        lines.append(f'| {n} | {seconds:.1f} | {per[n]:.3f} | {peak:.0f} |')
+        print(f'large preset {n} sessions: {seconds:.1f} s ({per[n]:.3f} s/session)', flush=True)
+    lines.append('')
+    lines.append(f'Per-session cost at {sizes[-1]} vs {sizes[0]} sessions: '
+                 f'{per[sizes[-1]] / per[sizes[0]]:.2f}× (1.0 = linear). Batch per-session cost '
+                 f'at {sizes[-1]} sessions (three stage scripts, `--workers 1`, start-up '
+                 f'included) vs one session in-process: {per[sizes[-1]] / single:.2f}×.')  # fmt: skip
+    return lines
+
+
+def bench_catalog(work, n_sessions):
+    cache = ensure_cache(work / f'large_{n_sessions}', 'large', n_sessions=n_sessions)
+    root = fresh(work / 'catalog_out')
+    seconds, peak, out = run([REPO / 'scripts/query_database.py'], cache, root)
+    found = re.search(r'sessions found: (\d+)', out)
+    n_found = found.group(1) if found else '?'
+    print(f'catalog of {n_found} sessions: {seconds:.1f} s, {peak:.0f} MB', flush=True)
+    return [
+        '| catalog stage, local mode | sessions | seconds | peak RSS (MB) |',
+        '|---|---|---|---|',
+        f'| `scripts/query_database.py` (large preset) | {n_found} | {seconds:.1f} | {peak:.0f} |',
+    ]
+
+
+def machine():
+    load = os.getloadavg()[0]
+    return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
+            f'Python {platform.python_version()}, load average at start {load:.1f}')  # fmt: skip
+
+
+def write_readme(lines):
+    block = '\n'.join([SECTION[0], *lines, SECTION[1]])
+    text = README.read_text() if README.exists() else '# Benchmarks\n'
+    if SECTION[0] in text:
+        start, end = text.index(SECTION[0]), text.index(SECTION[1]) + len(SECTION[1])
+        text = text[:start] + block + text[end:]
+    else:
+        text = text.rstrip('\n') + '\n\n' + block + '\n'
+    README.write_text(text)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('what', nargs='*', default=['speedup', 'scaling', 'catalog'])
+    parser.add_argument('--work', type=Path, default=Path('/tmp/bench_pipeline'))
+    parser.add_argument('--sizes', type=int, nargs=2, default=[100, 400])
+    parser.add_argument('--large-sessions', type=int, default=1000)
+    parser.add_argument('--no-readme', action='store_true')
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    lines = [
+        '## Pipeline (`benchmarks/bench_pipeline.py`)',
+        '',
+        f'{datetime.date.today()}, `.venv/bin/python benchmarks/bench_pipeline.py '
+        f'{" ".join(args.what)}`; {machine()}.',
+        '',
+    ]
+    benches = {
+        'speedup': lambda: bench_speedup(args.work),
+        'scaling': lambda: bench_scaling(args.work, args.sizes),
+        'catalog': lambda: bench_catalog(args.work, args.large_sessions),
+    }
+    for name in args.what:
+        lines += [f'### {name}', '', *benches[name](), '']
+    print('\n'.join(lines))
+    if not args.no_readme:
+        write_readme(lines)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
