@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from iblnm import config  # noqa: E402
 
@@ -55,6 +56,9 @@ def session_overview_matrix(df, columns='session_n', highlight=None, ax=None, ti
     ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(types) - 0.5, alpha=np.nan_to_num(alpha),
               aspect='auto', interpolation='nearest')  # fmt: skip
     ax.set_yticks(range(len(subjects)), subjects)
+    if len(df):  # session numbers start at 1, days at 0
+        ax.set_xlim(int(df[columns].min()) - 0.5, n_cols - 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel('session number' if columns == 'session_n' else 'days since first session')
     ax.set_ylabel('subject')
     present = [t for t in types if t in set(df['session_type'])]
@@ -74,6 +78,7 @@ def count_barplot(counts, xlabel, title, ax=None, colors=None):
     for i, n in enumerate(counts.to_numpy()):
         ax.text(n, i, f' {n}', va='center')
     ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     return ax

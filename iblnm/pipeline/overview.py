@@ -61,7 +61,7 @@ def session_flags(catalog, qc, log):
     flags['trials_in_photometry_time'] = flags['has_qc'] & ~flags['eid'].isin(outside)
     passed = gcamp_qc_pass(qc)
     per_session = passed.groupby(level='eid').all() if len(passed) else pd.Series(dtype=bool)
-    flags['passes_basic_qc'] = flags['eid'].map(per_session).fillna(False).astype(bool)
+    flags['passes_basic_qc'] = flags['eid'].map(per_session.astype(bool)).eq(True)
     return flags
 
 
