@@ -7,7 +7,7 @@ PY := .venv/bin/python
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 DEMO_CACHE ?= $(if $(IBLNM_ONE_CACHE),$(IBLNM_ONE_CACHE),data/one_cache/demo)
 
-.PHONY: run test lint bench demo-data env clean-outputs
+.PHONY: run analyses test lint bench demo-data env clean-outputs
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -22,6 +22,11 @@ env: .venv/.synced
 ## Run the whole pipeline on the configured data source (the demo dataset when no Alyx is set up).
 run: env
 	$(PY) scripts/run_pipeline.py --workers $(WORKERS)
+
+## The analysis scripts, on the outputs of `make run`.
+analyses: env
+	@for s in responses movement_encoding task_encoding task_performance qc_overview example_session; do \
+		echo "== scripts/$$s.py"; $(PY) scripts/$$s.py || exit 1; done
 
 ## Run the whole test suite (and the linters).
 test: env

@@ -366,3 +366,21 @@ def get_contrast_coding(name):
 
         return to_log2, lambda x: np.where(np.asarray(x) == 0, 0.0, 2.0 ** np.asarray(x))
     raise ValueError(f'Unknown contrast coding {name!r}')
+
+
+# ---------------------------------------------------------------------------
+# Video QC from camera timestamps (scripts/video.py)
+# ---------------------------------------------------------------------------
+VIDEO_GAP_FACTOR = 1.5  # an inter-frame interval > 1.5 x the median one is a gap (dropped frames)
+VIDEO_MAX_DROPPED_PCT = 0.1  # %, dropped frames allowed (ibllib CameraQC threshold)
+VIDEO_MAX_GAP_FRAMES = 5  # frames, a single gap this long is a camera stall: FAIL
+VIDEO_QC2SCORE = {'PASS': 1.0, 'WARNING': 0.66, 'CRITICAL': 0.33, 'FAIL': 0.0}  # else NaN
+VIDEO_SESSION_TYPE_ORDER = {'ephys': 0, 'biased': 1, 'training': 2}  # sort order of video.pqt
+
+# Analysis tools: QC overview, task performance (scripts/qc_overview.py, task_performance.py)
+QC_OVERVIEW_FIGURES_DIR = FIGURES_DIR / 'qc_overview'
+QC_OVERVIEW_DIR = RESULTS_DIR / 'qc_overview'
+TASK_PERFORMANCE_FIGURES_DIR = FIGURES_DIR / 'task_performance'
+TASK_PERFORMANCE_DIR = RESULTS_DIR / 'task_performance'
+EXAMPLE_SESSION_FIGURES_DIR = FIGURES_DIR / 'example_session'
+SESSION_VIEWER_FIGURES_DIR = FIGURES_DIR / 'session_viewer'

@@ -532,13 +532,15 @@ class PhotometrySession:
         wanted = groups or list(values)
         return h5.save_h5(fpath or self.h5_path, {g: values[g] for g in wanted}, mode=mode)
 
-    def load_h5(self, fpath=None, groups=None, regions=None):
+    def load_h5(self, fpath=None, groups=None, regions=None, parts=None):
         """Load groups of the session's HDF5 file into the attributes.
 
         ``regions`` restricts the photometry group to those regions (single-region reads
-        only touch that region's data on disk).
+        only touch that region's data on disk); ``parts`` to some of its subgroups
+        ('preprocessed', 'responses', 'qc').
         """
-        data = h5.load_h5(fpath or self.h5_path, groups=groups, regions=regions)
+        options = {} if parts is None else {'parts': tuple(parts)}
+        data = h5.load_h5(fpath or self.h5_path, groups=groups, regions=regions, **options)
         if 'metadata' in data:
             self.metadata.update(data['metadata'])
         if 'errors' in data:
@@ -568,3 +570,8 @@ class PhotometrySession:
             self.photometry[PREPROCESSED_BAND] = pd.DataFrame(series)
         if qc_rows:
             self.qc = pd.concat(qc_rows, ignore_index=True)
+
+
+from iblnm.group import PhotometrySessionGroup  # noqa: E402 - re-export (group imports data lazily)
+
+__all__ = ['PhotometrySession', 'PhotometrySessionGroup']

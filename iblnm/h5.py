@@ -44,8 +44,13 @@ def _replace_group(parent, name):
 
 
 def _clean(text):
-    """HDF5 variable-length strings cannot hold NUL characters: escape them."""
-    return str(text).replace('\x00', '\\x00')
+    """Escape what HDF5 UTF-8 strings cannot hold: NUL characters and lone surrogates.
+
+    NUL becomes the four characters ``\\x00`` and a lone surrogate (e.g. from a file name
+    decoded with ``surrogateescape``) its ``\\udXXX`` escape, so saving never fails.
+    """
+    text = str(text).replace('\x00', '\\x00')
+    return text.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 
 def _write_strings(group, name, values):

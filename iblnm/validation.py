@@ -196,10 +196,14 @@ _SECRET_PATTERNS = [
 
 
 def redact(text):
-    """Remove credentials (tokens, passwords) from a message before it is logged."""
+    """Remove credentials (tokens, passwords) from a message before it is logged.
+
+    Lone surrogates (undecodable file names) are escaped, so every log row is valid UTF-8 for
+    parquet and HDF5.
+    """
     if text is None:
         return None
-    text = str(text)
+    text = str(text).encode('utf-8', 'backslashreplace').decode('utf-8')
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -434,6 +438,23 @@ def validate_video_length(session):
         if discrepancy >= config.LENGTH_MISMATCH_THRESHOLD:
             raise VideoLengthError(
                 f'video is {discrepancy:.1f} s longer than the session '
+                f'(threshold {config.LENGTH_MISMATCH_THRESHOLD} s)'
+            )
+
+
+@exception_logger
+def validate_video_covers_session(session):
+    """Raise :class:`VideoLengthError` when the video is shorter than the session by
+    ``LENGTH_MISMATCH_THRESHOLD`` s or more (the camera stopped or started late).
+
+    The original checks only the other direction (:func:`validate_video_length`, video longer
+    than the session); a video that misses minutes of the task is at least as unusable.
+    """
+    discrepancy = session.get('length_discrepancy')
+    if discrepancy is not None and np.isfinite(discrepancy):
+        if -discrepancy >= config.LENGTH_MISMATCH_THRESHOLD:
+            raise VideoLengthError(
+                f'video is {-discrepancy:.1f} s shorter than the session '
                 f'(threshold {config.LENGTH_MISMATCH_THRESHOLD} s)'
             )
 

@@ -27,6 +27,7 @@ STAGE_LOGS = {
     'query_database': 'query_database_log.pqt',
     'photometry': 'photometry_log.pqt',
     'task': 'task_log.pqt',
+    'video': 'video_log.pqt',
 }
 SCRIPTS = config.PACKAGE_DIR.parent / 'scripts'
 

@@ -179,3 +179,9 @@ def test_validate_eid_refuses_unsafe(bad):
 def test_validate_eid_accepts_uuid():
     eid = '6b1f3c52-9a0e-4a47-8d7e-1f0b6a1c2e11'
     assert v.validate_eid(eid) == eid
+
+
+def test_log_entries_are_valid_utf8(tmp_path):
+    entry = v.make_log_entry('e', FileNotFoundError('no file /data/\udcffbad.pqt'))
+    assert '\\udcff' in entry['error_message']
+    pd.DataFrame([entry]).to_parquet(tmp_path / 'log.pqt')  # would raise on a lone surrogate

@@ -26,6 +26,7 @@ LOGS = {
     'photometry': config.PHOTOMETRY_LOG_FPATH,
     'task': config.TASK_LOG_FPATH,
     'wheel': config.WHEEL_LOG_FPATH,
+    'video': config.VIDEO_LOG_FPATH,
 }
 FLAG_ERRORS = {
     'has_raw_task': 'MissingRawTask',

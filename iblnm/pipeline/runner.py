@@ -10,8 +10,8 @@ import time
 
 from iblnm import config
 
-STAGES = ['query_database', 'photometry', 'task', 'wheel', 'dataset_overview']
-PARALLEL_STAGES = ('photometry', 'task', 'wheel')
+STAGES = ['query_database', 'photometry', 'task', 'wheel', 'video', 'dataset_overview']
+PARALLEL_STAGES = ('photometry', 'task', 'wheel', 'video')
 
 
 def select_stages(start=None, only=None, stages=STAGES):

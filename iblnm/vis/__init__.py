@@ -1,4 +1,11 @@
-"""Plotting functions: data in, a matplotlib Axes or Figure out; files are saved by callers."""
+"""Plotting: data in, a matplotlib Axes or Figure out; files are saved by callers.
+
+This module holds the shared pieces (colours, target-NM order, saving, the dataset-overview
+plots); :mod:`iblnm.vis.responses` and :mod:`iblnm.vis.encoding` hold the figures of those
+analyses.
+"""
+
+from pathlib import Path
 
 import matplotlib
 
@@ -6,11 +13,66 @@ matplotlib.use('Agg')  # files only: no screen on pipeline machines
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.colors import ListedColormap, to_hex, to_rgb  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from iblnm import config  # noqa: E402
+
+# ---------------------------------------------------------------------------
+# Colours, order and saving shared by every figure
+# ---------------------------------------------------------------------------
+_SHADES = (0.0, 0.35, -0.3, 0.55)  # > 0 towards white, < 0 towards black
+
+
+def order_target_nms(labels):
+    """Unique labels in the order of ``config.VALID_TARGETNMS`` (unknown ones last, sorted)."""
+    unique = sorted({str(label) for label in labels})
+    return sorted(unique, key=lambda t: (config.TARGETNM2POSITION.get(t, 99), t))
+
+
+def target_nm_color(label):
+    """Hex colour of a target-NM: its NM's colour, shaded by the region's rank within the NM."""
+    nm = str(label).rsplit('-', 1)[-1]
+    base = np.array(to_rgb(config.NM_COLORS.get(nm, '#7f7f7f')))
+    same_nm = [t for t in config.VALID_TARGETNMS if t.endswith(f'-{nm}')]
+    rank = same_nm.index(label) if label in same_nm else 0
+    shade = _SHADES[rank % len(_SHADES)]
+    target = np.ones(3) if shade > 0 else np.zeros(3)
+    return to_hex(base + abs(shade) * (target - base))
+
+
+_OTHER_GREYS = ('#7f7f7f', '#c7c7c7', '#4d4d4d', '#a5a5a5', '#262626')
+
+
+def target_nm_colors(labels):
+    """{label: hex colour}: valid target-NMs by :func:`target_nm_color`, others in greys."""
+    ordered = order_target_nms(labels)
+    valid = [t for t in ordered if t in config.VALID_TARGETNMS]
+    other = [t for t in ordered if t not in config.VALID_TARGETNMS]
+    colors = {t: target_nm_color(t) for t in valid}
+    colors.update({t: _OTHER_GREYS[i % len(_OTHER_GREYS)] for i, t in enumerate(other)})
+    return colors
+
+
+def save_figure_formats(fig, stem, formats=('svg', 'png')):
+    """Save ``fig`` as ``{stem}.{fmt}`` for every format .
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written; the figure is closed.
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f'.{fmt}')
+        fig.savefig(path, dpi=config.FIGURE_DPI, bbox_inches='tight')
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
 
 SESSION_TYPE_COLORS = {
     'habituation': '#bdbdbd', 'training': '#6baed6', 'biased': '#fd8d3c',
@@ -20,8 +82,6 @@ SESSION_TYPE_COLORS = {
 
 def save_figure(fig, fpath, dpi=config.FIGURE_DPI):
     """Save a figure (format from the suffix: .svg or .png) and close it."""
-    from pathlib import Path
-
     fpath = Path(fpath)
     fpath.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(fpath, dpi=dpi, bbox_inches='tight')

@@ -1,0 +1,290 @@
+"""Linear mixed models of trial-level response magnitudes (statsmodels MixedLM).
+
+Default model, per (target-NM, event)::
+
+    response ~ log_contrast * side * reward + (1 | subject)
+
+with ``log_contrast = ln(contrast + 1)`` (contrast in %), ``side`` = +0.5 contra / -0.5
+ipsi and ``reward`` = +0.5 correct / -0.5 incorrect, fitted by REML with Powell's method.
+Because side and reward are coded ±0.5, the ``log_contrast`` coefficient is the contrast
+slope averaged over sides and outcomes, and ``reward`` is the correct - incorrect
+difference at 0 % contrast averaged over sides.
+
+With fewer subjects than ``min_subjects`` a mixed model cannot separate subject and
+residual variance; :func:`fit_response_lmm` then returns None, or, with
+``fallback_ols=True``, an ordinary least-squares fit of the same fixed effects (labelled
+``kind='ols'``; its standard errors ignore the repeated measures of one subject).
+"""
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+from iblnm import config
+
+SUMMARY_COLUMNS = ['Coef.', 'Std.Err.', 'z', 'P>|z|']
+DEFAULT_FORMULA = '{response} ~ log_contrast * side * reward'
+
+
+@dataclass
+class LMMResult:
+    """A fitted model of one group of trials.
+
+    Attributes
+    ----------
+    result : statsmodels results (MixedLMResults or OLS RegressionResults)
+    summary_df : pandas.DataFrame
+        Fixed effects: index term, columns :data:`SUMMARY_COLUMNS`.
+    variance_explained : dict
+        ``{'marginal': R², 'conditional': R²}`` (fixed effects; fixed + random), in [0, 1].
+    random_effects : dict
+        Subject -> Series of random effects (empty for OLS).
+    kind : {'mixed', 'ols'}
+    n_obs, n_subjects : int
+    contrast_coding : str
+    """
+
+    result: object
+    summary_df: pd.DataFrame
+    variance_explained: dict
+    random_effects: dict = field(default_factory=dict)
+    kind: str = 'mixed'
+    n_obs: int = 0
+    n_subjects: int = 0
+    contrast_coding: str = 'log'
+
+
+def code_predictors(df, contrast_coding='log'):
+    """Add numeric predictors to a trial table (a copy).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Columns ``contrast`` (%), ``side`` ('contra'/'ipsi', see
+        :func:`iblnm.analysis.responses.add_side`) and ``feedbackType`` (1/-1).
+    contrast_coding : str
+        See :func:`iblnm.config.get_contrast_coding`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        With ``log_contrast`` (coded contrast), ``side`` (+0.5 contra / -0.5 ipsi; the
+        label is kept in ``side_label``) and ``reward`` (+0.5 correct / -0.5 incorrect).
+    """
+    transform, _ = config.get_contrast_coding(contrast_coding)
+    out = df.copy()
+    out['side_label'] = out['side']
+    out['log_contrast'] = transform(out['contrast'].to_numpy(dtype=float))
+    out['side'] = np.where(out['side_label'] == 'contra', 0.5, -0.5)
+    out['reward'] = np.where(out['feedbackType'] == 1, 0.5, -0.5)
+    return out
+
+
+def variance_explained(result, y, fixed=None):
+    """Marginal and conditional R² (Nakagawa-style, from the fitted values).
+
+    marginal = var(Xβ) / var(y); conditional = (var(Xβ) + var(fitted - Xβ)) / var(y), both
+    clipped to [0, 1]; 0 when var(y) = 0.
+    """
+    y = np.asarray(y, dtype=float)
+    var_y = np.var(y)
+    fixed = np.asarray(result.fittedvalues if fixed is None else fixed, dtype=float)
+    if var_y == 0:
+        return {'marginal': 0.0, 'conditional': 0.0}
+    random = np.asarray(result.fittedvalues, dtype=float) - fixed
+    marginal = np.var(fixed) / var_y
+    conditional = (np.var(fixed) + np.var(random)) / var_y
+    return {'marginal': float(np.clip(marginal, 0, 1)),
+            'conditional': float(np.clip(conditional, 0, 1))}  # fmt: skip
+
+
+def _summary(result):
+    table = pd.DataFrame({
+        'Coef.': result.params, 'Std.Err.': result.bse,
+        'z': result.tvalues, 'P>|z|': result.pvalues,
+    })  # fmt: skip
+    fixed = result.model.exog_names
+    return table.loc[[t for t in fixed if t in table.index], SUMMARY_COLUMNS]
+
+
+def fit_lmm(formula, df, groups, re_formula='1', reml=True):
+    """Fit ``smf.mixedlm(formula, df, groups, re_formula)`` by Powell (maxiter 500).
+
+    Returns
+    -------
+    LMMResult or None
+        None when the response has zero variance, the fit raises, or statsmodels warns
+        that it failed to converge.
+    """
+    response = formula.split('~')[0].strip()
+    if np.nanstd(df[response].to_numpy(dtype=float)) == 0:
+        return None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', ConvergenceWarning)
+            model = smf.mixedlm(formula, df, groups=df[groups], re_formula=re_formula)
+            result = model.fit(reml=reml, method='powell', maxiter=500)
+    except Exception:  # noqa: BLE001 - any failed fit means "no model" for this group
+        return None
+    if any('failed to converge' in str(w.message) for w in caught):
+        return None
+    fixed = model.exog @ result.fe_params.to_numpy()
+    return LMMResult(
+        result=result, summary_df=_summary(result),
+        variance_explained=variance_explained(result, model.endog, fixed),
+        random_effects={k: pd.Series(v) for k, v in result.random_effects.items()},
+        kind='mixed', n_obs=int(result.nobs), n_subjects=int(df[groups].nunique()),
+    )  # fmt: skip
+
+
+def fit_ols(formula, df):
+    """Ordinary least squares of the same fixed effects (no subject effect), as LMMResult."""
+    try:
+        result = smf.ols(formula, df).fit()
+    except Exception:  # noqa: BLE001
+        return None
+    return LMMResult(result=result, summary_df=_summary(result),
+                     variance_explained=variance_explained(result, result.model.endog),
+                     kind='ols', n_obs=int(result.nobs))  # fmt: skip
+
+
+def fit_response_lmm(df, response_col='response_early', formula=None, re_formula='1',
+                     contrast_coding='log', min_subjects=2, fallback_ols=False):  # fmt: skip
+    """Fit the response model to one group's trials.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Trials with ``subject``, ``contrast``, ``side`` (labels) and ``feedbackType``, and
+        ``response_col``; NaN responses are dropped.
+    formula : str, optional
+        Default ``'{response} ~ log_contrast * side * reward'``.
+    min_subjects : int
+        Fewer subjects -> None, or an OLS fit with ``fallback_ols``.
+
+    Returns
+    -------
+    LMMResult or None
+        None also when side or reward has fewer than 2 levels or the response SD is 0.
+    """
+    data = code_predictors(df.dropna(subset=[response_col]), contrast_coding)
+    formula = (formula or DEFAULT_FORMULA).format(response=response_col)
+    if len(data) < 10 or data['side'].nunique() < 2 or data['reward'].nunique() < 2:
+        return None
+    if data[response_col].std() == 0:
+        return None
+    n_subjects = data['subject'].nunique()
+    if n_subjects >= min_subjects:
+        fit = fit_lmm(formula, data, 'subject', re_formula=re_formula)
+    else:
+        fit = fit_ols(formula, data) if fallback_ols else None
+    if fit is not None:
+        fit.n_subjects, fit.contrast_coding = n_subjects, contrast_coding
+    return fit
+
+
+def prepare_lmm_trials(magnitudes, response_col='response_early', probability_left=0.5,
+                       min_reaction_time=0.05):  # fmt: skip
+    """Trials entering the model: 50/50 block, a choice, reaction time > 0.05 s, finite response.
+
+    ``magnitudes`` must already carry ``side`` labels.
+    """
+    keep = magnitudes[response_col].notna() & (magnitudes['choice'] != 0)
+    keep &= magnitudes['reaction_time'] > min_reaction_time
+    if probability_left is not None:
+        keep &= np.isclose(magnitudes['probabilityLeft'], probability_left)
+    return magnitudes[keep]
+
+
+def fit_grouped_lmms(trials, by=('target_NM', 'event'), response_col='response_early',
+                     min_subjects=2, fallback_ols=False, **kwargs):  # fmt: skip
+    """Fit :func:`fit_response_lmm` to every group of ``trials``.
+
+    Returns
+    -------
+    dict
+        ``{group key tuple: LMMResult}`` (groups whose fit returned None are left out).
+    """
+    out = {}
+    for key, group in trials.groupby(list(by), observed=True, sort=True):
+        fit = fit_response_lmm(group, response_col, min_subjects=min_subjects,
+                               fallback_ols=fallback_ols, **kwargs)  # fmt: skip
+        if fit is not None:
+            out[key if isinstance(key, tuple) else (key,)] = fit
+    return out
+
+
+def coefficient_table(results, by=('target_NM', 'event')):
+    """Fixed effects of grouped fits in long form.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``by``..., ``term``, ``coef``, ``se``, ``z``, ``p``, ``ci_lower``,
+        ``ci_upper`` (95 %, ±1.96 SE), ``kind``, ``n_obs``, ``n_subjects``,
+        ``r2_marginal``, ``r2_conditional``.
+    """
+    frames = []
+    for key, fit in results.items():
+        table = fit.summary_df.rename(columns=dict(zip(SUMMARY_COLUMNS, ['coef', 'se', 'z', 'p'])))
+        table = table.rename_axis('term').reset_index()
+        for name, value in zip(by, key):
+            table[name] = value
+        table['kind'], table['n_obs'], table['n_subjects'] = fit.kind, fit.n_obs, fit.n_subjects
+        table['r2_marginal'] = fit.variance_explained['marginal']
+        table['r2_conditional'] = fit.variance_explained['conditional']
+        frames.append(table)
+    columns = [*by, 'term', 'coef', 'se', 'z', 'p', 'ci_lower', 'ci_upper', 'kind', 'n_obs',
+               'n_subjects', 'r2_marginal', 'r2_conditional']  # fmt: skip
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(frames, ignore_index=True)
+    out['ci_lower'], out['ci_upper'] = (
+        out['coef'] - 1.96 * out['se'],
+        out['coef'] + 1.96 * out['se'],
+    )
+    return out[columns]
+
+
+def predict_grid(fit, contrasts, contrast_coding='log'):
+    """Fixed-effect predictions with 95 % CI over contrasts x side x reward.
+
+    Parameters
+    ----------
+    fit : LMMResult
+    contrasts : sequence of float
+        Contrasts (%) of the grid.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``contrast``, ``side`` (label), ``outcome`` (label), ``predicted``, ``ci_lower``,
+        ``ci_upper``; CI = ±1.96·sqrt(x'Σx) with Σ the fixed-effect covariance.
+    """
+    import patsy
+
+    transform, _ = config.get_contrast_coding(contrast_coding)
+    grid = pd.DataFrame(
+        [(c, s, r) for c in contrasts for s in (0.5, -0.5) for r in (0.5, -0.5)],
+        columns=['contrast', 'side', 'reward'],
+    )
+    grid['log_contrast'] = transform(grid['contrast'].to_numpy(dtype=float))
+    rhs = fit.result.model.formula.split('~', 1)[1]
+    design = patsy.dmatrix(rhs, grid, return_type='dataframe')
+    names = [n for n in fit.summary_df.index if n in design.columns]
+    x = design[names].to_numpy()
+    beta = fit.result.params[names].to_numpy()
+    cov = fit.result.cov_params().loc[names, names].to_numpy()
+    se = np.sqrt(np.einsum('ij,jk,ik->i', x, cov, x))
+    grid['predicted'] = x @ beta
+    grid['ci_lower'], grid['ci_upper'] = (
+        grid['predicted'] - 1.96 * se,
+        grid['predicted'] + 1.96 * se,
+    )
+    grid['side'] = np.where(grid['side'] > 0, 'contra', 'ipsi')
+    grid['outcome'] = np.where(grid['reward'] > 0, 'correct', 'incorrect')
+    return grid.drop(columns=['reward', 'log_contrast'])

@@ -1,0 +1,168 @@
+"""PhotometrySessionGroup on pipeline outputs of simulated data (iblnm.group)."""
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_pipeline_on
+
+from iblnm import config, util
+from iblnm.analysis import responses as ar
+from iblnm.data import PhotometrySession, PhotometrySessionGroup
+
+NO_FILTERS = {'session_types': False, 'exclude_subjects': [], 'qc_blockers': set(),
+              'targetnms': None, 'min_performance': None, 'required_contrasts': None}  # fmt: skip
+
+
+def _logs(root):
+    return util.concat_logs(
+        [pd.read_parquet(p) for p in sorted((root / 'metadata').glob('*_log.pqt'))]
+    )
+
+
+@pytest.fixture(scope='module')
+def group(small_pipeline):
+    return PhotometrySessionGroup.from_catalog(root=small_pipeline,
+                                               targetnms=config.VALID_TARGETNMS,
+                                               min_performance=None, required_contrasts=None)  # fmt: skip
+
+
+def test_from_catalog_explicit_paths_keeps_lists(small_pipeline):
+    root = small_pipeline
+    group = PhotometrySessionGroup.from_catalog(
+        root / 'metadata' / 'sessions.pqt', h5_dir=root / 'data' / 'sessions',
+        log_dir=root / 'metadata', performance=root / 'data' / 'performance.pqt', filter=False,
+    )  # fmt: skip
+    catalog = pd.read_parquet(root / 'metadata' / 'sessions.pqt')
+    assert len(group.sessions) == len(catalog)
+    assert all(isinstance(r, list) for r in group.sessions['brain_region'])
+    assert {'logged_errors', 'fraction_correct', 'contrasts'} <= set(group.sessions.columns)
+    recordings = group.explode_recordings()
+    assert len(recordings) == sum(len(r) for r in catalog['brain_region'])
+    assert (
+        recordings.groupby('eid')['fiber_idx'].apply(lambda f: list(f) == list(range(len(f)))).all()
+    )
+
+
+@pytest.mark.parametrize('blockers', [{'QCValidationError', 'InsufficientTrials'},
+                                      set(config.ANALYSIS_QC_BLOCKERS)])  # fmt: skip
+def test_filter_by_upstream_error_types(small_pipeline, blockers):
+    group = PhotometrySessionGroup.from_catalog(root=small_pipeline, filter=False)
+    logs = _logs(small_pipeline)
+    blocked = set(logs.loc[logs['error_type'].isin(blockers), 'eid'])
+    assert blocked, 'the small preset should produce these errors'
+    kept = group.filter_sessions(**{**NO_FILTERS, 'qc_blockers': blockers})
+    all_eids = set(group._catalog['eid'])
+    assert set(kept['eid']) == all_eids - blocked
+    assert len(group._catalog) == len(all_eids)  # non-destructive
+
+
+def test_filters_types_subjects_targets(small_pipeline):
+    group = PhotometrySessionGroup.from_catalog(root=small_pipeline, filter=False)
+    kept = group.filter_sessions(**{**NO_FILTERS, 'session_types': ('biased',),
+                                    'targetnms': ['LC-NE']})  # fmt: skip
+    assert set(kept['session_type']) == {'biased'}
+    assert set(group.recordings['target_NM']) == {'LC-NE'}
+    subject = group._catalog['subject'].iloc[0]
+    kept = group.filter_sessions(**{**NO_FILTERS, 'exclude_subjects': [subject]})
+    assert subject not in set(kept['subject'])
+
+
+def test_iteration_caches_sessions(group, monkeypatch):
+    calls = []
+    original = PhotometrySession.load_h5
+    monkeypatch.setattr(PhotometrySession, 'load_h5',
+                        lambda self, *a, **k: calls.append(self.eid) or original(self, *a, **k))  # fmt: skip
+    group.flush_sessions()
+    pairs = list(group)
+    assert len(pairs) == len(group) > 0
+    assert all(isinstance(ps, PhotometrySession) for _, ps in pairs)
+    assert sorted(calls) == sorted(set(group.recordings['eid']))  # one read per session
+    rec, ps = group[0]
+    assert ps is pairs[0][1] and rec['eid'] == ps.eid
+
+
+def test_filter_mask_shares_cache(group):
+    da = group.filter(group.recordings['NM'] == 'DA')
+    assert len(da) > 0 and set(da.recordings['NM']) == {'DA'}
+    assert da._sessions is group._sessions
+
+
+def test_response_magnitudes_schema(group):
+    mags = group.get_response_magnitudes()
+    assert list(mags.columns) == ar.MAGNITUDE_COLUMNS
+    per_recording = mags.groupby(['eid', 'fiber_idx'], observed=True).size()
+    assert len(per_recording) == len(group)
+    assert set(mags['event']) == set(config.RESPONSE_EVENTS)
+    assert mags['response_early'].notna().mean() > 0.8
+    assert not group.errors
+
+
+def test_features_similarity(group):
+    features = group.get_response_features(nan_handling='drop_features')
+    assert features.index.names == ['eid', 'target_NM', 'fiber_idx']
+    assert 'stimOn_c100_contra_correct' in features.columns
+    sim = group.response_similarity_matrix()
+    np.testing.assert_allclose(np.diag(sim), 1.0)
+
+
+def test_bad_h5_files_are_logged_not_raised(small_pipeline, tmp_path, group):
+    eids = list(dict.fromkeys(group.recordings['eid']))
+    shutil.copy(small_pipeline / 'data' / 'sessions' / f'{eids[0]}.h5', tmp_path)
+    (tmp_path / f'{eids[1]}.h5').write_bytes(b'not an hdf5 file')
+    broken = PhotometrySessionGroup(group.sessions, h5_dir=tmp_path,
+                                    targetnms=config.VALID_TARGETNMS)  # fmt: skip
+    mags = broken.get_response_magnitudes()
+    assert set(mags['eid']) == {eids[0]}
+    types = {e['error_type'] for e in broken.errors}
+    assert {'MissingH5', 'CorruptH5'} <= types
+
+
+# ---------------------------------------------------------------------------
+# Two mice per NM: mixed models and decoding against the generator's ground truth
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def two_mice(tmp_path_factory):
+    """8 mice (2 per NM), one 5-6 min training session each, no faults; catalog + photometry."""
+    from iblnm.simulate import generate, load_manifest
+
+    cache = tmp_path_factory.mktemp('two_mice_cache')
+    root = tmp_path_factory.mktemp('two_mice_out')
+    generate(cache, preset='small', seed=1, n_jobs=1, n_sessions=8,
+             mice_per_nm={'DA': 2, '5HT': 2, 'NE': 2, 'ACh': 2}, strainless_sessions=0,
+             fault_fraction=0.0, all_faults=False, camera_fault_fraction=0.0,
+             task_minutes=(5.0, 6.0), min_trials=100)  # fmt: skip
+    for stage in ('query_database', 'photometry'):
+        result = run_pipeline_on(cache, root, '--only', stage, '--workers', '1')
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    group = PhotometrySessionGroup.from_catalog(root=root, targetnms=config.VALID_TARGETNMS,
+                                                min_performance=None, required_contrasts=None)  # fmt: skip
+    return group, load_manifest(cache)
+
+
+def test_lmm_signs_match_generator(two_mice):
+    group, manifest = two_mice
+    table = group.fit_lmm(by=('NM', 'event')).set_index(['NM', 'event', 'term'])
+    checked = 0
+    for nm, events in manifest['effect_signs'].items():
+        for event, signs in events.items():
+            for term, key in (('log_contrast', 'contrast'), ('reward', 'reward')):
+                if signs[key] == 0:
+                    continue
+                row = table.loc[(nm, event, term)]
+                assert row['kind'] == 'mixed' and row['n_subjects'] == 2
+                assert np.sign(row['coef']) == signs[key], (nm, event, term, row['coef'])
+                assert row['p'] < 0.05, (nm, event, term, row['p'])
+                checked += 1
+    assert checked >= 4  # DA contrast at stimOn; DA, 5HT (+) and NE (-) reward at feedback
+
+
+def test_decoder_above_chance(two_mice):
+    group, _ = two_mice
+    group.get_response_features(nan_handling='drop_features')
+    decoder = group.decode_target(label='NM', contributions=False)
+    assert decoder.chance == pytest.approx(0.25)
+    assert decoder.balanced_accuracy > decoder.chance + 0.25
+    assert decoder.confusion.to_numpy().sum() == len(group.response_features)
+    assert set(decoder.coefficients.index) == {'DA', '5HT', 'NE', 'ACh'}

@@ -1,0 +1,244 @@
+"""The analysis tools on the ``small`` preset: qc_overview, task_performance, example_session
+and the session viewer (driven headless through its widgets)."""
+
+import os
+import subprocess
+import sys
+
+import matplotlib
+
+matplotlib.use('Agg')
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from iblnm import config, gui, task  # noqa: E402
+from iblnm.analysis import performance, qc_overview  # noqa: E402
+from iblnm.simulate import load_manifest  # noqa: E402
+
+SCRIPTS = config.PACKAGE_DIR.parent / 'scripts'
+
+
+@pytest.fixture(scope='module')
+def tool_root(tmp_path_factory, small_pipeline):
+    """An output root sharing the pipeline's metadata/ and data/ (figures/results are new)."""
+    root = tmp_path_factory.mktemp('tools_root')
+    for name in ('metadata', 'data'):
+        (root / name).symlink_to(small_pipeline / name)
+    return root
+
+
+def run_script(name, root, cache, *args):
+    env = {**os.environ, 'IBLNM_ROOT': str(root), 'IBLNM_ONE_CACHE': str(cache),
+           'MPLBACKEND': 'Agg'}  # fmt: skip
+    env.pop('IBLNM_ONE_MODE', None)
+    result = subprocess.run([sys.executable, str(SCRIPTS / f'{name}.py'), *args], env=env,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def assert_not_blank(png):
+    """An image with contrast (pixel SD) and many distinct colours."""
+    image = plt.imread(png)[..., :3]
+    assert image.std() > 0.05, png
+    colours = np.unique((image * 255).astype(np.uint8).reshape(-1, 3), axis=0)
+    assert len(colours) > 50, (png, len(colours))
+
+
+# ---------------------------------------------------------------------------
+# QC overview
+# ---------------------------------------------------------------------------
+def test_qc_pca_finds_the_shared_axis():
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=200)
+    df = pd.DataFrame({'band': 'GCaMP', 'eid': 'e', 'brain_region': 'VTA',
+                       'target_NM': 'VTA-DA', 'subject': 's',
+                       'ar_score': latent + 0.05 * rng.normal(size=200),
+                       'bleaching_tau': 2 * latent + 0.1 * rng.normal(size=200),
+                       'iso_correlation': rng.normal(size=200),
+                       'n_early_samples': 0})  # fmt: skip
+    scores, loadings, explained = qc_overview.qc_pca(df)
+    assert 'n_early_samples' not in loadings.index  # constant: dropped
+    assert explained[0] > 0.6
+    assert abs(loadings.loc['iso_correlation', 'PC1']) < 0.2
+    assert len(scores) == 200 and {'eid', 'target_NM', 'PC1', 'PC2'} <= set(scores)
+
+
+def test_violins_have_one_tick_per_target():
+    df = pd.DataFrame({'band': 'GCaMP', 'target_NM': ['VTA-DA', 'LC-NE', 'VTA-DA', 'DR-5HT'],
+                       'ar_score': [0.9, 0.8, 0.95, 0.7]})  # fmt: skip
+    fig = qc_overview.plot_metric_violins(df, metrics=['ar_score'])
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ['VTA-DA', 'DR-5HT', 'LC-NE']  # config order
+    plt.close(fig)
+
+
+def test_qc_overview_script(small_cache, small_pipeline, tool_root):
+    run_script('qc_overview', tool_root, small_cache)
+    figures = tool_root / 'figures' / 'qc_overview'
+    for name in ('histograms', 'violins_GCaMP', 'violins_Isosbestic', 'pca', 'temporal_trends'):
+        assert (figures / f'{name}.svg').exists()
+        assert_not_blank(figures / f'{name}.png')
+    qc = pd.read_parquet(small_pipeline / 'data' / 'qc_photometry.pqt')
+    results = tool_root / 'results' / 'qc_overview'
+    table = pd.read_csv(results / 'qc_recordings.csv')
+    assert len(table) == len(qc) and (table['target_NM'] != 'unknown').all()
+    loadings = pd.read_csv(results / 'pca_loadings.csv')
+    assert set(loadings['metric']) <= set(qc_overview.QC_METRICS)
+    trends = pd.read_csv(results / 'temporal_trends.csv')
+    assert list(trends.columns) == ['target_NM', 'metric', 'n', 'rho', 'p_value']
+    assert trends['rho'].dropna().between(-1, 1).all()
+
+
+# ---------------------------------------------------------------------------
+# Task performance
+# ---------------------------------------------------------------------------
+def test_psychometric_curve_midpoint_and_asymptotes():
+    fit = {'bias': 10.0, 'threshold': 20.0, 'lapse_left': 0.1, 'lapse_right': 0.2}
+    p = performance.psychometric_curve(fit, [-1000.0, 10.0, 1000.0])
+    np.testing.assert_allclose(p, [0.1, 0.1 + 0.7 / 2, 0.8], atol=1e-6)
+    assert np.isnan(performance.psychometric_curve({'bias': np.nan})).all()
+
+
+def _manifest_progression(manifest):
+    """{(target_NM, subject): sessions_to_biased} from the generator's training histories."""
+    sessions = pd.DataFrame([{'subject': s['subject'], 'session_type': s['session_type'],
+                              'start_time': s['start_time'],
+                              'targets': [f['target_NM'] for f in s['fibers']]}
+                             for s in manifest['sessions']])  # fmt: skip
+    counts = task.count_sessions_to_stage(sessions)
+    return counts.set_index('subject')['sessions_to_biased']
+
+
+def test_task_performance_script(small_cache, small_pipeline, tool_root):
+    run_script('task_performance', tool_root, small_cache)
+    figures = tool_root / 'figures' / 'task_performance'
+    for name in ('learning', 'psychometrics'):
+        assert (figures / f'{name}.svg').exists()
+        assert_not_blank(figures / f'{name}.png')
+    results = tool_root / 'results' / 'task_performance'
+    table = pd.read_csv(results / 'performance_by_session.csv')
+    perf = pd.read_parquet(small_pipeline / 'data' / 'performance.pqt').set_index('eid')
+    merged = table.dropna(subset=['fraction_correct']).set_index('eid')
+    np.testing.assert_allclose(merged['fraction_correct'],
+                               perf.loc[merged.index, 'fraction_correct'])  # fmt: skip
+    assert table['target_NM'].isin(config.VALID_TARGETNMS).all()
+    progression = pd.read_csv(results / 'training_progression.csv')
+    truth = _manifest_progression(load_manifest(small_cache))
+    for row in progression.itertuples():
+        assert row.sessions_to_biased == truth[row.subject], row  # one target-NM per mouse here
+
+
+# ---------------------------------------------------------------------------
+# Example session
+# ---------------------------------------------------------------------------
+def test_example_session_script(small_cache, tool_root):
+    result = run_script('example_session', tool_root, small_cache)
+    assert 'PhotometrySession(' in result.stdout
+    pngs = sorted((tool_root / 'figures' / 'example_session').glob('*.png'))
+    assert {p.stem.split('_', 1)[1] for p in pngs} == {'signal', 'feedback', 'psychometric'}
+    for png in pngs:
+        assert_not_blank(png)
+
+
+# ---------------------------------------------------------------------------
+# Session viewer
+# ---------------------------------------------------------------------------
+def test_viewer_helpers():
+    assert gui.order_events(['feedback_times', 'x', 'stimOn_times']) == [
+        'stimOn_times', 'feedback_times', 'x']  # fmt: skip
+    assert gui.heatmap_limits(np.array([[0.0, 2.0], [np.nan, -2.0]]))[1] == pytest.approx(
+        3 * np.nanstd([0, 2, -2]))  # fmt: skip
+    assert gui.heatmap_limits(np.full((2, 2), np.nan)) == (-1e-6, 1e-6)
+    trials = pd.DataFrame({'feedbackType': [1, -1], 'contrast': [100.0, 6.25],
+                           'stim_side': ['left', 'right'], 'choice': [-1, 0],
+                           'probabilityLeft': [0.8, 0.2]})  # fmt: skip
+    assert list(gui.condition_labels(trials, 'feedback')) == ['correct', 'incorrect']
+    assert list(gui.condition_labels(trials, 'contrast')) == ['100 %', '6.25 %']
+    assert list(gui.condition_labels(trials, 'block')) == ['pL 0.8', 'pL 0.2']
+    fig, ax = plt.subplots()
+    spans = [p.get_x() for p in gui._shade_response_windows(ax)]
+    assert spans == [w[0] for w in config.RESPONSE_WINDOWS.values()]
+    plt.close(fig)
+
+
+def test_find_session():
+    catalog = pd.DataFrame({'eid': ['a', 'b', 'c'], 'subject': ['m1', 'm1', 'm2'],
+                            'start_time': ['2024-01-02', '2024-01-01', '2024-01-01']})  # fmt: skip
+    assert gui.find_session(catalog, subject='m1', index=-1)['eid'] == 'a'
+    assert gui.find_session(catalog, subject='m1', index=0)['eid'] == 'b'
+    assert gui.find_session(catalog, eid='c')['subject'] == 'm2'
+    for kwargs in ({'eid': 'zz'}, {'subject': 'nobody'}, {'subject': 'm1', 'index': 2}):
+        with pytest.raises(LookupError):
+            gui.find_session(catalog, **kwargs)
+
+
+@pytest.fixture(scope='module')
+def two_region_session(small_one, small_pipeline):
+    """A session of the small preset with two recorded regions, loaded for the viewer."""
+    from iblnm.data import PhotometrySession
+
+    catalog = pd.read_parquet(small_pipeline / 'metadata' / 'sessions.pqt')
+    qc = pd.read_parquet(small_pipeline / 'data' / 'qc_photometry.pqt')
+    n_regions = qc.groupby('eid')['brain_region'].nunique()
+    h5_dir = small_pipeline / 'data' / 'sessions'
+    eids = [e for e in n_regions[n_regions == 2].index if (h5_dir / f'{e}.h5').exists()]
+    row = catalog[catalog['eid'] == sorted(eids)[0]].iloc[0]
+    ps = PhotometrySession(row, one=small_one, h5_dir=h5_dir)
+    return gui.load_session_data(ps)
+
+
+def test_viewer_is_driven_through_its_widgets(two_region_session, tmp_path):
+    viewer = gui.PhotometrySessionViewer(two_region_session)
+    fig = viewer.plot()
+    assert viewer.has_raw and viewer.has_responses and len(viewer.regions) == 2
+    assert [ax.get_title() for ax in viewer.axes['heatmap']] == [
+        'stimOn: raw responses',
+        'firstMovement: raw responses',
+        'feedback: raw responses',
+    ]
+    viewer.widgets['region'].set_active(1)
+    assert viewer.region == viewer.regions[1]
+    assert viewer.axes['signal'].get_title().startswith(viewer.regions[1])
+    for i, label in enumerate(gui.TOGGLES):
+        before = viewer.state[label]
+        viewer.widgets['toggles'].set_active(i)
+        assert viewer.state[label] is not before
+    assert len(viewer.axes['signal'].collections) == 3  # event lines: one colour per event
+    for i, split in enumerate(gui.SPLITS):
+        viewer.widgets['split'].set_active(i)
+        assert viewer.split == split
+    mean_ax = viewer.axes['mean'][-1]
+    n_levels = two_region_session.trials['probabilityLeft'].round(1).nunique()
+    assert len(mean_ax.get_lines()) == n_levels + 1  # one per block + the event line
+    image = viewer.axes['heatmap'][0].images[0]
+    assert image.get_cmap().name == 'RdBu_r' and image.origin == 'lower'
+    vmin, vmax = image.get_clim()
+    assert vmin == -vmax
+    png = viewer.save(tmp_path / 'viewer.png')
+    assert_not_blank(png)
+    plt.close(fig)
+
+
+def test_session_viewer_script_saves_a_screenshot(small_cache, tool_root, tmp_path):
+    catalog = pd.read_parquet(tool_root / 'metadata' / 'sessions.pqt').sort_values('start_time')
+    h5_dir = tool_root / 'data' / 'sessions'
+    subject, index = next(
+        (subject, i)
+        for subject, sessions in catalog.groupby('subject')
+        for i, eid in enumerate(sessions['eid'])
+        if (h5_dir / f'{eid}.h5').exists()
+    )
+    png = tmp_path / 'screenshot.png'
+    result = run_script('session_viewer', tool_root, small_cache, subject, str(index),
+                        '--split', 'contrast', '--save', str(png))  # fmt: skip
+    assert 'saved' in result.stdout
+    assert_not_blank(png)
+    missing = subprocess.run([sys.executable, str(SCRIPTS / 'session_viewer.py'), '--eid', 'x'],
+                             env={**os.environ, 'IBLNM_ROOT': str(tool_root),
+                                  'IBLNM_ONE_CACHE': str(small_cache)},
+                             capture_output=True, text=True)  # fmt: skip
+    assert missing.returncode == 1 and 'LookupError' in missing.stderr
