@@ -31,9 +31,6 @@ and the numbers to the ``bench_groundtruth`` section of ``benchmarks/README.md``
 
 import argparse
 import datetime
-import os
-import platform
-import re
 import sys
 import tempfile
 import time
@@ -46,14 +43,14 @@ from scipy import signal as sps
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py
+from _report import machine, write_section  # noqa: E402
 
 from iblnm import config  # noqa: E402
 from iblnm.simulate import kernels as kn  # noqa: E402
 from iblnm.simulate.faults import FLOOR  # noqa: E402
 from iblnm.simulate.signals import bleach_curve  # noqa: E402
 
-README = REPO / 'benchmarks' / 'README.md'
-SECTION = ('<!-- bench_groundtruth:start -->', '<!-- bench_groundtruth:end -->')
 FIGURE = REPO / 'docs' / 'figures' / 'groundtruth_validation'
 EVENTS = tuple(config.RESPONSE_EVENTS)
 COEFS = ('intercept', 'log_contrast', 'reward')
@@ -665,29 +662,13 @@ def make_figure(fibers, trials, effects, examples, path=FIGURE, span_s=40.0):
 # ---------------------------------------------------------------------------
 # README
 # ---------------------------------------------------------------------------
-def machine():
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        models = re.findall(r'model name\s*:\s*(.*)', Path('/proc/cpuinfo').read_text())
-        cpu = models[0].strip() if models else cpu
-    except OSError:
-        pass
-    return (f'{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu}, '
-            f'Python {platform.python_version()}, numpy {np.__version__}')  # fmt: skip
-
-
 def write_readme(text):
-    """Replace (or append) this script's section of ``benchmarks/README.md``; others untouched."""
-    header = '# Benchmarks\n\nRun all with `make bench`. Each script owns one section below.\n'
-    current = README.read_text() if README.exists() else header
-    block = (f'{SECTION[0]}\n## bench_groundtruth.py — preprocessing against simulated ground '
-             f'truth\n\n{text}\n{SECTION[1]}')  # fmt: skip
-    if SECTION[0] in current:
-        pattern = re.escape(SECTION[0]) + '.*?' + re.escape(SECTION[1])
-        current = re.sub(pattern, lambda _: block, current, flags=re.S)
-    else:
-        current = current.rstrip('\n') + '\n\n' + block + '\n'
-    README.write_text(current)
+    """Replace this script's section of ``benchmarks/README.md``."""
+    write_section(
+        'bench_groundtruth',
+        'bench_groundtruth.py — preprocessing against simulated ground truth',
+        text,
+    )
 
 
 def main():

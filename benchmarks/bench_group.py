@@ -19,7 +19,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import resource
 import subprocess
 import sys
@@ -33,8 +32,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-README = REPO / 'benchmarks' / 'README.md'
-SECTION = ('<!-- bench_group:start -->', '<!-- bench_group:end -->')
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py
+from _report import write_section  # noqa: E402
 
 
 def build_group_dir(source, n_sessions, out):
@@ -131,16 +130,10 @@ def report(results, source):
 
 
 def write_readme(text):
-    header = '# Benchmarks\n\nRun all with `make bench`. Each script owns one section below.\n'
-    current = README.read_text() if README.exists() else header
-    block = (f'{SECTION[0]}\n## bench_group.py — get_response_magnitudes over many sessions\n\n'
-             f'{text}\n{SECTION[1]}')  # fmt: skip
-    if SECTION[0] in current:
-        pattern = re.escape(SECTION[0]) + '.*?' + re.escape(SECTION[1])
-        current = re.sub(pattern, lambda _: block, current, flags=re.S)
-    else:
-        current = current.rstrip('\n') + '\n\n' + block + '\n'
-    README.write_text(current)
+    """Replace this script's section of ``benchmarks/README.md``."""
+    write_section(
+        'bench_group', 'bench_group.py — get_response_magnitudes over many sessions', text
+    )
 
 
 def main():

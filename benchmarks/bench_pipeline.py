@@ -26,7 +26,6 @@ Usage::
 import argparse
 import datetime
 import os
-import platform
 import re
 import resource
 import subprocess
@@ -39,8 +38,9 @@ sys.path.insert(0, str(REPO))
 
 from iblnm.simulate import generate  # noqa: E402
 
-README = REPO / 'benchmarks' / 'README.md'
-SECTION = ('<!-- bench_pipeline:start -->', '<!-- bench_pipeline:end -->')
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py
+from _report import machine, write_section  # noqa: E402
+
 PYTHON = sys.executable
 STAGE_TIME = re.compile(r'^--- (\w+): (\w+) \(([\d.]+) s\)', re.M)
 
@@ -183,21 +183,9 @@ def bench_catalog(work, n_sessions):
     ]
 
 
-def machine():
-    load = os.getloadavg()[0]
-    return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, '
-            f'Python {platform.python_version()}, load average at start {load:.1f}')  # fmt: skip
-
-
 def write_readme(lines):
-    block = '\n'.join([SECTION[0], *lines, SECTION[1]])
-    text = README.read_text() if README.exists() else '# Benchmarks\n'
-    if SECTION[0] in text:
-        start, end = text.index(SECTION[0]), text.index(SECTION[1]) + len(SECTION[1])
-        text = text[:start] + block + text[end:]
-    else:
-        text = text.rstrip('\n') + '\n\n' + block + '\n'
-    README.write_text(text)
+    """Replace this script's section of ``benchmarks/README.md``."""
+    write_section('bench_pipeline', 'bench_pipeline.py — the whole pipeline', '\n'.join(lines[2:]))
 
 
 def main(argv=None):
@@ -213,7 +201,8 @@ def main(argv=None):
         '## Pipeline (`benchmarks/bench_pipeline.py`)',
         '',
         f'{datetime.date.today()}, `.venv/bin/python benchmarks/bench_pipeline.py '
-        f'{" ".join(args.what)}`; {machine()}.',
+        f'{" ".join(args.what)}`; {machine()}; load average at start '
+        f'{os.getloadavg()[0]:.1f}.',
         '',
     ]
     benches = {

@@ -24,9 +24,6 @@ Usage: ``.venv/bin/python benchmarks/bench_signal.py [--repeats 5] [--no-readme]
 import argparse
 import datetime
 import json
-import os
-import platform
-import re
 import resource
 import subprocess
 import sys
@@ -39,13 +36,13 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py
+from _report import machine, write_section  # noqa: E402
 
 from iblnm import config  # noqa: E402
 
 CQ002 = 'ibl/cortexlab/Subjects/CQ002/2024-11-05/001'
 EVENTS = ('stimOn_times', 'firstMovement_times', 'feedback_times')
-README = REPO / 'benchmarks' / 'README.md'
-SECTION = ('<!-- bench_signal:start -->', '<!-- bench_signal:end -->')
 
 
 # ---------------------------------------------------------------------------
@@ -204,19 +201,6 @@ def worker(implementation, dataset, repeats):
     }
 
 
-def machine():
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        models = re.findall(r'model name\s*:\s*(.*)', Path('/proc/cpuinfo').read_text())
-        cpu = models[0].strip() if models else cpu
-    except OSError:
-        pass
-    return (
-        f'{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu}, '
-        f'Python {platform.python_version()}, numpy {np.__version__}'
-    )
-
-
 def spawn(implementation, dataset, repeats):
     cmd = [sys.executable, __file__, '--worker', implementation, '--dataset', dataset]
     out = subprocess.run(
@@ -267,18 +251,10 @@ def report(results, repeats):
 
 
 def write_readme(text):
-    header = '# Benchmarks\n\nRun all with `make bench`. Each script owns one section below.\n'
-    current = README.read_text() if README.exists() else header
-    block = (
-        f'{SECTION[0]}\n## bench_signal.py — signal kernels (QC, preprocessing, peri-event)\n\n'
-        f'{text}\n{SECTION[1]}'
+    """Replace this script's section of ``benchmarks/README.md``."""
+    write_section(
+        'bench_signal', 'bench_signal.py — signal kernels (QC, preprocessing, peri-event)', text
     )
-    if SECTION[0] in current:
-        pattern = re.escape(SECTION[0]) + '.*?' + re.escape(SECTION[1])
-        current = re.sub(pattern, lambda _: block, current, flags=re.S)
-    else:
-        current = current.rstrip('\n') + '\n\n' + block + '\n'
-    README.write_text(current)
 
 
 def main():

@@ -41,7 +41,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -51,10 +50,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py
+from _report import machine, write_section  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'scripts' / 'simulate.py'
-README = REPO / 'benchmarks' / 'README.md'
-SECTION = ('<!-- bench_simulate:start -->', '<!-- bench_simulate:end -->')
 ONE_TABLES = ('sessions.pqt', 'datasets.pqt')
 ALYX_DIR, TRUTH_DIR = 'alyx', 'ground_truth'
 FALLBACK_LARGE_SESSIONS = 250
@@ -298,23 +298,6 @@ def bench_one(root, preset, seed, jobs, timeout, n_sessions=None):
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
-def machine():
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        models = re.findall(r'model name\s*:\s*(.*)', Path('/proc/cpuinfo').read_text())
-        cpu = models[0].strip() if models else cpu
-    except OSError:
-        pass
-    with open('/proc/meminfo') as fid:
-        mem_gib = int(fid.readline().split()[1]) / 2**20
-    import numpy
-
-    return (
-        f'{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {cpu}, '
-        f'{mem_gib:.0f} GiB RAM, Python {platform.python_version()}, numpy {numpy.__version__}'
-    )
-
-
 def table(rows):
     head = (
         '| preset | jobs | sessions (subjects) | recording h (task h) | time s: command '
@@ -377,20 +360,6 @@ def determinism_lines(checks):
     return out
 
 
-def write_readme(text):
-    """Replace (or append) this script's section of ``benchmarks/README.md``; others untouched."""
-    header = '# Benchmarks\n\nRun all with `make bench`. Each script owns one section below.\n'
-    current = README.read_text() if README.exists() else header
-    title = '## bench_simulate.py — generating the simulated dataset'
-    block = f'{SECTION[0]}\n{title}\n\n{text}\n{SECTION[1]}'
-    if SECTION[0] in current:
-        pattern = re.escape(SECTION[0]) + '.*?' + re.escape(SECTION[1])
-        current = re.sub(pattern, lambda _: block, current, flags=re.S)
-    else:
-        current = current.rstrip('\n') + '\n\n' + block + '\n'
-    README.write_text(current)
-
-
 def report(rows, checks, args, command, fallback_note):
     date = datetime.date.today().isoformat()
     lines = [
@@ -423,6 +392,11 @@ def report(rows, checks, args, command, fallback_note):
         'the times are upper bounds; memory and disk do not depend on the load.',
     ]
     return '\n'.join(lines)
+
+
+def write_readme(text):
+    """Replace this script's section of ``benchmarks/README.md``."""
+    write_section('bench_simulate', 'bench_simulate.py — generating the simulated dataset', text)
 
 
 def main(argv=None):
