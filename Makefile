@@ -43,7 +43,7 @@ bench: env
 
 ## Build the simulated demo ONE cache at $$IBLNM_ONE_CACHE (default data/one_cache/demo).
 demo-data: env
-	$(PY) scripts/simulate.py --out $(DEMO_CACHE) --preset demo --jobs 2
+	$(PY) scripts/simulate.py --out $(DEMO_CACHE) --preset demo --jobs 1
 
 clean-outputs:
 	rm -rf metadata/*.pqt data/sessions data/*.pqt results figures

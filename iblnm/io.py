@@ -68,7 +68,7 @@ def get_cache_dir():
     return Path(os.environ.get('IBLNM_ONE_CACHE') or config.DEMO_CACHE_DIR)
 
 
-def ensure_demo_cache(cache_dir=None, preset='demo', seed=0, n_jobs=2):
+def ensure_demo_cache(cache_dir=None, preset='demo', seed=0, n_jobs=1):
     """Generate the simulated cache at ``cache_dir`` unless it already holds ONE tables."""
     cache_dir = Path(cache_dir or config.DEMO_CACHE_DIR)
     if (cache_dir / 'sessions.pqt').exists():
