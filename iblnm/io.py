@@ -23,6 +23,7 @@ photometry, wheel, locations, experiment description) always come through
 import functools
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,14 @@ def ensure_demo_cache(cache_dir=None, preset='demo', seed=0, n_jobs=1):
     from iblnm.simulate import generate
 
     print(f'No ONE cache at {cache_dir}: generating the {preset!r} dataset (seed {seed}) ...')
-    generate(cache_dir, preset=preset, seed=seed, n_jobs=n_jobs)
+    # Built next to its place and renamed when complete: a killed first run leaves only a
+    # '.partial' folder, which the next run replaces.
+    partial = cache_dir.with_name(cache_dir.name + '.partial')
+    shutil.rmtree(partial, ignore_errors=True)
+    generate(partial, preset=preset, seed=seed, n_jobs=n_jobs)
+    if cache_dir.exists() and not any(cache_dir.iterdir()):
+        cache_dir.rmdir()
+    os.replace(partial, cache_dir)
     return cache_dir
 
 

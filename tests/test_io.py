@@ -85,3 +85,19 @@ def test_parse_location_and_qc_keys():
     assert io._qc_outcome(None) == 'NOT_SET'
     assert io._qc_outcome(10) == 'PASS'
     assert io._qc_outcome(True) == 'PASS'
+
+
+def test_demo_cache_is_built_atomically(tmp_path):
+    from one.api import One
+
+    from iblnm.io import ensure_demo_cache
+
+    cache = tmp_path / 'demo'
+    (tmp_path / 'demo.partial').mkdir()  # left by a killed first run
+    (tmp_path / 'demo.partial' / 'half_written.pqt').write_text('x')
+    assert ensure_demo_cache(cache, preset='small', n_jobs=1) == cache
+    assert not (tmp_path / 'demo.partial').exists()
+    one = One(cache_dir=str(cache), mode='local')
+    assert len(one.search()) == 18
+    eid = one.search()[0]
+    assert one.eid2path(eid).is_relative_to(cache) and one.eid2path(eid).exists()
