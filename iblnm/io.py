@@ -49,7 +49,10 @@ def _one_is_configured():
     except ImportError:  # pragma: no cover - very old ONE
         return False
     caches = Path(get_params_dir()) / '.caches'
-    return caches.exists()
+    try:  # ONE writes an empty CLIENT_MAP before asking for a database: that is not set up
+        return bool(json.loads(caches.read_text()).get('CLIENT_MAP'))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def get_one_mode():

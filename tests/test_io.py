@@ -24,6 +24,19 @@ def test_mode_selection(monkeypatch, tmp_path):
         io.get_connection()  # an empty non-demo folder is never silently filled
 
 
+def test_remote_only_when_one_knows_a_database(monkeypatch, tmp_path):
+    import one.params
+
+    monkeypatch.delenv('IBLNM_ONE_MODE', raising=False)
+    monkeypatch.delenv('IBLNM_ONE_CACHE', raising=False)
+    monkeypatch.setattr(one.params, 'get_params_dir', lambda: tmp_path)
+    assert io.get_one_mode() == 'local'  # no ONE params at all
+    (tmp_path / '.caches').write_text('{"CLIENT_MAP": {}}')  # left by an aborted ONE.setup()
+    assert io.get_one_mode() == 'local'
+    (tmp_path / '.caches').write_text('{"CLIENT_MAP": {"alyx.lab.org": "/data"}, "DEFAULT": "x"}')
+    assert io.get_one_mode() == 'remote'
+
+
 def test_local_connection_lists_real_sessions(real_cache, monkeypatch):
     monkeypatch.setenv('IBLNM_ONE_CACHE', str(real_cache))
     one = io.get_connection()

@@ -140,3 +140,50 @@ def test_generate_refuses_to_overwrite_foreign_directories(tmp_path):
     with pytest.raises(FileExistsError):
         generate(tmp_path, preset='small', n_sessions=1)
     assert (tmp_path / 'precious.txt').exists()
+
+
+def test_plain_one_brainbox_and_fpio_load_every_clean_session(small_cache):
+    """Users' own tools read the simulated cache: ONE local mode, SessionLoader, fpio."""
+    from brainbox.io.one import SessionLoader
+    from iblphotometry import fpio
+    from one.api import ONE
+
+    one = ONE(mode='local', cache_dir=str(small_cache))
+    manifest = load_manifest(small_cache)
+    assert sorted(one.search()) == sorted(s['eid'] for s in manifest['sessions'])
+    for session in clean_sessions(small_cache):
+        loader = SessionLoader(one=one, eid=session['eid'])
+        loader.load_trials()
+        loader.load_wheel()
+        assert len(loader.trials) == session['n_trials']
+        assert len(loader.wheel) > 1000 and loader.wheel['position'].notna().all()
+        bands = fpio.from_eid(session['eid'], one)
+        bands = bands if isinstance(bands, dict) else bands[0]
+        assert {'GCaMP', 'Isosbestic'} <= set(bands)
+        assert len(bands['GCaMP'].columns) == len(session['fibers'])
+
+
+IBL_CONTRASTS = {0.0, 6.25, 12.5, 25.0, 50.0, 100.0}
+
+
+@pytest.mark.parametrize('session_type', ['biased', 'ephys', 'training'])
+def test_blocks_and_contrasts_follow_ibl_task_structure(small_cache, small_one, session_type):
+    sessions = [s for s in load_manifest(small_cache)['sessions']
+                if s['session_type'] == session_type and 'missing_trials' not in s['faults']]  # fmt: skip
+    assert sessions
+    for session in sessions:
+        trials = small_one.load_dataset(session['eid'], '_ibl_trials.table.pqt')
+        contrasts = set(np.round(trials['contrastLeft'].fillna(trials['contrastRight']) * 100, 2))
+        assert contrasts <= IBL_CONTRASTS
+        assert contrasts == {c * 100 for c in session['contrast_set']}
+        lengths, priors = session['block_lengths'], session['block_priors']
+        if session_type == 'training':
+            assert priors == [0.5] and set(trials['probabilityLeft']) == {0.5}
+            continue
+        assert priors[0] == 0.5 and lengths[0] == 90  # the 90-trial unbiased start
+        assert set(priors[1:]) <= {0.2, 0.8}
+        assert all(a != b for a, b in zip(priors[1:], priors[2:]))  # blocks alternate
+        assert all(20 <= n <= 100 for n in lengths[1:-1])  # the last block is truncated
+        assert sum(lengths) == len(trials)
+        if 'block_structure_bug' not in session['faults']:
+            np.testing.assert_allclose(trials['probabilityLeft'], np.repeat(priors, lengths))
