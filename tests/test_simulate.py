@@ -150,7 +150,7 @@ def test_plain_one_brainbox_and_fpio_load_every_clean_session(small_cache):
 
     one = ONE(mode='local', cache_dir=str(small_cache))
     manifest = load_manifest(small_cache)
-    assert sorted(one.search()) == sorted(s['eid'] for s in manifest['sessions'])
+    assert sorted(map(str, one.search())) == sorted(s['eid'] for s in manifest['sessions'])
     for session in clean_sessions(small_cache):
         loader = SessionLoader(one=one, eid=session['eid'])
         loader.load_trials()
