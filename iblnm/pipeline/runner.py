@@ -1,16 +1,18 @@
-"""Run the pipeline stages in order, each as ``python scripts/{stage}.py`` in the project root.
+"""Run the pipeline stages in order: each is ``scripts/{stage}.py``'s ``main(argv)``.
 
 Exit codes: 0 when every stage succeeded; 1 when a stage failed or its script is
 missing (the runner stops at the first failure unless ``skip_errors``).
 """
 
-import subprocess
+import runpy
 import sys
 import time
+import traceback
 
 from iblnm import config
 
 STAGES = ['query_database', 'photometry', 'task', 'wheel', 'video', 'dataset_overview']
+SCRIPTS_DIR = config.PACKAGE_DIR.parent / 'scripts'
 PARALLEL_STAGES = ('photometry', 'task', 'wheel', 'video')
 
 
@@ -27,22 +29,37 @@ def select_stages(start=None, only=None, stages=STAGES):
 
 
 def run_stage(stage, extra_args=()):
-    """Run one stage script; return (status, seconds) with status 'ok', 'failed' or 'missing'."""
-    script = config.PACKAGE_DIR.parent / 'scripts' / f'{stage}.py'
+    """Run one stage script's ``main(argv)`` in this process.
+
+    Returns (status, seconds) with status 'ok', 'failed' or 'missing'. Stages share this
+    process so the heavy imports (ONE, brainbox, ibllib) are paid once per run, not once per
+    stage; an exception or a non-zero exit of a stage is reported as 'failed' and never
+    propagates.
+    """
+    script = SCRIPTS_DIR / f'{stage}.py'
     if not script.exists():
         return 'missing', 0.0
     t0 = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, str(script), *extra_args], cwd=config.PACKAGE_DIR.parent
-    )
-    return ('ok' if result.returncode == 0 else 'failed'), time.perf_counter() - t0
+    try:
+        main = runpy.run_path(str(script), run_name=f'iblnm_stage_{stage}')['main']
+        code = main(list(extra_args))
+    except SystemExit as exit_:
+        code = exit_.code
+    except Exception:  # noqa: BLE001 - a crashing stage is a failed stage, not a crashed runner
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    return ('ok' if code in (0, None) else 'failed'), time.perf_counter() - t0
 
 
-def run_pipeline(start=None, only=None, skip_errors=False, stage_args=None):
-    """Run the selected stages, print per-stage times and a summary; return the exit code."""
+def run_pipeline(start=None, only=None, skip_errors=False, stage_args=None, stages=None):
+    """Run the selected stages, print per-stage times and a summary; return the exit code.
+
+    ``stages`` (default :data:`STAGES`) is the ordered list ``start``/``only`` refer to.
+    """
     stage_args = stage_args or {}
     results = []
-    for stage in select_stages(start, only):
+    for stage in select_stages(start, only, stages or STAGES):
         print(f'\n=== {stage} ===', flush=True)
         status, seconds = run_stage(stage, stage_args.get(stage, ()))
         results.append((stage, status, seconds))

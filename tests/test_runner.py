@@ -1,0 +1,60 @@
+"""The pipeline runner: stage selection, in-process stages, failures and exit codes."""
+
+import pytest
+
+from iblnm.pipeline import runner
+
+SCRIPTS = {
+    'ok': 'def main(argv=None):\n    print("ok ran", argv)\n    return 0\n',
+    'fails': 'def main(argv=None):\n    return 1\n',
+    'crashes': 'def main(argv=None):\n    raise RuntimeError("boom")\n',
+    'exits': 'import sys\n\ndef main(argv=None):\n    sys.exit(3)\n',
+}
+
+
+@pytest.fixture
+def scripts(tmp_path, monkeypatch):
+    for name, code in SCRIPTS.items():
+        (tmp_path / f'{name}.py').write_text(code)
+    monkeypatch.setattr(runner, 'SCRIPTS_DIR', tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    'stage, status', [('ok', 'ok'), ('fails', 'failed'), ('crashes', 'failed'),
+                      ('exits', 'failed'), ('absent', 'missing')],
+)  # fmt: skip
+def test_run_stage_reports_instead_of_raising(scripts, stage, status):
+    assert runner.run_stage(stage, ['--workers', '2'])[0] == status
+
+
+def test_stage_arguments_are_forwarded(scripts, capsys):
+    runner.run_stage('ok', ['--workers', '2'])
+    assert "ok ran ['--workers', '2']" in capsys.readouterr().out
+
+
+def test_pipeline_stops_at_the_first_failure_unless_skip_errors(scripts, capsys):
+    stages = ['ok', 'fails', 'ok']
+    assert runner.run_pipeline(stages=stages) == 1
+    assert capsys.readouterr().out.count('ok ran') == 1
+    assert runner.run_pipeline(stages=stages, skip_errors=True) == 1
+    assert capsys.readouterr().out.count('ok ran') == 2
+    assert runner.run_pipeline(stages=['ok', 'crashes', 'absent'], skip_errors=True) == 1
+    assert runner.run_pipeline(stages=['ok']) == 0
+
+
+def test_stage_selection():
+    assert runner.select_stages() == runner.STAGES
+    assert runner.select_stages(start='task') == runner.STAGES[runner.STAGES.index('task') :]
+    assert runner.select_stages(only='wheel') == ['wheel']
+    with pytest.raises(ValueError):
+        runner.select_stages(start='task', only='wheel')
+    with pytest.raises(ValueError):
+        runner.select_stages(only='nope')
+
+
+def test_executor_arguments_reach_only_parallel_stages():
+    args = runner.executor_args(workers=3)
+    assert set(args) == set(runner.PARALLEL_STAGES)
+    assert args['photometry'] == ['--workers', '3']
+    assert runner.executor_args(scheduler='tcp://h:1')['task'] == ['--scheduler', 'tcp://h:1']
