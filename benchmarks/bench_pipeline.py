@@ -1,7 +1,7 @@
 """Benchmark: the whole pipeline on simulated caches (issues 3 and 5).
 
 Three measurements, each in fresh subprocesses (times are wall-clock, memory is the peak
-RSS of the largest process, from ``getrusage(RUSAGE_CHILDREN)``):
+RSS of the largest process of each command, from ``getrusage(RUSAGE_CHILDREN)``):
 
 ``speedup``
     ``scripts/run_pipeline.py`` on the demo preset with ``--workers 1`` and ``--workers 2``
@@ -27,7 +27,6 @@ import argparse
 import datetime
 import os
 import re
-import resource
 import subprocess
 import sys
 import time
@@ -45,17 +44,25 @@ PYTHON = sys.executable
 STAGE_TIME = re.compile(r'^--- (\w+): (\w+) \(([\d.]+) s\)', re.M)
 
 
+# Runs a command and reports the peak RSS of its largest process (kB) on the last stderr line.
+PEAK_WRAPPER = (
+    'import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); '
+    'print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); '
+    'sys.exit(code)'
+)
+
+
 def run(args, cache, root):
     """Run a script with the cache/root env; return (seconds, peak RSS MB, stdout)."""
     env = {**os.environ, 'IBLNM_ONE_CACHE': str(cache), 'IBLNM_ROOT': str(root)}
     env.pop('IBLNM_ONE_MODE', None)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    command = [PYTHON, '-c', PEAK_WRAPPER, PYTHON, *map(str, args)]
     t0 = time.perf_counter()
-    result = subprocess.run([PYTHON, *map(str, args)], env=env, capture_output=True, text=True)
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
     if result.returncode != 0:
         raise RuntimeError(f'{args} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}')
-    peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before) / 1024
+    peak = int(result.stderr.strip().splitlines()[-1]) / 1024
     return seconds, peak, result.stdout
 
 
@@ -183,9 +190,11 @@ def bench_catalog(work, n_sessions):
     ]
 
 
-def write_readme(lines):
-    """Replace this script's section of ``benchmarks/README.md``."""
-    write_section('bench_pipeline', 'bench_pipeline.py — the whole pipeline', '\n'.join(lines[2:]))
+TITLES = {
+    'speedup': 'bench_pipeline.py speedup — make run on the demo preset, 1 vs 2 workers',
+    'scaling': 'bench_pipeline.py scaling — per-session cost on the large preset',
+    'catalog': 'bench_pipeline.py catalog — the catalog stage on the large preset',
+}
 
 
 def main(argv=None):
@@ -197,24 +206,18 @@ def main(argv=None):
     parser.add_argument('--no-readme', action='store_true')
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    lines = [
-        '## Pipeline (`benchmarks/bench_pipeline.py`)',
-        '',
-        f'{datetime.date.today()}, `.venv/bin/python benchmarks/bench_pipeline.py '
-        f'{" ".join(args.what)}`; {machine()}; load average at start '
-        f'{os.getloadavg()[0]:.1f}.',
-        '',
-    ]
     benches = {
         'speedup': lambda: bench_speedup(args.work),
         'scaling': lambda: bench_scaling(args.work, args.sizes),
         'catalog': lambda: bench_catalog(args.work, args.large_sessions),
     }
-    for name in args.what:
-        lines += [f'### {name}', '', *benches[name](), '']
-    print('\n'.join(lines))
-    if not args.no_readme:
-        write_readme(lines)
+    for name in args.what:  # each measurement owns its README section
+        header = (f'{datetime.date.today()} · `.venv/bin/python benchmarks/bench_pipeline.py '
+                  f'{name}` · {machine()} · load average at start {os.getloadavg()[0]:.1f}')  # fmt: skip
+        text = '\n'.join([header, '', *benches[name]()])
+        print(f'## {TITLES[name]}\n\n{text}\n', flush=True)
+        if not args.no_readme:
+            write_section(f'bench_pipeline_{name}', TITLES[name], text)
     return 0
 
 

@@ -76,4 +76,5 @@ def small_pipeline(tmp_path_factory, small_cache):
     root = tmp_path_factory.mktemp('small_pipeline')
     result = run_pipeline_on(small_cache, root, '--workers', '2')
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (root / 'pipeline_stdout.txt').write_text(result.stdout)
     return root

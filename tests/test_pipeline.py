@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import h5py
 import numpy as np
@@ -49,6 +50,18 @@ def test_stage_logs_match_the_manifest(small_cache, small_pipeline, stage):
     }
     assert expected, f'the small preset injects no {stage} fault'
     assert got == expected
+
+
+def test_runner_summary_counts_match_the_manifest(small_cache, small_pipeline):
+    manifest = load_manifest(small_cache)
+    summary = (small_pipeline / 'pipeline_stdout.txt').read_text().split('Pipeline summary')[-1]
+    lines = {line.split()[0]: line for line in summary.strip().splitlines() if line.strip()}
+    for stage in STAGE_LOGS:
+        counts = Counter(e for s in manifest['sessions'] for e in s['expected_errors'][stage])
+        n_sessions = sum(1 for s in manifest['sessions'] if s['expected_errors'][stage])
+        assert f'{n_sessions} sessions with errors' in lines[stage]
+        for error_type, n in counts.items():
+            assert f'{error_type} {n}' in lines[stage], (stage, error_type)
 
 
 def test_catalog_has_every_session_once(small_cache, small_pipeline):

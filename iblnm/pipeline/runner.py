@@ -70,8 +70,34 @@ def run_pipeline(start=None, only=None, skip_errors=False, stage_args=None, stag
             break
     print('\nPipeline summary')
     for stage, status, seconds in results:
-        print(f'  {stage:<18} {status:<8} {seconds:7.1f} s')
+        print(f'  {stage:<18} {status:<8} {seconds:7.1f} s  {failure_summary(stage)}')
     return 1 if any(status != 'ok' for _, status, _ in results) else 0
+
+
+STAGE_LOGS = {
+    'query_database': config.QUERY_DATABASE_LOG_FPATH,
+    'photometry': config.PHOTOMETRY_LOG_FPATH,
+    'task': config.TASK_LOG_FPATH,
+    'wheel': config.WHEEL_LOG_FPATH,
+    'video': config.VIDEO_LOG_FPATH,
+}
+
+
+def failure_summary(stage, logs=STAGE_LOGS):
+    """'N sessions with errors: Type n, ...' from a stage's log ('' when it has none).
+
+    Counts are sessions per error type (a session logging a type twice counts once).
+    """
+    from iblnm import util
+
+    if stage not in logs:
+        return ''
+    log = util.read_log(logs[stage]).drop_duplicates(['eid', 'error_type'])
+    if log.empty:
+        return 'no errors'
+    counts = log['error_type'].value_counts()
+    detail = ', '.join(f'{etype} {n}' for etype, n in counts.items())
+    return f'{log["eid"].nunique()} sessions with errors: {detail}'
 
 
 def executor_args(workers=1, scheduler=None):
