@@ -122,12 +122,12 @@ def _figures(flags, recordings, figure_dir):
     paths = []
     for name, highlight, title in panels:
         ax = vis.session_overview_matrix(flags, highlight=highlight, title=title)
-        paths.append(vis.save_figure(ax.figure, figure_dir / f'{name}.svg'))
+        paths += vis.save_figure_formats(ax.figure, figure_dir / name)
     if len(recordings):
         ax = vis.target_overview_barplot(recordings)
-        paths.append(vis.save_figure(ax.figure, figure_dir / '5_target_overview.svg'))
+        paths += vis.save_figure_formats(ax.figure, figure_dir / '5_target_overview')
         ax = vis.mouse_overview_barplot(recordings)
-        paths.append(vis.save_figure(ax.figure, figure_dir / '6_mouse_overview.svg'))
+        paths += vis.save_figure_formats(ax.figure, figure_dir / '6_mouse_overview')
     return paths
 
 
