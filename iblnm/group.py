@@ -44,14 +44,20 @@ def _open_session(row, one=None, h5_dir=None, regions=None, parts=None):
     return ps
 
 
-def _region_key(ps, region):
-    """Key of ``region`` in the session's responses (exact, else without the hemisphere)."""
+def _region_key(ps, region, hemisphere=None):
+    """Key of ``region`` in the session's responses.
+
+    Exact name first, then ``{region}-{hemisphere}`` (a region recorded in both hemispheres
+    keeps its suffix, e.g. 'VTA-l'/'VTA-r'), then the only key with the same bare name.
+    """
     if region in ps.responses:
         return region
+    if hemisphere in config.HEMISPHERES and f'{region}-{hemisphere}' in ps.responses:
+        return f'{region}-{hemisphere}'
     bare = v.strip_hemisphere_suffix(region)
-    for key in ps.responses:
-        if v.strip_hemisphere_suffix(key) == bare:
-            return key
+    matches = [key for key in ps.responses if v.strip_hemisphere_suffix(key) == bare]
+    if len(matches) == 1:
+        return matches[0]
     raise v.MissingResponses(f'no responses for {region} (have {sorted(ps.responses)})')
 
 
@@ -64,9 +70,9 @@ def _recording_traces(rec, ps, events=config.RESPONSE_EVENTS, mask=True, baselin
     present = [e for e in events if e in responses['event'].values]
     if not present:
         raise v.MissingResponses(f'{rec["brain_region"]}: none of the events {list(events)}')
-    responses = responses.sel(event=present)
-    if mask:
+    if mask:  # before selecting: an event is masked at the next event, requested or not
         responses = ps.mask_subsequent_events(responses)
+    responses = responses.sel(event=present)
     if baseline:
         responses = ps.subtract_baseline(responses)
     return responses

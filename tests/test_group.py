@@ -166,3 +166,73 @@ def test_decoder_above_chance(two_mice):
     assert decoder.balanced_accuracy > decoder.chance + 0.25
     assert decoder.confusion.to_numpy().sum() == len(group.response_features)
     assert set(decoder.coefficients.index) == {'DA', '5HT', 'NE', 'ACh'}
+
+
+# ---------------------------------------------------------------------------
+# Synthetic HDF5 sessions (no pipeline run): region lookup and masking
+# ---------------------------------------------------------------------------
+def _synthetic_session(h5_dir, regions=('VTA-l', 'VTA-r'), gains=(1.0, 2.0), n=40):
+    """One session whose traces step from 0 to 10 x gain at +0.25 s after every event.
+
+    firstMovement is 0.25 s after stimOn, feedback 0.5 s after stimOn. Returns the catalog row.
+    """
+    import uuid
+
+    import xarray as xr
+
+    stim = 10.0 + 5.0 * np.arange(n)
+    side = np.where(np.arange(n) % 2, 'left', 'right').astype(object)
+    contrast = np.resize([0.0, 6.25, 12.5, 25.0, 100.0], n)
+    trials = pd.DataFrame({
+        'stimOn_times': stim, 'firstMovement_times': stim + 0.25, 'feedback_times': stim + 0.5,
+        'choice': np.where(side == 'left', 1.0, -1.0),
+        'feedbackType': np.where(np.arange(n) % 3, 1.0, -1.0), 'probabilityLeft': 0.5,
+        'contrast': contrast, 'signed_contrast': np.where(side == 'left', -contrast, contrast),
+        'stim_side': side,
+    })  # fmt: skip
+    bare = [r.split('-')[0] for r in regions]
+    row = {'eid': str(uuid.uuid4()), 'subject': 'm1', 'session_type': 'biased', 'NM': 'DA',
+           'brain_region': bare, 'hemisphere': [r.split('-')[1] for r in regions],
+           'target_NM': [f'{b}-DA' for b in bare], 'start_time': '2024-01-01T10:00:00'}  # fmt: skip
+    ps = PhotometrySession(row, h5_dir=h5_dir)
+    ps.trials = trials
+    tpts = np.arange(-30, 30) / 30
+    for region, gain in zip(regions, gains):
+        trace = np.where(tpts >= 0.25, 10.0 * gain, 0.0)
+        ps.responses[region] = xr.DataArray(
+            np.broadcast_to(trace, (3, n, len(tpts))).copy(), dims=('event', 'trial', 'time'),
+            coords={'event': list(config.RESPONSE_EVENTS), 'trial': trials.index.to_numpy(),
+                    'time': tpts},
+            attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)},
+        )  # fmt: skip
+    ps.save_h5(groups=['metadata', 'errors', 'trials', 'photometry'])
+    return row
+
+
+def test_bilateral_region_recordings_read_their_own_hemisphere(tmp_path):
+    """Bilateral VTA: H5 keys 'VTA-l'/'VTA-r', catalog regions 'VTA' + hemispheres."""
+    row = _synthetic_session(tmp_path, regions=('VTA-l', 'VTA-r'), gains=(1.0, 2.0))
+    group = PhotometrySessionGroup(pd.DataFrame([row]), h5_dir=tmp_path)
+    window = {'late': (0.35, 0.6)}  # after the step: 10 x gain, unmasked for stimOn
+    mags = group.get_response_magnitudes(events=['feedback_times'], windows=window)
+    assert not group.errors
+    late = mags.groupby('hemisphere', observed=True)['response_late'].mean()
+    assert late.to_dict() == pytest.approx({'l': 10.0, 'r': 20.0})
+    # the same through the cached sessions of __iter__
+    list(group)
+    mags = group.get_response_magnitudes(events=['feedback_times'], windows=window)
+    late = mags.groupby('hemisphere', observed=True)['response_late'].mean()
+    assert late.to_dict() == pytest.approx({'l': 10.0, 'r': 20.0})
+
+
+@pytest.mark.parametrize('events', [['stimOn_times'], ['stimOn_times', 'feedback_times']])
+def test_masking_uses_the_next_trial_event_whatever_events_are_requested(tmp_path, events):
+    """stimOn traces are cut at firstMovement (+0.25 s) even when it is not requested."""
+    row = _synthetic_session(tmp_path, regions=('VTA-r',), gains=(1.0,))
+    group = PhotometrySessionGroup(pd.DataFrame([row]), h5_dir=tmp_path)
+    full = group.get_response_magnitudes()
+    subset = group.get_response_magnitudes(events=events)
+    stim_full = full.loc[full['event'] == 'stimOn_times', 'response_early']
+    stim_subset = subset.loc[subset['event'] == 'stimOn_times', 'response_early']
+    np.testing.assert_allclose(stim_full, 0.0)  # masked before the step
+    np.testing.assert_allclose(stim_subset.to_numpy(), stim_full.to_numpy())
