@@ -66,7 +66,7 @@ def _recording_traces(rec, ps, events=config.RESPONSE_EVENTS, mask=True, baselin
     """Masked, baseline-subtracted traces of one recording: DataArray (event, trial, time)."""
     if ps.trials is None:
         raise v.MissingResponses(f'{ps.eid} has no trials group')
-    responses = ps.responses[_region_key(ps, rec['brain_region'])]
+    responses = ps.responses[_region_key(ps, rec['brain_region'], rec.get('hemisphere'))]
     present = [e for e in events if e in responses['event'].values]
     if not present:
         raise v.MissingResponses(f'{rec["brain_region"]}: none of the events {list(events)}')
@@ -309,6 +309,8 @@ class PhotometrySessionGroup:
         for eid, recs in self.recordings.groupby('eid', sort=False):
             regions = list(dict.fromkeys(recs['brain_region']))
             regions += [v.strip_hemisphere_suffix(r) for r in regions]
+            regions += [f'{r}-{h}' for r, h in zip(recs['brain_region'], recs['hemisphere'])
+                        if h in config.HEMISPHERES]  # fmt: skip
             ps = self._sessions.get(eid) or self._session(eid, cache=False, regions=regions,
                                                           parts=('responses',))  # fmt: skip
             if ps is None:

@@ -247,6 +247,29 @@ def test_fit_cohort_cca_skips_small_cohorts():
         enc.fit_cohort_cca(features, psych, n_permutations=0, min_recordings=100)
 
 
+def test_cross_projection_with_a_column_constant_in_one_cohort():
+    """A psychometric column constant in one cohort is dropped there; projecting that cohort
+    on another cohort's weights (which use the column) must not fail."""
+    from iblnm.pipeline.encoding import cca_tables
+
+    table, _ = glm_table(n_recordings=24)
+    coefs, _ = enc.fit_response_glm(table, 'stimOn_times')
+    features = coefs.drop(columns='intercept')
+    rng = np.random.default_rng(0)
+    psych = pd.DataFrame(rng.standard_normal((len(features), 2)), index=features.index,
+                         columns=['psych_50_bias', 'psych_50_lapse_left'])  # fmt: skip
+    in_ne = features.index.get_level_values('target_NM') == 'B-NE'
+    psych.loc[in_ne, 'psych_50_lapse_left'] = 0.0  # lapse at its bound in every NE session
+    results, views = enc.fit_cohort_cca(features, psych, n_permutations=0, min_recordings=10)
+    assert list(views['B-NE'][1].columns) == ['psych_50_bias']
+    cross = cca_tables(results, views)['cross_projections']
+    assert len(cross) == 4 and cross['correlation'].notna().all()
+    # the dropped column is 0 once z-scored: same r as projecting with it included
+    x_z, y_z = views['B-NE']
+    r = enc.cross_project_cca(x_z, y_z.assign(psych_50_lapse_left=0.0), results['A-DA'])
+    assert enc.cross_project_cca(x_z, y_z, results['A-DA']) == pytest.approx(r)
+
+
 # ---------------------------------------------------------------------------
 # Full runs on simulated data (ground truth: the simulator's kernels)
 # ---------------------------------------------------------------------------

@@ -192,7 +192,7 @@ def _synthetic_session(h5_dir, regions=('VTA-l', 'VTA-r'), gains=(1.0, 2.0), n=4
     })  # fmt: skip
     bare = [r.split('-')[0] for r in regions]
     row = {'eid': str(uuid.uuid4()), 'subject': 'm1', 'session_type': 'biased', 'NM': 'DA',
-           'brain_region': bare, 'hemisphere': [r.split('-')[1] for r in regions],
+           'brain_region': bare, 'hemisphere': [(r + '-r').split('-')[1] for r in regions],
            'target_NM': [f'{b}-DA' for b in bare], 'start_time': '2024-01-01T10:00:00'}  # fmt: skip
     ps = PhotometrySession(row, h5_dir=h5_dir)
     ps.trials = trials
@@ -228,7 +228,7 @@ def test_bilateral_region_recordings_read_their_own_hemisphere(tmp_path):
 @pytest.mark.parametrize('events', [['stimOn_times'], ['stimOn_times', 'feedback_times']])
 def test_masking_uses_the_next_trial_event_whatever_events_are_requested(tmp_path, events):
     """stimOn traces are cut at firstMovement (+0.25 s) even when it is not requested."""
-    row = _synthetic_session(tmp_path, regions=('VTA-r',), gains=(1.0,))
+    row = _synthetic_session(tmp_path, regions=('VTA',), gains=(1.0,))
     group = PhotometrySessionGroup(pd.DataFrame([row]), h5_dir=tmp_path)
     full = group.get_response_magnitudes()
     subset = group.get_response_magnitudes(events=events)

@@ -808,9 +808,14 @@ def fit_sparse_cca(X, Y, n_components=1, n_permutations=0, session_labels=None, 
 
 
 def cross_project_cca(X_z, Y_z, target_result):
-    """Pearson r between X·wx_CC1 and Y·wy_CC1 using another cohort's CC1 weights."""
-    x = pd.DataFrame(X_z)[target_result.x_weights.index].to_numpy(float)
-    y = pd.DataFrame(Y_z)[target_result.y_weights.index].to_numpy(float)
+    """Pearson r between X·wx_CC1 and Y·wy_CC1 using another cohort's CC1 weights.
+
+    Columns of the other cohort that this one dropped (constant here, hence 0 once
+    z-scored) count as 0.
+    """
+    x = pd.DataFrame(X_z).reindex(columns=target_result.x_weights.index, fill_value=0.0)
+    y = pd.DataFrame(Y_z).reindex(columns=target_result.y_weights.index, fill_value=0.0)
+    x, y = x.to_numpy(float), y.to_numpy(float)
     zx = x @ target_result.x_weights['CC1'].to_numpy()
     zy = y @ target_result.y_weights['CC1'].to_numpy()
     return float(_pearson_columns(zx[:, None], zy[:, None])[0])
