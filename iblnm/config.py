@@ -339,7 +339,7 @@ def get_contrast_coding(name):
     ----------
     name : {'log', 'linear', 'rank', 'log2'}
         ``log`` is ln(c + 1); ``linear`` the identity; ``rank`` maps the sorted
-        unique contrasts of :data:`ANALYSIS_CONTRASTS` to 0, 1, 2 …; ``log2`` is
+        unique contrasts of :data:`ANALYSIS_CONTRASTS` to 0, 1, 2 … (other values → NaN); ``log2`` is
         log2(c) with 0 mapped to 0 (contrasts in percent).
     """
     import numpy as np
@@ -351,8 +351,10 @@ def get_contrast_coding(name):
     if name == 'rank':
         levels = np.array(sorted(ANALYSIS_CONTRASTS), dtype=float)
 
-        def to_rank(c):
-            return np.searchsorted(levels, np.asarray(c, dtype=float)).astype(float)
+        def to_rank(c):  # exact levels only: 50 % (training) or NaN give NaN, not a rank
+            c = np.asarray(c, dtype=float)
+            match = np.isclose(c[..., None], levels)
+            return np.where(match.any(axis=-1), match.argmax(axis=-1), np.nan)
 
         return to_rank, lambda r: levels[np.asarray(r, dtype=int)]
     if name == 'log2':

@@ -230,3 +230,14 @@ def test_response_lmm_single_subject():
     assert lmm.fit_response_lmm(trials) is None
     fit = lmm.fit_response_lmm(trials, fallback_ols=True)
     assert fit.kind == 'ols' and fit.summary_df.loc['log_contrast', 'Coef.'] > 0
+
+
+def test_lmm_trials_without_a_stimulus_side_are_left_out():
+    from iblnm.analysis.lmm import prepare_lmm_trials
+
+    trials = pd.DataFrame({
+        'response_early': [1.0, 2.0, 3.0, 4.0], 'choice': [1, -1, 1, 1],
+        'reaction_time': [0.3] * 4, 'probabilityLeft': [0.5] * 4,
+        'contrast': [25.0, np.nan, 100.0, 6.25], 'side': ['contra', None, 'ipsi', None],
+    })  # fmt: skip
+    assert list(prepare_lmm_trials(trials)['response_early']) == [1.0, 3.0]

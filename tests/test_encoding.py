@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from iblnm import config
 from iblnm.analysis import encoding as enc
 
 
@@ -373,3 +374,11 @@ def test_task_encoding_runs_and_writes(encoding_root):
     da = glm[glm['target_NM'].str.endswith('DA')]
     assert (da['log_contrast'] > 0).mean() > 0.8  # DA stimOn kernel grows with contrast
     assert len(out['figures']) > 0
+
+
+def test_rank_coding_ranks_only_known_levels():
+    to_rank, from_rank = config.get_contrast_coding('rank')
+    levels = sorted(config.ANALYSIS_CONTRASTS)
+    np.testing.assert_array_equal(to_rank(levels), np.arange(len(levels)))
+    np.testing.assert_array_equal(from_rank(np.arange(len(levels))), levels)
+    assert np.isnan(to_rank([50.0, np.nan])).all()  # not the rank of 100 % or past the end

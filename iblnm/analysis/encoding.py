@@ -433,9 +433,11 @@ def fit_response_glm(events_df, event_name, min_trials=20, contrast_coding='log'
     df = df[np.isfinite(df[response_col].astype(float)) & df['side'].notna()]
     coefs, ses, index = [], [], []
     for key, rec in df.groupby(GLM_INDEX, sort=True):
+        x = glm_design(rec, contrast_coding)
+        coded = np.isfinite(x).all(axis=1)  # e.g. a contrast the coding has no level for
+        x, rec = x[coded], rec[coded]
         if len(rec) < min_trials:
             continue
-        x = glm_design(rec, contrast_coding)
         if np.linalg.matrix_rank(x) < x.shape[1]:
             warnings.warn(f'fit_response_glm: rank-deficient design for {key}, skipped',
                           stacklevel=2)  # fmt: skip

@@ -189,11 +189,13 @@ def fit_response_lmm(df, response_col='response_early', formula=None, re_formula
 
 def prepare_lmm_trials(magnitudes, response_col='response_early', probability_left=0.5,
                        min_reaction_time=0.05):  # fmt: skip
-    """Trials entering the model: 50/50 block, a choice, reaction time > 0.05 s, finite response.
+    """Trials entering the model: 50/50 block, a choice, reaction time > 0.05 s, finite response,
+    a contrast and a side label (a trial without a stimulus side is not coded as ipsi).
 
     ``magnitudes`` must already carry ``side`` labels.
     """
     keep = magnitudes[response_col].notna() & (magnitudes['choice'] != 0)
+    keep &= magnitudes['contrast'].notna() & magnitudes['side'].isin(['contra', 'ipsi'])
     keep &= magnitudes['reaction_time'] > min_reaction_time
     if probability_left is not None:
         keep &= np.isclose(magnitudes['probabilityLeft'], probability_left)
