@@ -1,6 +1,7 @@
 """Shared fixtures: the real IBL sessions and simulated caches, built once per test run."""
 
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -61,9 +62,16 @@ def run_pipeline_on(cache, root, *args):
     env = {**os.environ, 'IBLNM_ONE_CACHE': str(cache), 'IBLNM_ROOT': str(root)}
     env.pop('IBLNM_ONE_MODE', None)
     script = config.PACKAGE_DIR.parent / 'scripts' / 'run_pipeline.py'
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, str(script), *args], env=env, capture_output=True, text=True
     )
+    if result.returncode != 0:  # keep the whole output next to the outputs for diagnosis
+        log = Path(root) / f'run_pipeline_failed_{"_".join(args)}.txt'
+        log.write_text(
+            f'exit {result.returncode}\n{result.stdout}\n--- stderr ---\n{result.stderr}'
+        )
+        print(f'run_pipeline failed: full output in {log}')
+    return result
 
 
 @pytest.fixture(scope='session')
