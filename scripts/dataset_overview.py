@@ -3,9 +3,7 @@
 Usage: python scripts/dataset_overview.py
 """
 
-import sys
-
-from iblnm.pipeline.cli import require_catalog, stage_parser
+from iblnm.pipeline.cli import exit_now, require_catalog, stage_parser
 from iblnm.pipeline.overview import run_dataset_overview
 
 
@@ -18,4 +16,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_now(main())

@@ -4,10 +4,8 @@ Usage: python scripts/photometry.py [--redo] [--workers N | --scheduler ADDRESS]
 Sessions that already have an HDF5 file in data/sessions are skipped unless --redo.
 """
 
-import sys
-
 from iblnm import config
-from iblnm.pipeline.cli import require_catalog, stage_parser
+from iblnm.pipeline.cli import exit_now, require_catalog, stage_parser
 from iblnm.pipeline.photometry import run_photometry_stage
 
 
@@ -26,4 +24,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_now(main())

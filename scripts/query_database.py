@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from iblnm.pipeline.catalog import query_database
+from iblnm.pipeline.cli import exit_now
 
 
 def main(argv=None):
@@ -29,4 +30,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_now(main())

@@ -5,10 +5,10 @@ Usage: python scripts/run_pipeline.py [--from STAGE | --only STAGE] [--skip-erro
 """
 
 import argparse
-import sys
 
 from iblnm import config
 from iblnm.io import get_connection
+from iblnm.pipeline.cli import exit_now
 from iblnm.pipeline.runner import STAGES, executor_args, run_pipeline
 
 
@@ -31,4 +31,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_now(main())

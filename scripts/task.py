@@ -3,10 +3,8 @@
 Usage: python scripts/task.py [--workers N | --scheduler ADDRESS]
 """
 
-import sys
-
 from iblnm import config
-from iblnm.pipeline.cli import require_catalog, stage_parser
+from iblnm.pipeline.cli import exit_now, require_catalog, stage_parser
 from iblnm.pipeline.performance import run_task_stage
 
 
@@ -21,4 +19,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_now(main())

@@ -7,10 +7,8 @@ timestamps, the extended video QC of the sessions where Alyx has it (pin state
 included), typed errors and a score per session; see iblnm.pipeline.video.
 """
 
-import sys
-
 from iblnm import config
-from iblnm.pipeline.cli import require_catalog, stage_parser
+from iblnm.pipeline.cli import exit_now, require_catalog, stage_parser
 from iblnm.pipeline.video import run_video_stage
 
 
@@ -25,4 +23,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_now(main())

@@ -1,6 +1,7 @@
 """Argument parsing shared by the stage scripts."""
 
 import argparse
+import os
 import sys
 
 from iblnm import config
@@ -24,3 +25,17 @@ def require_catalog():
         f'{config.SESSIONS_FPATH} not found: run scripts/query_database.py first', file=sys.stderr
     )
     return 1
+
+
+def exit_now(code):
+    """Flush the standard streams and end the process with ``code``, skipping teardown.
+
+    Every output is written and closed (atomically) before a script returns. At interpreter
+    teardown a native thread pool of a dependency occasionally aborts the process ("terminate
+    called without an active exception", about 1 run in 12 of ``run_pipeline.py --only
+    query_database``), which turned finished runs into failures; ``os._exit`` skips that
+    teardown.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code or 0))
