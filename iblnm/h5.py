@@ -136,14 +136,29 @@ def _write_responses(group, responses):
     sub.attrs['response_window'] = list(responses.attrs.get('response_window', (-1.0, 1.0)))
 
 
-def _write_qc(group, qc):
-    sub = group.create_group('qc')
-    for col in qc.columns:
-        values = qc[col].to_numpy()
+def _write_columns(group, frame):
+    """One dataset per column (numbers as float64, text as strings); column order in attrs."""
+    for col in frame.columns:
+        values = frame[col].to_numpy()
         if values.dtype.kind in 'fiub':
-            sub.create_dataset(col, data=values.astype(np.float64))
+            group.create_dataset(col, data=values.astype(np.float64))
         else:
-            _write_strings(sub, col, [None if pd.isna(v) else v for v in values])
+            _write_strings(group, col, [None if pd.isna(v) else v for v in values])
+    group.attrs['columns'] = json.dumps([str(c) for c in frame.columns])
+
+
+def _read_columns(group):
+    """{column: values} written by :func:`_write_columns`, in the written column order.
+
+    Groups written before the order was recorded fall back to HDF5's (alphabetical) order.
+    """
+    columns = json.loads(group.attrs['columns']) if 'columns' in group.attrs else list(group)
+    return {c: _read_strings(group[c]) if group[c].dtype.kind == 'O' else group[c][()]
+            for c in columns}  # fmt: skip
+
+
+def _write_qc(group, qc):
+    _write_columns(group.create_group('qc'), qc)
 
 
 def write_photometry(h5, photometry):
@@ -179,10 +194,7 @@ def _read_responses(group):
 
 
 def _read_qc(group):
-    columns = {}
-    for name, dataset in group.items():
-        columns[name] = _read_strings(dataset) if dataset.dtype.kind == 'O' else dataset[()]
-    return pd.DataFrame(columns)
+    return pd.DataFrame(_read_columns(group))
 
 
 def read_photometry(h5, regions=None, parts=('preprocessed', 'responses', 'qc'), **_):
@@ -210,23 +222,14 @@ def read_photometry(h5, regions=None, parts=('preprocessed', 'responses', 'qc'),
 def write_trials(h5, trials):
     """One dataset per column: numbers as float64, text (stim_side) as strings."""
     group = _replace_group(h5, 'trials')
-    for col in trials.columns:
-        values = trials[col].to_numpy()
-        if values.dtype.kind in 'fiub':
-            group.create_dataset(col, data=values.astype(np.float64))
-        else:
-            _write_strings(group, col, [None if pd.isna(v) else v for v in values])
+    _write_columns(group, trials)
     group.attrs['index'] = np.asarray(trials.index, dtype=np.int64)
-    group.attrs['columns'] = json.dumps([str(c) for c in trials.columns])
 
 
 def read_trials(h5, **_):
     group = h5['trials']
-    columns = json.loads(group.attrs['columns']) if 'columns' in group.attrs else list(group)
-    data = {
-        c: _read_strings(group[c]) if group[c].dtype.kind == 'O' else group[c][()] for c in columns
-    }
-    return pd.DataFrame(data, index=pd.Index(group.attrs['index'], dtype=np.int64))
+    index = pd.Index(group.attrs['index'], dtype=np.int64)
+    return pd.DataFrame(_read_columns(group), index=index)
 
 
 def write_wheel(h5, wheel):
