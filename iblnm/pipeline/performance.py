@@ -7,8 +7,6 @@ sessions, fit each block and the bias shift. Writes ``data/performance.pqt`` (on
 per session that got past the fatal checks) and ``metadata/task_log.pqt``.
 """
 
-import pandas as pd
-
 from iblnm import config, task, util
 from iblnm import validation as v
 from iblnm.data import PhotometrySession
@@ -19,7 +17,7 @@ from iblnm.pipeline.stage import (
     gather,
     make_jobs,
     run_jobs,
-    select_sessions,
+    stage_sessions,
 )
 
 STAGE = 'task'
@@ -50,11 +48,7 @@ def run_task_stage(one=None, catalog=None, workers=1, scheduler=None,
                    performance_fpath=config.PERFORMANCE_FPATH, log_fpath=config.TASK_LOG_FPATH,
                    sessions_fpath=config.SESSIONS_FPATH, progress=True):  # fmt: skip
     """Run the task stage over the analysable sessions and write its outputs atomically."""
-    from iblnm.io import _get_default_connection
-
-    one = one or _get_default_connection()
-    catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
-    selected = select_sessions(catalog)
+    one, selected = stage_sessions(one, catalog, sessions_fpath)
     outcomes = run_jobs(
         process_session, make_jobs(selected, one), workers, scheduler, STAGE, progress
     )

@@ -25,8 +25,6 @@ sessions' results and, for sessions done earlier, from their HDF5 files.
 
 from pathlib import Path
 
-import pandas as pd
-
 from iblnm import config, h5, util
 from iblnm import validation as v
 from iblnm.data import PhotometrySession
@@ -37,7 +35,7 @@ from iblnm.pipeline.stage import (
     gather,
     make_jobs,
     run_jobs,
-    select_sessions,
+    stage_sessions,
 )
 
 STAGE = 'photometry'
@@ -138,18 +136,16 @@ def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, schedule
     Sessions with a readable HDF5 file are skipped unless ``redo``; their QC rows and
     errors are read back from the file so the tables always cover every session.
     """
-    from iblnm.io import _get_default_connection
-
-    one = one or _get_default_connection()
-    catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
-    selected = select_sessions(catalog, upstream_logs, blockers=config.PHOTOMETRY_BLOCKERS)
+    one, selected = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
+                                   blockers=config.PHOTOMETRY_BLOCKERS)  # fmt: skip
     eids = list(selected['eid'])
     util.remove_stale_temporaries(h5_dir)  # left by a killed run; never read as valid
     done = set() if redo else {e for e in eids if is_done(e, h5_dir)}
     jobs = make_jobs(selected[~selected['eid'].isin(done)], one, {'h5_dir': str(h5_dir)})
     outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
     previous = [outcome_from_h5(e, h5_dir) for e in eids if e in done]
-    everything = sorted(outcomes + previous, key=lambda o: eids.index(o.eid))
+    position = {eid: i for i, eid in enumerate(eids)}  # catalog order, whatever finished first
+    everything = sorted(outcomes + previous, key=lambda o: position[o.eid])
     qc, log = gather(everything)
     qc = order_qc_columns(qc)
     util.df2pqt(qc, qc_fpath)

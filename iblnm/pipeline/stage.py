@@ -57,6 +57,19 @@ def select_sessions(catalog, upstream_logs=(), blockers=frozenset(),
     return df[~blocked].drop(columns='logged_errors')
 
 
+def stage_sessions(one, catalog, sessions_fpath, upstream_logs=(), blockers=frozenset()):
+    """A stage's ONE connection and selected sessions (see :func:`select_sessions`).
+
+    ``one`` defaults to :func:`iblnm.io._get_default_connection`; ``catalog`` (a DataFrame)
+    defaults to the parquet file at ``sessions_fpath``.
+    """
+    from iblnm.io import _get_default_connection
+
+    one = one or _get_default_connection()
+    catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
+    return one, select_sessions(catalog, upstream_logs, blockers=blockers)
+
+
 def make_jobs(sessions, one, options=None):
     """One job per session: (row dict, Connection, options)."""
     connection = Connection.from_one(one)

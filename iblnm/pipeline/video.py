@@ -37,7 +37,7 @@ from iblnm.pipeline.stage import (
     gather,
     make_jobs,
     run_jobs,
-    select_sessions,
+    stage_sessions,
 )
 
 STAGE = 'video'
@@ -246,11 +246,8 @@ def run_video_stage(one=None, catalog=None, workers=1, scheduler=None,
     StageResult
         ``table`` is what was written to ``video_fpath`` (columns :data:`VIDEO_COLUMNS`).
     """
-    from iblnm.io import _get_default_connection
-
-    one = one or _get_default_connection()
-    catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
-    selected = select_sessions(catalog, upstream_logs, blockers=config.VIDEO_BLOCKERS)
+    one, selected = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
+                                   blockers=config.VIDEO_BLOCKERS)  # fmt: skip
     selected = _with_extended_qc(selected, qc_fpath)
     outcomes = run_jobs(
         process_session, make_jobs(selected, one), workers, scheduler, STAGE, progress

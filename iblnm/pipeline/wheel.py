@@ -7,8 +7,6 @@ trial) and append the ``wheel/`` group. Writes ``metadata/wheel_log.pqt``.
 
 from pathlib import Path
 
-import pandas as pd
-
 from iblnm import config, util
 from iblnm import validation as v
 from iblnm.data import PhotometrySession
@@ -19,7 +17,7 @@ from iblnm.pipeline.stage import (
     gather,
     make_jobs,
     run_jobs,
-    select_sessions,
+    stage_sessions,
 )
 
 STAGE = 'wheel'
@@ -51,11 +49,7 @@ def run_wheel_stage(one=None, catalog=None, workers=1, scheduler=None,
                     h5_dir=config.SESSIONS_H5_DIR, log_fpath=config.WHEEL_LOG_FPATH,
                     sessions_fpath=config.SESSIONS_FPATH, progress=True):  # fmt: skip
     """Run the wheel stage over the analysable sessions; always writes the log."""
-    from iblnm.io import _get_default_connection
-
-    one = one or _get_default_connection()
-    catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
-    selected = select_sessions(catalog)
+    one, selected = stage_sessions(one, catalog, sessions_fpath)
     util.remove_stale_temporaries(h5_dir)
     jobs = make_jobs(selected, one, {'h5_dir': str(h5_dir)})
     outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
