@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.py
-from _report import write_section  # noqa: E402
+from _report import machine, write_section  # noqa: E402
 
 
 def build_group_dir(source, n_sessions, out):
@@ -103,9 +102,9 @@ def run_size(source, n_sessions):
 
 
 def report(results, source):
-    machine = f'{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}'
     lines = [
-        f'Date: {datetime.date.today().isoformat()}. Machine: {machine} (shared with other jobs).',
+        f'Date: {datetime.date.today().isoformat()}. Machine: {machine()}; 1-min load average '
+        f'when written {os.getloadavg()[0]:.1f}.',
         f'Command: `.venv/bin/python benchmarks/bench_group.py --source {source} '
         f'--sizes {" ".join(str(r["n_sessions"]) for r in results)}`',
         '',
