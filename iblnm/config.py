@@ -34,6 +34,14 @@ WHEEL_LOG_FPATH = METADATA_DIR / 'wheel_log.pqt'
 ERRORS_FPATH = METADATA_DIR / 'errors.pqt'
 VIDEO_FPATH = METADATA_DIR / 'video.pqt'
 VIDEO_LOG_FPATH = METADATA_DIR / 'video_log.pqt'
+# Error log of each pipeline stage that has one, in stage order.
+STAGE_LOG_FPATHS = {
+    'query_database': QUERY_DATABASE_LOG_FPATH,
+    'photometry': PHOTOMETRY_LOG_FPATH,
+    'task': TASK_LOG_FPATH,
+    'wheel': WHEEL_LOG_FPATH,
+    'video': VIDEO_LOG_FPATH,
+}
 
 QCPHOTOMETRY_FPATH = DATA_DIR / 'qc_photometry.pqt'
 PERFORMANCE_FPATH = DATA_DIR / 'performance.pqt'

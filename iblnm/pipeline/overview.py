@@ -21,13 +21,6 @@ import pandas as pd
 from iblnm import config, util, vis
 
 FIGURE_DIR = config.FIGURES_DIR / 'dataset_overview'
-LOGS = {
-    'query_database': config.QUERY_DATABASE_LOG_FPATH,
-    'photometry': config.PHOTOMETRY_LOG_FPATH,
-    'task': config.TASK_LOG_FPATH,
-    'wheel': config.WHEEL_LOG_FPATH,
-    'video': config.VIDEO_LOG_FPATH,
-}
 FLAG_ERRORS = {
     'has_raw_task': 'MissingRawTask',
     'has_raw_photometry_signals': 'MissingRawPhotometry',
@@ -135,7 +128,7 @@ def run_dataset_overview(sessions_fpath=config.SESSIONS_FPATH, logs=None,
                          qc_fpath=config.QCPHOTOMETRY_FPATH, errors_fpath=config.ERRORS_FPATH,
                          figure_dir=FIGURE_DIR):  # fmt: skip
     """Build the overview tables and figures; returns an :class:`OverviewResult`."""
-    logs = LOGS if logs is None else logs
+    logs = config.STAGE_LOG_FPATHS if logs is None else logs
     catalog = util.clean_sessions(pd.read_parquet(sessions_fpath), verbose=False)
     qc = read_table(qc_fpath)
     log = util.concat_logs([util.read_log(path) for path in logs.values()])

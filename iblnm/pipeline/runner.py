@@ -74,16 +74,7 @@ def run_pipeline(start=None, only=None, skip_errors=False, stage_args=None, stag
     return 1 if any(status != 'ok' for _, status, _ in results) else 0
 
 
-STAGE_LOGS = {
-    'query_database': config.QUERY_DATABASE_LOG_FPATH,
-    'photometry': config.PHOTOMETRY_LOG_FPATH,
-    'task': config.TASK_LOG_FPATH,
-    'wheel': config.WHEEL_LOG_FPATH,
-    'video': config.VIDEO_LOG_FPATH,
-}
-
-
-def failure_summary(stage, logs=STAGE_LOGS):
+def failure_summary(stage, logs=config.STAGE_LOG_FPATHS):
     """'N sessions with errors: Type n, ...' from a stage's log ('' when it has none).
 
     Counts are sessions per error type (a session logging a type twice counts once).
