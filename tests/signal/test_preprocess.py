@@ -11,7 +11,6 @@ from scipy import signal as sps
 from iblnm import config
 from iblnm.signal import preprocess as pp
 
-CQ002 = 'cortexlab/Subjects/CQ002/2024-11-05/001'
 FS = 30
 
 
@@ -277,20 +276,8 @@ def test_preprocess_params_are_merged_step_by_step(spec_fixture):
     assert config.PREPROCESSING_PARAMS['regression']['method'] == 'ols'  # not mutated
 
 
-@pytest.fixture(scope='module')
-def cq002(real_data_dir):
-    session = real_data_dir / CQ002
-    signal = pd.read_parquet(session / 'alf/photometry/photometry.signal.pqt')
-    trials = pd.read_parquet(session / 'alf/task_00/_ibl_trials.table.pqt')
-    t0 = trials['intervals_0'].iloc[0] + config.PHOTOMETRY_RESTRICT_PRE
-    t1 = trials['intervals_1'].iloc[-1] + config.PHOTOMETRY_RESTRICT_POST
-    signal = signal[(signal['times'] > t0) & (signal['times'] < t1)]
-    gcamp, iso = (signal[signal['name'] == band] for band in ('GCaMP', 'Isosbestic'))
-    return gcamp['times'].to_numpy(), gcamp[['G0', 'G4']].to_numpy(), iso[['G0', 'G4']].to_numpy()
-
-
-def test_real_session_preprocessing(cq002):
-    times, gcamp, iso = cq002
+def test_real_session_preprocessing(cq002_bands):
+    (times, gcamp), (_, iso) = cq002_bands['GCaMP'], cq002_bands['Isosbestic']
     result = pp.preprocess_isosbestic(times, gcamp, iso)
     assert result.values.shape == (result.times.size, 2) and np.all(np.isfinite(result.values))
     np.testing.assert_allclose(np.diff(result.times), 1 / 30, atol=1e-9)

@@ -305,19 +305,12 @@ def test_aggregate_windows():
 # Real data (CQ002, two fibers)
 # ---------------------------------------------------------------------------
 @pytest.fixture(scope='module')
-def cq002(real_data_dir):
-    """Task-restricted GCaMP/Isosbestic bands of CQ002: {band: (times, values (n, 2))}."""
-    session = real_data_dir / CQ002
-    signal = pd.read_parquet(session / 'alf/photometry/photometry.signal.pqt')
-    trials = pd.read_parquet(session / 'alf/task_00/_ibl_trials.table.pqt')
-    t0 = trials['intervals_0'].iloc[0] + config.PHOTOMETRY_RESTRICT_PRE
-    t1 = trials['intervals_1'].iloc[-1] + config.PHOTOMETRY_RESTRICT_POST
-    bands = {}
-    for band in ('GCaMP', 'Isosbestic'):
-        rows = signal[(signal['name'] == band) & (signal['times'] > t0) & (signal['times'] < t1)]
-        bands[band] = (rows['times'].to_numpy(), rows[['G0', 'G4']].to_numpy())
-    raw = pd.read_parquet(session / 'raw_photometry_data/_neurophotometrics_fpData.raw.pqt')
-    return bands, raw['LedState'].to_numpy()
+def cq002(real_data_dir, cq002_bands):
+    """(bands as in ``cq002_bands``, raw LedState codes of CQ002)."""
+    raw = pd.read_parquet(
+        real_data_dir / CQ002 / 'raw_photometry_data/_neurophotometrics_fpData.raw.pqt'
+    )
+    return cq002_bands, raw['LedState'].to_numpy()
 
 
 def test_real_session_sliding_qc_is_finite(cq002):
