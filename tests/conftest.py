@@ -3,6 +3,7 @@
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from iblnm import config
@@ -86,3 +87,21 @@ def small_pipeline(tmp_path_factory, small_cache):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (root / 'pipeline_stdout.txt').write_text(result.stdout)
     return root
+
+
+CQ002 = 'cortexlab/Subjects/CQ002/2024-11-05/001'
+
+
+@pytest.fixture(scope='session')
+def cq002_bands(real_data_dir):
+    """Task-restricted GCaMP/Isosbestic bands of CQ002: {band: (times, values (n, 2))}."""
+    session = real_data_dir / CQ002
+    signal = pd.read_parquet(session / 'alf/photometry/photometry.signal.pqt')
+    trials = pd.read_parquet(session / 'alf/task_00/_ibl_trials.table.pqt')
+    t0 = trials['intervals_0'].iloc[0] + config.PHOTOMETRY_RESTRICT_PRE
+    t1 = trials['intervals_1'].iloc[-1] + config.PHOTOMETRY_RESTRICT_POST
+    bands = {}
+    for band in ('GCaMP', 'Isosbestic'):
+        rows = signal[(signal['name'] == band) & (signal['times'] > t0) & (signal['times'] < t1)]
+        bands[band] = (rows['times'].to_numpy(), rows[['G0', 'G4']].to_numpy())
+    return bands
