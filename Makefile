@@ -1,6 +1,8 @@
 # iblnm: every target bootstraps what it needs on a fresh machine.
 # uv is installed with pip into .tools/ when it is not on the PATH; the environment
-# is created from the committed uv.lock (uv sync --locked).
+# is created from the committed uv.lock (uv sync --locked), with every installed module
+# compiled to bytecode once: machines here set PYTHONDONTWRITEBYTECODE, so without it every
+# process would recompile pandas, scipy, ibllib ... from source at import (~4 s per process).
 SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 PY := .venv/bin/python
@@ -14,7 +16,7 @@ DEMO_CACHE ?= $(if $(IBLNM_ONE_CACHE),$(IBLNM_ONE_CACHE),data/one_cache/demo)
 	.tools/bin/python -m pip install --quiet uv
 
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --locked --extra dev
+	$(UV) sync --locked --extra dev --compile-bytecode
 	@touch $@
 
 env: .venv/.synced

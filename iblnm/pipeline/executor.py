@@ -40,6 +40,18 @@ def _connect(mode, cache_dir):
     return get_connection(mode=mode, cache_dir=cache_dir)
 
 
+def limit_native_threads():
+    """Limit the BLAS/OpenMP thread pools of this process to one thread.
+
+    Initializer of the local worker processes: with N workers on N cores, BLAS pools as
+    large as the machine in every worker would oversubscribe it (N x N threads). Dask's
+    nanny does the same for its workers.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
 def _dask_client(scheduler):
     from dask.distributed import Client
 
@@ -75,7 +87,7 @@ def map_sessions(fn, items, workers=1, scheduler=None, desc=None, progress=True)
                 client.close()
         elif workers > 1 and len(items) > 1:
             max_workers = min(workers, len(items))
-            with ProcessPoolExecutor(max_workers=max_workers) as pool:
+            with ProcessPoolExecutor(max_workers, initializer=limit_native_threads) as pool:
                 futures = [pool.submit(fn, item) for item in items]
                 for future in as_completed(futures):
                     yield future.result()

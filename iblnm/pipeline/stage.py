@@ -76,11 +76,26 @@ def make_jobs(sessions, one, options=None):
     return [(row.to_dict(), connection, options or {}) for _, row in sessions.iterrows()]
 
 
+def longest_first(jobs):
+    """Jobs ordered by decreasing ``session_length`` (s; unknown lengths last).
+
+    Work per session grows with the recording's length, so starting the long sessions
+    first leaves short ones to fill the end of a parallel run instead of one long session
+    running alone (longest-processing-time-first scheduling).
+    """
+
+    def length(job):
+        value = pd.to_numeric(job[0].get('session_length'), errors='coerce')
+        return -value if pd.notna(value) else float('inf')
+
+    return sorted(jobs, key=length)
+
+
 def run_jobs(fn, jobs, workers=1, scheduler=None, desc=None, progress=True):
-    """Run a stage function over jobs; outcomes come back in the jobs' order."""
+    """Run a stage function over jobs, longest sessions first; outcomes in the jobs' order."""
     order = {job[0]['eid']: i for i, job in enumerate(jobs)}
-    outcomes = list(map_sessions(fn, jobs, workers=workers, scheduler=scheduler, desc=desc,
-                                 progress=progress))  # fmt: skip
+    outcomes = list(map_sessions(fn, longest_first(jobs), workers=workers, scheduler=scheduler,
+                                 desc=desc, progress=progress))  # fmt: skip
     return sorted(outcomes, key=lambda o: order.get(o.eid, len(order)))
 
 

@@ -1,0 +1,49 @@
+"""The executor and job scheduling shared by the per-session stages."""
+
+import os
+
+import numpy as np
+
+from iblnm.pipeline.executor import map_sessions
+from iblnm.pipeline.stage import SessionOutcome, longest_first, run_jobs
+
+
+def _blas_threads_and_pid(_item):
+    """(largest BLAS/OpenMP pool size, pid) of the process running the item."""
+    from threadpoolctl import threadpool_info
+
+    return max((pool['num_threads'] for pool in threadpool_info()), default=1), os.getpid()
+
+
+def _outcome(job):
+    return SessionOutcome(job[0]['eid'], rows=[{'eid': job[0]['eid']}])
+
+
+def _job(eid, length):
+    return ({'eid': eid, 'session_length': length}, None, {})
+
+
+def test_local_workers_use_one_blas_thread_each():
+    results = list(map_sessions(_blas_threads_and_pid, range(4), workers=2, progress=False))
+    threads, pids = zip(*results)
+    assert os.getpid() not in pids  # the items ran in worker processes
+    assert set(threads) == {1}
+
+
+def test_serial_map_runs_in_this_process_in_order():
+    assert list(map_sessions(lambda x: x * 2, [3, 1, 2], workers=1, progress=False)) == [6, 2, 4]
+
+
+def test_longest_sessions_are_scheduled_first():
+    jobs = [_job('a', 600.0), _job('b', np.nan), _job('c', 4000.0), _job('d', None),
+            _job('e', 1800.0)]  # fmt: skip
+    assert [job[0]['eid'] for job in longest_first(jobs)] == ['c', 'e', 'a', 'b', 'd']
+    no_length = [({'eid': 'x'}, None, {}), ({'eid': 'y'}, None, {})]
+    assert [job[0]['eid'] for job in longest_first(no_length)] == ['x', 'y']
+
+
+def test_outcomes_come_back_in_job_order_whatever_the_schedule():
+    jobs = [_job(eid, length) for eid, length in zip('abcdef', [10, 60, 30, 50, 20, 40])]
+    for workers in (1, 2):
+        outcomes = run_jobs(_outcome, jobs, workers=workers, progress=False)
+        assert [o.eid for o in outcomes] == list('abcdef')
