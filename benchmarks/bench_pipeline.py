@@ -87,22 +87,34 @@ def stage_times(stdout):
 IMPORTS = 'import iblnm.pipeline.photometry, iblnm.pipeline.performance, iblnm.pipeline.video'
 
 
-def bench_speedup(work, name='demo', **overrides):
-    """``run_pipeline.py`` with 1 and 2 workers on one cache; per-stage table lines."""
+def bench_speedup(work, name='demo', repeat=1, **overrides):
+    """``run_pipeline.py`` with 1 and 2 workers on one cache; per-stage table lines.
+
+    With ``repeat`` > 1 the two configurations alternate ``repeat`` times and every cell is
+    the median over the runs (the machine's noise is a few per cent from run to run).
+    """
     cache = ensure_cache(work / name, 'demo' if name == 'demo' else 'large', **overrides)
-    rows = {}
-    for workers in (1, 2):
-        root = fresh(work / f'{name}_out_w{workers}')
-        seconds, peak, out = run(
-            [REPO / 'scripts/run_pipeline.py', '--workers', workers], cache, root
-        )
-        rows[workers] = {'total': seconds, 'peak_mb': peak, **stage_times(out)}
-        print(f'{name}, --workers {workers}: {seconds:.1f} s, {stage_times(out)}', flush=True)
+    runs = {1: [], 2: []}
+    for _ in range(repeat):
+        for workers in (1, 2):
+            root = fresh(work / f'{name}_out_w{workers}')
+            seconds, peak, out = run(
+                [REPO / 'scripts/run_pipeline.py', '--workers', workers], cache, root
+            )
+            runs[workers].append({'total': seconds, 'peak_mb': peak, **stage_times(out)})
+            print(f'{name}, --workers {workers}: {seconds:.1f} s, {stage_times(out)}', flush=True)
+    rows = {w: pd.DataFrame(r).median().to_dict() for w, r in runs.items()}
+    totals = ', '.join(f'{a["total"]:.1f}/{b["total"]:.1f}' for a, b in zip(runs[1], runs[2]))
+    ratios = ', '.join(f'{a["total"] / b["total"]:.2f}×' for a, b in zip(runs[1], runs[2]))
     imports = min(run(['-c', IMPORTS], cache, work)[0] for _ in range(3))
     parallel = ('photometry', 'task', 'wheel', 'video')
     par = [sum(rows[w].get(s, 0) for s in parallel) for w in (1, 2)]
     n_sessions = len(pd.read_parquet(cache / 'sessions.pqt'))
-    lines = [f'| {name} preset ({n_sessions} sessions) | --workers 1 | --workers 2 | speed-up |',
+    lines = [f'Median of {repeat} run(s) per configuration; whole-run seconds with 1/2 workers, '
+             f'run by run: {totals} (speed-ups '
+             f'{ratios}).',
+             '',
+             f'| {name} preset ({n_sessions} sessions) | --workers 1 | --workers 2 | speed-up |',
              '|---|---|---|---|']  # fmt: skip
     for stage in ('query_database', *parallel, 'dataset_overview'):
         a, b = rows[1].get(stage, float('nan')), rows[2].get(stage, float('nan'))
@@ -215,11 +227,17 @@ def main(argv=None):
     parser.add_argument('--work', type=Path, default=Path('/tmp/bench_pipeline'))
     parser.add_argument('--sizes', type=int, nargs=2, default=[100, 400])
     parser.add_argument('--large-sessions', type=int, default=1000)
+    parser.add_argument(
+        '--repeat',
+        type=int,
+        default=3,
+        help='runs per configuration for speedup (medians are reported)',
+    )
     parser.add_argument('--no-readme', action='store_true')
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     benches = {
-        'speedup': lambda: bench_speedup(args.work),
+        'speedup': lambda: bench_speedup(args.work, repeat=args.repeat),
         'speedup_large': lambda: bench_speedup(
             args.work, f'large_{args.sizes[-1]}', n_sessions=args.sizes[-1]
         ),

@@ -199,6 +199,7 @@ SESSION_TYPES = [
     'biased', 'ephys', 'passive', 'histology',
 ]  # fmt: skip
 SESSION_TYPES_TO_ANALYZE = ('training', 'biased', 'ephys')
+BLOCK_SESSION_TYPES = ('biased', 'ephys')  # sessions with 20/80 probability blocks
 SESSION_TYPES_TO_EXCLUDE = ('advanced', 'neuromodulator', 'misc')
 EXCLUDE_SESSION_TYPES = (
     'habituation',

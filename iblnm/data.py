@@ -207,7 +207,7 @@ class PhotometrySession:
 
     def validate_block_structure(self):
         """Raise BlockStructureBug for biased/ephys sessions with implausibly short blocks."""
-        if self.session_type not in ('biased', 'ephys'):
+        if self.session_type not in config.BLOCK_SESSION_TYPES:
             return
         result = task.validate_block_structure(self.trials)
         if result['flagged']:
@@ -437,7 +437,7 @@ class PhotometrySession:
 
     def block_performance(self):
         """Per-block psychometrics and bias shift (biased/ephys sessions only; else {})."""
-        if self.session_type not in ('biased', 'ephys'):
+        if self.session_type not in config.BLOCK_SESSION_TYPES:
             return {}
         return task.block_performance(self.trials)
 

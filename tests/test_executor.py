@@ -47,3 +47,12 @@ def test_outcomes_come_back_in_job_order_whatever_the_schedule():
     for workers in (1, 2):
         outcomes = run_jobs(_outcome, jobs, workers=workers, progress=False)
         assert [o.eid for o in outcomes] == list('abcdef')
+
+
+def test_task_stage_schedules_block_sessions_first():
+    from iblnm.pipeline.performance import expected_cost
+
+    jobs = [({'eid': 'train', 'session_type': 'training', 'session_length': 5000.0}, None, {}),
+            ({'eid': 'biased', 'session_type': 'biased', 'session_length': 2000.0}, None, {})]  # fmt: skip
+    assert [job[0]['eid'] for job in longest_first(jobs)] == ['train', 'biased']
+    assert [job[0]['eid'] for job in longest_first(jobs, expected_cost)] == ['biased', 'train']

@@ -228,7 +228,7 @@ def _block_boxes(ax, sessions, param, ylabel):
 
 
 def _bias_shift_panel(ax, sessions, color):
-    biased = sessions[sessions['session_type'].isin(('biased', 'ephys'))]
+    biased = sessions[sessions['session_type'].isin(config.BLOCK_SESSION_TYPES)]
     for _, mouse in biased.groupby('subject'):
         mouse = mouse.sort_values('session_n')
         ax.plot(mouse['session_n'], mouse['bias_shift'], '-o', ms=3, color=color)

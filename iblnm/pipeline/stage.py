@@ -76,26 +76,34 @@ def make_jobs(sessions, one, options=None):
     return [(row.to_dict(), connection, options or {}) for _, row in sessions.iterrows()]
 
 
-def longest_first(jobs):
-    """Jobs ordered by decreasing ``session_length`` (s; unknown lengths last).
+def session_length(row):
+    """Default cost of a session's job: the recording's length (s, NaN when unknown)."""
+    return row.get('session_length')
 
-    Work per session grows with the recording's length, so starting the long sessions
-    first leaves short ones to fill the end of a parallel run instead of one long session
-    running alone (longest-processing-time-first scheduling).
+
+def longest_first(jobs, cost=session_length):
+    """Jobs ordered by decreasing ``cost(row)`` (unknown costs last, catalog order kept).
+
+    Starting the expensive sessions first leaves cheap ones to fill the end of a parallel
+    run instead of one long session running alone (longest-processing-time-first).
     """
 
-    def length(job):
-        value = pd.to_numeric(job[0].get('session_length'), errors='coerce')
+    def key(job):
+        value = pd.to_numeric(cost(job[0]), errors='coerce')
         return -value if pd.notna(value) else float('inf')
 
-    return sorted(jobs, key=length)
+    return sorted(jobs, key=key)
 
 
-def run_jobs(fn, jobs, workers=1, scheduler=None, desc=None, progress=True):
-    """Run a stage function over jobs, longest sessions first; outcomes in the jobs' order."""
+def run_jobs(fn, jobs, workers=1, scheduler=None, desc=None, progress=True,
+             cost=session_length):  # fmt: skip
+    """Run a stage function over jobs, costliest first; outcomes in the jobs' order.
+
+    ``cost(row)`` estimates a session's relative cost for the scheduling (any unit).
+    """
     order = {job[0]['eid']: i for i, job in enumerate(jobs)}
-    outcomes = list(map_sessions(fn, longest_first(jobs), workers=workers, scheduler=scheduler,
-                                 desc=desc, progress=progress))  # fmt: skip
+    outcomes = list(map_sessions(fn, longest_first(jobs, cost), workers=workers,
+                                 scheduler=scheduler, desc=desc, progress=progress))  # fmt: skip
     return sorted(outcomes, key=lambda o: order.get(o.eid, len(order)))
 
 

@@ -238,7 +238,7 @@ def psychometric_params(profile, day, session_type, rng):
         }
 
     params = {'50': block(bias)}
-    if session_type in ('biased', 'ephys'):
+    if session_type in config.BLOCK_SESSION_TYPES:
         shift = profile['bias_shift'] * rng.uniform(0.85, 1.15)
         params['20'] = block(bias - shift / 2)
         params['80'] = block(bias + shift / 2)

@@ -131,7 +131,7 @@ def session_json(plan, trials, extra):
         'NTRIALS': len(trials),
         'POSITIONS': np.where(is_left, -35, 35).tolist(),
     }
-    if plan['session_type'] in ('biased', 'ephys'):
+    if plan['session_type'] in config.BLOCK_SESSION_TYPES:
         out['LEN_BLOCKS'] = [int(n) for n in extra['block_lengths']]
         out['BLOCK_PROBABILITY_SET'] = [0.2, 0.8]
     return out

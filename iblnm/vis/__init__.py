@@ -65,10 +65,13 @@ def save_figure_formats(fig, stem, formats=('svg', 'png')):
     """
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    # The tight bounding box is laid out once, not once per format (saves a layout pass each).
+    fig.draw_without_rendering()
+    bbox = fig.get_tightbbox().padded(plt.rcParams['savefig.pad_inches'])
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f'.{fmt}')
-        fig.savefig(path, dpi=config.FIGURE_DPI, bbox_inches='tight')
+        fig.savefig(path, dpi=config.FIGURE_DPI, bbox_inches=bbox)
         paths.append(path)
     plt.close(fig)
     return paths
