@@ -126,6 +126,7 @@ class PhotometrySessionGroup:
         catalog = util.enforce_schema(pd.DataFrame(sessions))
         self._catalog = util.validate_parallel_lists(catalog).reset_index(drop=True)
         self._filter_mask = pd.Series(True, index=self._catalog.index)
+        self._dedup_mask = pd.Series(True, index=self._catalog.index)
         self._recordings_targetnms = targetnms
         self._recordings = None
         self.one = one
@@ -139,7 +140,7 @@ class PhotometrySessionGroup:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_catalog(cls, catalog=None, one=None, h5_dir=None, log_dir=None, performance=None,
-                     root=None, filter=True, **filter_kwargs):  # fmt: skip
+                     root=None, filter=True, deduplicate=True, **filter_kwargs):  # fmt: skip
         """Load the catalog, attach upstream errors and performance, filter and explode.
 
         Parameters
@@ -158,6 +159,8 @@ class PhotometrySessionGroup:
             Output root the defaults derive from (default: ``config`` paths).
         filter : bool
             Apply :meth:`filter_sessions` with ``filter_kwargs`` (config defaults).
+        deduplicate : bool
+            After filtering, keep one session per mouse and day (:meth:`deduplicate`).
         """
         paths = _default_paths(root)
         catalog = catalog if catalog is not None else paths['catalog']
@@ -170,13 +173,15 @@ class PhotometrySessionGroup:
         group = cls(sessions, one=one, h5_dir=h5_dir or paths['h5_dir'])
         if filter:
             group.filter_sessions(**filter_kwargs)
+            if deduplicate:
+                group.deduplicate()
         return group
 
     # ------------------------------------------------------------------ session level
     @property
     def sessions(self):
-        """Catalog rows passing the current session filter."""
-        return self._catalog[self._filter_mask]
+        """Catalog rows passing the current session filter (and :meth:`deduplicate`)."""
+        return self._catalog[self._filter_mask & self._dedup_mask]
 
     def filter_sessions(self, session_types=config.SESSION_TYPES_TO_ANALYZE,
                         exclude_subjects=config.SUBJECTS_TO_EXCLUDE,
@@ -231,6 +236,7 @@ class PhotometrySessionGroup:
                 removed[name] = int((mask & ~step).sum())
                 mask &= step
         self._filter_mask = mask
+        self._dedup_mask = pd.Series(True, index=cat.index)  # a new selection: deduplicate again
         self._recordings_targetnms = list(targetnms) if targetnms else None
         self._recordings = None
         if verbose:
@@ -240,6 +246,35 @@ class PhotometrySessionGroup:
                 + (f' ({detail})' if detail else '')
             )
         return self.sessions
+
+    def deduplicate(self, disqualifying_errors=None):
+        """Keep one session per (subject, day_n) among the selected sessions.
+
+        A mouse recorded twice on one day (a restarted session, a second protocol) would
+        count twice in every statistic. Per (subject, day_n), :func:`iblnm.util.
+        resolve_duplicate_group` keeps the only session without a disqualifying error
+        (default MissingRawData, InsufficientTrials, TrialsNotInPhotometryTime in
+        ``logged_errors``); with none, the first; with several valid ones, the first valid
+        one, and the day is logged as ``TrueDuplicateSession`` (in :attr:`errors`, and
+        returned). Call it after :meth:`filter_sessions`, which resets it.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Log entries (:data:`iblnm.validation.LOG_COLUMNS`) of the TrueDuplicateSession days.
+        """
+        selected = self.sessions
+        if 'logged_errors' not in selected:
+            selected = selected.assign(logged_errors=[[] for _ in range(len(selected))])
+        log = []
+        kept = [
+            util.resolve_duplicate_group(day, disqualifying_errors, exlog=log)['eid']
+            for _, day in selected.groupby(['subject', 'day_n'], sort=False, dropna=False)
+        ]
+        self._dedup_mask = self._catalog['eid'].isin(kept)
+        self._recordings = None
+        self.errors.extend(log)
+        return util.concat_logs([log])
 
     # ------------------------------------------------------------------ recording level
     def explode_recordings(self):

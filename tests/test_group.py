@@ -236,3 +236,34 @@ def test_masking_uses_the_next_trial_event_whatever_events_are_requested(tmp_pat
     stim_subset = subset.loc[subset['event'] == 'stimOn_times', 'response_early']
     np.testing.assert_allclose(stim_full, 0.0)  # masked before the step
     np.testing.assert_allclose(stim_subset.to_numpy(), stim_full.to_numpy())
+
+
+def test_deduplicate_keeps_one_session_per_mouse_and_day(small_pipeline, tmp_path):
+    catalog = pd.read_parquet(small_pipeline / 'metadata' / 'sessions.pqt')
+    catalog['logged_errors'] = [[] for _ in range(len(catalog))]
+    first, second = catalog.iloc[0].copy(), catalog.iloc[1].copy()
+    twin = first.copy()  # two valid sessions of one mouse on one day
+    twin['eid'] = '00000000-0000-4000-8000-000000000001'
+    restarted = second.copy()  # the first attempt of the day stopped early
+    restarted['eid'] = '00000000-0000-4000-8000-000000000002'
+    restarted['logged_errors'] = ['InsufficientTrials']
+    sessions = pd.concat([catalog, pd.DataFrame([restarted, twin])], ignore_index=True)
+    group = PhotometrySessionGroup(sessions)
+    group.filter_sessions(**NO_FILTERS, verbose=False)
+    assert len(group.sessions) == len(catalog) + 2
+
+    log = group.deduplicate()
+    kept = set(group.sessions['eid'])
+    assert kept == set(catalog['eid'])  # the twin's first-listed session and the valid one win
+    assert list(log['eid']) == [first['eid']] and set(log['error_type']) == {'TrueDuplicateSession'}
+    assert group.errors[-1]['error_type'] == 'TrueDuplicateSession'
+    assert set(group.recordings['eid']) <= kept
+
+    group.filter_sessions(**NO_FILTERS, verbose=False)  # a new selection resets it
+    assert len(group.sessions) == len(catalog) + 2
+
+    loaded = PhotometrySessionGroup.from_catalog(  # deduplicates after filtering; no logs
+        sessions.drop(columns='logged_errors'), root=small_pipeline, log_dir=tmp_path, **NO_FILTERS
+    )
+    assert set(loaded.sessions['eid']) == set(catalog['eid'])
+    assert {e['eid'] for e in loaded.errors} == {first['eid'], second['eid']}
