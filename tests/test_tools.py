@@ -2,6 +2,7 @@
 and the session viewer (driven headless through its widgets)."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -91,6 +92,35 @@ def test_qc_overview_script(small_cache, small_pipeline, tool_root):
     trends = pd.read_csv(results / 'temporal_trends.csv')
     assert list(trends.columns) == ['target_NM', 'metric', 'n', 'rho', 'p_value']
     assert trends['rho'].dropna().between(-1, 1).all()
+
+
+# ---------------------------------------------------------------------------
+# Responses analysis and its --plot mode
+def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, tmp_path):
+    out = run_script('responses', tool_root, small_cache, '--n-boot', '50',
+                     '--n-permutations', '50').stdout  # fmt: skip
+    assert 'responses:' in out and 'trial rows' in out
+    tables = tool_root / 'results' / 'responses'
+    for name in ('responses.pqt', 'mean_traces.pqt', 'response_matrix.pqt',
+                 'lmm_coefficients.pqt', 'lmm_coefficients_by_NM.csv'):  # fmt: skip
+        assert (tables / name).exists(), name
+    figures = sorted(p.name for p in (tool_root / 'figures' / 'responses').iterdir())
+    assert {'mean_traces.png', 'lmm_coefficients.svg'} <= set(figures)
+
+    # --plot: a root with the tables and the catalog only; no session HDF5 file to read
+    replot = tmp_path / 'replot'
+    (replot / 'metadata').mkdir(parents=True)
+    shutil.copy(tool_root / 'metadata' / 'sessions.pqt', replot / 'metadata')
+    shutil.copytree(tables, replot / 'results' / 'responses')
+    out = run_script('responses', replot, small_cache, '--plot', '--n-boot', '50').stdout
+    assert 'redrawn' in out
+    redrawn = sorted(p.name for p in (replot / 'figures' / 'responses').iterdir())
+    assert redrawn == figures
+    assert_not_blank(replot / 'figures' / 'responses' / 'mean_traces.png')
+    for name in (n for n in figures if n.endswith('.png')):  # same tables, same pixels
+        original = plt.imread(tool_root / 'figures' / 'responses' / name)
+        np.testing.assert_array_equal(plt.imread(replot / 'figures' / 'responses' / name),
+                                      original, err_msg=name)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------

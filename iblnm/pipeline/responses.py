@@ -20,8 +20,8 @@ when given, else the ``config`` paths):
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -29,6 +29,7 @@ from iblnm import config, util
 from iblnm.analysis import waveforms
 from iblnm.group import PhotometrySessionGroup
 from iblnm.vis import responses as vr
+from iblnm.vis import save_figure_formats
 
 
 def output_paths(root=None):
@@ -106,11 +107,7 @@ def run_responses(root=None, targetnms=config.VALID_TARGETNMS, n_boot=1000,
 def _writer(paths, result):
     def write(obj, name):
         if hasattr(obj, 'savefig'):
-            for suffix in ('.png', '.svg'):
-                fpath = paths['figures'] / f'{name}{suffix}'
-                obj.savefig(fpath, dpi=config.FIGURE_DPI, bbox_inches='tight')
-                result.files.append(fpath)
-            plt.close(obj)
+            result.files += save_figure_formats(obj, paths['figures'] / name)
             return
         fpath = paths['tables'] / name
         if name.endswith('.json'):
@@ -148,6 +145,64 @@ def _traces_and_tests(group, write, n_boot, n_permutations, seed):
     if rows:
         write(pd.concat(rows, ignore_index=True), 'waveform_tests.pqt')
     write(vr.plot_mean_traces(traces, tests, n_boot=n_boot), 'mean_traces')
+
+
+def _tests_from_clusters(traces, clusters, alpha=0.05):
+    """``{(target_NM, event): {'significant': bool per time sample}}`` from saved clusters."""
+    tests = {}
+    for (target, event), sub in clusters.groupby(['target_NM', 'event']):
+        n_times = traces.loc[(traces['target_NM'] == target) & (traces['event'] == event),
+                             'time'].nunique()  # fmt: skip
+        significant = np.zeros(n_times, dtype=bool)
+        for cluster in sub[sub['p'] < alpha].itertuples():
+            significant[int(cluster.start) : int(cluster.stop)] = True
+        tests[(target, event)] = {'significant': significant}
+    return tests
+
+
+def plot_saved_responses(root=None, n_boot=1000):
+    """Redraw every figure of :func:`run_responses` from its saved tables (no recomputation).
+
+    Only the bootstrap bands of the mean traces are resampled (``n_boot``); sessions and
+    HDF5 files are not read. Figures whose tables are missing are skipped.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The figure files written.
+    """
+    paths = output_paths(root)
+    result = ResponsesResult()
+    write = _writer(paths, result)
+
+    def read(name):
+        fpath = paths['tables'] / name
+        return pd.read_parquet(fpath) if fpath.exists() else None
+
+    traces, clusters = read('mean_traces.pqt'), read('waveform_tests.pqt')
+    if traces is not None:
+        tests = _tests_from_clusters(traces, clusters) if clusters is not None else {}
+        write(vr.plot_mean_traces(traces, tests, n_boot=n_boot), 'mean_traces')
+    for name, group_col in (('lmm_coefficients', 'target_NM'), ('lmm_coefficients_by_NM', 'NM')):
+        table = read(f'{name}.pqt')
+        if table is not None and len(table):
+            write(vr.plot_lmm_coefficients(table, group_col=group_col), name)
+    similarity = read('response_similarity_matrix.pqt')
+    if similarity is not None and len(similarity) > 1:
+        index_columns = list(similarity.columns[: similarity.shape[1] - len(similarity)])
+        write(vr.plot_similarity_matrix(similarity.set_index(index_columns)), 'similarity_matrix')
+    confusion, summary = read('confusion_matrix.pqt'), paths['tables'] / 'decoding_summary.json'
+    if confusion is not None and summary.exists():
+        confusion = confusion.set_index(confusion.columns[0])
+        decoding = json.loads(summary.read_text())
+        decoder = SimpleNamespace(
+            confusion=confusion, recall=pd.Series(decoding['recall']),
+            chance=decoding['chance'], balanced_accuracy=decoding['balanced_accuracy'],
+            contributions=read('feature_contributions.pqt'),
+        )  # fmt: skip
+        write(vr.plot_confusion_matrix(confusion), 'confusion_matrix')
+        write(vr.plot_decoding_summary(decoder), 'decoding_summary')
+    return result.files
 
 
 def _lmms(group, write, result):
