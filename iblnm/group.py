@@ -356,6 +356,35 @@ class PhotometrySessionGroup:
                 if not isinstance(traces, pd.Series):
                     yield rec, ps, traces
 
+    def get_wheel_kinematics(self):
+        """Reaction time, movement time and peak wheel speed per trial of every session.
+
+        Reads each session's ``trials`` and ``wheel`` HDF5 groups (see
+        :func:`iblnm.task.wheel_kinematics`); a session without them is logged in
+        :attr:`errors` and skipped.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns eid, trial, reaction_time (s), movement_time (s), peak_velocity (rad/s).
+        """
+        from iblnm import h5, task
+
+        frames = []
+        for eid in self.recordings['eid'].unique():
+            try:
+                data = h5.load_h5(self.h5_dir / f'{eid}.h5', groups=['trials', 'wheel'])
+                if 'wheel' not in data or 'trials' not in data:
+                    raise v.MissingH5(f'{eid}.h5 has no wheel or trials group')
+                table = task.wheel_kinematics(data['trials'], data['wheel']['velocity'])
+                frames.append(table.reset_index().assign(eid=eid))
+            except Exception as error:  # noqa: BLE001 - one bad file never stops the analysis
+                self.errors.append(v.make_log_entry(eid, error=error))
+        columns = ['eid', 'trial', 'reaction_time', 'movement_time', 'peak_velocity']
+        if not frames:
+            return pd.DataFrame(columns=columns)
+        return pd.concat(frames, ignore_index=True)[columns]
+
     # ------------------------------------------------------------------ responses
     def get_response_magnitudes(self, events=config.RESPONSE_EVENTS, windows=None):
         """Trial-level magnitudes: one row per recording x event x trial.

@@ -570,6 +570,35 @@ def block_performance(trials):
 # ---------------------------------------------------------------------------
 # Event times
 # ---------------------------------------------------------------------------
+def wheel_kinematics(trials, velocity):
+    """Reaction time, movement time (s) and peak wheel speed of every trial.
+
+    Parameters
+    ----------
+    trials : pandas.DataFrame
+        As for :func:`get_trial_timings`.
+    velocity : ndarray, shape (n_trials, n_samples)
+        Per-trial wheel velocity (rad/s), stimulus onset to feedback, NaN-padded (the HDF5
+        ``wheel/responses/velocity`` written by the wheel stage), rows in ``trials`` order.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``trials.index`` (named ``trial``), columns ``reaction_time``,
+        ``movement_time`` and ``peak_velocity`` (max |velocity|, rad/s; NaN for a trial
+        without wheel samples).
+    """
+    velocity = np.abs(np.asarray(velocity, dtype=float))
+    if len(velocity) != len(trials):
+        raise ValueError(f'{len(velocity)} wheel rows for {len(trials)} trials')
+    has_samples = np.isfinite(velocity).any(axis=1)
+    peak = np.full(len(velocity), np.nan)
+    peak[has_samples] = np.nanmax(velocity[has_samples], axis=1)
+    out = get_trial_timings(trials)[['reaction_time', 'movement_time']]
+    out['peak_velocity'] = peak
+    return out.rename_axis('trial')
+
+
 def get_trial_timings(trials):
     """Reaction, movement and response times of every trial (s).
 

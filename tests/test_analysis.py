@@ -241,3 +241,49 @@ def test_lmm_trials_without_a_stimulus_side_are_left_out():
         'contrast': [25.0, np.nan, 100.0, 6.25], 'side': ['contra', None, 'ipsi', None],
     })  # fmt: skip
     assert list(prepare_lmm_trials(trials)['response_early']) == [1.0, 3.0]
+
+
+# ---------------------------------------------------------------------------
+# Wheel mixed models: does the response predict the movement?
+def _wheel_trials(effect, n_subjects=4, n_per_subject=150, seed=0):
+    """Reaction times (s) = subject offset + side + choice + effect * response + noise."""
+    rng = np.random.default_rng(seed)
+    n = n_subjects * n_per_subject
+    subject = np.repeat([f'm{i}' for i in range(n_subjects)], n_per_subject)
+    offset = np.repeat(rng.normal(0, 0.1, n_subjects), n_per_subject)
+    side = rng.choice(['contra', 'ipsi'], n)
+    choice = rng.choice([-1, 1], n)
+    response = rng.normal(0, 1, n)
+    rt = 0.5 + offset + 0.05 * (side == 'contra') + 0.03 * choice + effect * response
+    return pd.DataFrame({
+        'subject': subject, 'side': side, 'choice': choice, 'response_early': response,
+        'reaction_time': rt + rng.normal(0, 0.1, n), 'target_NM': 'LC-NE', 'contrast': 25.0,
+        'probabilityLeft': 0.5,
+    })  # fmt: skip
+
+
+def test_wheel_lmm_recovers_a_planted_response_effect():
+    fit = lmm.fit_wheel_lmm(_wheel_trials(effect=0.05), 'reaction_time')
+    assert fit['nm_coefficient'] == pytest.approx(0.05, abs=0.01)
+    assert fit['lrt_pvalue'] < 1e-6 and fit['nm_pvalue'] < 1e-6
+    assert fit['delta_r2'] > 0.05 and fit['r2_full'] > fit['r2_base']
+    assert (fit['n_trials'], fit['n_subjects']) == (600, 4)
+
+
+def test_wheel_lmm_finds_nothing_without_an_effect():
+    pvalues = [lmm.fit_wheel_lmm(_wheel_trials(effect=0.0, seed=s), 'reaction_time')['lrt_pvalue']
+               for s in range(10)]  # fmt: skip
+    assert sum(p < 0.05 for p in pvalues) <= 2  # ~0.5 expected by chance
+    fit = lmm.fit_wheel_lmm(_wheel_trials(effect=0.0), 'reaction_time')
+    assert abs(fit['nm_coefficient']) < 0.015 and fit['delta_r2'] < 0.01
+
+
+def test_wheel_lmm_guards_and_grouping():
+    trials = _wheel_trials(effect=0.05)
+    assert lmm.fit_wheel_lmm(trials[trials['subject'] == 'm0'], 'reaction_time') is None
+    assert lmm.fit_wheel_lmm(trials[trials['side'] == 'contra'], 'reaction_time') is None
+    assert lmm.fit_wheel_lmm(trials.head(8), 'reaction_time', min_subjects=1) is None
+    biased = trials.assign(probabilityLeft=0.8)  # only 50/50 trials enter the models
+    table = lmm.fit_wheel_lmms(pd.concat([trials, biased]), dvs=('reaction_time',))
+    assert list(table.columns) == lmm.WHEEL_LMM_COLUMNS
+    assert len(table) == 1 and table['n_trials'].iloc[0] == len(trials)

@@ -545,3 +545,17 @@ def test_real_sessions_give_plausible_values(real_data_dir, relative_path):
     assert task.validate_block_structure(trials)['valid']
     assert task.missing_events(trials) == []
     assert set(task.get_contrast_set(trials)) <= {0, 6.25, 12.5, 25, 50, 100}
+
+
+def test_wheel_kinematics_per_trial():
+    trials = pd.DataFrame({'stimOn_times': [1.0, 10.0, 20.0],
+                           'firstMovement_times': [1.3, 10.5, np.nan],
+                           'response_times': [1.8, 11.5, 21.0]})  # fmt: skip
+    velocity = np.array([[0.1, -2.5, 1.0], [0.5, 0.7, np.nan], [np.nan, np.nan, np.nan]])
+    out = task.wheel_kinematics(trials, velocity)
+    np.testing.assert_allclose(out['reaction_time'], [0.3, 0.5, np.nan])
+    np.testing.assert_allclose(out['movement_time'], [0.5, 1.0, np.nan])
+    np.testing.assert_allclose(out['peak_velocity'], [2.5, 0.7, np.nan])
+    assert out.index.name == 'trial'
+    with pytest.raises(ValueError, match='wheel rows'):
+        task.wheel_kinematics(trials, velocity[:2])

@@ -15,8 +15,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from iblnm import config, gui, task  # noqa: E402
-from iblnm.analysis import performance, qc_overview  # noqa: E402
+from iblnm import config, gui, h5, task  # noqa: E402
+from iblnm.analysis import lmm, performance, qc_overview  # noqa: E402
 from iblnm.simulate import load_manifest  # noqa: E402
 
 SCRIPTS = config.PACKAGE_DIR.parent / 'scripts'
@@ -106,6 +106,17 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
         assert (tables / name).exists(), name
     figures = sorted(p.name for p in (tool_root / 'figures' / 'responses').iterdir())
     assert {'mean_traces.png', 'lmm_coefficients.svg'} <= set(figures)
+    summary = pd.read_csv(tables / 'wheel_lmm_summary.csv')  # one mouse per NM: no fits here
+    assert list(summary.columns) == lmm.WHEEL_LMM_COLUMNS
+    kinematics = pd.read_parquet(tables / 'peak_velocity.pqt')
+    eid = kinematics['eid'].iloc[0]
+    data = h5.load_h5(tool_root / 'data' / 'sessions' / f'{eid}.h5', groups=['trials', 'wheel'])
+    one_session = kinematics[kinematics['eid'] == eid]
+    speed = np.abs(data['wheel']['velocity']).astype(float)
+    np.testing.assert_allclose(one_session['peak_velocity'], np.nanmax(speed, axis=1), rtol=1e-6)
+    trials = data['trials']
+    np.testing.assert_allclose(one_session['reaction_time'],
+                               trials['firstMovement_times'] - trials['stimOn_times'])  # fmt: skip
 
     # --plot: a root with the tables and the catalog only; no session HDF5 file to read
     replot = tmp_path / 'replot'

@@ -290,3 +290,80 @@ def predict_grid(fit, contrasts, contrast_coding='log'):
     grid['side'] = np.where(grid['side'] > 0, 'contra', 'ipsi')
     grid['outcome'] = np.where(grid['reward'] > 0, 'correct', 'incorrect')
     return grid.drop(columns=['reward', 'log_contrast'])
+
+
+# ---------------------------------------------------------------------------
+# Does the neural response predict the movement? (wheel kinematics)
+# ---------------------------------------------------------------------------
+WHEEL_LMM_COLUMNS = ['target_NM', 'contrast', 'dv', 'delta_r2', 'r2_base', 'r2_full',
+                     'lrt_chi2', 'lrt_pvalue', 'nm_coefficient', 'nm_pvalue', 'n_trials',
+                     'n_subjects']  # fmt: skip
+WHEEL_BASE_FORMULA = '{dv} ~ C(side) * C(choice)'
+
+
+def fit_wheel_lmm(df, dv_col, response_col='response_early', min_subjects=2, min_trials=10):
+    """Does the response add to side x choice in explaining a movement variable?
+
+    Two mixed models with a subject random intercept, fitted by maximum likelihood (so
+    their likelihoods compare): ``dv ~ C(side) * C(choice)`` and the same + ``response_col``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Trials of one group with ``subject``, ``side`` ('contra'/'ipsi'), ``choice`` (±1),
+        ``dv_col`` (e.g. reaction_time in s, peak_velocity in rad/s) and ``response_col``.
+
+    Returns
+    -------
+    dict or None
+        ``delta_r2`` (marginal R² full - base), ``r2_base``, ``r2_full``, ``lrt_chi2``
+        (max(0, 2 Δ log-likelihood)) and ``lrt_pvalue`` (χ², 1 df), ``nm_coefficient`` and
+        ``nm_pvalue`` of the response term, ``n_trials``, ``n_subjects``. None with fewer
+        than ``min_subjects`` subjects or ``min_trials`` trials, a single side or choice,
+        or a failed fit.
+    """
+    from scipy import stats
+
+    data = df.dropna(subset=[dv_col, response_col, 'side', 'choice', 'subject'])
+    n_subjects = data['subject'].nunique()
+    if n_subjects < min_subjects or len(data) < min_trials:
+        return None
+    if data['side'].nunique() < 2 or data['choice'].nunique() < 2:
+        return None
+    base_formula = WHEEL_BASE_FORMULA.format(dv=dv_col)
+    base = fit_lmm(base_formula, data, 'subject', reml=False)
+    full = fit_lmm(f'{base_formula} + {response_col}', data, 'subject', reml=False)
+    if base is None or full is None:
+        return None
+    lrt = max(0.0, 2 * (full.result.llf - base.result.llf))
+    term = full.summary_df.loc[response_col]
+    return {
+        'delta_r2': full.variance_explained['marginal'] - base.variance_explained['marginal'],
+        'r2_base': base.variance_explained['marginal'],
+        'r2_full': full.variance_explained['marginal'],
+        'lrt_chi2': lrt, 'lrt_pvalue': float(stats.chi2.sf(lrt, 1)),
+        'nm_coefficient': float(term['Coef.']), 'nm_pvalue': float(term['P>|z|']),
+        'n_trials': len(data), 'n_subjects': n_subjects,
+    }  # fmt: skip
+
+
+def fit_wheel_lmms(trials, dvs=tuple(config.TIMING_VARS), response_col='response_early',
+                   min_subjects=2):  # fmt: skip
+    """:func:`fit_wheel_lmm` per target-NM x contrast x movement variable.
+
+    ``trials`` are stimulus-locked rows (one per recording x trial) with ``side`` labels;
+    only 50/50-block trials with a choice are used (as in the spec).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`WHEEL_LMM_COLUMNS`, one row per fitted group.
+    """
+    keep = np.isclose(trials['probabilityLeft'], 0.5) & (trials['choice'] != 0)
+    rows = []
+    for (target, contrast), group in trials[keep].groupby(['target_NM', 'contrast']):
+        for dv in dvs:
+            fit = fit_wheel_lmm(group, dv, response_col, min_subjects=min_subjects)
+            if fit is not None:
+                rows.append({'target_NM': target, 'contrast': contrast, 'dv': dv, **fit})
+    return pd.DataFrame(rows, columns=WHEEL_LMM_COLUMNS)

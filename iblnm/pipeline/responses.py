@@ -15,6 +15,9 @@ when given, else the ``config`` paths):
 | ``confusion_matrix.pqt``, ``decoding_coefficients.pqt``, ``feature_contributions.pqt``,
   ``decoding_summary.json`` | LOSO decoding of target-NM |
 | ``waveform_tests.pqt`` | clusters of the correct-vs-incorrect permutation tests |
+| ``peak_velocity.pqt`` | reaction time, movement time, peak wheel speed per trial |
+| ``wheel_lmm_summary.pqt/.csv`` | does the stimulus response predict them (per target_NM x
+  contrast x variable; :func:`iblnm.analysis.lmm.fit_wheel_lmms`) |
 """
 
 import json
@@ -26,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from iblnm import config, util
-from iblnm.analysis import waveforms
+from iblnm.analysis import lmm, waveforms
+from iblnm.analysis import responses as ar
 from iblnm.group import PhotometrySessionGroup
 from iblnm.vis import responses as vr
 from iblnm.vis import save_figure_formats
@@ -99,6 +103,7 @@ def run_responses(root=None, targetnms=config.VALID_TARGETNMS, n_boot=1000,
     write(magnitudes, 'responses.pqt')
     _traces_and_tests(group, write, n_boot, n_permutations, seed)
     _lmms(group, write, result)
+    _wheel_lmms(group, magnitudes, write)
     _features_and_decoding(group, write, result, seed)
     result.errors = group.errors
     return result
@@ -187,6 +192,9 @@ def plot_saved_responses(root=None, n_boot=1000):
         table = read(f'{name}.pqt')
         if table is not None and len(table):
             write(vr.plot_lmm_coefficients(table, group_col=group_col), name)
+    wheel = read('wheel_lmm_summary.pqt')
+    if wheel is not None and len(wheel):
+        write(vr.plot_wheel_lmm(wheel), 'wheel_lmm_delta_r2')
     similarity = read('response_similarity_matrix.pqt')
     if similarity is not None and len(similarity) > 1:
         index_columns = list(similarity.columns[: similarity.shape[1] - len(similarity)])
@@ -219,6 +227,19 @@ def _lmms(group, write, result):
         result.lmm_signs = table[table['term'].isin(['log_contrast', 'reward'])].reset_index(
             drop=True
         )
+
+
+def _wheel_lmms(group, magnitudes, write):
+    """Per-trial wheel kinematics, and whether the stimulus response predicts them."""
+    kinematics = group.get_wheel_kinematics()
+    write(kinematics, 'peak_velocity.pqt')
+    stim = magnitudes[magnitudes['event'] == 'stimOn_times'].drop(columns='reaction_time')
+    trials = ar.add_side(stim.merge(kinematics, on=['eid', 'trial'], how='inner'))
+    summary = lmm.fit_wheel_lmms(trials)
+    write(summary, 'wheel_lmm_summary.pqt')
+    write(summary, 'wheel_lmm_summary.csv')
+    if len(summary):
+        write(vr.plot_wheel_lmm(summary), 'wheel_lmm_delta_r2')
 
 
 def _features_and_decoding(group, write, result, seed):

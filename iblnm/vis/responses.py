@@ -224,3 +224,43 @@ def plot_lmm_predictions(predictions, title):
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
+
+
+WHEEL_DV_LABELS = {'reaction_time': 'reaction time', 'movement_time': 'movement time',
+                   'peak_velocity': 'peak wheel speed'}  # fmt: skip
+
+
+def plot_wheel_lmm(summary, alpha=0.05):
+    """Variance in movement explained by the response, beyond side x choice.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        :func:`iblnm.analysis.lmm.fit_wheel_lmms` output: one bar per target-NM and contrast
+        in each movement-variable panel; * marks a likelihood-ratio p < ``alpha``.
+    """
+    dvs = [dv for dv in config.TIMING_VARS if dv in set(summary['dv'])]
+    targets = order_target_nms(summary['target_NM'].unique())
+    contrasts = sorted(summary['contrast'].unique())
+    fig, axes = plt.subplots(1, len(dvs), figsize=(4.2 * len(dvs), 3.6), sharey=True,
+                             squeeze=False)  # fmt: skip
+    width = 0.8 / max(len(targets), 1)
+    for ax, dv in zip(axes[0], dvs):
+        sub = summary[summary['dv'] == dv]
+        for i, target in enumerate(targets):
+            rows = sub[sub['target_NM'] == target].set_index('contrast').reindex(contrasts)
+            x = np.arange(len(contrasts)) + (i - (len(targets) - 1) / 2) * width
+            ax.bar(x, rows['delta_r2'], width, color=target_nm_color(target), label=target)
+            for xi, (d, p) in zip(x, zip(rows['delta_r2'], rows['lrt_pvalue'])):
+                if p < alpha:
+                    ax.text(xi, d, '*', ha='center', va='bottom', fontsize=10)
+        ax.axhline(0, color='k', lw=0.6)
+        ax.set_xticks(range(len(contrasts)), [f'{c:g}' for c in contrasts])
+        ax.set_xlabel('contrast (%)')
+        ax.set_title(WHEEL_DV_LABELS.get(dv, dv))
+    axes[0, 0].set_ylabel('Δ marginal R² (response added)')
+    axes[0, -1].legend(fontsize=8, frameon=False, bbox_to_anchor=(1.02, 1), loc='upper left')
+    fig.suptitle(f'Does the stimulus response predict the movement? dv ~ side * choice '
+                 f'(+ response) + (1|subject); * likelihood ratio p < {alpha:g}')  # fmt: skip
+    fig.tight_layout()
+    return fig
