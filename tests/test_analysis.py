@@ -193,6 +193,23 @@ def test_decoder_contributions_informative_feature():
     assert decoder.recall.min() == 1.0
 
 
+def test_contributions_use_the_nested_fold_regularisation():
+    """No C chosen with the held-out subject: the full model is the decoder's own LOSO run."""
+    rng = np.random.default_rng(2)
+    y = np.repeat(['A', 'B', 'C'], 16)
+    groups = np.tile(np.repeat([f's{i}' for i in range(8)], 2), 3)
+    x = pd.DataFrame({'w': (y == 'A') * 1.0 + (y == 'B') * 0.5 + rng.normal(scale=0.8, size=48),
+                      'v': (y == 'C') * 1.0 + rng.normal(scale=0.9, size=48),
+                      'noise': rng.normal(size=48)})  # fmt: skip
+    decoder = decoding.TargetNMDecoder(x, y, groups, Cs=(0.01, 0.1, 1.0, 10.0)).fit()
+    assert len(set(decoder.fold_C.values())) > 1  # folds chose different C here
+    contrib = decoder.unique_contribution({'w': ['w'], 'v': ['v'], 'noise': ['noise']})
+    assert contrib['balanced_accuracy_full'].iloc[0] == pytest.approx(decoder.balanced_accuracy)
+    pred, fold_c = decoding.loso_predictions(x.to_numpy(), y, groups, C=decoder.fold_C)
+    assert fold_c == decoder.fold_C
+    np.testing.assert_array_equal(pred, decoder.predictions)
+
+
 # ---------------------------------------------------------------------------
 # Mixed models
 # ---------------------------------------------------------------------------

@@ -86,8 +86,9 @@ def loso_predictions(x, y, groups, C=None, Cs=DEFAULT_CS, normalize=True, seed=0
     Parameters
     ----------
     x, y, groups : ndarrays, shapes (n, n_features), (n,), (n,)
-    C : float, optional
-        Fixed C; default: chosen per outer fold by :func:`select_C` on the training subjects.
+    C : float or dict, optional
+        Fixed C, or ``{held-out subject: C}`` (e.g. the ``fold_C`` of an earlier nested run);
+        default: chosen per outer fold by :func:`select_C` on the training subjects.
 
     Returns
     -------
@@ -98,9 +99,13 @@ def loso_predictions(x, y, groups, C=None, Cs=DEFAULT_CS, normalize=True, seed=0
     predictions = np.empty(len(y), dtype=object)
     fold_C = {}
     for train, test in LeaveOneGroupOut().split(x, y, groups):
-        c = C if C is not None else select_C(x[train], y[train], groups[train], Cs, 3, normalize,
-                                             seed)  # fmt: skip
-        fold_C[groups[test][0]] = c
+        held_out = groups[test][0]
+        if isinstance(C, dict):
+            c = C[held_out]
+        else:
+            c = C if C is not None else select_C(x[train], y[train], groups[train], Cs, 3,
+                                                 normalize, seed)  # fmt: skip
+        fold_C[held_out] = c
         if len(np.unique(y[train])) < 2:
             predictions[test] = y[train][0]
             continue
@@ -177,8 +182,10 @@ def feature_unique_contribution(features, labels, groups, feature_groups, C, nor
     labels, groups : array-like, shape (n_recordings,)
     feature_groups : dict
         ``{name: [columns]}``; each group is removed in turn.
-    C : float
-        Fixed regularisation (no inner search, for speed and comparability).
+    C : float or dict
+        Regularisation: a fixed C, or ``{held-out subject: C}``. Pass the ``fold_C`` of the
+        nested decoder so that no C was chosen with the held-out subject's data and the
+        full model's accuracy is the decoder's own (no inner search is repeated per group).
 
     Returns
     -------
@@ -283,6 +290,6 @@ class TargetNMDecoder:
             self.fit()
         groups = feature_groups or factor_groups(self.features.columns)
         self.contributions = feature_unique_contribution(self.features, self.labels,
-                                                         self.subjects, groups, self.C,
+                                                         self.subjects, groups, self.fold_C,
                                                          self.normalize, self.seed)  # fmt: skip
         return self.contributions
