@@ -304,3 +304,28 @@ def test_wheel_lmm_guards_and_grouping():
     table = lmm.fit_wheel_lmms(pd.concat([trials, biased]), dvs=('reaction_time',))
     assert list(table.columns) == lmm.WHEEL_LMM_COLUMNS
     assert len(table) == 1 and table['n_trials'].iloc[0] == len(trials)
+
+
+def test_marginal_means_recover_the_generating_effects():
+    fit = lmm.fit_response_lmm(_lmm_trials())  # y = 0.3 ln(c + 1) + 1.0 correct + noise
+    reward = lmm.compute_marginal_means(fit, 'reward').set_index('level')
+    diff = reward.loc['correct', 'mean'] - reward.loc['incorrect', 'mean']
+    coded_mean = np.mean(np.log(np.array([0, 6.25, 12.5, 25, 100]) + 1))
+    beta = fit.result.params  # the difference is taken at the mean coded contrast
+    assert diff == pytest.approx(1.0, abs=0.25)
+    assert diff == pytest.approx(beta['reward'] + beta['log_contrast:reward'] * coded_mean)
+    side = lmm.compute_marginal_means(fit, 'side').set_index('level')
+    assert abs(side.loc['contra', 'mean'] - side.loc['ipsi', 'mean']) < 0.2  # no side effect
+    contrast = lmm.compute_marginal_means(fit, 'contrast')
+    assert list(contrast['level']) == [0, 6.25, 12.5, 25, 100]
+    slope = np.polyfit(np.log(contrast['level'].to_numpy(float) + 1), contrast['mean'], 1)[0]
+    assert slope == pytest.approx(0.3, abs=0.06)
+    assert (contrast['ci_lower'] < contrast['mean']).all() and (
+        contrast['mean'] < contrast['ci_upper']).all()  # fmt: skip
+    # the averaged factors sit at their centre: the reward means bracket the contrast means
+    assert reward['mean'].mean() == pytest.approx(
+        beta['Intercept'] + beta['log_contrast'] * coded_mean)  # fmt: skip
+    table = lmm.marginal_means_table({('VTA-DA', 'stimOn_times'): fit})
+    assert len(table) == 2 + 2 + 5 and set(table['factor']) == {'reward', 'side', 'contrast'}
+    with pytest.raises(ValueError, match='factor'):
+        lmm.compute_marginal_means(fit, 'block')

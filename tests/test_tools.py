@@ -104,6 +104,9 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
     for name in ('responses.pqt', 'mean_traces.pqt', 'response_matrix.pqt',
                  'lmm_coefficients.pqt', 'lmm_coefficients_by_NM.csv'):  # fmt: skip
         assert (tables / name).exists(), name
+    means = pd.read_csv(tables / 'lmm_marginal_means.csv')
+    coefficients = pd.read_csv(tables / 'lmm_coefficients.csv')
+    assert len(means) == 9 * len(coefficients[['target_NM', 'event']].drop_duplicates())
     figures = sorted(p.name for p in (tool_root / 'figures' / 'responses').iterdir())
     assert {'mean_traces.png', 'lmm_coefficients.svg'} <= set(figures)
     summary = pd.read_csv(tables / 'wheel_lmm_summary.csv')  # one mouse per NM: no fits here

@@ -252,6 +252,27 @@ def coefficient_table(results, by=('target_NM', 'event')):
     return out[columns]
 
 
+def _predict(fit, grid):
+    """Fixed-effect prediction and 95 % CI (±1.96·sqrt(x'Σx)) at coded predictor rows.
+
+    ``grid`` holds ``log_contrast``, ``side`` and ``reward`` in model units; a copy with
+    ``predicted``, ``ci_lower`` and ``ci_upper`` is returned.
+    """
+    import patsy
+
+    rhs = fit.result.model.formula.split('~', 1)[1]
+    design = patsy.dmatrix(rhs, grid, return_type='dataframe')
+    names = [n for n in fit.summary_df.index if n in design.columns]
+    x = design[names].to_numpy()
+    beta = fit.result.params[names].to_numpy()
+    cov = fit.result.cov_params().loc[names, names].to_numpy()
+    se = np.sqrt(np.einsum('ij,jk,ik->i', x, cov, x))
+    out = grid.copy()
+    out['predicted'] = x @ beta
+    out['ci_lower'], out['ci_upper'] = out['predicted'] - 1.96 * se, out['predicted'] + 1.96 * se
+    return out
+
+
 def predict_grid(fit, contrasts, contrast_coding='log'):
     """Fixed-effect predictions with 95 % CI over contrasts x side x reward.
 
@@ -267,29 +288,71 @@ def predict_grid(fit, contrasts, contrast_coding='log'):
         ``contrast``, ``side`` (label), ``outcome`` (label), ``predicted``, ``ci_lower``,
         ``ci_upper``; CI = ±1.96·sqrt(x'Σx) with Σ the fixed-effect covariance.
     """
-    import patsy
-
     transform, _ = config.get_contrast_coding(contrast_coding)
     grid = pd.DataFrame(
         [(c, s, r) for c in contrasts for s in (0.5, -0.5) for r in (0.5, -0.5)],
         columns=['contrast', 'side', 'reward'],
     )
     grid['log_contrast'] = transform(grid['contrast'].to_numpy(dtype=float))
-    rhs = fit.result.model.formula.split('~', 1)[1]
-    design = patsy.dmatrix(rhs, grid, return_type='dataframe')
-    names = [n for n in fit.summary_df.index if n in design.columns]
-    x = design[names].to_numpy()
-    beta = fit.result.params[names].to_numpy()
-    cov = fit.result.cov_params().loc[names, names].to_numpy()
-    se = np.sqrt(np.einsum('ij,jk,ik->i', x, cov, x))
-    grid['predicted'] = x @ beta
-    grid['ci_lower'], grid['ci_upper'] = (
-        grid['predicted'] - 1.96 * se,
-        grid['predicted'] + 1.96 * se,
-    )
+    grid = _predict(fit, grid)
     grid['side'] = np.where(grid['side'] > 0, 'contra', 'ipsi')
     grid['outcome'] = np.where(grid['reward'] > 0, 'correct', 'incorrect')
     return grid.drop(columns=['reward', 'log_contrast'])
+
+
+MARGINAL_LEVELS = {'reward': {'correct': 0.5, 'incorrect': -0.5},
+                   'side': {'contra': 0.5, 'ipsi': -0.5}}  # fmt: skip
+
+
+def compute_marginal_means(fit, factor, contrasts=config.ANALYSIS_CONTRASTS, contrast_coding='log'):
+    """Model-estimated mean response at each level of one factor, the others averaged.
+
+    Side and reward are coded ±0.5, so setting them to 0 averages over their two levels;
+    the coded contrast is set to the mean of the coded ``contrasts`` (%) unless it is the
+    factor.
+
+    Parameters
+    ----------
+    fit : LMMResult
+        A :func:`fit_response_lmm` fit.
+    factor : {'reward', 'side', 'contrast'}
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``factor``, ``level`` ('correct'/'incorrect', 'contra'/'ipsi' or the contrast in %),
+        ``mean``, ``ci_lower``, ``ci_upper`` (95 %; response units, e.g. z).
+    """
+    transform, _ = config.get_contrast_coding(contrast_coding)
+    coded = transform(np.asarray(contrasts, dtype=float))
+    if factor == 'contrast':
+        levels = list(contrasts)
+        grid = pd.DataFrame({'log_contrast': coded, 'side': 0.0, 'reward': 0.0})
+    elif factor in MARGINAL_LEVELS:
+        levels = list(MARGINAL_LEVELS[factor])
+        grid = pd.DataFrame({'log_contrast': np.nanmean(coded), 'side': 0.0, 'reward': 0.0},
+                            index=range(len(levels)))  # fmt: skip
+        grid[factor] = list(MARGINAL_LEVELS[factor].values())
+    else:
+        raise ValueError(f"factor must be 'reward', 'side' or 'contrast', not {factor!r}")
+    out = _predict(fit, grid)
+    return pd.DataFrame({'factor': factor, 'level': levels, 'mean': out['predicted'],
+                         'ci_lower': out['ci_lower'], 'ci_upper': out['ci_upper']})  # fmt: skip
+
+
+def marginal_means_table(results, by=('target_NM', 'event'), contrasts=config.ANALYSIS_CONTRASTS):
+    """:func:`compute_marginal_means` of every grouped fit and factor, in long form."""
+    frames = []
+    for key, fit in results.items():
+        for factor in ('reward', 'side', 'contrast'):
+            table = compute_marginal_means(fit, factor, contrasts, fit.contrast_coding)
+            for name, value in zip(by, key):
+                table.insert(0, name, value)
+            frames.append(table.assign(kind=fit.kind))
+    columns = [*by, 'factor', 'level', 'mean', 'ci_lower', 'ci_upper', 'kind']
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
 # ---------------------------------------------------------------------------

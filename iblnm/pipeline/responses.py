@@ -12,6 +12,7 @@ when given, else the ``config`` paths):
 | ``response_similarity_matrix.pqt`` | cosine similarity of the complete feature rows |
 | ``lmm_coefficients.pqt/.csv`` | fixed effects per (target_NM, event) (OLS when 1 subject) |
 | ``lmm_coefficients_by_NM.pqt/.csv`` | fixed effects per (NM, event), regions pooled |
+| ``lmm_marginal_means(_by_NM).csv`` | model means per reward, side and contrast level (95 % CI) |
 | ``confusion_matrix.pqt``, ``decoding_coefficients.pqt``, ``feature_contributions.pqt``,
   ``decoding_summary.json`` | LOSO decoding of target-NM |
 | ``waveform_tests.pqt`` | clusters of the correct-vs-incorrect permutation tests |
@@ -220,6 +221,8 @@ def _lmms(group, write, result):
         table = group.fit_lmm(by=by, fallback_ols=by[0] == 'target_NM')
         write(table, f'{name}.pqt')
         write(table, f'{name}.csv')
+        means = lmm.marginal_means_table(group.lmm_results, by)
+        write(means, f'{name.replace("coefficients", "marginal_means")}.csv')
         if len(table):
             write(vr.plot_lmm_coefficients(table, group_col=by[0]), name)
     table = group.lmm_coefficients
