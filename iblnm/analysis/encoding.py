@@ -170,10 +170,9 @@ def fixed_prediction(result, df):
 
 def marginal_r2(result, df):
     """Marginal R² = var(X·β_fe) / var(y), clipped to [0, 1] (0 when var(y) = 0)."""
-    var_y = np.var(df['y'].to_numpy(float))
-    if var_y == 0:
-        return 0.0
-    return float(np.clip(np.var(fixed_prediction(result, df)) / var_y, 0.0, 1.0))
+    from iblnm.analysis.lmm import explained_fraction
+
+    return explained_fraction(df['y'], np.var(fixed_prediction(result, df)))
 
 
 def centred_r2(y, y_hat):

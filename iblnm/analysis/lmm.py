@@ -91,15 +91,17 @@ def variance_explained(result, y, fixed=None):
     clipped to [0, 1]; 0 when var(y) = 0.
     """
     y = np.asarray(y, dtype=float)
-    var_y = np.var(y)
     fixed = np.asarray(result.fittedvalues if fixed is None else fixed, dtype=float)
-    if var_y == 0:
-        return {'marginal': 0.0, 'conditional': 0.0}
     random = np.asarray(result.fittedvalues, dtype=float) - fixed
-    marginal = np.var(fixed) / var_y
-    conditional = (np.var(fixed) + np.var(random)) / var_y
-    return {'marginal': float(np.clip(marginal, 0, 1)),
-            'conditional': float(np.clip(conditional, 0, 1))}  # fmt: skip
+    return {'marginal': explained_fraction(y, np.var(fixed)),
+            'conditional': explained_fraction(y, np.var(fixed) + np.var(random))}  # fmt: skip
+
+
+def explained_fraction(y, variance):
+    """``variance`` / var(y) clipped to [0, 1]; 0 when var(y) = 0 (e.g. marginal R² with the
+    variance of the fixed-effect prediction)."""
+    var_y = np.var(np.asarray(y, dtype=float))
+    return 0.0 if var_y == 0 else float(np.clip(variance / var_y, 0.0, 1.0))
 
 
 def _summary(result):

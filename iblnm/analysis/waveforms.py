@@ -217,8 +217,13 @@ def cluster_permutation_test(a, b, n_permutations=1000, threshold=None, alpha=0.
         rows.append({'start': start, 'stop': stop, 't_start': tpts[start],
                      't_stop': tpts[stop - 1], 'mass': mass, 'p': float(p)})  # fmt: skip
     clusters = pd.DataFrame(rows, columns=['start', 'stop', 't_start', 't_stop', 'mass', 'p'])
-    significant = np.zeros(x.shape[1], dtype=bool)
-    for row in clusters.itertuples():
-        significant[row.start : row.stop] |= row.p < alpha
     return {'t': t_obs, 'threshold': threshold, 'clusters': clusters,
-            'significant': significant, 'null': null}  # fmt: skip
+            'significant': significant_samples(clusters, x.shape[1], alpha), 'null': null}  # fmt: skip
+
+
+def significant_samples(clusters, n_samples, alpha=0.05):
+    """Bool (n_samples,): samples inside clusters (``start``, ``stop`` exclusive) with p < alpha."""
+    significant = np.zeros(n_samples, dtype=bool)
+    for row in clusters.itertuples():
+        significant[int(row.start) : int(row.stop)] |= row.p < alpha
+    return significant

@@ -159,10 +159,7 @@ def _tests_from_clusters(traces, clusters, alpha=0.05):
     for (target, event), sub in clusters.groupby(['target_NM', 'event']):
         n_times = traces.loc[(traces['target_NM'] == target) & (traces['event'] == event),
                              'time'].nunique()  # fmt: skip
-        significant = np.zeros(n_times, dtype=bool)
-        for cluster in sub[sub['p'] < alpha].itertuples():
-            significant[int(cluster.start) : int(cluster.stop)] = True
-        tests[(target, event)] = {'significant': significant}
+        tests[(target, event)] = {'significant': waveforms.significant_samples(sub, n_times, alpha)}
     return tests
 
 
