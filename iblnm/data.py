@@ -15,12 +15,14 @@ Data attributes start empty and are filled by explicit calls::
     ps.save_h5()
 """
 
+import functools
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 from one.alf.exceptions import ALFObjectNotFound
 
-from iblnm import config, h5, task
+from iblnm import config, h5, provenance, task
 from iblnm import validation as v
 from iblnm.loaders import (
     PHOTOMETRY_COLLECTION,
@@ -54,6 +56,27 @@ def _listify(value):
     return list(value) if isinstance(value, list | tuple | np.ndarray) else []
 
 
+def session_validator(method):
+    """Give a ``validate_*`` method an optional ``exlog`` keyword (as :func:`exception_logger`).
+
+    Without ``exlog`` the typed error propagates; with a list, a typed iblnm error
+    (:class:`iblnm.validation.IblnmError`) is appended to it as a log entry of the session
+    and the method returns None. Anything else (a programming error) always propagates.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, exlog=None, **kwargs):
+        if exlog is None:
+            return method(self, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        except v.IblnmError as error:
+            exlog.append(v.make_log_entry(self.eid, error=error))
+            return None
+
+    return wrapper
+
+
 class PhotometrySession:
     """One photometry session: metadata from a catalog row, data loaded on demand.
 
@@ -62,7 +85,7 @@ class PhotometrySession:
     session_row : pandas.Series or dict
         A row of ``metadata/sessions.pqt`` (at least ``eid``).
     one : ONE, optional
-        Default :func:`iblnm.io._get_default_connection`.
+        Default :func:`iblnm.io.get_connection` (one connection per process).
     h5_dir : path
         Folder of the per-session HDF5 files.
     load_data : bool
@@ -90,6 +113,7 @@ class PhotometrySession:
         self.wheel_velocity = None
         self.errors = []
         self.preprocessing_params = None
+        self.provenance = None  # read from the HDF5 file by load_h5
         self._loader = None
         if load_data:
             self.load_trials()
@@ -102,7 +126,7 @@ class PhotometrySession:
     @property
     def one(self):
         if self._one is None:
-            from iblnm.io import _get_default_connection
+            from iblnm.io import _get_default_connection  # get_connection(), cached
 
             self._one = _get_default_connection()
         return self._one
@@ -199,12 +223,14 @@ class PhotometrySession:
         return []
 
     # ------------------------------------------------------------------ validation
+    @session_validator
     def validate_n_trials(self):
         """Raise InsufficientTrials when there are fewer than ``config.MIN_NTRIALS`` trials."""
         n_trials = 0 if self.trials is None else len(self.trials)
         if n_trials < config.MIN_NTRIALS:
             raise v.InsufficientTrials(f'n_trials={n_trials} < MIN_NTRIALS={config.MIN_NTRIALS}')
 
+    @session_validator
     def validate_block_structure(self):
         """Raise BlockStructureBug for biased/ephys sessions with implausibly short blocks."""
         if self.session_type not in config.BLOCK_SESSION_TYPES:
@@ -215,12 +241,14 @@ class PhotometrySession:
                 f'Min block length: {result["min_block_length"]}, n_blocks: {result["n_blocks"]}'
             )
 
+    @session_validator
     def validate_event_completeness(self, events=config.RESPONSE_EVENTS):
         """Raise IncompleteEventTimes listing events absent or < 90 % non-NaN."""
         missing = task.missing_events(self.trials, events=events)
         if missing:
             raise v.IncompleteEventTimes(missing)
 
+    @session_validator
     def validate_trials_in_photometry_time(self, band=None):
         """Raise TrialsNotInPhotometryTime unless all stimOn..feedback times are recorded."""
         band = band or (PREPROCESSED_BAND if PREPROCESSED_BAND in self.photometry else 'GCaMP')
@@ -233,6 +261,7 @@ class PhotometrySession:
                 f'trials {first:.1f}-{last:.1f} s, photometry {t0:.1f}-{t1:.1f} s'
             )
 
+    @session_validator
     def validate_qc(self):
         """Raise QCValidationError when raw QC found band inversions or early samples."""
         if self.qc.empty:
@@ -245,6 +274,7 @@ class PhotometrySession:
         if issues:
             raise v.QCValidationError('; '.join(issues))
 
+    @session_validator
     def validate_few_unique_samples(self, threshold=config.N_UNIQUE_SAMPLES_THRESHOLD):
         """Raise FewUniqueSamples naming every region/band below the threshold (non-fatal)."""
         if self.qc.empty or 'n_unique_samples' not in self.qc:
@@ -520,8 +550,25 @@ class PhotometrySession:
             return None
         return self.wheel_velocity
 
+    def _provenance_h5(self):
+        """The run record, the processing parameters and the session's input datasets."""
+        record = provenance.current() or provenance.make_record(self.one)
+        try:
+            inputs = self.one.list_datasets(self.eid, details=True).reset_index()
+            inputs = inputs.reindex(
+                columns=['rel_path', 'id', 'hash', 'file_size', 'default_revision']
+            )
+        except Exception:  # noqa: BLE001 - a session without a dataset listing (e.g. from NWB)
+            inputs = None
+        return {'record': record, 'parameters': provenance.processing_parameters(),
+                'inputs': inputs}  # fmt: skip
+
     def save_h5(self, fpath=None, groups=None, mode='a'):
-        """Save the available groups (or only ``groups``) to the session's HDF5 file."""
+        """Save the available groups (or only ``groups``) to the session's HDF5 file.
+
+        Every full save also records the provenance (source, iblnm version, parameters,
+        input datasets) in the file's ``provenance`` group and root attributes.
+        """
         values = {
             'metadata': self.metadata,
             'errors': self.errors,
@@ -529,6 +576,8 @@ class PhotometrySession:
             'trials': self._trials_h5(),
             'wheel': self._wheel_h5(),
         }
+        if groups is None or 'provenance' in groups:
+            values['provenance'] = self._provenance_h5()
         wanted = groups or list(values)
         return h5.save_h5(fpath or self.h5_path, {g: values[g] for g in wanted}, mode=mode)
 
@@ -551,6 +600,8 @@ class PhotometrySession:
             self._set_photometry_from_h5(data['photometry'])
         if 'wheel' in data:
             self.wheel_velocity = data['wheel']
+        if 'provenance' in data:
+            self.provenance = data['provenance']
         return data
 
     def _set_photometry_from_h5(self, photometry):

@@ -133,9 +133,22 @@ class PhotometrySessionGroup:
         self.h5_dir = Path(h5_dir or config.SESSIONS_H5_DIR)
         self._sessions = {}
         self.errors = []
-        self.response_magnitudes = self.mean_traces = self.response_features = None
-        self.similarity_matrix = self.decoder = None
-        self.lmm_results = self.lmm_coefficients = None
+        self.clear_results()
+
+    # results computed from the current selection; any selection change clears them
+    RESULT_ATTRIBUTES = (
+        'events', 'response_magnitudes', 'mean_traces', 'response_features',
+        'similarity_matrix', 'decoder', 'lmm_results', 'lmm_coefficients',
+    )  # fmt: skip
+
+    def clear_results(self):
+        """Forget every result computed from the selection (:data:`RESULT_ATTRIBUTES`).
+
+        Called by every selection change (:meth:`filter_sessions`, :meth:`deduplicate`,
+        :meth:`filter`), so that no result describes recordings that are no longer selected.
+        """
+        for name in self.RESULT_ATTRIBUTES:
+            setattr(self, name, None)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -239,6 +252,7 @@ class PhotometrySessionGroup:
         self._dedup_mask = pd.Series(True, index=cat.index)  # a new selection: deduplicate again
         self._recordings_targetnms = list(targetnms) if targetnms else None
         self._recordings = None
+        self.clear_results()
         if verbose:
             detail = ', '.join(f'{k}: -{n}' for k, n in removed.items() if n)
             print(
@@ -273,6 +287,7 @@ class PhotometrySessionGroup:
         ]
         self._dedup_mask = self._catalog['eid'].isin(kept)
         self._recordings = None
+        self.clear_results()
         self.errors.extend(log)
         return util.concat_logs([log])
 
@@ -311,8 +326,7 @@ class PhotometrySessionGroup:
         new.__dict__.update(self.__dict__)
         new._filter_mask = self._filter_mask & self._catalog['eid'].isin(recordings['eid'])
         new._recordings, new.errors = recordings, []
-        new.response_magnitudes = new.mean_traces = new.response_features = None
-        new.similarity_matrix = new.decoder = new.lmm_results = new.lmm_coefficients = None
+        new.clear_results()
         return new
 
     def _session_row(self, eid):
@@ -384,6 +398,46 @@ class PhotometrySessionGroup:
         if not frames:
             return pd.DataFrame(columns=columns)
         return pd.concat(frames, ignore_index=True)[columns]
+
+    def get_events(self, events=config.RESPONSE_EVENTS):
+        """Task events of the selected sessions: one row per session x trial x event.
+
+        Read from each session's ``trials`` HDF5 group (a session without one is logged in
+        :attr:`errors` and skipped). Stored in :attr:`events` (cleared by any selection
+        change).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns eid, subject, session_type, trial, event, time (s, task clock),
+            stim_side, signed_contrast (%), choice, feedbackType, probabilityLeft.
+        """
+        from iblnm import h5
+
+        covariates = ['stim_side', 'signed_contrast', 'choice', 'feedbackType', 'probabilityLeft']
+        columns = ['eid', 'subject', 'session_type', 'trial', 'event', 'time', *covariates]
+        frames = []
+        for _, session in self.sessions.iterrows():
+            eid = session['eid']
+            if eid not in set(self.recordings['eid']):
+                continue
+            try:
+                trials = h5.load_h5(self.h5_dir / f'{eid}.h5', groups=['trials']).get('trials')
+                if trials is None:
+                    raise v.MissingH5(f'{eid}.h5 has no trials group')
+            except v.IblnmError as error:
+                self.errors.append(v.make_log_entry(eid, error=error))
+                continue
+            present = [e for e in events if e in trials]
+            long = trials.rename_axis('trial').reset_index().melt(
+                id_vars=['trial', *[c for c in covariates if c in trials]],
+                value_vars=present, var_name='event', value_name='time',
+            )  # fmt: skip
+            frames.append(long.assign(eid=eid, subject=session['subject'],
+                                      session_type=session['session_type']))  # fmt: skip
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        self.events = table.reindex(columns=columns)
+        return self.events
 
     # ------------------------------------------------------------------ responses
     def get_response_magnitudes(self, events=config.RESPONSE_EVENTS, windows=None):

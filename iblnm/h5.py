@@ -10,6 +10,10 @@
     photometry/{region}/qc/            one dataset per QC column (one row per band)
     trials/     one dataset per trial column (float64; stim_side str)
     wheel/responses/velocity          float32 (T x W), NaN-padded; attrs fs, t0_event, t1_event
+    provenance/ attrs: the run record (iblnm_version, schema_version, source, source_location,
+                params_hash) and ``parameters`` (JSON); ``inputs/``: the session's datasets
+                (rel_path, id, hash, file_size, default_revision) as columns. The run record is
+                also written as attributes of the file's root.
 
 Writes are atomic: the file is copied (when it exists) to a temporary file next to it,
 the groups are written there and the copy is renamed over the original. A run killed
@@ -29,7 +33,7 @@ import xarray as xr
 from iblnm.util import atomic_write
 from iblnm.validation import LOG_COLUMNS, CorruptH5, MissingH5
 
-GROUPS = ('metadata', 'errors', 'photometry', 'trials', 'wheel')
+GROUPS = ('metadata', 'errors', 'photometry', 'trials', 'wheel', 'provenance')
 NONE_STR = '__none__'
 STR = h5py.string_dtype(encoding='utf-8')
 
@@ -246,12 +250,34 @@ def read_wheel(h5, **_):
     return {'velocity': sub['velocity'][()], **{k: _from_attr(v) for k, v in sub.attrs.items()}}
 
 
+def write_provenance(h5, provenance):
+    """``provenance = {'record': dict, 'parameters': dict, 'inputs': DataFrame}``."""
+    group = _replace_group(h5, 'provenance')
+    for key, value in provenance.get('record', {}).items():
+        group.attrs[key] = _scalar_attr(value)
+        h5.attrs[key] = _scalar_attr(value)
+    group.attrs['parameters'] = json.dumps(provenance.get('parameters', {}), sort_keys=True)
+    inputs = provenance.get('inputs')
+    if inputs is not None:
+        _write_columns(group.create_group('inputs'), pd.DataFrame(inputs))
+
+
+def read_provenance(h5, **_):
+    group = h5['provenance']
+    attrs = {k: _from_attr(val) for k, val in group.attrs.items() if k != 'parameters'}
+    out = {'record': attrs, 'parameters': json.loads(group.attrs.get('parameters', '{}'))}
+    if 'inputs' in group:
+        out['inputs'] = pd.DataFrame(_read_columns(group['inputs']))
+    return out
+
+
 _SAVE_HANDLERS = {
     'metadata': write_metadata,
     'errors': write_errors,
     'photometry': write_photometry,
     'trials': write_trials,
     'wheel': write_wheel,
+    'provenance': write_provenance,
 }
 _LOAD_HANDLERS = {
     'metadata': read_metadata,
@@ -259,6 +285,7 @@ _LOAD_HANDLERS = {
     'photometry': read_photometry,
     'trials': read_trials,
     'wheel': read_wheel,
+    'provenance': read_provenance,
 }
 
 

@@ -1,13 +1,16 @@
 """Table utilities: atomic parquet I/O, schema enforcement, error logs, catalog derivations."""
 
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from iblnm import config
+from iblnm import config, provenance
 from iblnm.validation import (
     LOG_COLUMNS,
     InvalidSessionLength,
@@ -88,7 +91,16 @@ def df2pqt(df, fpath, timestamp=None):
     if timestamp:
         fpath = fpath.with_name(f'{fpath.stem}_{timestamp}{fpath.suffix}')
     table = _stringify_mixed_columns(df)
-    return atomic_write(fpath, lambda tmp: table.to_parquet(tmp, index=False), suffix='.pqt.tmp')
+    record = provenance.current()
+
+    def write(tmp):
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        if record:  # the run's source, version and parameter hash (iblnm.provenance)
+            metadata = {**(arrow.schema.metadata or {}), b'iblnm': json.dumps(record).encode()}
+            arrow = arrow.replace_schema_metadata(metadata)
+        pq.write_table(arrow, tmp)
+
+    return atomic_write(fpath, write, suffix='.pqt.tmp')
 
 
 # ---------------------------------------------------------------------------

@@ -111,6 +111,10 @@ class MissingH5(IblnmError):
     """The session's HDF5 file does not exist (run the photometry stage first)."""
 
 
+class ProvenanceMismatch(IblnmError):
+    """An output root holds outputs of another data source or parameter set."""
+
+
 class CorruptH5(IblnmError):
     """The session's HDF5 file cannot be read (truncated or corrupt)."""
 

@@ -13,11 +13,12 @@ InvalidTargetNM and MissingInsertion).
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 from tqdm import tqdm
 
-from iblnm import config, io, util
+from iblnm import config, io, provenance, util
 from iblnm import validation as v
 
 LIST_COLUMNS = [c for c, (t, _) in config.SESSION_SCHEMA.items() if t is list]
@@ -220,7 +221,7 @@ def query_database(one=None, redownload=False, extended_qc=False,
     Parameters
     ----------
     one : ONE, optional
-        Default :func:`iblnm.io._get_default_connection` (local or remote).
+        Default :func:`iblnm.io.get_connection` (local or remote, cached per process).
     redownload : bool
         Re-query every session instead of only the eids not yet in the catalog.
     extended_qc : bool
@@ -231,6 +232,8 @@ def query_database(one=None, redownload=False, extended_qc=False,
     CatalogResult
     """
     one = one or io._get_default_connection()
+    # the catalog's folder remembers its source and parameters: another source stops here
+    provenance.start_run(one, metadata_dir=Path(sessions_fpath).parent, allow_change=redownload)
     metadata = io.get_metadata_source(one, no_cache=redownload)
     records = metadata.list_sessions(project)  # raises when nothing can be read
     existing = (

@@ -137,7 +137,7 @@ def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, schedule
     errors are read back from the file so the tables always cover every session.
     """
     one, selected = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
-                                   blockers=config.PHOTOMETRY_BLOCKERS)  # fmt: skip
+                                   blockers=config.PHOTOMETRY_BLOCKERS, redo=redo)  # fmt: skip
     eids = list(selected['eid'])
     util.remove_stale_temporaries(h5_dir)  # left by a killed run; never read as valid
     done = set() if redo else {e for e in eids if is_done(e, h5_dir)}

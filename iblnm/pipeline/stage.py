@@ -8,6 +8,7 @@ of running writes the same outputs.
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
@@ -57,15 +58,21 @@ def select_sessions(catalog, upstream_logs=(), blockers=frozenset(),
     return df[~blocked].drop(columns='logged_errors')
 
 
-def stage_sessions(one, catalog, sessions_fpath, upstream_logs=(), blockers=frozenset()):
+def stage_sessions(one, catalog, sessions_fpath, upstream_logs=(), blockers=frozenset(),
+                   redo=False):  # fmt: skip
     """A stage's ONE connection and selected sessions (see :func:`select_sessions`).
 
-    ``one`` defaults to :func:`iblnm.io._get_default_connection`; ``catalog`` (a DataFrame)
-    defaults to the parquet file at ``sessions_fpath``.
+    ``one`` defaults to :func:`iblnm.io.get_connection` (cached per process); ``catalog``
+    (a DataFrame) defaults to the parquet file at ``sessions_fpath``. The run's provenance
+    is started here (:func:`iblnm.provenance.start_run`): a catalog read from a file is
+    checked against its output root's record (``redo`` adopts a new one).
     """
+    from iblnm import provenance
     from iblnm.io import _get_default_connection
 
     one = one or _get_default_connection()
+    root = Path(sessions_fpath).parent if catalog is None else None
+    provenance.start_run(one, metadata_dir=root, allow_change=redo)
     catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
     return one, select_sessions(catalog, upstream_logs, blockers=blockers)
 
