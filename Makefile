@@ -23,12 +23,12 @@ env: .venv/.synced
 
 ## Run the whole pipeline on the configured data source (the demo dataset when no Alyx is set up).
 run: env
-	$(PY) scripts/run_pipeline.py --workers $(WORKERS)
+	$(PY) -m iblnm run --workers $(WORKERS)
 
 ## The analysis scripts, on the outputs of `make run`.
 analyses: env
 	@for s in responses movement_encoding task_encoding task_performance qc_overview example_session; do \
-		echo "== scripts/$$s.py"; $(PY) scripts/$$s.py || exit 1; done
+		echo "== iblnm $$s"; $(PY) -m iblnm $$s || exit 1; done
 
 ## Run the whole test suite (and the linters).
 test: env
@@ -45,7 +45,7 @@ bench: env
 
 ## Build the simulated demo ONE cache at $$IBLNM_ONE_CACHE (default data/one_cache/demo).
 demo-data: env
-	$(PY) scripts/simulate.py --out $(DEMO_CACHE) --preset demo --jobs 1
+	$(PY) -m iblnm demo --out $(DEMO_CACHE) --preset demo --jobs 1
 
 clean-outputs:
 	rm -rf metadata/*.pqt data/sessions data/*.pqt results figures

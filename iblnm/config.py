@@ -4,36 +4,58 @@ This module knows nothing else in the package. Every number a stage or an
 analysis uses lives here so that it can be read, cited and recorded with the
 outputs. Units are given in the comments (s = seconds, Hz = hertz, % = percent).
 
-Output paths are relative to the project root by default; set ``IBLNM_ROOT`` to
-write the catalog, logs, HDF5 files, results and figures somewhere else.
+Output paths (``SESSIONS_FPATH``, ``SESSIONS_H5_DIR`` ...) are :class:`iblnm.settings.LazyPath`
+names resolved from the run's settings each time they are used (``IBLNM_ROOT``, the
+command line, ``iblnm.toml``; see :mod:`iblnm.settings`), never at import.
 """
 
 import os
-from pathlib import Path
+
+from iblnm import settings as _settings
 
 # ---------------------------------------------------------------------------
-# Paths
+# Paths: resolved from the run's settings when used (iblnm.settings), never at import
 # ---------------------------------------------------------------------------
-PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = Path(os.environ.get('IBLNM_ROOT', PACKAGE_DIR.parent)).resolve()
-
-METADATA_DIR = PROJECT_ROOT / 'metadata'
-DATA_DIR = PROJECT_ROOT / 'data'
-RESULTS_DIR = PROJECT_ROOT / 'results'
-FIGURES_DIR = PROJECT_ROOT / 'figures'
-
-SESSIONS_FPATH = METADATA_DIR / 'sessions.pqt'
-SESSIONS_QC_FPATH = METADATA_DIR / 'sessions_qc.pqt'
-INSERTIONS_FPATH = METADATA_DIR / 'insertions.csv'
-# fibers.csv is tracked in git and therefore always read from the package's project.
-FIBERS_FPATH = PACKAGE_DIR.parent / 'metadata' / 'fibers.csv'
-QUERY_DATABASE_LOG_FPATH = METADATA_DIR / 'query_database_log.pqt'
-PHOTOMETRY_LOG_FPATH = METADATA_DIR / 'photometry_log.pqt'
-TASK_LOG_FPATH = METADATA_DIR / 'task_log.pqt'
-WHEEL_LOG_FPATH = METADATA_DIR / 'wheel_log.pqt'
-ERRORS_FPATH = METADATA_DIR / 'errors.pqt'
-VIDEO_FPATH = METADATA_DIR / 'video.pqt'
-VIDEO_LOG_FPATH = METADATA_DIR / 'video_log.pqt'
+PACKAGE_DIR = _settings.PACKAGE_DIR
+PROJECT_ROOT = _settings.LazyPath('PROJECT_ROOT', lambda: _settings.current().root)
+# every output location, {root}/<relative path of iblnm.settings.LAYOUT>
+_at = _settings.layout_path
+METADATA_DIR = _at('METADATA_DIR')
+DATA_DIR = _at('DATA_DIR')
+RESULTS_DIR = _at('RESULTS_DIR')
+FIGURES_DIR = _at('FIGURES_DIR')
+SESSIONS_FPATH = _at('SESSIONS_FPATH')
+SESSIONS_QC_FPATH = _at('SESSIONS_QC_FPATH')
+INSERTIONS_FPATH = _at('INSERTIONS_FPATH')
+QUERY_DATABASE_LOG_FPATH = _at('QUERY_DATABASE_LOG_FPATH')
+PHOTOMETRY_LOG_FPATH = _at('PHOTOMETRY_LOG_FPATH')
+TASK_LOG_FPATH = _at('TASK_LOG_FPATH')
+WHEEL_LOG_FPATH = _at('WHEEL_LOG_FPATH')
+ERRORS_FPATH = _at('ERRORS_FPATH')
+VIDEO_FPATH = _at('VIDEO_FPATH')
+VIDEO_LOG_FPATH = _at('VIDEO_LOG_FPATH')
+QCPHOTOMETRY_FPATH = _at('QCPHOTOMETRY_FPATH')
+PERFORMANCE_FPATH = _at('PERFORMANCE_FPATH')
+EVENTS_FPATH = _at('EVENTS_FPATH')
+TRIAL_TIMING_FPATH = _at('TRIAL_TIMING_FPATH')
+PEAK_VELOCITY_FPATH = _at('PEAK_VELOCITY_FPATH')
+SESSIONS_H5_DIR = _at('SESSIONS_H5_DIR')
+RESPONSES_DIR = _at('RESPONSES_DIR')
+RESPONSES_FPATH = _at('RESPONSES_FPATH')
+RESPONSE_MATRIX_FPATH = _at('RESPONSE_MATRIX_FPATH')
+SIMILARITY_MATRIX_FPATH = _at('SIMILARITY_MATRIX_FPATH')
+RESPONSE_SIMILARITY_FPATH = _at('RESPONSE_SIMILARITY_FPATH')
+TASK_ENCODING_DIR = _at('TASK_ENCODING_DIR')
+MOVEMENT_ENCODING_DIR = _at('MOVEMENT_ENCODING_DIR')
+QC_OVERVIEW_FIGURES_DIR = _at('QC_OVERVIEW_FIGURES_DIR')
+QC_OVERVIEW_DIR = _at('QC_OVERVIEW_DIR')
+TASK_PERFORMANCE_FIGURES_DIR = _at('TASK_PERFORMANCE_FIGURES_DIR')
+TASK_PERFORMANCE_DIR = _at('TASK_PERFORMANCE_DIR')
+EXAMPLE_SESSION_FIGURES_DIR = _at('EXAMPLE_SESSION_FIGURES_DIR')
+SESSION_VIEWER_FIGURES_DIR = _at('SESSION_VIEWER_FIGURES_DIR')
+DEMO_CACHE_DIR = _at('DEMO_CACHE_DIR')
+# the user's {root}/metadata/fibers.csv, else the template shipped with the package
+FIBERS_FPATH = _settings.LazyPath('FIBERS_FPATH', lambda: _settings.current().fibers_fpath)
 # Error log of each pipeline stage that has one, in stage order.
 STAGE_LOG_FPATHS = {
     'query_database': QUERY_DATABASE_LOG_FPATH,
@@ -43,32 +65,19 @@ STAGE_LOG_FPATHS = {
     'video': VIDEO_LOG_FPATH,
 }
 
-QCPHOTOMETRY_FPATH = DATA_DIR / 'qc_photometry.pqt'
-PERFORMANCE_FPATH = DATA_DIR / 'performance.pqt'
-EVENTS_FPATH = DATA_DIR / 'events.pqt'
-TRIAL_TIMING_FPATH = DATA_DIR / 'trial_timing.pqt'
-PEAK_VELOCITY_FPATH = DATA_DIR / 'peak_velocity.pqt'
-SESSIONS_H5_DIR = DATA_DIR / 'sessions'
-
-RESPONSES_DIR = RESULTS_DIR / 'responses'
-RESPONSES_FPATH = RESPONSES_DIR / 'responses.pqt'
-RESPONSE_MATRIX_FPATH = RESPONSES_DIR / 'response_matrix.pqt'
-SIMILARITY_MATRIX_FPATH = RESPONSES_DIR / 'response_similarity_matrix.pqt'
-RESPONSE_SIMILARITY_FPATH = SIMILARITY_MATRIX_FPATH
-TASK_ENCODING_DIR = RESULTS_DIR / 'task_encoding'
-MOVEMENT_ENCODING_DIR = RESULTS_DIR / 'movement_encoding'
-
 # Real IBL recordings used by tests (never copied into the repository).
-REAL_DATA_DIR = Path(
-    os.environ.get('IBLNM_REAL_DATA', PACKAGE_DIR.parent.parent / 'shared' / 'data' / 'real')
+REAL_DATA_DIR = _settings.LazyPath(
+    'REAL_DATA_DIR',
+    lambda: os.environ.get(
+        'IBLNM_REAL_DATA', PACKAGE_DIR.parent.parent / 'shared' / 'data' / 'real'
+    ),
 )
 
 # ---------------------------------------------------------------------------
 # ONE / Alyx
 # ---------------------------------------------------------------------------
 PROJECT_NAME = 'ibl_fibrephotometry'
-# Local ONE cache used when no Alyx is configured (built on first use from the demo preset).
-DEMO_CACHE_DIR = Path(os.environ.get('IBLNM_DEMO_CACHE', DATA_DIR / 'one_cache' / 'demo'))
+# Local ONE cache used when no Alyx is configured: DEMO_CACHE_DIR (layout; IBLNM_DEMO_CACHE).
 # Sub-folder of a local cache holding the Alyx records ONE's tables do not carry
 # (subjects with strain/line/genotype; session details with start/end time and users).
 ALYX_RECORDS_DIRNAME = 'alyx'
@@ -388,10 +397,4 @@ VIDEO_MAX_GAP_FRAMES = 5  # frames, a single gap this long is a camera stall: FA
 VIDEO_QC2SCORE = {'PASS': 1.0, 'WARNING': 0.66, 'CRITICAL': 0.33, 'FAIL': 0.0}  # else NaN
 VIDEO_SESSION_TYPE_ORDER = {'ephys': 0, 'biased': 1, 'training': 2}  # sort order of video.pqt
 
-# Analysis tools: QC overview, task performance (scripts/qc_overview.py, task_performance.py)
-QC_OVERVIEW_FIGURES_DIR = FIGURES_DIR / 'qc_overview'
-QC_OVERVIEW_DIR = RESULTS_DIR / 'qc_overview'
-TASK_PERFORMANCE_FIGURES_DIR = FIGURES_DIR / 'task_performance'
-TASK_PERFORMANCE_DIR = RESULTS_DIR / 'task_performance'
-EXAMPLE_SESSION_FIGURES_DIR = FIGURES_DIR / 'example_session'
-SESSION_VIEWER_FIGURES_DIR = FIGURES_DIR / 'session_viewer'
+# Analysis tools' output folders (QC_OVERVIEW_DIR, TASK_PERFORMANCE_DIR ...): iblnm.settings.LAYOUT

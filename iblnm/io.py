@@ -31,6 +31,7 @@ import pandas as pd
 from one.alf.exceptions import ALFObjectNotFound
 
 from iblnm import config
+from iblnm import settings as _settings
 from iblnm.onecache import read_alyx_records
 from iblnm.validation import exception_logger, strip_hemisphere_suffix
 
@@ -55,21 +56,21 @@ def _one_is_configured():
         return False
 
 
-def get_one_mode():
-    """'remote' or 'local', from ``IBLNM_ONE_MODE``, ``IBLNM_ONE_CACHE`` and ONE's params."""
-    mode = os.environ.get('IBLNM_ONE_MODE', '').strip().lower()
-    if mode in ('remote', 'local'):
-        return mode
-    if mode:
-        raise ValueError(f'IBLNM_ONE_MODE must be "remote" or "local", not {mode!r}')
-    if os.environ.get('IBLNM_ONE_CACHE'):
+def get_one_mode(settings=None):
+    """'remote' or 'local': the setting (``IBLNM_ONE_MODE``), else 'local' when a cache is
+    given (``IBLNM_ONE_CACHE``), else 'remote' when ONE is set up for an Alyx."""
+    settings = settings or _settings.current()
+    if settings.one_mode:
+        return settings.one_mode
+    if settings.one_cache:
         return 'local'
     return 'remote' if _one_is_configured() else 'local'
 
 
-def get_cache_dir():
-    """Local cache directory: ``IBLNM_ONE_CACHE`` or the demo cache."""
-    return Path(os.environ.get('IBLNM_ONE_CACHE') or config.DEMO_CACHE_DIR)
+def get_cache_dir(settings=None):
+    """Local cache directory: the ``one_cache`` setting (``IBLNM_ONE_CACHE``) or the demo cache."""
+    settings = settings or _settings.current()
+    return settings.one_cache or settings.path('DEMO_CACHE_DIR')
 
 
 def ensure_demo_cache(cache_dir=None, preset='demo', seed=0, n_jobs=1):

@@ -1,54 +1,11 @@
 """Responses analysis: trial magnitudes, mixed models, response vectors, similarity, decoding.
 
-Reads the catalog, stage logs and session HDF5 files of the pipeline; writes tables to
-results/responses/ and figures to figures/responses/ (under IBLNM_ROOT when set).
-
-Usage: python scripts/responses.py [--targetnms VTA-DA DR-5HT ...] [--n-boot 1000]
-                                   [--n-permutations 1000] [--seed 0] [--plot]
-
---plot redraws the figures from the saved tables of an earlier run (nothing is recomputed).
+The original script interface: the code is :mod:`iblnm.cli.responses`, the same command as
+``iblnm responses`` (``python -m iblnm responses``). Arguments: ``--help``.
 """
 
-import argparse
-import sys
-
-from iblnm import config
-from iblnm.pipeline.responses import plot_saved_responses, run_responses
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        '--targetnms',
-        nargs='+',
-        default=config.VALID_TARGETNMS,
-        help='target-NMs to analyse (default: every valid target-NM)',
-    )
-    parser.add_argument('--n-boot', type=int, default=1000, help='bootstrap resamples of bands')
-    parser.add_argument(
-        '--n-permutations', type=int, default=1000, help='permutations of the cluster tests'
-    )
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument(
-        '--plot', action='store_true', help='redraw the figures from the saved tables only'
-    )
-    args = parser.parse_args(argv)
-    if args.plot:
-        files = plot_saved_responses(n_boot=args.n_boot)
-        print(f'{len(files)} figure files redrawn from {config.RESPONSES_DIR}')
-        return 0 if files else 1
-    if not config.SESSIONS_FPATH.exists():
-        print(f'{config.SESSIONS_FPATH} not found: run the pipeline first', file=sys.stderr)
-        return 1
-    result = run_responses(
-        targetnms=args.targetnms,
-        n_boot=args.n_boot,
-        n_permutations=args.n_permutations,
-        seed=args.seed,
-    )
-    print(result.summary())
-    return 0
-
+from iblnm.cli.responses import main
+from iblnm.pipeline.cli import exit_now
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_now(main())

@@ -1,22 +1,11 @@
 """Stage 3: task performance and psychometric fits (data/performance.pqt).
 
-Usage: python scripts/task.py [--workers N | --scheduler ADDRESS]
+The original script interface: the code is :mod:`iblnm.cli.task`, the same command as
+``iblnm task`` (``python -m iblnm task``). Arguments: ``--help``.
 """
 
-from iblnm import config
-from iblnm.pipeline.cli import exit_now, require_catalog, stage_parser
-from iblnm.pipeline.performance import run_task_stage
-
-
-def main(argv=None):
-    args = stage_parser(__doc__).parse_args(argv)
-    if require_catalog():
-        return 1
-    result = run_task_stage(workers=args.workers, scheduler=args.scheduler)
-    print(result.summary())
-    print(f'outputs: {config.PERFORMANCE_FPATH}, {config.TASK_LOG_FPATH}')
-    return 0
-
+from iblnm.cli.task import main
+from iblnm.pipeline.cli import exit_now
 
 if __name__ == '__main__':
     exit_now(main())

@@ -41,7 +41,9 @@ def test_every_stage_table_and_h5_carries_source_version_and_params(small_pipeli
     for fpath in h5_files:
         with h5py.File(fpath, 'r') as h5:
             record = {k: h5.attrs[k] for k in expected}
-            assert {k: (x.item() if hasattr(x, 'item') else x) for k, x in record.items()} == expected
+            assert {
+                k: (x.item() if hasattr(x, 'item') else x) for k, x in record.items()
+            } == expected
     listed = []
     for fpath in h5_files:
         ps = PhotometrySession({'eid': fpath.stem}, h5_dir=fpath.parent)

@@ -14,10 +14,23 @@ SCRIPTS = {
 
 @pytest.fixture
 def scripts(tmp_path, monkeypatch):
+    """A package of stage command modules standing in for :mod:`iblnm.cli`."""
+    package = tmp_path / 'fake_stages'
+    package.mkdir()
+    (package / '__init__.py').write_text('')
     for name, code in SCRIPTS.items():
-        (tmp_path / f'{name}.py').write_text(code)
-    monkeypatch.setattr(runner, 'SCRIPTS_DIR', tmp_path)
-    return tmp_path
+        (package / f'{name}.py').write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(runner, 'COMMAND_PACKAGE', 'fake_stages')
+    return package
+
+
+def test_every_stage_is_a_command_of_the_package():
+    from iblnm import cli
+
+    for stage in runner.STAGES:
+        assert callable(runner._stage_main(stage)), stage
+        assert cli.command_module(stage).main is runner._stage_main(stage)
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
-"""Run the pipeline stages in order: each is ``scripts/{stage}.py``'s ``main(argv)``.
+"""Run the pipeline stages in order: each is the ``main(argv)`` of :mod:`iblnm.cli.{stage}`.
 
 Exit codes: 0 when every stage succeeded; 1 when a stage failed or its script is
 missing (the runner stops at the first failure unless ``skip_errors``).
 """
 
-import runpy
+import importlib
 import sys
 import time
 import traceback
@@ -12,7 +12,7 @@ import traceback
 from iblnm import config
 
 STAGES = ['query_database', 'photometry', 'task', 'wheel', 'video', 'dataset_overview']
-SCRIPTS_DIR = config.PACKAGE_DIR.parent / 'scripts'
+COMMAND_PACKAGE = 'iblnm.cli'  # a stage is the main(argv) of COMMAND_PACKAGE.{stage}
 PARALLEL_STAGES = ('photometry', 'task', 'wheel', 'video')
 
 
@@ -28,20 +28,30 @@ def select_stages(start=None, only=None, stages=STAGES):
     return stages[stages.index(start) :] if start else list(stages)
 
 
+def _stage_main(stage):
+    """The ``main(argv)`` of a stage's command module (None when there is no such module)."""
+    name = f'{COMMAND_PACKAGE}.{stage}'
+    try:
+        return importlib.import_module(name).main
+    except ModuleNotFoundError as error:
+        if error.name != name:
+            raise
+        return None
+
+
 def run_stage(stage, extra_args=()):
-    """Run one stage script's ``main(argv)`` in this process.
+    """Run one stage's command ``main(argv)`` in this process.
 
     Returns (status, seconds) with status 'ok', 'failed' or 'missing'. Stages share this
     process so the heavy imports (ONE, brainbox, ibllib) are paid once per run, not once per
     stage; an exception or a non-zero exit of a stage is reported as 'failed' and never
     propagates.
     """
-    script = SCRIPTS_DIR / f'{stage}.py'
-    if not script.exists():
-        return 'missing', 0.0
     t0 = time.perf_counter()
     try:
-        main = runpy.run_path(str(script), run_name=f'iblnm_stage_{stage}')['main']
+        main = _stage_main(stage)
+        if main is None:
+            return 'missing', 0.0
         code = main(list(extra_args))
     except SystemExit as exit_:
         code = exit_.code
@@ -64,7 +74,7 @@ def run_pipeline(start=None, only=None, skip_errors=False, stage_args=None, stag
         status, seconds = run_stage(stage, stage_args.get(stage, ()))
         results.append((stage, status, seconds))
         if status == 'missing':
-            print(f'SKIP {stage}: scripts/{stage}.py is missing')
+            print(f'SKIP {stage}: {COMMAND_PACKAGE}.{stage} is missing')
         print(f'--- {stage}: {status} ({seconds:.1f} s)', flush=True)
         if status != 'ok' and not skip_errors:
             break

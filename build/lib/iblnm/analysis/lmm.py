@@ -1,0 +1,434 @@
+"""Linear mixed models of trial-level response magnitudes (statsmodels MixedLM).
+
+Default model, per (target-NM, event)::
+
+    response ~ log_contrast * side * reward + (1 | subject)
+
+with ``log_contrast = ln(contrast + 1)`` (contrast in %), ``side`` = +0.5 contra / -0.5
+ipsi and ``reward`` = +0.5 correct / -0.5 incorrect, fitted by REML with Powell's method.
+Because side and reward are coded ±0.5, the ``log_contrast`` coefficient is the contrast
+slope averaged over sides and outcomes, and ``reward`` is the correct - incorrect
+difference at 0 % contrast averaged over sides.
+
+With fewer subjects than ``min_subjects`` a mixed model cannot separate subject and
+residual variance; :func:`fit_response_lmm` then returns None, or, with
+``fallback_ols=True``, an ordinary least-squares fit of the same fixed effects (labelled
+``kind='ols'``; its standard errors ignore the repeated measures of one subject).
+"""
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import statsmodels.formula.api as smf
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+from iblnm import config
+
+SUMMARY_COLUMNS = ['Coef.', 'Std.Err.', 'z', 'P>|z|']
+DEFAULT_FORMULA = '{response} ~ log_contrast * side * reward'
+
+
+@dataclass
+class LMMResult:
+    """A fitted model of one group of trials.
+
+    Attributes
+    ----------
+    result : statsmodels results (MixedLMResults or OLS RegressionResults)
+    summary_df : pandas.DataFrame
+        Fixed effects: index term, columns :data:`SUMMARY_COLUMNS`.
+    variance_explained : dict
+        ``{'marginal': R², 'conditional': R²}`` (fixed effects; fixed + random), in [0, 1].
+    random_effects : dict
+        Subject -> Series of random effects (empty for OLS).
+    kind : {'mixed', 'ols'}
+    n_obs, n_subjects : int
+    contrast_coding : str
+    """
+
+    result: object
+    summary_df: pd.DataFrame
+    variance_explained: dict
+    random_effects: dict = field(default_factory=dict)
+    kind: str = 'mixed'
+    n_obs: int = 0
+    n_subjects: int = 0
+    contrast_coding: str = 'log'
+
+
+def code_predictors(df, contrast_coding='log'):
+    """Add numeric predictors to a trial table (a copy).
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Columns ``contrast`` (%), ``side`` ('contra'/'ipsi', see
+        :func:`iblnm.analysis.responses.add_side`) and ``feedbackType`` (1/-1).
+    contrast_coding : str
+        See :func:`iblnm.config.get_contrast_coding`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        With ``log_contrast`` (coded contrast), ``side`` (+0.5 contra / -0.5 ipsi; the
+        label is kept in ``side_label``) and ``reward`` (+0.5 correct / -0.5 incorrect).
+    """
+    transform, _ = config.get_contrast_coding(contrast_coding)
+    out = df.copy()
+    out['side_label'] = out['side']
+    out['log_contrast'] = transform(out['contrast'].to_numpy(dtype=float))
+    out['side'] = np.where(out['side_label'] == 'contra', 0.5, -0.5)
+    out['reward'] = np.where(out['feedbackType'] == 1, 0.5, -0.5)
+    return out
+
+
+def variance_explained(result, y, fixed=None):
+    """Marginal and conditional R² (Nakagawa-style, from the fitted values).
+
+    marginal = var(Xβ) / var(y); conditional = (var(Xβ) + var(fitted - Xβ)) / var(y), both
+    clipped to [0, 1]; 0 when var(y) = 0.
+    """
+    y = np.asarray(y, dtype=float)
+    fixed = np.asarray(result.fittedvalues if fixed is None else fixed, dtype=float)
+    random = np.asarray(result.fittedvalues, dtype=float) - fixed
+    return {'marginal': explained_fraction(y, np.var(fixed)),
+            'conditional': explained_fraction(y, np.var(fixed) + np.var(random))}  # fmt: skip
+
+
+def explained_fraction(y, variance):
+    """``variance`` / var(y) clipped to [0, 1]; 0 when var(y) = 0 (e.g. marginal R² with the
+    variance of the fixed-effect prediction)."""
+    var_y = np.var(np.asarray(y, dtype=float))
+    return 0.0 if var_y == 0 else float(np.clip(variance / var_y, 0.0, 1.0))
+
+
+def _summary(result):
+    table = pd.DataFrame({
+        'Coef.': result.params, 'Std.Err.': result.bse,
+        'z': result.tvalues, 'P>|z|': result.pvalues,
+    })  # fmt: skip
+    fixed = result.model.exog_names
+    return table.loc[[t for t in fixed if t in table.index], SUMMARY_COLUMNS]
+
+
+def fit_lmm(formula, df, groups, re_formula='1', reml=True):
+    """Fit ``smf.mixedlm(formula, df, groups, re_formula)`` by Powell (maxiter 500).
+
+    Returns
+    -------
+    LMMResult or None
+        None when the response has zero variance, the fit raises, or statsmodels warns
+        that it failed to converge.
+    """
+    response = formula.split('~')[0].strip()
+    if np.nanstd(df[response].to_numpy(dtype=float)) == 0:
+        return None
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always', ConvergenceWarning)
+            model = smf.mixedlm(formula, df, groups=df[groups], re_formula=re_formula)
+            result = model.fit(reml=reml, method='powell', maxiter=500)
+    except Exception:  # noqa: BLE001 - any failed fit means "no model" for this group
+        return None
+    if any('failed to converge' in str(w.message) for w in caught):
+        return None
+    fixed = model.exog @ result.fe_params.to_numpy()
+    return LMMResult(
+        result=result, summary_df=_summary(result),
+        variance_explained=variance_explained(result, model.endog, fixed),
+        random_effects={k: pd.Series(v) for k, v in result.random_effects.items()},
+        kind='mixed', n_obs=int(result.nobs), n_subjects=int(df[groups].nunique()),
+    )  # fmt: skip
+
+
+def fit_ols(formula, df):
+    """Ordinary least squares of the same fixed effects (no subject effect), as LMMResult."""
+    try:
+        result = smf.ols(formula, df).fit()
+    except Exception:  # noqa: BLE001
+        return None
+    return LMMResult(result=result, summary_df=_summary(result),
+                     variance_explained=variance_explained(result, result.model.endog),
+                     kind='ols', n_obs=int(result.nobs))  # fmt: skip
+
+
+def fit_response_lmm(df, response_col='response_early', formula=None, re_formula='1',
+                     contrast_coding='log', min_subjects=2, fallback_ols=False):  # fmt: skip
+    """Fit the response model to one group's trials.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Trials with ``subject``, ``contrast``, ``side`` (labels) and ``feedbackType``, and
+        ``response_col``; NaN responses are dropped.
+    formula : str, optional
+        Default ``'{response} ~ log_contrast * side * reward'``.
+    min_subjects : int
+        Fewer subjects -> None, or an OLS fit with ``fallback_ols``.
+
+    Returns
+    -------
+    LMMResult or None
+        None also when side or reward has fewer than 2 levels or the response SD is 0.
+    """
+    data = code_predictors(df.dropna(subset=[response_col]), contrast_coding)
+    formula = (formula or DEFAULT_FORMULA).format(response=response_col)
+    if len(data) < 10 or data['side'].nunique() < 2 or data['reward'].nunique() < 2:
+        return None
+    if data[response_col].std() == 0:
+        return None
+    n_subjects = data['subject'].nunique()
+    if n_subjects >= min_subjects:
+        fit = fit_lmm(formula, data, 'subject', re_formula=re_formula)
+    else:
+        fit = fit_ols(formula, data) if fallback_ols else None
+    if fit is not None:
+        fit.n_subjects, fit.contrast_coding = n_subjects, contrast_coding
+    return fit
+
+
+def prepare_lmm_trials(magnitudes, response_col='response_early', probability_left=0.5,
+                       min_reaction_time=0.05):  # fmt: skip
+    """Trials entering the model: 50/50 block, a choice, reaction time > 0.05 s, finite response,
+    a contrast and a side label (a trial without a stimulus side is not coded as ipsi).
+
+    ``magnitudes`` must already carry ``side`` labels.
+    """
+    keep = magnitudes[response_col].notna() & (magnitudes['choice'] != 0)
+    keep &= magnitudes['contrast'].notna() & magnitudes['side'].isin(['contra', 'ipsi'])
+    keep &= magnitudes['reaction_time'] > min_reaction_time
+    if probability_left is not None:
+        keep &= np.isclose(magnitudes['probabilityLeft'], probability_left)
+    return magnitudes[keep]
+
+
+def fit_grouped_lmms(trials, by=('target_NM', 'event'), response_col='response_early',
+                     min_subjects=2, fallback_ols=False, **kwargs):  # fmt: skip
+    """Fit :func:`fit_response_lmm` to every group of ``trials``.
+
+    Returns
+    -------
+    dict
+        ``{group key tuple: LMMResult}`` (groups whose fit returned None are left out).
+    """
+    out = {}
+    for key, group in trials.groupby(list(by), observed=True, sort=True):
+        fit = fit_response_lmm(group, response_col, min_subjects=min_subjects,
+                               fallback_ols=fallback_ols, **kwargs)  # fmt: skip
+        if fit is not None:
+            out[key if isinstance(key, tuple) else (key,)] = fit
+    return out
+
+
+def coefficient_table(results, by=('target_NM', 'event')):
+    """Fixed effects of grouped fits in long form.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``by``..., ``term``, ``coef``, ``se``, ``z``, ``p``, ``ci_lower``,
+        ``ci_upper`` (95 %, ±1.96 SE), ``kind``, ``n_obs``, ``n_subjects``,
+        ``r2_marginal``, ``r2_conditional``.
+    """
+    frames = []
+    for key, fit in results.items():
+        table = fit.summary_df.rename(columns=dict(zip(SUMMARY_COLUMNS, ['coef', 'se', 'z', 'p'])))
+        table = table.rename_axis('term').reset_index()
+        for name, value in zip(by, key):
+            table[name] = value
+        table['kind'], table['n_obs'], table['n_subjects'] = fit.kind, fit.n_obs, fit.n_subjects
+        table['r2_marginal'] = fit.variance_explained['marginal']
+        table['r2_conditional'] = fit.variance_explained['conditional']
+        frames.append(table)
+    columns = [*by, 'term', 'coef', 'se', 'z', 'p', 'ci_lower', 'ci_upper', 'kind', 'n_obs',
+               'n_subjects', 'r2_marginal', 'r2_conditional']  # fmt: skip
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(frames, ignore_index=True)
+    out['ci_lower'], out['ci_upper'] = (
+        out['coef'] - 1.96 * out['se'],
+        out['coef'] + 1.96 * out['se'],
+    )
+    return out[columns]
+
+
+def _predict(fit, grid):
+    """Fixed-effect prediction and 95 % CI (±1.96·sqrt(x'Σx)) at coded predictor rows.
+
+    ``grid`` holds ``log_contrast``, ``side`` and ``reward`` in model units; a copy with
+    ``predicted``, ``ci_lower`` and ``ci_upper`` is returned.
+    """
+    import patsy
+
+    rhs = fit.result.model.formula.split('~', 1)[1]
+    design = patsy.dmatrix(rhs, grid, return_type='dataframe')
+    names = [n for n in fit.summary_df.index if n in design.columns]
+    x = design[names].to_numpy()
+    beta = fit.result.params[names].to_numpy()
+    cov = fit.result.cov_params().loc[names, names].to_numpy()
+    se = np.sqrt(np.einsum('ij,jk,ik->i', x, cov, x))
+    out = grid.copy()
+    out['predicted'] = x @ beta
+    out['ci_lower'], out['ci_upper'] = out['predicted'] - 1.96 * se, out['predicted'] + 1.96 * se
+    return out
+
+
+def predict_grid(fit, contrasts, contrast_coding='log'):
+    """Fixed-effect predictions with 95 % CI over contrasts x side x reward.
+
+    Parameters
+    ----------
+    fit : LMMResult
+    contrasts : sequence of float
+        Contrasts (%) of the grid.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``contrast``, ``side`` (label), ``outcome`` (label), ``predicted``, ``ci_lower``,
+        ``ci_upper``; CI = ±1.96·sqrt(x'Σx) with Σ the fixed-effect covariance.
+    """
+    transform, _ = config.get_contrast_coding(contrast_coding)
+    grid = pd.DataFrame(
+        [(c, s, r) for c in contrasts for s in (0.5, -0.5) for r in (0.5, -0.5)],
+        columns=['contrast', 'side', 'reward'],
+    )
+    grid['log_contrast'] = transform(grid['contrast'].to_numpy(dtype=float))
+    grid = _predict(fit, grid)
+    grid['side'] = np.where(grid['side'] > 0, 'contra', 'ipsi')
+    grid['outcome'] = np.where(grid['reward'] > 0, 'correct', 'incorrect')
+    return grid.drop(columns=['reward', 'log_contrast'])
+
+
+MARGINAL_LEVELS = {'reward': {'correct': 0.5, 'incorrect': -0.5},
+                   'side': {'contra': 0.5, 'ipsi': -0.5}}  # fmt: skip
+
+
+def compute_marginal_means(fit, factor, contrasts=config.ANALYSIS_CONTRASTS, contrast_coding='log'):
+    """Model-estimated mean response at each level of one factor, the others averaged.
+
+    Side and reward are coded ±0.5, so setting them to 0 averages over their two levels;
+    the coded contrast is set to the mean of the coded ``contrasts`` (%) unless it is the
+    factor.
+
+    Parameters
+    ----------
+    fit : LMMResult
+        A :func:`fit_response_lmm` fit.
+    factor : {'reward', 'side', 'contrast'}
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``factor``, ``level`` ('correct'/'incorrect', 'contra'/'ipsi' or the contrast in %),
+        ``mean``, ``ci_lower``, ``ci_upper`` (95 %; response units, e.g. z).
+    """
+    transform, _ = config.get_contrast_coding(contrast_coding)
+    coded = transform(np.asarray(contrasts, dtype=float))
+    if factor == 'contrast':
+        levels = list(contrasts)
+        grid = pd.DataFrame({'log_contrast': coded, 'side': 0.0, 'reward': 0.0})
+    elif factor in MARGINAL_LEVELS:
+        levels = list(MARGINAL_LEVELS[factor])
+        grid = pd.DataFrame({'log_contrast': np.nanmean(coded), 'side': 0.0, 'reward': 0.0},
+                            index=range(len(levels)))  # fmt: skip
+        grid[factor] = list(MARGINAL_LEVELS[factor].values())
+    else:
+        raise ValueError(f"factor must be 'reward', 'side' or 'contrast', not {factor!r}")
+    out = _predict(fit, grid)
+    return pd.DataFrame({'factor': factor, 'level': levels, 'mean': out['predicted'],
+                         'ci_lower': out['ci_lower'], 'ci_upper': out['ci_upper']})  # fmt: skip
+
+
+def marginal_means_table(results, by=('target_NM', 'event'), contrasts=config.ANALYSIS_CONTRASTS):
+    """:func:`compute_marginal_means` of every grouped fit and factor, in long form."""
+    frames = []
+    for key, fit in results.items():
+        for factor in ('reward', 'side', 'contrast'):
+            table = compute_marginal_means(fit, factor, contrasts, fit.contrast_coding)
+            for name, value in zip(by, key):
+                table.insert(0, name, value)
+            frames.append(table.assign(kind=fit.kind))
+    columns = [*by, 'factor', 'level', 'mean', 'ci_lower', 'ci_upper', 'kind']
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
+# ---------------------------------------------------------------------------
+# Does the neural response predict the movement? (wheel kinematics)
+# ---------------------------------------------------------------------------
+WHEEL_LMM_COLUMNS = ['target_NM', 'contrast', 'dv', 'delta_r2', 'r2_base', 'r2_full',
+                     'lrt_chi2', 'lrt_pvalue', 'nm_coefficient', 'nm_pvalue', 'n_trials',
+                     'n_subjects']  # fmt: skip
+WHEEL_BASE_FORMULA = '{dv} ~ C(side) * C(choice)'
+
+
+def fit_wheel_lmm(df, dv_col, response_col='response_early', min_subjects=2, min_trials=10):
+    """Does the response add to side x choice in explaining a movement variable?
+
+    Two mixed models with a subject random intercept, fitted by maximum likelihood (so
+    their likelihoods compare): ``dv ~ C(side) * C(choice)`` and the same + ``response_col``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Trials of one group with ``subject``, ``side`` ('contra'/'ipsi'), ``choice`` (±1),
+        ``dv_col`` (e.g. reaction_time in s, peak_velocity in rad/s) and ``response_col``.
+
+    Returns
+    -------
+    dict or None
+        ``delta_r2`` (marginal R² full - base), ``r2_base``, ``r2_full``, ``lrt_chi2``
+        (max(0, 2 Δ log-likelihood)) and ``lrt_pvalue`` (χ², 1 df), ``nm_coefficient`` and
+        ``nm_pvalue`` of the response term, ``n_trials``, ``n_subjects``. None with fewer
+        than ``min_subjects`` subjects or ``min_trials`` trials, a single side or choice,
+        or a failed fit.
+    """
+    from scipy import stats
+
+    data = df.dropna(subset=[dv_col, response_col, 'side', 'choice', 'subject'])
+    n_subjects = data['subject'].nunique()
+    if n_subjects < min_subjects or len(data) < min_trials:
+        return None
+    if data['side'].nunique() < 2 or data['choice'].nunique() < 2:
+        return None
+    base_formula = WHEEL_BASE_FORMULA.format(dv=dv_col)
+    base = fit_lmm(base_formula, data, 'subject', reml=False)
+    full = fit_lmm(f'{base_formula} + {response_col}', data, 'subject', reml=False)
+    if base is None or full is None:
+        return None
+    lrt = max(0.0, 2 * (full.result.llf - base.result.llf))
+    term = full.summary_df.loc[response_col]
+    return {
+        'delta_r2': full.variance_explained['marginal'] - base.variance_explained['marginal'],
+        'r2_base': base.variance_explained['marginal'],
+        'r2_full': full.variance_explained['marginal'],
+        'lrt_chi2': lrt, 'lrt_pvalue': float(stats.chi2.sf(lrt, 1)),
+        'nm_coefficient': float(term['Coef.']), 'nm_pvalue': float(term['P>|z|']),
+        'n_trials': len(data), 'n_subjects': n_subjects,
+    }  # fmt: skip
+
+
+def fit_wheel_lmms(trials, dvs=tuple(config.TIMING_VARS), response_col='response_early',
+                   min_subjects=2):  # fmt: skip
+    """:func:`fit_wheel_lmm` per target-NM x contrast x movement variable.
+
+    ``trials`` are stimulus-locked rows (one per recording x trial) with ``side`` labels;
+    only 50/50-block trials with a choice are used (as in the spec).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`WHEEL_LMM_COLUMNS`, one row per fitted group.
+    """
+    keep = np.isclose(trials['probabilityLeft'], 0.5) & (trials['choice'] != 0)
+    rows = []
+    for (target, contrast), group in trials[keep].groupby(['target_NM', 'contrast']):
+        for dv in dvs:
+            fit = fit_wheel_lmm(group, dv, response_col, min_subjects=min_subjects)
+            if fit is not None:
+                rows.append({'target_NM': target, 'contrast': contrast, 'dv': dv, **fit})
+    return pd.DataFrame(rows, columns=WHEEL_LMM_COLUMNS)

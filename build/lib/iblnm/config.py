@@ -1,0 +1,400 @@
+"""Paths, constants, QC thresholds and parameter sets of the iblnm pipeline.
+
+This module knows nothing else in the package. Every number a stage or an
+analysis uses lives here so that it can be read, cited and recorded with the
+outputs. Units are given in the comments (s = seconds, Hz = hertz, % = percent).
+
+Output paths (``SESSIONS_FPATH``, ``SESSIONS_H5_DIR`` ...) are :class:`iblnm.settings.LazyPath`
+names resolved from the run's settings each time they are used (``IBLNM_ROOT``, the
+command line, ``iblnm.toml``; see :mod:`iblnm.settings`), never at import.
+"""
+
+import os
+
+from iblnm import settings as _settings
+
+# ---------------------------------------------------------------------------
+# Paths: resolved from the run's settings when used (iblnm.settings), never at import
+# ---------------------------------------------------------------------------
+PACKAGE_DIR = _settings.PACKAGE_DIR
+PROJECT_ROOT = _settings.LazyPath('PROJECT_ROOT', lambda: _settings.current().root)
+# every output location, {root}/<relative path of iblnm.settings.LAYOUT>
+_at = _settings.layout_path
+METADATA_DIR = _at('METADATA_DIR')
+DATA_DIR = _at('DATA_DIR')
+RESULTS_DIR = _at('RESULTS_DIR')
+FIGURES_DIR = _at('FIGURES_DIR')
+SESSIONS_FPATH = _at('SESSIONS_FPATH')
+SESSIONS_QC_FPATH = _at('SESSIONS_QC_FPATH')
+INSERTIONS_FPATH = _at('INSERTIONS_FPATH')
+QUERY_DATABASE_LOG_FPATH = _at('QUERY_DATABASE_LOG_FPATH')
+PHOTOMETRY_LOG_FPATH = _at('PHOTOMETRY_LOG_FPATH')
+TASK_LOG_FPATH = _at('TASK_LOG_FPATH')
+WHEEL_LOG_FPATH = _at('WHEEL_LOG_FPATH')
+ERRORS_FPATH = _at('ERRORS_FPATH')
+VIDEO_FPATH = _at('VIDEO_FPATH')
+VIDEO_LOG_FPATH = _at('VIDEO_LOG_FPATH')
+QCPHOTOMETRY_FPATH = _at('QCPHOTOMETRY_FPATH')
+PERFORMANCE_FPATH = _at('PERFORMANCE_FPATH')
+EVENTS_FPATH = _at('EVENTS_FPATH')
+TRIAL_TIMING_FPATH = _at('TRIAL_TIMING_FPATH')
+PEAK_VELOCITY_FPATH = _at('PEAK_VELOCITY_FPATH')
+SESSIONS_H5_DIR = _at('SESSIONS_H5_DIR')
+RESPONSES_DIR = _at('RESPONSES_DIR')
+RESPONSES_FPATH = _at('RESPONSES_FPATH')
+RESPONSE_MATRIX_FPATH = _at('RESPONSE_MATRIX_FPATH')
+SIMILARITY_MATRIX_FPATH = _at('SIMILARITY_MATRIX_FPATH')
+RESPONSE_SIMILARITY_FPATH = _at('RESPONSE_SIMILARITY_FPATH')
+TASK_ENCODING_DIR = _at('TASK_ENCODING_DIR')
+MOVEMENT_ENCODING_DIR = _at('MOVEMENT_ENCODING_DIR')
+QC_OVERVIEW_FIGURES_DIR = _at('QC_OVERVIEW_FIGURES_DIR')
+QC_OVERVIEW_DIR = _at('QC_OVERVIEW_DIR')
+TASK_PERFORMANCE_FIGURES_DIR = _at('TASK_PERFORMANCE_FIGURES_DIR')
+TASK_PERFORMANCE_DIR = _at('TASK_PERFORMANCE_DIR')
+EXAMPLE_SESSION_FIGURES_DIR = _at('EXAMPLE_SESSION_FIGURES_DIR')
+SESSION_VIEWER_FIGURES_DIR = _at('SESSION_VIEWER_FIGURES_DIR')
+DEMO_CACHE_DIR = _at('DEMO_CACHE_DIR')
+# the user's {root}/metadata/fibers.csv, else the template shipped with the package
+FIBERS_FPATH = _settings.LazyPath('FIBERS_FPATH', lambda: _settings.current().fibers_fpath)
+# Error log of each pipeline stage that has one, in stage order.
+STAGE_LOG_FPATHS = {
+    'query_database': QUERY_DATABASE_LOG_FPATH,
+    'photometry': PHOTOMETRY_LOG_FPATH,
+    'task': TASK_LOG_FPATH,
+    'wheel': WHEEL_LOG_FPATH,
+    'video': VIDEO_LOG_FPATH,
+}
+
+# Real IBL recordings used by tests (never copied into the repository).
+REAL_DATA_DIR = _settings.LazyPath(
+    'REAL_DATA_DIR',
+    lambda: os.environ.get(
+        'IBLNM_REAL_DATA', PACKAGE_DIR.parent.parent / 'shared' / 'data' / 'real'
+    ),
+)
+
+# ---------------------------------------------------------------------------
+# ONE / Alyx
+# ---------------------------------------------------------------------------
+PROJECT_NAME = 'ibl_fibrephotometry'
+# Local ONE cache used when no Alyx is configured: DEMO_CACHE_DIR (layout; IBLNM_DEMO_CACHE).
+# Sub-folder of a local cache holding the Alyx records ONE's tables do not carry
+# (subjects with strain/line/genotype; session details with start/end time and users).
+ALYX_RECORDS_DIRNAME = 'alyx'
+# Sub-folder of a simulated cache holding the generator's ground truth.
+GROUND_TRUTH_DIRNAME = 'ground_truth'
+
+# ---------------------------------------------------------------------------
+# Session catalog schema: column -> (type, default)
+# ---------------------------------------------------------------------------
+SESSION_SCHEMA = {
+    'eid': (str, None),
+    'subject': (str, None),
+    'start_time': (str, None),
+    'number': (int, None),
+    'task_protocol': (str, None),
+    'strain': (str, None),
+    'line': (str, None),
+    'genotype': (str, None),
+    'NM': (str, None),
+    'lab': (str, None),
+    'end_time': (str, None),
+    'session_type': (str, None),
+    'projects': (list, []),
+    'brain_region': (list, []),
+    'hemisphere': (list, []),
+    'users': (list, []),
+    '_datasets_from_session_dict': (list, []),
+    'datasets': (list, []),
+    'target_NM': (list, []),
+}
+PARALLEL_LIST_COLUMNS = ('brain_region', 'hemisphere', 'target_NM')
+
+# ---------------------------------------------------------------------------
+# Subjects, strains, lines, neuromodulators
+# ---------------------------------------------------------------------------
+SUBJECTS_TO_EXCLUDE = [
+    'SP076', 'SP075', 'SP074', 'SP073', 'SP072', 'SP066',
+    'VIV-47627', 'VIV-47615', 'VIV-45598', 'VIV-45585',
+    'photometry_test_subject_A', 'photometry_test_subject_B', 'test_mouse',
+]  # fmt: skip
+
+VALID_STRAINS = [
+    'B6.Cg', 'B6.129S2', 'B6J.Cg-Gt', 'B6.Cg-Igs7', 'C57BL/6J',
+    'B6.129(Cg)-Slc6a4', 'B6.SJL-Slc6a3t', 'B6;129S6-Chat', 'B6.Cg-Dbh',
+]  # fmt: skip
+
+STRAIN2NM = {
+    'Ai148xSERTCre': '5HT',
+    'Ai148xDATCre': 'DA',
+    'Ai148xDbhCre': 'NE',
+    'Ai148xDbh-Cre': 'NE',
+    'Ai148xTHCre': 'NE',
+    'Ai148xChATCre': 'ACh',
+    'Ai95xSERTCre': '5HT',
+}
+
+VALID_LINES = ['Ai148xSert', 'Ai148xDat', 'Ai148xDbh', 'Ai148xTh', 'Ai148xChat', 'Ai148cdhxChat']
+
+LINE2NM = {
+    'Ai148xSert': '5HT',
+    'Ai148xDat': 'DA',
+    'Ai148xDbh': 'NE',
+    'Ai148xTh': 'NE',
+    'Ai148xChat': 'ACh',
+    'Ai148cdhxChat': 'ACh',
+    'Ai148-G6f-cdh x Chat-cre': 'ACh',
+}
+
+# NM names the Cre-defined population expressing GCaMP, never a transmitter sensor.
+VALID_NEUROMODULATORS = ['DA', '5HT', 'NE', 'ACh']
+
+# ---------------------------------------------------------------------------
+# Brain regions and target-NM labels
+# ---------------------------------------------------------------------------
+# NAc (dopamine axon terminals) is an addition to the original list: the project records there too.
+VALID_TARGETS = ['VTA', 'SNc', 'NAc', 'DR', 'MR', 'LC', 'NBM', 'SI', 'PPT']
+TARGET2NM = {
+    'VTA': 'DA', 'SNc': 'DA', 'NAc': 'DA',
+    'DR': '5HT', 'MR': '5HT',
+    'LC': 'NE',
+    'NBM': 'ACh', 'SI': 'ACh', 'PPT': 'ACh',
+}  # fmt: skip
+VALID_TARGETNMS = [
+    'VTA-DA',
+    'SNc-DA',
+    'NAc-DA',
+    'DR-5HT',
+    'MR-5HT',
+    'LC-NE',
+    'NBM-ACh',
+    'SI-ACh',
+    'PPT-ACh',
+]
+TARGETNMS_TO_ANALYZE = ['VTA-DA', 'SNc-DA', 'DR-5HT', 'LC-NE', 'NBM-ACh']
+REGION_NAME_FIXES = {'DRN': 'DR', 'SNC': 'SNc'}
+HEMISPHERES = ('l', 'r')
+
+# ---------------------------------------------------------------------------
+# Datasets: category -> accepted relative paths (any one satisfies the category)
+# ---------------------------------------------------------------------------
+DATASET_CATEGORIES = {
+    'raw_task': [
+        'raw_behavior_data/_iblrig_taskData.raw.jsonable',
+        'raw_task_data_00/_iblrig_taskData.raw.jsonable',
+    ],
+    'raw_video': ['raw_video_data/_iblrig_leftCamera.raw.mp4'],
+    'raw_photometry_channels': ['raw_photometry_data/_neurophotometrics_fpData.channels.csv'],
+    'raw_photometry_signals': ['raw_photometry_data/_neurophotometrics_fpData.raw.pqt'],
+    'extracted_task': ['alf/_ibl_trials.table.pqt', 'alf/task_00/_ibl_trials.table.pqt'],
+    'extracted_wheel': ['alf/_ibl_wheel.position.npy', 'alf/task_00/_ibl_wheel.position.npy'],
+    'extracted_photometry_signal': ['alf/photometry/photometry.signal.pqt'],
+    'extracted_photometry_locations': ['alf/photometry/photometryROI.locations.pqt'],
+}
+# Categories whose absence is logged as DataNotListed by the catalog stage. Raw video and the
+# channels csv are not required: the extracted photometry carries the channel labels.
+REQUIRED_DATASET_CATEGORIES = (
+    'raw_task',
+    'raw_photometry_signals',
+    'extracted_task',
+    'extracted_photometry_signal',
+)
+
+# ---------------------------------------------------------------------------
+# Session types
+# ---------------------------------------------------------------------------
+SESSION_TYPES = [
+    'habituation', 'training', 'advanced', 'neuromodulator',
+    'biased', 'ephys', 'passive', 'histology',
+]  # fmt: skip
+SESSION_TYPES_TO_ANALYZE = ('training', 'biased', 'ephys')
+BLOCK_SESSION_TYPES = ('biased', 'ephys')  # sessions with 20/80 probability blocks
+SESSION_TYPES_TO_EXCLUDE = ('advanced', 'neuromodulator', 'misc')
+EXCLUDE_SESSION_TYPES = (
+    'habituation',
+    'advanced',
+    'neuromodulator',
+    'passive',
+    'misc',
+    'histology',
+)
+PROTOCOL_RED_FLAGS = ('RPE', 'DELAY', 'delay')
+
+# ---------------------------------------------------------------------------
+# Sampling and events
+# ---------------------------------------------------------------------------
+TARGET_FS = 30  # Hz, preprocessed photometry
+WHEEL_FS = 100  # Hz, per-trial wheel velocity
+TRIAL_COLUMNS = [
+    'stimOn_times', 'response_times', 'firstMovement_times', 'feedback_times',
+    'choice', 'feedbackType', 'probabilityLeft',
+]  # fmt: skip
+RESPONSE_EVENTS = ['stimOn_times', 'firstMovement_times', 'feedback_times']
+EVENT_TIMES = ['goCue_times', 'firstMovement_times', 'feedback_times']
+EVENT_COMPLETENESS_THRESHOLD = 0.9  # fraction of non-NaN event times required
+# Photometry is restricted to the task: [first trial start + PRE, last trial end + POST] (s).
+PHOTOMETRY_RESTRICT_PRE = -5.0
+PHOTOMETRY_RESTRICT_POST = 5.0
+
+# ---------------------------------------------------------------------------
+# Behaviour QC and performance
+# ---------------------------------------------------------------------------
+MIN_NTRIALS = 90
+MIN_SESSIONLENGTH = 1200  # s
+MIN_BLOCK_LENGTH = 10  # trials
+MIN_TRAINING_PERFORMANCE = 0.70
+MIN_PERFORMANCE = {'training': 0.70}
+REQUIRED_CONTRASTS = frozenset({0, 6.25, 12.5, 25, 100})  # %
+EASY_CONTRAST = 100  # %, contrast of the "easy" trials in fraction_correct_easy
+ANALYSIS_CONTRASTS = [0, 6.25, 12.5, 25, 100]  # %
+
+ANALYSIS_QC_BLOCKERS = frozenset({
+    'MissingExtractedData', 'MissingRawData', 'InsufficientTrials', 'IncompleteEventTimes',
+    'TrialsNotInPhotometryTime', 'QCValidationError', 'AmbiguousRegionMapping', 'MissingBlockInfo',
+})  # fmt: skip
+PHOTOMETRY_BLOCKERS = frozenset({
+    'MissingRawData', 'MissingExtractedData', 'InsufficientTrials',
+    'TrialsNotInPhotometryTime', 'QCValidationError', 'FewUniqueSamples',
+})  # fmt: skip
+VIDEO_BLOCKERS = frozenset({
+    'MissingRawData', 'MissingExtractedData', 'InsufficientTrials',
+    'TrialsNotInPhotometryTime', 'QCValidationError',
+})  # fmt: skip
+
+QCVAL2NUM = {
+    'nan': 0.0, 'NOT SET': 0.01, 'NOT_SET': 0.01,
+    'PASS': 1.0, 'WARNING': 0.66, 'CRITICAL': 0.33, 'FAIL': 0.1,
+}  # fmt: skip
+QC_VALUE_ORDER = ['NOT_SET', 'CRITICAL', 'FAIL', 'WARNING', 'PASS']
+
+EIDS_TO_DROP = [  # huge photometry artefacts
+    'cd9d071e-c798-4900-891f-b65640ec22b1',
+    '16aa7570-578f-4daa-8244-844716fb1320',
+    'f4f1d7fe-d7c8-442b-a7d6-e214223febaf',
+    'a60531cd-e1e8-4b3b-b4d9-94b76ccc69c2',
+    '1c09046e-48d8-47f3-9d07-2241e3f3a136',
+]
+
+# ---------------------------------------------------------------------------
+# Photometry QC
+# ---------------------------------------------------------------------------
+QC_RAW_METRICS = ['n_early_samples', 'n_band_inversions']
+QC_SLIDING_METRICS = [
+    'n_unique_samples', 'median_absolute_deviance', 'percentile_distance',
+    'percentile_asymmetry', 'ar_score',
+]  # fmt: skip
+QC_PREPROCESSING = ['bleaching_tau', 'iso_correlation']
+QC_METRICS_KWARGS = {'percentile_asymmetry': {'pc_comp': 75}}
+QC_SLIDING_KWARGS = {'w_len': 120, 'step_len': 60, 'detrend': True}  # s, s
+# Metrics computed on the raw (not detrended) windows: detrending makes every value unique.
+QC_UNDETRENDED_METRICS = ('n_unique_samples',)
+N_UNIQUE_SAMPLES_THRESHOLD = 0.05  # fraction of unique values per window (mean over windows)
+EARLY_SAMPLE_TOLERANCE = 0.001  # s, a frame this much earlier than the median interval is "early"
+
+# ---------------------------------------------------------------------------
+# Preprocessing (recorded with every output)
+# ---------------------------------------------------------------------------
+PREPROCESSING_PARAMS = {
+    'bleach': {'method': 'lowpass', 'order': 3, 'cutoff_hz': 0.01, 'mode': 'subtract-divide'},
+    'regression': {'method': 'ols', 'mode': 'subtract'},  # 'ols' or 'huber' (robust)
+    'zscore': {'mode': 'classic'},
+    'resample': {'fs': TARGET_FS, 'method': 'pchip'},
+}
+
+# ---------------------------------------------------------------------------
+# Analysis windows (s, relative to the event)
+# ---------------------------------------------------------------------------
+RESPONSE_WINDOW = (-1.0, 1.0)  # end exclusive: 60 samples at 30 Hz, last at +0.967 s
+BASELINE_WINDOW = (-0.1, 0.0)
+RESPONSE_WINDOWS = {'early': (0.1, 0.35), 'late': (0.35, 0.6)}
+
+# ---------------------------------------------------------------------------
+# Video
+# ---------------------------------------------------------------------------
+LENGTH_MISMATCH_THRESHOLD = 120  # s
+VIDEO_QC_COLS = [
+    'qc_videoLeft_focus', 'qc_videoLeft_position', 'qc_videoLeft_brightness',
+    'qc_videoLeft_resolution', 'qc_videoLeft_wheel_alignment',
+    'qc_videoLeft_timestamps', 'qc_videoLeft_dropped_frames', 'qc_videoLeft_pin_state',
+]  # fmt: skip
+VIDEO_QUALITY_COLS = VIDEO_QC_COLS[:5]
+VIDEO_PROBLEM_COLS = VIDEO_QC_COLS[5:]
+
+# ---------------------------------------------------------------------------
+# Movement encoding
+# ---------------------------------------------------------------------------
+TIMING_VARS = ['reaction_time', 'movement_time', 'peak_velocity']
+MIN_SUBJECTS_MOVEMENT = 2
+MIN_TRIALS_MOVEMENT = 20
+MIN_TRIALS_PERSESSION = 50
+MIN_RECORDINGS_PERMOUSE = 3
+
+# ---------------------------------------------------------------------------
+# Plotting
+# ---------------------------------------------------------------------------
+FIGURE_DPI = 150
+SESSIONTYPE2FLOAT = {
+    'habituation': 0.01, 'training': 0.33, 'biased': 0.66, 'ephys': 0.99, 'misc': 1.0,
+}  # fmt: skip
+NM_COLORS = {'DA': '#d62728', '5HT': '#9467bd', 'NE': '#1f77b4', 'ACh': '#2ca02c'}
+TARGETNM2POSITION = {t: i for i, t in enumerate(VALID_TARGETNMS)}
+
+
+# ---------------------------------------------------------------------------
+# Contrast coding
+# ---------------------------------------------------------------------------
+def contrast_transform(contrast):
+    """Log contrast coding ln(c + 1), with ``contrast`` in percent."""
+    import numpy as np
+
+    return np.log(np.asarray(contrast, dtype=float) + 1)
+
+
+def get_contrast_coding(name):
+    """Return a ``(transform, inverse)`` pair for a contrast coding.
+
+    Parameters
+    ----------
+    name : {'log', 'linear', 'rank', 'log2'}
+        ``log`` is ln(c + 1); ``linear`` the identity; ``rank`` maps the sorted
+        unique contrasts of :data:`ANALYSIS_CONTRASTS` to 0, 1, 2 … (other values → NaN); ``log2`` is
+        log2(c) with 0 mapped to 0 (contrasts in percent).
+    """
+    import numpy as np
+
+    if name == 'log':
+        return contrast_transform, lambda x: np.exp(np.asarray(x, dtype=float)) - 1
+    if name == 'linear':
+        return (lambda c: np.asarray(c, dtype=float)), (lambda x: np.asarray(x, dtype=float))
+    if name == 'rank':
+        levels = np.array(sorted(ANALYSIS_CONTRASTS), dtype=float)
+
+        def to_rank(c):  # exact levels only: 50 % (training) or NaN give NaN, not a rank
+            c = np.asarray(c, dtype=float)
+            match = np.isclose(c[..., None], levels)
+            return np.where(match.any(axis=-1), match.argmax(axis=-1), np.nan)
+
+        return to_rank, lambda r: levels[np.asarray(r, dtype=int)]
+    if name == 'log2':
+
+        def to_log2(c):
+            c = np.asarray(c, dtype=float)
+            if np.any((c > 0) & (c < 1)):
+                raise ValueError('log2 contrast coding needs contrasts of 0 or >= 1 %')
+            with np.errstate(divide='ignore'):
+                return np.where(c > 0, np.log2(np.where(c > 0, c, 1)), 0.0)
+
+        return to_log2, lambda x: np.where(np.asarray(x) == 0, 0.0, 2.0 ** np.asarray(x))
+    raise ValueError(f'Unknown contrast coding {name!r}')
+
+
+# ---------------------------------------------------------------------------
+# Video QC from camera timestamps (scripts/video.py)
+# ---------------------------------------------------------------------------
+VIDEO_GAP_FACTOR = 1.5  # an inter-frame interval > 1.5 x the median one is a gap (dropped frames)
+VIDEO_MAX_DROPPED_PCT = 0.1  # %, dropped frames allowed (ibllib CameraQC threshold)
+VIDEO_MAX_GAP_FRAMES = 5  # frames, a single gap this long is a camera stall: FAIL
+VIDEO_QC2SCORE = {'PASS': 1.0, 'WARNING': 0.66, 'CRITICAL': 0.33, 'FAIL': 0.0}  # else NaN
+VIDEO_SESSION_TYPE_ORDER = {'ephys': 0, 'biased': 1, 'training': 2}  # sort order of video.pqt
+
+# Analysis tools' output folders (QC_OVERVIEW_DIR, TASK_PERFORMANCE_DIR ...): iblnm.settings.LAYOUT

@@ -1,0 +1,628 @@
+"""``PhotometrySession``: one session's data, validated and processed step by step.
+
+The class holds state and delegates: loading to :mod:`iblnm.loaders`, signal work to
+:mod:`iblnm.signal`, behaviour to :mod:`iblnm.task`, the HDF5 layout to :mod:`iblnm.h5`.
+Each method raises a typed error from :mod:`iblnm.validation` on failure.
+
+Data attributes start empty and are filled by explicit calls::
+
+    ps = PhotometrySession(session_row, one=one)
+    ps.load_trials()            # ps.trials (with signed_contrast, contrast, stim_side)
+    ps.load_photometry()        # ps.photometry = {'GCaMP': ..., 'Isosbestic': ...}
+    ps.run_raw_qc(); ps.validate_qc(); ps.run_sliding_qc()
+    ps.preprocess()             # ps.photometry['GCaMP_preprocessed'] (30 Hz z-scores)
+    ps.extract_responses()      # ps.responses = {region: DataArray(event, trial, time)}
+    ps.save_h5()
+"""
+
+import functools
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from one.alf.exceptions import ALFObjectNotFound
+
+from iblnm import config, h5, provenance, task
+from iblnm import validation as v
+from iblnm.loaders import (
+    PHOTOMETRY_COLLECTION,
+    SIGNAL_DATASET,
+    PhotometrySessionLoader,
+    normalise_photometry_table,
+    read_raw_photometry,
+)
+from iblnm.signal import preprocess as sp
+from iblnm.signal import qc as sq
+from iblnm.signal import responses as sr
+
+PREPROCESSED_BAND = 'GCaMP_preprocessed'
+TRIAL_H5_COLUMNS = [
+    'stimOn_times', 'firstMovement_times', 'feedback_times', 'response_times', 'choice',
+    'feedbackType', 'probabilityLeft', 'signed_contrast', 'contrast', 'stim_side',
+    'intervals_0', 'intervals_1', 'goCue_times',
+]  # fmt: skip
+METADATA_FIELDS = [
+    'eid', 'subject', 'start_time', 'number', 'task_protocol', 'session_type', 'lab', 'NM',
+    'strain', 'line', 'end_time', 'session_length', 'day_n', 'session_n', 'url',
+    'genotype', 'projects', 'users', 'brain_region', 'hemisphere', 'target_NM', 'datasets',
+]  # fmt: skip
+QC_COLUMNS = (
+    ['eid', 'brain_region', 'band']
+    + config.QC_SLIDING_METRICS + config.QC_RAW_METRICS + config.QC_PREPROCESSING
+)  # fmt: skip
+
+
+def _listify(value):
+    return list(value) if isinstance(value, list | tuple | np.ndarray) else []
+
+
+def session_validator(method):
+    """Give a ``validate_*`` method an optional ``exlog`` keyword (as :func:`exception_logger`).
+
+    Without ``exlog`` the typed error propagates; with a list, a typed iblnm error
+    (:class:`iblnm.validation.IblnmError`) is appended to it as a log entry of the session
+    and the method returns None. Anything else (a programming error) always propagates.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, exlog=None, **kwargs):
+        if exlog is None:
+            return method(self, *args, **kwargs)
+        try:
+            return method(self, *args, **kwargs)
+        except v.IblnmError as error:
+            exlog.append(v.make_log_entry(self.eid, error=error))
+            return None
+
+    return wrapper
+
+
+class PhotometrySession:
+    """One photometry session: metadata from a catalog row, data loaded on demand.
+
+    Parameters
+    ----------
+    session_row : pandas.Series or dict
+        A row of ``metadata/sessions.pqt`` (at least ``eid``).
+    one : ONE, optional
+        Default :func:`iblnm.io.get_connection` (one connection per process).
+    h5_dir : path
+        Folder of the per-session HDF5 files.
+    load_data : bool
+        Call :meth:`load_trials` and :meth:`load_photometry` immediately.
+    """
+
+    def __init__(self, session_row, one=None, h5_dir=config.SESSIONS_H5_DIR, load_data=False):
+        row = dict(session_row)
+        self.eid = v.validate_eid(row['eid'])
+        self.metadata = {key: row.get(key) for key in METADATA_FIELDS if key in row}
+        self.metadata['eid'] = self.eid
+        self.subject = row.get('subject')
+        self.session_type = row.get('session_type')
+        self.brain_region = _listify(row.get('brain_region'))
+        self.hemisphere = _listify(row.get('hemisphere'))
+        self._one = one
+        self.h5_dir = h5_dir
+        self.trials = None
+        self.photometry = {}
+        self.responses = {}
+        self._qc_rows = {}  # (brain_region, band) -> {metric: value}
+        self._raw_qc = {}  # whole-recording metrics, copied onto every row
+        self.wheel = None
+        self.wheel_fs = None
+        self.wheel_velocity = None
+        self.errors = []
+        self.preprocessing_params = None
+        self.provenance = None  # read from the HDF5 file by load_h5
+        self._loader = None
+        if load_data:
+            self.load_trials()
+            self.load_photometry()
+
+    def __repr__(self):
+        return f'PhotometrySession({self.subject} {self.date} {self.session_type} {self.eid[:8]})'
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def one(self):
+        if self._one is None:
+            from iblnm.io import _get_default_connection  # get_connection(), cached
+
+            self._one = _get_default_connection()
+        return self._one
+
+    @property
+    def date(self):
+        """Session date 'YYYY-MM-DD' (from ``start_time``), or None."""
+        start = self.metadata.get('start_time')
+        return None if start is None else pd.Timestamp(start).date().isoformat()
+
+    @property
+    def h5_path(self):
+        """Path of the session's HDF5 file (the eid is a validated UUID)."""
+        from pathlib import Path
+
+        return Path(self.h5_dir) / f'{self.eid}.h5'
+
+    @property
+    def loader(self):
+        if self._loader is None:
+            self._loader = PhotometrySessionLoader(one=self.one, eid=self.eid)
+        return self._loader
+
+    def log_error(self, error):
+        """Append an error-log entry for ``error`` to :attr:`errors`."""
+        self.errors.append(v.make_log_entry(self.eid, error=error))
+
+    def _has_dataset(self, name, collection=None):
+        return len(self.one.list_datasets(self.eid, filename=name, collection=collection)) > 0
+
+    def _missing_data(self, extracted_name, raw_names):
+        """MissingExtractedData when any raw file exists, else MissingRawData."""
+        if any(self._has_dataset(name) for name in raw_names):
+            return v.MissingExtractedData(f'{extracted_name} missing (raw data present)')
+        return v.MissingRawData(
+            f'{extracted_name} missing and no raw data ({", ".join(raw_names)})'
+        )
+
+    # ------------------------------------------------------------------ loading
+    def load_trials(self):
+        """Load the trials table and add ``stim_side``, ``contrast`` (%), ``signed_contrast``."""
+        if not self._has_dataset('_ibl_trials.table.pqt'):
+            raise self._missing_data('_ibl_trials.table.pqt', ['_iblrig_taskData.raw.jsonable'])
+        try:
+            self.loader.load_trials()
+        except Exception as error:  # noqa: BLE001 - any loader failure is a data failure
+            raise v.MissingExtractedData(f'trials: {type(error).__name__}: {error}') from error
+        trials = self.loader.trials.copy()
+        contrasts = task.compute_trial_contrasts(trials)
+        self.trials = pd.concat([trials, contrasts[['stim_side', 'contrast', 'signed_contrast']]],
+                                axis=1)  # fmt: skip
+        return self.trials
+
+    def load_photometry(self, pre=config.PHOTOMETRY_RESTRICT_PRE,
+                        post=config.PHOTOMETRY_RESTRICT_POST):  # fmt: skip
+        """Load extracted photometry restricted to the task ± (pre, post) s.
+
+        Sets ``photometry = {'GCaMP': DataFrame(times x regions), 'Isosbestic': ...}``
+        (no 'Isosbestic' key for recordings without an isosbestic channel).
+        """
+        if not self._has_dataset(SIGNAL_DATASET, PHOTOMETRY_COLLECTION):
+            raise self._missing_data(SIGNAL_DATASET, ['_neurophotometrics_fpData.raw.pqt'])
+        if self.trials is None:
+            self.load_trials()
+        self.loader.trials = self.trials
+        try:
+            bands = self.loader.load_photometry(pre=pre, post=post)
+        except ALFObjectNotFound as error:
+            raise v.MissingExtractedData(f'photometry: {error}') from error
+        self.photometry = {
+            band: frame for band, frame in bands.items() if band in ('GCaMP', 'Isosbestic')
+        }
+        self._match_photometry_to_metadata()
+        return self.photometry
+
+    def _match_photometry_to_metadata(self):
+        """Check that every band's columns are the session's regions (else AmbiguousRegionMapping)."""
+        if not self.brain_region:
+            return
+        expected = set(self.brain_region)
+        for band, frame in self.photometry.items():
+            columns = {v.strip_hemisphere_suffix(c) for c in frame.columns}
+            if not columns <= expected and set(frame.columns) != expected:
+                raise v.AmbiguousRegionMapping(
+                    f'{band} columns {list(frame.columns)} do not match regions {self.brain_region}'
+                )
+
+    @property
+    def regions(self):
+        """Region columns of the loaded (or preprocessed) photometry."""
+        for band in ('GCaMP', PREPROCESSED_BAND):
+            if band in self.photometry:
+                return list(self.photometry[band].columns)
+        return []
+
+    # ------------------------------------------------------------------ validation
+    @session_validator
+    def validate_n_trials(self):
+        """Raise InsufficientTrials when there are fewer than ``config.MIN_NTRIALS`` trials."""
+        n_trials = 0 if self.trials is None else len(self.trials)
+        if n_trials < config.MIN_NTRIALS:
+            raise v.InsufficientTrials(f'n_trials={n_trials} < MIN_NTRIALS={config.MIN_NTRIALS}')
+
+    @session_validator
+    def validate_block_structure(self):
+        """Raise BlockStructureBug for biased/ephys sessions with implausibly short blocks."""
+        if self.session_type not in config.BLOCK_SESSION_TYPES:
+            return
+        result = task.validate_block_structure(self.trials)
+        if result['flagged']:
+            raise v.BlockStructureBug(
+                f'Min block length: {result["min_block_length"]}, n_blocks: {result["n_blocks"]}'
+            )
+
+    @session_validator
+    def validate_event_completeness(self, events=config.RESPONSE_EVENTS):
+        """Raise IncompleteEventTimes listing events absent or < 90 % non-NaN."""
+        missing = task.missing_events(self.trials, events=events)
+        if missing:
+            raise v.IncompleteEventTimes(missing)
+
+    @session_validator
+    def validate_trials_in_photometry_time(self, band=None):
+        """Raise TrialsNotInPhotometryTime unless all stimOn..feedback times are recorded."""
+        band = band or (PREPROCESSED_BAND if PREPROCESSED_BAND in self.photometry else 'GCaMP')
+        times = self.photometry[band].index.to_numpy()
+        first = np.nanmin(self.trials['stimOn_times'].to_numpy(float))
+        last = np.nanmax(self.trials['feedback_times'].to_numpy(float))
+        if len(times) == 0 or first < times[0] or last > times[-1]:
+            t0, t1 = (times[0], times[-1]) if len(times) else (np.nan, np.nan)
+            raise v.TrialsNotInPhotometryTime(
+                f'trials {first:.1f}-{last:.1f} s, photometry {t0:.1f}-{t1:.1f} s'
+            )
+
+    @session_validator
+    def validate_qc(self):
+        """Raise QCValidationError when raw QC found band inversions or early samples."""
+        if self.qc.empty:
+            return
+        issues = []
+        if (self.qc.get('n_band_inversions', pd.Series(dtype=float)).fillna(0) > 0).any():
+            issues.append('band inversions detected')
+        if (self.qc.get('n_early_samples', pd.Series(dtype=float)).fillna(0) > 0).any():
+            issues.append('early samples detected')
+        if issues:
+            raise v.QCValidationError('; '.join(issues))
+
+    @session_validator
+    def validate_few_unique_samples(self, threshold=config.N_UNIQUE_SAMPLES_THRESHOLD):
+        """Raise FewUniqueSamples naming every region/band below the threshold (non-fatal)."""
+        if self.qc.empty or 'n_unique_samples' not in self.qc:
+            return
+        low = self.qc[self.qc['n_unique_samples'] < threshold]
+        if len(low):
+            items = [
+                f'{r.brain_region}/{r.band}={r.n_unique_samples:.3g}' for r in low.itertuples()
+            ]
+            raise v.FewUniqueSamples(f'few unique samples (< {threshold}): {", ".join(items)}')
+
+    # ------------------------------------------------------------------ QC
+    def _raw_frames(self):
+        """(frame times, LED codes) of the whole recording: raw file, else extracted table."""
+        try:
+            raw = read_raw_photometry(self.loader.raw_photometry_path())
+            return raw['times'].to_numpy()[1:], raw['led'].to_numpy()[1:]
+        except ALFObjectNotFound:
+            table = normalise_photometry_table(
+                self.one.load_dataset(self.eid, SIGNAL_DATASET, collection=PHOTOMETRY_COLLECTION)
+            )
+            led = np.select([table['wavelength'] == 415, table['wavelength'] == 470], [1, 2], 0)
+            return table['times'].to_numpy()[1:], led[1:]
+
+    def run_raw_qc(self):
+        """Count band inversions and early frames over the whole recording.
+
+        Uses the raw Neurophotometrics file when present (LED codes ``LedState & 7``), else
+        the extracted table. The counts are copied onto every ``qc`` row.
+        """
+        times, led = self._raw_frames()
+        present = [c for c in np.unique(led) if c in (1, 2)]
+        channels = tuple(present) if len(present) == 2 else tuple(np.unique(led))
+        raw_qc = {
+            'n_band_inversions': sq.n_band_inversions(led, channel_codes=channels),
+            'n_early_samples': sq.n_early_samples(times),
+        }
+        self._raw_qc = raw_qc
+        return raw_qc
+
+    @property
+    def qc(self):
+        """QC table: one row per (brain_region, band); raw metrics copied onto every row."""
+        rows = [{'eid': self.eid, 'brain_region': r, 'band': b, **m, **self._raw_qc}
+                for (r, b), m in self._qc_rows.items()]  # fmt: skip
+        if not rows and self._raw_qc:
+            rows = [{'eid': self.eid, **self._raw_qc}]
+        return pd.DataFrame(rows, columns=QC_COLUMNS)
+
+    @qc.setter
+    def qc(self, table):
+        self._raw_qc = {}
+        self._qc_rows = {}
+        for row in pd.DataFrame(table).to_dict('records'):
+            key = (row.pop('brain_region', None), row.pop('band', None))
+            row.pop('eid', None)
+            self._qc_rows[key] = row
+
+    def _upsert_qc(self, values, region, band):
+        self._qc_rows.setdefault((region, band), {}).update(values)
+
+    def run_sliding_qc(self, bands=('GCaMP', 'Isosbestic')):
+        """Sliding-window QC (120 s windows, 60 s steps) per region x band, plus bleaching τ
+        of the raw GCaMP and the iso correlation of the bleach-corrected pair.
+
+        Fills one ``qc`` row per (brain_region, band); window values are averaged.
+        """
+        for band in (b for b in bands if b in self.photometry):
+            frame = self.photometry[band]
+            times = frame.index.to_numpy()
+            for region in frame.columns:
+                _, per_window = sq.sliding_qc(times, frame[region].to_numpy())
+                metrics = sq.aggregate_windows(per_window)
+                self._upsert_qc(metrics, region=region, band=band)
+        self._preprocessing_qc()
+        return self.qc
+
+    def _preprocessing_qc(self):
+        if 'GCaMP' not in self.photometry:
+            return
+        gcamp = self.photometry['GCaMP']
+        times = gcamp.index.to_numpy()
+        bleach = config.PREPROCESSING_PARAMS['bleach']
+        for region in gcamp.columns:
+            values = {'bleaching_tau': sq.bleaching_tau(times, gcamp[region].to_numpy())}
+            if 'Isosbestic' in self.photometry:
+                t, sig, ref = sp.pair_by_position(
+                    times,
+                    gcamp[region].to_numpy(),
+                    self.photometry['Isosbestic'][region].to_numpy(),
+                )
+                values['iso_correlation'] = sq.iso_correlation(
+                    sp.bleach_correct(t, sig, **bleach), sp.bleach_correct(t, ref, **bleach)
+                )
+            self._upsert_qc(values, region=region, band='GCaMP')
+
+    # ------------------------------------------------------------------ preprocessing
+    def preprocess(self, signal_band='GCaMP', reference_band='Isosbestic', params=None,
+                   output_band=PREPROCESSED_BAND):  # fmt: skip
+        """Bleach correction → isosbestic regression → z-score → resample to 30 Hz.
+
+        All regions are processed at once. Without a reference band (or with
+        ``reference_band=None``) the single-band path is used (bleach → z-score →
+        resample). The parameters used are kept in :attr:`preprocessing_params` and saved
+        with the output.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``photometry[output_band]``: times (s, 30 Hz grid) x regions, z-scores.
+        """
+        signal = self.photometry[signal_band]
+        times = signal.index.to_numpy()
+        if reference_band is not None and reference_band in self.photometry:
+            reference = self.photometry[reference_band][signal.columns]
+            result = sp.preprocess_isosbestic(times, signal.to_numpy(), reference.to_numpy(),
+                                              params=params, compute_qc=False)  # fmt: skip
+        else:
+            result = sp.preprocess_single_band(times, signal.to_numpy(), params=params,
+                                               compute_qc=False)  # fmt: skip
+        values = np.asarray(result.values).reshape(len(result.times), -1)
+        self.photometry[output_band] = pd.DataFrame(
+            values, index=pd.Index(result.times, name='times'), columns=signal.columns
+        )
+        self.preprocessing_params = {
+            **result.params, 'reference_band': reference_band if 'Isosbestic' in self.photometry else None,
+        }  # fmt: skip
+        return self.photometry[output_band]
+
+    # ------------------------------------------------------------------ responses
+    def extract_responses(self, events=config.RESPONSE_EVENTS, band=PREPROCESSED_BAND,
+                          window=config.RESPONSE_WINDOW):  # fmt: skip
+        """Peri-event responses per region: ``{region: DataArray(event, trial, time)}``.
+
+        Window [t0, t1) s around each event at the band's rate (60 samples for [-1, 1) at
+        30 Hz). Trials with a NaN event or a window outside the recording are NaN.
+        """
+        frame = self.photometry[band]
+        times, values = frame.index.to_numpy(), frame.to_numpy()
+        stacked, tpts = [], None
+        for event in events:
+            resp, tpts = sr.peri_event(
+                times, values, self.trials[event].to_numpy(float), window=window
+            )
+            stacked.append(resp.reshape(len(self.trials), len(tpts), -1))
+        data = (
+            np.stack(stacked) if stacked else np.empty((0, len(self.trials), 0, len(frame.columns)))
+        )
+        fs = float(np.round(1 / np.median(np.diff(times))))
+        self.responses = {
+            region: xr.DataArray(
+                data[..., i],
+                dims=('event', 'trial', 'time'),
+                coords={'event': list(events), 'trial': self.trials.index.to_numpy(), 'time': tpts},
+                attrs={'fs': fs, 'response_window': tuple(window)},
+            )  # fmt: skip
+            for i, region in enumerate(frame.columns)
+        }
+        return self.responses
+
+    def subtract_baseline(self, responses, window=config.BASELINE_WINDOW):
+        """Subtract each trial's mean over ``window`` (s, default [-0.1, 0))."""
+        ordered = responses.transpose('trial', 'time', 'event')  # kernels: (trial, time, ...)
+        out = ordered.copy(data=sr.subtract_baseline(ordered.to_numpy(), ordered['time'].to_numpy(),
+                                                     window=window))  # fmt: skip
+        return out.transpose(*responses.dims)
+
+    def mask_subsequent_events(self, responses, event_order=config.RESPONSE_EVENTS):
+        """NaN the samples of each event's trace after the next event of the trial.
+
+        For consecutive events (e0, e1) of ``event_order``, samples of e0's trace later
+        than ``trials[e1] - trials[e0]`` become NaN; a NaN interval leaves the trial as is.
+        """
+        if self.trials is None or len(self.trials) == 0:
+            return responses
+        out = responses.copy()
+        tpts = responses['time'].to_numpy()
+        present = [e for e in event_order if e in responses['event'].values and e in self.trials]
+        for e0, e1 in zip(present[:-1], present[1:]):
+            trial_ids = responses['trial'].to_numpy()
+            dt = (self.trials[e1] - self.trials[e0]).reindex(trial_ids).to_numpy(float)
+            idx = list(responses['event'].values).index(e0)
+            out.values[idx] = sr.mask_after(out.values[idx], tpts, dt)
+        return out
+
+    # ------------------------------------------------------------------ behaviour
+    def basic_performance(self):
+        """Fraction correct (all, easy), no-go fraction and the 50/50 psychometric fit."""
+        return task.basic_performance(self.trials)
+
+    def block_performance(self):
+        """Per-block psychometrics and bias shift (biased/ephys sessions only; else {})."""
+        if self.session_type not in config.BLOCK_SESSION_TYPES:
+            return {}
+        return task.block_performance(self.trials)
+
+    def fit_psychometric(self, probability_left=None):
+        """Psychometric fit {bias, threshold, lapse_left, lapse_right, r_squared, n_trials}."""
+        return task.fit_psychometric(self.trials, probability_left=probability_left)
+
+    # ------------------------------------------------------------------ wheel
+    def load_wheel(self, fs=config.WHEEL_FS):
+        """Wheel velocity (rad/s) on a uniform ``fs`` Hz grid, float64 times.
+
+        Position is interpolated at 1 kHz and low-passed (8th-order Butterworth, 20 Hz,
+        zero phase) as brainbox does, then every ``1000 / fs``-th sample is kept.
+        Sets and returns ``self.wheel`` (DataFrame: times, velocity).
+        """
+        from brainbox.behavior import wheel as bbwheel
+
+        if not self._has_dataset('_ibl_wheel.position.npy'):
+            raise self._missing_data('_ibl_wheel.position.npy', ['_iblrig_taskData.raw.jsonable'])
+        collection = self.loader._find_behaviour_collection('wheel')
+        raw = self.one.load_object(self.eid, 'wheel', collection=collection)
+        position, times = bbwheel.interpolate_position(
+            raw['timestamps'], raw['position'], freq=1000
+        )
+        velocity = bbwheel.velocity_filtered(position, 1000)[0]
+        step = int(round(1000 / fs))
+        self.wheel = pd.DataFrame({'times': times[::step], 'velocity': velocity[::step]})
+        self.wheel_fs = fs
+        return self.wheel
+
+    def extract_wheel_velocity(self, t0_event='stimOn_times', t1_event='feedback_times'):
+        """Per-trial wheel velocity from ``t0_event`` to ``t1_event``, NaN-padded.
+
+        Returns ``{'velocity': float32 (n_trials, n_samples), 'fs', 't0_event', 't1_event'}``
+        where n_samples covers the longest trial (end inclusive); trials with a NaN event
+        are all-NaN rows.
+        """
+        starts = self.trials[t0_event].to_numpy(float)
+        ends = self.trials[t1_event].to_numpy(float)
+        times, values = self.wheel['times'].to_numpy(), self.wheel['velocity'].to_numpy()
+        # pad with NaN up to the longest window after the last start, so that a short last
+        # trial is not dropped because the longest trial's window would leave the recording
+        horizon = np.nanmax(starts) + np.nanmax(ends - starts) + 2 / self.wheel_fs
+        extra = np.arange(times[-1] + 1 / self.wheel_fs, horizon, 1 / self.wheel_fs)
+        times, values = np.r_[times, extra], np.r_[values, np.full(extra.size, np.nan)]
+        velocity, _ = sr.peri_event(times, values, starts, window=(0, 1), fs=self.wheel_fs, t1=ends)
+        velocity[np.isnan(starts)] = np.nan
+        self.wheel_velocity = {'velocity': velocity.astype(np.float32), 'fs': self.wheel_fs,
+                               't0_event': t0_event, 't1_event': t1_event}  # fmt: skip
+        return self.wheel_velocity
+
+    # ------------------------------------------------------------------ HDF5
+    def _photometry_h5(self):
+        if PREPROCESSED_BAND not in self.photometry and not self.responses and not self._qc_rows:
+            return None
+        out = {}
+        qc = self.qc
+        pre = self.photometry.get(PREPROCESSED_BAND)
+        for region in self.regions or list(self.responses):
+            entry = {}
+            if pre is not None and region in pre:
+                entry['preprocessed'] = {
+                    'times': pre.index.to_numpy(), 'signal': pre[region].to_numpy(),
+                    'fs': config.TARGET_FS, 'params': self.preprocessing_params or {},
+                }  # fmt: skip
+            if region in self.responses:
+                entry['responses'] = self.responses[region]
+            if len(qc) and region in set(qc['brain_region']):
+                entry['qc'] = qc[qc['brain_region'] == region].reset_index(drop=True)
+            out[region] = entry
+        return out
+
+    def _trials_h5(self):
+        if self.trials is None:
+            return None
+        return self.trials[[c for c in TRIAL_H5_COLUMNS if c in self.trials]]
+
+    def _wheel_h5(self):
+        if self.wheel_velocity is None:
+            return None
+        return self.wheel_velocity
+
+    def _provenance_h5(self):
+        """The run record, the processing parameters and the session's input datasets."""
+        record = provenance.current() or provenance.make_record(self.one)
+        try:
+            inputs = self.one.list_datasets(self.eid, details=True).reset_index()
+            inputs = inputs.reindex(
+                columns=['rel_path', 'id', 'hash', 'file_size', 'default_revision']
+            )
+        except Exception:  # noqa: BLE001 - a session without a dataset listing (e.g. from NWB)
+            inputs = None
+        return {'record': record, 'parameters': provenance.processing_parameters(),
+                'inputs': inputs}  # fmt: skip
+
+    def save_h5(self, fpath=None, groups=None, mode='a'):
+        """Save the available groups (or only ``groups``) to the session's HDF5 file.
+
+        Every full save also records the provenance (source, iblnm version, parameters,
+        input datasets) in the file's ``provenance`` group and root attributes.
+        """
+        values = {
+            'metadata': self.metadata,
+            'errors': self.errors,
+            'photometry': self._photometry_h5(),
+            'trials': self._trials_h5(),
+            'wheel': self._wheel_h5(),
+        }
+        if groups is None or 'provenance' in groups:
+            values['provenance'] = self._provenance_h5()
+        wanted = groups or list(values)
+        return h5.save_h5(fpath or self.h5_path, {g: values[g] for g in wanted}, mode=mode)
+
+    def load_h5(self, fpath=None, groups=None, regions=None, parts=None):
+        """Load groups of the session's HDF5 file into the attributes.
+
+        ``regions`` restricts the photometry group to those regions (single-region reads
+        only touch that region's data on disk); ``parts`` to some of its subgroups
+        ('preprocessed', 'responses', 'qc').
+        """
+        options = {} if parts is None else {'parts': tuple(parts)}
+        data = h5.load_h5(fpath or self.h5_path, groups=groups, regions=regions, **options)
+        if 'metadata' in data:
+            self.metadata.update(data['metadata'])
+        if 'errors' in data:
+            self.errors = data['errors'].to_dict('records')
+        if 'trials' in data:
+            self.trials = data['trials']
+        if 'photometry' in data:
+            self._set_photometry_from_h5(data['photometry'])
+        if 'wheel' in data:
+            self.wheel_velocity = data['wheel']
+        if 'provenance' in data:
+            self.provenance = data['provenance']
+        return data
+
+    def _set_photometry_from_h5(self, photometry):
+        series, qc_rows = {}, []
+        for region, parts in photometry.items():
+            if 'preprocessed' in parts:
+                pre = parts['preprocessed']
+                series[region] = pd.Series(
+                    pre['signal'], index=pd.Index(pre['times'], name='times')
+                )
+                self.preprocessing_params = pre['params']
+            if 'responses' in parts:
+                self.responses[region] = parts['responses']
+            if 'qc' in parts:
+                qc_rows.append(parts['qc'])
+        if series:
+            self.photometry[PREPROCESSED_BAND] = pd.DataFrame(series)
+        if qc_rows:
+            self.qc = pd.concat(qc_rows, ignore_index=True)
+
+
+from iblnm.group import PhotometrySessionGroup  # noqa: E402 - re-export (group imports data lazily)
+
+__all__ = ['PhotometrySession', 'PhotometrySessionGroup']

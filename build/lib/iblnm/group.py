@@ -1,0 +1,678 @@
+"""``PhotometrySessionGroup``: many sessions and their recordings, for group analyses.
+
+The group holds state and delegates: filtering and explosion work on the session catalog
+(``metadata/sessions.pqt``, one row per session with the parallel list columns
+``brain_region``/``hemisphere``/``target_NM``); data come from the per-session HDF5 files
+through :class:`iblnm.data.PhotometrySession`; statistics are the pure functions of
+:mod:`iblnm.analysis`. Results are stored on the group (attributes start as None)::
+
+    group = PhotometrySessionGroup.from_catalog(root=output_root)   # load, filter, explode
+    group.get_response_magnitudes()      # -> group.response_magnitudes (trial table)
+    group.get_response_features()        # -> group.response_features (recording x condition)
+    group.response_similarity_matrix()   # -> group.similarity_matrix
+    group.decode_target()                # -> group.decoder (TargetNMDecoder)
+    group.fit_lmm()                      # -> group.lmm_results, group.lmm_coefficients
+
+A session whose HDF5 file is missing or unreadable, or a recording without responses,
+becomes an entry of :attr:`errors` (``MissingH5``, ``CorruptH5``, ``MissingResponses``;
+log schema of :mod:`iblnm.validation`) and is skipped; it never stops a batch.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from iblnm import config, util
+from iblnm import validation as v
+from iblnm.analysis import responses as ar
+
+H5_GROUPS = ('trials', 'photometry')
+
+
+def _session_class():
+    from iblnm.data import PhotometrySession  # lazy: iblnm.data re-exports this module's class
+
+    return PhotometrySession
+
+
+@v.exception_logger
+def _open_session(row, one=None, h5_dir=None, regions=None, parts=None):
+    """A PhotometrySession of ``row`` with its trials and photometry read from HDF5."""
+    ps = _session_class()(row, one=one, h5_dir=h5_dir)
+    ps.load_h5(groups=list(H5_GROUPS), regions=regions, parts=parts)
+    return ps
+
+
+def _region_key(ps, region, hemisphere=None):
+    """Key of ``region`` in the session's responses.
+
+    Exact name first, then ``{region}-{hemisphere}`` (a region recorded in both hemispheres
+    keeps its suffix, e.g. 'VTA-l'/'VTA-r'), then the only key with the same bare name.
+    """
+    if region in ps.responses:
+        return region
+    if hemisphere in config.HEMISPHERES and f'{region}-{hemisphere}' in ps.responses:
+        return f'{region}-{hemisphere}'
+    bare = v.strip_hemisphere_suffix(region)
+    matches = [key for key in ps.responses if v.strip_hemisphere_suffix(key) == bare]
+    if len(matches) == 1:
+        return matches[0]
+    raise v.MissingResponses(f'no responses for {region} (have {sorted(ps.responses)})')
+
+
+@v.exception_logger
+def _recording_traces(rec, ps, events=config.RESPONSE_EVENTS, mask=True, baseline=True):
+    """Masked, baseline-subtracted traces of one recording: DataArray (event, trial, time)."""
+    if ps.trials is None:
+        raise v.MissingResponses(f'{ps.eid} has no trials group')
+    responses = ps.responses[_region_key(ps, rec['brain_region'], rec.get('hemisphere'))]
+    present = [e for e in events if e in responses['event'].values]
+    if not present:
+        raise v.MissingResponses(f'{rec["brain_region"]}: none of the events {list(events)}')
+    if mask:  # before selecting: an event is masked at the next event, requested or not
+        responses = ps.mask_subsequent_events(responses)
+    responses = responses.sel(event=present)
+    if baseline:
+        responses = ps.subtract_baseline(responses)
+    return responses
+
+
+def explode_sessions(sessions, targetnms=None):
+    """One row per recording: the parallel list columns exploded together, plus ``fiber_idx``.
+
+    Parameters
+    ----------
+    sessions : pandas.DataFrame
+        Session rows with list columns ``brain_region``, ``hemisphere``, ``target_NM`` of
+        equal lengths.
+    targetnms : collection of str, optional
+        Keep only recordings with these target-NMs.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Scalar ``brain_region``, ``hemisphere``, ``target_NM``; ``fiber_idx`` is the
+        position of the recording within its session's lists (0, 1, ...).
+    """
+    columns = list(config.PARALLEL_LIST_COLUMNS)
+    df = sessions.reset_index(drop=True)
+    exploded = df.explode(columns)
+    exploded['fiber_idx'] = exploded.groupby(level=0).cumcount()
+    exploded = exploded[exploded['brain_region'].notna()]
+    if targetnms:
+        exploded = exploded[exploded['target_NM'].isin(list(targetnms))]
+    return exploded.reset_index(drop=True)
+
+
+class PhotometrySessionGroup:
+    """Sessions (catalog rows) and their recordings, with lazily loaded session data.
+
+    Parameters
+    ----------
+    sessions : pandas.DataFrame
+        Session-level catalog (list columns intact). Optional extra columns used by
+        :meth:`filter_sessions`: ``logged_errors`` (list of upstream error types),
+        ``fraction_correct`` and ``contrasts`` (from ``performance.pqt``).
+    one : ONE, optional
+        Passed to the sessions (not needed to read HDF5 files).
+    h5_dir : path, optional
+        Folder of ``{eid}.h5`` (default ``config.SESSIONS_H5_DIR``).
+    targetnms : collection of str, optional
+        Recording-level target-NM filter (None: keep all).
+    """
+
+    def __init__(self, sessions, one=None, h5_dir=None, targetnms=None):
+        catalog = util.enforce_schema(pd.DataFrame(sessions))
+        self._catalog = util.validate_parallel_lists(catalog).reset_index(drop=True)
+        self._filter_mask = pd.Series(True, index=self._catalog.index)
+        self._dedup_mask = pd.Series(True, index=self._catalog.index)
+        self._recordings_targetnms = targetnms
+        self._recordings = None
+        self.one = one
+        self.h5_dir = Path(h5_dir or config.SESSIONS_H5_DIR)
+        self._sessions = {}
+        self.errors = []
+        self.clear_results()
+
+    # results computed from the current selection; any selection change clears them
+    RESULT_ATTRIBUTES = (
+        'events', 'response_magnitudes', 'mean_traces', 'response_features',
+        'similarity_matrix', 'decoder', 'lmm_results', 'lmm_coefficients',
+    )  # fmt: skip
+
+    def clear_results(self):
+        """Forget every result computed from the selection (:data:`RESULT_ATTRIBUTES`).
+
+        Called by every selection change (:meth:`filter_sessions`, :meth:`deduplicate`,
+        :meth:`filter`), so that no result describes recordings that are no longer selected.
+        """
+        for name in self.RESULT_ATTRIBUTES:
+            setattr(self, name, None)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_catalog(cls, catalog=None, one=None, h5_dir=None, log_dir=None, performance=None,
+                     root=None, filter=True, deduplicate=True, **filter_kwargs):  # fmt: skip
+        """Load the catalog, attach upstream errors and performance, filter and explode.
+
+        Parameters
+        ----------
+        catalog : path or pandas.DataFrame, optional
+            Default ``{root}/metadata/sessions.pqt`` (``config.SESSIONS_FPATH`` without root).
+        h5_dir : path, optional
+            Default ``{root}/data/sessions`` (``config.SESSIONS_H5_DIR``).
+        log_dir : path, optional
+            Folder of the stage logs ``*_log.pqt`` (default ``{root}/metadata``); their error
+            types become the ``logged_errors`` list of each session.
+        performance : path, pandas.DataFrame or False, optional
+            ``performance.pqt`` (default ``{root}/data/performance.pqt``); adds
+            ``fraction_correct`` and ``contrasts`` when it exists. False: not used.
+        root : path, optional
+            Output root the defaults derive from (default: ``config`` paths).
+        filter : bool
+            Apply :meth:`filter_sessions` with ``filter_kwargs`` (config defaults).
+        deduplicate : bool
+            After filtering, keep one session per mouse and day (:meth:`deduplicate`).
+        """
+        paths = _default_paths(root)
+        catalog = catalog if catalog is not None else paths['catalog']
+        sessions = pd.read_parquet(catalog) if not isinstance(catalog, pd.DataFrame) else catalog
+        logs = sorted(Path(log_dir or paths['log_dir']).glob('*_log.pqt'))
+        sessions = util.collect_session_errors(sessions, logs)
+        performance = paths['performance'] if performance is None else performance
+        if performance is not False:
+            sessions = _attach_performance(sessions, performance)
+        group = cls(sessions, one=one, h5_dir=h5_dir or paths['h5_dir'])
+        if filter:
+            group.filter_sessions(**filter_kwargs)
+            if deduplicate:
+                group.deduplicate()
+        return group
+
+    # ------------------------------------------------------------------ session level
+    @property
+    def sessions(self):
+        """Catalog rows passing the current session filter (and :meth:`deduplicate`)."""
+        return self._catalog[self._filter_mask & self._dedup_mask]
+
+    def filter_sessions(self, session_types=config.SESSION_TYPES_TO_ANALYZE,
+                        exclude_subjects=config.SUBJECTS_TO_EXCLUDE,
+                        qc_blockers=config.ANALYSIS_QC_BLOCKERS,
+                        targetnms=config.TARGETNMS_TO_ANALYZE,
+                        min_performance=config.MIN_PERFORMANCE,
+                        required_contrasts=config.REQUIRED_CONTRASTS, lab=None,
+                        start_time_min=None, verbose=True):  # fmt: skip
+        """Select sessions (non-destructive: recomputes the mask from the whole catalog).
+
+        Parameters
+        ----------
+        session_types : collection of str or False
+            Keep these types (False: no filter).
+        exclude_subjects : collection of str
+            Drop these subjects ([] : no filter).
+        qc_blockers : collection of str
+            Drop sessions whose ``logged_errors`` contain any of these types (empty, or no
+            ``logged_errors`` column: no filter).
+        targetnms : collection of str, None or False
+            Keep sessions with at least one of these target-NMs; recordings are trimmed to
+            them by :meth:`explode_recordings`.
+        min_performance : float, dict or None
+            Minimum ``fraction_correct``; a dict applies per session type (e.g.
+            ``{'training': 0.7}``). Skipped when the column is absent.
+        required_contrasts : collection of float or None
+            The session's ``contrasts`` set (%) must equal it. Skipped when absent.
+        lab : str, optional
+        start_time_min : str, optional
+            Keep subjects whose first session starts on or after this date.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The sessions kept.
+        """
+        cat = self._catalog
+        steps = {
+            'session_types': _isin(cat['session_type'], session_types) if session_types else None,
+            'exclude_subjects': ~cat['subject'].isin(list(exclude_subjects or [])),
+            'qc_blockers': _no_blockers(cat, qc_blockers),
+            'targetnms': _any_target(cat, targetnms),
+            'min_performance': _performance_ok(cat, min_performance),
+            'required_contrasts': _contrasts_ok(cat, required_contrasts),
+            'lab': cat['lab'] == lab if lab else None,
+            'start_time_min': _first_session_after(cat, start_time_min),
+        }
+        mask = pd.Series(True, index=cat.index)
+        removed = {}
+        for name, step in steps.items():
+            if step is not None:
+                removed[name] = int((mask & ~step).sum())
+                mask &= step
+        self._filter_mask = mask
+        self._dedup_mask = pd.Series(True, index=cat.index)  # a new selection: deduplicate again
+        self._recordings_targetnms = list(targetnms) if targetnms else None
+        self._recordings = None
+        self.clear_results()
+        if verbose:
+            detail = ', '.join(f'{k}: -{n}' for k, n in removed.items() if n)
+            print(
+                f'filter_sessions: {len(cat)} -> {int(mask.sum())}'
+                + (f' ({detail})' if detail else '')
+            )
+        return self.sessions
+
+    def deduplicate(self, disqualifying_errors=None):
+        """Keep one session per (subject, day_n) among the selected sessions.
+
+        A mouse recorded twice on one day (a restarted session, a second protocol) would
+        count twice in every statistic. Per (subject, day_n), :func:`iblnm.util.
+        resolve_duplicate_group` keeps the only session without a disqualifying error
+        (default MissingRawData, InsufficientTrials, TrialsNotInPhotometryTime in
+        ``logged_errors``); with none, the first; with several valid ones, the first valid
+        one, and the day is logged as ``TrueDuplicateSession`` (in :attr:`errors`, and
+        returned). Call it after :meth:`filter_sessions`, which resets it.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Log entries (:data:`iblnm.validation.LOG_COLUMNS`) of the TrueDuplicateSession days.
+        """
+        selected = self.sessions
+        if 'logged_errors' not in selected:
+            selected = selected.assign(logged_errors=[[] for _ in range(len(selected))])
+        log = []
+        kept = [
+            util.resolve_duplicate_group(day, disqualifying_errors, exlog=log)['eid']
+            for _, day in selected.groupby(['subject', 'day_n'], sort=False, dropna=False)
+        ]
+        self._dedup_mask = self._catalog['eid'].isin(kept)
+        self._recordings = None
+        self.clear_results()
+        self.errors.extend(log)
+        return util.concat_logs([log])
+
+    # ------------------------------------------------------------------ recording level
+    def explode_recordings(self):
+        """One row per recording of the filtered sessions (see :func:`explode_sessions`)."""
+        self._recordings = explode_sessions(self.sessions, self._recordings_targetnms)
+        return self._recordings
+
+    @property
+    def recordings(self):
+        """Recording rows (computed on first access)."""
+        if self._recordings is None:
+            self.explode_recordings()
+        return self._recordings
+
+    def __len__(self):
+        return len(self.recordings)
+
+    def __getitem__(self, i):
+        rec = self.recordings.iloc[i]
+        return rec, self._session(rec['eid'])
+
+    def __iter__(self):
+        """Yield ``(recording_row, PhotometrySession)``; one HDF5 read per session."""
+        for _, rec in self.recordings.iterrows():
+            ps = self._session(rec['eid'])
+            if ps is not None:
+                yield rec, ps
+
+    def filter(self, mask):
+        """A new group over the recordings where ``mask`` is True, sharing the session cache."""
+        mask = np.asarray(mask, dtype=bool)
+        recordings = self.recordings[mask].reset_index(drop=True)
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new._filter_mask = self._filter_mask & self._catalog['eid'].isin(recordings['eid'])
+        new._recordings, new.errors = recordings, []
+        new.clear_results()
+        return new
+
+    def _session_row(self, eid):
+        return self._catalog.loc[self._catalog['eid'] == eid].iloc[0]
+
+    def _session(self, eid, cache=True, regions=None, parts=None):
+        """The session of ``eid`` read from HDF5 (cached), or None after logging the error."""
+        if eid in self._sessions:
+            return self._sessions[eid]
+        ps = _open_session(self._session_row(eid), one=self.one, h5_dir=self.h5_dir,
+                           regions=regions, parts=parts, exlog=self.errors)  # fmt: skip
+        if not isinstance(ps, _session_class()):
+            return None
+        if cache:
+            self._sessions[eid] = ps
+        return ps
+
+    def flush_sessions(self):
+        """Forget the cached sessions (free their data)."""
+        self._sessions.clear()
+
+    def iter_recording_traces(self, events=config.RESPONSE_EVENTS, mask=True, baseline=True):
+        """Yield ``(recording_row, session, traces)`` reading each HDF5 file once.
+
+        Sessions are read one at a time (responses and trials only) and released after
+        their recordings, so memory does not grow with the number of sessions.
+        ``traces`` is the masked, baseline-subtracted DataArray (event, trial, time).
+        """
+        for eid, recs in self.recordings.groupby('eid', sort=False):
+            regions = list(dict.fromkeys(recs['brain_region']))
+            regions += [v.strip_hemisphere_suffix(r) for r in regions]
+            regions += [f'{r}-{h}' for r, h in zip(recs['brain_region'], recs['hemisphere'])
+                        if h in config.HEMISPHERES]  # fmt: skip
+            ps = self._sessions.get(eid) or self._session(eid, cache=False, regions=regions,
+                                                          parts=('responses',))  # fmt: skip
+            if ps is None:
+                continue
+            for _, rec in recs.iterrows():
+                traces = _recording_traces(rec, ps, events=events, mask=mask, baseline=baseline,
+                                           exlog=self.errors)  # fmt: skip
+                if not isinstance(traces, pd.Series):
+                    yield rec, ps, traces
+
+    def get_wheel_kinematics(self):
+        """Reaction time, movement time and peak wheel speed per trial of every session.
+
+        Reads each session's ``trials`` and ``wheel`` HDF5 groups (see
+        :func:`iblnm.task.wheel_kinematics`); a session without them is logged in
+        :attr:`errors` and skipped.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns eid, trial, reaction_time (s), movement_time (s), peak_velocity (rad/s).
+        """
+        from iblnm import h5, task
+
+        frames = []
+        for eid in self.recordings['eid'].unique():
+            try:
+                data = h5.load_h5(self.h5_dir / f'{eid}.h5', groups=['trials', 'wheel'])
+                if 'wheel' not in data or 'trials' not in data:
+                    raise v.MissingH5(f'{eid}.h5 has no wheel or trials group')
+                table = task.wheel_kinematics(data['trials'], data['wheel']['velocity'])
+                frames.append(table.reset_index().assign(eid=eid))
+            except Exception as error:  # noqa: BLE001 - one bad file never stops the analysis
+                self.errors.append(v.make_log_entry(eid, error=error))
+        columns = ['eid', 'trial', 'reaction_time', 'movement_time', 'peak_velocity']
+        if not frames:
+            return pd.DataFrame(columns=columns)
+        return pd.concat(frames, ignore_index=True)[columns]
+
+    def get_events(self, events=config.RESPONSE_EVENTS):
+        """Task events of the selected sessions: one row per session x trial x event.
+
+        Read from each session's ``trials`` HDF5 group (a session without one is logged in
+        :attr:`errors` and skipped). Stored in :attr:`events` (cleared by any selection
+        change).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns eid, subject, session_type, trial, event, time (s, task clock),
+            stim_side, signed_contrast (%), choice, feedbackType, probabilityLeft.
+        """
+        from iblnm import h5
+
+        covariates = ['stim_side', 'signed_contrast', 'choice', 'feedbackType', 'probabilityLeft']
+        columns = ['eid', 'subject', 'session_type', 'trial', 'event', 'time', *covariates]
+        frames = []
+        for _, session in self.sessions.iterrows():
+            eid = session['eid']
+            if eid not in set(self.recordings['eid']):
+                continue
+            try:
+                trials = h5.load_h5(self.h5_dir / f'{eid}.h5', groups=['trials']).get('trials')
+                if trials is None:
+                    raise v.MissingH5(f'{eid}.h5 has no trials group')
+            except v.IblnmError as error:
+                self.errors.append(v.make_log_entry(eid, error=error))
+                continue
+            present = [e for e in events if e in trials]
+            long = trials.rename_axis('trial').reset_index().melt(
+                id_vars=['trial', *[c for c in covariates if c in trials]],
+                value_vars=present, var_name='event', value_name='time',
+            )  # fmt: skip
+            frames.append(long.assign(eid=eid, subject=session['subject'],
+                                      session_type=session['session_type']))  # fmt: skip
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        self.events = table.reindex(columns=columns)
+        return self.events
+
+    # ------------------------------------------------------------------ responses
+    def get_response_magnitudes(self, events=config.RESPONSE_EVENTS, windows=None):
+        """Trial-level magnitudes: one row per recording x event x trial.
+
+        Columns :data:`iblnm.analysis.responses.MAGNITUDE_COLUMNS` (eid, subject,
+        session_type, NM, target_NM, brain_region, hemisphere, fiber_idx, event, trial,
+        stim_side, signed_contrast, contrast, choice, feedbackType, probabilityLeft,
+        reaction_time, response_early); ``windows`` adds ``response_{name}`` columns.
+        Traces are masked after the next event and baseline-subtracted first. Text columns
+        are categoricals; the table is assembled column by column, so the peak memory is
+        the table plus one column, whatever the number of sessions.
+        """
+        pieces, lengths, meta = {}, [], {c: [] for c in ar.RECORDING_COLUMNS}
+        for rec, ps, traces in self.iter_recording_traces(events):
+            table = ar.magnitude_table(traces.values, traces['time'].values,
+                                       list(traces['event'].values), ps.trials,
+                                       trial_ids=traces['trial'].values, windows=windows)  # fmt: skip
+            lengths.append(len(table))
+            for col in ar.RECORDING_COLUMNS:
+                meta[col].append(rec.get(col))
+            for col in table.columns:
+                pieces.setdefault(col, []).append(table[col].to_numpy())
+        self.response_magnitudes = _assemble(meta, pieces, lengths)
+        return self.response_magnitudes
+
+    def get_mean_traces(self, events=config.RESPONSE_EVENTS, split_by=None):
+        """Long-form trial-mean trace per recording x event (x ``split_by`` level).
+
+        Columns: eid, subject, target_NM, NM, brain_region, fiber_idx, [split_by], event,
+        time (s), response, n_trials. ``split_by`` is a trials column such as
+        ``'feedbackType'``.
+        """
+        frames = []
+        keys = ['eid', 'subject', 'target_NM', 'NM', 'brain_region', 'fiber_idx']
+        for rec, ps, traces in self.iter_recording_traces(events):
+            meta = {k: rec.get(k) for k in keys}
+            trial_ids = traces['trial'].values
+            levels = [(None, np.ones(len(trial_ids), bool))]
+            if split_by is not None:
+                values = ps.trials[split_by].reindex(trial_ids).to_numpy()
+                levels = [(lvl, values == lvl) for lvl in pd.unique(values[pd.notna(values)])]
+            for level, sel in levels:
+                extra = {} if split_by is None else {split_by: level}
+                frames.append(ar.mean_traces(traces.values[:, sel], traces['time'].values,
+                                             {**meta, **extra}, list(traces['event'].values)))  # fmt: skip
+        self.mean_traces = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return self.mean_traces
+
+    def get_response_features(self, nan_handling='drop_sessions', nan_threshold=0.3, min_trials=1):
+        """Recording x condition matrix of mean early responses (see
+        :func:`iblnm.analysis.responses.response_features`), indexed by (eid, target_NM,
+        fiber_idx). ``nan_handling``: 'drop_sessions' or 'drop_features'."""
+        if self.response_magnitudes is None:
+            self.get_response_magnitudes()
+        features = ar.response_features(self.response_magnitudes, min_trials=min_trials)
+        self.response_features = ar.apply_nan_handling(features, nan_handling, nan_threshold)
+        return self.response_features
+
+    def response_similarity_matrix(self):
+        """Cosine similarity between recordings' feature vectors (rows with NaN dropped)."""
+        if self.response_features is None:
+            self.get_response_features()
+        self.similarity_matrix = ar.cosine_similarity_matrix(self.response_features)
+        return self.similarity_matrix
+
+    def feature_subjects(self, features=None):
+        """Subject of every row of a (eid, target_NM, fiber_idx)-indexed feature matrix."""
+        features = self.response_features if features is None else features
+        lookup = self.recordings.set_index(['eid', 'fiber_idx'])['subject']
+        keys = zip(features.index.get_level_values('eid'),
+                   features.index.get_level_values('fiber_idx'))  # fmt: skip
+        return np.array([lookup.get(k) for k in keys])
+
+    def decode_target(self, Cs=None, contributions=True, label='target_NM', min_subjects=2,
+                      seed=0):  # fmt: skip
+        """Leave-one-subject-out decoding of target-NM (or NM) from the response features.
+
+        Parameters
+        ----------
+        label : {'target_NM', 'NM'}
+            Class of a recording: its target-NM, or the NM alone (regions pooled).
+        min_subjects : int
+            Classes recorded in fewer subjects are left out: a held-out subject's class
+            must also be present in the training subjects for LOSO to be meaningful.
+
+        Returns the fitted :class:`iblnm.analysis.decoding.TargetNMDecoder` (also stored in
+        :attr:`decoder`); NaN features are imputed within folds.
+        """
+        from iblnm.analysis.decoding import DEFAULT_CS, TargetNMDecoder
+
+        if self.response_features is None:
+            self.get_response_features(nan_handling='drop_features')
+        features = self.response_features
+        labels = pd.Series(features.index.get_level_values('target_NM'), index=features.index)
+        if label == 'NM':
+            labels = labels.str.rsplit('-', n=1).str[-1]
+        subjects = pd.Series(self.feature_subjects(features), index=features.index)
+        n_subjects = subjects.groupby(labels.to_numpy()).nunique()
+        keep = labels.map(n_subjects).to_numpy() >= min_subjects
+        dropped = sorted(n_subjects.index[n_subjects < min_subjects])
+        if dropped:
+            print(f'decode_target: leaving out {dropped} (< {min_subjects} subjects)')
+        decoder = TargetNMDecoder(features[keep], labels[keep], subjects[keep],
+                                  Cs=Cs or DEFAULT_CS, seed=seed).fit()  # fmt: skip
+        if contributions:
+            decoder.unique_contribution()
+        self.decoder = decoder
+        return decoder
+
+    def fit_lmm(self, response_col='response_early', by=('target_NM', 'event'), min_subjects=2,
+                re_formulas=('1',), fallback_ols=False, **kwargs):  # fmt: skip
+        """Mixed models ``response ~ log_contrast * side * reward + (1 | subject)`` per group.
+
+        Trials: 50/50 block, choice != 0, reaction time > 0.05 s, finite response. The
+        random-effect formulas are tried in order; the first one with which every group
+        converges is used. Groups with fewer than ``min_subjects`` subjects are skipped,
+        or fitted by OLS with ``fallback_ols`` (``kind='ols'`` in the table).
+
+        Returns
+        -------
+        pandas.DataFrame
+            :attr:`lmm_coefficients` (see :func:`iblnm.analysis.lmm.coefficient_table`);
+            the fits are in :attr:`lmm_results` ``{(group key...): LMMResult}``.
+        """
+        from iblnm.analysis import lmm
+
+        if self.response_magnitudes is None:
+            self.get_response_magnitudes()
+        trials = lmm.prepare_lmm_trials(ar.add_side(self.response_magnitudes), response_col)
+        results = {}
+        for re_formula in re_formulas:
+            results = lmm.fit_grouped_lmms(trials, by, response_col, min_subjects, fallback_ols,
+                                           re_formula=re_formula, **kwargs)  # fmt: skip
+            expected = _n_fittable(trials, by, min_subjects, fallback_ols)
+            if len(results) >= expected:
+                break
+        self.lmm_results = results
+        self.lmm_coefficients = lmm.coefficient_table(results, by)
+        return self.lmm_coefficients
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+def _default_paths(root):
+    if root is None:
+        return {'catalog': config.SESSIONS_FPATH, 'h5_dir': config.SESSIONS_H5_DIR,
+                'log_dir': config.METADATA_DIR, 'performance': config.PERFORMANCE_FPATH}  # fmt: skip
+    root = Path(root)
+    return {
+        'catalog': root / config.SESSIONS_FPATH.relative_to(config.PROJECT_ROOT),
+        'h5_dir': root / config.SESSIONS_H5_DIR.relative_to(config.PROJECT_ROOT),
+        'log_dir': root / config.METADATA_DIR.relative_to(config.PROJECT_ROOT),
+        'performance': root / config.PERFORMANCE_FPATH.relative_to(config.PROJECT_ROOT),
+    }
+
+
+def _attach_performance(sessions, performance):
+    if not isinstance(performance, pd.DataFrame):
+        if not Path(performance).exists():
+            return sessions
+        performance = pd.read_parquet(performance)
+    columns = [c for c in ('eid', 'fraction_correct', 'contrasts') if c in performance]
+    sessions = sessions.drop(columns=[c for c in columns if c != 'eid' and c in sessions])
+    return sessions.merge(performance[columns], on='eid', how='left')
+
+
+def _isin(values, wanted):
+    return values.isin(list(wanted))
+
+
+def _no_blockers(cat, blockers):
+    if not blockers or 'logged_errors' not in cat:
+        return None
+    blockers = set(blockers)
+    return cat['logged_errors'].map(lambda errs: not blockers.intersection(list(errs)))
+
+
+def _any_target(cat, targetnms):
+    if not targetnms:
+        return None
+    wanted = set(targetnms)
+    return cat['target_NM'].map(lambda targets: bool(wanted.intersection(targets)))
+
+
+def _performance_ok(cat, min_performance):
+    if min_performance is None or 'fraction_correct' not in cat:
+        return None
+    if isinstance(min_performance, dict):
+        threshold = cat['session_type'].map(min_performance).astype(float).fillna(-np.inf)
+    else:
+        threshold = pd.Series(float(min_performance), index=cat.index)
+    return cat['fraction_correct'].astype(float).fillna(-np.inf) >= threshold
+
+
+def _contrasts_ok(cat, required):
+    if required is None or 'contrasts' not in cat:
+        return None
+    required = {float(c) for c in required}
+
+    def ok(contrasts):
+        if not isinstance(contrasts, list | tuple | np.ndarray):
+            return False
+        return {float(c) for c in contrasts} == required
+
+    return cat['contrasts'].map(ok)
+
+
+def _first_session_after(cat, start_time_min):
+    if start_time_min is None:
+        return None
+    first = (
+        pd.to_datetime(cat['start_time'], format='ISO8601').groupby(cat['subject']).transform('min')
+    )
+    return first >= pd.Timestamp(start_time_min)
+
+
+def _n_fittable(trials, by, min_subjects, fallback_ols):
+    counts = trials.groupby(list(by), observed=True)['subject'].nunique()
+    return len(counts) if fallback_ols else int((counts >= min_subjects).sum())
+
+
+def _assemble(meta, pieces, lengths, text_columns=('event', 'stim_side')):
+    """One DataFrame from per-recording scalars (repeated) and per-recording column pieces.
+
+    Each column's pieces are concatenated and then released before the next column.
+    """
+    if not lengths:
+        return pd.DataFrame(columns=[*meta, *ar.MAGNITUDE_COLUMNS[len(meta) :]])
+    out = {}
+    for col, values in meta.items():
+        repeated = np.repeat(np.asarray(values, dtype=object), lengths)
+        out[col] = repeated.astype(np.int64) if col == 'fiber_idx' else pd.Categorical(repeated)
+    for col in list(pieces):
+        values = np.concatenate(pieces.pop(col))
+        out[col] = pd.Categorical(values) if col in text_columns else values
+    return pd.DataFrame(out)

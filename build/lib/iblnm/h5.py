@@ -1,0 +1,356 @@
+"""The per-session HDF5 layout (``data/sessions/{eid}.h5``), one handler pair per group.
+
+::
+
+    metadata/   attrs: scalar session fields; datasets: list-valued fields
+    errors/     eid, error_type, error_message, traceback (str[M])
+    photometry/{region}/preprocessed/  times, signal (float64, N); attrs fs, params (JSON)
+    photometry/{region}/responses/     times (W), trials (int64, T), {event} (float64, T x W);
+                                       attrs fs, response_window
+    photometry/{region}/qc/            one dataset per QC column (one row per band)
+    trials/     one dataset per trial column (float64; stim_side str)
+    wheel/responses/velocity          float32 (T x W), NaN-padded; attrs fs, t0_event, t1_event
+    provenance/ attrs: the run record (iblnm_version, schema_version, source, source_location,
+                params_hash) and ``parameters`` (JSON); ``inputs/``: the session's datasets
+                (rel_path, id, hash, file_size, default_revision) as columns. The run record is
+                also written as attributes of the file's root.
+
+Writes are atomic: the file is copied (when it exists) to a temporary file next to it,
+the groups are written there and the copy is renamed over the original. A run killed
+mid-write leaves the previous file intact. A truncated or corrupt file raises
+:class:`iblnm.validation.CorruptH5`.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from iblnm.util import atomic_write
+from iblnm.validation import LOG_COLUMNS, CorruptH5, MissingH5
+
+GROUPS = ('metadata', 'errors', 'photometry', 'trials', 'wheel', 'provenance')
+NONE_STR = '__none__'
+STR = h5py.string_dtype(encoding='utf-8')
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
+def _replace_group(parent, name):
+    if name in parent:
+        del parent[name]
+    return parent.create_group(name)
+
+
+def _clean(text):
+    """Escape what HDF5 UTF-8 strings cannot hold: NUL characters and lone surrogates.
+
+    NUL becomes the four characters ``\\x00`` and a lone surrogate (e.g. from a file name
+    decoded with ``surrogateescape``) its ``\\udXXX`` escape, so saving never fails.
+    """
+    text = str(text).replace('\x00', '\\x00')
+    return text.encode('utf-8', 'backslashreplace').decode('utf-8')
+
+
+def _write_strings(group, name, values):
+    values = [NONE_STR if v is None else _clean(v) for v in values]
+    group.create_dataset(name, data=np.array(values, dtype=object), dtype=STR)
+
+
+def _read_strings(dataset):
+    return [None if v == NONE_STR else v for v in dataset.asstr()[()]]
+
+
+def _scalar_attr(value):
+    if value is None:
+        return NONE_STR
+    if isinstance(value, str):
+        return _clean(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def _from_attr(value):
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, np.generic):
+        value = value.item()
+    return None if value == NONE_STR else value
+
+
+# ---------------------------------------------------------------------------
+# Handlers: write_<group>(h5, value) / read_<group>(h5, **options)
+# ---------------------------------------------------------------------------
+def write_metadata(h5, metadata):
+    """Scalars as attributes, lists/arrays as string datasets."""
+    group = _replace_group(h5, 'metadata')
+    for key, value in metadata.items():
+        if isinstance(value, list | tuple | np.ndarray):
+            _write_strings(group, key, list(value))
+        else:
+            group.attrs[key] = _scalar_attr(value)
+
+
+def read_metadata(h5, **_):
+    group = h5['metadata']
+    metadata = {key: _from_attr(value) for key, value in group.attrs.items()}
+    metadata.update({key: _read_strings(group[key]) for key in group})
+    return metadata
+
+
+def write_errors(h5, errors):
+    """Error-log entries (list of dicts or DataFrame) as four string datasets."""
+    frame = pd.DataFrame(list(errors) if not isinstance(errors, pd.DataFrame) else errors)
+    frame = frame.reindex(columns=LOG_COLUMNS)
+    group = _replace_group(h5, 'errors')
+    for col in LOG_COLUMNS:
+        _write_strings(group, col, [None if pd.isna(v) else v for v in frame[col]])
+
+
+def read_errors(h5, **_):
+    group = h5['errors']
+    return pd.DataFrame({col: _read_strings(group[col]) for col in LOG_COLUMNS})
+
+
+def _write_preprocessed(group, preprocessed):
+    sub = group.create_group('preprocessed')
+    sub.create_dataset('times', data=np.asarray(preprocessed['times'], dtype=np.float64))
+    sub.create_dataset('signal', data=np.asarray(preprocessed['signal'], dtype=np.float64))
+    sub.attrs['fs'] = preprocessed.get('fs', 30)
+    sub.attrs['params'] = json.dumps(preprocessed.get('params', {}))
+
+
+def _write_responses(group, responses):
+    sub = group.create_group('responses')
+    sub.create_dataset('times', data=np.asarray(responses['time'], dtype=np.float64))
+    sub.create_dataset('trials', data=np.asarray(responses['trial'], dtype=np.int64))
+    for event in responses['event'].to_numpy():
+        data = responses.sel(event=event).transpose('trial', 'time').to_numpy().astype(np.float64)
+        sub.create_dataset(str(event), data=data)
+    sub.attrs['events'] = json.dumps([str(e) for e in responses['event'].to_numpy()])
+    sub.attrs['fs'] = responses.attrs.get('fs', 30)
+    sub.attrs['response_window'] = list(responses.attrs.get('response_window', (-1.0, 1.0)))
+
+
+def _write_columns(group, frame):
+    """One dataset per column (numbers as float64, text as strings); column order in attrs."""
+    for col in frame.columns:
+        values = frame[col].to_numpy()
+        if values.dtype.kind in 'fiub':
+            group.create_dataset(col, data=values.astype(np.float64))
+        else:
+            _write_strings(group, col, [None if pd.isna(v) else v for v in values])
+    group.attrs['columns'] = json.dumps([str(c) for c in frame.columns])
+
+
+def _read_columns(group):
+    """{column: values} written by :func:`_write_columns`, in the written column order.
+
+    Groups written before the order was recorded fall back to HDF5's (alphabetical) order.
+    """
+    columns = json.loads(group.attrs['columns']) if 'columns' in group.attrs else list(group)
+    return {c: _read_strings(group[c]) if group[c].dtype.kind == 'O' else group[c][()]
+            for c in columns}  # fmt: skip
+
+
+def _write_qc(group, qc):
+    _write_columns(group.create_group('qc'), qc)
+
+
+def write_photometry(h5, photometry):
+    """``photometry = {region: {'preprocessed': {...}, 'responses': DataArray, 'qc': DataFrame}}``.
+
+    Only the regions (and, within a region, the parts) present are replaced.
+    """
+    root = h5.require_group('photometry')
+    for region, parts in photometry.items():
+        group = root.require_group(str(region))
+        for part, writer in (('preprocessed', _write_preprocessed),
+                             ('responses', _write_responses), ('qc', _write_qc)):  # fmt: skip
+            if parts.get(part) is not None:
+                if part in group:
+                    del group[part]
+                writer(group, parts[part])
+
+
+def _read_responses(group):
+    events = json.loads(group.attrs['events'])
+    times, trials = group['times'][()], group['trials'][()]
+    data = (
+        np.stack([group[e][()] for e in events])
+        if events
+        else np.empty((0, len(trials), len(times)))
+    )
+    return xr.DataArray(
+        data, dims=('event', 'trial', 'time'),
+        coords={'event': events, 'trial': trials, 'time': times},
+        attrs={'fs': float(group.attrs['fs']),
+               'response_window': tuple(group.attrs['response_window'])},
+    )  # fmt: skip
+
+
+def _read_qc(group):
+    return pd.DataFrame(_read_columns(group))
+
+
+def read_photometry(h5, regions=None, parts=('preprocessed', 'responses', 'qc'), **_):
+    """Read some or all regions; only the requested subgroups are touched on disk."""
+    root = h5['photometry']
+    out = {}
+    for region in regions if regions is not None else list(root):
+        if region not in root:
+            continue
+        group, entry = root[region], {}
+        if 'preprocessed' in parts and 'preprocessed' in group:
+            pre = group['preprocessed']
+            entry['preprocessed'] = {
+                'times': pre['times'][()], 'signal': pre['signal'][()],
+                'fs': float(pre.attrs['fs']), 'params': json.loads(pre.attrs['params']),
+            }  # fmt: skip
+        if 'responses' in parts and 'responses' in group:
+            entry['responses'] = _read_responses(group['responses'])
+        if 'qc' in parts and 'qc' in group:
+            entry['qc'] = _read_qc(group['qc'])
+        out[region] = entry
+    return out
+
+
+def write_trials(h5, trials):
+    """One dataset per column: numbers as float64, text (stim_side) as strings."""
+    group = _replace_group(h5, 'trials')
+    _write_columns(group, trials)
+    group.attrs['index'] = np.asarray(trials.index, dtype=np.int64)
+
+
+def read_trials(h5, **_):
+    group = h5['trials']
+    index = pd.Index(group.attrs['index'], dtype=np.int64)
+    return pd.DataFrame(_read_columns(group), index=index)
+
+
+def write_wheel(h5, wheel):
+    """``wheel = {'velocity': (T, W) array, 'fs': Hz, 't0_event': str, 't1_event': str}``."""
+    group = _replace_group(h5, 'wheel')
+    sub = group.create_group('responses')
+    sub.create_dataset('velocity', data=np.asarray(wheel['velocity'], dtype=np.float32))
+    for key in ('fs', 't0_event', 't1_event'):
+        sub.attrs[key] = wheel[key]
+
+
+def read_wheel(h5, **_):
+    sub = h5['wheel']['responses']
+    return {'velocity': sub['velocity'][()], **{k: _from_attr(v) for k, v in sub.attrs.items()}}
+
+
+def write_provenance(h5, provenance):
+    """``provenance = {'record': dict, 'parameters': dict, 'inputs': DataFrame}``."""
+    group = _replace_group(h5, 'provenance')
+    for key, value in provenance.get('record', {}).items():
+        group.attrs[key] = _scalar_attr(value)
+        h5.attrs[key] = _scalar_attr(value)
+    group.attrs['parameters'] = json.dumps(provenance.get('parameters', {}), sort_keys=True)
+    inputs = provenance.get('inputs')
+    if inputs is not None:
+        _write_columns(group.create_group('inputs'), pd.DataFrame(inputs))
+
+
+def read_provenance(h5, **_):
+    group = h5['provenance']
+    attrs = {k: _from_attr(val) for k, val in group.attrs.items() if k != 'parameters'}
+    out = {'record': attrs, 'parameters': json.loads(group.attrs.get('parameters', '{}'))}
+    if 'inputs' in group:
+        out['inputs'] = pd.DataFrame(_read_columns(group['inputs']))
+    return out
+
+
+_SAVE_HANDLERS = {
+    'metadata': write_metadata,
+    'errors': write_errors,
+    'photometry': write_photometry,
+    'trials': write_trials,
+    'wheel': write_wheel,
+    'provenance': write_provenance,
+}
+_LOAD_HANDLERS = {
+    'metadata': read_metadata,
+    'errors': read_errors,
+    'photometry': read_photometry,
+    'trials': read_trials,
+    'wheel': read_wheel,
+    'provenance': read_provenance,
+}
+
+
+# ---------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------
+def save_h5(fpath, data, mode='a'):
+    """Write groups atomically.
+
+    Parameters
+    ----------
+    fpath : path
+    data : dict
+        ``{group: value}`` for groups of :data:`GROUPS`; None values are skipped.
+    mode : {'a', 'w'}
+        'a' keeps the other groups of an existing file; 'w' starts a new file.
+    """
+    fpath = Path(fpath)
+    unknown = set(data) - set(GROUPS)
+    if unknown:
+        raise ValueError(f'unknown H5 groups {sorted(unknown)}; groups: {GROUPS}')
+
+    def write(tmp):
+        if mode == 'a' and fpath.exists():
+            _check_readable(fpath)
+            shutil.copyfile(fpath, tmp)
+        with h5py.File(tmp, 'a' if mode == 'a' and fpath.exists() else 'w') as h5:
+            for group, value in data.items():
+                if value is not None:
+                    _SAVE_HANDLERS[group](h5, value)
+
+    return atomic_write(fpath, write, suffix='.h5.tmp')
+
+
+def _check_readable(fpath):
+    try:
+        with h5py.File(fpath, 'r'):
+            pass
+    except OSError as error:
+        raise CorruptH5(f'{Path(fpath).name} cannot be read: {error}') from None
+
+
+def load_h5(fpath, groups=None, **options):
+    """Read groups (all present ones by default) into ``{group: value}``.
+
+    ``options`` go to the handlers, e.g. ``regions=['VTA']`` for a single-region read
+    of the photometry group. Missing files raise :class:`MissingH5`; unreadable ones
+    :class:`CorruptH5`.
+    """
+    fpath = Path(fpath)
+    if not fpath.exists():
+        raise MissingH5(f'{fpath.name} does not exist (run the photometry stage first)')
+    _check_readable(fpath)
+    try:
+        with h5py.File(fpath, 'r') as h5:
+            wanted = [g for g in (groups or GROUPS) if g in h5]
+            return {g: _LOAD_HANDLERS[g](h5, **options) for g in wanted}
+    except (OSError, KeyError, ValueError) as error:
+        raise CorruptH5(f'{fpath.name} is corrupt: {type(error).__name__}: {error}') from None
+
+
+def h5_groups(fpath):
+    """Top-level groups present in a file (empty list when it does not exist)."""
+    if not Path(fpath).exists():
+        return []
+    _check_readable(fpath)
+    with h5py.File(fpath, 'r') as h5:
+        return list(h5)

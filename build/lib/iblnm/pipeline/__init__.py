@@ -1,0 +1,1 @@
+"""Pipeline stages (one function per stage) and the runner that chains them."""

@@ -1,0 +1,263 @@
+"""Stage 1, query_database: the session catalog (``metadata/sessions.pqt``).
+
+Lists the sessions of the project, enriches each one with subject information, brain
+regions, hemispheres, datasets, session type, target-NMs and length, validates every
+field and logs each failure as a typed error. A bad field never stops the run and a
+bad session is never dropped: it stays in the catalog with its errors in the log, and
+downstream stages filter on the logged error types.
+
+Dependent checks are skipped when their inputs already failed, so that one fault gives
+its root-cause error only (e.g. an unknown region gives InvalidBrainRegion, not also
+InvalidTargetNM and MissingInsertion).
+"""
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from iblnm import config, io, provenance, util
+from iblnm import validation as v
+
+LIST_COLUMNS = [c for c, (t, _) in config.SESSION_SCHEMA.items() if t is list]
+CATALOG_COLUMNS = [
+    'eid', 'subject', 'start_time', 'end_time', 'number', 'lab', 'projects', 'users',
+    'task_protocol', 'session_type', 'strain', 'line', 'genotype', 'NM',
+    'brain_region', 'hemisphere', 'target_NM', 'datasets', 'session_length',
+    'day_n', 'session_n',
+]  # fmt: skip
+
+
+@dataclass
+class CatalogContext:
+    """What every session of one catalog run shares (fetched once)."""
+
+    one: object
+    metadata: object
+    fiber_lookup: dict
+    subjects: dict = field(default_factory=dict)
+
+    def subject_records(self, nickname):
+        """Subject records for a nickname (cached: one query per subject)."""
+        if nickname not in self.subjects:
+            self.subjects[nickname] = self.metadata.list_subjects(nickname=nickname)
+        return self.subjects[nickname]
+
+
+class _CachedSubjects:
+    """Adapter giving ``get_subject_info`` the context's cached subject records."""
+
+    def __init__(self, context):
+        self.context = context
+
+    def list_subjects(self, nickname=None):
+        return self.context.subject_records(nickname)
+
+
+def _errors_of(log, start):
+    return {entry['error_type'] for entry in log[start:]}
+
+
+def _add_subject_info(session, ctx, log):
+    start = len(log)
+    session = io.get_subject_info(session, metadata=_CachedSubjects(ctx), exlog=log)
+    if _errors_of(log, start):  # no subject record: strain/line/NM unknown
+        return session, False
+    v.validate_subject(session, exlog=log)
+    v.validate_strain(session, exlog=log)
+    v.validate_line(session, exlog=log)
+    v.validate_neuromodulator(session, exlog=log)
+    return session, 'InvalidNeuromodulator' not in _errors_of(log, start)
+
+
+def _add_regions(session, ctx, log):
+    start = len(log)
+    session = io.get_brain_region(session, one=ctx.one, exlog=log)
+    if _errors_of(log, start):
+        session['brain_region'], session['hemisphere'] = [], []
+        return session, False
+    hemis = [h or None for h in session['hemisphere']]
+    session['hemisphere'] = hemis
+    session = v.fill_hemisphere_from_fiber_insertion_table(session, ctx.fiber_lookup)
+    v.validate_brain_region(session, exlog=log)
+    regions_ok = not _errors_of(log, start)
+    valid = [i for i, r in enumerate(session['brain_region']) if r in config.VALID_TARGETS]
+    if valid:
+        subset = session.copy()
+        subset['brain_region'] = [session['brain_region'][i] for i in valid]
+        subset['hemisphere'] = [session['hemisphere'][i] for i in valid]
+        v.validate_hemisphere(subset, fiber_lookup=ctx.fiber_lookup, exlog=log)
+    session['hemisphere'] = [h or '' for h in session['hemisphere']]
+    return session, regions_ok
+
+
+def build_session_record(record, ctx):
+    """Enrich and validate one Alyx session record.
+
+    Parameters
+    ----------
+    record : dict
+        An Alyx ``sessions/list`` record (``id``, ``subject``, ``start_time`` ...).
+    ctx : CatalogContext
+
+    Returns
+    -------
+    row : dict
+        One catalog row (columns of :data:`CATALOG_COLUMNS`, without day_n/session_n).
+    log : list of dict
+        Error-log entries for this session.
+    """
+    log = []
+    session = pd.Series({**record, 'eid': str(record.get('id', record.get('eid')))})
+    session = session.drop(labels=['id'], errors='ignore')
+    session = util.enforce_schema(session.to_frame().T).iloc[0].copy()
+    session, nm_ok = _add_subject_info(session, ctx, log)
+    session = io.get_session_dict(session, metadata=ctx.metadata, exlog=log)
+    session, regions_ok = _add_regions(session, ctx, log)
+    session = io.get_datasets(session, one=ctx.one, exlog=log)
+    v.validate_datasets(session, exlog=log)
+    session = util.get_session_type(session, exlog=log)
+    if nm_ok and regions_ok:
+        session = util.get_targetNM(session, exlog=log)
+    else:  # keep the parallel lists aligned without a redundant InvalidTargetNM
+        session['target_NM'] = util.target_nm_labels(session['brain_region'], session['NM'])
+    session = util.get_session_length(session, exlog=log)
+    row = {col: session.get(col) for col in CATALOG_COLUMNS if col not in ('day_n', 'session_n')}
+    return row, log
+
+
+def _finalise(df):
+    """Schema, types and day/session numbers over the whole catalog."""
+    df = util.enforce_schema(df).drop(columns=['_datasets_from_session_dict'])
+    df = util.add_day_and_session_numbers(df)
+    df['number'] = df['number'].astype('Int64')
+    df['session_length'] = pd.to_numeric(df['session_length'], errors='coerce').astype(float)
+    for col in ('subject', 'lab', 'start_time', 'end_time', 'task_protocol', 'session_type',
+                'strain', 'line', 'genotype', 'NM'):  # fmt: skip
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
+    cols = CATALOG_COLUMNS + [c for c in df.columns if c not in CATALOG_COLUMNS]
+    return df[cols].sort_values(['subject', 'start_time']).reset_index(drop=True)
+
+
+def list_new_records(records, existing, redownload):
+    """Records whose eid is not in the existing catalog (all of them with ``redownload``)."""
+    if redownload or existing is None or len(existing) == 0:
+        return records
+    known = set(existing['eid'])
+    return [r for r in records if str(r['id']) not in known]
+
+
+def _permanent_error_types():
+    """Error types that describe the data (kept in the catalog), not a failed request."""
+    names = {cls.__name__ for cls in _all_subclasses(v.IblnmError)}
+    return names | {'ALFObjectNotFound', 'ValueError'}
+
+
+def _all_subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+@dataclass
+class CatalogResult:
+    """Outcome of one catalog run."""
+
+    catalog: pd.DataFrame
+    log: pd.DataFrame
+    n_found: int
+    n_new: int
+    deferred: list
+    qc: pd.DataFrame | None = None
+
+    def summary(self):
+        """Human-readable end-of-run summary."""
+        logged = set(self.log['eid'])
+        n_valid = int((~self.catalog['eid'].isin(logged)).sum())
+        counts = Counter(self.log['error_type'])
+        lines = [
+            f'sessions found: {self.n_found}, new: {self.n_new}, in catalog: {len(self.catalog)}',
+            f'valid (no logged error): {n_valid}, with errors: {len(self.catalog) - n_valid}',
+        ]
+        if self.deferred:
+            lines.append(f'deferred to the next run (request failed): {len(self.deferred)}')
+        lines += [f'  {etype}: {n}' for etype, n in counts.most_common()]
+        return '\n'.join(lines)
+
+
+def _query_records(records, ctx, progress):
+    rows, log, deferred = [], [], []
+    permanent = _permanent_error_types()
+    for rec in tqdm(records, desc='query_database', disable=not progress, unit='session'):
+        row, entries = build_session_record(rec, ctx)
+        request_errors = [e for e in entries if e['error_type'] not in permanent]
+        if request_errors:  # a request failed: retry on the next run; the checks that ran
+            deferred.append(row['eid'])  # on the missing answers would only mislead
+            log.extend(request_errors)
+        else:
+            rows.append(row)
+            log.extend(entries)
+    return rows, log, deferred
+
+
+def _extended_qc_table(catalog, ctx, log, progress):
+    rows = []
+    for _, session in tqdm(catalog.iterrows(), total=len(catalog), desc='extended QC',
+                           disable=not progress):  # fmt: skip
+        qc = io.get_extended_qc(session[['eid']].copy(), metadata=ctx.metadata, exlog=log)
+        rows.append(qc.to_dict())
+    return pd.DataFrame(rows)
+
+
+def query_database(one=None, redownload=False, extended_qc=False,
+                   sessions_fpath=config.SESSIONS_FPATH,
+                   log_fpath=config.QUERY_DATABASE_LOG_FPATH,
+                   qc_fpath=config.SESSIONS_QC_FPATH, fibers_fpath=config.FIBERS_FPATH,
+                   project=config.PROJECT_NAME, progress=True):  # fmt: skip
+    """Build or update the session catalog; write it and its error log atomically.
+
+    Parameters
+    ----------
+    one : ONE, optional
+        Default :func:`iblnm.io.get_connection` (local or remote, cached per process).
+    redownload : bool
+        Re-query every session instead of only the eids not yet in the catalog.
+    extended_qc : bool
+        Also write the sessions' extended QC to ``qc_fpath``.
+
+    Returns
+    -------
+    CatalogResult
+    """
+    one = one or io._get_default_connection()
+    # the catalog's folder remembers its source and parameters: another source stops here
+    provenance.start_run(one, metadata_dir=Path(sessions_fpath).parent, allow_change=redownload)
+    metadata = io.get_metadata_source(one, no_cache=redownload)
+    records = metadata.list_sessions(project)  # raises when nothing can be read
+    existing = (
+        None if redownload or not sessions_fpath.exists() else pd.read_parquet(sessions_fpath)
+    )
+    new_records = list_new_records(records, existing, redownload)
+    fibers = io.get_fiber_table(one, fibers_fpath=fibers_fpath)
+    ctx = CatalogContext(one=one, metadata=metadata, fiber_lookup=v.fiber_hemisphere_lookup(fibers))
+    rows, new_log, deferred = _query_records(new_records, ctx, progress)
+    queried = {str(r['id']) for r in new_records}
+    keep = existing[~existing['eid'].isin(queried)] if existing is not None else None
+    frames = [f for f in (keep, pd.DataFrame(rows)) if f is not None and len(f)]
+    catalog = (
+        _finalise(pd.concat(frames, ignore_index=True))
+        if frames
+        else _finalise(pd.DataFrame(columns=CATALOG_COLUMNS[:-2]))
+    )
+    old_log = util.read_log(log_fpath) if existing is not None else util.empty_log()
+    log = util.concat_logs([old_log[~old_log['eid'].isin(queried)], new_log])
+    util.df2pqt(catalog, sessions_fpath)
+    util.write_log(log, log_fpath)
+    result = CatalogResult(catalog, log, len(records), len(new_records), deferred)
+    if extended_qc:
+        qc_log = []
+        result.qc = _extended_qc_table(catalog, ctx, qc_log, progress)
+        util.df2pqt(result.qc, qc_fpath)
+    return result

@@ -1,0 +1,41 @@
+"""Argument parsing shared by the stage scripts."""
+
+import argparse
+import os
+import sys
+
+from iblnm import config
+
+
+def stage_parser(doc, parallel=True):
+    """An ArgumentParser described by the script's docstring, with the executor options."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if parallel:
+        parser.add_argument('--workers', type=int, default=1, help='local worker processes')
+        parser.add_argument('--scheduler', default=None,
+                            help='address of a running Dask distributed scheduler')  # fmt: skip
+    return parser
+
+
+def require_catalog():
+    """Return 1 (and say why) when the catalog does not exist yet, else 0."""
+    if config.SESSIONS_FPATH.exists():
+        return 0
+    print(
+        f'{config.SESSIONS_FPATH} not found: run scripts/query_database.py first', file=sys.stderr
+    )
+    return 1
+
+
+def exit_now(code):
+    """Flush the standard streams and end the process with ``code``, skipping teardown.
+
+    Every output is written and closed (atomically) before a script returns. At interpreter
+    teardown a native thread pool of a dependency occasionally aborts the process ("terminate
+    called without an active exception", about 1 run in 12 of ``run_pipeline.py --only
+    query_database``), which turned finished runs into failures; ``os._exit`` skips that
+    teardown.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(code or 0))

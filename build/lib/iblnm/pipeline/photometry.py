@@ -1,0 +1,153 @@
+"""Stage 2, photometry: load → validate → QC → preprocess → responses → HDF5, per session.
+
+Tiers (what stops a session, what is only logged):
+
+=====================================================  ==========================
+step                                                   on failure
+=====================================================  ==========================
+load trials and photometry                             fatal
+validate_trials_in_photometry_time                     fatal
+run_raw_qc, validate_qc (band inversions, early frames) fatal (QCValidationError)
+run_sliding_qc                                         fatal
+validate_few_unique_samples                            logged only
+preprocess                                             fatal
+validate_n_trials                                      fatal: no responses
+validate_event_completeness                            logged; incomplete events dropped
+extract_responses                                      logged
+=====================================================  ==========================
+
+Every processed session gets an HDF5 file (written atomically once, at the end) with
+its metadata, its errors and whatever data it reached, so the file's existence means
+"done" and a killed run resumes where it stopped. The stage tables
+(``qc_photometry.pqt``, ``photometry_log.pqt``) are assembled by the parent from the
+sessions' results and, for sessions done earlier, from their HDF5 files.
+"""
+
+from pathlib import Path
+
+from iblnm import config, h5, util
+from iblnm import validation as v
+from iblnm.data import PhotometrySession
+from iblnm.pipeline.stage import (
+    SessionOutcome,
+    StageResult,
+    failed,
+    gather,
+    make_jobs,
+    run_jobs,
+    stage_sessions,
+)
+
+STAGE = 'photometry'
+
+
+def _run_tiers(ps):
+    """Run the tiers on a session; raise on a fatal failure, log the non-fatal ones."""
+    ps.load_trials()
+    ps.load_photometry()
+    ps.validate_trials_in_photometry_time()
+    ps.run_raw_qc()
+    ps.validate_qc()
+    ps.run_sliding_qc()
+    try:
+        ps.validate_few_unique_samples()
+    except v.FewUniqueSamples as error:
+        ps.log_error(error)
+    ps.preprocess()
+    ps.validate_n_trials()
+    events = list(config.RESPONSE_EVENTS)
+    try:
+        ps.validate_event_completeness()
+    except v.IncompleteEventTimes as error:
+        ps.log_error(error)
+        events = [e for e in events if e not in error.missing_events]
+    try:
+        ps.extract_responses(events=events)
+    except Exception as error:  # noqa: BLE001 - responses failing must not lose the signal
+        ps.log_error(error)
+
+
+def process_session(job):
+    """Process one session; never raises. ``job = (row dict, Connection, {'h5_dir': ...})``."""
+    row, connection, options = job
+    eid = str(row['eid'])
+    try:
+        ps = PhotometrySession(row, one=connection.connect(), h5_dir=options['h5_dir'])
+    except Exception as error:  # noqa: BLE001 - e.g. InvalidEid: nothing may be written
+        return failed(eid, error)
+    fatal = None
+    try:
+        _run_tiers(ps)
+    except Exception as error:  # noqa: BLE001 - every failure becomes a typed log row
+        ps.log_error(error)
+        fatal = type(error).__name__
+    try:
+        ps.save_h5(mode='w')
+    except Exception as error:  # noqa: BLE001
+        ps.log_error(error)
+        fatal = fatal or type(error).__name__
+    qc = ps.qc.to_dict('records') if ps._qc_rows else []
+    return SessionOutcome(eid, rows=qc, errors=list(ps.errors), fatal=fatal)
+
+
+def outcome_from_h5(eid, h5_dir):
+    """Rebuild a finished session's outcome from its HDF5 file (for resumed runs)."""
+    data = h5.load_h5(Path(h5_dir) / f'{eid}.h5', groups=['errors', 'photometry'], parts=('qc',))
+    qc = [row for part in data.get('photometry', {}).values() if 'qc' in part
+          for row in part['qc'].to_dict('records')]  # fmt: skip
+    errors = data['errors'].to_dict('records') if 'errors' in data else []
+    return SessionOutcome(eid, rows=qc, errors=errors)
+
+
+QC_TABLE_COLUMNS = [
+    'eid', 'brain_region', 'band',
+    *config.QC_SLIDING_METRICS, *config.QC_RAW_METRICS, *config.QC_PREPROCESSING,
+]  # fmt: skip
+
+
+def order_qc_columns(qc):
+    """QC table with the columns in :data:`QC_TABLE_COLUMNS` order (unknown ones last).
+
+    Metrics are float64 (counts included: NaN where a metric could not be computed), so the
+    table is the same whether its rows were computed now or read back from HDF5 files.
+    """
+    known = [c for c in QC_TABLE_COLUMNS if c in qc.columns]
+    qc = qc[known + [c for c in qc.columns if c not in known]]
+    metrics = [c for c in qc.columns if c not in ('eid', 'brain_region', 'band')]
+    return qc.astype(dict.fromkeys(metrics, 'float64'))
+
+
+def is_done(eid, h5_dir):
+    """True when the session has a readable HDF5 file written by this stage."""
+    try:
+        return 'errors' in h5.h5_groups(Path(h5_dir) / f'{eid}.h5')
+    except v.CorruptH5:
+        return False
+
+
+def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, scheduler=None,
+                         h5_dir=config.SESSIONS_H5_DIR, qc_fpath=config.QCPHOTOMETRY_FPATH,
+                         log_fpath=config.PHOTOMETRY_LOG_FPATH,
+                         sessions_fpath=config.SESSIONS_FPATH,
+                         upstream_logs=(config.QUERY_DATABASE_LOG_FPATH,),
+                         progress=True):  # fmt: skip
+    """Run the photometry stage over the catalog and write its tables atomically.
+
+    Sessions with a readable HDF5 file are skipped unless ``redo``; their QC rows and
+    errors are read back from the file so the tables always cover every session.
+    """
+    one, selected = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
+                                   blockers=config.PHOTOMETRY_BLOCKERS, redo=redo)  # fmt: skip
+    eids = list(selected['eid'])
+    util.remove_stale_temporaries(h5_dir)  # left by a killed run; never read as valid
+    done = set() if redo else {e for e in eids if is_done(e, h5_dir)}
+    jobs = make_jobs(selected[~selected['eid'].isin(done)], one, {'h5_dir': str(h5_dir)})
+    outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
+    previous = [outcome_from_h5(e, h5_dir) for e in eids if e in done]
+    position = {eid: i for i, eid in enumerate(eids)}  # catalog order, whatever finished first
+    everything = sorted(outcomes + previous, key=lambda o: position[o.eid])
+    qc, log = gather(everything)
+    qc = order_qc_columns(qc)
+    util.df2pqt(qc, qc_fpath)
+    util.write_log(log, log_fpath)
+    return StageResult(STAGE, outcomes, len(eids), qc, log, n_skipped=len(done))

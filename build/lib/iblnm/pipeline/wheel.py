@@ -1,0 +1,58 @@
+"""Stage 4, wheel: per-trial wheel velocity appended to each session's HDF5 file.
+
+Per session with an HDF5 file (else MissingH5): read its trials, load the wheel,
+cut the velocity from stimOn to feedback at 100 Hz (float32, NaN-padded to the longest
+trial) and append the ``wheel/`` group. Writes ``metadata/wheel_log.pqt``.
+"""
+
+from pathlib import Path
+
+from iblnm import config, util
+from iblnm import validation as v
+from iblnm.data import PhotometrySession
+from iblnm.pipeline.stage import (
+    SessionOutcome,
+    StageResult,
+    failed,
+    gather,
+    make_jobs,
+    run_jobs,
+    stage_sessions,
+)
+
+STAGE = 'wheel'
+
+
+def process_session(job):
+    """Append the wheel group to one session's HDF5 file; never raises."""
+    row, connection, options = job
+    eid = str(row['eid'])
+    try:
+        ps = PhotometrySession(row, one=connection.connect(), h5_dir=options['h5_dir'])
+        if not Path(ps.h5_path).exists():
+            raise v.MissingH5(f'{eid}.h5 not found: run scripts/photometry.py first')
+        ps.load_h5(groups=['trials'])
+        if ps.trials is None:
+            raise v.MissingExtractedData('no trials in the HDF5 file')
+        ps.load_wheel()
+        velocity = ps.extract_wheel_velocity()
+        ps.save_h5(groups=['wheel'])
+    except Exception as error:  # noqa: BLE001 - every failure becomes a typed log row
+        return failed(eid, error)
+    n_samples = velocity['velocity'].shape[1]
+    return SessionOutcome(
+        eid, rows=[{'eid': eid, 'n_trials': len(ps.trials), 'n_samples': n_samples}]
+    )
+
+
+def run_wheel_stage(one=None, catalog=None, workers=1, scheduler=None,
+                    h5_dir=config.SESSIONS_H5_DIR, log_fpath=config.WHEEL_LOG_FPATH,
+                    sessions_fpath=config.SESSIONS_FPATH, progress=True):  # fmt: skip
+    """Run the wheel stage over the analysable sessions; always writes the log."""
+    one, selected = stage_sessions(one, catalog, sessions_fpath)
+    util.remove_stale_temporaries(h5_dir)
+    jobs = make_jobs(selected, one, {'h5_dir': str(h5_dir)})
+    outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
+    table, log = gather(outcomes)
+    util.write_log(log, log_fpath)
+    return StageResult(STAGE, outcomes, len(selected), table, log)

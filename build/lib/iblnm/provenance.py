@@ -1,0 +1,192 @@
+"""Where outputs came from: the data source, the iblnm version and a hash of the parameters.
+
+Every stage table (parquet key-value metadata, key ``iblnm``) and every session HDF5 file
+(root attributes) carries the same record::
+
+    {'iblnm_version': '0.2.0', 'schema_version': 2,
+     'source': 'demo' | 'local' | 'alyx', 'source_location': path or base URL,
+     'params_hash': 'sha256 of the processing parameters (first 16 hex digits)'}
+
+An output root remembers the record of its first run (``metadata/provenance.json``). A
+later run on another source or with other parameters stops with
+:class:`iblnm.validation.ProvenanceMismatch` before writing anything, so simulated and real
+sessions, or outputs of two parameter sets, never mix; ``--redo`` (``allow_change=True``)
+adopts the new record and reprocesses.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from iblnm import config
+from iblnm import validation as v
+
+SCHEMA_VERSION = 2  # 1: the layout of the original iblnm; 2: + provenance attributes
+METADATA_KEY = 'iblnm'
+# config constants whose values change what the stages compute (prefix match, so new
+# thresholds and parameter sets are covered without listing them here)
+PARAM_PREFIXES = (
+    'PREPROCESSING',
+    'QC_',
+    'RESPONSE',
+    'BASELINE',
+    'TARGET_FS',
+    'WHEEL_FS',
+    'MIN_',
+    'PHOTOMETRY_',
+    'EARLY_',
+    'N_UNIQUE',
+    'ARTEFACT',
+    'FLOOR',
+    'DARK',
+    'VERDICT',
+    'EVENT',
+    'KERNEL',
+    'ANALYSIS_QC',
+    'REQUIRED_',
+    'VIDEO_',
+    'LENGTH_MISMATCH',
+)
+_CURRENT = {}  # the record of the run in progress (set by :func:`start_run`)
+_BANNER_SHOWN = []
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {
+            str(k): _jsonable(val) for k, val in sorted(value.items(), key=lambda kv: str(kv[0]))
+        }
+    if isinstance(value, list | tuple):
+        return [_jsonable(val) for val in value]
+    if isinstance(value, set | frozenset):
+        return sorted(_jsonable(val) for val in value)
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
+
+
+def processing_parameters():
+    """The config constants that change what the stages compute, as a JSON-able dict."""
+    return {
+        name: _jsonable(getattr(config, name))
+        for name in sorted(vars(config))
+        if name.isupper()
+        and name.startswith(PARAM_PREFIXES)
+        and not name.endswith(('_DIR', 'FPATH'))
+    }
+
+
+def params_hash(params=None):
+    """First 16 hex digits of the SHA-256 of the canonical JSON of ``params``."""
+    params = processing_parameters() if params is None else params
+    text = json.dumps(_jsonable(params), sort_keys=True, separators=(',', ':'))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def data_source(one):
+    """``(kind, location)`` of a ONE connection.
+
+    ``'alyx'`` with its base URL for a remote ONE; for a local cache ``'demo'`` when the
+    cache was written by iblnm's simulator (it holds ``ground_truth/manifest.json``), else
+    ``'local'``; the location is the resolved cache path.
+    """
+    from iblnm.io import is_local
+
+    if not is_local(one):
+        return 'alyx', str(getattr(one.alyx, 'base_url', 'unknown'))
+    cache = Path(getattr(one, 'cache_dir', '') or '.').resolve()
+    simulated = (cache / config.GROUND_TRUTH_DIRNAME / 'manifest.json').exists()
+    return ('demo' if simulated else 'local'), str(cache)
+
+
+def make_record(one):
+    """The provenance record of a run on ``one`` with the current parameters."""
+    from iblnm import __version__
+
+    kind, location = data_source(one)
+    return {
+        'iblnm_version': __version__,
+        'schema_version': SCHEMA_VERSION,
+        'source': kind,
+        'source_location': location,
+        'params_hash': params_hash(),
+    }
+
+
+def record_fpath(metadata_dir):
+    """``{metadata_dir}/provenance.json``: the record of an output root's first run."""
+    return Path(metadata_dir) / 'provenance.json'
+
+
+def check_output_root(record, metadata_dir, allow_change=False):
+    """Stop when an output root already holds outputs of another source or parameter set.
+
+    Parameters
+    ----------
+    record : dict
+        From :func:`make_record`.
+    metadata_dir : path
+        The output root's ``metadata/`` folder (where the catalog lives). The first run
+        writes ``provenance.json`` there; with ``allow_change`` (``--redo``) a differing
+        record replaces it.
+
+    Raises
+    ------
+    iblnm.validation.ProvenanceMismatch
+        Naming what differs and how to proceed.
+    """
+    fpath = record_fpath(metadata_dir)
+    if fpath.exists():
+        held = json.loads(fpath.read_text())
+        differ = [
+            k for k in ('source', 'source_location', 'params_hash') if held.get(k) != record.get(k)
+        ]
+        if not differ:
+            return held
+        if not allow_change:
+            detail = '; '.join(f'{k}: {held.get(k)!r} there, {record.get(k)!r} now' for k in differ)
+            raise v.ProvenanceMismatch(
+                f'{fpath.parent} holds outputs of another run ({detail}). Use another output '
+                'root (IBLNM_ROOT), or --redo to reprocess everything with this source and '
+                'these parameters.'
+            )
+    from iblnm.util import atomic_write
+
+    atomic_write(fpath, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    return record
+
+
+def start_run(one, metadata_dir=None, allow_change=False, banner=True):
+    """Begin a stage: make the record, check the output root, remember it for the writers.
+
+    ``metadata_dir`` None (a stage called on an in-memory catalog) skips the root check.
+    The simulated-data banner is printed once per process.
+    """
+    record = make_record(one)
+    if metadata_dir is not None:
+        check_output_root(record, metadata_dir, allow_change=allow_change)
+    _CURRENT.clear()
+    _CURRENT.update(record)
+    if banner and record['source'] == 'demo' and not _BANNER_SHOWN:
+        _BANNER_SHOWN.append(True)
+        print(
+            '*** DATA SOURCE: the SIMULATED demo dataset '
+            f'({record["source_location"]}); set IBLNM_ONE_CACHE to a real ONE cache or '
+            'configure ONE for Alyx to process real data ***',
+            flush=True,
+        )
+    return record
+
+
+def current():
+    """The record of the run in progress ({} outside a run)."""
+    return dict(_CURRENT)
+
+
+def read_table_record(fpath):
+    """The provenance record stored in a parquet file's metadata ({} when absent)."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(fpath).metadata or {}
+    raw = metadata.get(METADATA_KEY.encode())
+    return json.loads(raw) if raw else {}

@@ -1,0 +1,71 @@
+"""Signal kernels: pure numpy/scipy functions on arrays of times (s) and values.
+
+They know nothing about sessions, files or brain regions; ``iblnm.data`` feeds them.
+
+- :mod:`iblnm.signal.qc`: QC metrics vectorised over sliding windows.
+- :mod:`iblnm.signal.preprocess`: bleach correction, isosbestic regression, z-score, resampling.
+- :mod:`iblnm.signal.responses`: peri-event extraction, baseline, masking, magnitudes.
+"""
+
+from iblnm.signal.preprocess import (
+    PreprocessResult,
+    bleach_correct,
+    correct,
+    fit_exponential_decay,
+    fit_reference,
+    isosbestic_correct,
+    lowpass_baseline,
+    preprocess_isosbestic,
+    preprocess_single_band,
+    resample,
+    zscore,
+)
+from iblnm.signal.qc import (
+    aggregate_windows,
+    ar_score,
+    bleaching_tau,
+    detrend_windows,
+    iso_correlation,
+    median_absolute_deviance,
+    n_band_inversions,
+    n_early_samples,
+    n_unique_samples,
+    percentile_asymmetry,
+    percentile_distance,
+    sliding_qc,
+    sliding_windows,
+    window_starts,
+)
+from iblnm.signal.responses import mask_after, peri_event, response_magnitude, subtract_baseline
+
+__all__ = [
+    'PreprocessResult',
+    'aggregate_windows',
+    'ar_score',
+    'bleach_correct',
+    'bleaching_tau',
+    'correct',
+    'detrend_windows',
+    'fit_exponential_decay',
+    'fit_reference',
+    'iso_correlation',
+    'isosbestic_correct',
+    'lowpass_baseline',
+    'mask_after',
+    'median_absolute_deviance',
+    'n_band_inversions',
+    'n_early_samples',
+    'n_unique_samples',
+    'peri_event',
+    'percentile_asymmetry',
+    'percentile_distance',
+    'preprocess_isosbestic',
+    'preprocess_single_band',
+    'resample',
+    'response_magnitude',
+    'sliding_qc',
+    'sliding_windows',
+    'subtract_baseline',
+    'window_starts',
+    'zscore',
+]

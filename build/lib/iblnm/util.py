@@ -1,0 +1,334 @@
+"""Table utilities: atomic parquet I/O, schema enforcement, error logs, catalog derivations."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from iblnm import config, provenance
+from iblnm.validation import (
+    LOG_COLUMNS,
+    InvalidSessionLength,
+    InvalidSessionType,
+    InvalidTargetNM,
+    TrueDuplicateSession,
+    exception_logger,
+    strip_hemisphere_suffix,
+)
+
+
+# ---------------------------------------------------------------------------
+# Atomic file writes
+# ---------------------------------------------------------------------------
+def atomic_write(fpath, write_fn, suffix=None):
+    """Write a file atomically: ``write_fn(tmp_path)`` then rename over ``fpath``.
+
+    A run killed mid-write leaves at most a stray ``*.tmp`` file, never a half-written
+    output under the final name.
+    """
+    fpath = Path(fpath)
+    fpath.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=fpath.parent, prefix=f'.{fpath.name}.', suffix=suffix or '.tmp')
+    os.close(fd)
+    try:
+        write_fn(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; use the usual permissions
+        os.replace(tmp, fpath)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fpath
+
+
+def remove_stale_temporaries(directory, pattern='.*.tmp'):
+    """Delete temporary files left in ``directory`` by a killed :func:`atomic_write`.
+
+    Call at the start of a stage, before any worker writes (one run per output directory).
+    Returns the number of files removed.
+    """
+    stale = list(Path(directory).glob(pattern)) if Path(directory).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _is_list_value(value):
+    return isinstance(value, list | tuple | np.ndarray)
+
+
+def _stringify_mixed_columns(df):
+    """Convert object columns that mix scalar types to str (lists and NAs are kept)."""
+    df = df.copy()
+    for col in df.select_dtypes(include=object).columns:
+        values = df[col]
+        if values.map(_is_list_value).any():
+            df[col] = values.map(lambda v: list(v) if _is_list_value(v) else v)
+            continue
+        kinds = {type(v) for v in values if not (v is None or (np.isscalar(v) and pd.isna(v)))}
+        if len(kinds) > 1:
+            df[col] = values.map(lambda v: v if v is None or pd.isna(v) else str(v))
+    return df
+
+
+def df2pqt(df, fpath, timestamp=None):
+    """Write a DataFrame to parquet atomically (``index=False``).
+
+    Object columns mixing scalar types are stored as strings; list columns stay lists.
+    With ``timestamp``, the file name gets a ``_{timestamp}`` suffix.
+    """
+    fpath = Path(fpath)
+    if timestamp:
+        fpath = fpath.with_name(f'{fpath.stem}_{timestamp}{fpath.suffix}')
+    table = _stringify_mixed_columns(df)
+    record = provenance.current()
+
+    def write(tmp):
+        arrow = pa.Table.from_pandas(table, preserve_index=False)
+        if record:  # the run's source, version and parameter hash (iblnm.provenance)
+            metadata = {**(arrow.schema.metadata or {}), b'iblnm': json.dumps(record).encode()}
+            arrow = arrow.replace_schema_metadata(metadata)
+        pq.write_table(arrow, tmp)
+
+    return atomic_write(fpath, write, suffix='.pqt.tmp')
+
+
+# ---------------------------------------------------------------------------
+# Schema
+# ---------------------------------------------------------------------------
+def enforce_schema(df, schema=config.SESSION_SCHEMA):
+    """Return a copy of ``df`` with every schema column present and list columns as lists.
+
+    Missing columns get the default (a fresh list per row for list columns); existing
+    list columns convert arrays/tuples to lists and anything else (NaN, None) to a fresh
+    copy of the default. Columns outside the schema are untouched.
+    """
+    df = df.copy()
+    for col, (dtype, default) in schema.items():
+        if dtype is list:
+            if col not in df:
+                df[col] = [list(default) for _ in range(len(df))]
+            else:
+                df[col] = [list(v) if _is_list_value(v) else list(default) for v in df[col]]
+        elif col not in df:
+            df[col] = default
+    return df
+
+
+# ---------------------------------------------------------------------------
+# Error logs
+# ---------------------------------------------------------------------------
+def empty_log():
+    """An empty error log with the :data:`LOG_COLUMNS`."""
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in LOG_COLUMNS})
+
+
+def concat_logs(logs):
+    """Stack logs (DataFrames or lists of entries), keeping exactly :data:`LOG_COLUMNS`."""
+    frames = []
+    for log in logs:
+        if log is None:
+            continue
+        frame = pd.DataFrame(log) if isinstance(log, list) else log
+        if len(frame):
+            frames.append(frame.reindex(columns=LOG_COLUMNS))
+    if not frames:
+        return empty_log()
+    return pd.concat(frames, ignore_index=True)[LOG_COLUMNS]
+
+
+def deduplicate_log(df):
+    """Drop duplicate (eid, error_type, error_message) rows."""
+    return df.drop_duplicates(subset=['eid', 'error_type', 'error_message'], ignore_index=True)
+
+
+def read_log(source):
+    """Read a log from a path (missing file -> empty log) or pass a DataFrame through."""
+    if isinstance(source, pd.DataFrame):
+        return source.reindex(columns=LOG_COLUMNS)
+    path = Path(source)
+    if not path.exists():
+        return empty_log()
+    return pd.read_parquet(path).reindex(columns=LOG_COLUMNS)
+
+
+def write_log(entries, fpath):
+    """Write log entries (list of dicts or DataFrame) atomically, even when empty."""
+    return df2pqt(concat_logs([entries]).astype(object), fpath)
+
+
+def collect_session_errors(df_sessions, log_sources):
+    """Attach ``logged_errors`` (list of error types per eid) from upstream logs.
+
+    Parameters
+    ----------
+    df_sessions : pandas.DataFrame
+        Must have an ``eid`` column.
+    log_sources : iterable of path or DataFrame
+        Missing files are ignored.
+    """
+    logs = deduplicate_log(concat_logs([read_log(s) for s in log_sources]))
+    per_eid = logs.groupby('eid')['error_type'].agg(list)
+    df = df_sessions.copy()
+    df['logged_errors'] = [list(per_eid.get(eid, [])) for eid in df['eid']]
+    return df
+
+
+# ---------------------------------------------------------------------------
+# Datasets
+# ---------------------------------------------------------------------------
+def has_dataset(session, name):
+    """True when ``name`` is in the session's ``datasets`` list."""
+    datasets = session.get('datasets')
+    return _is_list_value(datasets) and name in list(datasets)
+
+
+def has_dataset_category(session, category):
+    """True when any accepted path of the category is listed for the session."""
+    return any(has_dataset(session, p) for p in config.DATASET_CATEGORIES[category])
+
+
+def add_dataset_flags(df):
+    """Add one boolean ``has_{category}`` column per dataset category."""
+    df = df.copy()
+    for category in config.DATASET_CATEGORIES:
+        df[f'has_{category}'] = [has_dataset_category(row, category) for _, row in df.iterrows()]
+    return df
+
+
+# ---------------------------------------------------------------------------
+# Derived catalog fields
+# ---------------------------------------------------------------------------
+@exception_logger
+def get_session_type(session):
+    """Set ``session_type`` from ``task_protocol`` (``<type>ChoiceWorld`` or 'Histology')."""
+    protocol = session.get('task_protocol') or ''
+    *choice_types, last = config.SESSION_TYPES
+    matches = [t for t in choice_types if f'{t}ChoiceWorld' in protocol]
+    matches += [last] if 'Histology' in protocol else []
+    # neuroModulatorChoiceWorld is spelled with a capital M by some rig versions
+    if 'neuroModulatorChoiceWorld' in protocol and 'neuromodulator' not in matches:
+        matches.append('neuromodulator')
+    if not matches:
+        raise InvalidSessionType(f'{protocol!r} does not match any recognized session type')
+    if any(flag in protocol for flag in config.PROTOCOL_RED_FLAGS):
+        raise InvalidSessionType(f'{protocol!r} contains red flags {config.PROTOCOL_RED_FLAGS}')
+    if len(matches) > 1:
+        raise InvalidSessionType(f'{protocol!r} matches multiple session types {matches}')
+    session['session_type'] = matches[0]
+    return session
+
+
+def target_nm_labels(regions, nm):
+    """``['VTA-r', 'SNc']``, ``'DA'`` -> ``['VTA-DA', 'SNc-DA']`` (None for an empty region)."""
+    regions = list(regions) if _is_list_value(regions) else []
+    return [f'{strip_hemisphere_suffix(r)}-{nm}' if r else None for r in regions]
+
+
+@exception_logger
+def get_targetNM(session):  # noqa: N802 - name from the original API
+    """Set ``target_NM`` = bare region + '-' + NM per region (None for an empty region).
+
+    ``target_NM`` is assigned before validation so the parallel lists stay aligned;
+    any label outside ``VALID_TARGETNMS`` then raises :class:`InvalidTargetNM`.
+    """
+    targets = target_nm_labels(session.get('brain_region'), session.get('NM'))
+    session['target_NM'] = targets
+    invalid = [t for t in targets if t is not None and t not in config.VALID_TARGETNMS]
+    if invalid:
+        raise InvalidTargetNM(f'invalid target-NM(s): {", ".join(invalid)}')
+    return session
+
+
+@exception_logger
+def get_session_length(session):
+    """Set ``session_length`` (s) from ISO start/end times on the same calendar day."""
+    try:
+        start = pd.Timestamp(session.get('start_time'))
+        end = pd.Timestamp(session.get('end_time'))
+    except (ValueError, TypeError) as error:
+        raise InvalidSessionLength(f'cannot parse start/end time: {error}') from None
+    if pd.isna(start) or pd.isna(end):
+        raise InvalidSessionLength('start or end time missing')
+    if start.date() != end.date():
+        raise InvalidSessionLength(f'start {start} and end {end} fall on different days')
+    session['session_length'] = (end - start).total_seconds()
+    return session
+
+
+def add_day_and_session_numbers(df):
+    """Add ``day_n`` (days since the subject's first session) and ``session_n``.
+
+    ``session_n`` is the dense rank of the start time within the subject (1-based).
+    Always computed over the whole catalog passed in.
+    """
+    df = df.copy()
+    start = pd.to_datetime(df['start_time'], format='ISO8601')
+    day = start.dt.normalize()
+    first = day.groupby(df['subject']).transform('min')
+    df['day_n'] = (day - first).dt.days.astype(int)
+    df['session_n'] = start.groupby(df['subject']).rank(method='dense').astype(float)
+    return df
+
+
+def validate_parallel_lists(df, columns=config.PARALLEL_LIST_COLUMNS, verbose=True):
+    """Drop rows whose parallel list columns differ in length (a scalar counts as 1)."""
+
+    def length(v):
+        return len(v) if _is_list_value(v) else 1
+
+    lengths = np.array([[length(v) for v in df[c]] for c in columns])
+    ok = (lengths == lengths[0]).all(axis=0) if len(df) else np.array([], bool)
+    if verbose and (~ok).any():
+        print(f'validate_parallel_lists: dropped {(~ok).sum()} rows with mismatched lists')
+    return df[ok].copy()
+
+
+@exception_logger
+def resolve_duplicate_group(group, disqualifying_errors=None):
+    """Pick one session among sessions sharing (subject, day_n).
+
+    Rows whose ``logged_errors`` contain a disqualifying type are "bad". One good row
+    wins; none -> the first row; several -> :class:`TrueDuplicateSession` with the first
+    good row as ``fallback_row``.
+    """
+    if disqualifying_errors is None:
+        disqualifying_errors = {'MissingRawData', 'InsufficientTrials', 'TrialsNotInPhotometryTime'}
+    if len(group) == 1:
+        return group.iloc[0]
+    good = group[[not set(e).intersection(disqualifying_errors) for e in group['logged_errors']]]
+    if len(good) == 0:
+        return group.iloc[0]
+    if len(good) == 1:
+        return good.iloc[0]
+    raise TrueDuplicateSession(
+        f'{len(good)} valid sessions for {group["subject"].iloc[0]} on one day',
+        fallback_row=good.iloc[0],
+    )
+
+
+def clean_sessions(
+    df,
+    exclude_subjects=config.SUBJECTS_TO_EXCLUDE,
+    exclude_session_types=config.EXCLUDE_SESSION_TYPES,
+    verbose=True,
+):
+    """Drop excluded subjects and session types, printing how many were removed."""
+    keep_subject = ~df['subject'].isin(exclude_subjects)
+    keep_type = ~df['session_type'].isin(exclude_session_types)
+    if verbose:
+        print(
+            f'clean_sessions: {(~keep_subject).sum()} excluded subjects, '
+            f'{(keep_subject & ~keep_type).sum()} excluded session types'
+        )
+    return df[keep_subject & keep_type].copy()

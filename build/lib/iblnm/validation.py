@@ -1,0 +1,484 @@
+"""Typed exceptions, the error-log entry, ``exception_logger`` and the catalog validators.
+
+Every failure the pipeline can meet has its own exception class; a stage catches it,
+turns it into one log entry (eid, error_type, error_message, traceback) and goes on
+with the next session. Validators raise on failure and return ``None`` on success.
+"""
+
+import functools
+import re
+import traceback as tb
+import uuid
+
+import numpy as np
+import pandas as pd
+
+from iblnm import config
+
+LOG_COLUMNS = ['eid', 'error_type', 'error_message', 'traceback']
+
+
+# ---------------------------------------------------------------------------
+# Exceptions
+# ---------------------------------------------------------------------------
+class IblnmError(Exception):
+    """Base class of every typed iblnm error."""
+
+
+# Metadata (catalog) errors
+class InvalidSubject(IblnmError):
+    """The subject is in the exclusion list."""
+
+
+class InvalidStrain(IblnmError):
+    """The subject's strain is not a valid strain."""
+
+
+class InvalidLine(IblnmError):
+    """The subject's line is not a valid line."""
+
+
+class InvalidNeuromodulator(IblnmError):
+    """The neuromodulator could not be determined from strain or line."""
+
+
+class InvalidBrainRegion(IblnmError):
+    """A recorded brain region is not a valid target."""
+
+
+class MissingBrainRegion(IblnmError):
+    """No brain region is known for the session."""
+
+
+class MissingHemisphere(IblnmError):
+    """No hemisphere is known for the session."""
+
+
+class HemisphereMismatch(IblnmError):
+    """The region's hemisphere suffix disagrees with the fiber coordinates."""
+
+
+class MissingInsertion(IblnmError):
+    """No fiber insertion is known for a (subject, region) pair."""
+
+
+class MissingHemiSuffix(IblnmError):
+    """A region has no hemisphere and none can be inferred."""
+
+
+class DataNotListed(IblnmError):
+    """A required dataset category is absent from the session's datasets."""
+
+
+class InvalidSessionType(IblnmError):
+    """The task protocol does not map to exactly one session type."""
+
+
+class InvalidTargetNM(IblnmError):
+    """A region-neuromodulator label is not a valid target-NM."""
+
+
+class InvalidSessionLength(IblnmError):
+    """Start and end time fall on different days (or cannot be parsed)."""
+
+
+class InvalidEid(IblnmError):
+    """An eid is not a UUID string (it would be unsafe as a file name)."""
+
+
+class TrueDuplicateSession(IblnmError):
+    """Several valid sessions share a subject and day."""
+
+    def __init__(self, msg, fallback_row=None):
+        super().__init__(msg)
+        self.fallback_row = fallback_row
+
+
+# Data errors
+class MissingExtractedData(IblnmError):
+    """Raw data exist but the extracted dataset does not."""
+
+
+class MissingRawData(IblnmError):
+    """Neither raw nor extracted data exist."""
+
+
+class MissingResponses(IblnmError):
+    """No peri-event responses are available."""
+
+
+class MissingH5(IblnmError):
+    """The session's HDF5 file does not exist (run the photometry stage first)."""
+
+
+class ProvenanceMismatch(IblnmError):
+    """An output root holds outputs of another data source or parameter set."""
+
+
+class CorruptH5(IblnmError):
+    """The session's HDF5 file cannot be read (truncated or corrupt)."""
+
+
+class InsufficientTrials(IblnmError):
+    """Fewer trials than ``config.MIN_NTRIALS``."""
+
+
+class BlockStructureBug(IblnmError):
+    """The probabilityLeft block structure is implausible."""
+
+
+class MissingBlockInfo(IblnmError):
+    """The block structure cannot be checked against the session settings."""
+
+
+class IncompleteEventTimes(IblnmError):
+    """Event times are missing or mostly NaN."""
+
+    def __init__(self, missing_events):
+        self.missing_events = list(missing_events)
+        super().__init__(f'Incomplete events: {", ".join(self.missing_events)}')
+
+
+class TrialsNotInPhotometryTime(IblnmError):
+    """Trials start before or end after the photometry recording."""
+
+
+class BandInversion(IblnmError):
+    """The GCaMP/isosbestic frame alternation is broken."""
+
+
+class EarlySamples(IblnmError):
+    """Frames arrived earlier than the frame clock allows."""
+
+
+class FewUniqueSamples(IblnmError):
+    """A channel has too few unique values (dead, clipped or saturated)."""
+
+
+class QCValidationError(IblnmError):
+    """One or more raw QC checks failed."""
+
+
+class AmbiguousRegionMapping(IblnmError):
+    """Photometry columns cannot be mapped to the session's brain regions."""
+
+
+# Video errors
+class MissingVideoTimestamps(IblnmError):
+    """Camera timestamps are missing."""
+
+
+class VideoLengthError(IblnmError):
+    """Video and session lengths differ by more than the threshold."""
+
+
+class VideoTimestampsQCError(IblnmError):
+    """Video timestamps QC did not pass."""
+
+
+class VideoDroppedFramesQCError(IblnmError):
+    """Video dropped-frames QC did not pass."""
+
+
+class VideoPinStateQCError(IblnmError):
+    """Video pin-state QC did not pass."""
+
+
+# ---------------------------------------------------------------------------
+# Log entries and the decorator
+# ---------------------------------------------------------------------------
+_SECRET_PATTERNS = [
+    # "Authorization: Token abc", "Authorization=Bearer abc"
+    (re.compile(r'(?i)\b(authorization)\s*[:=]\s*(?:token|bearer|basic)?\s*[^\s"\',}]+'),
+     r'\1: <redacted>'),
+    # "Token abc.def", "Bearer abc"
+    (re.compile(r'(?i)\b(token|bearer)\s+[A-Za-z0-9._\-]{8,}'), r'\1 <redacted>'),
+    # password=..., "token": "...", secret: ...
+    (re.compile(r'(?i)(["\']?\b(?:password|passwd|token|secret|api_key)["\']?\s*[:=]\s*["\']?)'
+                r'[^\s"\',}]+'), r'\1<redacted>'),
+]  # fmt: skip
+
+
+def redact(text):
+    """Remove credentials (tokens, passwords) from a message before it is logged.
+
+    Lone surrogates (undecodable file names) are escaped, so every log row is valid UTF-8 for
+    parquet and HDF5.
+    """
+    if text is None:
+        return None
+    text = str(text).encode('utf-8', 'backslashreplace').decode('utf-8')
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def make_log_entry(eid, error=None, error_type=None, error_message=None):
+    """Build one error-log entry.
+
+    Parameters
+    ----------
+    eid : str
+    error : Exception, optional
+        Takes precedence: type name, message and the current traceback are recorded.
+    error_type, error_message : str, optional
+        Explicit strings (traceback None) when no exception object exists.
+
+    Returns
+    -------
+    dict
+        Keys :data:`LOG_COLUMNS`. Credentials are redacted from message and traceback.
+    """
+    if error is not None:
+        trace = ''.join(tb.format_exception(type(error), error, error.__traceback__))
+        return {
+            'eid': eid,
+            'error_type': type(error).__name__,
+            'error_message': redact(str(error)),
+            'traceback': redact(trace),
+        }
+    if error_type is not None:
+        return {
+            'eid': eid,
+            'error_type': error_type,
+            'error_message': redact(error_message),
+            'traceback': None,
+        }
+    raise ValueError('make_log_entry needs an error or an error_type')
+
+
+def exception_logger(func):
+    """Decorate ``func(series, *args, **kwargs)`` with an optional ``exlog`` keyword.
+
+    With ``exlog=None`` exceptions propagate. With a list, an exception is appended to
+    it as a log entry and the input is returned unchanged (for a DataFrame input from a
+    groupby-apply, the exception's ``fallback_row`` or the first row), so that
+    ``df.apply(f, axis='columns', exlog=log)`` goes on past bad rows.
+    """
+
+    @functools.wraps(func)
+    def wrapper(series, *args, exlog=None, **kwargs):
+        if exlog is None:
+            return func(series, *args, **kwargs)
+        try:
+            return func(series, *args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - logging every failure is the point
+            if isinstance(series, pd.DataFrame):
+                eid = series['eid'].iloc[0] if len(series) and 'eid' in series else 'unknown'
+                exlog.append(make_log_entry(eid, error=error))
+                fallback = getattr(error, 'fallback_row', None)
+                if fallback is not None:
+                    return fallback
+                return series.iloc[0] if len(series) else series
+            eid = series.get('eid', 'unknown') if hasattr(series, 'get') else 'unknown'
+            exlog.append(make_log_entry(eid, error=error))
+            return series
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------
+# Eids
+# ---------------------------------------------------------------------------
+def validate_eid(eid):
+    """Return ``eid`` as a canonical UUID string or raise :class:`InvalidEid`.
+
+    Used before an eid names a file or folder, so that e.g. ``'../x'`` can never
+    escape the output directory.
+    """
+    text = str(eid)
+    try:
+        parsed = uuid.UUID(text)
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidEid(f'eid {text[:80]!r} is not a UUID') from None
+    if str(parsed) != text.lower():
+        raise InvalidEid(f'eid {text[:80]!r} is not a canonical UUID string')
+    return str(parsed)
+
+
+# ---------------------------------------------------------------------------
+# Catalog validators (take a session Series, return None or raise)
+# ---------------------------------------------------------------------------
+def _is_listlike(value):
+    return isinstance(value, list | tuple | np.ndarray)
+
+
+def strip_hemisphere_suffix(region):
+    """``'VTA-r'`` -> ``'VTA'``; names without a ``-l``/``-r`` suffix are returned unchanged."""
+    region = str(region)
+    return region[:-2] if re.search(r'-[lr]$', region) else region
+
+
+@exception_logger
+def validate_subject(session):
+    """Raise :class:`InvalidSubject` when the subject is excluded."""
+    if session['subject'] in config.SUBJECTS_TO_EXCLUDE:
+        raise InvalidSubject(f'subject {session["subject"]} is in SUBJECTS_TO_EXCLUDE')
+
+
+@exception_logger
+def validate_strain(session):
+    """Raise :class:`InvalidStrain` when the strain is not in ``config.VALID_STRAINS``."""
+    if session.get('strain') not in config.VALID_STRAINS:
+        raise InvalidStrain(f'invalid strain {session.get("strain")!r}')
+
+
+@exception_logger
+def validate_line(session):
+    """Raise :class:`InvalidLine` when the line is not in ``config.VALID_LINES``."""
+    if session.get('line') not in config.VALID_LINES:
+        raise InvalidLine(f'invalid line {session.get("line")!r}')
+
+
+@exception_logger
+def validate_neuromodulator(session):
+    """Raise :class:`InvalidNeuromodulator` when NM is not a valid neuromodulator."""
+    if session.get('NM') not in config.VALID_NEUROMODULATORS:
+        raise InvalidNeuromodulator(f'could not determine NM (got {session.get("NM")!r})')
+
+
+@exception_logger
+def validate_brain_region(session):
+    """Raise when the region list is empty or names a region outside ``VALID_TARGETS``."""
+    regions = session.get('brain_region')
+    if not _is_listlike(regions) or len(regions) == 0:
+        raise MissingBrainRegion('no brain region listed')
+    invalid = [r for r in regions if strip_hemisphere_suffix(r) not in config.VALID_TARGETS]
+    if invalid:
+        raise InvalidBrainRegion(f'invalid brain region(s): {", ".join(map(str, invalid))}')
+
+
+def fiber_side(x_ml_um):
+    """Hemisphere of a fiber from its ML coordinate (µm): > 0 left, < 0 right, 0 midline ('')."""
+    if x_ml_um is None or not np.isfinite(x_ml_um):
+        return None
+    return 'l' if x_ml_um > 0 else ('r' if x_ml_um < 0 else '')
+
+
+def fiber_hemisphere_lookup(fibers):
+    """Map (subject, targeted_region) -> hemisphere from a fibers table.
+
+    Parameters
+    ----------
+    fibers : pandas.DataFrame
+        Columns ``subject``, ``targeted_region``, ``X-ml_um`` (µm, > 0 = left).
+
+    Returns
+    -------
+    dict
+        ``{(subject, bare_region): 'l' | 'r' | '' | None}``; None when the subject has
+        fibers in that region in both hemispheres (ambiguous).
+    """
+    lookup = {}
+    if fibers is None or len(fibers) == 0:
+        return lookup
+    for (subject, region), grp in fibers.groupby(['subject', 'targeted_region']):
+        sides = {fiber_side(x) for x in grp['X-ml_um']}
+        key = (subject, strip_hemisphere_suffix(region))
+        lookup[key] = sides.pop() if len(sides) == 1 else None
+    return lookup
+
+
+def fill_hemisphere_from_fiber_insertion_table(session, fiber_lookup=None):
+    """Fill ``None`` hemisphere entries from the fiber lookup; never overwrite a value.
+
+    Returns a copy of the session.
+    """
+    session = session.copy()
+    regions = session.get('brain_region')
+    hemis = session.get('hemisphere')
+    if not _is_listlike(regions) or not _is_listlike(hemis) or not fiber_lookup:
+        return session
+    filled = list(hemis)
+    for i, (region, hemi) in enumerate(zip(regions, hemis)):
+        if hemi is None:
+            filled[i] = fiber_lookup.get((session['subject'], strip_hemisphere_suffix(region)))
+    session['hemisphere'] = filled
+    return session
+
+
+@exception_logger
+def validate_hemisphere(session, fiber_lookup=None):
+    """Check each (region, hemisphere) pair against the fiber insertions.
+
+    Raises :class:`MissingHemisphere` for an empty list, :class:`HemisphereMismatch` when
+    the hemisphere and the fiber's side are both known and differ,
+    :class:`MissingInsertion` when no fiber side is known and :class:`MissingHemiSuffix`
+    when the hemisphere is unknown.
+    """
+    hemis = session.get('hemisphere')
+    regions = session.get('brain_region')
+    if not _is_listlike(hemis) or len(hemis) == 0:
+        raise MissingHemisphere('no hemisphere listed')
+    lookup = fiber_lookup or {}
+    for region, hemi in zip(regions, hemis):
+        key = (session['subject'], strip_hemisphere_suffix(region))
+        side = lookup.get(key)  # None: unknown or fibers in both hemispheres
+        if hemi not in (None, '') and side not in (None, '') and hemi != side:
+            raise HemisphereMismatch(
+                f'{region}: hemisphere {hemi!r} but the fiber is in {side!r} (X-ml_um)'
+            )
+        if key not in lookup:
+            raise MissingInsertion(f'no fiber insertion known for {session["subject"]} {region}')
+        if hemi is None:
+            raise MissingHemiSuffix(f'{region} has no hemisphere')
+
+
+@exception_logger
+def validate_datasets(session, categories=config.REQUIRED_DATASET_CATEGORIES):
+    """Raise :class:`DataNotListed` naming every required category with no listed dataset."""
+    datasets = session.get('datasets')
+    listed = set(datasets) if _is_listlike(datasets) else set()
+    missing = [cat for cat in categories if not listed.intersection(config.DATASET_CATEGORIES[cat])]
+    if missing:
+        raise DataNotListed(f'missing dataset categories: {", ".join(missing)}')
+
+
+@exception_logger
+def validate_video_length(session):
+    """Raise :class:`VideoLengthError` when video - session length >= the threshold (s)."""
+    discrepancy = session.get('length_discrepancy')
+    if discrepancy is not None and np.isfinite(discrepancy):
+        if discrepancy >= config.LENGTH_MISMATCH_THRESHOLD:
+            raise VideoLengthError(
+                f'video is {discrepancy:.1f} s longer than the session '
+                f'(threshold {config.LENGTH_MISMATCH_THRESHOLD} s)'
+            )
+
+
+@exception_logger
+def validate_video_covers_session(session):
+    """Raise :class:`VideoLengthError` when the video is shorter than the session by
+    ``LENGTH_MISMATCH_THRESHOLD`` s or more (the camera stopped or started late).
+
+    The original checks only the other direction (:func:`validate_video_length`, video longer
+    than the session); a video that misses minutes of the task is at least as unusable.
+    """
+    discrepancy = session.get('length_discrepancy')
+    if discrepancy is not None and np.isfinite(discrepancy):
+        if -discrepancy >= config.LENGTH_MISMATCH_THRESHOLD:
+            raise VideoLengthError(
+                f'video is {-discrepancy:.1f} s shorter than the session '
+                f'(threshold {config.LENGTH_MISMATCH_THRESHOLD} s)'
+            )
+
+
+def _video_qc_validator(column, error_class):
+    @exception_logger
+    def validator(session):
+        value = session.get(column)
+        if value != 'PASS':
+            raise error_class(f'{column} = {value}')
+
+    validator.__name__ = f'validate_{column.removeprefix("qc_videoLeft_")}_qc'
+    validator.__doc__ = f'Raise :class:`{error_class.__name__}` unless ``{column}`` is PASS.'
+    return validator
+
+
+validate_video_timestamps_qc = _video_qc_validator(
+    'qc_videoLeft_timestamps', VideoTimestampsQCError
+)
+validate_video_dropped_frames_qc = _video_qc_validator(
+    'qc_videoLeft_dropped_frames', VideoDroppedFramesQCError
+)
+validate_video_pin_state_qc = _video_qc_validator('qc_videoLeft_pin_state', VideoPinStateQCError)

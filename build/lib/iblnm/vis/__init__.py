@@ -1,0 +1,165 @@
+"""Plotting: data in, a matplotlib Axes or Figure out; files are saved by callers.
+
+This module holds the shared pieces (colours, target-NM order, saving, the dataset-overview
+plots); :mod:`iblnm.vis.responses` and :mod:`iblnm.vis.encoding` hold the figures of those
+analyses.
+"""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use('Agg')  # files only: no screen on pipeline machines
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap, to_hex, to_rgb  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from iblnm import config  # noqa: E402
+
+# ---------------------------------------------------------------------------
+# Colours, order and saving shared by every figure
+# ---------------------------------------------------------------------------
+_SHADES = (0.0, 0.35, -0.3, 0.55)  # > 0 towards white, < 0 towards black
+
+
+def order_target_nms(labels):
+    """Unique labels in the order of ``config.VALID_TARGETNMS`` (unknown ones last, sorted)."""
+    unique = sorted({str(label) for label in labels})
+    return sorted(unique, key=lambda t: (config.TARGETNM2POSITION.get(t, 99), t))
+
+
+def target_nm_color(label):
+    """Hex colour of a target-NM: its NM's colour, shaded by the region's rank within the NM."""
+    nm = str(label).rsplit('-', 1)[-1]
+    base = np.array(to_rgb(config.NM_COLORS.get(nm, '#7f7f7f')))
+    same_nm = [t for t in config.VALID_TARGETNMS if t.endswith(f'-{nm}')]
+    rank = same_nm.index(label) if label in same_nm else 0
+    shade = _SHADES[rank % len(_SHADES)]
+    target = np.ones(3) if shade > 0 else np.zeros(3)
+    return to_hex(base + abs(shade) * (target - base))
+
+
+_OTHER_GREYS = ('#7f7f7f', '#c7c7c7', '#4d4d4d', '#a5a5a5', '#262626')
+
+
+def target_nm_colors(labels):
+    """{label: hex colour}: valid target-NMs by :func:`target_nm_color`, others in greys."""
+    ordered = order_target_nms(labels)
+    valid = [t for t in ordered if t in config.VALID_TARGETNMS]
+    other = [t for t in ordered if t not in config.VALID_TARGETNMS]
+    colors = {t: target_nm_color(t) for t in valid}
+    colors.update({t: _OTHER_GREYS[i % len(_OTHER_GREYS)] for i, t in enumerate(other)})
+    return colors
+
+
+def save_figure_formats(fig, stem, formats=('svg', 'png')):
+    """Save ``fig`` as ``{stem}.{fmt}`` for every format .
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written; the figure is closed.
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    # The tight bounding box is laid out once, not once per format (saves a layout pass each).
+    fig.draw_without_rendering()
+    bbox = fig.get_tightbbox().padded(plt.rcParams['savefig.pad_inches'])
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f'.{fmt}')
+        fig.savefig(path, dpi=config.FIGURE_DPI, bbox_inches=bbox)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+SESSION_TYPE_COLORS = {
+    'habituation': '#bdbdbd', 'training': '#6baed6', 'biased': '#fd8d3c',
+    'ephys': '#e6550d', 'misc': '#756bb1',
+}  # fmt: skip
+
+
+def save_figure(fig, fpath, dpi=config.FIGURE_DPI):
+    """Save a figure (format from the suffix: .svg or .png) and close it."""
+    fpath = Path(fpath)
+    fpath.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(fpath, dpi=dpi, bbox_inches='tight')
+    plt.close(fig)
+    return fpath
+
+
+def session_overview_matrix(df, columns='session_n', highlight=None, ax=None, title=None):
+    """Subject x session grid coloured by session type.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Columns ``subject``, ``session_type`` and ``columns`` (``session_n`` or ``day_n``).
+    highlight : pandas.Series of bool, optional
+        Sessions drawn opaque; the others at 30 % opacity (e.g. "has raw data").
+    """
+    if df.duplicated(['subject', columns]).any():
+        raise ValueError(f'more than one session per (subject, {columns}) cell')
+    subjects = sorted(df['subject'].unique())
+    n_cols = int(df[columns].max()) + 1 if len(df) else 1
+    types = list(SESSION_TYPE_COLORS)
+    grid = np.full((len(subjects), n_cols), np.nan)
+    alpha = np.zeros_like(grid)
+    for i, (_, row) in enumerate(df.iterrows()):
+        r, c = subjects.index(row['subject']), int(row[columns])
+        stype = row['session_type'] if row['session_type'] in types else 'misc'
+        grid[r, c] = types.index(stype)
+        alpha[r, c] = 1.0 if highlight is None or bool(highlight.iloc[i]) else 0.3
+    ax = ax or plt.subplots(figsize=(max(4, 0.25 * n_cols + 2), max(2, 0.3 * len(subjects) + 1)))[1]
+    cmap = ListedColormap([SESSION_TYPE_COLORS[t] for t in types])
+    ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(types) - 0.5, alpha=np.nan_to_num(alpha),
+              aspect='auto', interpolation='nearest')  # fmt: skip
+    ax.set_yticks(range(len(subjects)), subjects)
+    if len(df):  # session numbers start at 1, days at 0
+        ax.set_xlim(int(df[columns].min()) - 0.5, n_cols - 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel('session number' if columns == 'session_n' else 'days since first session')
+    ax.set_ylabel('subject')
+    present = [t for t in types if t in set(df['session_type'])]
+    ax.legend(handles=[Patch(color=SESSION_TYPE_COLORS[t], label=t) for t in present],
+              loc='upper left', bbox_to_anchor=(1.01, 1), frameon=False, title='session type')  # fmt: skip
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def count_barplot(counts, xlabel, title, ax=None, colors=None):
+    """Horizontal bar plot of counts (a pandas Series) with the count printed on each bar."""
+    ax = ax or plt.subplots(figsize=(6, max(2, 0.35 * len(counts) + 1)))[1]
+    colors = colors or ['#4c72b0'] * len(counts)
+    ax.barh(range(len(counts)), counts.to_numpy(), color=colors)
+    ax.set_yticks(range(len(counts)), [str(i) for i in counts.index])
+    for i, n in enumerate(counts.to_numpy()):
+        ax.text(n, i, f' {n}', va='center')
+    ax.invert_yaxis()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return ax
+
+
+def target_overview_barplot(recordings, ax=None):
+    """Complete recordings per target-NM (``recordings``: one row per recording)."""
+    counts = recordings['target_NM'].value_counts().sort_index()
+    colors = [config.NM_COLORS.get(t.split('-')[-1], '#4c72b0') for t in counts.index]
+    return count_barplot(
+        counts, 'complete recordings', 'Complete recordings per target', ax, colors
+    )
+
+
+def mouse_overview_barplot(recordings, ax=None):
+    """Complete recordings per mouse, labelled 'subject (target-NMs)'."""
+    grouped = recordings.groupby('subject')
+    counts = grouped.size()
+    targets = grouped['target_NM'].agg(lambda t: ', '.join(sorted(set(t))))
+    counts.index = [f'{s} ({targets[s]})' for s in counts.index]
+    return count_barplot(counts, 'complete recordings', 'Complete recordings per mouse', ax)

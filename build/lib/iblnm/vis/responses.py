@@ -1,0 +1,266 @@
+"""Figures of the responses analysis: data in, a matplotlib Figure out (saved by callers).
+
+Colours follow ``config.NM_COLORS``; every axis is labelled with its units.
+"""
+
+import matplotlib
+
+matplotlib.use('Agg')
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from iblnm import config  # noqa: E402
+from iblnm.analysis import waveforms  # noqa: E402
+from iblnm.vis import order_target_nms, target_nm_color  # noqa: E402
+
+OUTCOME_COLORS = {1.0: '#1a9850', -1.0: '#d73027'}
+OUTCOME_NAMES = {1.0: 'correct', -1.0: 'incorrect'}
+EVENT_NAMES = {'stimOn_times': 'stimulus onset', 'firstMovement_times': 'first movement',
+               'feedback_times': 'feedback'}  # fmt: skip
+
+
+def plot_mean_traces(traces, tests=None, n_boot=1000):
+    """Grid of mean traces: rows target-NM, columns event, correct vs incorrect.
+
+    Parameters
+    ----------
+    traces : pandas.DataFrame
+        Long form of recording-mean traces with columns target_NM, event, feedbackType,
+        eid, fiber_idx, time (s), response (z).
+    tests : dict, optional
+        ``{(target_NM, event): cluster test result}``; samples in significant clusters
+        are marked by a black bar.
+    n_boot : int
+        Bootstrap resamples (over recordings) of the 95 % band.
+    """
+    targets = order_target_nms(traces['target_NM'].unique())
+    events = [e for e in config.RESPONSE_EVENTS if e in set(traces['event'])]
+    fig, axes = plt.subplots(len(targets), len(events), figsize=(3.6 * len(events), 2.4 * len(targets)),
+                             sharex=True, squeeze=False)  # fmt: skip
+    for r, target in enumerate(targets):
+        for c, event in enumerate(events):
+            ax = axes[r, c]
+            sub = traces[(traces['target_NM'] == target) & (traces['event'] == event)]
+            for outcome, color in OUTCOME_COLORS.items():
+                wide = sub[sub['feedbackType'] == outcome].pivot(
+                    index=['eid', 'fiber_idx'], columns='time', values='response'
+                )
+                if wide.empty:
+                    continue
+                mean, lo, hi = waveforms.bootstrap_ci(wide.to_numpy(), n_boot=n_boot)
+                t = wide.columns.to_numpy(dtype=float)
+                ax.fill_between(t, lo, hi, color=color, alpha=0.25, lw=0)
+                ax.plot(t, mean, color=color, lw=1.5,
+                        label=f'{OUTCOME_NAMES[outcome]} (n={len(wide)})')  # fmt: skip
+            _mark_significance(ax, (tests or {}).get((target, event)), sub)
+            ax.axvline(0, color='k', lw=0.6, ls='--')
+            ax.axhline(0, color='grey', lw=0.5)
+            if r == 0:
+                ax.set_title(EVENT_NAMES.get(event, event))
+            if c == 0:
+                ax.set_ylabel(f'{target}\nresponse (z)', color=target_nm_color(target))
+            if r == len(targets) - 1:
+                ax.set_xlabel('time from event (s)')
+            if c == 0:
+                ax.legend(fontsize=7, frameon=False, loc='upper left')
+    fig.suptitle(
+        'Mean responses across recordings (95 % bootstrap band over recordings); bar: paired '
+        'cluster permutation test correct vs incorrect, p < 0.05 (needs >= 6 recordings)'
+    )
+    fig.tight_layout()
+    return fig
+
+
+def _mark_significance(ax, test, sub):
+    if test is None or not test['significant'].any():
+        return
+    t = np.sort(sub['time'].unique())
+    ymin, ymax = ax.get_ylim()
+    y = ymin + 0.03 * (ymax - ymin)
+    for start, stop in waveforms.runs(test['significant']):
+        ax.plot([t[start], t[stop - 1]], [y, y], color='k', lw=3, solid_capstyle='butt')
+
+
+def plot_lmm_coefficients(coefficients, group_col='target_NM', terms=None):
+    """Dot-and-whisker plot of fixed effects (95 % CI): one panel per event.
+
+    Parameters
+    ----------
+    coefficients : pandas.DataFrame
+        :func:`iblnm.analysis.lmm.coefficient_table` output.
+    group_col : str
+        Column distinguishing the fits within an event (colour).
+    """
+    terms = terms or [t for t in coefficients['term'].unique() if t != 'Intercept']
+    events = [e for e in config.RESPONSE_EVENTS if e in set(coefficients['event'])]
+    groups = order_target_nms(coefficients[group_col].unique()) if group_col == 'target_NM' \
+        else sorted(coefficients[group_col].unique())  # fmt: skip
+    fig, axes = plt.subplots(1, len(events), figsize=(4.2 * len(events), 0.45 * len(terms) * len(groups) / 2 + 2),
+                             sharey=True, squeeze=False)  # fmt: skip
+    offsets = np.linspace(-0.3, 0.3, len(groups)) if len(groups) > 1 else [0.0]
+    for ax, event in zip(axes[0], events):
+        sub = coefficients[coefficients['event'] == event]
+        for g, offset in zip(groups, offsets):
+            rows = sub[sub[group_col] == g].set_index('term').reindex(terms)
+            y = np.arange(len(terms)) + offset
+            kind = rows['kind'].dropna().iloc[0] if rows['kind'].notna().any() else ''
+            ax.errorbar(rows['coef'], y, xerr=[rows['coef'] - rows['ci_lower'],
+                                                rows['ci_upper'] - rows['coef']],
+                        fmt='o' if kind != 'ols' else 's', ms=4, color=target_nm_color(g), lw=1,
+                        mfc='white' if kind == 'ols' else target_nm_color(g),
+                        label=f'{g}' + (' (OLS)' if kind == 'ols' else ''))  # fmt: skip
+        ax.axvline(0, color='k', lw=0.6)
+        ax.set_yticks(range(len(terms)), terms)
+        ax.invert_yaxis()
+        ax.set_title(EVENT_NAMES.get(event, event))
+        ax.set_xlabel('coefficient (z per unit predictor)')
+    axes[0, 0].set_ylabel('fixed effect')
+    axes[0, -1].legend(fontsize=8, frameon=False, bbox_to_anchor=(1.02, 1), loc='upper left')
+    fig.suptitle(
+        f'Mixed models response_early ~ log_contrast * side * reward + (1|subject), by {group_col}'
+    )
+    fig.tight_layout()
+    return fig
+
+
+def plot_similarity_matrix(similarity):
+    """Cosine similarity heatmap, recordings ordered by target-NM with block labels."""
+    targets = similarity.index.get_level_values('target_NM').to_numpy()
+    order = np.argsort([config.TARGETNM2POSITION.get(t, 99) for t in targets], kind='stable')
+    values = similarity.to_numpy()[np.ix_(order, order)]
+    labels = targets[order]
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(values, cmap='RdBu_r', vmin=-1, vmax=1, interpolation='nearest')
+    fig.colorbar(im, ax=ax, label='cosine similarity')
+    bounds = [0] + [i for i in range(1, n) if labels[i] != labels[i - 1]] + [n]
+    for b in bounds[1:-1]:
+        ax.axhline(b - 0.5, color='k', lw=0.8)
+        ax.axvline(b - 0.5, color='k', lw=0.8)
+    centres = [(a + b - 1) / 2 for a, b in zip(bounds[:-1], bounds[1:])]
+    names = [labels[a] for a in bounds[:-1]]
+    ax.set_xticks(centres, names, rotation=45, ha='right')
+    ax.set_yticks(centres, names)
+    ax.set_xlabel('recording (grouped by target-NM)')
+    ax.set_ylabel('recording (grouped by target-NM)')
+    ax.set_title(f'Response-vector similarity ({n} recordings)')
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion_matrix(confusion, title='LOSO decoding confusion matrix'):
+    """Row-normalised confusion matrix (recall per true class) with counts annotated."""
+    counts = confusion.to_numpy()
+    with np.errstate(invalid='ignore'):
+        frac = counts / counts.sum(axis=1, keepdims=True)
+    fig, ax = plt.subplots(figsize=(1.0 * len(confusion) + 2.5, 0.9 * len(confusion) + 2))
+    im = ax.imshow(frac, cmap='Blues', vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, label='fraction of true class')
+    for i in range(counts.shape[0]):
+        for j in range(counts.shape[1]):
+            ax.text(j, i, f'{counts[i, j]}', ha='center', va='center',
+                    color='white' if frac[i, j] > 0.5 else 'black')  # fmt: skip
+    ax.set_xticks(range(len(confusion.columns)), confusion.columns, rotation=45, ha='right')
+    ax.set_yticks(range(len(confusion.index)), confusion.index)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_decoding_summary(decoder, n_top=10):
+    """Balanced accuracy vs chance, per-class recall and the top feature-group contributions."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={'width_ratios': [1, 1.4]})
+    recall = decoder.recall
+    ax = axes[0]
+    ax.bar(range(len(recall)), recall.to_numpy(), color=[target_nm_color(c) for c in recall.index])
+    ax.axhline(decoder.chance, color='k', ls='--', lw=1, label=f'chance = {decoder.chance:.2f}')
+    ax.axhline(decoder.balanced_accuracy, color='#444', lw=1.5,
+               label=f'balanced accuracy = {decoder.balanced_accuracy:.2f}')  # fmt: skip
+    n_per_class = decoder.confusion.sum(axis=1)
+    ax.set_xticks(range(len(recall)), [f'{c}\n(n={n_per_class[c]})' for c in recall.index])
+    ax.set_ylim(0, 1.35)
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.set_ylabel('recall (LOSO)')
+    ax.set_title('Decoding target from response vectors')
+    ax.legend(fontsize=8, frameon=False, loc='upper right')
+    ax = axes[1]
+    contrib = decoder.contributions
+    if contrib is not None and len(contrib):
+        top = contrib.head(n_top).iloc[::-1]
+        ax.barh(range(len(top)), top['delta'], color='#4c72b0')
+        ax.set_yticks(range(len(top)), top['feature_group'])
+        ax.axvline(0, color='k', lw=0.6)
+        if np.allclose(top['delta'], 0):
+            ax.text(0.5, 0.5, 'no feature group carries unique information:\n'
+                    'leaving any one out does not change the accuracy',
+                    transform=ax.transAxes, ha='center', va='center', fontsize=9,
+                    bbox={'facecolor': 'white', 'edgecolor': '#999'})  # fmt: skip
+    ax.set_xlabel('drop in balanced accuracy when left out')
+    ax.set_title('Unique contribution of feature groups')
+    fig.tight_layout()
+    return fig
+
+
+def plot_lmm_predictions(predictions, title):
+    """Predicted response vs contrast (fixed effects, 95 % CI), contra/ipsi x outcome.
+
+    ``predictions``: :func:`iblnm.analysis.lmm.predict_grid` output.
+    """
+    fig, ax = plt.subplots(figsize=(4.5, 3.5))
+    for (side, outcome), sub in predictions.groupby(['side', 'outcome']):
+        color = OUTCOME_COLORS[1.0 if outcome == 'correct' else -1.0]
+        x = np.log1p(sub['contrast'].to_numpy())
+        ax.plot(x, sub['predicted'], color=color, ls='-' if side == 'contra' else ':',
+                marker='o', ms=3, label=f'{side}, {outcome}')  # fmt: skip
+        ax.fill_between(x, sub['ci_lower'], sub['ci_upper'], color=color, alpha=0.15, lw=0)
+    contrasts = np.sort(predictions['contrast'].unique())
+    ax.set_xticks(np.log1p(contrasts), [f'{c:g}' for c in contrasts])
+    ax.set_xlabel('contrast (%)')
+    ax.set_ylabel('predicted response_early (z)')
+    ax.set_title(title)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+WHEEL_DV_LABELS = {'reaction_time': 'reaction time', 'movement_time': 'movement time',
+                   'peak_velocity': 'peak wheel speed'}  # fmt: skip
+
+
+def plot_wheel_lmm(summary, alpha=0.05):
+    """Variance in movement explained by the response, beyond side x choice.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        :func:`iblnm.analysis.lmm.fit_wheel_lmms` output: one bar per target-NM and contrast
+        in each movement-variable panel; * marks a likelihood-ratio p < ``alpha``.
+    """
+    dvs = [dv for dv in config.TIMING_VARS if dv in set(summary['dv'])]
+    targets = order_target_nms(summary['target_NM'].unique())
+    contrasts = sorted(summary['contrast'].unique())
+    fig, axes = plt.subplots(1, len(dvs), figsize=(4.2 * len(dvs), 3.6), sharey=True,
+                             squeeze=False)  # fmt: skip
+    width = 0.8 / max(len(targets), 1)
+    for ax, dv in zip(axes[0], dvs):
+        sub = summary[summary['dv'] == dv]
+        for i, target in enumerate(targets):
+            rows = sub[sub['target_NM'] == target].set_index('contrast').reindex(contrasts)
+            x = np.arange(len(contrasts)) + (i - (len(targets) - 1) / 2) * width
+            ax.bar(x, rows['delta_r2'], width, color=target_nm_color(target), label=target)
+            for xi, (d, p) in zip(x, zip(rows['delta_r2'], rows['lrt_pvalue'])):
+                if p < alpha:
+                    ax.text(xi, d, '*', ha='center', va='bottom', fontsize=10)
+        ax.axhline(0, color='k', lw=0.6)
+        ax.set_xticks(range(len(contrasts)), [f'{c:g}' for c in contrasts])
+        ax.set_xlabel('contrast (%)')
+        ax.set_title(WHEEL_DV_LABELS.get(dv, dv))
+    axes[0, 0].set_ylabel('Δ marginal R² (response added)')
+    axes[0, -1].legend(fontsize=8, frameon=False, bbox_to_anchor=(1.02, 1), loc='upper left')
+    fig.suptitle(f'Does the stimulus response predict the movement? dv ~ side * choice '
+                 f'(+ response) + (1|subject); * likelihood ratio p < {alpha:g}')  # fmt: skip
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,19 @@
+"""Stage 5: dataset overview (metadata/errors.pqt and figures/dataset_overview/).
+
+Usage: python scripts/dataset_overview.py
+"""
+
+from iblnm.pipeline.cli import exit_now, require_catalog, stage_parser
+from iblnm.pipeline.overview import run_dataset_overview
+
+
+def main(argv=None):
+    stage_parser(__doc__, parallel=False).parse_args(argv)
+    if require_catalog():
+        return 1
+    print(run_dataset_overview().summary())
+    return 0
+
+
+if __name__ == '__main__':
+    exit_now(main())
