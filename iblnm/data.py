@@ -623,6 +623,17 @@ class PhotometrySession:
             self.qc = pd.concat(qc_rows, ignore_index=True)
 
 
-from iblnm.group import PhotometrySessionGroup  # noqa: E402 - re-export (group imports data lazily)
+def __getattr__(name):
+    """``iblnm.data.PhotometrySessionGroup``, the original import path of the group class.
 
-__all__ = ['PhotometrySession', 'PhotometrySessionGroup']
+    Resolved on first use (PEP 562) rather than imported here, so that :mod:`iblnm.data`
+    and :mod:`iblnm.group` do not import each other.
+    """
+    if name == 'PhotometrySessionGroup':
+        from iblnm.group import PhotometrySessionGroup
+
+        return PhotometrySessionGroup
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+__all__ = ['PhotometrySession', 'PhotometrySessionGroup']  # noqa: F822 - see __getattr__

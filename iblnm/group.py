@@ -26,20 +26,15 @@ import pandas as pd
 from iblnm import config, util
 from iblnm import validation as v
 from iblnm.analysis import responses as ar
+from iblnm.data import PhotometrySession
 
 H5_GROUPS = ('trials', 'photometry')
-
-
-def _session_class():
-    from iblnm.data import PhotometrySession  # lazy: iblnm.data re-exports this module's class
-
-    return PhotometrySession
 
 
 @v.exception_logger
 def _open_session(row, one=None, h5_dir=None, regions=None, parts=None):
     """A PhotometrySession of ``row`` with its trials and photometry read from HDF5."""
-    ps = _session_class()(row, one=one, h5_dir=h5_dir)
+    ps = PhotometrySession(row, one=one, h5_dir=h5_dir)
     ps.load_h5(groups=list(H5_GROUPS), regions=regions, parts=parts)
     return ps
 
@@ -338,7 +333,7 @@ class PhotometrySessionGroup:
             return self._sessions[eid]
         ps = _open_session(self._session_row(eid), one=self.one, h5_dir=self.h5_dir,
                            regions=regions, parts=parts, exlog=self.errors)  # fmt: skip
-        if not isinstance(ps, _session_class()):
+        if not isinstance(ps, PhotometrySession):
             return None
         if cache:
             self._sessions[eid] = ps

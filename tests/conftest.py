@@ -89,6 +89,19 @@ def small_pipeline(tmp_path_factory, small_cache):
     return root
 
 
+@pytest.fixture(scope='session')
+def demo_pipeline(tmp_path_factory):
+    """(output root, cache) of the whole pipeline run on the ``demo`` preset (2 workers)."""
+    from iblnm.simulate import generate
+
+    cache = tmp_path_factory.mktemp('demo_cache')
+    generate(cache, preset='demo', seed=0, n_jobs=2)
+    root = tmp_path_factory.mktemp('demo_pipeline')
+    result = run_pipeline_on(cache, root, '--workers', '2')
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return root, cache
+
+
 CQ002 = 'cortexlab/Subjects/CQ002/2024-11-05/001'
 
 
