@@ -21,7 +21,7 @@ import pytest
 from iblnm import cli, config, settings
 
 README = config.PACKAGE_DIR.parent / 'README.md'
-BLOCK = re.compile(r'^```(\w+)\n(.*?)^```', re.S | re.M)
+BLOCK = re.compile(r'^( *)```(\w+)\n(.*?)^ *```', re.S | re.M)
 
 STUBS = textwrap.dedent(
     """
@@ -49,7 +49,8 @@ STUBS = textwrap.dedent(
 
 
 def blocks(language):
-    return [code for lang, code in BLOCK.findall(README.read_text()) if lang == language]
+    found = BLOCK.findall(README.read_text())
+    return [textwrap.dedent(code) for _, lang, code in found if lang == language]
 
 
 def test_readme_has_the_blocks_this_test_knows():
