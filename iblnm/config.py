@@ -172,7 +172,7 @@ VALID_TARGETNMS = [
     'PPT-ACh',
 ]
 TARGETNMS_TO_ANALYZE = ['VTA-DA', 'SNc-DA', 'DR-5HT', 'LC-NE', 'NBM-ACh']
-REGION_NAME_FIXES = {'DRN': 'DR', 'SNC': 'SNc'}
+REGION_NAME_FIXES = {'DRN': 'DR', 'SNC': 'SNc'}  # applied wherever a location is read
 HEMISPHERES = ('l', 'r')
 
 # ---------------------------------------------------------------------------
@@ -209,7 +209,6 @@ SESSION_TYPES = [
 ]  # fmt: skip
 SESSION_TYPES_TO_ANALYZE = ('training', 'biased', 'ephys')
 BLOCK_SESSION_TYPES = ('biased', 'ephys')  # sessions with 20/80 probability blocks
-SESSION_TYPES_TO_EXCLUDE = ('advanced', 'neuromodulator', 'misc')
 EXCLUDE_SESSION_TYPES = (
     'habituation',
     'advanced',
@@ -225,12 +224,7 @@ PROTOCOL_RED_FLAGS = ('RPE', 'DELAY', 'delay')
 # ---------------------------------------------------------------------------
 TARGET_FS = 30  # Hz, preprocessed photometry
 WHEEL_FS = 100  # Hz, per-trial wheel velocity
-TRIAL_COLUMNS = [
-    'stimOn_times', 'response_times', 'firstMovement_times', 'feedback_times',
-    'choice', 'feedbackType', 'probabilityLeft',
-]  # fmt: skip
 RESPONSE_EVENTS = ['stimOn_times', 'firstMovement_times', 'feedback_times']
-EVENT_TIMES = ['goCue_times', 'firstMovement_times', 'feedback_times']
 EVENT_COMPLETENESS_THRESHOLD = 0.9  # fraction of non-NaN event times required
 # Photometry is restricted to the task: [first trial start + PRE, last trial end + POST] (s).
 PHOTOMETRY_RESTRICT_PRE = -5.0
@@ -240,9 +234,7 @@ PHOTOMETRY_RESTRICT_POST = 5.0
 # Behaviour QC and performance
 # ---------------------------------------------------------------------------
 MIN_NTRIALS = 90
-MIN_SESSIONLENGTH = 1200  # s
 MIN_BLOCK_LENGTH = 10  # trials
-MIN_TRAINING_PERFORMANCE = 0.70
 MIN_PERFORMANCE = {'training': 0.70}
 REQUIRED_CONTRASTS = frozenset({0, 6.25, 12.5, 25, 100})  # %
 EASY_CONTRAST = 100  # %, contrast of the "easy" trials in fraction_correct_easy
@@ -261,13 +253,8 @@ VIDEO_BLOCKERS = frozenset({
     'TrialsNotInPhotometryTime', 'QCValidationError',
 })  # fmt: skip
 
-QCVAL2NUM = {
-    'nan': 0.0, 'NOT SET': 0.01, 'NOT_SET': 0.01,
-    'PASS': 1.0, 'WARNING': 0.66, 'CRITICAL': 0.33, 'FAIL': 0.1,
-}  # fmt: skip
-QC_VALUE_ORDER = ['NOT_SET', 'CRITICAL', 'FAIL', 'WARNING', 'PASS']
 
-EIDS_TO_DROP = [  # huge photometry artefacts
+EIDS_TO_DROP = [  # huge photometry artefacts (IBL sessions); PhotometrySessionGroup drops them
     'cd9d071e-c798-4900-891f-b65640ec22b1',
     '16aa7570-578f-4daa-8244-844716fb1320',
     'f4f1d7fe-d7c8-442b-a7d6-e214223febaf',
@@ -318,7 +305,6 @@ VIDEO_QC_COLS = [
     'qc_videoLeft_timestamps', 'qc_videoLeft_dropped_frames', 'qc_videoLeft_pin_state',
 ]  # fmt: skip
 VIDEO_QUALITY_COLS = VIDEO_QC_COLS[:5]
-VIDEO_PROBLEM_COLS = VIDEO_QC_COLS[5:]
 
 # ---------------------------------------------------------------------------
 # Movement encoding
@@ -326,16 +312,11 @@ VIDEO_PROBLEM_COLS = VIDEO_QC_COLS[5:]
 TIMING_VARS = ['reaction_time', 'movement_time', 'peak_velocity']
 MIN_SUBJECTS_MOVEMENT = 2
 MIN_TRIALS_MOVEMENT = 20
-MIN_TRIALS_PERSESSION = 50
-MIN_RECORDINGS_PERMOUSE = 3
 
 # ---------------------------------------------------------------------------
 # Plotting
 # ---------------------------------------------------------------------------
 FIGURE_DPI = 150
-SESSIONTYPE2FLOAT = {
-    'habituation': 0.01, 'training': 0.33, 'biased': 0.66, 'ephys': 0.99, 'misc': 1.0,
-}  # fmt: skip
 NM_COLORS = {'DA': '#d62728', '5HT': '#9467bd', 'NE': '#1f77b4', 'ACh': '#2ca02c'}
 TARGETNM2POSITION = {t: i for i, t in enumerate(VALID_TARGETNMS)}
 

@@ -193,6 +193,7 @@ class PhotometrySessionGroup:
 
     def filter_sessions(self, session_types=config.SESSION_TYPES_TO_ANALYZE,
                         exclude_subjects=config.SUBJECTS_TO_EXCLUDE,
+                        exclude_eids=config.EIDS_TO_DROP,
                         qc_blockers=config.ANALYSIS_QC_BLOCKERS,
                         targetnms=config.TARGETNMS_TO_ANALYZE,
                         min_performance=config.MIN_PERFORMANCE,
@@ -206,6 +207,9 @@ class PhotometrySessionGroup:
             Keep these types (False: no filter).
         exclude_subjects : collection of str
             Drop these subjects ([] : no filter).
+        exclude_eids : collection of str
+            Drop these sessions (default ``config.EIDS_TO_DROP``, IBL sessions with huge
+            photometry artefacts; [] : no filter).
         qc_blockers : collection of str
             Drop sessions whose ``logged_errors`` contain any of these types (empty, or no
             ``logged_errors`` column: no filter).
@@ -230,6 +234,7 @@ class PhotometrySessionGroup:
         steps = {
             'session_types': _isin(cat['session_type'], session_types) if session_types else None,
             'exclude_subjects': ~cat['subject'].isin(list(exclude_subjects or [])),
+            'exclude_eids': ~cat['eid'].isin(list(exclude_eids or [])),
             'qc_blockers': _no_blockers(cat, qc_blockers),
             'targetnms': _any_target(cat, targetnms),
             'min_performance': _performance_ok(cat, min_performance),

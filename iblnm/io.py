@@ -33,7 +33,7 @@ from one.alf.exceptions import ALFObjectNotFound
 from iblnm import config
 from iblnm import settings as _settings
 from iblnm.onecache import read_alyx_records
-from iblnm.validation import exception_logger, strip_hemisphere_suffix
+from iblnm.validation import exception_logger, fix_region_name, strip_hemisphere_suffix
 
 SESSIONDICT_KEYS = ['users', 'lab', 'end_time']
 LOCATIONS_DATASET = 'photometryROI.locations.pqt'
@@ -314,9 +314,10 @@ def get_session_dict(session, one=None, metadata=None):
 def parse_location(location):
     """Split a fiber location ``'VTA-r'`` into (``'VTA-r'``, hemisphere ``'r'``).
 
-    The hemisphere is '' when the location carries no ``-l``/``-r`` suffix.
+    The hemisphere is '' when the location carries no ``-l``/``-r`` suffix. Known
+    misspellings are corrected first (``config.REGION_NAME_FIXES``: ``'DRN-l'`` -> ``'DR-l'``).
     """
-    location = str(location)
+    location = fix_region_name(location)
     bare = strip_hemisphere_suffix(location)
     return location, (location[-1] if bare != location else '')
 

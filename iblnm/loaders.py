@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from iblnm import config
-from iblnm.validation import strip_hemisphere_suffix
+from iblnm.validation import fix_region_name, strip_hemisphere_suffix
 
 SIGNAL_DATASET = 'photometry.signal.pqt'
 LOCATIONS_DATASET = 'photometryROI.locations.pqt'
@@ -71,7 +71,7 @@ def roi_to_region(locations):
     The bare region ('VTA') is used when it is unique within the session; a region
     recorded twice (e.g. bilateral VTA) keeps its hemisphere suffix ('VTA-l', 'VTA-r').
     """
-    regions = [str(r) for r in locations['brain_region']]
+    regions = [fix_region_name(r) for r in locations['brain_region']]
     bare = [strip_hemisphere_suffix(r) for r in regions]
     names = [b if bare.count(b) == 1 else r for b, r in zip(bare, regions)]
     if len(set(names)) != len(names):

@@ -309,6 +309,18 @@ def strip_hemisphere_suffix(region):
     return region[:-2] if re.search(r'-[lr]$', region) else region
 
 
+def fix_region_name(location, fixes=None):
+    """Apply ``config.REGION_NAME_FIXES`` (``'DRN' -> 'DR'``, ``'SNC' -> 'SNc'``) to a location.
+
+    The bare name is replaced and the hemisphere suffix kept: ``'DRN-l'`` -> ``'DR-l'``.
+    Used wherever a location is read (catalog and photometry columns), so that both agree.
+    """
+    fixes = config.REGION_NAME_FIXES if fixes is None else fixes
+    location = str(location)
+    bare = strip_hemisphere_suffix(location)
+    return fixes.get(bare, bare) + location[len(bare) :]
+
+
 @exception_logger
 def validate_subject(session):
     """Raise :class:`InvalidSubject` when the subject is excluded."""

@@ -1,0 +1,57 @@
+"""iblnm.config: every constant is used somewhere, and the ones the original applied are applied."""
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from iblnm import config
+from iblnm import validation as v
+from iblnm.group import PhotometrySessionGroup
+from iblnm.io import parse_location
+
+PACKAGE = config.PACKAGE_DIR
+
+
+def _constants():
+    text = (PACKAGE / 'config.py').read_text()
+    return sorted(set(re.findall(r'^([A-Z][A-Z0-9_]+) = ', text, re.M)))
+
+
+def test_every_config_constant_is_used_outside_config():
+    sources = [p for p in PACKAGE.rglob('*.py') if p.name != 'config.py']
+    text = '\n'.join(p.read_text() for p in sources)
+    unused = [name for name in _constants() if not re.search(rf'\b{name}\b', text)]
+    assert unused == []
+
+
+@pytest.mark.parametrize('location, expected', [
+    ('DRN-l', ('DR-l', 'l')), ('SNC', ('SNc', '')), ('SNc-r', ('SNc-r', 'r')),
+    ('VTA', ('VTA', '')),
+])  # fmt: skip
+def test_region_name_fixes_keep_the_hemisphere(location, expected):
+    assert parse_location(location) == expected
+    assert v.fix_region_name(location) == expected[0]
+
+
+def test_loader_columns_use_the_fixed_names():
+    from iblnm.loaders import roi_to_region
+
+    locations = pd.DataFrame({'brain_region': ['DRN-l', 'VTA-r']}, index=['G0', 'G1'])
+    assert roi_to_region(locations) == {'G0': 'DR', 'G1': 'VTA'}
+
+
+def test_group_drops_the_eids_to_drop_by_default():
+    eids = [config.EIDS_TO_DROP[0], '0e6f9c5a-8d0b-4a8e-9f57-3d1b2c4a5e6f']
+    catalog = pd.DataFrame({
+        'eid': eids, 'subject': ['m1', 'm2'], 'session_type': ['biased', 'biased'],
+        'brain_region': [['VTA'], ['VTA']], 'hemisphere': [['l'], ['l']],
+        'target_NM': [['VTA-DA'], ['VTA-DA']], 'lab': ['lab', 'lab'],
+    })  # fmt: skip
+    group = PhotometrySessionGroup(catalog, h5_dir=Path('/nonexistent'))
+    kept = group.filter_sessions(min_performance=None, required_contrasts=None, verbose=False)
+    assert list(kept['eid']) == eids[1:]
+    kept = group.filter_sessions(min_performance=None, required_contrasts=None, exclude_eids=[],
+                                 verbose=False)  # fmt: skip
+    assert list(kept['eid']) == eids
