@@ -18,6 +18,7 @@ becomes an entry of :attr:`errors` (``MissingH5``, ``CorruptH5``, ``MissingRespo
 log schema of :mod:`iblnm.validation`) and is skipped; it never stops a batch.
 """
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from iblnm import config, util
 from iblnm import validation as v
 from iblnm.analysis import responses as ar
 from iblnm.data import PhotometrySession
+
+log = logging.getLogger(__name__)
 
 H5_GROUPS = ('trials', 'photometry')
 
@@ -255,7 +258,7 @@ class PhotometrySessionGroup:
         self.clear_results()
         if verbose:
             detail = ', '.join(f'{k}: -{n}' for k, n in removed.items() if n)
-            print(
+            log.info(
                 f'filter_sessions: {len(cat)} -> {int(mask.sum())}'
                 + (f' ({detail})' if detail else '')
             )
@@ -540,7 +543,7 @@ class PhotometrySessionGroup:
         keep = labels.map(n_subjects).to_numpy() >= min_subjects
         dropped = sorted(n_subjects.index[n_subjects < min_subjects])
         if dropped:
-            print(f'decode_target: leaving out {dropped} (< {min_subjects} subjects)')
+            log.warning(f'decode_target: leaving out {dropped} (< {min_subjects} subjects)')
         decoder = TargetNMDecoder(features[keep], labels[keep], subjects[keep],
                                   Cs=Cs or DEFAULT_CS, seed=seed).fit()  # fmt: skip
         if contributions:

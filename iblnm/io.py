@@ -22,6 +22,7 @@ photometry, wheel, locations, experiment description) always come through
 
 import functools
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -34,6 +35,8 @@ from iblnm import config
 from iblnm import settings as _settings
 from iblnm.onecache import read_alyx_records
 from iblnm.validation import exception_logger, fix_region_name, strip_hemisphere_suffix
+
+log = logging.getLogger(__name__)
 
 SESSIONDICT_KEYS = ['users', 'lab', 'end_time']
 LOCATIONS_DATASET = 'photometryROI.locations.pqt'
@@ -80,7 +83,7 @@ def ensure_demo_cache(cache_dir=None, preset='demo', seed=0, n_jobs=1):
         return cache_dir
     from iblnm.simulate import generate
 
-    print(f'No ONE cache at {cache_dir}: generating the {preset!r} dataset (seed {seed}) ...')
+    log.warning(f'No ONE cache at {cache_dir}: generating the {preset!r} dataset (seed {seed}) ...')
     # Built next to its place and renamed when complete: a killed first run leaves only a
     # '.partial' folder, which the next run replaces.
     partial = cache_dir.with_name(cache_dir.name + '.partial')

@@ -16,11 +16,13 @@ adopts the new record and reprocesses.
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from iblnm import config
 from iblnm import validation as v
 
+log = logging.getLogger(__name__)
 SCHEMA_VERSION = 2  # 1: the layout of the original iblnm; 2: + provenance attributes
 METADATA_KEY = 'iblnm'
 # config constants whose values change what the stages compute (prefix match, so new
@@ -169,11 +171,10 @@ def start_run(one, metadata_dir=None, allow_change=False, banner=True):
     _CURRENT.update(record)
     if banner and record['source'] == 'demo' and not _BANNER_SHOWN:
         _BANNER_SHOWN.append(True)
-        print(
+        log.warning(
             '*** DATA SOURCE: the SIMULATED demo dataset '
             f'({record["source_location"]}); set IBLNM_ONE_CACHE to a real ONE cache or '
-            'configure ONE for Alyx to process real data ***',
-            flush=True,
+            'configure ONE for Alyx to process real data ***'
         )
     return record
 

@@ -1,6 +1,7 @@
 """Table utilities: atomic parquet I/O, schema enforcement, error logs, catalog derivations."""
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +21,8 @@ from iblnm.validation import (
     exception_logger,
     strip_hemisphere_suffix,
 )
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------
@@ -290,7 +293,7 @@ def validate_parallel_lists(df, columns=config.PARALLEL_LIST_COLUMNS, verbose=Tr
     lengths = np.array([[length(v) for v in df[c]] for c in columns])
     ok = (lengths == lengths[0]).all(axis=0) if len(df) else np.array([], bool)
     if verbose and (~ok).any():
-        print(f'validate_parallel_lists: dropped {(~ok).sum()} rows with mismatched lists')
+        log.warning(f'validate_parallel_lists: dropped {(~ok).sum()} rows with mismatched lists')
     return df[ok].copy()
 
 
@@ -323,11 +326,11 @@ def clean_sessions(
     exclude_session_types=config.EXCLUDE_SESSION_TYPES,
     verbose=True,
 ):
-    """Drop excluded subjects and session types, printing how many were removed."""
+    """Drop excluded subjects and session types, logging how many were removed."""
     keep_subject = ~df['subject'].isin(exclude_subjects)
     keep_type = ~df['session_type'].isin(exclude_session_types)
     if verbose:
-        print(
+        log.info(
             f'clean_sessions: {(~keep_subject).sum()} excluded subjects, '
             f'{(keep_subject & ~keep_type).sum()} excluded session types'
         )

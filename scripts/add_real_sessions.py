@@ -5,7 +5,8 @@ The original script interface: the code is :mod:`iblnm.cli.add_real_sessions`, t
 """
 
 from iblnm.cli.add_real_sessions import main
-from iblnm.pipeline.cli import exit_now
+from iblnm.pipeline.cli import configure_logging, exit_now
 
 if __name__ == '__main__':
+    configure_logging()
     exit_now(main())

@@ -5,7 +5,8 @@ The original script interface: the code is :mod:`iblnm.cli.movement_encoding`, t
 """
 
 from iblnm.cli.movement_encoding import main
-from iblnm.pipeline.cli import exit_now
+from iblnm.pipeline.cli import configure_logging, exit_now
 
 if __name__ == '__main__':
+    configure_logging()
     exit_now(main())

@@ -5,7 +5,8 @@ The original script interface: the code is :mod:`iblnm.cli.task`, the same comma
 """
 
 from iblnm.cli.task import main
-from iblnm.pipeline.cli import exit_now
+from iblnm.pipeline.cli import configure_logging, exit_now
 
 if __name__ == '__main__':
+    configure_logging()
     exit_now(main())

@@ -5,7 +5,8 @@ The original script interface: the code is :mod:`iblnm.cli.task_performance`, th
 """
 
 from iblnm.cli.task_performance import main
-from iblnm.pipeline.cli import exit_now
+from iblnm.pipeline.cli import configure_logging, exit_now
 
 if __name__ == '__main__':
+    configure_logging()
     exit_now(main())

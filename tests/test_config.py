@@ -55,3 +55,37 @@ def test_group_drops_the_eids_to_drop_by_default():
     kept = group.filter_sessions(min_performance=None, required_contrasts=None, exclude_eids=[],
                                  verbose=False)  # fmt: skip
     assert list(kept['eid']) == eids
+
+
+def test_importing_the_plots_keeps_the_users_matplotlib_backend():
+    import subprocess
+    import sys
+
+    code = ('import matplotlib; matplotlib.use("svg"); import iblnm.vis, iblnm.vis.responses; '
+            'print(matplotlib.get_backend())')  # fmt: skip
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == 'svg'
+
+
+def test_the_package_logs_and_the_command_line_shows_it(capsys):
+    import logging
+
+    from iblnm.pipeline.cli import configure_logging
+
+    catalog = pd.DataFrame({'eid': ['0e6f9c5a-8d0b-4a8e-9f57-3d1b2c4a5e6f'], 'subject': ['m'],
+                            'session_type': ['biased'], 'brain_region': [['VTA']],
+                            'hemisphere': [['l']], 'target_NM': [['VTA-DA']], 'lab': ['x']})  # fmt: skip
+    group = PhotometrySessionGroup(catalog, h5_dir=Path('/nonexistent'))
+    logger = logging.getLogger('iblnm')
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        group.filter_sessions(min_performance=None, required_contrasts=None)
+        assert 'filter_sessions' not in capsys.readouterr().out  # a library call prints nothing
+        configure_logging()
+        group.filter_sessions(min_performance=None, required_contrasts=None)
+        assert 'filter_sessions: 1 -> 1' in capsys.readouterr().out
+        logger.setLevel(logging.WARNING)  # how a notebook user silences it
+        group.filter_sessions(min_performance=None, required_contrasts=None)
+        assert capsys.readouterr().out == ''
+    finally:
+        logger.handlers[:], logger.level = handlers, level

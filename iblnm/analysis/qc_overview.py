@@ -12,6 +12,7 @@ catalog (target-NM, subject, days since the subject's first session). Outputs:
   each metric with the day, per target-NM).
 """
 
+import logging
 from dataclasses import dataclass, field
 
 import matplotlib.pyplot as plt
@@ -21,6 +22,8 @@ from scipy import stats
 
 from iblnm import config, util
 from iblnm.vis import order_target_nms, save_figure_formats, target_nm_colors
+
+log = logging.getLogger(__name__)
 
 QC_METRICS = config.QC_SLIDING_METRICS + config.QC_RAW_METRICS + config.QC_PREPROCESSING
 METRIC_LABELS = {
@@ -277,7 +280,7 @@ def run_qc_overview(qc_fpath=config.QCPHOTOMETRY_FPATH, sessions_fpath=config.SE
                           _write_csv(loadings.rename_axis('metric').reset_index(),
                                      results_dir / 'pca_loadings.csv')]  # fmt: skip
     except ValueError as error:
-        print(f'qc_overview: no PCA ({error})')
+        log.warning(f'qc_overview: no PCA ({error})')
     figures['temporal_trends'] = plot_temporal_trends(df)
     for name, fig in figures.items():
         result.figures += save_figure_formats(fig, figure_dir / name, formats)

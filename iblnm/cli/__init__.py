@@ -78,6 +78,9 @@ def apply_settings(args):
 
 
 def main(argv=None):
+    from iblnm.pipeline.cli import configure_logging
+
+    configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
         prog='iblnm', description='IBL neuromodulators fiber-photometry pipeline',

@@ -1,6 +1,7 @@
 """Argument parsing shared by the stage scripts."""
 
 import argparse
+import logging
 import os
 import sys
 
@@ -25,6 +26,22 @@ def require_catalog():
         f'{config.SESSIONS_FPATH} not found: run scripts/query_database.py first', file=sys.stderr
     )
     return 1
+
+
+def configure_logging(level=logging.INFO):
+    """Show the package's log messages on stdout, as plain lines (the command-line view).
+
+    The library only logs (``logging.getLogger('iblnm....')``); a command calls this once so
+    that its messages are printed, while a notebook or another program keeps control of
+    logging (``logging.getLogger('iblnm').setLevel(logging.WARNING)`` silences it).
+    """
+    logger = logging.getLogger('iblnm')
+    if not any(getattr(h, '_iblnm_cli', False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter('%(message)s'))
+        handler._iblnm_cli = True
+        logger.addHandler(handler)
+    logger.setLevel(level)
 
 
 def exit_now(code):

@@ -7,6 +7,7 @@ Every output path derives from ``root`` (default: the project root), so a run on
 output tree (tests, ``IBLNM_ROOT``) never touches the project's files.
 """
 
+import logging
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +18,8 @@ import pandas as pd
 from iblnm import config, util
 from iblnm import validation as v
 from iblnm.analysis import encoding as enc
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------
@@ -230,12 +233,14 @@ def run_movement_encoding(root=None, event='stimOn_times', timing_vars=('reactio
         save_csv(summary, out_dir / 'model_comparison_summary.csv')
         save_csv(slopes, out_dir / 'per_contrast_slopes.csv')
         if verbose and group.errors:
-            print(f'movement encoding: {len(group.errors)} recording(s) skipped')
+            log.warning(f'movement encoding: {len(group.errors)} recording(s) skipped')
     figures = movement_figures(data, loso, slopes, fig_dir, event, timing_vars, group_by,
                                min_subjects) if plot else []  # fmt: skip
     if verbose:
-        print(f'movement encoding: {len(data)} trials, {data["subject"].nunique()} subjects')
-        print(summary.to_string(index=False) if len(summary) else 'no cohort with enough subjects')
+        log.info(f'movement encoding: {len(data)} trials, {data["subject"].nunique()} subjects')
+        log.info(
+            summary.to_string(index=False) if len(summary) else 'no cohort with enough subjects'
+        )
     return {'trials': data, 'loso': loso, 'summary': summary, 'slopes': slopes,
             'figures': figures}  # fmt: skip
 
@@ -334,7 +339,7 @@ def task_encoding_event(table, performance, event, out_dir, opts, subjects=None)
                 unit_norm=opts['unit_norm'])  # fmt: skip
         tables.update(cca_tables(results, views))
     except ValueError as e:
-        print(f'task encoding {name}: no CCA ({e})')
+        log.warning(f'task encoding {name}: no CCA ({e})')
     for key, df in tables.items():
         save_csv(df, out_dir / f'{name}_{key}.csv' if key in CCA_KEYS else
                  out_dir / f'{key}_{name}.csv')  # fmt: skip
@@ -432,10 +437,10 @@ def run_task_encoding(root=None, events=config.RESPONSE_EVENTS, contrast_coding=
                                                  subjects)  # fmt: skip
             figures += task_encoding_figures(out[event], event, fig_dir, method)
         except Exception as e:  # noqa: BLE001 - one event failing never stops the others
-            print(f'task encoding {_event_name(event)} failed: {type(e).__name__}: {e}')
+            log.warning(f'task encoding {_event_name(event)} failed: {type(e).__name__}: {e}')
     if verbose:
         for event, tables in out.items():
             if 'summary' in tables:
-                print(f'{_event_name(event)} CCA:\n{tables["summary"].to_string(index=False)}')
+                log.info(f'{_event_name(event)} CCA:\n{tables["summary"].to_string(index=False)}')
     out['figures'] = figures
     return out

@@ -22,6 +22,7 @@ when given, else the ``config`` paths):
 """
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -35,6 +36,8 @@ from iblnm.analysis import responses as ar
 from iblnm.group import PhotometrySessionGroup
 from iblnm.vis import responses as vr
 from iblnm.vis import save_figure_formats
+
+log = logging.getLogger(__name__)
 
 
 def output_paths(root=None):
@@ -254,7 +257,7 @@ def _features_and_decoding(group, write, result, seed):
     try:
         decoder = group.decode_target(seed=seed)
     except ValueError as error:
-        print(f'decode_target skipped: {error}')
+        log.warning(f'decode_target skipped: {error}')
         return
     write(decoder.confusion.reset_index(), 'confusion_matrix.pqt')
     write(decoder.coefficients.rename_axis('class').reset_index(), 'decoding_coefficients.pqt')

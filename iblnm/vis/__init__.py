@@ -7,17 +7,13 @@ analyses.
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap, to_hex, to_rgb
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use('Agg')  # files only: no screen on pipeline machines
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap, to_hex, to_rgb  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from iblnm import config  # noqa: E402
+from iblnm import config
 
 # ---------------------------------------------------------------------------
 # Colours, order and saving shared by every figure

@@ -3,16 +3,12 @@
 Colours follow ``config.NM_COLORS``; every axis is labelled with its units.
 """
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use('Agg')
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from iblnm import config  # noqa: E402
-from iblnm.analysis import waveforms  # noqa: E402
-from iblnm.vis import order_target_nms, target_nm_color  # noqa: E402
+from iblnm import config
+from iblnm.analysis import waveforms
+from iblnm.vis import order_target_nms, target_nm_color
 
 OUTCOME_COLORS = {1.0: '#1a9850', -1.0: '#d73027'}
 OUTCOME_NAMES = {1.0: 'correct', -1.0: 'incorrect'}
