@@ -31,7 +31,12 @@ def installed(tmp_path_factory):
     """(target folder, environment) of the wheel installed with ``uv pip install --target``."""
     uv = _uv()
     dist, target = tmp_path_factory.mktemp('dist'), tmp_path_factory.mktemp('site')
-    build = subprocess.run([uv, 'build', '--wheel', '--out-dir', str(dist), str(PROJECT)],
+    # build from a copy: setuptools writes build/ and *.egg-info/ next to the sources
+    source = tmp_path_factory.mktemp('source') / 'iblnm'
+    skip = ('.git', '.venv', '.tools', 'data', 'results', 'figures', 'build', 'dist',
+            '__pycache__', '*.egg-info', '.pytest_cache', '.ruff_cache')  # fmt: skip
+    shutil.copytree(PROJECT, source, ignore=shutil.ignore_patterns(*skip))
+    build = subprocess.run([uv, 'build', '--wheel', '--out-dir', str(dist), str(source)],
                            capture_output=True, text=True)  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]
     wheels = list(dist.glob('iblnm-*.whl'))

@@ -1,1 +1,0 @@
-"""Pipeline stages (one function per stage) and the runner that chains them."""
