@@ -382,3 +382,28 @@ def test_rank_coding_ranks_only_known_levels():
     np.testing.assert_array_equal(to_rank(levels), np.arange(len(levels)))
     np.testing.assert_array_equal(from_rank(np.arange(len(levels))), levels)
     assert np.isnan(to_rank([50.0, np.nan])).all()  # not the rank of 100 % or past the end
+
+
+def test_movement_time_has_one_definition_in_task_and_encoding():
+    """Encoding's movement_time is task.get_trial_timings' (response − first movement)."""
+    from types import SimpleNamespace
+
+    import xarray as xr
+
+    from iblnm import task
+    from iblnm.pipeline.encoding import _recording_magnitudes
+
+    trials = pd.DataFrame({
+        'stimOn_times': [1.0, 11.0], 'firstMovement_times': [1.3, 11.2],
+        'response_times': [1.8, 11.9], 'feedback_times': [2.3, 12.9],
+        'choice': [1, -1], 'feedbackType': [1, -1], 'probabilityLeft': [0.5, 0.5],
+        'contrastLeft': [1.0, np.nan], 'contrastRight': [np.nan, 0.25],
+        'signed_contrast': [-100.0, 25.0], 'contrast': [100.0, 25.0], 'stim_side': ['left', 'right'],
+    })  # fmt: skip
+    times = np.arange(-1, 1, 1 / 30)
+    traces = xr.DataArray(np.zeros((1, 2, len(times))), dims=('event', 'trial', 'time'),
+                          coords={'event': ['stimOn_times'], 'trial': [0, 1], 'time': times})  # fmt: skip
+    table = _recording_magnitudes({}, SimpleNamespace(trials=trials), traces)
+    expected = task.get_trial_timings(trials)['movement_time'].to_numpy()
+    np.testing.assert_allclose(table['movement_time'], expected)
+    np.testing.assert_allclose(expected, [0.5, 0.7])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iblnm import config, util
+from iblnm import config, task, util
 from iblnm import validation as v
 from iblnm.analysis import encoding as enc
 
@@ -46,7 +46,7 @@ def _recording_magnitudes(rec, ps, traces):
                                trial_ids=traces['trial'].values)  # fmt: skip
     for i, col in enumerate(ar.RECORDING_COLUMNS):
         table.insert(i, col, rec.get(col))
-    mt = ps.trials['feedback_times'] - ps.trials['firstMovement_times']
+    mt = task.get_trial_timings(ps.trials)['movement_time']  # the one definition (task.py)
     table['movement_time'] = mt.reindex(table['trial'].to_numpy()).to_numpy(float)
     return table
 
@@ -56,7 +56,8 @@ def response_magnitudes(group, events=config.RESPONSE_EVENTS, mask=True):
 
     Same rows and columns as ``PhotometrySessionGroup.get_response_magnitudes`` (one row
     per recording x event x trial, baseline-subtracted early-window means) plus
-    ``movement_time`` (s, feedback - firstMovement). ``mask=False`` keeps each event's
+    ``movement_time`` (s, response - firstMovement, :func:`iblnm.task.get_trial_timings`).
+    ``mask=False`` keeps each event's
     trace after the next event: movement encoding asks whether the stimulus-aligned
     response reflects the upcoming movement, which masking would remove by construction.
     A recording that fails is logged in ``group.errors`` and skipped.
