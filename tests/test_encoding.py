@@ -407,3 +407,30 @@ def test_movement_time_has_one_definition_in_task_and_encoding():
     expected = task.get_trial_timings(trials)['movement_time'].to_numpy()
     np.testing.assert_allclose(table['movement_time'], expected)
     np.testing.assert_allclose(expected, [0.5, 0.7])
+
+
+def test_both_mixed_model_fitters_reject_a_fit_that_did_not_converge(monkeypatch):
+    """One convergence rule (lmm.fit_mixedlm) for the response LMMs and movement encoding."""
+    import warnings
+
+    import statsmodels.regression.mixed_linear_model as mlm
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    from iblnm.analysis import lmm
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({'y': rng.normal(size=60), 'x': rng.normal(size=60),
+                       'subject': np.repeat(['a', 'b', 'c'], 20)})  # fmt: skip
+    assert lmm.fit_lmm('y ~ x', df, 'subject') is not None
+    assert enc.fit_mixed('y ~ x', df) is not None
+    fit = mlm.MixedLM.fit
+
+    def not_converged(self, *args, **kwargs):
+        warnings.warn(
+            'Maximum Likelihood optimization failed to converge.', ConvergenceWarning, stacklevel=2
+        )
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlm.MixedLM, 'fit', not_converged)
+    assert lmm.fit_lmm('y ~ x', df, 'subject') is None
+    assert enc.fit_mixed('y ~ x', df) is None

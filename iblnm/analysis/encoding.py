@@ -132,12 +132,12 @@ def movement_formulas():
 # Movement encoding: model fitting
 # ---------------------------------------------------------------------------
 def fit_mixed(formula, df, reml=False):
-    """Fit ``formula`` with a random intercept per subject; None when the fit fails.
+    """Fit ``formula`` with a random intercept per subject; None when no converged fit exists.
 
     With a single subject the model reduces to OLS (the random intercept is absorbed by
-    the fixed intercept: identical fixed effects). L-BFGS is tried first, then Powell;
-    non-convergence warnings are tolerated (fixed effects are still usable) but an
-    exception or a non-finite fit gives None.
+    the fixed intercept: identical fixed effects). Otherwise :func:`iblnm.analysis.lmm.
+    fit_mixedlm` (the project's one convergence rule: L-BFGS, then Powell, a fit that does
+    not converge is not used).
 
     Returns
     -------
@@ -145,22 +145,15 @@ def fit_mixed(formula, df, reml=False):
     """
     import statsmodels.formula.api as smf
 
+    from iblnm.analysis.lmm import fit_mixedlm
+
     if df['subject'].nunique() < 2:
         try:
             return smf.ols(formula, df).fit()
         except Exception:  # noqa: BLE001 - a failed fit is a None, never a crash
             return None
-    for method in ('lbfgs', 'powell'):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                model = smf.mixedlm(formula, df, groups=df['subject'])
-                result = model.fit(reml=reml, method=method, maxiter=500)
-            if np.all(np.isfinite(result.fe_params)):
-                return result
-        except Exception:  # noqa: BLE001
-            continue
-    return None
+    fitted = fit_mixedlm(formula, df, 'subject', reml=reml, methods=('lbfgs', 'powell'))
+    return None if fitted is None else fitted[1]
 
 
 def fixed_prediction(result, df):

@@ -113,27 +113,50 @@ def _summary(result):
     return table.loc[[t for t in fixed if t in table.index], SUMMARY_COLUMNS]
 
 
+def fit_mixedlm(formula, df, groups, re_formula='1', reml=True, methods=('powell',),
+                maxiter=500):  # fmt: skip
+    """The one way iblnm fits a linear mixed model: a converged statsmodels fit, or None.
+
+    The optimisers in ``methods`` are tried in order; a fit is accepted only when it
+    raises nothing, statsmodels does not warn that it failed to converge, and its fixed
+    effects are finite (a non-converged fit's standard errors and tests are not trusted,
+    so it is never reported as a result).
+
+    Returns
+    -------
+    (MixedLM model, MixedLMResults) or None
+    """
+    for method in methods:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter('always', ConvergenceWarning)
+                model = smf.mixedlm(formula, df, groups=df[groups], re_formula=re_formula)
+                result = model.fit(reml=reml, method=method, maxiter=maxiter)
+        except Exception:  # noqa: BLE001 - any failed fit means "no model" with this method
+            continue
+        if any('failed to converge' in str(w.message) for w in caught):
+            continue
+        if np.all(np.isfinite(result.fe_params)):
+            return model, result
+    return None
+
+
 def fit_lmm(formula, df, groups, re_formula='1', reml=True):
     """Fit ``smf.mixedlm(formula, df, groups, re_formula)`` by Powell (maxiter 500).
 
     Returns
     -------
     LMMResult or None
-        None when the response has zero variance, the fit raises, or statsmodels warns
-        that it failed to converge.
+        None when the response has zero variance or :func:`fit_mixedlm` gives no
+        converged fit.
     """
     response = formula.split('~')[0].strip()
     if np.nanstd(df[response].to_numpy(dtype=float)) == 0:
         return None
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter('always', ConvergenceWarning)
-            model = smf.mixedlm(formula, df, groups=df[groups], re_formula=re_formula)
-            result = model.fit(reml=reml, method='powell', maxiter=500)
-    except Exception:  # noqa: BLE001 - any failed fit means "no model" for this group
+    fitted = fit_mixedlm(formula, df, groups, re_formula=re_formula, reml=reml)
+    if fitted is None:
         return None
-    if any('failed to converge' in str(w.message) for w in caught):
-        return None
+    model, result = fitted
     fixed = model.exog @ result.fe_params.to_numpy()
     return LMMResult(
         result=result, summary_df=_summary(result),
