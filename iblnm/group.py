@@ -12,6 +12,7 @@ through :class:`iblnm.data.PhotometrySession`; statistics are the pure functions
     group.response_similarity_matrix()   # -> group.similarity_matrix
     group.decode_target()                # -> group.decoder (TargetNMDecoder)
     group.fit_lmm()                      # -> group.lmm_results, group.lmm_coefficients
+    group.fit_flmm('reward + log_contrast + side', event='feedback_times')  # -> flmm_results
 
 A session whose HDF5 file is missing or unreadable, or a recording without responses,
 becomes an entry of :attr:`errors` (``MissingH5``, ``CorruptH5``, ``MissingResponses``;
@@ -136,7 +137,7 @@ class PhotometrySessionGroup:
     # results computed from the current selection; any selection change clears them
     RESULT_ATTRIBUTES = (
         'events', 'response_magnitudes', 'mean_traces', 'response_features',
-        'similarity_matrix', 'decoder', 'lmm_results', 'lmm_coefficients',
+        'similarity_matrix', 'decoder', 'lmm_results', 'lmm_coefficients', 'flmm_results',
     )  # fmt: skip
 
     def clear_results(self):
@@ -581,6 +582,74 @@ class PhotometrySessionGroup:
         self.lmm_results = results
         self.lmm_coefficients = lmm.coefficient_table(results, by)
         return self.lmm_coefficients
+
+    def get_flmm_inputs(self, event, by='target_NM', contrast_coding='log'):
+        """Trial traces around ``event`` and their coded covariates, per ``by`` group.
+
+        Traces come from :meth:`iter_recording_traces` (masked after the next event,
+        baseline-subtracted); trials are those of the mixed models
+        (:func:`iblnm.analysis.lmm.prepare_lmm_trials`: 50/50 block, a choice, reaction time
+        > 0.05 s), coded by :func:`iblnm.analysis.lmm.code_predictors` (``reward`` ±0.5,
+        ``side`` ±0.5 contra/ipsi, ``log_contrast``).
+
+        Returns
+        -------
+        dict
+            ``{group value: (responses (n_trials, n_times), trials DataFrame, times (s))}``;
+            the DataFrame has the recording columns (eid, subject, ...) and the covariates.
+        """
+        from iblnm.analysis import lmm
+
+        pieces = {}
+        for rec, ps, traces in self.iter_recording_traces(events=[event]):
+            table = ar.magnitude_table(traces.values, traces['time'].values, [event], ps.trials,
+                                       trial_ids=traces['trial'].values)  # fmt: skip
+            table = table.assign(**{c: rec.get(c) for c in ar.RECORDING_COLUMNS})
+            coded = lmm.code_predictors(ar.add_side(table), contrast_coding)
+            keep = coded.index.isin(
+                lmm.prepare_lmm_trials(coded.assign(side=coded['side_label'])).index
+            )
+            times = traces['time'].values
+            pieces.setdefault(rec[by], []).append((traces.values[0][keep], coded[keep], times))
+        return {
+            key: (np.vstack([p[0] for p in parts]),
+                  pd.concat([p[1] for p in parts], ignore_index=True), parts[0][2])
+            for key, parts in pieces.items()
+        }  # fmt: skip
+
+    def fit_flmm(self, formula='reward + log_contrast + side', event='feedback_times',
+                 by='target_NM', groups='subject', min_subjects=2, **kwargs):  # fmt: skip
+        """Functional mixed models of the traces around ``event``, per ``by`` group.
+
+        Parameters
+        ----------
+        formula : str
+            Fixed effects over the coded covariates of :meth:`get_flmm_inputs`.
+        groups : str
+            Random-effect grouping (a trials column, default the subject).
+        min_subjects : int
+            Groups with fewer subjects are skipped.
+        **kwargs
+            Passed to :func:`iblnm.analysis.flmm.fit_flmm` (``nested='eid'``, ``re_formula``,
+            ``inference``, ...).
+
+        Returns
+        -------
+        dict
+            ``{(group value, event): FLMMResult}``, also stored in :attr:`flmm_results`.
+        """
+        from iblnm.analysis import flmm
+
+        results = {}
+        for key, (y, data, times) in sorted(self.get_flmm_inputs(event, by).items()):
+            if data['subject'].nunique() < min_subjects:
+                continue
+            try:
+                results[(key, event)] = flmm.fit_flmm(y, data, formula, groups, times, **kwargs)
+            except (ValueError, np.linalg.LinAlgError) as error:  # one group never stops the rest
+                self.errors.append(v.make_log_entry(f'{key}/{event}', error=error))
+        self.flmm_results = {**(self.flmm_results or {}), **results}
+        return results
 
 
 # ---------------------------------------------------------------------------

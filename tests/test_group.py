@@ -158,6 +158,31 @@ def test_lmm_signs_match_generator(two_mice):
     assert checked >= 4  # DA contrast at stimOn; DA, 5HT (+) and NE (-) reward at feedback
 
 
+def test_flmm_signs_match_generator(two_mice):
+    """FLMM per NM: outcome at feedback and contrast at stimulus onset have the generating
+    sign where the generator planted an effect, and no significant interval where it did not."""
+    group, manifest = two_mice
+    checked = {'planted': 0, 'none': 0}
+    for event, term, key in (('feedback_times', 'reward', 'reward'),
+                             ('stimOn_times', 'log_contrast', 'contrast')):  # fmt: skip
+        results = group.fit_flmm(event=event, by='NM')
+        for nm, events in manifest['effect_signs'].items():
+            result = results[(nm, event)]
+            assert result.dataset.attrs['n_subjects'] == 2
+            intervals = result.intervals[result.intervals['term'] == term]
+            sign = events[event][key]
+            if sign == 0:  # 4 null checks: family-wise 5 % (Bonferroni) over them
+                assert not (intervals['p_joint'] < 0.05 / 4).any(), (nm, event, intervals)
+                checked['none'] += 1
+            else:
+                assert len(intervals), (nm, event, 'no significant interval')
+                strongest = intervals.loc[intervals['peak'].abs().idxmax()]
+                # onsets are blurred by the smoothing (~ one basis spacing): test the peak time
+                assert strongest['sign'] == sign and 0 < strongest['t_peak'] < 0.6, strongest
+                checked['planted'] += 1
+    assert checked == {'planted': 4, 'none': 4}  # DA contrast; DA, 5HT (+), NE (-) outcome
+
+
 def test_decoder_above_chance(two_mice):
     group, _ = two_mice
     group.get_response_features(nan_handling='drop_features')

@@ -102,7 +102,8 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
     assert 'responses:' in out and 'trial rows' in out
     tables = tool_root / 'results' / 'responses'
     for name in ('responses.pqt', 'mean_traces.pqt', 'response_matrix.pqt',
-                 'lmm_coefficients.pqt', 'lmm_coefficients_by_NM.csv'):  # fmt: skip
+                 'lmm_coefficients.pqt', 'lmm_coefficients_by_NM.csv', 'flmm_coefficients.pqt',
+                 'flmm_intervals.csv'):  # fmt: skip
         assert (tables / name).exists(), name
     means = pd.read_csv(tables / 'lmm_marginal_means.csv')
     coefficients = pd.read_csv(tables / 'lmm_coefficients.csv')

@@ -70,7 +70,7 @@ class FLMMResult:
     intervals : pandas.DataFrame
         One row per run of time points where the joint band excludes zero: term, start,
         stop (indices, stop exclusive), t_start, t_stop (s), sign (+1/-1), peak (estimate
-        of largest magnitude), p_joint (smallest).
+        of largest magnitude) and its time t_peak (s), p_joint (smallest).
     covariance : dict
         term -> (n_times, n_times) covariance of the smoothed estimate used for the bands.
     """
@@ -85,7 +85,8 @@ class FLMMResult:
         yield self.intervals
 
 
-INTERVAL_COLUMNS = ['term', 'start', 'stop', 't_start', 't_stop', 'sign', 'peak', 'p_joint']
+INTERVAL_COLUMNS = ['term', 'start', 'stop', 't_start', 't_stop', 'sign', 'peak', 't_peak',
+                    'p_joint']  # fmt: skip
 
 
 # ---------------------------------------------------------------------------
@@ -286,8 +287,7 @@ def _fit_subject_effects(Y, design, reml=True, influence=True):
     Per time point, the profiled criterion in the relative covariance Λ = Ψ/σ² = LL'
     (Cholesky factor L, q(q+1)/2 parameters) is computed from per-subject sums Z'Z, Z'X,
     Z'y: V*_g⁻¹ = I − Z_g (I + Λ Z_g'Z_g)⁻¹ Λ Z_g', log|V*_g| = log|I + Λ Z_g'Z_g|. It is
-    minimised by L-BFGS-B (started at the previous time point's optimum), then polished by
-    Nelder-Mead.
+    minimised by BFGS, started at the previous time point's optimum.
     """
     from scipy.optimize import minimize
 
@@ -305,7 +305,6 @@ def _fit_subject_effects(Y, design, reml=True, influence=True):
     theta = np.full((n_comp, n_times), np.nan)
     infl = np.zeros((p, n_obs, n_times)) if influence else None
     start = np.eye(q)[np.tril_indices(q)] * 0.5
-    n_evals = []
     for s in range(n_times):
         rows = np.flatnonzero(m[:, s])
         if len(rows) <= p + 1:
@@ -337,9 +336,6 @@ def _fit_subject_effects(Y, design, reml=True, influence=True):
             return obj + logdet_a if reml else obj
 
         fit = minimize(objective, start, method='BFGS', options={'gtol': 1e-6})
-        fit = minimize(objective, fit.x, method='Nelder-Mead',
-                       options={'xatol': 1e-9, 'fatol': 1e-11, 'maxiter': 2000})  # fmt: skip
-        n_evals.append(fit.nfev)
         start = fit.x
         a, b, c, mg, _ = parts(fit.x)
         ainv = np.linalg.inv(a)
@@ -595,10 +591,11 @@ def significant_intervals(dataset, var='significant'):
         est = sel['estimate'].to_numpy()
         for start, stop in runs(sel[var].to_numpy()):
             seg = est[start:stop]
+            top = start + int(np.argmax(np.abs(seg)))
             rows.append({'term': term, 'start': start, 'stop': stop,
                          't_start': float(times[start]), 't_stop': float(times[stop - 1]),
                          'sign': int(np.sign(seg.mean())),
-                         'peak': float(seg[np.argmax(np.abs(seg))]),
+                         'peak': float(est[top]), 't_peak': float(times[top]),
                          'p_joint': float(sel['p_joint'].to_numpy()[start:stop].min())})  # fmt: skip
     return pd.DataFrame(rows, columns=INTERVAL_COLUMNS)
 

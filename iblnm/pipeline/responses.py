@@ -16,6 +16,9 @@ when given, else the ``config`` paths):
 | ``confusion_matrix.pqt``, ``decoding_coefficients.pqt``, ``feature_contributions.pqt``,
   ``decoding_summary.json`` | LOSO decoding of target-NM |
 | ``waveform_tests.pqt`` | clusters of the correct-vs-incorrect permutation tests |
+| ``flmm_coefficients.pqt`` | FLMM coefficient functions per (target_NM, event, term, time): estimate,
+  pointwise and joint 95 % bands, p-values (:func:`iblnm.analysis.flmm.coefficient_table`) |
+| ``flmm_intervals.pqt/.csv`` | intervals where the FLMM joint band excludes 0 |
 | ``peak_velocity.pqt`` | reaction time, movement time, peak wheel speed per trial |
 | ``wheel_lmm_summary.pqt/.csv`` | does the stimulus response predict them (per target_NM x
   contrast x variable; :func:`iblnm.analysis.lmm.fit_wheel_lmms`) |
@@ -31,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from iblnm import config, util
-from iblnm.analysis import lmm, waveforms
+from iblnm.analysis import flmm, lmm, waveforms
 from iblnm.analysis import responses as ar
 from iblnm.group import PhotometrySessionGroup
 from iblnm.vis import responses as vr
@@ -58,6 +61,7 @@ class ResponsesResult:
     n_trials_rows: int = 0
     decoding: dict = field(default_factory=dict)
     lmm_signs: pd.DataFrame = None
+    flmm_intervals: pd.DataFrame = None
     files: list = field(default_factory=list)
     errors: list = field(default_factory=list)
 
@@ -76,6 +80,16 @@ class ResponsesResult:
                 star = '*' if row.p < 0.05 else ' '
                 lines.append(f'  {row.NM:<4} {row.event:<20} {row.term:<13} '
                              f'{row.coef:+.3f}{star} ({row.kind}, {row.n_subjects} subjects)')  # fmt: skip
+        if self.flmm_intervals is not None:
+            lines.append(
+                'FLMM (joint 95 % band excludes 0): outcome at feedback, contrast at stimOn:'
+            )
+            for (target, event, term), rows in self.flmm_intervals.groupby(
+                ['target_NM', 'event', 'term'], sort=True
+            ):
+                spans = ', '.join(f'{r.t_start:+.2f}..{r.t_stop:+.2f} s ({r.sign:+d})'
+                                  for r in rows.itertuples())  # fmt: skip
+                lines.append(f'  {target:<8} {event:<15} {term:<13} {spans}')
         if self.errors:
             lines.append(f'{len(self.errors)} recordings/sessions skipped (see errors)')
         lines.append(f'{len(self.files)} files written')
@@ -105,8 +119,9 @@ def run_responses(root=None, targetnms=config.VALID_TARGETNMS, n_boot=1000,
     magnitudes = group.get_response_magnitudes()
     result.n_trials_rows = len(magnitudes)
     write(magnitudes, 'responses.pqt')
-    _traces_and_tests(group, write, n_boot, n_permutations, seed)
+    tests = _traces_and_tests(group, write, n_boot, n_permutations, seed)
     _lmms(group, write, result)
+    _flmms(group, write, result, tests)
     _wheel_lmms(group, magnitudes, write)
     _features_and_decoding(group, write, result, seed)
     result.errors = group.errors
@@ -135,7 +150,7 @@ def _traces_and_tests(group, write, n_boot, n_permutations, seed):
     """Recording-mean traces per outcome, cluster tests correct vs incorrect, trace figure."""
     traces = group.get_mean_traces(split_by='feedbackType')
     if traces.empty:
-        return
+        return {}
     write(traces, 'mean_traces.pqt')
     tests, rows = {}, []
     for (target, event), sub in traces.groupby(['target_NM', 'event']):
@@ -154,6 +169,28 @@ def _traces_and_tests(group, write, n_boot, n_permutations, seed):
     if rows:
         write(pd.concat(rows, ignore_index=True), 'waveform_tests.pqt')
     write(vr.plot_mean_traces(traces, tests, n_boot=n_boot), 'mean_traces')
+    return tests
+
+
+FLMM_FORMULA = 'reward + log_contrast + side'
+FLMM_EFFECTS = {'feedback_times': 'reward', 'stimOn_times': 'log_contrast'}  # event -> term
+
+
+def _flmms(group, write, result, tests):
+    """FLMM per target-NM of the feedback and stimulus-onset traces; tables and figure."""
+    results = {}
+    for event in FLMM_EFFECTS:
+        results.update(group.fit_flmm(FLMM_FORMULA, event=event))
+    table = flmm.coefficient_table(results)
+    intervals = flmm.intervals_table(results)
+    write(table, 'flmm_coefficients.pqt')
+    write(intervals, 'flmm_intervals.pqt')
+    write(intervals, 'flmm_intervals.csv')
+    if len(table):  # tests with clusters only, as the --plot redraw reads them back
+        masks = {key: test['significant'] for key, test in tests.items() if len(test['clusters'])}
+        write(vr.plot_flmm(table, masks), 'flmm_coefficients')
+    of_interest = intervals['event'].map(FLMM_EFFECTS) == intervals['term']
+    result.flmm_intervals = intervals[of_interest].reset_index(drop=True)
 
 
 def _tests_from_clusters(traces, clusters, alpha=0.05):
@@ -186,9 +223,14 @@ def plot_saved_responses(root=None, n_boot=1000):
         return pd.read_parquet(fpath) if fpath.exists() else None
 
     traces, clusters = read('mean_traces.pqt'), read('waveform_tests.pqt')
+    tests = {}
     if traces is not None:
         tests = _tests_from_clusters(traces, clusters) if clusters is not None else {}
         write(vr.plot_mean_traces(traces, tests, n_boot=n_boot), 'mean_traces')
+    coefficients = read('flmm_coefficients.pqt')
+    if coefficients is not None and len(coefficients):
+        masks = {key: test['significant'] for key, test in tests.items()}
+        write(vr.plot_flmm(coefficients, masks), 'flmm_coefficients')
     for name, group_col in (('lmm_coefficients', 'target_NM'), ('lmm_coefficients_by_NM', 'NM')):
         table = read(f'{name}.pqt')
         if table is not None and len(table):

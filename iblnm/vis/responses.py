@@ -260,3 +260,78 @@ def plot_wheel_lmm(summary, alpha=0.05):
                  f'(+ response) + (1|subject); * likelihood ratio p < {alpha:g}')  # fmt: skip
     fig.tight_layout()
     return fig
+
+
+FLMM_PANELS = (('feedback_times', 'reward', 'outcome (correct − incorrect)'),
+               ('stimOn_times', 'log_contrast', 'contrast (per unit coded contrast)'))  # fmt: skip
+
+
+def plot_flmm(coefficients, cluster_masks=None, panels=FLMM_PANELS):
+    """FLMM coefficient functions with pointwise and joint 95 % bands, per target-NM.
+
+    Parameters
+    ----------
+    coefficients : pandas.DataFrame
+        :func:`iblnm.analysis.flmm.coefficient_table` output (target_NM, event, term, time,
+        estimate, ci_*, joint_*, significant, n_subjects, n_obs).
+    cluster_masks : dict, optional
+        ``{(target_NM, event): bool array over the same time samples}`` of the cluster
+        permutation test (correct vs incorrect); drawn under the outcome panels, with the
+        samples where it and the FLMM disagree marked in orange.
+    panels : sequence of (event, term, label)
+    """
+    targets = order_target_nms(coefficients['target_NM'].unique())
+    fig, axes = plt.subplots(len(targets), len(panels), squeeze=False, sharex=True,
+                             figsize=(4.4 * len(panels), 2.5 * len(targets)))  # fmt: skip
+    for r, target in enumerate(targets):
+        for c, (event, term, label) in enumerate(panels):
+            ax = axes[r, c]
+            sub = coefficients[(coefficients['target_NM'] == target) & (coefficients['event'] == event)
+                               & (coefficients['term'] == term)].sort_values('time')  # fmt: skip
+            if sub.empty:
+                ax.text(0.5, 0.5, 'not fitted (< 2 subjects)', ha='center', va='center',
+                        transform=ax.transAxes, fontsize=8, color='grey')  # fmt: skip
+            else:
+                _flmm_panel(ax, sub, target, (cluster_masks or {}).get((target, event))
+                            if term == 'reward' else None)  # fmt: skip
+            if r == 0:
+                ax.set_title(f'{EVENT_NAMES.get(event, event)}: {label}', fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f'{target}\ncoefficient (z)', color=target_nm_color(target))
+            if r == len(targets) - 1:
+                ax.set_xlabel('time from event (s)')
+    handles = [plt.Rectangle((0, 0), 1, 1, color='0.55', alpha=0.35, label='pointwise 95 %'),
+               plt.Rectangle((0, 0), 1, 1, color='0.55', alpha=0.15, label='joint 95 %'),
+               plt.Rectangle((0, 0), 1, 1, color='gold', alpha=0.35,
+                             label='joint band excludes 0'),
+               plt.Line2D([], [], color='k', lw=3, label='cluster test p < 0.05'),
+               plt.Line2D([], [], color='tab:orange', lw=3, label='FLMM and cluster test disagree')]  # fmt: skip
+    fig.legend(handles=handles, loc='lower center', ncol=5, fontsize=8, frameon=False)
+    fig.suptitle('Functional mixed models: response(t) ~ reward + log_contrast + side + '
+                 '(1 | subject), fast univariate inference')  # fmt: skip
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97))
+    return fig
+
+
+def _flmm_panel(ax, sub, target, cluster):
+    t = sub['time'].to_numpy(dtype=float)
+    color = target_nm_color(target)
+    ax.fill_between(t, sub['joint_lower'], sub['joint_upper'], color=color, alpha=0.15, lw=0)
+    ax.fill_between(t, sub['ci_lower'], sub['ci_upper'], color=color, alpha=0.35, lw=0)
+    n = f'{int(sub["n_subjects"].iloc[0])} mice, {int(sub["n_obs"].max())} trials'
+    ax.plot(t, sub['estimate'], color=color, lw=1.5, label=n)
+    ax.axhline(0, color='grey', lw=0.5)
+    ax.axvline(0, color='k', lw=0.6, ls='--')
+    significant = sub['significant'].to_numpy(dtype=bool)
+    step = np.median(np.diff(t)) if len(t) > 1 else 0
+    for start, stop in waveforms.runs(significant):
+        ax.axvspan(t[start] - step / 2, t[stop - 1] + step / 2, color='gold', alpha=0.35, lw=0)
+    if cluster is not None and len(cluster) == len(t):
+        ymin, ymax = ax.get_ylim()
+        y = ymin + 0.03 * (ymax - ymin)
+        for start, stop in waveforms.runs(cluster):
+            ax.plot([t[start], t[stop - 1]], [y, y], color='k', lw=3, solid_capstyle='butt')
+        for start, stop in waveforms.runs(np.asarray(cluster, bool) != significant):
+            ax.plot([t[start], t[stop - 1]], [y + 0.04 * (ymax - ymin)] * 2, color='tab:orange',
+                    lw=3, solid_capstyle='butt')  # fmt: skip
+    ax.legend(fontsize=7, frameon=False, loc='upper left')
