@@ -32,6 +32,7 @@ PHOTOMETRY_LOG_FPATH = _at('PHOTOMETRY_LOG_FPATH')
 TASK_LOG_FPATH = _at('TASK_LOG_FPATH')
 WHEEL_LOG_FPATH = _at('WHEEL_LOG_FPATH')
 ERRORS_FPATH = _at('ERRORS_FPATH')
+QC_VERDICTS_FPATH = _at('QC_VERDICTS_FPATH')  # recordings per target-NM, verdict, reason
 VIDEO_FPATH = _at('VIDEO_FPATH')
 VIDEO_LOG_FPATH = _at('VIDEO_LOG_FPATH')
 QCPHOTOMETRY_FPATH = _at('QCPHOTOMETRY_FPATH')
@@ -269,13 +270,98 @@ QC_RAW_METRICS = ['n_early_samples', 'n_band_inversions']
 QC_SLIDING_METRICS = [
     'n_unique_samples', 'median_absolute_deviance', 'percentile_distance',
     'percentile_asymmetry', 'ar_score',
+    # rate- and ADC-independent metrics (docs/methods.md §2.2)
+    'n_noise_levels', 'light_above_floor', 'relative_mad', 'relative_noise', 'ar_score_10hz',
 ]  # fmt: skip
 QC_PREPROCESSING = ['bleaching_tau', 'iso_correlation']
+# Whole-recording metrics of the GCaMP row: "no signal" and "artefact" (docs/methods.md §2.4)
+QC_SIGNAL_METRICS = [
+    'residual_power_ratio', 'upper_tail_excess', 'transient_rate',
+    'frac_shared_excursion', 'n_shared_steps',
+]  # fmt: skip
 QC_METRICS_KWARGS = {'percentile_asymmetry': {'pc_comp': 75}}
 QC_SLIDING_KWARGS = {'w_len': 120, 'step_len': 60, 'detrend': True}  # s, s
-# Metrics computed on the raw (not detrended) windows: detrending makes every value unique.
-QC_UNDETRENDED_METRICS = ('n_unique_samples',)
+# Metrics computed on the raw (not detrended) windows: detrending makes every value unique,
+# and the light level needs the raw values.
+QC_UNDETRENDED_METRICS = ('n_unique_samples', 'n_noise_levels', 'light_above_floor',
+                          'relative_mad', 'relative_noise')  # fmt: skip
+# How window values are reduced to one per recording (others: the mean, as the original).
+# The new metrics take the median over windows: a few windows of a disconnected edge do not
+# move it.
+QC_AGGREGATION = {
+    'n_noise_levels': 'median', 'light_above_floor': 'median', 'relative_mad': 'median',
+    'relative_noise': 'median', 'ar_score_10hz': 'median',
+}  # fmt: skip
 N_UNIQUE_SAMPLES_THRESHOLD = 0.05  # fraction of unique values per window (mean over windows)
+# "No light" level of the Neurophotometrics ROIs: 1/255 of the normalised camera range.
+QC_CAMERA_FLOOR = 1 / 255
+# Bounds of the bleaching fit: τ ≥ 10 s and ≤ 10 × the recording length.
+QC_BLEACHING_TAU_BOUNDS = (10.0, 10.0)
+# ... and the exponential must beat a straight line: F statistic of its extra parameter ≥ 10
+# (p ≈ 0.002 for one degree of freedom), else τ is not resolvable in the recording (NaN).
+QC_BLEACHING_MIN_F = 10.0
+QC_FIXED_FS = 10  # Hz, rate the rate-independent metrics are computed at (block averages)
+# FewUniqueSamples: fewer distinct values than this within ±1 robust SD of a window's
+# median (mean over windows); replaces the rate/ADC-dependent n_unique_samples rule.
+N_NOISE_LEVELS_THRESHOLD = 3.0
+# Parameters of the "no signal" / "artefact" metrics (iblnm.signal.qc.signal_qc).
+QC_SIGNAL_KWARGS = {
+    'window_s': 60.0,  # s, robust z-score window of the corrected signal
+    'z_threshold': 3.0,  # robust SDs: tail fractions and transient crossings
+    'signal_band_hz': (0.1, 1.0),  # Hz, band of calcium transients (power ratio numerator)
+    # Hz, near-white measurement noise (denominator); below the Nyquist frequency of the
+    # ≈ 10 Hz block averages of every rig here (15 Hz → 7.5 Hz: Nyquist 3.75 Hz)
+    'noise_band_hz': (2.0, 3.5),
+    'baseline_s': 60.0,  # s, running median the excursions are measured against
+    'excursion_k': 5.0,  # robust SDs, both bands, same sign
+    'excursion_min_rel': 0.02,  # minimum relative size (fraction of light above floor)
+    'step_s': 2.0,  # s, half-width of the step detector (median after - median before)
+    'step_k': 8.0,  # robust SDs of the step statistic, both bands, same sign
+    'step_min_rel': 0.05,  # minimum relative step (fraction of light above floor)
+}
+# QC verdict (iblnm.signal.verdict.qc_verdict): each rule fires when its metric is present,
+# finite and compares true with the threshold; the verdict is the worst severity that fired
+# (PASS when none). Keys 'Isosbestic:<metric>' read the isosbestic row of the recording,
+# bare names the GCaMP row. Thresholds justified in docs/methods.md §2.5.
+QC_VERDICT_RULES = [
+    {'name': 'band_inversions', 'metric': 'n_band_inversions', 'op': '>', 'threshold': 0,
+     'severity': 'FAIL'},
+    {'name': 'early_samples', 'metric': 'n_early_samples', 'op': '>', 'threshold': 0,
+     'severity': 'FAIL'},
+    {'name': 'quantised_gcamp', 'metric': 'n_noise_levels', 'op': '<',
+     'threshold': N_NOISE_LEVELS_THRESHOLD, 'severity': 'FAIL'},
+    {'name': 'quantised_isosbestic', 'metric': 'Isosbestic:n_noise_levels', 'op': '<',
+     'threshold': N_NOISE_LEVELS_THRESHOLD, 'severity': 'FAIL'},
+    {'name': 'no_light_gcamp', 'metric': 'light_above_floor', 'op': '<', 'threshold': 0.15,
+     'severity': 'FAIL'},
+    {'name': 'no_light_isosbestic', 'metric': 'Isosbestic:light_above_floor', 'op': '<',
+     'threshold': 0.15, 'severity': 'FAIL'},
+    {'name': 'noisy_isosbestic', 'metric': 'Isosbestic:relative_noise', 'op': '>',
+     'threshold': 0.01, 'severity': 'FAIL'},
+    {'name': 'no_signal', 'metric': 'residual_power_ratio', 'op': '<', 'threshold': 1.1,
+     'severity': 'FAIL'},
+    {'name': 'shared_artefacts', 'metric': 'frac_shared_excursion', 'op': '>',
+     'threshold': 0.05, 'severity': 'FAIL'},
+    {'name': 'negative_iso_slope', 'metric': 'iso_slope', 'op': '<', 'threshold': 0.0,
+     'severity': 'FAIL'},
+    {'name': 'mostly_invalid', 'metric': 'frac_valid', 'op': '<', 'threshold': 0.5,
+     'severity': 'FAIL'},
+    {'name': 'saturated', 'metric': 'frac_saturated', 'op': '>', 'threshold': 0.01,
+     'severity': 'FAIL'},
+    {'name': 'implausible_iso_slope', 'metric': 'iso_slope', 'op': '>', 'threshold': 3.0,
+     'severity': 'WARNING'},
+    {'name': 'partly_invalid', 'metric': 'frac_valid', 'op': '<', 'threshold': 0.8,
+     'severity': 'WARNING'},
+    {'name': 'weak_signal', 'metric': 'residual_power_ratio', 'op': '<', 'threshold': 2.0,
+     'severity': 'WARNING'},
+    {'name': 'shared_excursions', 'metric': 'frac_shared_excursion', 'op': '>',
+     'threshold': 0.005, 'severity': 'WARNING'},
+    {'name': 'shared_steps', 'metric': 'n_shared_steps', 'op': '>', 'threshold': 2,
+     'severity': 'WARNING'},
+]  # fmt: skip
+QC_VERDICTS = ('PASS', 'WARNING', 'FAIL')  # increasing severity
+# Recordings with these verdicts are left out of group analyses by default.
+QC_VERDICT_EXCLUDE = ('FAIL',)
 EARLY_SAMPLE_TOLERANCE = 0.001  # s, a frame this much earlier than the median interval is "early"
 
 # ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from iblnm.loaders import (
 from iblnm.signal import preprocess as sp
 from iblnm.signal import qc as sq
 from iblnm.signal import responses as sr
+from iblnm.signal import verdict as sv
 
 PREPROCESSED_BAND = 'GCaMP_preprocessed'
 TRIAL_H5_COLUMNS = [
@@ -49,6 +50,7 @@ METADATA_FIELDS = [
 QC_COLUMNS = (
     ['eid', 'brain_region', 'band']
     + config.QC_SLIDING_METRICS + config.QC_RAW_METRICS + config.QC_PREPROCESSING
+    + config.QC_SIGNAL_METRICS
 )  # fmt: skip
 
 
@@ -263,28 +265,49 @@ class PhotometrySession:
 
     @session_validator
     def validate_qc(self):
-        """Raise QCValidationError when raw QC found band inversions or early samples."""
-        if self.qc.empty:
-            return
-        issues = []
-        if (self.qc.get('n_band_inversions', pd.Series(dtype=float)).fillna(0) > 0).any():
-            issues.append('band inversions detected')
-        if (self.qc.get('n_early_samples', pd.Series(dtype=float)).fillna(0) > 0).any():
-            issues.append('early samples detected')
-        if issues:
-            raise v.QCValidationError('; '.join(issues))
+        """Raise BandInversion or EarlySamples (both QCValidationError) after raw QC.
+
+        BandInversion when frames of one LED follow each other (the message also names early
+        samples if there are some), else EarlySamples when frames came early. The counts stay
+        in :attr:`qc` (and so in ``qc_photometry.pqt`` and the H5 file).
+        """
+        counts = {}
+        for name in ('n_band_inversions', 'n_early_samples'):
+            column = self.qc.get(name, pd.Series(dtype=float))
+            values = pd.to_numeric(column, errors='coerce').fillna(0)
+            counts[name] = int(values.max()) if len(values) else 0
+        issues = [f'{label} detected (n={counts[name]})'
+                  for name, label in (('n_band_inversions', 'band inversions'),
+                                      ('n_early_samples', 'early samples'))
+                  if counts[name] > 0]  # fmt: skip
+        if counts['n_band_inversions'] > 0:
+            raise v.BandInversion('; '.join(issues))
+        if counts['n_early_samples'] > 0:
+            raise v.EarlySamples('; '.join(issues))
 
     @session_validator
-    def validate_few_unique_samples(self, threshold=config.N_UNIQUE_SAMPLES_THRESHOLD):
-        """Raise FewUniqueSamples naming every region/band below the threshold (non-fatal)."""
-        if self.qc.empty or 'n_unique_samples' not in self.qc:
+    def validate_few_unique_samples(self, threshold=None):
+        """Raise FewUniqueSamples naming every region/band below the threshold (non-fatal).
+
+        The test is ``n_noise_levels`` < ``config.N_NOISE_LEVELS_THRESHOLD`` (distinct values
+        within ±1 robust SD: independent of rate and ADC resolution); tables without that
+        column fall back to ``n_unique_samples`` < ``config.N_UNIQUE_SAMPLES_THRESHOLD``.
+        """
+        qc = self.qc
+        metric = 'n_noise_levels' if 'n_noise_levels' in qc and qc['n_noise_levels'].notna().any() \
+            else 'n_unique_samples'  # fmt: skip
+        if qc.empty or metric not in qc:
             return
-        low = self.qc[self.qc['n_unique_samples'] < threshold]
+        if threshold is None:
+            threshold = (config.N_NOISE_LEVELS_THRESHOLD if metric == 'n_noise_levels'
+                         else config.N_UNIQUE_SAMPLES_THRESHOLD)  # fmt: skip
+        low = qc[pd.to_numeric(qc[metric], errors='coerce') < threshold]
         if len(low):
             items = [
-                f'{r.brain_region}/{r.band}={r.n_unique_samples:.3g}' for r in low.itertuples()
+                f'{r.brain_region}/{r.band}={getattr(r, metric):.3g}' for r in low.itertuples()
             ]
-            raise v.FewUniqueSamples(f'few unique samples (< {threshold}): {", ".join(items)}')
+            raise v.FewUniqueSamples(f'few distinct values ({metric} < {threshold}): '
+                                     f'{", ".join(items)}')  # fmt: skip
 
     # ------------------------------------------------------------------ QC
     def _raw_frames(self):
@@ -317,12 +340,28 @@ class PhotometrySession:
 
     @property
     def qc(self):
-        """QC table: one row per (brain_region, band); raw metrics copied onto every row."""
+        """QC table: one row per (brain_region, band), with the recording's verdict.
+
+        Raw metrics are copied onto every row. Before the sliding QC (e.g. when
+        :meth:`validate_qc` stopped the session) there is one row per loaded region × band
+        holding the raw counts (a single row without region when nothing is loaded).
+        ``verdict`` / ``verdict_reasons`` (:func:`iblnm.signal.verdict.add_verdicts`) are
+        the same on every row of a recording; columns not in :data:`QC_COLUMNS` (metrics
+        added by other steps) follow them.
+        """
+        keys = self._qc_rows or {(r, b): {} for b, frame in self.photometry.items()
+                                 if b in ('GCaMP', 'Isosbestic') for r in frame.columns}  # fmt: skip
         rows = [{'eid': self.eid, 'brain_region': r, 'band': b, **m, **self._raw_qc}
-                for (r, b), m in self._qc_rows.items()]  # fmt: skip
+                for (r, b), m in keys.items()]  # fmt: skip
         if not rows and self._raw_qc:
-            rows = [{'eid': self.eid, **self._raw_qc}]
-        return pd.DataFrame(rows, columns=QC_COLUMNS)
+            rows = [{'eid': self.eid, 'brain_region': None, 'band': None, **self._raw_qc}]
+        extra = list(dict.fromkeys(k for row in rows for k in row if k not in QC_COLUMNS))
+        extra = [k for k in extra if k not in sv.VERDICT_COLUMNS]
+        table = pd.DataFrame(rows, columns=QC_COLUMNS + extra)
+        if not rows:
+            return table.assign(verdict=pd.Series(dtype=object),
+                                verdict_reasons=pd.Series(dtype=object))  # fmt: skip
+        return sv.add_verdicts(table)
 
     @qc.setter
     def qc(self, table):
@@ -331,7 +370,14 @@ class PhotometrySession:
         for row in pd.DataFrame(table).to_dict('records'):
             key = (row.pop('brain_region', None), row.pop('band', None))
             row.pop('eid', None)
+            for column in sv.VERDICT_COLUMNS:  # recomputed from the metrics
+                row.pop(column, None)
             self._qc_rows[key] = row
+
+    @property
+    def verdicts(self):
+        """One row per recording: eid, brain_region, verdict, verdict_reasons."""
+        return sv.recording_verdicts(self.qc)
 
     def _upsert_qc(self, values, region, band):
         self._qc_rows.setdefault((region, band), {}).update(values)
@@ -347,12 +393,13 @@ class PhotometrySession:
             times = frame.index.to_numpy()
             for region in frame.columns:
                 _, per_window = sq.sliding_qc(times, frame[region].to_numpy())
-                metrics = sq.aggregate_windows(per_window)
+                metrics = sq.aggregate_windows(per_window, how=config.QC_AGGREGATION)
                 self._upsert_qc(metrics, region=region, band=band)
         self._preprocessing_qc()
         return self.qc
 
     def _preprocessing_qc(self):
+        """GCaMP-row metrics: bleaching τ, iso correlation, "no signal" and "artefact"."""
         if 'GCaMP' not in self.photometry:
             return
         gcamp = self.photometry['GCaMP']
@@ -360,6 +407,7 @@ class PhotometrySession:
         bleach = config.PREPROCESSING_PARAMS['bleach']
         for region in gcamp.columns:
             values = {'bleaching_tau': sq.bleaching_tau(times, gcamp[region].to_numpy())}
+            t, sig, ref = times, gcamp[region].to_numpy(), None
             if 'Isosbestic' in self.photometry:
                 t, sig, ref = sp.pair_by_position(
                     times,
@@ -369,6 +417,7 @@ class PhotometrySession:
                 values['iso_correlation'] = sq.iso_correlation(
                     sp.bleach_correct(t, sig, **bleach), sp.bleach_correct(t, ref, **bleach)
                 )
+            values.update(sq.signal_qc(t, sig, ref))
             self._upsert_qc(values, region=region, band='GCaMP')
 
     # ------------------------------------------------------------------ preprocessing
@@ -521,7 +570,8 @@ class PhotometrySession:
 
     # ------------------------------------------------------------------ HDF5
     def _photometry_h5(self):
-        if PREPROCESSED_BAND not in self.photometry and not self.responses and not self._qc_rows:
+        if (PREPROCESSED_BAND not in self.photometry and not self.responses and not self._qc_rows
+                and not self._raw_qc):  # fmt: skip
             return None
         out = {}
         qc = self.qc

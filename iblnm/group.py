@@ -119,12 +119,17 @@ class PhotometrySessionGroup:
         Folder of ``{eid}.h5`` (default ``config.SESSIONS_H5_DIR``).
     targetnms : collection of str, optional
         Recording-level target-NM filter (None: keep all).
+    qc : pandas.DataFrame, optional
+        The photometry QC table (``qc_photometry.pqt``) whose ``verdict`` per recording
+        :meth:`filter_sessions` uses to leave FAIL recordings out (None: no verdicts known,
+        nothing excluded on QC).
     """
 
-    def __init__(self, sessions, one=None, h5_dir=None, targetnms=None):
+    def __init__(self, sessions, one=None, h5_dir=None, targetnms=None, qc=None):
         catalog = util.enforce_schema(pd.DataFrame(sessions))
         self._catalog = util.validate_parallel_lists(catalog).reset_index(drop=True)
         self._filter_mask = pd.Series(True, index=self._catalog.index)
+        self._pre_verdict_mask = self._filter_mask
         self._dedup_mask = pd.Series(True, index=self._catalog.index)
         self._recordings_targetnms = targetnms
         self._recordings = None
@@ -133,6 +138,9 @@ class PhotometrySessionGroup:
         self._sessions = {}
         self.errors = []
         self.clear_results()
+        self.verdicts = _verdict_lookup(qc)
+        self._exclude_verdicts = ()
+        self.excluded_recordings = pd.DataFrame()
 
     # results computed from the current selection; any selection change clears them
     RESULT_ATTRIBUTES = (
@@ -152,7 +160,8 @@ class PhotometrySessionGroup:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_catalog(cls, catalog=None, one=None, h5_dir=None, log_dir=None, performance=None,
-                     root=None, filter=True, deduplicate=True, **filter_kwargs):  # fmt: skip
+                     root=None, filter=True, deduplicate=True, qc=None,
+                     **filter_kwargs):  # fmt: skip
         """Load the catalog, attach upstream errors and performance, filter and explode.
 
         Parameters
@@ -173,6 +182,10 @@ class PhotometrySessionGroup:
             Apply :meth:`filter_sessions` with ``filter_kwargs`` (config defaults).
         deduplicate : bool
             After filtering, keep one session per mouse and day (:meth:`deduplicate`).
+        qc : path, pandas.DataFrame or False, optional
+            The QC table with the recordings' verdicts (default
+            ``{root}/data/qc_photometry.pqt`` when it exists); FAIL recordings are left out
+            by :meth:`filter_sessions` (``exclude_verdicts``). False: verdicts not used.
         """
         paths = _default_paths(root)
         catalog = catalog if catalog is not None else paths['catalog']
@@ -182,7 +195,11 @@ class PhotometrySessionGroup:
         performance = paths['performance'] if performance is None else performance
         if performance is not False:
             sessions = _attach_performance(sessions, performance)
-        group = cls(sessions, one=one, h5_dir=h5_dir or paths['h5_dir'])
+        qc = paths['qc'] if qc is None else qc
+        if qc is not False and not isinstance(qc, pd.DataFrame):
+            qc = pd.read_parquet(qc) if Path(qc).exists() else None
+        group = cls(sessions, one=one, h5_dir=h5_dir or paths['h5_dir'],
+                    qc=qc if qc is not False else None)  # fmt: skip
         if filter:
             group.filter_sessions(**filter_kwargs)
             if deduplicate:
@@ -202,7 +219,8 @@ class PhotometrySessionGroup:
                         targetnms=config.TARGETNMS_TO_ANALYZE,
                         min_performance=config.MIN_PERFORMANCE,
                         required_contrasts=config.REQUIRED_CONTRASTS, lab=None,
-                        start_time_min=None, verbose=True):  # fmt: skip
+                        start_time_min=None, exclude_verdicts=config.QC_VERDICT_EXCLUDE,
+                        verbose=True):  # fmt: skip
         """Select sessions (non-destructive: recomputes the mask from the whole catalog).
 
         Parameters
@@ -228,6 +246,12 @@ class PhotometrySessionGroup:
         lab : str, optional
         start_time_min : str, optional
             Keep subjects whose first session starts on or after this date.
+        exclude_verdicts : collection of str
+            Recordings whose QC verdict is one of these (default FAIL) are left out of
+            :attr:`recordings` (they keep their H5 files and table rows); sessions whose
+            recordings are all excluded are dropped. Needs the group's ``qc`` table; ()
+            keeps every recording. The numbers excluded are printed and kept in
+            :attr:`excluded_recordings`.
 
         Returns
         -------
@@ -245,18 +269,25 @@ class PhotometrySessionGroup:
             'required_contrasts': _contrasts_ok(cat, required_contrasts),
             'lab': cat['lab'] == lab if lab else None,
             'start_time_min': _first_session_after(cat, start_time_min),
+            'qc_verdict': self._any_kept_recording(cat, exclude_verdicts),
         }
         mask = pd.Series(True, index=cat.index)
         removed = {}
         for name, step in steps.items():
             if step is not None:
+                if name == 'qc_verdict':
+                    self._pre_verdict_mask = mask.copy()
                 removed[name] = int((mask & ~step).sum())
                 mask &= step
+        if steps['qc_verdict'] is None:
+            self._pre_verdict_mask = mask.copy()
         self._filter_mask = mask
         self._dedup_mask = pd.Series(True, index=cat.index)  # a new selection: deduplicate again
         self._recordings_targetnms = list(targetnms) if targetnms else None
+        self._exclude_verdicts = tuple(exclude_verdicts or ())
         self._recordings = None
         self.clear_results()
+        self._verbose = verbose
         if verbose:
             detail = ', '.join(f'{k}: -{n}' for k, n in removed.items() if n)
             log.info(
@@ -297,9 +328,51 @@ class PhotometrySessionGroup:
 
     # ------------------------------------------------------------------ recording level
     def explode_recordings(self):
-        """One row per recording of the filtered sessions (see :func:`explode_sessions`)."""
-        self._recordings = explode_sessions(self.sessions, self._recordings_targetnms)
+        """One row per recording of the filtered sessions (see :func:`explode_sessions`).
+
+        Recordings whose QC verdict is excluded (:meth:`filter_sessions`,
+        ``exclude_verdicts``) are left out; they are in :attr:`excluded_recordings`.
+        """
+        # recordings of the sessions before the verdict filter, so that the excluded count
+        # includes the sessions whose recordings all failed
+        # (the verdict step is the last filter and deduplicate() never saw those sessions)
+        before = getattr(self, '_pre_verdict_mask', self._filter_mask)
+        rows = before & (self._dedup_mask | ~self._filter_mask)
+        recordings = explode_sessions(self._catalog[rows], self._recordings_targetnms)
+        verdicts = self._recording_verdicts(recordings)
+        excluded = verdicts.isin(list(self._exclude_verdicts)).to_numpy()
+        self.excluded_recordings = recordings[excluded].assign(verdict=verdicts[excluded])
+        if excluded.any() and getattr(self, '_verbose', True):
+            counts = verdicts[excluded].value_counts()
+            detail = ', '.join(f'{v} {n}' for v, n in counts.items())
+            print(f'explode_recordings: {int(excluded.sum())} of {len(recordings)} recordings '
+                  f'excluded by their QC verdict ({detail})')  # fmt: skip
+        self._recordings = recordings[~excluded].reset_index(drop=True)
         return self._recordings
+
+    def _recording_verdicts(self, recordings):
+        """QC verdict of each recording row (None when unknown), matched like the responses."""
+        if not self.verdicts or len(recordings) == 0:
+            return pd.Series([None] * len(recordings), index=recordings.index, dtype=object)
+        return pd.Series(
+            [_lookup_verdict(self.verdicts, r['eid'], r['brain_region'], r.get('hemisphere'))
+             for _, r in recordings.iterrows()],
+            index=recordings.index, dtype=object,
+        )  # fmt: skip
+
+    def _any_kept_recording(self, cat, exclude_verdicts):
+        """Session mask: at least one recording whose verdict is not excluded (None: no QC)."""
+        if not self.verdicts or not exclude_verdicts:
+            return None
+        exclude = set(exclude_verdicts)
+
+        def kept(row):
+            regions, hemis = list(row['brain_region']), list(row['hemisphere'])
+            verdicts = [_lookup_verdict(self.verdicts, row['eid'], r, h)
+                        for r, h in zip(regions, hemis + [None] * len(regions))]  # fmt: skip
+            return not verdicts or any(v not in exclude for v in verdicts)
+
+        return cat.apply(kept, axis=1).astype(bool)
 
     @property
     def recordings(self):
@@ -329,6 +402,7 @@ class PhotometrySessionGroup:
         new = type(self).__new__(type(self))
         new.__dict__.update(self.__dict__)
         new._filter_mask = self._filter_mask & self._catalog['eid'].isin(recordings['eid'])
+        new._pre_verdict_mask = new._filter_mask
         new._recordings, new.errors = recordings, []
         new.clear_results()
         return new
@@ -658,14 +732,40 @@ class PhotometrySessionGroup:
 def _default_paths(root):
     if root is None:
         return {'catalog': config.SESSIONS_FPATH, 'h5_dir': config.SESSIONS_H5_DIR,
-                'log_dir': config.METADATA_DIR, 'performance': config.PERFORMANCE_FPATH}  # fmt: skip
+                'log_dir': config.METADATA_DIR, 'performance': config.PERFORMANCE_FPATH,
+                'qc': config.QCPHOTOMETRY_FPATH}  # fmt: skip
     root = Path(root)
     return {
         'catalog': root / config.SESSIONS_FPATH.relative_to(config.PROJECT_ROOT),
         'h5_dir': root / config.SESSIONS_H5_DIR.relative_to(config.PROJECT_ROOT),
         'log_dir': root / config.METADATA_DIR.relative_to(config.PROJECT_ROOT),
         'performance': root / config.PERFORMANCE_FPATH.relative_to(config.PROJECT_ROOT),
+        'qc': root / config.QCPHOTOMETRY_FPATH.relative_to(config.PROJECT_ROOT),
     }
+
+
+def _verdict_lookup(qc):
+    """{(eid, brain_region): verdict} of a QC table (verdicts computed if absent); {} for None."""
+    if qc is None or len(qc) == 0:
+        return {}
+    from iblnm.signal import verdict as sv
+
+    table = sv.recording_verdicts(qc)
+    return {(e, r): verdict for e, r, verdict in zip(table['eid'], table['brain_region'],
+                                                     table['verdict']) if r is not None}  # fmt: skip
+
+
+def _lookup_verdict(verdicts, eid, region, hemisphere=None):
+    """Verdict of (eid, region): exact name, then ``region-hemisphere``, then the only
+    QC region of the session with the same bare name; None when unknown."""
+    if (eid, region) in verdicts:
+        return verdicts[(eid, region)]
+    if hemisphere in config.HEMISPHERES and (eid, f'{region}-{hemisphere}') in verdicts:
+        return verdicts[(eid, f'{region}-{hemisphere}')]
+    bare = v.strip_hemisphere_suffix(region)
+    matches = [verdict for (e, r), verdict in verdicts.items()
+               if e == eid and v.strip_hemisphere_suffix(r) == bare]  # fmt: skip
+    return matches[0] if len(matches) == 1 else None
 
 
 def _attach_performance(sessions, performance):
@@ -685,8 +785,7 @@ def _isin(values, wanted):
 def _no_blockers(cat, blockers):
     if not blockers or 'logged_errors' not in cat:
         return None
-    blockers = set(blockers)
-    return cat['logged_errors'].map(lambda errs: not blockers.intersection(list(errs)))
+    return cat['logged_errors'].map(lambda errs: not v.is_blocked(list(errs), blockers))
 
 
 def _any_target(cat, targetnms):

@@ -51,6 +51,7 @@ LAYOUT = {
     'TASK_LOG_FPATH': 'metadata/task_log.pqt',
     'WHEEL_LOG_FPATH': 'metadata/wheel_log.pqt',
     'ERRORS_FPATH': 'metadata/errors.pqt',
+    'QC_VERDICTS_FPATH': 'metadata/qc_verdicts.pqt',
     'VIDEO_FPATH': 'metadata/video.pqt',
     'VIDEO_LOG_FPATH': 'metadata/video_log.pqt',
     'QCPHOTOMETRY_FPATH': 'data/qc_photometry.pqt',

@@ -143,20 +143,20 @@ class TrialsNotInPhotometryTime(IblnmError):
     """Trials start before or end after the photometry recording."""
 
 
-class BandInversion(IblnmError):
+class QCValidationError(IblnmError):
+    """One or more raw QC checks failed (base of :class:`BandInversion`, :class:`EarlySamples`)."""
+
+
+class BandInversion(QCValidationError):
     """The GCaMP/isosbestic frame alternation is broken."""
 
 
-class EarlySamples(IblnmError):
+class EarlySamples(QCValidationError):
     """Frames arrived earlier than the frame clock allows."""
 
 
 class FewUniqueSamples(IblnmError):
-    """A channel has too few unique values (dead, clipped or saturated)."""
-
-
-class QCValidationError(IblnmError):
-    """One or more raw QC checks failed."""
+    """A channel has too few distinct values for its noise (dead, clipped or saturated)."""
 
 
 class AmbiguousRegionMapping(IblnmError):
@@ -182,6 +182,33 @@ class VideoDroppedFramesQCError(IblnmError):
 
 class VideoPinStateQCError(IblnmError):
     """Video pin-state QC did not pass."""
+
+
+# ---------------------------------------------------------------------------
+# Error types by name (logs store class names) and blockers
+# ---------------------------------------------------------------------------
+def error_lineage(error_type):
+    """Names of an error type and of its iblnm base classes, e.g. ``'BandInversion'`` →
+    ``{'BandInversion', 'QCValidationError'}``; an unknown name → ``{name}``."""
+    cls = globals().get(str(error_type))
+    if not (isinstance(cls, type) and issubclass(cls, IblnmError)):
+        return {str(error_type)}
+    return {base.__name__ for base in cls.__mro__ if issubclass(base, IblnmError)} - {'IblnmError'}
+
+
+def is_blocked(error_types, blockers):
+    """True when any logged error type is one of ``blockers`` or a subclass of one.
+
+    Blocker sets name classes as strings (``config.*_BLOCKERS``); a logged ``BandInversion``
+    is blocked by ``'QCValidationError'``.
+    """
+    blockers = set(blockers)
+    return any(error_lineage(e) & blockers for e in error_types)
+
+
+def error_matches(logged_type, expected_type):
+    """True when ``logged_type`` is ``expected_type`` or one of its subclasses (by name)."""
+    return expected_type in error_lineage(logged_type)
 
 
 # ---------------------------------------------------------------------------

@@ -100,14 +100,60 @@ def test_validate_qc_and_unique_samples():
     ps.validate_few_unique_samples()  # empty qc: no-op
     ps.qc = pd.DataFrame({'brain_region': ['VTA'], 'band': ['GCaMP'], 'n_unique_samples': [0.01],
                           'n_band_inversions': [2], 'n_early_samples': [3]})  # fmt: skip
-    with pytest.raises(
-        v.QCValidationError, match='band inversions detected; early samples detected'
-    ):
+    with pytest.raises(v.BandInversion, match=r'band inversions detected \(n=2\); early samples'):
         ps.validate_qc()
     with pytest.raises(v.FewUniqueSamples, match='VTA/GCaMP'):
-        ps.validate_few_unique_samples()
+        ps.validate_few_unique_samples()  # no n_noise_levels: the n_unique_samples rule
     ps.qc = pd.DataFrame({'brain_region': ['VTA'], 'band': ['GCaMP'], 'n_unique_samples': [0.5]})
     ps.validate_few_unique_samples()
+
+
+def test_validate_qc_raises_typed_subclasses():
+    ps = make_session()
+    ps.qc = pd.DataFrame({'brain_region': ['VTA'], 'band': ['GCaMP'],
+                          'n_band_inversions': [0], 'n_early_samples': [4]})  # fmt: skip
+    with pytest.raises(v.EarlySamples, match=r'early samples detected \(n=4\)') as info:
+        ps.validate_qc()
+    assert isinstance(info.value, v.QCValidationError)
+    assert not isinstance(info.value, v.BandInversion)
+    ps.qc = pd.DataFrame({'brain_region': ['VTA'], 'band': ['GCaMP'],
+                          'n_band_inversions': [1], 'n_early_samples': [np.nan]})  # fmt: skip
+    with pytest.raises(v.BandInversion) as info:
+        ps.validate_qc()
+    assert isinstance(info.value, v.QCValidationError)
+
+
+def test_few_unique_samples_uses_noise_levels_not_the_fraction():
+    """A healthy channel with a small fraction of unique values (fast rig, coarse ADC) passes."""
+    ps = make_session()
+    ps.qc = pd.DataFrame({'brain_region': ['VTA', 'VTA'], 'band': ['GCaMP', 'Isosbestic'],
+                          'n_unique_samples': [0.044, 0.5],
+                          'n_noise_levels': [120.0, 2.0]})  # fmt: skip
+    with pytest.raises(v.FewUniqueSamples, match='VTA/Isosbestic=2') as info:
+        ps.validate_few_unique_samples()
+    assert 'GCaMP' not in str(info.value)
+    ps.qc = ps.qc.assign(n_noise_levels=[120.0, 3.0])  # at the threshold: not below it
+    ps.validate_few_unique_samples()
+
+
+def test_raw_qc_counts_kept_when_validate_qc_fails(tmp_path):
+    """Before the sliding QC, qc has one row per region x band with the raw counts and a FAIL."""
+    ps = make_session()
+    t = np.arange(0, 600, 1 / 30)
+    ps.photometry = {band: pd.DataFrame({'VTA': np.ones(t.size)}, index=t)
+                     for band in ('GCaMP', 'Isosbestic')}  # fmt: skip
+    ps._raw_qc = {'n_band_inversions': 3, 'n_early_samples': 0}
+    with pytest.raises(v.BandInversion):
+        ps.validate_qc()
+    qc = ps.qc
+    assert list(zip(qc['brain_region'], qc['band'])) == [('VTA', 'GCaMP'), ('VTA', 'Isosbestic')]
+    assert (qc['n_band_inversions'] == 3).all()
+    assert (qc['verdict'] == 'FAIL').all() and (qc['verdict_reasons'] == 'band_inversions').all()
+    ps.h5_dir = tmp_path
+    ps.save_h5()
+    back = PhotometrySession({'eid': EID}, one=object(), h5_dir=tmp_path)
+    back.load_h5()
+    assert (back.qc['n_band_inversions'] == 3).all() and (back.qc['verdict'] == 'FAIL').all()
 
 
 def test_preprocess_and_qc(preprocessed_session):
@@ -120,6 +166,10 @@ def test_preprocess_and_qc(preprocessed_session):
     assert len(gcamp) == 1
     assert 100 < gcamp['bleaching_tau'].iloc[0] < 600
     assert ps.preprocessing_params['regression']['method'] == 'ols'
+    assert set(ps.qc['verdict']) <= {'PASS', 'WARNING', 'FAIL'}
+    assert ps.qc['verdict'].nunique() == 1  # one verdict per recording, on each of its rows
+    assert np.isfinite(gcamp[['n_noise_levels', 'light_above_floor', 'residual_power_ratio']]
+                       .to_numpy(float)).all()  # fmt: skip
 
 
 def test_single_band_path(preprocessed_session):
@@ -166,6 +216,7 @@ def test_h5_roundtrip(preprocessed_session, tmp_path):
     np.testing.assert_array_equal(back.responses['VTA'].values, ps.responses['VTA'].values)
     pd.testing.assert_frame_equal(back.trials, ps.trials[back.trials.columns], check_dtype=False)
     assert len(back.qc) == 2
+    pd.testing.assert_frame_equal(back.qc, ps.qc, check_dtype=False)  # verdicts included
 
 
 @pytest.mark.parametrize('eid', [CQ002, FIP40])
@@ -181,8 +232,12 @@ def test_real_sessions_end_to_end(real_one, tmp_path, eid):
     ps.preprocess()
     ps.extract_responses()
     ps.save_h5()
-    assert np.isfinite(ps.qc.drop(columns=['eid', 'brain_region', 'band', 'bleaching_tau',
-                                           'iso_correlation']).to_numpy(float)).all()  # fmt: skip
+    always = ['n_unique_samples', 'median_absolute_deviance', 'percentile_distance',
+              'percentile_asymmetry', 'ar_score', 'n_noise_levels', 'light_above_floor',
+              'relative_mad', 'ar_score_10hz', 'n_early_samples', 'n_band_inversions']  # fmt: skip
+    assert np.isfinite(ps.qc[always].to_numpy(float)).all()
+    # real fibers with signal (CQ002: SI, PPT; fip_40: DLS, DMS, NAcc) must not FAIL
+    assert (ps.qc['verdict'] != 'FAIL').all(), ps.verdicts.to_dict('records')
     back = PhotometrySession({'eid': eid}, one=real_one, h5_dir=tmp_path)
     back.load_h5(regions=[ps.regions[0]])
     assert list(back.responses) == [ps.regions[0]]

@@ -8,11 +8,13 @@ import pytest
 from conftest import run_pipeline_on
 
 from iblnm import config, util
+from iblnm import validation as v
 from iblnm.analysis import responses as ar
 from iblnm.data import PhotometrySession, PhotometrySessionGroup
 
 NO_FILTERS = {'session_types': False, 'exclude_subjects': [], 'qc_blockers': set(),
-              'targetnms': None, 'min_performance': None, 'required_contrasts': None}  # fmt: skip
+              'targetnms': None, 'min_performance': None, 'required_contrasts': None,
+              'exclude_verdicts': ()}  # fmt: skip
 
 
 def _logs(root):
@@ -50,7 +52,7 @@ def test_from_catalog_explicit_paths_keeps_lists(small_pipeline):
 def test_filter_by_upstream_error_types(small_pipeline, blockers):
     group = PhotometrySessionGroup.from_catalog(root=small_pipeline, filter=False)
     logs = _logs(small_pipeline)
-    blocked = set(logs.loc[logs['error_type'].isin(blockers), 'eid'])
+    blocked = set(logs.loc[[v.is_blocked([t], blockers) for t in logs['error_type']], 'eid'])
     assert blocked, 'the small preset should produce these errors'
     kept = group.filter_sessions(**{**NO_FILTERS, 'qc_blockers': blockers})
     all_eids = set(group._catalog['eid'])
@@ -292,3 +294,43 @@ def test_deduplicate_keeps_one_session_per_mouse_and_day(small_pipeline, tmp_pat
     )
     assert set(loaded.sessions['eid']) == set(catalog['eid'])
     assert {e['eid'] for e in loaded.errors} == {first['eid'], second['eid']}
+
+
+def test_fail_recordings_are_excluded_by_default_and_counted(small_pipeline, capsys):
+    """A FAIL recording keeps its H5 file and QC rows but leaves the group's recordings."""
+    qc = pd.read_parquet(small_pipeline / 'data' / 'qc_photometry.pqt')
+    assert {'verdict', 'verdict_reasons'} <= set(qc.columns)
+    everything = PhotometrySessionGroup.from_catalog(root=small_pipeline, **NO_FILTERS)
+    passed = set(zip(*qc.loc[qc['verdict'] == 'PASS', ['eid', 'brain_region']].T.to_numpy()))
+    rec = next(r for _, r in everything.recordings.iterrows()
+               if (r['eid'], r['brain_region']) in passed)  # fmt: skip
+    dark = qc.copy()
+    chosen = (dark['eid'] == rec['eid']) & (dark['brain_region'] == rec['brain_region'])
+    dark.loc[chosen & (dark['band'] == 'GCaMP'), 'light_above_floor'] = 0.0
+    dark = dark.drop(columns=['verdict', 'verdict_reasons'])  # recomputed from the metrics
+    capsys.readouterr()
+    group = PhotometrySessionGroup.from_catalog(root=small_pipeline, qc=dark,
+                                                **{k: x for k, x in NO_FILTERS.items()
+                                                   if k != 'exclude_verdicts'})  # fmt: skip
+    kept = set(zip(group.recordings['eid'], group.recordings['brain_region']))
+    assert (rec['eid'], rec['brain_region']) not in kept
+    n_fail = len(group.excluded_recordings)
+    assert n_fail >= 1 and set(group.excluded_recordings['verdict']) == {'FAIL'}
+    assert len(group.recordings) == len(everything.recordings) - n_fail
+    assert (
+        f'{n_fail} of {len(everything.recordings)} recordings excluded' in capsys.readouterr().out
+    )
+    assert (small_pipeline / 'data' / 'sessions' / f'{rec["eid"]}.h5').exists()
+    kept_all = PhotometrySessionGroup.from_catalog(root=small_pipeline, qc=dark, **NO_FILTERS)
+    assert len(kept_all.recordings) == len(everything.recordings)  # exclude_verdicts=(): all
+
+
+def test_default_filters_exclude_the_failing_fault_recordings(small_pipeline):
+    """Dead and saturated channels (FewUniqueSamples faults) FAIL and leave the group."""
+    qc = pd.read_parquet(small_pipeline / 'data' / 'qc_photometry.pqt')
+    failed = set(zip(*qc.loc[qc['verdict'] == 'FAIL', ['eid', 'brain_region']].T.to_numpy()))
+    assert failed, 'the small preset has dead/saturated channels and raw QC faults'
+    group = PhotometrySessionGroup.from_catalog(root=small_pipeline, **{
+        k: x for k, x in NO_FILTERS.items() if k != 'exclude_verdicts'})  # fmt: skip
+    kept = set(zip(group.recordings['eid'], group.recordings['brain_region']))
+    assert not kept & failed

@@ -7,9 +7,11 @@ MissingExtractedPhotometry, BandInversion, EarlySamples) and figures in
 recordings per target-NM and per mouse.
 
 A *complete recording* is one fiber of a session with an extracted task, trials inside
-the photometry recording, and a GCaMP channel that passed QC (mean fraction of unique
+the photometry recording, and a QC verdict that is not FAIL (``config.QC_VERDICT_EXCLUDE``;
+:mod:`iblnm.signal.verdict`; tables written before the verdict: mean fraction of unique
 samples above ``config.N_UNIQUE_SAMPLES_THRESHOLD``, no band inversion, no early frame),
-whose target-NM is a valid one. (The original counted target-NMs against the list of
+whose target-NM is a valid one. The verdicts by target-NM and reason are written to
+``metadata/qc_verdicts.pqt`` and drawn in ``7_qc_verdicts``. (The original counted target-NMs against the list of
 regions, which dropped everything, and used a hard-coded 0.1 threshold: both fixed.)
 """
 
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from iblnm import config, util, vis
+from iblnm.signal import verdict as sv
 
 FIGURE_DIR = config.FIGURES_DIR / 'dataset_overview'
 FLAG_ERRORS = {
@@ -34,16 +37,46 @@ def read_table(path):
     return pd.read_parquet(path) if path.exists() else pd.DataFrame()
 
 
-def gcamp_qc_pass(qc, threshold=config.N_UNIQUE_SAMPLES_THRESHOLD):
-    """Per (eid, brain_region): True when the GCaMP channel passed the basic QC."""
+def gcamp_qc_pass(qc, threshold=config.N_UNIQUE_SAMPLES_THRESHOLD,
+                  exclude=config.QC_VERDICT_EXCLUDE):  # fmt: skip
+    """Per (eid, brain_region): True when the recording passed QC.
+
+    With a ``verdict`` column (tables of this version): the verdict is not in ``exclude``
+    (default FAIL). Older tables: GCaMP ``n_unique_samples`` above ``threshold`` and no band
+    inversion or early frame.
+    """
     if qc.empty:
         return pd.Series(dtype=bool)
     gcamp = qc[qc['band'] == 'GCaMP'].set_index(['eid', 'brain_region'])
+    if 'verdict' in gcamp:
+        return ~gcamp['verdict'].isin(list(exclude))
     ok = gcamp['n_unique_samples'] > threshold
     for raw in ('n_band_inversions', 'n_early_samples'):
         if raw in gcamp:
             ok &= gcamp[raw].fillna(0) == 0
     return ok
+
+
+def verdict_tables(catalog, qc):
+    """QC verdicts of the catalog's recordings, and their counts by target-NM and reason.
+
+    Returns
+    -------
+    recordings : pandas.DataFrame
+        One row per recording with a QC row: eid, subject, brain_region, target_NM,
+        verdict, verdict_reasons.
+    by_verdict : pandas.DataFrame
+        target-NM × PASS / WARNING / FAIL counts.
+    by_reason : pandas.DataFrame
+        target_NM, reason, severity, n_recordings.
+    """
+    verdicts = sv.recording_verdicts(qc)
+    exploded = catalog.explode(list(config.PARALLEL_LIST_COLUMNS)).dropna(subset=['brain_region'])
+    recordings = exploded[['eid', 'subject', 'brain_region', 'target_NM']].merge(
+        verdicts, on=['eid', 'brain_region'], how='inner'
+    )
+    by_verdict, by_reason = sv.verdict_counts(recordings, by='target_NM')
+    return recordings, by_verdict, by_reason
 
 
 def session_flags(catalog, qc, log):
@@ -92,6 +125,7 @@ class OverviewResult:
     errors: pd.DataFrame
     recordings: pd.DataFrame
     figures: list
+    verdicts: pd.DataFrame = None
 
     def summary(self):
         counts = self.errors['error_type'].value_counts()
@@ -99,10 +133,14 @@ class OverviewResult:
                  f'{self.errors["eid"].nunique()} sessions with errors; figures:']  # fmt: skip
         lines += [f'  {f}' for f in self.figures]
         lines += [f'  {etype}: {n}' for etype, n in counts.items()]
+        if self.verdicts is not None and len(self.verdicts):
+            n = self.verdicts['verdict'].value_counts()
+            lines.append('  QC verdicts (recordings): ' + ', '.join(
+                f'{v} {int(n.get(v, 0))}' for v in config.QC_VERDICTS))  # fmt: skip
         return '\n'.join(lines)
 
 
-def _figures(flags, recordings, figure_dir):
+def _figures(flags, recordings, figure_dir, verdicts=None):
     panels = [
         ('1_all_sessions', None, 'All sessions'),
         ('2_raw_data', flags['has_raw_task'] & flags['has_raw_photometry_signals'],
@@ -121,13 +159,22 @@ def _figures(flags, recordings, figure_dir):
         paths += vis.save_figure_formats(ax.figure, figure_dir / '5_target_overview')
         ax = vis.mouse_overview_barplot(recordings)
         paths += vis.save_figure_formats(ax.figure, figure_dir / '6_mouse_overview')
+    if verdicts is not None and len(verdicts[0]):
+        fig = vis.qc_verdict_overview(verdicts[1], verdicts[2])
+        paths += vis.save_figure_formats(fig, figure_dir / '7_qc_verdicts')
     return paths
 
 
 def run_dataset_overview(sessions_fpath=config.SESSIONS_FPATH, logs=None,
                          qc_fpath=config.QCPHOTOMETRY_FPATH, errors_fpath=config.ERRORS_FPATH,
-                         figure_dir=FIGURE_DIR):  # fmt: skip
-    """Build the overview tables and figures; returns an :class:`OverviewResult`."""
+                         figure_dir=FIGURE_DIR,
+                         verdicts_fpath=config.QC_VERDICTS_FPATH):  # fmt: skip
+    """Build the overview tables and figures; returns an :class:`OverviewResult`.
+
+    Also writes ``verdicts_fpath`` (``metadata/qc_verdicts.pqt``): recordings per target-NM,
+    verdict and reason (a recording counts once per reason; PASS recordings with reason '')
+    and the figure ``7_qc_verdicts``.
+    """
     logs = config.STAGE_LOG_FPATHS if logs is None else logs
     catalog = util.clean_sessions(pd.read_parquet(sessions_fpath), verbose=False)
     qc = read_table(qc_fpath)
@@ -136,4 +183,20 @@ def run_dataset_overview(sessions_fpath=config.SESSIONS_FPATH, logs=None,
     errors = util.deduplicate_log(util.concat_logs([log, derived_errors(flags, qc)]))
     util.write_log(errors, errors_fpath)
     recordings = complete_recordings(catalog, flags, qc)
-    return OverviewResult(errors, recordings, _figures(flags, recordings, figure_dir))
+    verdicts = verdict_tables(catalog, qc) if len(qc) else None
+    if verdicts is not None:
+        util.df2pqt(verdict_count_table(verdicts[0]), verdicts_fpath)
+    figures = _figures(flags, recordings, figure_dir, verdicts)
+    return OverviewResult(errors, recordings, figures,
+                          None if verdicts is None else verdicts[0])  # fmt: skip
+
+
+def verdict_count_table(recordings):
+    """Long table target_NM, verdict, reason, n_recordings ('' reason: none fired)."""
+    long = recordings.assign(reason=recordings['verdict_reasons'].map(
+        lambda text: sv.split_reasons(text) or ['']))  # fmt: skip
+    long = long.explode('reason')
+    columns = ['target_NM', 'verdict', 'reason']
+    if long.empty:
+        return pd.DataFrame(columns=[*columns, 'n_recordings'])
+    return long.groupby(columns).size().rename('n_recordings').reset_index()

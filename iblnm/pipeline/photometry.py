@@ -2,19 +2,24 @@
 
 Tiers (what stops a session, what is only logged):
 
-=====================================================  ==========================
-step                                                   on failure
-=====================================================  ==========================
-load trials and photometry                             fatal
-validate_trials_in_photometry_time                     fatal
-run_raw_qc, validate_qc (band inversions, early frames) fatal (QCValidationError)
-run_sliding_qc                                         fatal
-validate_few_unique_samples                            logged only
-preprocess                                             fatal
-validate_n_trials                                      fatal: no responses
-validate_event_completeness                            logged; incomplete events dropped
-extract_responses                                      logged
-=====================================================  ==========================
+=======================================================  ====================================
+step                                                     on failure
+=======================================================  ====================================
+load trials and photometry                               fatal
+validate_trials_in_photometry_time                       fatal
+run_raw_qc, validate_qc (band inversions, early frames)  fatal (BandInversion, EarlySamples)
+run_sliding_qc                                           fatal
+validate_few_unique_samples                              logged only
+preprocess                                               fatal
+validate_n_trials                                        fatal: no responses
+validate_event_completeness                              logged; incomplete events dropped
+extract_responses                                        logged
+=======================================================  ====================================
+
+Every QC row carries the recording's ``verdict`` (PASS / WARNING / FAIL) and
+``verdict_reasons`` (:mod:`iblnm.signal.verdict`); a FAIL is never fatal here: the session
+keeps its H5 file and table rows, and group analyses leave the recording out.
+The raw QC counts are in the QC rows also when ``validate_qc`` stopped the session.
 
 Every processed session gets an HDF5 file (written atomically once, at the end) with
 its metadata, its errors and whatever data it reached, so the file's existence means
@@ -37,6 +42,7 @@ from iblnm.pipeline.stage import (
     run_jobs,
     stage_sessions,
 )
+from iblnm.signal import verdict as sv
 
 STAGE = 'photometry'
 
@@ -86,7 +92,8 @@ def process_session(job):
     except Exception as error:  # noqa: BLE001
         ps.log_error(error)
         fatal = fatal or type(error).__name__
-    qc = ps.qc.to_dict('records') if ps._qc_rows else []
+    # raw counts are kept also when validate_qc stopped the session (one row per region x band)
+    qc = ps.qc.to_dict('records') if ps._qc_rows or ps._raw_qc else []
     return SessionOutcome(eid, rows=qc, errors=list(ps.errors), fatal=fatal)
 
 
@@ -102,18 +109,25 @@ def outcome_from_h5(eid, h5_dir):
 QC_TABLE_COLUMNS = [
     'eid', 'brain_region', 'band',
     *config.QC_SLIDING_METRICS, *config.QC_RAW_METRICS, *config.QC_PREPROCESSING,
+    *config.QC_SIGNAL_METRICS,
 ]  # fmt: skip
+TEXT_COLUMNS = ('eid', 'brain_region', 'band', *sv.VERDICT_COLUMNS)
 
 
 def order_qc_columns(qc):
-    """QC table with the columns in :data:`QC_TABLE_COLUMNS` order (unknown ones last).
+    """QC table with the columns in :data:`QC_TABLE_COLUMNS` order (unknown ones, then
+    ``verdict`` and ``verdict_reasons``, last).
 
     Metrics are float64 (counts included: NaN where a metric could not be computed), so the
-    table is the same whether its rows were computed now or read back from HDF5 files.
+    table is the same whether its rows were computed now or read back from HDF5 files. Rows
+    without a verdict (tables of earlier runs) get one from their metrics.
     """
+    if len(qc) and ('verdict' not in qc or qc['verdict'].isna().any()):
+        qc = sv.add_verdicts(qc)
     known = [c for c in QC_TABLE_COLUMNS if c in qc.columns]
-    qc = qc[known + [c for c in qc.columns if c not in known]]
-    metrics = [c for c in qc.columns if c not in ('eid', 'brain_region', 'band')]
+    rest = [c for c in qc.columns if c not in known and c not in sv.VERDICT_COLUMNS]
+    qc = qc[known + rest + [c for c in sv.VERDICT_COLUMNS if c in qc.columns]]
+    metrics = [c for c in qc.columns if c not in TEXT_COLUMNS]
     return qc.astype(dict.fromkeys(metrics, 'float64'))
 
 

@@ -48,13 +48,17 @@ def failed(eid, error):
 def select_sessions(catalog, upstream_logs=(), blockers=frozenset(),
                     session_types=config.SESSION_TYPES_TO_ANALYZE,
                     exclude_subjects=config.SUBJECTS_TO_EXCLUDE):  # fmt: skip
-    """Sessions of analysable types and subjects whose upstream logs hold no blocker."""
+    """Sessions of analysable types and subjects whose upstream logs hold no blocker.
+
+    A logged error blocks when its type or one of its base classes is in ``blockers``
+    (:func:`iblnm.validation.is_blocked`).
+    """
     df = catalog[catalog['session_type'].isin(session_types)]
     df = df[~df['subject'].isin(exclude_subjects)]
     if not blockers:
         return df
     df = util.collect_session_errors(df, upstream_logs)
-    blocked = df['logged_errors'].map(lambda errors: bool(set(errors) & set(blockers)))
+    blocked = df['logged_errors'].map(lambda errors: v.is_blocked(errors, blockers))
     return df[~blocked].drop(columns='logged_errors')
 
 

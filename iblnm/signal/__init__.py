@@ -3,6 +3,7 @@
 They know nothing about sessions, files or brain regions; ``iblnm.data`` feeds them.
 
 - :mod:`iblnm.signal.qc`: QC metrics vectorised over sliding windows.
+- :mod:`iblnm.signal.verdict`: the PASS / WARNING / FAIL verdict from named threshold rules.
 - :mod:`iblnm.signal.preprocess`: bleach correction, isosbestic regression, z-score, resampling.
 - :mod:`iblnm.signal.responses`: peri-event extraction, baseline, masking, magnitudes.
 """
@@ -23,46 +24,62 @@ from iblnm.signal.preprocess import (
 from iblnm.signal.qc import (
     aggregate_windows,
     ar_score,
+    ar_score_10hz,
     bleaching_tau,
     detrend_windows,
+    fiber_qc,
     iso_correlation,
+    light_above_floor,
     median_absolute_deviance,
     n_band_inversions,
     n_early_samples,
+    n_noise_levels,
     n_unique_samples,
     percentile_asymmetry,
     percentile_distance,
+    relative_mad,
+    relative_noise,
+    signal_qc,
     sliding_qc,
     sliding_windows,
     window_starts,
 )
 from iblnm.signal.responses import mask_after, peri_event, response_magnitude, subtract_baseline
+from iblnm.signal.verdict import qc_verdict
 
 __all__ = [
     'PreprocessResult',
     'aggregate_windows',
     'ar_score',
+    'ar_score_10hz',
     'bleach_correct',
     'bleaching_tau',
     'correct',
     'detrend_windows',
+    'fiber_qc',
     'fit_exponential_decay',
     'fit_reference',
     'iso_correlation',
     'isosbestic_correct',
+    'light_above_floor',
     'lowpass_baseline',
     'mask_after',
     'median_absolute_deviance',
     'n_band_inversions',
     'n_early_samples',
+    'n_noise_levels',
     'n_unique_samples',
     'peri_event',
     'percentile_asymmetry',
     'percentile_distance',
     'preprocess_isosbestic',
     'preprocess_single_band',
+    'qc_verdict',
+    'relative_mad',
+    'relative_noise',
     'resample',
     'response_magnitude',
+    'signal_qc',
     'sliding_qc',
     'sliding_windows',
     'subtract_baseline',

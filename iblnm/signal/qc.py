@@ -10,12 +10,14 @@ Sliding QC reproduces iblphotometry's ``qc.qc_signals`` windows (start times
 per-window linear detrend) without a Python loop per window.
 """
 
+import warnings
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from iblnm import config
 from iblnm.signal.preprocess import (
-    fit_exponential_decay,
+    bleach_correct,
     fit_reference,
     r_squared,
     sampling_rate,
@@ -186,7 +188,10 @@ def ar_score(a, order=2):
     full_rank = sv[..., -1] > sv[..., 0] * np.finfo(float).eps * max(n_lagged, order)
     ok = full_rank & (np.ptp(a, axis=-1) > 0)
     eye = np.broadcast_to(np.eye(order), xtx.shape)
-    coefs = np.linalg.solve(np.where(ok[..., None, None], xtx, eye), xty[..., None])[..., 0]
+    try:
+        coefs = np.linalg.solve(np.where(ok[..., None, None], xtx, eye), xty[..., None])[..., 0]
+    except np.linalg.LinAlgError:  # numerically singular despite the rank test (round-off data)
+        coefs, ok = _solve_each(np.where(ok[..., None, None], xtx, eye), xty, ok)
     y = lags[..., order, :]
     residuals = y - np.einsum('...i,...in->...n', coefs, lags[..., :order, :])
     ss_tot = ((y - y.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
@@ -195,11 +200,155 @@ def ar_score(a, order=2):
     return np.where(ok, score, np.nan)[()]
 
 
+def _solve_each(xtx, xty, ok):
+    """Solve the normal equations matrix by matrix; singular ones give NaN and ok = False."""
+    flat_a, flat_b = xtx.reshape(-1, *xtx.shape[-2:]), xty.reshape(-1, xty.shape[-1])
+    coefs, good = np.full(flat_b.shape, np.nan), ok.reshape(-1).copy()
+    for i in range(len(flat_a)):
+        try:
+            coefs[i] = np.linalg.solve(flat_a[i], flat_b[i])
+        except np.linalg.LinAlgError:
+            good[i] = False
+    return coefs.reshape(xty.shape), good.reshape(ok.shape)
+
+
+# ---------------------------------------------------------------------------
+# Rate- and ADC-independent metric kernels (last axis)
+# ---------------------------------------------------------------------------
+def decimation_factor(fs, target_fs=config.QC_FIXED_FS):
+    """Samples per block that bring a rate ``fs`` (Hz) closest to ``target_fs``: round(fs/target), ≥ 1."""
+    if fs is None or not np.isfinite(fs):
+        return 1
+    return max(1, int(round(fs / target_fs)))
+
+
+def block_average(a, n_per_bin):
+    """Means of consecutive blocks of ``n_per_bin`` samples along the last axis (tail dropped).
+
+    Parameters
+    ----------
+    a : ndarray, shape (..., n)
+    n_per_bin : int
+
+    Returns
+    -------
+    ndarray, shape (..., n // n_per_bin)
+    """
+    a = np.asarray(a, dtype=float)
+    if n_per_bin <= 1:
+        return a
+    n_bins = a.shape[-1] // n_per_bin
+    return a[..., : n_bins * n_per_bin].reshape(*a.shape[:-1], n_bins, n_per_bin).mean(axis=-1)
+
+
+def _robust_sd(a, axis=-1, keepdims=False):
+    """1.4826 · median(|a − median(a)|) along ``axis`` (NaN-aware): the SD for Gaussian data."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN windows give NaN
+        median = np.nanmedian(a, axis=axis, keepdims=True)
+        mad = np.nanmedian(np.abs(a - median), axis=axis, keepdims=keepdims)
+    return 1.4826 * mad
+
+
+def n_noise_levels(a):
+    """Distinct values within ±1 robust SD of the median: quantisation relative to the noise.
+
+    For a digitiser step q and a noise SD σ, a window holds about 2σ/q + 1 distinct values in
+    [median − σ, median + σ] (σ = 1.4826·MAD of the window), whatever the sampling rate and the
+    ADC's number of bits, as long as the window holds more samples than levels. A channel
+    at the camera floor, clipped or saturated has 1–3 levels; a healthy one tens to thousands.
+    (``n_unique_samples``, a fraction of the window's samples, falls with the sampling rate
+    and the ADC resolution instead.)
+
+    Parameters
+    ----------
+    a : ndarray, shape (..., n)
+        Raw (not detrended) values along the last axis.
+
+    Returns
+    -------
+    ndarray of float, shape (...)
+        Number of distinct values (NaN values ignored; NaN for an all-NaN window).
+    """
+    s = np.sort(np.asarray(a, dtype=float), axis=-1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN windows give NaN
+        median = np.nanmedian(s, axis=-1, keepdims=True)
+    sigma = _robust_sd(s, keepdims=True)
+    inside = np.abs(s - median) <= sigma  # NaN compares False; a contiguous run of s
+    new = inside[..., 1:] & inside[..., :-1] & (s[..., 1:] != s[..., :-1])
+    count = np.count_nonzero(new, axis=-1) + inside.any(axis=-1)
+    return np.where(np.isnan(s).all(axis=-1), np.nan, count.astype(float))[()]
+
+
+def light_above_floor(a, floor=config.QC_CAMERA_FLOOR):
+    """Light above the camera floor relative to the floor, (median(a) − floor) / floor.
+
+    Unitless: 0 = no light ("LED off", patch cord disconnected, no fiber under the ROI);
+    real IBL fibers sit 0.2–6 floors above it (docs/methods.md §2.2). Raw values along
+    the last axis; shape (...) out.
+    """
+    return (np.nanmedian(np.asarray(a, dtype=float), axis=-1) - floor) / floor
+
+
+def relative_mad(a, fs=None, floor=config.QC_CAMERA_FLOOR, target_fs=config.QC_FIXED_FS):
+    """Robust spread of the signal relative to its light above the floor (≈ robust ΔF/F SD).
+
+    The raw window is averaged in blocks to ≈ ``target_fs`` (so the per-sample noise of fast
+    rigs does not dominate), detrended (least-squares line), and its robust SD
+    (1.4826·MAD) is divided by median(a) − floor. Unit-free, unlike
+    :func:`median_absolute_deviance` (data units). NaN when there is no light above the floor.
+
+    Parameters
+    ----------
+    a : ndarray, shape (..., n)
+        Raw (not detrended) values.
+    fs : float, optional
+        Sampling rate (Hz); None: no block averaging.
+    floor : float
+        Camera floor (data units).
+    """
+    a = np.asarray(a, dtype=float)
+    level = np.nanmedian(a, axis=-1) - floor
+    spread = _robust_sd(detrend_windows(block_average(a, decimation_factor(fs, target_fs))))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(level > 0, spread / level, np.nan)[()]
+
+
+def relative_noise(a, fs=None, floor=config.QC_CAMERA_FLOOR, target_fs=config.QC_FIXED_FS):
+    """Sample-to-sample noise relative to the light above the floor, at ≈ ``target_fs`` Hz.
+
+    1.4826·MAD of the first differences of the block averages, / √2 (the SD of white noise;
+    slow signals and trends hardly change successive samples), divided by median(a) − floor.
+    Unit-free, and comparable between rigs because it is computed at a fixed rate: a dim
+    fiber (a few % of noise per 0.1 s) stands out from a healthy one (≈ 0.1–0.5 %). NaN
+    without light above the floor.
+    """
+    a = np.asarray(a, dtype=float)
+    level = np.nanmedian(a, axis=-1) - floor
+    noise = _robust_sd(np.diff(block_average(a, decimation_factor(fs, target_fs)), axis=-1))
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(level > 0, noise / np.sqrt(2) / level, np.nan)[()]
+
+
+def ar_score_10hz(a, fs=None, order=2, target_fs=config.QC_FIXED_FS):
+    """:func:`ar_score` of the window averaged in blocks to ≈ ``target_fs`` Hz (default 10).
+
+    At the native rate the AR(2) R² of any smooth signal tends to 1 as the rate grows (at
+    120 Hz every real fiber scored 0.98–1.00); at a fixed rate it measures the temporal
+    structure per 0.1 s, comparable between rigs. The rate used is fs / round(fs/target_fs).
+    """
+    return ar_score(block_average(a, decimation_factor(fs, target_fs)), order=order)
+
+
 # Metrics that depend only on the set of values in a window, not on their order: in
 # sliding_qc they share one sort of the windows (percentiles of sorted rows are cheap).
 ORDER_FREE_METRICS = frozenset({
     'n_unique_samples', 'median_absolute_deviance', 'percentile_distance', 'percentile_asymmetry',
 })  # fmt: skip
+# Kernels that take the sampling rate (``fs=``, Hz) and the camera floor (``floor=``).
+RATE_AWARE_METRICS = frozenset({'relative_mad', 'relative_noise', 'ar_score_10hz'})
+FLOOR_AWARE_METRICS = frozenset({'light_above_floor', 'relative_mad', 'relative_noise'})
 
 SLIDING_METRIC_KERNELS = {
     'n_unique_samples': n_unique_samples,
@@ -207,6 +356,11 @@ SLIDING_METRIC_KERNELS = {
     'percentile_distance': percentile_distance,
     'percentile_asymmetry': percentile_asymmetry,
     'ar_score': ar_score,
+    'n_noise_levels': n_noise_levels,
+    'light_above_floor': light_above_floor,
+    'relative_mad': relative_mad,
+    'relative_noise': relative_noise,
+    'ar_score_10hz': ar_score_10hz,
 }
 
 
@@ -247,15 +401,81 @@ def n_band_inversions(led_codes, channel_codes=(1, 2)):
     return int(np.count_nonzero(sequence[1:] == sequence[:-1]))
 
 
-def bleaching_tau(times, values, fit_fs=1.0):
-    """Bleaching time constant τ (s) of ``A·exp(−t/τ) + b`` fitted to a raw signal.
+def bleaching_tau(times, values, fit_fs=1.0, tau_bounds=config.QC_BLEACHING_TAU_BOUNDS,
+                  min_f=config.QC_BLEACHING_MIN_F):  # fmt: skip
+    """Bleaching time constant τ (s) of ``A·exp(−(t − t0)/τ) + b`` fitted to a raw signal.
 
-    Rescaled Levenberg–Marquardt fit on block averages at ``fit_fs`` Hz
-    (:func:`iblnm.signal.preprocess.fit_exponential_decay`); NaN if the fit fails.
-    iblphotometry's ``metrics.bleaching_tau`` swaps its fit arguments and does not converge
-    on raw intensities; this is the corrected version.
+    A bounded least-squares fit (``scipy.optimize.curve_fit``, trust-region reflective) on
+    block averages at ``fit_fs`` Hz, rescaled as in
+    :func:`iblnm.signal.preprocess.fit_exponential_decay`: A ≥ 0 (a decay), and
+    τ within ``tau_bounds`` = (lower s, upper × recording length). A fit that ends on a τ
+    bound (within 1 %), or that does not explain the data better than a straight line
+    (F statistic of the extra parameter < ``min_f``), means no decay resolvable in the
+    recording and gives NaN, as does a failed fit; the unbounded fit it replaces returned τ up
+    to 2.5e7 s on real recordings.
+
+    Parameters
+    ----------
+    times : ndarray, shape (n_samples,)
+        Sample times (s).
+    values : ndarray, shape (n_samples,)
+        Raw signal (NaN samples are left out).
+    fit_fs : float or None
+        Rate (Hz) of the block averages fitted; None: every sample.
+    tau_bounds : tuple of float
+        (τ_min in s, τ_max in multiples of the recording length).
+    min_f : float
+        Minimum F statistic of the exponential against a line fit.
+
+    Returns
+    -------
+    float
+        τ (s) or NaN.
     """
-    return float(fit_exponential_decay(times, values, fit_fs=fit_fs)[1])
+    from scipy import optimize
+
+    t = np.asarray(times, dtype=float)
+    y = np.asarray(values, dtype=float)
+    ok = np.isfinite(t) & np.isfinite(y)
+    t, y = t[ok], y[ok]
+    if len(t) < 8:
+        return np.nan
+    t = t - t[0]
+    scale = np.median(y)
+    scale = scale if np.isfinite(scale) and scale != 0 else 1.0
+    n_per_bin = 1 if fit_fs is None else decimation_factor(sampling_rate(t), fit_fs)
+    t_fit, y_fit = block_average(t, n_per_bin), block_average(y / scale, n_per_bin)
+    duration = max(t_fit[-1] - t_fit[0], 1e-9)
+    low, high = float(tau_bounds[0]), float(tau_bounds[1]) * duration
+    if not low < high:
+        return np.nan
+    p0 = (max(y_fit[0] - y_fit[-1], 1e-6), np.clip(duration / 3, low * 1.5, high / 1.5), y_fit[-1])
+    bounds = ([0.0, low, -np.inf], [np.inf, high, np.inf])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            popt, _ = optimize.curve_fit(
+                _decay, t_fit, y_fit, p0=p0, bounds=bounds, method='trf', max_nfev=2000
+            )
+    except (RuntimeError, ValueError, TypeError):
+        return np.nan
+    tau = float(popt[1])
+    if not np.isfinite(tau) or tau <= low * 1.01 or tau >= high * 0.99 or popt[0] <= 0:
+        return np.nan
+    # the exponential must explain clearly more than a straight line (curvature): F-test of
+    # one extra parameter, F = ΔSSE / (SSE / (n − 3))
+    sse = float(np.sum((y_fit - _decay(t_fit, *popt)) ** 2))
+    line = np.polyval(np.polyfit(t_fit, y_fit, 1), t_fit)
+    sse_line = float(np.sum((y_fit - line) ** 2))
+    if sse <= 0:
+        return tau
+    if (sse_line - sse) / (sse / max(len(t_fit) - 3, 1)) < min_f:
+        return np.nan
+    return tau
+
+
+def _decay(t, amplitude, tau, offset):
+    return amplitude * np.exp(-t / tau) + offset
 
 
 def iso_correlation(signal, reference):
@@ -289,6 +509,7 @@ def sliding_qc(
     detrend=config.QC_SLIDING_KWARGS['detrend'],
     metrics_kwargs=None,
     undetrended=config.QC_UNDETRENDED_METRICS,
+    floor=config.QC_CAMERA_FLOOR,
 ):
     """QC metrics in sliding windows of one band of one fiber.
 
@@ -312,6 +533,9 @@ def sliding_qc(
         Metrics scored on the raw windows even when ``detrend`` (default
         ``config.QC_UNDETRENDED_METRICS``: n_unique_samples, since a fitted line makes every
         value unique).
+    floor : float
+        Camera floor (data units) for ``light_above_floor`` and ``relative_mad``; those and
+        ``ar_score_10hz`` also receive the sampling rate ``fs`` (Hz) of ``times``.
 
     Returns
     -------
@@ -324,6 +548,7 @@ def sliding_qc(
     centres, first, n_per_window = window_index(times, w_len, step_len)
     raw = _gather(np.asarray(values, dtype=float), first, n_per_window)
     detrended = detrend_windows(raw, _gather(times, first, n_per_window)) if detrend else raw
+    constant = np.ptp(raw, axis=-1) == 0 if raw.size else np.zeros(len(raw), bool)
     kernels = dict(_metric_kernel(metric) for metric in metrics)
     shared_sort = [n for n, k in kernels.items() if _is_order_free(n, k) and n not in undetrended]
     detrended_sorted = np.sort(detrended, axis=-1) if len(shared_sort) > 1 else detrended
@@ -334,7 +559,15 @@ def sliding_qc(
         if len(windows) == 0:
             per_window[name] = np.full(0, np.nan)
             continue
-        per_window[name] = np.asarray(kernel(windows, **metrics_kwargs.get(name, {})), dtype=float)
+        kwargs = dict(metrics_kwargs.get(name, {}))
+        if name in RATE_AWARE_METRICS and kernel is SLIDING_METRIC_KERNELS.get(name):
+            kwargs.setdefault('fs', sampling_rate(times))
+        if name in FLOOR_AWARE_METRICS and kernel is SLIDING_METRIC_KERNELS.get(name):
+            kwargs.setdefault('floor', floor)
+        values_ = np.asarray(kernel(windows, **kwargs), dtype=float)
+        if detrend and name not in undetrended:  # a constant raw window has no spread
+            values_ = np.where(constant, np.nan, values_)
+        per_window[name] = values_
     return centres, per_window
 
 
@@ -378,3 +611,337 @@ def aggregate_windows(per_window, how='mean'):
     """
     rules = how if isinstance(how, dict) else dict.fromkeys(per_window, how)
     return {name: _reduce(values, rules.get(name, 'mean')) for name, values in per_window.items()}
+
+
+# ---------------------------------------------------------------------------
+# "No signal" and "artefact" metrics of a recording (GCaMP row)
+# ---------------------------------------------------------------------------
+def _fill_invalid(values, valid):
+    """Values with the samples outside ``valid`` (and NaNs) linearly interpolated."""
+    y = np.asarray(values, dtype=float).copy()
+    bad = ~np.isfinite(y) if valid is None else (~np.asarray(valid, bool) | ~np.isfinite(y))
+    if bad.all():
+        return np.full_like(y, np.nan)
+    if bad.any():
+        index = np.arange(y.size)
+        y[bad] = np.interp(index[bad], index[~bad], y[~bad])
+    return y
+
+
+def _running_median(x, size):
+    """Running median of odd length ``size`` along a 1-D array (edges: nearest)."""
+    from scipy import ndimage
+
+    return ndimage.median_filter(x, size=max(1, int(size) | 1), mode='nearest')
+
+
+def _slow_baseline(x, fs, seconds):
+    """Running median over ``seconds`` (s), computed on 1-s block medians and interpolated.
+
+    NaN samples (invalid) are ignored; blocks without a valid sample are interpolated over.
+    """
+    n_block = max(1, int(round(fs)))
+    n = (x.size // n_block) * n_block
+    if n == 0 or not np.isfinite(x).any():
+        return np.full(x.shape, np.nanmedian(x) if np.isfinite(x).any() else np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        medians = np.nanmedian(x[:n].reshape(-1, n_block), axis=1)
+    centres = (np.arange(medians.size) + 0.5) * n_block - 0.5
+    ok = np.isfinite(medians)
+    if not ok.any():
+        return np.full(x.shape, np.nan)
+    smooth = _running_median(medians[ok], int(round(seconds)))
+    return np.interp(np.arange(x.size), centres[ok], smooth)
+
+
+def dark_samples(values, floor=config.QC_CAMERA_FLOOR, fraction=0.2, width_s=1.0, fs=None):
+    """Samples with less than ``fraction`` of the band's median light above the floor.
+
+    Patch cord disconnected, LED off or a dropout: these stretches are not fluorescence and
+    are left out of the "no signal" / "artefact" metrics (the artefact masks count them).
+    With ``fs`` the light is judged on a ``width_s`` running median (so single dropout frames,
+    which :func:`despike` handles, are not dark stretches).
+    """
+    y = np.asarray(values, dtype=float)
+    if fs is not None:
+        y = _running_median(y, int(round(width_s * fs)))
+    light = y - floor
+    median = np.nanmedian(light) if np.isfinite(light).any() else np.nan
+    if not median > 0:
+        return np.zeros(y.size, bool)
+    return light < fraction * median
+
+
+def despike(values, fs, k=8.0, width_s=1.0):
+    """Replace isolated outlying frames (dropouts to the floor, spikes) by a running median.
+
+    A frame is a spike when it deviates from the ``width_s`` running median by more than
+    ``k`` robust SDs of all deviations. Returns ``(despiked values, spike mask)``.
+    """
+    y = np.asarray(values, dtype=float)
+    base = _running_median(y, int(round(width_s * fs)))
+    deviation = y - base
+    sigma = _robust_sd(deviation)
+    spikes = np.abs(deviation) > k * sigma if sigma > 0 else np.zeros(y.size, bool)
+    return np.where(spikes, base, y), spikes
+
+
+def residual_power_ratio(values, fs, signal_band_hz=(0.1, 1.0), noise_band_hz=(2.0, 3.5)):
+    """Mean power density in ``signal_band_hz`` over that in ``noise_band_hz`` (Welch, 20 s).
+
+    Measurement noise is nearly white, so a fiber without fluorescence changes of its own
+    (after the isosbestic correction) gives ≈ 1; calcium transients (0.1–1 Hz) raise it.
+    Frequencies in Hz, so the value does not depend on the sampling rate; NaN when the rate is
+    too low for the noise band (fs/2 ≤ its upper edge) or the signal is constant.
+    """
+    from scipy import signal as ss
+
+    x = np.asarray(values, dtype=float)
+    if fs / 2 <= noise_band_hz[1] or x.size < 4 * fs or not np.isfinite(x).all():
+        return np.nan
+    freqs, power = ss.welch(x - x.mean(), fs=fs, nperseg=min(x.size, int(round(20 * fs))))
+    in_signal = (freqs >= signal_band_hz[0]) & (freqs < signal_band_hz[1])
+    in_noise = (freqs >= noise_band_hz[0]) & (freqs < noise_band_hz[1])
+    noise = power[in_noise].mean()
+    return float(power[in_signal].mean() / noise) if noise > 0 else np.nan
+
+
+def window_robust_z(values, n_per_window):
+    """Robust z-score (x − median)/(1.4826·MAD) in consecutive windows of ``n_per_window``.
+
+    Returns an array of shape (n_windows, n_per_window) (the incomplete tail is dropped);
+    windows with MAD = 0 are NaN.
+    """
+    x = np.asarray(values, dtype=float)
+    n_windows = x.size // n_per_window
+    windows = x[: n_windows * n_per_window].reshape(n_windows, n_per_window)
+    median = np.median(windows, axis=1, keepdims=True)
+    sigma = _robust_sd(windows, axis=1, keepdims=True)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(sigma > 0, (windows - median) / sigma, np.nan)
+
+
+def upper_tail_excess(z, k=3.0):
+    """Fraction of samples above +k minus the fraction below −k robust SDs (NaN ignored).
+
+    ≈ 0 for symmetric noise (Gaussian or not); > 0 when positive transients stretch the
+    upper tail beyond the lower one.
+    """
+    z = np.asarray(z, dtype=float)
+    finite = np.isfinite(z)
+    if not finite.any():
+        return np.nan
+    return float((np.count_nonzero(z > k) - np.count_nonzero(z < -k)) / finite.sum())
+
+
+def transient_rate(z, fs, k=3.0):
+    """Upward crossings of +k robust SDs per minute (z of shape (n_windows, n), rate fs Hz)."""
+    z = np.asarray(z, dtype=float)
+    finite_windows = np.isfinite(z).all(axis=-1)
+    z = z[finite_windows]
+    if z.size == 0:
+        return np.nan
+    crossings = np.count_nonzero((z[:, 1:] > k) & (z[:, :-1] <= k))
+    return float(crossings / (z.size / fs / 60))
+
+
+def _relative_deviation(x, baseline, floor):
+    with np.errstate(invalid='ignore', divide='ignore'):
+        return np.where(baseline - floor > 0, (x - baseline) / (baseline - floor), np.nan)
+
+
+def _shared(d_signal, d_reference, k, min_rel):
+    """Samples where both relative deviations exceed max(k robust SDs, min_rel), same sign.
+
+    NaN deviations (invalid samples) never count.
+    """
+    out = np.sign(d_signal) == np.sign(d_reference)
+    for d in (d_signal, d_reference):
+        out &= np.abs(d) > max(k * float(np.nan_to_num(_robust_sd(d))), min_rel)
+    return out & np.isfinite(d_signal) & np.isfinite(d_reference)
+
+
+def shared_excursion_fraction(signal, reference, fs, floor=config.QC_CAMERA_FLOOR,
+                              baseline_s=60.0, k=5.0, min_rel=0.02):  # fmt: skip
+    """Fraction of samples where both bands leave their running median together.
+
+    Each band's deviation from its ``baseline_s`` running median is taken relative to the
+    light above the floor; a sample is in a shared excursion when both deviations exceed
+    ``k`` robust SDs and ``min_rel``, with the same sign. GCaMP transients (GCaMP only) and
+    noise do not count; motion, patch-cord and square-wave artefacts (both bands) do.
+    """
+    signal, reference = np.asarray(signal, float), np.asarray(reference, float)
+    d_signal = _relative_deviation(signal, _slow_baseline(signal, fs, baseline_s), floor)
+    d_reference = _relative_deviation(reference, _slow_baseline(reference, fs, baseline_s), floor)
+    n_valid = np.count_nonzero(np.isfinite(d_signal) & np.isfinite(d_reference))
+    if n_valid == 0:
+        return np.nan
+    return float(np.count_nonzero(_shared(d_signal, d_reference, k, min_rel)) / n_valid)
+
+
+def _step_statistic(x, half_width):
+    """median(x[t : t + w]) − median(x[t − w : t]) for every t (0 near the edges)."""
+    out = np.zeros(x.size)
+    if x.size < 2 * half_width + 1:
+        return out
+    medians = np.median(sliding_window_view(x, half_width), axis=1)  # medians[i]: x[i:i+w]
+    t = np.arange(half_width, x.size - half_width + 1)
+    out[t[:-1]] = medians[t[:-1]] - medians[t[:-1] - half_width]
+    return out
+
+
+def n_shared_steps(signal, reference, fs, floor=config.QC_CAMERA_FLOOR, step_s=2.0, k=8.0,
+                   min_rel=0.05):  # fmt: skip
+    """Number of steps both bands take at the same time, in the same direction.
+
+    The step statistic (median of the next ``step_s`` s − median of the previous ``step_s``
+    s, relative to the light above the floor) must exceed ``k`` robust SDs and ``min_rel``
+    in both bands; contiguous runs (within ``step_s``) count as one step. LED switching,
+    patch-cord (dis)connection and square-wave excursions give steps; transients do not.
+    """
+    half_width = max(1, int(round(step_s * fs)))
+    signal, reference = np.asarray(signal, float), np.asarray(reference, float)
+    valid = np.isfinite(signal) & np.isfinite(reference)
+    if not valid.any():
+        return np.nan
+    level_s = np.median(signal[valid]) - floor
+    level_r = np.median(reference[valid]) - floor
+    if not (level_s > 0 and level_r > 0):
+        return np.nan
+    # steps are measured on the valid samples joined together: a disconnected stretch
+    # (NaN) is left out, not counted as two steps
+    d_signal = _step_statistic(signal[valid], half_width) / level_s
+    d_reference = _step_statistic(reference[valid], half_width) / level_r
+    flagged = _shared(d_signal, d_reference, k, min_rel)
+    if not flagged.any():
+        return 0
+    index = np.flatnonzero(flagged)
+    return int(1 + np.count_nonzero(np.diff(index) > half_width))
+
+
+def corrected_signal(times, signal, reference=None, bleach=None):
+    """Bleach-corrected GCaMP ΔF/F minus its OLS fit on the bleach-corrected isosbestic.
+
+    Returns ``(values, slope)``; without a reference, the bleach-corrected signal and NaN.
+    ``bleach``: keyword arguments of :func:`iblnm.signal.preprocess.bleach_correct`
+    (default ``config.PREPROCESSING_PARAMS['bleach']``).
+    """
+    bleach = config.PREPROCESSING_PARAMS['bleach'] if bleach is None else bleach
+    signal_bc = bleach_correct(times, signal, **bleach)
+    if reference is None:
+        return signal_bc, np.nan
+    reference_bc = bleach_correct(times, reference, **bleach)
+    slope, intercept = fit_reference(signal_bc, reference_bc, method='ols')
+    return signal_bc - (slope * reference_bc + intercept), float(slope)
+
+
+def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_FLOOR,
+              kwargs=None):  # fmt: skip
+    """ "No signal" and "artefact" metrics of one fiber (whole recording).
+
+    Dark stretches of either band (:func:`dark_samples`: disconnection, LED off) are left
+    out, both bands are despiked (:func:`despike`: dropout frames), averaged in blocks to
+    ≈ ``config.QC_FIXED_FS`` (10 Hz), and the GCaMP band is corrected with the isosbestic
+    band (:func:`corrected_signal`, over the valid samples joined). Then:
+
+    - ``residual_power_ratio``: :func:`residual_power_ratio` of the corrected signal;
+    - ``upper_tail_excess``, ``transient_rate``: :func:`upper_tail_excess` and
+      :func:`transient_rate` of its robust z-score in ``window_s`` windows;
+    - ``frac_shared_excursion``, ``n_shared_steps``: :func:`shared_excursion_fraction` and
+      :func:`n_shared_steps` of the two raw bands (NaN without a reference).
+
+    Parameters
+    ----------
+    times : ndarray, shape (n_samples,)
+        Sample times (s), uniform.
+    signal, reference : ndarray, shape (n_samples,)
+        Raw GCaMP and isosbestic bands paired by position (reference may be None).
+    valid : ndarray of bool, shape (n_samples,), optional
+        Samples to use (e.g. the artefact mask's valid samples); the others are interpolated
+        over before filtering.
+    floor : float
+        Camera floor (data units).
+    kwargs : dict, optional
+        Overrides of ``config.QC_SIGNAL_KWARGS``.
+
+    Returns
+    -------
+    dict of str → float
+        Keys ``config.QC_SIGNAL_METRICS``; NaN where not computable.
+    """
+    p = {**config.QC_SIGNAL_KWARGS, **(kwargs or {})}
+    out = dict.fromkeys(config.QC_SIGNAL_METRICS, np.nan)
+    times = np.asarray(times, dtype=float)
+    if times.size < 10:
+        return out
+    fs = sampling_rate(times)
+    bands = [np.asarray(b, dtype=float) for b in ([signal] if reference is None else
+                                                   [signal, reference])]  # fmt: skip
+    valid = np.ones(times.size, bool) if valid is None else np.asarray(valid, bool).copy()
+    for band in bands:
+        valid &= np.isfinite(band) & ~dark_samples(band, floor, fs=fs)
+    if valid.sum() < 10:
+        return out
+    bands = [despike(_fill_invalid(b, valid), fs)[0] for b in bands]
+    n_per_bin = decimation_factor(fs)
+    fs_fixed = fs / n_per_bin
+    keep = block_average(valid.astype(float), n_per_bin) == 1  # blocks of valid samples only
+    fixed = [block_average(b, n_per_bin)[keep] for b in bands]
+    t_fixed = np.arange(keep.sum()) / fs_fixed  # valid blocks joined on one uniform clock
+    if t_fixed.size < 2 * p['window_s'] * fs_fixed:  # at least two z-score windows
+        return out
+    corrected, _ = corrected_signal(t_fixed, *fixed)
+    out['residual_power_ratio'] = residual_power_ratio(
+        corrected, fs_fixed, p['signal_band_hz'], p['noise_band_hz']
+    )
+    z = window_robust_z(corrected, max(2, int(round(p['window_s'] * fs_fixed))))
+    out['upper_tail_excess'] = upper_tail_excess(z, p['z_threshold'])
+    out['transient_rate'] = transient_rate(z, fs_fixed, p['z_threshold'])
+    if reference is not None:
+        out['frac_shared_excursion'] = shared_excursion_fraction(
+            *fixed, fs_fixed, floor, p['baseline_s'], p['excursion_k'], p['excursion_min_rel']
+        )
+        out['n_shared_steps'] = n_shared_steps(
+            *fixed, fs_fixed, floor, p['step_s'], p['step_k'], p['step_min_rel']
+        )
+    return out
+
+
+def fiber_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
+    """QC rows of one fiber, as :meth:`iblnm.data.PhotometrySession.run_sliding_qc` makes them.
+
+    Parameters
+    ----------
+    times : ndarray, shape (n_samples,)
+        Sample times (s) of the signal band; the reference is paired by position.
+    signal, reference : ndarray, shape (n_samples,)
+        Raw GCaMP and isosbestic bands (reference may be None).
+    floor : float
+        Camera floor (data units).
+
+    Returns
+    -------
+    dict of str → dict
+        ``{'GCaMP': metrics, 'Isosbestic': metrics}``: the sliding metrics (aggregated with
+        ``config.QC_AGGREGATION``) of each band, plus on the GCaMP row ``bleaching_tau``,
+        ``iso_correlation`` and the :func:`signal_qc` metrics.
+    """
+    rows = {}
+    n = len(times) if reference is None else min(len(times), len(signal), len(reference))
+    times, signal = np.asarray(times, float)[:n], np.asarray(signal, float)[:n]
+    reference = None if reference is None else np.asarray(reference, float)[:n]
+    for band, values in (('GCaMP', signal), ('Isosbestic', reference)):
+        if values is not None:
+            _, per_window = sliding_qc(times, values, floor=floor)
+            rows[band] = aggregate_windows(per_window, how=config.QC_AGGREGATION)
+    gcamp = rows['GCaMP']
+    gcamp['bleaching_tau'] = bleaching_tau(times, signal)
+    gcamp['iso_correlation'] = np.nan
+    if reference is not None:
+        bleach = config.PREPROCESSING_PARAMS['bleach']
+        gcamp['iso_correlation'] = iso_correlation(
+            bleach_correct(times, signal, **bleach), bleach_correct(times, reference, **bleach)
+        )
+    gcamp.update(signal_qc(times, signal, reference, floor=floor))
+    return rows

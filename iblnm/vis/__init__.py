@@ -143,6 +143,58 @@ def count_barplot(counts, xlabel, title, ax=None, colors=None):
     return ax
 
 
+VERDICT_COLORS = {'PASS': '#2ca02c', 'WARNING': '#ff7f0e', 'FAIL': '#d62728'}
+
+
+def qc_verdict_overview(by_verdict, by_reason, title='QC verdicts per target-NM'):
+    """Recordings per target-NM by QC verdict (stacked bars) and by reason (counts).
+
+    Parameters
+    ----------
+    by_verdict : pandas.DataFrame
+        Index target-NM, columns PASS / WARNING / FAIL (counts of recordings).
+    by_reason : pandas.DataFrame
+        Long table with columns target_NM, reason, n_recordings (a recording counts once
+        per reason that fired).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    targets = list(by_verdict.index)
+    reasons = sorted(set(by_reason['reason'])) if len(by_reason) else []
+    fig, (ax_v, ax_r) = plt.subplots(1, 2, figsize=(12, max(3, 0.45 * len(targets) + 1.8)),
+                                     gridspec_kw={'width_ratios': [1, max(1, 0.35 * len(reasons))]})  # fmt: skip
+    left = np.zeros(len(targets))
+    for verdict in config.QC_VERDICTS:
+        counts = by_verdict[verdict].to_numpy() if verdict in by_verdict else np.zeros(len(targets))
+        ax_v.barh(range(len(targets)), counts, left=left, color=VERDICT_COLORS[verdict],
+                  label=f'{verdict} (n={int(counts.sum())})')  # fmt: skip
+        left += counts
+    ax_v.set_yticks(range(len(targets)), targets)
+    ax_v.invert_yaxis()
+    ax_v.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_v.set_xlabel('recordings')
+    ax_v.set_title(f'{title} (n={int(left.sum())} recordings)')
+    ax_v.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False,
+                fontsize=8)  # fmt: skip
+    matrix = np.zeros((len(targets), len(reasons)))
+    for row in by_reason.itertuples():
+        if row.target_NM in targets:
+            matrix[targets.index(row.target_NM), reasons.index(row.reason)] += row.n_recordings
+    ax_r.imshow(matrix if reasons else np.zeros((len(targets), 1)), cmap='Reds', aspect='auto',
+                vmin=0, vmax=max(1, matrix.max()) if reasons else 1)  # fmt: skip
+    for (i, j), n in np.ndenumerate(matrix):
+        ax_r.text(j, i, f'{int(n)}', ha='center', va='center', fontsize=8,
+                  color='white' if n > matrix.max() / 2 else 'black')  # fmt: skip
+    ax_r.set_xticks(range(len(reasons)), reasons, rotation=45, ha='right')
+    ax_r.set_yticks(range(len(targets)), targets)
+    ax_r.set_xlabel('reason (rule that fired)')
+    ax_r.set_title('recordings per reason' if reasons else 'no rule fired')
+    fig.tight_layout()
+    return fig
+
+
 def target_overview_barplot(recordings, ax=None):
     """Complete recordings per target-NM (``recordings``: one row per recording)."""
     counts = recordings['target_NM'].value_counts().sort_index()

@@ -238,14 +238,16 @@ def test_sliding_qc_equals_iblphotometry_qc_signals():
     from iblphotometry import qc as ibl_qc
 
     times, values = _session()
-    metric_fns = [getattr(ibl_metrics, name) for name in config.QC_SLIDING_METRICS]
+    names = [name for name in config.QC_SLIDING_METRICS if hasattr(ibl_metrics, name)]
+    assert len(names) == 5  # the iblphotometry metrics; the others are iblnm's own
+    metric_fns = [getattr(ibl_metrics, name) for name in names]
     theirs = ibl_qc.qc_signals(
         {'GCaMP': pd.DataFrame({'VTA': values}, index=times)},
         metric_fns,
         metrics_kwargs=config.QC_METRICS_KWARGS,
         sliding_kwargs=config.QC_SLIDING_KWARGS,
     ).dropna(subset=['window'])
-    centres, ours = qc.sliding_qc(times, values, undetrended=())  # qc_signals detrends all
+    centres, ours = qc.sliding_qc(times, values, metrics=names, undetrended=())  # detrends all
     for name, values_ in ours.items():
         rows = theirs[theirs['metric'] == name]
         np.testing.assert_allclose(centres, rows['window'].to_numpy(), atol=1e-9)
@@ -333,3 +335,140 @@ def test_real_session_raw_metrics(cq002):
     gcamp, iso = bands['GCaMP'][1], bands['Isosbestic'][1]
     n = min(len(gcamp), len(iso))
     assert 0 <= qc.iso_correlation(gcamp[:n, 1], iso[:n, 1]) <= 1
+
+
+# ---------------------------------------------------------------------------
+# Rate- and ADC-independent metrics
+# ---------------------------------------------------------------------------
+def _quantised_noise(n, sigma_over_q, seed=0, q=2.0**-12):
+    rng = np.random.default_rng(seed)
+    return 0.3 + q * np.round(sigma_over_q * rng.normal(size=n))
+
+
+def test_n_noise_levels_counts_levels_per_noise_sd_whatever_the_rate():
+    """The healthy 12-bit 130 Hz channel that n_unique_samples flagged (0.044) has ~200 levels."""
+    for fs in (15, 30, 130):
+        levels = qc.n_noise_levels(_quantised_noise(120 * fs, sigma_over_q=10))
+        assert 18 <= levels <= 23  # 2·σ/q + 1 = 21 distinct values within ±1 SD
+    fast = _quantised_noise(120 * 130, sigma_over_q=100)
+    assert qc.n_unique_samples(fast) < 0.05 < 100 < qc.n_noise_levels(fast)
+    coarse_adc = _quantised_noise(3600, sigma_over_q=10, q=2.0**-8)  # 8-bit, same σ/q
+    assert qc.n_noise_levels(coarse_adc) == pytest.approx(qc.n_noise_levels(
+        _quantised_noise(3600, sigma_over_q=10, q=2.0**-16)), abs=2)  # fmt: skip
+
+
+def test_n_noise_levels_of_dead_and_saturated_channels():
+    floor = config.QC_CAMERA_FLOOR
+    assert qc.n_noise_levels(np.full(1000, floor)) == 1
+    dead = floor + 1.2e-7 * np.random.default_rng(0).integers(0, 2, 1000)  # floor and one step
+    assert qc.n_noise_levels(dead) <= 2
+    windows = np.vstack([np.full(50, 1.0), np.r_[np.full(49, 1.0), 0.98]])  # clipped at 1.0
+    np.testing.assert_array_equal(qc.n_noise_levels(windows), [1, 1])
+    assert np.isnan(qc.n_noise_levels(np.full(10, np.nan)))
+
+
+def test_light_above_floor():
+    floor = config.QC_CAMERA_FLOOR
+    assert qc.light_above_floor(np.full(100, floor)) == 0
+    assert qc.light_above_floor(np.full(100, 3 * floor)) == pytest.approx(2.0)
+    np.testing.assert_allclose(
+        qc.light_above_floor(np.array([[2.0, 2.0], [4.0, 4.0]]), floor=2), [0, 1]
+    )
+
+
+def test_relative_mad_is_unit_free_and_rate_independent():
+    """Same noise density (per-sample SD ∝ √fs) → same value at 30 and 120 Hz; any units."""
+    floor = config.QC_CAMERA_FLOOR
+    rng = np.random.default_rng(0)
+    values = {}
+    for fs, sd in ((30, 0.01), (120, 0.02)):
+        light = floor + 0.004 * (1 + sd * rng.normal(size=900 * fs))
+        values[fs] = qc.relative_mad(light, fs=fs)
+    assert values[30] == pytest.approx(0.01 / np.sqrt(3), rel=0.05)
+    assert values[120] == pytest.approx(values[30], rel=0.05)
+    assert qc.relative_mad(5 * (1 + 0.01 * rng.normal(size=3600)), fs=30, floor=0) == (
+        pytest.approx(0.01 / np.sqrt(3), rel=0.05))  # fmt: skip
+    assert np.isnan(qc.relative_mad(np.full(100, floor)))
+
+
+def _ou(fs, minutes=4, tau=1.0, seed=0):
+    """Ornstein-Uhlenbeck process (correlation time tau s) plus white noise, sampled at fs Hz."""
+    rng = np.random.default_rng(seed)
+    n, a = int(minutes * 60 * fs), np.exp(-1 / (fs * tau))
+    x = np.zeros(n)
+    for i in range(1, n):
+        x[i] = a * x[i - 1] + np.sqrt(1 - a * a) * rng.normal()
+    return x + 0.5 * np.sqrt(fs / 30) * rng.normal(size=n)  # same noise density at every rate
+
+
+def test_ar_score_10hz_does_not_saturate_with_the_rate():
+    slow, fast = _ou(30), _ou(240)
+    assert abs(qc.ar_score(fast) - qc.ar_score(slow)) > 0.3  # native rate: depends on fs
+    assert qc.ar_score_10hz(fast, fs=240) == pytest.approx(qc.ar_score_10hz(slow, fs=30), abs=0.05)
+    np.testing.assert_allclose(qc.ar_score_10hz(slow), qc.ar_score(slow))  # no fs: native
+
+
+def test_bleaching_tau_is_bounded():
+    """No decay (or a rise) gives NaN instead of an unbounded τ (2.5e7 s on real data)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(0, 2700, 1 / 30)
+    flat = 0.01 * (1 + 1e-3 * rng.normal(size=t.size))
+    assert np.isnan(qc.bleaching_tau(t, flat))
+    assert np.isnan(qc.bleaching_tau(t, 0.01 * (1 + 0.2 * (1 - np.exp(-t / 300)))))
+    tau = qc.bleaching_tau(t, 0.01 * (1 + 0.3 * np.exp(-t / 300)) + 1e-5 * rng.normal(size=t.size))
+    assert tau == pytest.approx(300, rel=0.05)
+    assert tau <= config.QC_BLEACHING_TAU_BOUNDS[1] * t[-1]
+
+
+def test_residual_power_ratio_white_noise_is_one():
+    rng = np.random.default_rng(0)
+    ratios = [qc.residual_power_ratio(rng.normal(size=10 * 2700), 10.0) for _ in range(5)]
+    assert np.allclose(ratios, 1, atol=0.06)  # well below the no_signal threshold of 1.1
+    assert qc.residual_power_ratio(_ou(10, minutes=45, tau=1.0), 10.0) > 5
+    assert np.isnan(qc.residual_power_ratio(rng.normal(size=5000), 6.0))  # Nyquist < 3.5 Hz
+
+
+def test_upper_tail_excess_and_transient_rate():
+    rng = np.random.default_rng(0)
+    noise = qc.window_robust_z(rng.normal(size=60_000), 600)
+    assert abs(qc.upper_tail_excess(noise)) < 5e-4
+    assert qc.transient_rate(noise, 10.0) == pytest.approx(0.00135 * 600, rel=0.3)  # per min
+    events = rng.normal(size=60_000)
+    events[100::200] += 8  # one positive transient every 20 s at 10 Hz
+    z = qc.window_robust_z(events, 600)
+    assert qc.upper_tail_excess(z) == pytest.approx(1 / 200, rel=0.1)
+    assert qc.transient_rate(z, 10.0) == pytest.approx(3.0 + 0.8, rel=0.15)
+
+
+def test_shared_steps_and_excursions_need_both_bands():
+    floor = config.QC_CAMERA_FLOOR
+    rng = np.random.default_rng(0)
+    fs, t = 10.0, np.arange(0, 1800, 0.1)
+    square = np.where((t > 600) & (t < 660), -0.3, 0.0)  # one 60 s shared excursion: 2 steps
+    iso = floor + 0.005 * (1 + square) * (1 + 1e-3 * rng.normal(size=t.size))
+    gcamp = floor + 0.004 * (1 + square) * (1 + 1e-3 * rng.normal(size=t.size))
+    assert qc.n_shared_steps(gcamp, iso, fs) == 2
+    clean_iso = floor + 0.005 * (1 + 1e-3 * rng.normal(size=t.size))
+    assert qc.n_shared_steps(gcamp, clean_iso, fs) == 0  # a step in one band only
+    short = np.where((t > 600) & (t < 610), -0.3, 0.0)  # 10 s, shorter than the 60 s median
+    iso = floor + 0.005 * (1 + short) * (1 + 1e-3 * rng.normal(size=t.size))
+    gcamp = floor + 0.004 * (1 + short) * (1 + 1e-3 * rng.normal(size=t.size))
+    assert qc.shared_excursion_fraction(gcamp, iso, fs) == pytest.approx(10 / 1800, rel=0.1)
+    assert qc.shared_excursion_fraction(gcamp, clean_iso, fs) == 0
+
+
+def test_fiber_qc_equals_the_session_qc():
+    """The pure helper computes what PhotometrySession.run_sliding_qc stores."""
+    from iblnm.data import PhotometrySession
+
+    times, values = _session(duration=900)
+    iso = 0.8 * values + 1e-3
+    ps = PhotometrySession({'eid': '6b1f3c52-9a0e-4a47-8d7e-1f0b6a1c2e11'}, one=object())
+    ps.photometry = {'GCaMP': pd.DataFrame({'VTA': values}, index=times),
+                     'Isosbestic': pd.DataFrame({'VTA': iso}, index=times)}  # fmt: skip
+    ps.run_sliding_qc()
+    rows = qc.fiber_qc(times, values, iso)
+    for band, metrics in rows.items():
+        row = ps.qc[ps.qc['band'] == band].iloc[0]
+        for name, value in metrics.items():
+            np.testing.assert_allclose(row[name], value, rtol=1e-12, err_msg=f'{band} {name}')

@@ -1,0 +1,201 @@
+"""QC verdict of a recording: PASS / WARNING / FAIL from named threshold rules.
+
+A rule is a mapping ``{'name', 'metric', 'op', 'threshold', 'severity'}`` (see
+``config.QC_VERDICT_RULES``): it *fires* when ``metrics[metric]`` is present, finite and
+``value <op> threshold`` holds. A missing or NaN metric never fires (a rule on a metric a
+recording does not have, e.g. the isosbestic slope of a single-band recording, does not
+apply). The verdict is the most severe severity among the rules that fired, PASS when none
+did; the reasons are the names of the rules that fired, in rule order.
+
+The functions are pure: mappings and tables in, verdicts out.
+"""
+
+import operator
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from iblnm import config
+
+OPERATORS = {'<': operator.lt, '<=': operator.le, '>': operator.gt, '>=': operator.ge}
+SEVERITY = {name: i for i, name in enumerate(config.QC_VERDICTS)}  # PASS 0, WARNING 1, FAIL 2
+REASON_SEPARATOR = ';'
+KEY_COLUMNS = ('eid', 'brain_region', 'band')
+VERDICT_COLUMNS = ('verdict', 'verdict_reasons')
+SIGNAL_BAND = 'GCaMP'
+
+
+def validate_rules(rules):
+    """Raise ValueError unless every rule has a name, a metric, a known op and severity."""
+    names = set()
+    for rule in rules:
+        missing = {'name', 'metric', 'op', 'threshold', 'severity'} - set(rule)
+        if missing:
+            raise ValueError(f'QC rule {rule!r} lacks {sorted(missing)}')
+        if rule['op'] not in OPERATORS:
+            raise ValueError(f'QC rule {rule["name"]}: unknown op {rule["op"]!r}')
+        if rule['severity'] not in SEVERITY or rule['severity'] == 'PASS':
+            raise ValueError(f'QC rule {rule["name"]}: severity must be WARNING or FAIL')
+        if rule['name'] in names:
+            raise ValueError(f'QC rule name {rule["name"]!r} is used twice')
+        names.add(rule['name'])
+
+
+def _as_float(value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return np.nan
+    return value
+
+
+def rule_fires(rule, metrics):
+    """True when ``rule``'s metric is present and finite in ``metrics`` and compares true."""
+    value = _as_float(metrics.get(rule['metric'], np.nan))
+    return bool(np.isfinite(value) and OPERATORS[rule['op']](value, rule['threshold']))
+
+
+def qc_verdict(metrics: Mapping, rules=None):
+    """Verdict of one recording from its QC metrics.
+
+    Parameters
+    ----------
+    metrics : Mapping of str → float
+        Metric values (see :func:`recording_metrics` for a recording's qc rows).
+    rules : sequence of dict, optional
+        Default ``config.QC_VERDICT_RULES``.
+
+    Returns
+    -------
+    verdict : {'PASS', 'WARNING', 'FAIL'}
+    reasons : list of str
+        Names of the rules that fired, in rule order.
+    """
+    rules = config.QC_VERDICT_RULES if rules is None else rules
+    fired = [rule for rule in rules if rule_fires(rule, metrics)]
+    if not fired:
+        return 'PASS', []
+    verdict = max((rule['severity'] for rule in fired), key=SEVERITY.__getitem__)
+    return verdict, [rule['name'] for rule in fired]
+
+
+def recording_metrics(rows, signal_band=SIGNAL_BAND):
+    """One metrics mapping from a recording's qc rows (one per band).
+
+    The signal band's metrics keep their names; another band's metric ``m`` becomes
+    ``'{band}:m'`` (e.g. ``'Isosbestic:light_above_floor'``). Rows without a band (raw QC
+    only) contribute their metrics under their own names.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        QC rows of one recording (columns ``band`` and metric columns).
+    """
+    rows = pd.DataFrame(rows)
+    metric_columns = [c for c in rows.columns if c not in (*KEY_COLUMNS, *VERDICT_COLUMNS)]
+    records = rows.to_dict('records')
+
+    def is_plain(record):
+        band = record.get('band')
+        return band is None or pd.isna(band) or band == signal_band
+
+    out = {}
+    for record in (r for r in records if not is_plain(r)):
+        for column in metric_columns:
+            out[f'{record["band"]}:{column}'] = record[column]
+            if column in config.QC_RAW_METRICS:  # whole-recording counts, on every row
+                out.setdefault(column, record[column])
+    for record in (r for r in records if is_plain(r)):
+        for column in metric_columns:
+            if not pd.isna(record[column]) or column not in out:
+                out[column] = record[column]
+    return out
+
+
+def join_reasons(reasons):
+    """``['a', 'b']`` → ``'a;b'`` (the form stored in tables and HDF5 files; '' for none)."""
+    return REASON_SEPARATOR.join(reasons)
+
+
+def split_reasons(text):
+    """``'a;b'`` → ``['a', 'b']``; '' or None → []."""
+    if text is None or (isinstance(text, float) and np.isnan(text)) or text == '':
+        return []
+    return str(text).split(REASON_SEPARATOR)
+
+
+def add_verdicts(qc, rules=None, signal_band=SIGNAL_BAND):
+    """The qc table with ``verdict`` and ``verdict_reasons`` on every row.
+
+    Rows are grouped into recordings by (eid, brain_region); every row of a recording gets
+    the recording's verdict and its reasons joined by ';' ('' for PASS).
+
+    Parameters
+    ----------
+    qc : pandas.DataFrame
+        One row per (eid, brain_region, band), metric columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with the two columns (replaced if present).
+    """
+    qc = qc.drop(columns=[c for c in VERDICT_COLUMNS if c in qc]).copy()
+    verdicts = pd.Series('PASS', index=qc.index, dtype=object)
+    reasons = pd.Series('', index=qc.index, dtype=object)
+    if len(qc):
+        keys = [c for c in ('eid', 'brain_region') if c in qc]
+        groups = qc.groupby(keys, dropna=False, sort=False).groups if keys else {0: qc.index}
+        for index in groups.values():
+            verdict, fired = qc_verdict(recording_metrics(qc.loc[index], signal_band), rules)
+            verdicts.loc[index] = verdict
+            reasons.loc[index] = join_reasons(fired)
+    qc['verdict'] = verdicts
+    qc['verdict_reasons'] = reasons
+    return qc
+
+
+def recording_verdicts(qc, signal_band=SIGNAL_BAND):
+    """One row per recording: eid, brain_region, verdict, verdict_reasons (from a qc table).
+
+    Uses the table's verdict columns when present (computed by :func:`add_verdicts` otherwise).
+    """
+    if qc is None or len(qc) == 0:
+        return pd.DataFrame(columns=['eid', 'brain_region', *VERDICT_COLUMNS])
+    if 'verdict' not in qc:
+        qc = add_verdicts(qc, signal_band=signal_band)
+    table = qc[['eid', 'brain_region', *VERDICT_COLUMNS]]
+    return table.drop_duplicates(['eid', 'brain_region']).reset_index(drop=True)
+
+
+def verdict_counts(verdicts, by='target_NM'):
+    """Counts of recordings per ``by`` value × verdict, and per ``by`` value × reason.
+
+    Parameters
+    ----------
+    verdicts : pandas.DataFrame
+        One row per recording with ``by``, ``verdict`` and ``verdict_reasons``.
+
+    Returns
+    -------
+    by_verdict : pandas.DataFrame
+        Index ``by`` values, columns PASS / WARNING / FAIL (0 where none).
+    by_reason : pandas.DataFrame
+        Long table: ``by``, ``reason``, ``severity`` (of the recording), ``n_recordings``.
+    """
+    by_verdict = (
+        pd.crosstab(verdicts[by], verdicts['verdict'])
+        .reindex(columns=list(config.QC_VERDICTS), fill_value=0)
+        .astype(int)
+    )
+    long = verdicts.assign(reason=verdicts['verdict_reasons'].map(split_reasons)).explode('reason')
+    long = long.dropna(subset=['reason'])
+    by_reason = (
+        long.groupby([by, 'reason', 'verdict'], observed=True)
+        .size()
+        .rename('n_recordings')
+        .reset_index()
+        .rename(columns={'verdict': 'severity'})
+    )
+    return by_verdict, by_reason

@@ -1,0 +1,182 @@
+"""QC verdict: every rule flips at its threshold; tables; real recordings of known quality."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from iblnm import config
+from iblnm.signal import qc
+from iblnm.signal import verdict as sv
+
+RULES = config.QC_VERDICT_RULES
+
+
+def _just(rule, inside):
+    """A value just inside (rule does not fire) or just outside (fires) the rule's threshold."""
+    threshold = float(rule['threshold'])
+    step = max(abs(threshold) * 1e-3, 1e-6)
+    fires_above = rule['op'] in ('>', '>=')
+    if rule['op'] in ('>', '<'):  # strict: the threshold itself does not fire
+        return threshold if inside else threshold + (step if fires_above else -step)
+    return threshold - step if fires_above == inside else threshold + step
+
+
+@pytest.mark.parametrize('rule', RULES, ids=[r['name'] for r in RULES])
+def test_each_rule_flips_at_its_threshold(rule):
+    outside = sv.qc_verdict({rule['metric']: _just(rule, inside=False)}, rules=[rule])
+    inside = sv.qc_verdict({rule['metric']: _just(rule, inside=True)}, rules=[rule])
+    assert outside == (rule['severity'], [rule['name']])
+    assert inside == ('PASS', [])
+
+
+@pytest.mark.parametrize('rule', RULES, ids=[r['name'] for r in RULES])
+def test_each_rule_flips_the_verdict_with_all_rules(rule):
+    """With the whole rule set, a value just outside names the rule; just inside does not."""
+    outside = sv.qc_verdict({rule['metric']: _just(rule, inside=False)})
+    inside = sv.qc_verdict({rule['metric']: _just(rule, inside=True)})
+    assert rule['name'] in outside[1] and rule['name'] not in inside[1]
+    assert sv.SEVERITY[outside[0]] >= sv.SEVERITY[rule['severity']]
+
+
+def test_missing_or_nan_metrics_do_not_apply():
+    assert sv.qc_verdict({}) == ('PASS', [])
+    assert sv.qc_verdict(dict.fromkeys({r['metric'] for r in RULES}, np.nan)) == ('PASS', [])
+    assert sv.qc_verdict({'residual_power_ratio': None, 'iso_slope': 'n/a'}) == ('PASS', [])
+
+
+def test_worst_severity_wins_and_reasons_keep_rule_order():
+    rules = [
+        {'name': 'b', 'metric': 'x', 'op': '>', 'threshold': 1, 'severity': 'WARNING'},
+        {'name': 'a', 'metric': 'y', 'op': '<', 'threshold': 0, 'severity': 'FAIL'},
+    ]
+    assert sv.qc_verdict({'x': 2, 'y': -1}, rules) == ('FAIL', ['b', 'a'])
+    assert sv.qc_verdict({'x': 2, 'y': 1}, rules) == ('WARNING', ['b'])
+
+
+def test_config_rules_are_valid_and_name_the_required_reasons():
+    sv.validate_rules(RULES)
+    names = {r['name'] for r in RULES}
+    assert {'negative_iso_slope', 'no_signal', 'shared_artefacts', 'band_inversions'} <= names
+    with pytest.raises(ValueError, match='unknown op'):
+        sv.validate_rules([{**RULES[0], 'op': '=='}])
+    with pytest.raises(ValueError, match='used twice'):
+        sv.validate_rules([RULES[0], RULES[0]])
+
+
+def test_add_verdicts_per_recording_with_band_prefixed_metrics():
+    qc_table = pd.DataFrame({
+        'eid': ['e'] * 4, 'brain_region': ['A', 'A', 'B', 'B'],
+        'band': ['GCaMP', 'Isosbestic'] * 2,
+        'light_above_floor': [0.5, 0.001, 0.5, 0.5],  # A: isosbestic band without light
+        'n_band_inversions': [0, 0, 0, 0],
+    })  # fmt: skip
+    out = sv.add_verdicts(qc_table)
+    assert list(out['verdict']) == ['FAIL', 'FAIL', 'PASS', 'PASS']
+    assert list(out['verdict_reasons']) == ['no_light_isosbestic'] * 2 + [''] * 2
+    metrics = sv.recording_metrics(qc_table.iloc[:2])
+    assert metrics['light_above_floor'] == 0.5  # the GCaMP row keeps the bare names
+    assert metrics['Isosbestic:light_above_floor'] == 0.001
+    table = sv.recording_verdicts(out).assign(target_NM=['X-DA', 'Y-5HT'])
+    by_verdict, by_reason = sv.verdict_counts(table)
+    assert by_verdict.loc['X-DA', 'FAIL'] == 1 and by_verdict.loc['Y-5HT', 'PASS'] == 1
+    assert by_reason.to_dict('records') == [
+        {
+            'target_NM': 'X-DA',
+            'reason': 'no_light_isosbestic',
+            'severity': 'FAIL',
+            'n_recordings': 1,
+        }
+    ]
+    assert sv.split_reasons(sv.join_reasons(['a', 'b'])) == ['a', 'b']
+    assert sv.split_reasons('') == [] and sv.split_reasons(None) == []
+
+
+# ---------------------------------------------------------------------------
+# Synthetic fibers of known quality
+# ---------------------------------------------------------------------------
+def _fiber(kind, seed=0, fs=30.0, minutes=20):
+    """(times, gcamp, iso) of a synthetic fiber: 'clean', 'no_signal', 'artefact', 'dark'."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(minutes * 60 * fs)) / fs
+    floor = config.QC_CAMERA_FLOOR
+    bleach = 1 + 0.2 * np.exp(-t / 600)
+    motion = np.zeros(t.size)
+    for start in rng.uniform(0, t[-1], 8):  # brief shared dips
+        motion -= 0.03 * np.exp(-(((t - start) / 0.1) ** 2))
+    kernel = np.exp(-np.arange(0, 3, 1 / fs) / 0.5)
+    spikes = (rng.random(t.size) < 0.5 / fs) * rng.exponential(0.05, t.size)
+    dff = np.convolve(spikes, kernel)[: t.size] if kind in ('clean', 'artefact') else 0
+    light_g, light_i = (2e-5, 2e-5) if kind == 'dark' else (4e-3, 6e-3)
+    noise = 1e-3
+    gcamp = floor + light_g * bleach * (1 + dff) * (1 + motion) * (
+        1 + noise * rng.normal(size=t.size)
+    )
+    iso = floor + light_i * bleach * (1 + motion) * (1 + noise * rng.normal(size=t.size))
+    if kind == 'artefact':  # square-wave excursions in both bands, 20 % of the time
+        square = ((t // 30) % 5 == 0) * -0.3
+        gcamp = floor + (gcamp - floor) * (1 + square)
+        iso = floor + (iso - floor) * (1 + square)
+    return t, gcamp, iso
+
+
+def _verdict(t, gcamp, iso):
+    rows = qc.fiber_qc(t, gcamp, iso)
+    table = pd.DataFrame(
+        [{'eid': 'e', 'brain_region': 'A', 'band': b, **m} for b, m in rows.items()]
+    )
+    return sv.add_verdicts(table).iloc[0][['verdict', 'verdict_reasons']].tolist()
+
+
+@pytest.mark.parametrize(
+    ('kind', 'verdict', 'reason'),
+    [('clean', 'PASS', None), ('no_signal', 'FAIL', 'no_signal'),
+     ('artefact', 'FAIL', 'shared_artefacts'), ('dark', 'FAIL', 'no_light_gcamp')],
+)  # fmt: skip
+def test_synthetic_fibers_of_known_quality(kind, verdict, reason):
+    got, reasons = _verdict(*_fiber(kind))
+    assert got == verdict, reasons
+    if reason:
+        assert reason in sv.split_reasons(reasons)
+
+
+# ---------------------------------------------------------------------------
+# Real recordings (raw Neurophotometrics files, whole recordings)
+# ---------------------------------------------------------------------------
+REAL = {
+    'version_5': ('neurophotometrics_versions/version_5', ['G0', 'G1']),
+    'version_2': ('neurophotometrics_versions/version_2', ['Region1G', 'Region4G']),
+    'fip_40': ('wittenlab/Subjects/fip_40/2023-05-18/001/raw_photometry_data',
+               ['Region0G', 'Region1G', 'Region2G']),
+}  # fmt: skip
+
+
+def _raw_verdicts(real_data_dir, name):
+    from iblnm.loaders import read_raw_photometry
+
+    folder, rois = REAL[name]
+    raw = read_raw_photometry(real_data_dir / folder / '_neurophotometrics_fpData.raw.pqt')
+    gcamp, iso = raw[raw['led'] == 2], raw[raw['led'] == 1]
+    out = {}
+    for roi in rois:
+        reference = iso[roi].to_numpy() if len(iso) else None
+        out[roi] = _verdict(gcamp['times'].to_numpy(), gcamp[roi].to_numpy(), reference)
+    return out
+
+
+def test_real_almost_no_light_fails(real_data_dir):
+    """version_5: the fibers sit at the camera floor (the isosbestic band entirely)."""
+    for roi, (verdict, reasons) in _raw_verdicts(real_data_dir, 'version_5').items():
+        assert verdict == 'FAIL', (roi, reasons)
+        assert 'no_light_isosbestic' in sv.split_reasons(reasons)
+
+
+def test_real_flat_at_floor_rois_fail(real_data_dir):
+    for roi, (verdict, reasons) in _raw_verdicts(real_data_dir, 'version_2').items():
+        assert verdict == 'FAIL', (roi, reasons)
+        assert {'no_light_gcamp', 'quantised_gcamp'} <= set(sv.split_reasons(reasons))
+
+
+def test_real_fibers_with_clear_responses_do_not_fail(real_data_dir):
+    """fip_40 (no isosbestic band, 50 Hz): three fibers with reward responses."""
+    for roi, (verdict, reasons) in _raw_verdicts(real_data_dir, 'fip_40').items():
+        assert verdict != 'FAIL', (roi, reasons)
