@@ -241,13 +241,20 @@ def block_average(a, n_per_bin):
     return a[..., : n_bins * n_per_bin].reshape(*a.shape[:-1], n_bins, n_per_bin).mean(axis=-1)
 
 
+def _median(a, axis=-1, keepdims=False):
+    """np.median, or np.nanmedian when ``a`` holds NaNs (all-NaN slices give NaN silently)."""
+    a = np.asarray(a, dtype=float)
+    if not np.isnan(a).any():
+        return np.median(a, axis=axis, keepdims=keepdims)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)
+        return np.nanmedian(a, axis=axis, keepdims=keepdims)
+
+
 def _robust_sd(a, axis=-1, keepdims=False):
     """1.4826 · median(|a − median(a)|) along ``axis`` (NaN-aware): the SD for Gaussian data."""
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN windows give NaN
-        median = np.nanmedian(a, axis=axis, keepdims=True)
-        mad = np.nanmedian(np.abs(a - median), axis=axis, keepdims=keepdims)
-    return 1.4826 * mad
+    median = _median(a, axis=axis, keepdims=True)
+    return 1.4826 * _median(np.abs(a - median), axis=axis, keepdims=keepdims)
 
 
 def n_noise_levels(a):
@@ -271,9 +278,7 @@ def n_noise_levels(a):
         Number of distinct values (NaN values ignored; NaN for an all-NaN window).
     """
     s = np.sort(np.asarray(a, dtype=float), axis=-1)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)  # all-NaN windows give NaN
-        median = np.nanmedian(s, axis=-1, keepdims=True)
+    median = _median(s, keepdims=True)
     sigma = _robust_sd(s, keepdims=True)
     inside = np.abs(s - median) <= sigma  # NaN compares False; a contiguous run of s
     new = inside[..., 1:] & inside[..., :-1] & (s[..., 1:] != s[..., :-1])
@@ -288,7 +293,7 @@ def light_above_floor(a, floor=config.QC_CAMERA_FLOOR):
     real IBL fibers sit 0.2–6 floors above it (docs/methods.md §2.2). Raw values along
     the last axis; shape (...) out.
     """
-    return (np.nanmedian(np.asarray(a, dtype=float), axis=-1) - floor) / floor
+    return (_median(a) - floor) / floor
 
 
 def relative_mad(a, fs=None, floor=config.QC_CAMERA_FLOOR, target_fs=config.QC_FIXED_FS):
@@ -309,7 +314,7 @@ def relative_mad(a, fs=None, floor=config.QC_CAMERA_FLOOR, target_fs=config.QC_F
         Camera floor (data units).
     """
     a = np.asarray(a, dtype=float)
-    level = np.nanmedian(a, axis=-1) - floor
+    level = _median(a) - floor
     spread = _robust_sd(detrend_windows(block_average(a, decimation_factor(fs, target_fs))))
     with np.errstate(invalid='ignore', divide='ignore'):
         return np.where(level > 0, spread / level, np.nan)[()]
@@ -325,7 +330,7 @@ def relative_noise(a, fs=None, floor=config.QC_CAMERA_FLOOR, target_fs=config.QC
     without light above the floor.
     """
     a = np.asarray(a, dtype=float)
-    level = np.nanmedian(a, axis=-1) - floor
+    level = _median(a) - floor
     noise = _robust_sd(np.diff(block_average(a, decimation_factor(fs, target_fs)), axis=-1))
     with np.errstate(invalid='ignore', divide='ignore'):
         return np.where(level > 0, noise / np.sqrt(2) / level, np.nan)[()]
@@ -673,14 +678,15 @@ def dark_samples(values, floor=config.QC_CAMERA_FLOOR, fraction=0.2, width_s=1.0
     return light < fraction * median
 
 
-def despike(values, fs, k=8.0, width_s=1.0):
+def despike(values, fs, k=8.0, width_s=1.0, base=None):
     """Replace isolated outlying frames (dropouts to the floor, spikes) by a running median.
 
     A frame is a spike when it deviates from the ``width_s`` running median by more than
-    ``k`` robust SDs of all deviations. Returns ``(despiked values, spike mask)``.
+    ``k`` robust SDs of all deviations (``base``: that running median, if already computed).
+    Returns ``(despiked values, spike mask)``.
     """
     y = np.asarray(values, dtype=float)
-    base = _running_median(y, int(round(width_s * fs)))
+    base = _running_median(y, int(round(width_s * fs))) if base is None else base
     deviation = y - base
     sigma = _robust_sd(deviation)
     spikes = np.abs(deviation) > k * sigma if sigma > 0 else np.zeros(y.size, bool)
@@ -700,7 +706,8 @@ def residual_power_ratio(values, fs, signal_band_hz=(0.1, 1.0), noise_band_hz=(2
     x = np.asarray(values, dtype=float)
     if fs / 2 <= noise_band_hz[1] or x.size < 4 * fs or not np.isfinite(x).all():
         return np.nan
-    freqs, power = ss.welch(x - x.mean(), fs=fs, nperseg=min(x.size, int(round(20 * fs))))
+    freqs, power = ss.welch(x - x.mean(), fs=fs, nperseg=min(x.size, int(round(20 * fs))),
+                            detrend=False)  # fmt: skip
     in_signal = (freqs >= signal_band_hz[0]) & (freqs < signal_band_hz[1])
     in_noise = (freqs >= noise_band_hz[0]) & (freqs < noise_band_hz[1])
     noise = power[in_noise].mean()
@@ -781,13 +788,15 @@ def shared_excursion_fraction(signal, reference, fs, floor=config.QC_CAMERA_FLOO
 
 
 def _step_statistic(x, half_width):
-    """median(x[t : t + w]) − median(x[t − w : t]) for every t (0 near the edges)."""
+    """median(x[t : t + w]) − median(x[t − w : t]) for every t (0 near the edges; w odd)."""
+    w = int(half_width) | 1
     out = np.zeros(x.size)
-    if x.size < 2 * half_width + 1:
+    if x.size < 2 * w + 1:
         return out
-    medians = np.median(sliding_window_view(x, half_width), axis=1)  # medians[i]: x[i:i+w]
-    t = np.arange(half_width, x.size - half_width + 1)
-    out[t[:-1]] = medians[t[:-1]] - medians[t[:-1] - half_width]
+    centred = _running_median(x, w)  # centred[c]: median of x[c − r : c + r + 1], r = w // 2
+    r = w // 2
+    t = np.arange(w, x.size - w)
+    out[t] = centred[t + r] - centred[t - 1 - r]
     return out
 
 
@@ -879,11 +888,14 @@ def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_
     bands = [np.asarray(b, dtype=float) for b in ([signal] if reference is None else
                                                    [signal, reference])]  # fmt: skip
     valid = np.ones(times.size, bool) if valid is None else np.asarray(valid, bool).copy()
-    for band in bands:
-        valid &= np.isfinite(band) & ~dark_samples(band, floor, fs=fs)
+    if not all(np.isfinite(b).any() for b in bands):
+        return out
+    bases = [_running_median(_fill_invalid(b, None), int(round(fs))) for b in bands]  # 1 s
+    for band, base in zip(bands, bases):
+        valid &= np.isfinite(band) & ~dark_samples(base, floor)
     if valid.sum() < 10:
         return out
-    bands = [despike(_fill_invalid(b, valid), fs)[0] for b in bands]
+    bands = [despike(_fill_invalid(b, valid), fs, base=base)[0] for b, base in zip(bands, bases)]
     n_per_bin = decimation_factor(fs)
     fs_fixed = fs / n_per_bin
     keep = block_average(valid.astype(float), n_per_bin) == 1  # blocks of valid samples only
