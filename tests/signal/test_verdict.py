@@ -180,3 +180,35 @@ def test_real_fibers_with_clear_responses_do_not_fail(real_data_dir):
     """fip_40 (no isosbestic band, 50 Hz): three fibers with reward responses."""
     for roi, (verdict, reasons) in _raw_verdicts(real_data_dir, 'fip_40').items():
         assert verdict != 'FAIL', (roi, reasons)
+
+
+def test_real_cq002_fibers_with_signal_do_not_fail(cq002_bands):
+    """CQ002 (task period, dropouts to the floor): G0 (SI) and G4 (PPT) are not FAIL."""
+    (times, gcamp), (_, iso) = cq002_bands['GCaMP'], cq002_bands['Isosbestic']
+    n = min(len(gcamp), len(iso))
+    for fiber in range(2):
+        verdict, reasons = _verdict(times[:n], gcamp[:n, fiber], iso[:n, fiber])
+        assert verdict != 'FAIL', (fiber, reasons)
+
+
+def test_overview_verdict_tables():
+    from iblnm.pipeline.overview import verdict_count_table, verdict_tables
+
+    catalog = pd.DataFrame({
+        'eid': ['e1', 'e2'], 'subject': ['m1', 'm2'], 'brain_region': [['VTA', 'DR'], ['VTA']],
+        'hemisphere': [['l', 'r'], ['l']], 'target_NM': [['VTA-DA', 'DR-5HT'], ['VTA-DA']],
+    })  # fmt: skip
+    qc_table = pd.DataFrame({
+        'eid': ['e1', 'e1', 'e2'], 'brain_region': ['VTA', 'DR', 'VTA'], 'band': ['GCaMP'] * 3,
+        'light_above_floor': [1.0, 0.0, 1.0], 'n_noise_levels': [100.0, 1.0, 100.0],
+    })  # fmt: skip
+    recordings, by_verdict, by_reason = verdict_tables(catalog, sv.add_verdicts(qc_table))
+    assert by_verdict.loc['VTA-DA', 'PASS'] == 2 and by_verdict.loc['DR-5HT', 'FAIL'] == 1
+    counts = verdict_count_table(recordings)
+    dr = counts[counts['target_NM'] == 'DR-5HT']
+    assert set(dr['reason']) == {'no_light_gcamp', 'quantised_gcamp'}
+    assert (dr['verdict'] == 'FAIL').all() and (dr['n_recordings'] == 1).all()
+    vta = counts[counts['target_NM'] == 'VTA-DA']
+    assert vta.to_dict('records') == [
+        {'target_NM': 'VTA-DA', 'verdict': 'PASS', 'reason': '', 'n_recordings': 2}
+    ]
