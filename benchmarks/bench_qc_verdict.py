@@ -173,6 +173,8 @@ UNITS = {
     'residual_power_ratio': 'power 0.1–1 Hz / 2–3.5 Hz', 'relative_noise': 'noise / light',
     'frac_shared_excursion': 'fraction of time', 'n_shared_steps': 'steps',
     'iso_slope': 'slope', 'frac_valid': 'fraction', 'frac_saturated': 'fraction',
+    'upper_tail_excess': 'fraction above +3 − below −3 robust SD',
+    'iso_explained': 'fraction of GCaMP variance',
     'n_band_inversions': 'count', 'n_early_samples': 'count',
 }  # fmt: skip
 
@@ -184,7 +186,11 @@ def plot(sim, real, fpath_stem):
 
     rules = [r for r in config.QC_VERDICT_RULES
              if r['metric'] in sim or r['metric'] in real]  # fmt: skip
-    metrics = list(dict.fromkeys(r['metric'] for r in rules))
+    metrics = list(
+        dict.fromkeys(
+            m for r in rules for m in (r['metric'], *(c['metric'] for c in r.get('and', ())))
+        )
+    )
     metrics = [m for m in metrics if pd.concat([sim.get(m, pd.Series(dtype=float)),
                                                 real.get(m, pd.Series(dtype=float))]).notna().any()]  # fmt: skip
     labels = list(dict.fromkeys(sim['label'])) + list(dict.fromkeys(real['label']))
@@ -208,7 +214,9 @@ def plot(sim, real, fpath_stem):
             ax.scatter(x, i + rng.uniform(-0.2, 0.2, x.size), s=16, marker=marker,
                        c=[colors[v] for v in rows['verdict'].to_numpy()[ok]],
                        edgecolors='k', linewidths=0.3)  # fmt: skip
-        for rule in (r for r in rules if r['metric'] == metric):
+        conditions = [{**c, 'name': r['name'], 'severity': r['severity']} for r in rules
+                      for c in (r, *r.get('and', ())) if c['metric'] == metric]  # fmt: skip
+        for rule in conditions:
             style = '-' if rule['severity'] == 'FAIL' else '--'
             ax.axvline(rule['threshold'] if metric not in LOG_METRICS else max(rule['threshold'], 1e-4),
                        color=colors[rule['severity']], ls=style, lw=1.2)  # fmt: skip
@@ -242,7 +250,9 @@ def rules_markdown(rules=None):
     rules = config.QC_VERDICT_RULES if rules is None else rules
     lines = ['| rule (reason) | metric | fires when | severity |', '|---|---|---|---|']
     for r in rules:
-        lines.append(f'| `{r["name"]}` | `{r["metric"]}` | {r["op"]} {r["threshold"]:g} | '
+        extra = ''.join(f' and `{c["metric"]}` {c["op"]} {c["threshold"]:g}'
+                        for c in r.get('and', ()))  # fmt: skip
+        lines.append(f'| `{r["name"]}` | `{r["metric"]}` | {r["op"]} {r["threshold"]:g}{extra} | '
                      f'{r["severity"]} |')  # fmt: skip
     return '\n'.join(lines)
 

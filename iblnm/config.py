@@ -276,7 +276,7 @@ QC_SLIDING_METRICS = [
 QC_PREPROCESSING = ['bleaching_tau', 'iso_correlation']
 # Whole-recording metrics of the GCaMP row: "no signal" and "artefact" (docs/methods.md §2.4)
 QC_SIGNAL_METRICS = [
-    'residual_power_ratio', 'upper_tail_excess', 'transient_rate',
+    'iso_explained', 'residual_power_ratio', 'upper_tail_excess', 'transient_rate',
     'frac_shared_excursion', 'n_shared_steps',
 ]  # fmt: skip
 QC_METRICS_KWARGS = {'percentile_asymmetry': {'pc_comp': 75}}
@@ -338,7 +338,11 @@ QC_VERDICT_RULES = [
      'threshold': 0.15, 'severity': 'FAIL'},
     {'name': 'noisy_isosbestic', 'metric': 'Isosbestic:relative_noise', 'op': '>',
      'threshold': 0.01, 'severity': 'FAIL'},
-    {'name': 'no_signal', 'metric': 'residual_power_ratio', 'op': '<', 'threshold': 1.1,
+    # no GCaMP-specific fluctuation: no positive transients in the corrected signal, and the
+    # isosbestic band explains most of the GCaMP band's variance
+    {'name': 'no_signal', 'metric': 'upper_tail_excess', 'op': '<', 'threshold': 0.002,
+     'and': [{'metric': 'iso_explained', 'op': '>', 'threshold': 0.5}], 'severity': 'FAIL'},
+    {'name': 'white_noise_only', 'metric': 'residual_power_ratio', 'op': '<', 'threshold': 1.1,
      'severity': 'FAIL'},
     {'name': 'shared_artefacts', 'metric': 'frac_shared_excursion', 'op': '>',
      'threshold': 0.05, 'severity': 'FAIL'},
@@ -354,6 +358,8 @@ QC_VERDICT_RULES = [
      'severity': 'WARNING'},
     {'name': 'weak_signal', 'metric': 'residual_power_ratio', 'op': '<', 'threshold': 2.0,
      'severity': 'WARNING'},
+    {'name': 'no_positive_transients', 'metric': 'upper_tail_excess', 'op': '<',
+     'threshold': 0.002, 'severity': 'WARNING'},
     {'name': 'shared_excursions', 'metric': 'frac_shared_excursion', 'op': '>',
      'threshold': 0.005, 'severity': 'WARNING'},
     {'name': 'shared_steps', 'metric': 'n_shared_steps', 'op': '>', 'threshold': 2,

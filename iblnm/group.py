@@ -345,8 +345,8 @@ class PhotometrySessionGroup:
         if excluded.any() and getattr(self, '_verbose', True):
             counts = verdicts[excluded].value_counts()
             detail = ', '.join(f'{v} {n}' for v, n in counts.items())
-            print(f'explode_recordings: {int(excluded.sum())} of {len(recordings)} recordings '
-                  f'excluded by their QC verdict ({detail})')  # fmt: skip
+            log.info(f'explode_recordings: {int(excluded.sum())} of {len(recordings)} '
+                     f'recordings excluded by their QC verdict ({detail})')  # fmt: skip
         self._recordings = recordings[~excluded].reset_index(drop=True)
         return self._recordings
 

@@ -296,7 +296,7 @@ def test_deduplicate_keeps_one_session_per_mouse_and_day(small_pipeline, tmp_pat
     assert {e['eid'] for e in loaded.errors} == {first['eid'], second['eid']}
 
 
-def test_fail_recordings_are_excluded_by_default_and_counted(small_pipeline, capsys):
+def test_fail_recordings_are_excluded_by_default_and_counted(small_pipeline, caplog):
     """A FAIL recording keeps its H5 file and QC rows but leaves the group's recordings."""
     qc = pd.read_parquet(small_pipeline / 'data' / 'qc_photometry.pqt')
     assert {'verdict', 'verdict_reasons'} <= set(qc.columns)
@@ -308,7 +308,8 @@ def test_fail_recordings_are_excluded_by_default_and_counted(small_pipeline, cap
     chosen = (dark['eid'] == rec['eid']) & (dark['brain_region'] == rec['brain_region'])
     dark.loc[chosen & (dark['band'] == 'GCaMP'), 'light_above_floor'] = 0.0
     dark = dark.drop(columns=['verdict', 'verdict_reasons'])  # recomputed from the metrics
-    capsys.readouterr()
+    caplog.clear()
+    caplog.set_level('INFO', logger='iblnm')
     group = PhotometrySessionGroup.from_catalog(root=small_pipeline, qc=dark,
                                                 **{k: x for k, x in NO_FILTERS.items()
                                                    if k != 'exclude_verdicts'})  # fmt: skip
@@ -317,9 +318,7 @@ def test_fail_recordings_are_excluded_by_default_and_counted(small_pipeline, cap
     n_fail = len(group.excluded_recordings)
     assert n_fail >= 1 and set(group.excluded_recordings['verdict']) == {'FAIL'}
     assert len(group.recordings) == len(everything.recordings) - n_fail
-    assert (
-        f'{n_fail} of {len(everything.recordings)} recordings excluded' in capsys.readouterr().out
-    )
+    assert f'{n_fail} of {len(everything.recordings)} recordings excluded' in caplog.text
     assert (small_pipeline / 'data' / 'sessions' / f'{rec["eid"]}.h5').exists()
     kept_all = PhotometrySessionGroup.from_catalog(root=small_pipeline, qc=dark, **NO_FILTERS)
     assert len(kept_all.recordings) == len(everything.recordings)  # exclude_verdicts=(): all

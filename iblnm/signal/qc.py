@@ -854,6 +854,8 @@ def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_
     ≈ ``config.QC_FIXED_FS`` (10 Hz), and the GCaMP band is corrected with the isosbestic
     band (:func:`corrected_signal`, over the valid samples joined). Then:
 
+    - ``iso_explained``: fraction of the bleach-corrected GCaMP variance (valid samples,
+      ≈ 10 Hz) explained by the isosbestic fit, 1 − var(corrected)/var(GCaMP);
     - ``residual_power_ratio``: :func:`residual_power_ratio` of the corrected signal;
     - ``upper_tail_excess``, ``transient_rate``: :func:`upper_tail_excess` and
       :func:`transient_rate` of its robust z-score in ``window_s`` windows;
@@ -904,6 +906,10 @@ def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_
     if t_fixed.size < 2 * p['window_s'] * fs_fixed:  # at least two z-score windows
         return out
     corrected, _ = corrected_signal(t_fixed, *fixed)
+    if reference is not None:
+        signal_bc = bleach_correct(t_fixed, fixed[0], **config.PREPROCESSING_PARAMS['bleach'])
+        total = float(np.var(signal_bc))
+        out['iso_explained'] = 1.0 - float(np.var(corrected)) / total if total > 0 else np.nan
     out['residual_power_ratio'] = residual_power_ratio(
         corrected, fs_fixed, p['signal_band_hz'], p['noise_band_hz']
     )

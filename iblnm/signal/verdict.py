@@ -1,8 +1,9 @@
 """QC verdict of a recording: PASS / WARNING / FAIL from named threshold rules.
 
 A rule is a mapping ``{'name', 'metric', 'op', 'threshold', 'severity'}`` (see
-``config.QC_VERDICT_RULES``): it *fires* when ``metrics[metric]`` is present, finite and
-``value <op> threshold`` holds. A missing or NaN metric never fires (a rule on a metric a
+``config.QC_VERDICT_RULES``), optionally with ``'and': [{'metric', 'op', 'threshold'}, ...]``:
+it *fires* when ``metrics[metric]`` is present, finite and ``value <op> threshold`` holds (and
+so do its extra conditions). A missing or NaN metric never fires (a rule on a metric a
 recording does not have, e.g. the isosbestic slope of a single-band recording, does not
 apply). The verdict is the most severe severity among the rules that fired, PASS when none
 did; the reasons are the names of the rules that fired, in rule order.
@@ -33,8 +34,9 @@ def validate_rules(rules):
         missing = {'name', 'metric', 'op', 'threshold', 'severity'} - set(rule)
         if missing:
             raise ValueError(f'QC rule {rule!r} lacks {sorted(missing)}')
-        if rule['op'] not in OPERATORS:
-            raise ValueError(f'QC rule {rule["name"]}: unknown op {rule["op"]!r}')
+        for condition in (rule, *rule.get('and', ())):
+            if condition['op'] not in OPERATORS:
+                raise ValueError(f'QC rule {rule["name"]}: unknown op {condition["op"]!r}')
         if rule['severity'] not in SEVERITY or rule['severity'] == 'PASS':
             raise ValueError(f'QC rule {rule["name"]}: severity must be WARNING or FAIL')
         if rule['name'] in names:
@@ -50,10 +52,16 @@ def _as_float(value):
     return value
 
 
+def _condition_holds(condition, metrics):
+    value = _as_float(metrics.get(condition['metric'], np.nan))
+    return bool(np.isfinite(value) and OPERATORS[condition['op']](value, condition['threshold']))
+
+
 def rule_fires(rule, metrics):
-    """True when ``rule``'s metric is present and finite in ``metrics`` and compares true."""
-    value = _as_float(metrics.get(rule['metric'], np.nan))
-    return bool(np.isfinite(value) and OPERATORS[rule['op']](value, rule['threshold']))
+    """True when ``rule``'s metric is present, finite and compares true with its threshold,
+    and so does every extra condition of its ``'and'`` list (same keys: metric, op,
+    threshold)."""
+    return all(_condition_holds(c, metrics) for c in (rule, *rule.get('and', ())))
 
 
 def qc_verdict(metrics: Mapping, rules=None):

@@ -21,19 +21,39 @@ def _just(rule, inside):
     return threshold - step if fires_above == inside else threshold + step
 
 
+def _conditions_met(rule):
+    """Values that satisfy the extra ('and') conditions of a compound rule."""
+    return {c['metric']: _just(c, inside=False) for c in rule.get('and', ())}
+
+
 @pytest.mark.parametrize('rule', RULES, ids=[r['name'] for r in RULES])
 def test_each_rule_flips_at_its_threshold(rule):
-    outside = sv.qc_verdict({rule['metric']: _just(rule, inside=False)}, rules=[rule])
-    inside = sv.qc_verdict({rule['metric']: _just(rule, inside=True)}, rules=[rule])
+    base = _conditions_met(rule)
+    outside = sv.qc_verdict({**base, rule['metric']: _just(rule, inside=False)}, rules=[rule])
+    inside = sv.qc_verdict({**base, rule['metric']: _just(rule, inside=True)}, rules=[rule])
     assert outside == (rule['severity'], [rule['name']])
     assert inside == ('PASS', [])
+
+
+@pytest.mark.parametrize('rule', [r for r in RULES if r.get('and')],
+                         ids=[r['name'] for r in RULES if r.get('and')])  # fmt: skip
+def test_each_condition_of_a_compound_rule_flips_it(rule):
+    assert rule['and'], 'config has a compound rule (no_signal)'
+    firing = {**_conditions_met(rule), rule['metric']: _just(rule, inside=False)}
+    assert sv.qc_verdict(firing, rules=[rule])[0] == rule['severity']
+    for condition in rule['and']:
+        inside = {**firing, condition['metric']: _just(condition, inside=True)}
+        assert sv.qc_verdict(inside, rules=[rule]) == ('PASS', [])
+        missing = {k: x for k, x in firing.items() if k != condition['metric']}
+        assert sv.qc_verdict(missing, rules=[rule]) == ('PASS', [])  # missing: not applied
 
 
 @pytest.mark.parametrize('rule', RULES, ids=[r['name'] for r in RULES])
 def test_each_rule_flips_the_verdict_with_all_rules(rule):
     """With the whole rule set, a value just outside names the rule; just inside does not."""
-    outside = sv.qc_verdict({rule['metric']: _just(rule, inside=False)})
-    inside = sv.qc_verdict({rule['metric']: _just(rule, inside=True)})
+    base = _conditions_met(rule)
+    outside = sv.qc_verdict({**base, rule['metric']: _just(rule, inside=False)})
+    inside = sv.qc_verdict({**base, rule['metric']: _just(rule, inside=True)})
     assert rule['name'] in outside[1] and rule['name'] not in inside[1]
     assert sv.SEVERITY[outside[0]] >= sv.SEVERITY[rule['severity']]
 
@@ -95,7 +115,8 @@ def test_add_verdicts_per_recording_with_band_prefixed_metrics():
 # Synthetic fibers of known quality
 # ---------------------------------------------------------------------------
 def _fiber(kind, seed=0, fs=30.0, minutes=20):
-    """(times, gcamp, iso) of a synthetic fiber: 'clean', 'no_signal', 'artefact', 'dark'."""
+    """(times, gcamp, iso) of a synthetic fiber: 'clean', 'no_signal', 'artefact', 'dark',
+    'haemo' (no signal, a shared fluctuation the isosbestic band explains)."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(minutes * 60 * fs)) / fs
     floor = config.QC_CAMERA_FLOOR
@@ -106,6 +127,9 @@ def _fiber(kind, seed=0, fs=30.0, minutes=20):
     kernel = np.exp(-np.arange(0, 3, 1 / fs) / 0.5)
     spikes = (rng.random(t.size) < 0.5 / fs) * rng.exponential(0.05, t.size)
     dff = np.convolve(spikes, kernel)[: t.size] if kind in ('clean', 'artefact') else 0
+    if kind == 'haemo':  # no signal, a large shared (haemodynamic) fluctuation, both bands
+        slow = np.convolve(rng.normal(size=t.size), np.ones(int(fs)) / np.sqrt(fs), 'same')
+        motion = motion + 0.01 * slow
     light_g, light_i = (2e-5, 2e-5) if kind == 'dark' else (4e-3, 6e-3)
     noise = 1e-3
     gcamp = floor + light_g * bleach * (1 + dff) * (1 + motion) * (
@@ -129,8 +153,9 @@ def _verdict(t, gcamp, iso):
 
 @pytest.mark.parametrize(
     ('kind', 'verdict', 'reason'),
-    [('clean', 'PASS', None), ('no_signal', 'FAIL', 'no_signal'),
-     ('artefact', 'FAIL', 'shared_artefacts'), ('dark', 'FAIL', 'no_light_gcamp')],
+    [('clean', 'PASS', None), ('no_signal', 'FAIL', 'white_noise_only'),
+     ('artefact', 'FAIL', 'shared_artefacts'), ('dark', 'FAIL', 'no_light_gcamp'),
+     ('haemo', 'FAIL', 'no_signal')],
 )  # fmt: skip
 def test_synthetic_fibers_of_known_quality(kind, verdict, reason):
     got, reasons = _verdict(*_fiber(kind))
