@@ -24,13 +24,7 @@ from one.alf.exceptions import ALFObjectNotFound
 
 from iblnm import config, h5, provenance, task
 from iblnm import validation as v
-from iblnm.loaders import (
-    PHOTOMETRY_COLLECTION,
-    SIGNAL_DATASET,
-    PhotometrySessionLoader,
-    normalise_photometry_table,
-    read_raw_photometry,
-)
+from iblnm.loaders import PHOTOMETRY_COLLECTION, SIGNAL_DATASET, PhotometrySessionLoader
 from iblnm.signal import preprocess as sp
 from iblnm.signal import qc as sq
 from iblnm.signal import responses as sr
@@ -174,6 +168,8 @@ class PhotometrySession:
             raise self._missing_data('_ibl_trials.table.pqt', ['_iblrig_taskData.raw.jsonable'])
         try:
             self.loader.load_trials()
+        except v.DatasetHashMismatch:
+            raise
         except Exception as error:  # noqa: BLE001 - any loader failure is a data failure
             raise v.MissingExtractedData(f'trials: {type(error).__name__}: {error}') from error
         trials = self.loader.trials.copy()
@@ -198,6 +194,10 @@ class PhotometrySession:
             bands = self.loader.load_photometry(pre=pre, post=post)
         except ALFObjectNotFound as error:
             raise v.MissingExtractedData(f'photometry: {error}') from error
+        except (KeyError, ValueError, TypeError) as error:  # the table does not fit its schema
+            raise v.MissingExtractedData(
+                f'photometry table unusable: {type(error).__name__}: {error}'
+            ) from error
         self.photometry = {
             band: frame for band, frame in bands.items() if band in ('GCaMP', 'Isosbestic')
         }
@@ -312,15 +312,7 @@ class PhotometrySession:
     # ------------------------------------------------------------------ QC
     def _raw_frames(self):
         """(frame times, LED codes) of the whole recording: raw file, else extracted table."""
-        try:
-            raw = read_raw_photometry(self.loader.raw_photometry_path())
-            return raw['times'].to_numpy()[1:], raw['led'].to_numpy()[1:]
-        except ALFObjectNotFound:
-            table = normalise_photometry_table(
-                self.one.load_dataset(self.eid, SIGNAL_DATASET, collection=PHOTOMETRY_COLLECTION)
-            )
-            led = np.select([table['wavelength'] == 415, table['wavelength'] == 470], [1, 2], 0)
-            return table['times'].to_numpy()[1:], led[1:]
+        return self.loader.raw_frames()
 
     def run_raw_qc(self):
         """Count band inversions and early frames over the whole recording.
@@ -537,7 +529,7 @@ class PhotometrySession:
         if not self._has_dataset('_ibl_wheel.position.npy'):
             raise self._missing_data('_ibl_wheel.position.npy', ['_iblrig_taskData.raw.jsonable'])
         collection = self.loader._find_behaviour_collection('wheel')
-        raw = self.one.load_object(self.eid, 'wheel', collection=collection)
+        raw = self.loader.load_object('wheel', collection=collection)
         position, times = bbwheel.interpolate_position(
             raw['timestamps'], raw['position'], freq=1000
         )

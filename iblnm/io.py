@@ -33,6 +33,7 @@ from one.alf.exceptions import ALFObjectNotFound
 
 from iblnm import config
 from iblnm import settings as _settings
+from iblnm.integrity import is_local  # noqa: F401 - re-exported (one definition)
 from iblnm.onecache import read_alyx_records
 from iblnm.validation import exception_logger, fix_region_name, strip_hemisphere_suffix
 
@@ -126,11 +127,6 @@ def get_connection(mode=None, cache_dir=None):
 def _get_default_connection():
     """The default ONE connection of this process (cached)."""
     return get_connection()
-
-
-def is_local(one):
-    """True for a ONE without an Alyx client (local mode)."""
-    return getattr(one, 'offline', False) or not hasattr(one, 'alyx')
 
 
 # ---------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Load photometry and trials from ONE into per-band frames.
 
 ibllib 4.1 (the PyPI release) has no ``PhotometrySessionLoader``; this module provides
-the equivalent on top of ``brainbox.io.one.SessionLoader`` and ``iblphotometry.fpio``,
-and uses the upstream class as base when an installed ibllib ships one.
+the equivalent of ``iblphotometry.fpio``'s on top of ``brainbox.io.one.SessionLoader``
+(same bands, same frames), and uses the upstream class as base when an installed
+ibllib ships one. Loading costs what reading costs: each file's md5 is verified once
+(:mod:`iblnm.integrity`), only the columns used are read, and the table's types are
+enforced by the normalisation instead of a second (pandera) validation pass.
 
 Extracted photometry (``alf/photometry/photometry.signal.pqt``) comes in two IBL
 layouts: the current one (``valid`` column, names 'GCaMP'/'Isosbestic'/'') and an
@@ -14,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import brainbox.io.one as bbone
-import iblphotometry.fpio as fpio  # noqa: I001 - fpio must be imported before other iblphotometry modules
 import numpy as np
 import pandas as pd
+from one.alf.exceptions import ALFObjectNotFound
 
 from iblnm import config
-from iblnm.validation import fix_region_name, strip_hemisphere_suffix
+from iblnm.integrity import local_dataset, mismatched, verified
+from iblnm.validation import DatasetHashMismatch, fix_region_name, strip_hemisphere_suffix
 
 SIGNAL_DATASET = 'photometry.signal.pqt'
 LOCATIONS_DATASET = 'photometryROI.locations.pqt'
@@ -36,11 +40,28 @@ _SessionLoaderBase = getattr(bbone, 'PhotometrySessionLoader', bbone.SessionLoad
 # ---------------------------------------------------------------------------
 # Extracted photometry table
 # ---------------------------------------------------------------------------
+META_COLUMNS = ('times', 'valid', 'include', 'wavelength', 'name', 'color')
+# what the loader reads of an extracted table (ROI columns are added): 'color' is not used
+READ_COLUMNS = ('times', 'valid', 'include', 'wavelength', 'name')
+
+
+def _normalise_names(values):
+    """'None'/None/NaN -> '' over a column of channel names (a Categorical, by its values)."""
+    cat = pd.Categorical(values)
+    names = ['' if str(c) == 'None' else str(c) for c in cat.categories]
+    codes = np.where(cat.codes < 0, len(names), cat.codes)
+    unique = list(dict.fromkeys(names + ['']))
+    remap = np.array([unique.index(n) for n in names + ['']], dtype=np.int32)
+    return pd.Categorical.from_codes(remap[codes], categories=unique)
+
+
 def normalise_photometry_table(table):
     """Map an extracted photometry table to the current IBL layout.
 
     ``include`` is renamed ``valid``; 'None'/None channel names and colours become '';
-    dark frames (wavelength 0) get wavelength NaN; data columns are float64.
+    dark frames (wavelength 0) get wavelength NaN; data columns are float64. These
+    coercions are the schema check: a column that cannot take its type raises here
+    (``ValueError``/``TypeError``), a missing ``times``/``name``/``wavelength`` ``KeyError``.
     """
     table = table.copy()
     if 'valid' not in table and 'include' in table:
@@ -48,7 +69,8 @@ def normalise_photometry_table(table):
     if 'valid' not in table:
         table['valid'] = True
     for col in ('name', 'color'):
-        table[col] = table[col].where(table[col].notna(), '').astype(str).replace('None', '')
+        if col in table or col == 'name':
+            table[col] = _normalise_names(table[col])
     table['wavelength'] = table['wavelength'].astype(float).replace(0.0, np.nan)
     table['valid'] = table['valid'].astype(bool)
     table['times'] = table['times'].astype(float)
@@ -58,11 +80,32 @@ def normalise_photometry_table(table):
 
 
 def data_columns(table):
-    """ROI columns of a photometry table (``Region*``, else ``G*``/``R*`` names)."""
-    meta = {'times', 'valid', 'include', 'wavelength', 'name', 'color'}
-    candidates = [c for c in table.columns if c not in meta]
+    """ROI columns of a photometry table (``Region*``, else ``G*``/``R*`` names).
+
+    ``table`` is a DataFrame or a list of column names.
+    """
+    names = table.columns if hasattr(table, 'columns') else table
+    candidates = [c for c in names if c not in META_COLUMNS]
     regions = [c for c in candidates if str(c).startswith('Region')]
     return regions or [c for c in candidates if str(c)[:1] in ('G', 'R')]
+
+
+def read_photometry_table(path):
+    """Read the columns the pipeline uses of an extracted table, normalised.
+
+    Only ``times``, ``valid``/``include``, ``wavelength``, ``name`` and the ROI columns are
+    read (the file's ``color`` and any other column are not), with pyarrow; the result is
+    as :func:`normalise_photometry_table` (without ``color``).
+    """
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    columns = [c for c in READ_COLUMNS if c in names] + data_columns(names)
+    dictionary = ['name'] if 'name' in names else None
+    arrow = pq.read_table(path, columns=columns, read_dictionary=dictionary)
+    table = pd.DataFrame({c: arrow.column(c).to_pandas() if c == 'name' else arrow.column(c).to_numpy()
+                          for c in columns})  # fmt: skip
+    return normalise_photometry_table(table)
 
 
 def roi_to_region(locations):
@@ -82,13 +125,32 @@ def roi_to_region(locations):
 def split_bands(table, locations=None):
     """Split a normalised photometry table into ``{band: DataFrame(times x regions)}``.
 
-    Uses ``iblphotometry.fpio.from_photometry_df`` (which validates the schema and
-    drops the first frame). Only bands present in the data are returned.
+    What ``iblphotometry.fpio.from_photometry_df`` returns (the first frame dropped, one
+    frame per channel name in order of appearance, '' and 'None' skipped, ROI columns
+    renamed to regions in the order of ``locations``), without its pandera schema
+    validation: the table's types are already enforced by
+    :func:`normalise_photometry_table`. Only bands present in the data are returned.
     """
-    rename = roi_to_region(locations) if locations is not None else None
-    if rename is not None:
-        rename = {k: v for k, v in rename.items() if k in table.columns}
-    return fpio.from_photometry_df(table, data_columns=data_columns(table), rename=rename)
+    rois = data_columns(table)
+    if locations is not None:
+        rename = {k: v for k, v in roi_to_region(locations).items() if k in rois}
+        rois, columns = list(rename), list(rename.values())
+    else:
+        columns = rois
+    cat = pd.Categorical(table['name'])[1:]  # a Categorical already after normalisation
+    codes, categories = cat.codes, cat.categories
+    times = table['times'].to_numpy()[1:]
+    values = table[rois].to_numpy(dtype=float)[1:]
+    bands = {}
+    for code in pd.unique(codes):
+        band = '' if code < 0 else str(categories[code])
+        if band in ('', 'None'):
+            continue
+        rows = codes == code
+        bands[band] = pd.DataFrame(
+            values[rows], index=pd.Index(times[rows], name='times'), columns=columns
+        )
+    return bands
 
 
 def restrict_to_task(bands, trials, pre=config.PHOTOMETRY_RESTRICT_PRE,
@@ -111,6 +173,26 @@ def restrict_to_task(bands, trials, pre=config.PHOTOMETRY_RESTRICT_PRE,
 # ---------------------------------------------------------------------------
 # Raw Neurophotometrics file
 # ---------------------------------------------------------------------------
+def _raw_columns(names):
+    time_col = 'SystemTimestamp' if 'SystemTimestamp' in names else 'Timestamp'
+    state_col = 'LedState' if 'LedState' in names else 'Flags'
+    return time_col, state_col
+
+
+def _read_table(path, columns=None):
+    """A parquet or CSV file, only ``columns`` (a callable on the names) when given."""
+    if str(path).endswith('.pqt'):
+        if columns is None:
+            return pd.read_parquet(path)
+        import pyarrow.parquet as pq
+
+        wanted = columns(pq.read_schema(path).names)
+        arrow = pq.read_table(path, columns=wanted)
+        return pd.DataFrame({c: arrow.column(c).to_numpy() for c in wanted})
+    header = pd.read_csv(path, nrows=0).columns
+    return pd.read_csv(path, usecols=None if columns is None else columns(list(header)))
+
+
 def read_raw_photometry(path):
     """Read a raw Neurophotometrics table in any IBL layout version.
 
@@ -121,9 +203,8 @@ def read_raw_photometry(path):
         ``led_state`` (int, as recorded), ``led`` (``led_state & 7``: 1 = 415 nm,
         2 = 470 nm, 4 = 560 nm, 0 = dark) and ``band`` (name or ''), plus the ROI columns.
     """
-    raw = pd.read_parquet(path) if str(path).endswith('.pqt') else pd.read_csv(path)
-    time_col = 'SystemTimestamp' if 'SystemTimestamp' in raw else 'Timestamp'
-    state_col = 'LedState' if 'LedState' in raw else 'Flags'
+    raw = _read_table(path)
+    time_col, state_col = _raw_columns(raw.columns)
     rois = [c for c in raw.columns if str(c).startswith('Region') or str(c)[:1] in ('G', 'R')]
     out = pd.DataFrame({
         'times': raw[time_col].to_numpy(float),
@@ -136,24 +217,94 @@ def read_raw_photometry(path):
     return out
 
 
+def read_raw_frames(path):
+    """(frame times (s, rig clock), LED codes ``state & 7``) of a raw file; only those two
+    columns are read. Same frames as :func:`read_raw_photometry`."""
+    raw = _read_table(path, columns=lambda names: list(_raw_columns(names)))
+    time_col, state_col = _raw_columns(raw.columns)
+    return raw[time_col].to_numpy(float), raw[state_col].to_numpy(np.int64) & LED_MASK
+
+
 # ---------------------------------------------------------------------------
 # Session loader
 # ---------------------------------------------------------------------------
 @dataclass(kw_only=True)
 class PhotometrySessionLoader(_SessionLoaderBase):
-    """``SessionLoader`` with photometry: ``self.photometry = {band: times x regions}``."""
+    """``SessionLoader`` with photometry: ``self.photometry = {band: times x regions}``.
+
+    Every file comes through ONE (downloaded in remote mode) and is checked against its
+    md5 record once (:mod:`iblnm.integrity`) rather than at every load.
+    """
 
     photometry: dict = field(default_factory=dict, repr=False)
+    # (times, wavelength) of every frame of the extracted table, kept from its one read
+    extracted_frames: tuple | None = field(default=None, repr=False)
+    _dataset_records: object = field(default=None, repr=False)
+
+    def _records(self):
+        """The session's dataset records (``one.list_datasets(details=True)``), listed once."""
+        if self._dataset_records is None:
+            self._dataset_records = self.one.list_datasets(self.eid, details=True)
+        return self._dataset_records
 
     def _dataset_path(self, name, collection):
-        """Local path of a dataset, through ONE (downloads it in remote mode)."""
-        return self.one.load_dataset(self.eid, name, collection=collection, download_only=True)
+        """Local path of a verified dataset, through ONE (downloads it in remote mode).
+
+        In local mode a dataset without revisions whose file has its recorded size is
+        taken from the cache table directly (what ONE's ``load_dataset`` returns, without
+        its ~10 ms of table filtering); everything else goes through ONE.
+        """
+        rel = f'{collection}/{name}' if collection else name
+        path = local_dataset(self.one, self._records(), self.session_path, rel)
+        if path is not None:
+            bad = mismatched(self.one, [path], self._records())
+            if bad:
+                raise DatasetHashMismatch(
+                    f'md5 of {rel} differs from its ONE record (the file changed after it '
+                    'was registered)'
+                )
+            return path
+        return verified(self.one, self.eid, lambda check_hash: self.one.load_dataset(
+            self.eid, name, collection=collection, download_only=True, check_hash=check_hash),
+            records=self._records())  # fmt: skip
+
+    def load_object(self, obj, collection=None, attribute=None, revision=None):
+        """``one.load_object`` with the files verified once (:func:`iblnm.integrity.verified`).
+
+        Returns the ALF Bunch of ``obj`` in ``collection``; ``attribute`` as in ONE
+        (a regular expression when ``one.wildcards`` is False).
+        """
+        from one.alf import io as alfio
+
+        files = verified(self.one, self.eid, lambda check_hash: self.one.load_object(
+            self.eid, obj, collection=collection, attribute=attribute,
+            revision=revision or None, download_only=True, check_hash=check_hash),
+            records=self._records())  # fmt: skip
+        files = [f for f in files if f is not None]
+        if not files:
+            raise ALFObjectNotFound(f'{obj} in {collection}')
+        return alfio.load_object(files, wildcards=self.one.wildcards)
+
+    def load_trials(self, collection=None, revision=None, style='one'):
+        """``SessionLoader.load_trials`` with the files verified once (not at every load)."""
+        revision = self.revision if revision is None else revision
+        collection = collection or self._find_behaviour_collection('trials')
+        self.one.wildcards = False  # as brainbox: the attribute below is a regular expression
+        try:
+            trials = self.load_object('trials', collection, r'(?!itiDuration).*', revision)
+        finally:
+            self.one.wildcards = True
+        self.trials = trials.to_df()
+        self.data_info.loc[self.data_info['name'] == 'trials', 'is_loaded'] = True
+        if style == 'tidy':
+            self.trials = self.apply_tidy_transformations(self.trials)
 
     def load_photometry_table(self):
         """Return (normalised extracted table, locations table)."""
-        table = pd.read_parquet(self._dataset_path(SIGNAL_DATASET, PHOTOMETRY_COLLECTION))
+        table = read_photometry_table(self._dataset_path(SIGNAL_DATASET, PHOTOMETRY_COLLECTION))
         locations = pd.read_parquet(self._dataset_path(LOCATIONS_DATASET, PHOTOMETRY_COLLECTION))
-        return normalise_photometry_table(table), locations
+        self.extracted_frames = (table['times'].to_numpy(), table['wavelength'].to_numpy())
+        return table, locations
 
     def load_photometry(self, restrict_to_session=True, pre=config.PHOTOMETRY_RESTRICT_PRE,
                         post=config.PHOTOMETRY_RESTRICT_POST):  # fmt: skip
@@ -173,3 +324,20 @@ class PhotometrySessionLoader(_SessionLoaderBase):
     def raw_photometry_path(self):
         """Local path of the raw Neurophotometrics file (ALFObjectNotFound if absent)."""
         return Path(self._dataset_path(RAW_PHOTOMETRY_DATASET, RAW_PHOTOMETRY_COLLECTION))
+
+    def raw_frames(self):
+        """(times, LED codes) of every recorded frame but the first (raw QC's input).
+
+        From the raw Neurophotometrics file (its time and LED columns only) when the
+        session has one, else from the extracted table (LED 1 = 415 nm, 2 = 470 nm),
+        reusing the frames kept by :meth:`load_photometry_table` instead of reading the
+        table again.
+        """
+        try:
+            times, led = read_raw_frames(self.raw_photometry_path())
+        except ALFObjectNotFound:
+            if self.extracted_frames is None:
+                self.load_photometry_table()
+            times, wavelength = self.extracted_frames
+            led = np.select([wavelength == 415, wavelength == 470], [1, 2], 0)
+        return times[1:], led[1:]

@@ -27,6 +27,7 @@ from one.alf.io import iter_datasets, iter_sessions
 from one.alf.path import session_path_parts
 
 from iblnm.config import ALYX_RECORDS_DIRNAME
+from iblnm.integrity import file_md5
 
 # Fixed namespace for the project's deterministic eids (never change it: it would change every eid).
 EID_NAMESPACE = uuid.UUID('6b1f3c52-9a0e-4a47-8d7e-1f0b6a1c2e11')
@@ -130,11 +131,13 @@ def write_alyx_records(cache_dir, subjects=None, sessions=None, merge=True):
         _atomic_parquet_save(folder / f'{name}.pqt', new, _metadata(cache_dir))
 
 
-def build_one_tables(cache_dir):
+def build_one_tables(cache_dir, hashes=False):
     """(Re)build ONE's ``sessions.pqt`` and ``datasets.pqt`` from the session folders on disk.
 
     ``task_protocol`` and ``projects`` come from the Alyx session records when present
     (``alyx/sessions.pqt``), else stay empty. Eids and dataset ids are deterministic.
+    With ``hashes``, every file's md5 is recorded in ``hash``, as in the tables a real
+    Alyx gives (loads then verify each file once, see :mod:`iblnm.integrity`).
 
     Returns
     -------
@@ -166,7 +169,7 @@ def build_one_tables(cache_dir):
                 'id': dataset_id(eid, rel),
                 'rel_path': rel,
                 'file_size': (ses_path / rel).stat().st_size,
-                'hash': None,
+                'hash': file_md5(ses_path / rel) if hashes else None,
                 'exists': True,
                 'qc': 'NOT_SET',
             })  # fmt: skip

@@ -1,8 +1,9 @@
 """Add the real IBL test recordings (``../shared/data/real``) to a local ONE cache.
 
 The files are linked (or copied) into the cache in their IBL layout, Alyx-like records
-are written for them, and ONE's tables are rebuilt, so the real sessions then go
-through exactly the same code as simulated ones.
+are written for them, and ONE's tables are rebuilt (with every file's md5, as a real
+user's cache has), so the real sessions then go through exactly the same code as
+simulated ones.
 
 The records hold what the files do not say. Those values are marked as inferred in
 the subject description: the lines are guessed from the recorded targets (CQ002: SI
@@ -98,5 +99,5 @@ def add_real_sessions(cache_dir, source=None, copy=False):
         subjects.append(subject_rec)
         sessions.append(session_rec)
     write_alyx_records(cache_dir, pd.DataFrame(subjects), pd.DataFrame(sessions))
-    build_one_tables(cache_dir)
+    build_one_tables(cache_dir, hashes=True)  # real md5 records, as from Alyx
     return [s['id'] for s in sessions]

@@ -103,6 +103,10 @@ class MissingRawData(IblnmError):
     """Neither raw nor extracted data exist."""
 
 
+class DatasetHashMismatch(IblnmError):
+    """A dataset file's md5 differs from its ONE record (changed or corrupt file)."""
+
+
 class MissingResponses(IblnmError):
     """No peri-event responses are available."""
 

@@ -47,7 +47,7 @@ def test_local_connection_lists_real_sessions(real_cache, monkeypatch):
 
 def test_eids_stable_across_rebuilds(real_cache):
     before = pd.read_parquet(real_cache / 'datasets.pqt')
-    build_one_tables(real_cache)
+    build_one_tables(real_cache, hashes=True)  # as add_real_sessions builds it
     after = pd.read_parquet(real_cache / 'datasets.pqt')
     pd.testing.assert_frame_equal(before, after)
 
