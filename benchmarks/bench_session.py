@@ -25,7 +25,8 @@ of a fresh process (modules imported beforehand) with an empty hash memo: every 
 hashed once. Peak memory: max
 RSS of the process (imports included) and the tracemalloc peak of one run.
 
-Usage: ``.venv/bin/python benchmarks/bench_session.py [--repeats 5] [--no-readme]``
+Usage: ``.venv/bin/python benchmarks/bench_session.py [--repeats 5] [--no-readme]``;
+``--h5-dir data/sessions`` only reports the sizes of a pipeline run's HDF5 files.
 """
 
 import argparse
@@ -108,14 +109,27 @@ def input_files(one, eid):
 # The three implementations: each returns {step: seconds}
 # ---------------------------------------------------------------------------
 def _timer():
-    timings, last = {}, [time.perf_counter()]
+    """``(timings, lap)``: ``lap(step)`` adds the wall and CPU seconds since the last lap.
+
+    ``timings[step] = wall s`` and ``timings['cpu:' + step] = CPU s`` (user + system of this
+    process: what the step costs whatever else runs on the machine).
+    """
+    timings, last = {}, [time.perf_counter(), time.process_time()]
 
     def lap(step):
-        now = time.perf_counter()
-        timings[step] = timings.get(step, 0.0) + now - last[0]
-        last[0] = now
+        now = time.perf_counter(), time.process_time()
+        timings[step] = timings.get(step, 0.0) + now[0] - last[0]
+        timings['cpu:' + step] = timings.get('cpu:' + step, 0.0) + now[1] - last[1]
+        last[:] = now
 
     return timings, lap
+
+
+def _medians(runs, cpu):
+    steps = [k for k in runs[0] if k.startswith('cpu:') == cpu]
+    per_step = {k.removeprefix('cpu:'): float(np.median([r[k] for r in runs])) for k in steps}
+    total = float(np.median([sum(r[k] for k in steps) for r in runs]))
+    return per_step, total
 
 
 def run_iblnm(one, eid, row, h5_dir):
@@ -236,16 +250,63 @@ def worker(implementation, cache, eid, repeats):
     run()
     out['traced_peak_mb'] = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
-    out['steps_s'] = {step: float(np.median([r[step] for r in runs])) for step in runs[0]}
-    out['total_s'] = float(np.median([sum(r.values()) for r in runs]))
+    out['steps_s'], out['total_s'] = _medians(runs, cpu=False)
+    out['steps_cpu_s'], out['total_cpu_s'] = _medians(runs, cpu=True)
     if implementation == 'iblnm':
         path = h5_dir / f'{eid}.h5'
-        reads = [run_h5_reads(path, row['brain_region'][0]) for _ in range(repeats + 1)][1:]
-        out['h5_reads_s'] = {k: float(np.median([r[k] for r in reads])) for k in reads[0]}
-        out['h5'] = h5_report(path)
+        out['wheel'] = add_wheel(one, row, h5_dir)
+        legacy = write_legacy_copy(path, h5_dir / 'legacy.h5')
+        for key, file in (('h5', path), ('h5_legacy', legacy)):
+            reads = [run_h5_reads(file, row['brain_region'][0]) for _ in range(repeats + 1)][1:]
+            out[key] = {**h5_report(file), 'reads_s': _medians(reads, cpu=False)[0],
+                        'reads_cpu_s': _medians(reads, cpu=True)[0]}  # fmt: skip
     out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     shutil.rmtree(h5_dir, ignore_errors=True)
     return out
+
+
+def add_wheel(one, row, h5_dir):
+    """Add the wheel group as the wheel stage does (when the session has a wheel)."""
+    from iblnm import validation as v
+    from iblnm.data import PhotometrySession
+
+    ps = PhotometrySession(row, one=one, h5_dir=h5_dir)
+    try:
+        ps.load_trials()
+        ps.load_wheel()
+    except v.IblnmError:
+        return False
+    ps.extract_wheel_velocity()
+    ps.save_h5(groups=['wheel'])
+    return True
+
+
+def write_legacy_copy(src, dst):
+    """The same file in the layout before issue 19: contiguous, uncompressed datasets and the
+    wheel velocity as one NaN-padded (T x W) float32 matrix."""
+    import h5py
+
+    from iblnm import h5
+
+    with h5py.File(src, 'r') as fin, h5py.File(dst, 'w') as fout:
+
+        def copy(name, obj):
+            if name.startswith('wheel/responses/velocity_'):
+                return
+            if isinstance(obj, h5py.Group):
+                target = fout.require_group(name)
+            else:
+                target = fout.create_dataset(name, data=obj[()], dtype=obj.dtype)
+            for key, value in obj.attrs.items():
+                if key not in ('n_samples', 'layout'):
+                    target.attrs[key] = value
+
+        for key, value in fin.attrs.items():
+            fout.attrs[key] = value
+        fin.visititems(copy)
+        if 'wheel' in fin:
+            fout['wheel/responses'].create_dataset('velocity', data=h5.read_wheel(fin)['velocity'])
+    return dst
 
 
 def _imports(implementation):
@@ -305,15 +366,20 @@ def report(results, repeats, load):
         '',
         f'Median of {repeats} runs after a warm-up; each implementation in its own process.',
         '',
-        '| dataset | implementation | step | seconds |',
-        '|---|---|---|---|',
+        '| dataset | implementation | step | wall s | CPU s |',
+        '|---|---|---|---|---|',
     ]
     for dataset, res in results.items():
         for impl in IMPLEMENTATIONS:
-            for step, sec in res[impl]['steps_s'].items():
-                lines.append(f'| {dataset} | {impl} | {step} | {sec:.4f} |')
-            lines.append(f'| {dataset} | {impl} | **total** | **{res[impl]["total_s"]:.3f}** |')
+            r = res[impl]
+            for step, sec in r['steps_s'].items():
+                lines.append(f'| {dataset} | {impl} | {step} | {sec:.4f} | '
+                             f'{r["steps_cpu_s"][step]:.4f} |')  # fmt: skip
+            lines.append(f'| {dataset} | {impl} | **total** | **{r["total_s"]:.3f}** | '
+                         f'**{r["total_cpu_s"]:.3f}** |')  # fmt: skip
     lines += [
+        '',
+        'Summary (wall seconds; in brackets CPU seconds, which do not depend on the load):',
         '',
         '| dataset | iblnm whole path (s) | ibl-photometry load + QC + isosbestic (s) | '
         'speed-up | pyarrow read floor (s) | md5 of the inputs (s) | iblnm ÷ read floor | '
@@ -323,35 +389,44 @@ def report(results, repeats, load):
     ]
     for dataset, res in results.items():
         ours, theirs, floor = res['iblnm'], res['ibl-photometry'], res['floor']
-        read = floor['steps_s']['read (pyarrow)']
+        read, read_cpu = (floor[k]['read (pyarrow)'] for k in ('steps_s', 'steps_cpu_s'))
+        md5, md5_cpu = (floor[k]['md5 (hashlib)'] for k in ('steps_s', 'steps_cpu_s'))
         lines.append(
-            f'| {dataset} | {ours["total_s"]:.3f} | {theirs["total_s"]:.3f} | '
-            f'**{theirs["total_s"] / ours["total_s"]:.1f}×** | {read:.3f} | '
-            f'{floor["steps_s"]["md5 (hashlib)"]:.3f} | **{ours["total_s"] / read:.1f}×** | '
+            f'| {dataset} | {ours["total_s"]:.3f} ({ours["total_cpu_s"]:.3f}) | '
+            f'{theirs["total_s"]:.3f} ({theirs["total_cpu_s"]:.3f}) | '
+            f'**{theirs["total_s"] / ours["total_s"]:.1f}×** '
+            f'({theirs["total_cpu_s"] / ours["total_cpu_s"]:.1f}×) | {read:.3f} ({read_cpu:.3f}) | '
+            f'{md5:.3f} ({md5_cpu:.3f}) | **{ours["total_s"] / read:.1f}×** '
+            f'({ours["total_cpu_s"] / read_cpu:.1f}×) | '
             f'{ours["first_run_s"]:.3f} | {ours["peak_rss_mb"]:.0f} / '
             f'{theirs["peak_rss_mb"]:.0f} / {floor["peak_rss_mb"]:.0f} | '
             f'{ours["traced_peak_mb"]:.0f} / {theirs["traced_peak_mb"]:.0f} |'
         )
     lines += [
         '',
-        'HDF5 output of iblnm (bytes on disk vs bytes of its non-NaN values at the stored '
-        'dtypes; strings counted as UTF-8):',
+        "HDF5 file of the session (the photometry stage's groups, plus the wheel group of the "
+        'wheel stage when the session has a wheel), in this layout and in the layout before '
+        'issue 19 (the same data rewritten contiguous, uncompressed, wheel velocity NaN-padded): '
+        'bytes on disk against the bytes of the non-NaN values at the stored dtypes (strings as '
+        'UTF-8), and `h5.load_h5` of the whole file and of one region (median wall s; CPU s in '
+        'brackets).',
         '',
-        '| dataset | file (MB) | group | stored (MB) | non-NaN values (MB) | uncompressed (MB) '
-        '| load_h5 whole (s) | load_h5 one region (s) |',
+        '| dataset | layout | file (MB) | non-NaN values (MB) | file ÷ values | '
+        'load_h5 whole (s) | load_h5 one region (s) | per group: stored / values (MB) |',
         '|---|---|---|---|---|---|---|---|',
     ]
     for dataset, res in results.items():
-        h5, reads = res['iblnm']['h5'], res['iblnm']['h5_reads_s']
-        values = sum(g['values'] for g in h5['groups'].values())
-        lines.append(
-            f'| {dataset} | {h5["file_bytes"] / 1e6:.2f} | all | | {values / 1e6:.2f} | | '
-            f'{reads["load_h5 whole file"]:.4f} | {reads["load_h5 one region"]:.4f} |'
-        )
-        for group, g in h5['groups'].items():
+        for key, name in (('h5', 'issue 19'), ('h5_legacy', 'before')):
+            h5 = res['iblnm'][key]
+            wall, cpu = h5['reads_s'], h5['reads_cpu_s']
+            values = sum(g['values'] for g in h5['groups'].values())
+            groups = ', '.join(f'{g} {v["stored"] / 1e6:.2f} / {v["values"] / 1e6:.2f}'
+                               for g, v in h5['groups'].items())  # fmt: skip
             lines.append(
-                f'| | | {group} | {g["stored"] / 1e6:.3f} | {g["values"] / 1e6:.3f} | '
-                f'{g["logical"] / 1e6:.3f} | | |'
+                f'| {dataset} | {name} | {h5["file_bytes"] / 1e6:.2f} | {values / 1e6:.2f} | '
+                f'{h5["file_bytes"] / values:.2f} | {wall["load_h5 whole file"]:.4f} '
+                f'({cpu["load_h5 whole file"]:.4f}) | {wall["load_h5 one region"]:.4f} '
+                f'({cpu["load_h5 one region"]:.4f}) | {groups} |'
             )
     lines.append('')
     for dataset, res in results.items():
@@ -361,16 +436,55 @@ def report(results, repeats, load):
     return '\n'.join(lines)
 
 
+def h5_dir_report(h5_dir):
+    """Sizes of a pipeline run's session files: median file, file ÷ non-NaN values, per group."""
+    reports = {p.name: h5_report(p) for p in sorted(Path(h5_dir).glob('*.h5'))}
+    if not reports:
+        raise SystemExit(f'no .h5 files in {h5_dir}')
+    sizes = np.array([r['file_bytes'] for r in reports.values()])
+    ratios = np.array([r['file_bytes'] / sum(g['values'] for g in r['groups'].values())
+                       for r in reports.values()])  # fmt: skip
+    groups = sorted({g for r in reports.values() for g in r['groups']})
+    lines = [
+        f'{datetime.date.today().isoformat()} · `.venv/bin/python benchmarks/bench_session.py '
+        f'--h5-dir {h5_dir}` · {len(reports)} files',
+        '',
+        f'- file size: median **{np.median(sizes) / 1e6:.2f} MB**, max {sizes.max() / 1e6:.2f} MB, '
+        f'total {sizes.sum() / 1e6:.0f} MB',
+        f'- file ÷ bytes of its non-NaN values (stored dtypes): median {np.median(ratios):.2f}, '
+        f'max **{ratios.max():.2f}**',
+        '',
+        '| group | median stored (MB) | median non-NaN values (MB) | max stored ÷ values |',
+        '|---|---|---|---|',
+    ]
+    for group in groups:
+        stored = [r['groups'][group]['stored'] for r in reports.values() if group in r['groups']]
+        values = [r['groups'][group]['values'] for r in reports.values() if group in r['groups']]
+        ratio = max(a / b for a, b in zip(stored, values) if b) if any(values) else float('nan')
+        lines.append(f'| {group} | {np.median(stored) / 1e6:.3f} | {np.median(values) / 1e6:.3f} '
+                     f'| {ratio:.2f} |')  # fmt: skip
+    return '\n'.join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--no-readme', action='store_true', help='do not update the README')
+    parser.add_argument('--h5-dir', help='only report the sizes of the .h5 files of a run')
     parser.add_argument('--worker', choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
     parser.add_argument('--cache', help=argparse.SUPPRESS)
     parser.add_argument('--eid', help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.cache, args.eid, args.repeats)))
+        return
+    if args.h5_dir:
+        text = h5_dir_report(args.h5_dir)
+        print(text)
+        if not args.no_readme:
+            write_section(
+                'bench_session_h5', 'bench_session.py --h5-dir — HDF5 sizes of a run', text
+            )
         return
     print(f'Machine: {machine()}')
     load_start = os.getloadavg()[0]

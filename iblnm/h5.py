@@ -9,11 +9,21 @@
                                        attrs fs, response_window
     photometry/{region}/qc/            one dataset per QC column (one row per band)
     trials/     one dataset per trial column (float64; stim_side str)
-    wheel/responses/velocity          float32 (T x W), NaN-padded; attrs fs, t0_event, t1_event
+    wheel/responses/velocity_values   float32, every trial's samples one after the other
+    wheel/responses/velocity_offsets  int64 (T + 1): trial i is values[offsets[i]:offsets[i+1]]
+                                      attrs fs, t0_event, t1_event, n_samples (W), layout
+                                      'ragged'; read back as ``velocity`` (T x W, NaN-padded)
     provenance/ attrs: the run record (iblnm_version, schema_version, source, source_location,
                 params_hash) and ``parameters`` (JSON); ``inputs/``: the session's datasets
                 (rel_path, id, hash, file_size, default_revision) as columns. The run record is
                 also written as attributes of the file's root.
+
+Storage: datasets go through :func:`create_dataset`, which compresses (gzip level 1 with
+byte shuffle, chunked) the arrays that compress at least 2× (time grids, indices, masks,
+offsets) and stores noisy measurements (signals, responses, wheel velocity) contiguous:
+gzip saves only ~10 % on those and costs 10-20× their write time. Nothing stores NaN
+padding. Files written before (``wheel/responses/velocity`` as a padded T x W matrix) are
+read as before.
 
 Writes are atomic: the file is copied (when it exists) to a temporary file next to it,
 the groups are written there and the copy is renamed over the original. A run killed
@@ -23,6 +33,7 @@ mid-write leaves the previous file intact. A truncated or corrupt file raises
 
 import json
 import shutil
+import zlib
 from pathlib import Path
 
 import h5py
@@ -38,9 +49,56 @@ NONE_STR = '__none__'
 STR = h5py.string_dtype(encoding='utf-8')
 
 
+# Compression of the datasets that pay for it (see :func:`create_dataset`).
+COMPRESSION = {'compression': 'gzip', 'compression_opts': 1, 'shuffle': True}
+MIN_COMPRESSED_BYTES = 4096  # below this, chunk indexing costs more than it saves
+MAX_CHUNK_BYTES = 2**20
+COMPRESS_IF_RATIO = 0.5  # compress when a sample of the data shrinks at least 2×
+_SAMPLE_ITEMS = 8192
+
+
 # ---------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------
+def _compresses(array):
+    """True when a byte-shuffled sample (≤ 8192 items) of ``array`` gzips to ≤ half."""
+    sample = np.ascontiguousarray(array.reshape(-1)[:_SAMPLE_ITEMS])
+    shuffled = sample.view(np.uint8).reshape(-1, array.dtype.itemsize).T.tobytes()
+    return len(zlib.compress(shuffled, 1)) <= COMPRESS_IF_RATIO * len(shuffled)
+
+
+def _chunks(array):
+    """Chunk shape: whole rows along the first axis, at most ``MAX_CHUNK_BYTES`` per chunk."""
+    row_bytes = max(1, array[:1].nbytes)
+    return (max(1, min(array.shape[0], MAX_CHUNK_BYTES // row_bytes)), *array.shape[1:])
+
+
+def create_dataset(group, name, data, dtype=None):
+    """Write a numeric array, compressed when that pays (the one dataset writer of the layout).
+
+    Parameters
+    ----------
+    group : h5py.Group
+    name : str
+    data : array_like
+    dtype : numpy dtype, optional
+        Stored dtype (default: the array's).
+
+    Returns
+    -------
+    h5py.Dataset
+        Chunked and compressed (:data:`COMPRESSION`: gzip 1 + shuffle, readable by any HDF5
+        tool) when the array holds at least :data:`MIN_COMPRESSED_BYTES` and a sample
+        compresses at least 2×; contiguous otherwise.
+    """
+    array = np.asarray(data, dtype=dtype)
+    options = {}
+    if array.ndim and array.nbytes >= MIN_COMPRESSED_BYTES and array.dtype.kind in 'biuf':
+        if _compresses(array):
+            options = {'chunks': _chunks(array), **COMPRESSION}
+    return group.create_dataset(name, data=array, **options)
+
+
 def _replace_group(parent, name):
     if name in parent:
         del parent[name]
@@ -122,19 +180,19 @@ def read_errors(h5, **_):
 
 def _write_preprocessed(group, preprocessed):
     sub = group.create_group('preprocessed')
-    sub.create_dataset('times', data=np.asarray(preprocessed['times'], dtype=np.float64))
-    sub.create_dataset('signal', data=np.asarray(preprocessed['signal'], dtype=np.float64))
+    create_dataset(sub, 'times', preprocessed['times'], dtype=np.float64)
+    create_dataset(sub, 'signal', preprocessed['signal'], dtype=np.float64)
     sub.attrs['fs'] = preprocessed.get('fs', 30)
     sub.attrs['params'] = json.dumps(preprocessed.get('params', {}))
 
 
 def _write_responses(group, responses):
     sub = group.create_group('responses')
-    sub.create_dataset('times', data=np.asarray(responses['time'], dtype=np.float64))
-    sub.create_dataset('trials', data=np.asarray(responses['trial'], dtype=np.int64))
+    create_dataset(sub, 'times', responses['time'], dtype=np.float64)
+    create_dataset(sub, 'trials', responses['trial'], dtype=np.int64)
     for event in responses['event'].to_numpy():
-        data = responses.sel(event=event).transpose('trial', 'time').to_numpy().astype(np.float64)
-        sub.create_dataset(str(event), data=data)
+        data = responses.sel(event=event).transpose('trial', 'time').to_numpy()
+        create_dataset(sub, str(event), data, dtype=np.float64)
     sub.attrs['events'] = json.dumps([str(e) for e in responses['event'].to_numpy()])
     sub.attrs['fs'] = responses.attrs.get('fs', 30)
     sub.attrs['response_window'] = list(responses.attrs.get('response_window', (-1.0, 1.0)))
@@ -145,7 +203,7 @@ def _write_columns(group, frame):
     for col in frame.columns:
         values = frame[col].to_numpy()
         if values.dtype.kind in 'fiub':
-            group.create_dataset(col, data=values.astype(np.float64))
+            create_dataset(group, col, values, dtype=np.float64)
         else:
             _write_strings(group, col, [None if pd.isna(v) else v for v in values])
     group.attrs['columns'] = json.dumps([str(c) for c in frame.columns])
@@ -236,18 +294,65 @@ def read_trials(h5, **_):
     return pd.DataFrame(_read_columns(group), index=index)
 
 
+def ragged_rows(matrix):
+    """NaN-padded rows -> (values, offsets): row i is its samples up to its last non-NaN one.
+
+    Parameters
+    ----------
+    matrix : ndarray, shape (T, W)
+        Rows padded with trailing NaN (an all-NaN row is empty).
+
+    Returns
+    -------
+    values : ndarray, shape (sum of row lengths,)
+        The rows one after the other (NaNs inside a row kept).
+    offsets : ndarray of int64, shape (T + 1,)
+        Row i is ``values[offsets[i]:offsets[i + 1]]``.
+    """
+    matrix = np.asarray(matrix)
+    finite = ~np.isnan(matrix)
+    lengths = np.zeros(len(matrix), dtype=np.int64)
+    if matrix.shape[1]:
+        last = matrix.shape[1] - np.argmax(finite[:, ::-1], axis=1)
+        lengths = np.where(finite.any(axis=1), last, 0)
+    keep = np.arange(matrix.shape[1]) < lengths[:, None]
+    return matrix[keep], np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+
+def padded_rows(values, offsets, width, dtype=np.float32):
+    """Inverse of :func:`ragged_rows`: ``(T, width)`` with each row NaN-padded."""
+    lengths = np.diff(np.asarray(offsets))
+    out = np.full((len(lengths), int(width)), np.nan, dtype=dtype)
+    out[np.arange(int(width)) < lengths[:, None]] = values
+    return out
+
+
 def write_wheel(h5, wheel):
-    """``wheel = {'velocity': (T, W) array, 'fs': Hz, 't0_event': str, 't1_event': str}``."""
+    """``wheel = {'velocity': (T, W) NaN-padded, 'fs': Hz, 't0_event': str, 't1_event': str}``.
+
+    Stored ragged (``velocity_values`` + ``velocity_offsets``, no padding).
+    """
     group = _replace_group(h5, 'wheel')
     sub = group.create_group('responses')
-    sub.create_dataset('velocity', data=np.asarray(wheel['velocity'], dtype=np.float32))
+    velocity = np.asarray(wheel['velocity'], dtype=np.float32)
+    values, offsets = ragged_rows(velocity)
+    create_dataset(sub, 'velocity_values', values, dtype=np.float32)
+    create_dataset(sub, 'velocity_offsets', offsets, dtype=np.int64)
     for key in ('fs', 't0_event', 't1_event'):
         sub.attrs[key] = wheel[key]
+    sub.attrs['n_samples'] = velocity.shape[1]
+    sub.attrs['layout'] = 'ragged'
 
 
 def read_wheel(h5, **_):
+    """``{'velocity': float32 (T, W) NaN-padded, 'fs', 't0_event', 't1_event'}`` (both layouts)."""
     sub = h5['wheel']['responses']
-    return {'velocity': sub['velocity'][()], **{k: _from_attr(v) for k, v in sub.attrs.items()}}
+    attrs = {k: _from_attr(v) for k, v in sub.attrs.items() if k not in ('n_samples', 'layout')}
+    if 'velocity' in sub:  # files written before the ragged layout
+        return {'velocity': sub['velocity'][()], **attrs}
+    velocity = padded_rows(sub['velocity_values'][()], sub['velocity_offsets'][()],
+                           sub.attrs['n_samples'])  # fmt: skip
+    return {'velocity': velocity, **attrs}
 
 
 def write_provenance(h5, provenance):

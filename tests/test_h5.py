@@ -155,3 +155,75 @@ def test_lone_surrogates_are_escaped_not_fatal(tmp_path):
     back = h5.load_h5(tmp_path / 'x.h5')
     assert back['errors']['error_message'][0] == 'bad \\udcff name'
     assert back['metadata']['subject'] == '\\ud800'
+
+
+def _padded_wheel(rng, n_trials=300, fs=100):
+    """Per-trial velocity as the wheel stage makes it: rows of 0.3-6 s, NaN-padded to the longest
+    row, a few all-NaN rows (NaN events) and NaNs inside rows past the end of the recording."""
+    lengths = (rng.uniform(0.3, 6, n_trials) * fs).astype(int)
+    lengths[-1] = 30 * fs  # one long trial makes the matrix mostly padding
+    velocity = np.full((n_trials, lengths.max()), np.nan, np.float32)
+    for i, n in enumerate(lengths):
+        velocity[i, :n] = rng.normal(0, 2, n)
+    velocity[5] = np.nan
+    velocity[7, 10:20] = np.nan  # inside the row: kept as it is
+    return velocity
+
+
+def test_wheel_stored_ragged_and_old_padded_files_still_load(tmp_path):
+    velocity = _padded_wheel(np.random.default_rng(0))
+    wheel = {'velocity': velocity, 'fs': 100, 't0_event': 'stimOn_times',
+             't1_event': 'feedback_times'}  # fmt: skip
+    path = h5.save_h5(tmp_path / 'new.h5', {'wheel': wheel}, mode='w')
+    with h5py.File(path, 'r') as f:
+        sub = f['wheel/responses']
+        assert 'velocity' not in sub and sub.attrs['layout'] == 'ragged'
+        assert sub['velocity_values'].shape == (np.count_nonzero(~np.isnan(velocity)) + 10,)
+    back = h5.load_h5(path)['wheel']
+    np.testing.assert_array_equal(back['velocity'], velocity)
+    assert back['velocity'].dtype == np.float32
+    assert {k: back[k] for k in ('fs', 't0_event', 't1_event')} == {
+        'fs': 100, 't0_event': 'stimOn_times', 't1_event': 'feedback_times'}  # fmt: skip
+    # a file of the previous layout (padded T x W matrix), written as the old writer did
+    old = tmp_path / 'old.h5'
+    with h5py.File(old, 'w') as f:
+        sub = f.create_group('wheel').create_group('responses')
+        sub.create_dataset('velocity', data=velocity)
+        for key in ('fs', 't0_event', 't1_event'):
+            sub.attrs[key] = wheel[key]
+    old_back = h5.load_h5(old)['wheel']
+    np.testing.assert_array_equal(old_back['velocity'], velocity)
+    assert set(old_back) == set(back)
+    assert path.stat().st_size < 0.2 * old.stat().st_size
+
+
+def test_no_padding_and_compression_only_where_it_pays(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 108_000  # 1 h at 30 Hz
+    times = 20 + np.arange(n) / 30
+    trials = pd.DataFrame({'stimOn_times': np.sort(rng.uniform(0, 3600, 400))})
+    resp = xr.DataArray(rng.normal(size=(1, 400, 60)), dims=('event', 'trial', 'time'),
+                        coords={'event': ['stimOn_times'], 'trial': np.arange(400),
+                                'time': np.arange(60) / 30 - 1},
+                        attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)})  # fmt: skip
+    photometry = {r: {'preprocessed': {'times': times, 'signal': rng.normal(size=n), 'fs': 30},
+                      'responses': resp} for r in ('VTA', 'DR')}  # fmt: skip
+    wheel = {'velocity': _padded_wheel(rng), 'fs': 100, 't0_event': 'a', 't1_event': 'b'}
+    path = h5.save_h5(tmp_path / 'x.h5', {'photometry': photometry, 'trials': trials,
+                                          'wheel': wheel}, mode='w')  # fmt: skip
+    values = 0
+    with h5py.File(path, 'r') as f:
+        assert f['photometry/VTA/preprocessed/times'].compression == 'gzip'  # a regular grid
+        assert f['photometry/VTA/preprocessed/signal'].compression is None  # noise: contiguous
+
+        def count(_, obj):
+            nonlocal values
+            if isinstance(obj, h5py.Dataset):
+                data = obj[()]
+                finite = np.count_nonzero(~np.isnan(data)) if data.dtype.kind == 'f' else data.size
+                values += finite * data.dtype.itemsize
+
+        f.visititems(count)
+    assert path.stat().st_size <= 1.3 * values
+    regions = h5.load_h5(path, groups=['photometry'], regions=['DR'])['photometry']
+    np.testing.assert_array_equal(regions['DR']['preprocessed']['times'], times)
