@@ -19,9 +19,9 @@
                 also written as attributes of the file's root.
 
 Storage: datasets go through :func:`create_dataset`, which compresses (gzip level 1 with
-byte shuffle, chunked) the arrays that compress at least 2× (time grids, indices, masks,
-offsets) and stores noisy measurements (signals, responses, wheel velocity) contiguous:
-gzip saves only ~10 % on those and costs 10-20× their write time. Nothing stores NaN
+byte shuffle, chunked) the integer and boolean arrays that compress at least 2× (indices,
+offsets, masks) and stores float arrays contiguous: noisy measurements gzip to ~90 % for
+10-20× their write time, and compressed time grids made loading slower. Nothing stores NaN
 padding. Files written before (``wheel/responses/velocity`` as a padded T x W matrix) are
 read as before.
 
@@ -54,6 +54,11 @@ COMPRESSION = {'compression': 'gzip', 'compression_opts': 1, 'shuffle': True}
 MIN_COMPRESSED_BYTES = 4096  # below this, chunk indexing costs more than it saves
 MAX_CHUNK_BYTES = 2**20
 COMPRESS_IF_RATIO = 0.5  # compress when a sample of the data shrinks at least 2×
+# Integer, boolean kinds only (indices, offsets, masks). Float arrays stay contiguous: noisy ones
+# gzip to ~90 %, and even the 30 Hz time grids (4 % of their size) cost 2x their read CPU
+# time, which made single-region loads 12-25 % slower than the uncompressed layout
+# (bench_session, 2026-12-01); ``load_h5`` must not be slower.
+COMPRESSED_KINDS = 'biu'
 _SAMPLE_ITEMS = 8192
 
 
@@ -88,12 +93,12 @@ def create_dataset(group, name, data, dtype=None):
     -------
     h5py.Dataset
         Chunked and compressed (:data:`COMPRESSION`: gzip 1 + shuffle, readable by any HDF5
-        tool) when the array holds at least :data:`MIN_COMPRESSED_BYTES` and a sample
-        compresses at least 2×; contiguous otherwise.
+        tool) when the array is of a :data:`COMPRESSED_KINDS` kind, holds at least
+        :data:`MIN_COMPRESSED_BYTES` and a sample compresses at least 2×; contiguous otherwise.
     """
     array = np.asarray(data, dtype=dtype)
     options = {}
-    if array.ndim and array.nbytes >= MIN_COMPRESSED_BYTES and array.dtype.kind in 'biuf':
+    if array.ndim and array.nbytes >= MIN_COMPRESSED_BYTES and array.dtype.kind in COMPRESSED_KINDS:
         if _compresses(array):
             options = {'chunks': _chunks(array), **COMPRESSION}
     return group.create_dataset(name, data=array, **options)

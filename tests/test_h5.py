@@ -208,13 +208,16 @@ def test_no_padding_and_compression_only_where_it_pays(tmp_path):
                         attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)})  # fmt: skip
     photometry = {r: {'preprocessed': {'times': times, 'signal': rng.normal(size=n), 'fs': 30},
                       'responses': resp} for r in ('VTA', 'DR')}  # fmt: skip
-    wheel = {'velocity': _padded_wheel(rng), 'fs': 100, 't0_event': 'a', 't1_event': 'b'}
+    wheel = {'velocity': _padded_wheel(rng, n_trials=1000), 'fs': 100, 't0_event': 'a',
+             't1_event': 'b'}  # fmt: skip
     path = h5.save_h5(tmp_path / 'x.h5', {'photometry': photometry, 'trials': trials,
                                           'wheel': wheel}, mode='w')  # fmt: skip
     values = 0
     with h5py.File(path, 'r') as f:
-        assert f['photometry/VTA/preprocessed/times'].compression == 'gzip'  # a regular grid
-        assert f['photometry/VTA/preprocessed/signal'].compression is None  # noise: contiguous
+        assert f['photometry/VTA/preprocessed/times'].compression is None  # float: contiguous
+        assert f['photometry/VTA/preprocessed/signal'].compression is None
+        assert f['photometry/VTA/responses/trials'].compression is None  # < 4 KiB
+        assert f['wheel/responses/velocity_offsets'].compression == 'gzip'  # 8 KB of int64
 
         def count(_, obj):
             nonlocal values
