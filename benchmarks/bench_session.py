@@ -452,7 +452,10 @@ def h5_dir_report(h5_dir):
         f'- file size: median **{np.median(sizes) / 1e6:.2f} MB**, max {sizes.max() / 1e6:.2f} MB, '
         f'total {sizes.sum() / 1e6:.0f} MB',
         f'- file ÷ bytes of its non-NaN values (stored dtypes): median {np.median(ratios):.2f}, '
-        f'max **{ratios.max():.2f}**',
+        f'max **{ratios[sizes >= 1e5].max():.2f}** over the {np.count_nonzero(sizes >= 1e5)} '
+        f'files ≥ 100 kB; the {np.count_nonzero(sizes < 1e5)} smaller ones (sessions that failed '
+        f"before any data: metadata, errors, provenance) are HDF5's fixed overhead "
+        f'(max {sizes[sizes < 1e5].max(initial=0) / 1e3:.0f} kB, ratio up to {ratios.max():.1f})',
         '',
         '| group | median stored (MB) | median non-NaN values (MB) | max stored ÷ values |',
         '|---|---|---|---|',
