@@ -77,7 +77,10 @@ def get_cache(preset='demo', seed=0, cache=None):
 
 
 def clean_sessions(manifest):
-    """Manifest entries of the sessions without any pipeline fault."""
+    """Manifest entries of the sessions without any pipeline fault.
+
+    Only their fibers whose ``expected_verdict`` is PASS are evaluated (good fibers).
+    """
     return [entry for entry in manifest['sessions'] if not entry['faults']]
 
 
@@ -96,10 +99,11 @@ def expected_kappa(fiber, t_rec):
 
     The pipelines' ΔF/F is relative to the total fluorescence F0 = floor + L(t), the
     simulator's ΔF/F to the light L(t) above the 1/255 floor, so recovered amplitudes
-    in ΔF/F units are the true ones times this factor (``t_rec``: s since the first frame).
+    in ΔF/F units are the true ones times this factor (``t_rec``: s since the first frame;
+    the dark level is the floor plus the session's ``dark_offset``).
     """
     light = fiber['level_gcamp'] * bleach_curve(np.asarray(t_rec, float), fiber['bleach_gcamp'])
-    return light / (FLOOR + light)
+    return light / (FLOOR + fiber.get('dark_offset', 0.0) + light)
 
 
 # ---------------------------------------------------------------------------
@@ -281,6 +285,8 @@ def evaluate_session(cache, one, entry, extras=True):
     t_first = entry['recording']['first_frame_s']
     fibers, trials, effects, example = [], [], [], None
     for fiber in entry['fibers']:
+        if fiber.get('expected_verdict', 'PASS') != 'PASS':  # no_signal, low_light, artefacts
+            continue
         col = columns[fiber['ROI']]
         j = list(truth['rois']).index(fiber['ROI'])
         true_dff = truth['dff'][:, j].astype(float)

@@ -48,6 +48,16 @@ def small_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
+def qc_cache(tmp_path_factory):
+    """The ``qc`` simulated preset (seed 0): >= 40 fibers of known quality and verdict."""
+    from iblnm.simulate import generate
+
+    cache = tmp_path_factory.mktemp('qc_cache')
+    generate(cache, preset='qc', seed=0, n_jobs=2)
+    return cache
+
+
+@pytest.fixture(scope='session')
 def small_one(small_cache):
     from one.api import One
 

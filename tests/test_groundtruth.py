@@ -12,6 +12,14 @@ sessions, 7 fibers; ``demo`` seed 0 in brackets, 32 fibers):
 - ibl-photometry 0.3.4's isosbestic pipeline: the same r to 1e-15.
 
 Thresholds leave ~0.03-0.05 of margin below these values.
+
+Issue 12 made the simulated noise realistic (0.2-0.5 % of F0 per band at 30 Hz instead of
+0.07-0.12 %; ``docs/simulated_data.md`` §2.5): with the same pipeline, ``small`` seed 0
+now gives r median 0.788, lowest fiber 0.771, per-session median 0.796; per-trial
+magnitudes slope 0.997, r 0.930; effects slope 1.006, r 0.992. The signal and per-trial
+r thresholds were lowered to 0.75 / 0.72 / 0.75 and 0.90 accordingly (the data got
+harder, the pipeline did not change); the issue-12 preprocessing (low-pass, robust fit)
+is expected to raise them again.
 """
 
 import importlib.util
@@ -44,14 +52,15 @@ def test_every_clean_session_is_evaluated(bench, small_cache, evaluation):
     fibers, _, _ = evaluation
     clean = bench.clean_sessions(load_manifest(small_cache))
     assert set(fibers['eid']) == {entry['eid'] for entry in clean}
-    assert len(fibers) == sum(len(entry['fibers']) for entry in clean) >= 5
+    good = [f for entry in clean for f in entry['fibers'] if f['expected_verdict'] == 'PASS']
+    assert len(fibers) == len(good) >= 5
 
 
 def test_signal_correlates_with_true_dff(evaluation):
     fibers, _, _ = evaluation
-    assert fibers['r_ours'].median() > 0.92
-    assert fibers['r_ours'].min() > 0.88
-    assert fibers.groupby('eid')['r_ours'].mean().median() > 0.92
+    assert fibers['r_ours'].median() > 0.75
+    assert fibers['r_ours'].min() > 0.72
+    assert fibers.groupby('eid')['r_ours'].mean().median() > 0.75
 
 
 def test_same_as_iblphotometry_isosbestic_pipeline(evaluation):
@@ -66,7 +75,7 @@ def test_per_trial_early_window_magnitudes(bench, evaluation):
     slope, r, n = bench.line_fit(valid['truth'], valid['ours'] / valid['kappa'])
     assert n > 1500
     assert 0.93 < slope < 1.07
-    assert r > 0.97
+    assert r > 0.9
     raw_slope, _, _ = bench.line_fit(valid['truth'], valid['ours'])
     assert 0.5 < raw_slope < 0.9  # ΔF/F relative to floor + light: scaled by κ ≈ 0.7
 

@@ -5,28 +5,39 @@ ONE cache in IBL's on-disk layouts (trials, wheel, camera times, raw and extract
 Neurophotometrics photometry, experiment descriptions), the Alyx records the
 pipeline reads offline (subjects, sessions, fibers) and ``ground_truth/``
 (``manifest.json`` plus one ``{eid}.npz`` of true ΔF/F per session).
-``load_manifest(cache_dir)`` reads the manifest back.
+``load_manifest(cache_dir)`` reads the manifest back, ``load_truth(cache_dir, eid)`` a
+session's truth (true ΔF/F, artefact masks). ``simulate_fiber(...)`` simulates one
+fiber's raw bands with the same code, without files (fast tests of detectors and QC).
 
 Modules: ``presets`` (sizes), ``cohort`` (mice, fibers, training histories,
 fault assignment), ``behaviour`` (trials), ``wheel``, ``kernels`` (NM response
-model), ``signals`` (frame clock, bleaching, artefacts, noise), ``photometry``
+model), ``signals`` (frame clock, bleaching, motion, noise), ``artefacts``
+(disconnections, dropouts, dark offset, fiber qualities, shared steps/excursions),
+``fiber`` (one fiber without files), ``photometry``
 (per-session assembly and tables), ``faults``, ``session`` (one session),
 ``writer`` (files, manifest) and ``generator`` (the whole cache).
 """
 
+from iblnm.simulate.artefacts import ARTEFACT_KINDS, QUALITIES, artefact_mask, expected_verdict
 from iblnm.simulate.faults import CAMERA_FAULTS, FAULTS, expected_errors
+from iblnm.simulate.fiber import simulate_fiber
 from iblnm.simulate.generator import generate
 from iblnm.simulate.presets import PRESETS, Preset, get_preset
 from iblnm.simulate.writer import load_manifest, load_truth
 
 __all__ = [
+    'ARTEFACT_KINDS',
     'CAMERA_FAULTS',
     'FAULTS',
     'PRESETS',
+    'QUALITIES',
     'Preset',
+    'artefact_mask',
     'expected_errors',
+    'expected_verdict',
     'generate',
     'get_preset',
     'load_manifest',
     'load_truth',
+    'simulate_fiber',
 ]

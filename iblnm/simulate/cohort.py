@@ -73,10 +73,11 @@ def session_rng(seed, subject, index):
 # ---------------------------------------------------------------------------
 # Mice
 # ---------------------------------------------------------------------------
-def _fibers(nm, rng):
+def _fibers(nm, rng, min_fibers=1):
     """1-3 fibers in distinct regions of the NM, each with a hemisphere and coordinates."""
     targets = NM_TARGETS[nm]
-    n = int(rng.integers(1, min(3, len(targets)) + 1))
+    most = min(3, len(targets))
+    n = int(rng.integers(min(min_fibers, most), most + 1))
     regions = rng.choice(targets, size=n, replace=False)
     fibers = []
     for i, region in enumerate(regions):
@@ -141,7 +142,7 @@ def plan_mice(preset, rng):
             'strain': None if strainless else strain,
             'genotype': [] if strainless else list(genotype),
             'sex': 'F' if rng.random() < 0.5 else 'M',
-            'fibers': _fibers(nm, rng),
+            'fibers': _fibers(nm, rng, preset.min_fibers),
             'profile': _learning_profile(rng),
             'strainless': strainless,
         })  # fmt: skip
@@ -335,6 +336,50 @@ def assign_faults(plans, preset, rng):
         plans[i]['camera_fault'] = fault
 
 
+# ---------------------------------------------------------------------------
+# Messy recordings
+# ---------------------------------------------------------------------------
+MESS_FLAGS = {
+    'edge_start': 'edge_start_fraction',
+    'edge_end': 'edge_end_fraction',
+    'mid_disconnect': 'mid_disconnect_fraction',
+    'dropouts': 'dropout_fraction',
+    'dark_offset': 'dark_offset_fraction',
+}
+BAD_QUALITIES = ('no_signal', 'low_light', 'large_artefacts', 'moderate')
+
+
+def assign_mess(plans, mice, preset, seed):
+    """Give sessions their artefact flags and fibers their quality (in place).
+
+    Each flag goes to exactly round(fraction x sessions) sessions and each non-good
+    quality to round(fraction x fibers) fibers of the fault-free sessions (so a fault's
+    expected errors stay unambiguous), all drawn from a generator of their own: the
+    cohort, the faults and the eids do not depend on them. ``plan['mess']`` holds the
+    flags, ``plan['fiber_quality']`` [quality, moderate] per fiber of the mouse.
+    """
+    rng = np.random.default_rng([int(seed), stable_int(preset.name), stable_int('mess')])
+    n_fibers = {m['subject']: len(m['fibers']) for m in mice}
+    for plan in plans:
+        plan['mess'] = {flag: False for flag in MESS_FLAGS}
+        plan['fiber_quality'] = [['good', False] for _ in range(n_fibers[plan['subject']])]
+    for flag, attr in MESS_FLAGS.items():
+        n = int(round(getattr(preset, attr) * len(plans)))
+        for i in rng.permutation(len(plans))[:n]:
+            plans[i]['mess'][flag] = True
+    slots = [(i, j) for i, p in enumerate(plans) if p['fault'] is None
+             for j in range(n_fibers[p['subject']])]  # fmt: skip
+    order = rng.permutation(len(slots))
+    k = 0
+    for quality in BAD_QUALITIES:
+        n = int(round(preset.quality_fractions.get(quality, 0.0) * len(slots)))
+        for s in order[k : k + n]:
+            i, j = slots[s]
+            plans[i]['fiber_quality'][j] = ['good', True] if quality == 'moderate' else [
+                quality, False]  # fmt: skip
+        k += n
+
+
 def plan_cohort(preset, seed):
     """Plan the whole dataset.
 
@@ -354,6 +399,7 @@ def plan_cohort(preset, seed):
         start = first + pd.Timedelta(days=int(rng.integers(0, 4 * len(mice))))
         plans.extend(plan_sessions(mouse, n, start, preset, rng))
     assign_faults(plans, preset, rng)
+    assign_mess(plans, mice, preset, seed)
     for i, plan in enumerate(plans):
         plan['seed_key'] = [int(seed), stable_int(plan['subject']), plan['day']]
         plan['index'] = i

@@ -12,7 +12,7 @@ from iblnm.simulate import kernels as kn
 from iblnm.simulate.presets import get_preset
 from iblnm.simulate.session import simulate_session
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 CONVENTIONS = {
     'time': 's, task (Bpod) clock; photometry times = clock_a * SystemTimestamp + clock_b',
     'dff': 'ΔF/F as a fraction (0.01 = 1 %) of the light above the 1/255 camera floor',
@@ -93,7 +93,7 @@ def generate(out_dir, preset='demo', seed=0, n_jobs=1, progress=False, **overrid
     out_dir : path
         Cache root. Created if needed; a previous simulation there is replaced, any
         other non-empty directory raises ``FileExistsError``.
-    preset : {'demo', 'small', 'large'}
+    preset : {'demo', 'small', 'large', 'qc'}
     seed : int
         Same seed (and preset/overrides) -> identical session files and manifest.
     n_jobs : int

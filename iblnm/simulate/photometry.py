@@ -10,9 +10,11 @@ The raw table follows the current Neurophotometrics layout (version 5, CQ002:
 import numpy as np
 import pandas as pd
 
+from iblnm.simulate import artefacts as art
 from iblnm.simulate import faults as flt
 from iblnm.simulate import kernels as kn
 from iblnm.simulate import signals as sg
+from iblnm.simulate.faults import FLOOR
 
 VALID_MARGIN_S = 2.0  # s, ``valid`` = first trial start - 2 s ... last trial end + 2 s
 
@@ -32,27 +34,35 @@ def trial_covariates(trials):
     return contrast, trials['feedbackType'].to_numpy() == 1
 
 
-def fiber_truth(nm, fiber, events, trials, grid, rng):
-    """True ΔF/F and motion of one fiber on the grid, plus its early-window effects.
+def fiber_truth(nm, fiber, events, trials, grid, rng, quality='good'):
+    """True ΔF/F, motion and shared fluctuation of one fiber on the grid, plus its effects.
 
     Parameters
     ----------
     grid : dict
         ``{'t0': first grid time (s), 'n': number of samples}`` at ``kernels.GRID_FS``.
+    quality : str
+        A ``'no_signal'`` fiber has no ΔF/F (zeros): its GCaMP band only follows the
+        shared motion and haemodynamic changes, which are larger (0.8-2 % SD).
 
     Returns
     -------
-    dff, motion : ndarray, shape (grid['n'],)
+    dff, motion, haemo : ndarray, shape (grid['n'],)
     info : dict
-        Motion event counts and early-window effects (ΔF/F).
+        Motion event counts, haemodynamic SD and early-window effects (ΔF/F).
     """
     contrast, correct = trial_covariates(trials)
     evoked = kn.evoked_dff(nm, events, contrast, correct, fiber['gain'], grid['t0'], grid['n'], rng)
     dff = evoked + kn.spontaneous_dff(grid['n'], rng)
     motion, motion_info = sg.motion_artefacts(grid['n'], rng)
+    sd = art.haemo_sd(quality, rng)
+    haemo = art.shared_fluctuation(grid['n'], sd, rng, kn.GRID_FS)
+    if quality == 'no_signal':
+        evoked, dff = np.zeros_like(evoked), np.zeros_like(dff)
     valid = trials['choice'].to_numpy() != 0
     effects = kn.early_window_effects(evoked, grid['t0'], events, contrast, correct, valid)
-    return dff, motion, {'motion': motion_info, 'true_effects': effects}
+    info = {'motion': motion_info, 'haemo_sd': round(sd, 5), 'true_effects': effects}
+    return dff, motion, haemo, info
 
 
 def frame_schedule(t_start, t_stop, fault, rng):
@@ -82,13 +92,83 @@ def frame_schedule(t_start, t_stop, fault, rng):
     }
 
 
+def fiber_signals(times, led, dff, motion, haemo, optics, quality, moderate, events, rng):
+    """ROI values of one fiber on every frame, with its artefacts applied.
+
+    The one code path of both :func:`simulate_photometry` (the ONE cache) and
+    :func:`iblnm.simulate.simulate_fiber`.
+
+    Parameters
+    ----------
+    times : ndarray, shape (n_frames,)
+        Frame times (s, task clock).
+    led : ndarray of int, shape (n_frames,)
+        LED codes (``& 7``: 2 GCaMP, 1 isosbestic, 7 the all-LED first frame).
+    dff, motion, haemo : ndarray, shape (n_frames,)
+        True ΔF/F, motion and shared fluctuation at each frame (fractions).
+    optics : dict
+        From :func:`signals.fiber_optics`.
+    quality : str
+    moderate : bool
+        Add moderate shared artefacts (a WARNING fiber).
+    events : dict
+        Session events from :func:`artefacts.session_events`.
+
+    Returns
+    -------
+    values, clean : ndarray, shape (n_frames,)
+        Quantised ROI values with and without the artefacts (same noise).
+    artefacts : list of dict
+        The injected artefacts (task clock), sorted by start.
+    """
+    t_rec = times - times[0]
+    is_gcamp = (led & 7) == sg.LED_GCAMP
+    c, ambient, arts = art.connection_factor(times, is_gcamp, events)
+    avoid = [(a - ramp, b + ramp) for a, b, ramp, _ in events['edges']]
+    amp, shared_arts = art.shared_artefacts(times, quality, moderate, rng, avoid=avoid)
+    fade = art.low_light_fade(times, quality, rng)
+    dark = events['dark_offset']
+    values, clean = np.empty(len(times)), np.empty(len(times))
+    shared = motion + haemo
+    for band, name, sel in (('gcamp', 'GCaMP', is_gcamp), ('isosbestic', 'Isosbestic', ~is_gcamp)):
+        level = optics[f'level_{band}']
+        light = sg.band_light(
+            t_rec[sel], level, optics[f'bleach_{band}'], shared[sel], rng,
+            dff=dff[sel] if band == 'gcamp' else None,
+        )  # fmt: skip
+        values[sel], clean[sel] = art.compose(
+            light, c[sel], ambient[sel], optics['level_gcamp'],
+            optics[f'noise_{band}'] * level, dark, rng, amp[name][sel],
+            amp[f'{name}_settled'][sel],
+        )  # fmt: skip
+    first = FLOOR + dark + 0.8 * optics['level_gcamp']
+    values[0], clean[0] = FLOOR + dark + c[0] * 0.8 * optics['level_gcamp'], first
+    arts += shared_arts
+    if fade is not None:
+        tail = times >= fade
+        values[tail] = FLOOR + dark
+        arts.append(art.artefact('disconnected', times[tail][0], times[-1], ambient_rel=0.0))
+    arts.sort(key=lambda a: (a['start'], a['kind']))
+    return sg.quantise(values), sg.quantise(clean), arts
+
+
+def band_masks(times, led, artefacts):
+    """Artefact masks of the GCaMP and isosbestic frames, (n_gcamp,) and (n_iso,) bool."""
+    codes = led & 7
+    return (
+        art.artefact_mask(times[codes == sg.LED_GCAMP], 'GCaMP', artefacts),
+        art.artefact_mask(times[codes == sg.LED_ISO], 'Isosbestic', artefacts),
+    )
+
+
 def simulate_photometry(plan, fibers, trials, extra, t_span, rng):
     """ROI intensities of all fibers on every frame, and the ground truth.
 
     Parameters
     ----------
     plan : dict
-        Session plan (``NM``, ``noise_rel``, ``fault``).
+        Session plan (``NM``, ``noise_rel``, ``fault``, and optionally ``mess``: the
+        session's artefact flags, ``fiber_quality``: [quality, moderate] per fiber).
     fibers : list of dict
         Fibers of the mouse (roi, gain ...).
     t_span : tuple of float
@@ -97,35 +177,57 @@ def simulate_photometry(plan, fibers, trials, extra, t_span, rng):
     Returns
     -------
     frames : dict
-        From :func:`frame_schedule` plus ``values`` {roi: ndarray (n_frames,)}.
+        From :func:`frame_schedule` plus ``values`` {roi: ndarray (n_frames,)} and
+        ``events`` (the session's disconnections, dropouts and dark offset).
     truth : dict
-        ``times`` (GCaMP frame times, s), ``dff`` (float32) and ``motion``
-        (float16), both (n_gcamp, n_fibers), and ``rois``.
+        ``times`` (GCaMP frame times, s), ``dff`` (float32), ``motion`` (float16) and
+        ``artefact`` (bool), all (n_gcamp, n_fibers); ``times_iso`` and
+        ``artefact_iso`` (n_iso, n_fibers) for the isosbestic frames; ``rois``.
     info : list of dict
-        Per fiber: optics, motion counts, true effects.
+        Per fiber: optics, motion counts, true effects, quality, artefacts.
     """
     frames = frame_schedule(t_span[0], t_span[1], plan['fault'], rng)
     times = frames['times']
     is_gcamp = (frames['led'] & 7) == sg.LED_GCAMP
+    is_iso = (frames['led'] & 7) == sg.LED_ISO
     grid = {'t0': times[0] - 1.0, 'n': int((times[-1] - times[0] + 2.0) * kn.GRID_FS)}
     grid_t = grid['t0'] + np.arange(grid['n']) / kn.GRID_FS
-    events = true_event_times(trials, extra)
-    values, dffs, motions, info = {}, [], [], []
-    for fiber in fibers:
-        dff_g, motion_g, finfo = fiber_truth(plan['NM'], fiber, events, trials, grid, rng)
-        dff, motion = np.interp(times, grid_t, dff_g), np.interp(times, grid_t, motion_g)
-        optics = sg.fiber_optics(rng)
-        values[fiber['roi']] = sg.roi_intensities(
-            times - times[0], is_gcamp, dff, motion, optics, plan['noise_rel'], rng
+    trial_events = true_event_times(trials, extra)
+    events = art.session_events(
+        plan.get('mess', {}), times, rng,
+        first_task_s=float(trials['intervals_0'].iloc[0]),
+        last_task_s=float(trials['intervals_1'].iloc[-1]),
+    )  # fmt: skip
+    qualities = plan.get('fiber_quality') or [['good', False]] * len(fibers)
+    values, dffs, motions, masks, masks_iso, info = {}, [], [], [], [], []
+    for fiber, (quality, moderate) in zip(fibers, qualities):
+        dff_g, motion_g, haemo_g, finfo = fiber_truth(
+            plan['NM'], fiber, trial_events, trials, grid, rng, quality
         )
+        dff, motion, haemo = (np.interp(times, grid_t, x) for x in (dff_g, motion_g, haemo_g))
+        optics = sg.fiber_optics(rng, quality, plan['noise_rel'])
+        values[fiber['roi']], _, arts = fiber_signals(
+            times, frames['led'], dff, motion, haemo, optics, quality, moderate, events, rng
+        )
+        mask_g, mask_i = band_masks(times, frames['led'], arts)
         dffs.append(dff[is_gcamp])
         motions.append(motion[is_gcamp])
-        info.append({**optics, **finfo})
+        masks.append(mask_g)
+        masks_iso.append(mask_i)
+        info.append({
+            **optics, **finfo, 'quality': quality, 'moderate_artefacts': bool(moderate),
+            'expected_verdict': art.expected_verdict(quality, moderate),
+            'dark_offset': events['dark_offset'], 'artefacts': arts,
+        })  # fmt: skip
     frames['values'] = values
+    frames['events'] = events
     truth = {
         'times': times[is_gcamp],
         'dff': np.column_stack(dffs).astype(np.float32),
         'motion': np.column_stack(motions).astype(np.float16),
+        'artefact': np.column_stack(masks),
+        'times_iso': times[is_iso],
+        'artefact_iso': np.column_stack(masks_iso),
         'rois': np.array([f['roi'] for f in fibers]),
     }
     return frames, truth, info
@@ -143,6 +245,27 @@ def apply_roi_fault(frames, fault, rng):
     else:
         frames['values'][roi] = flt.saturate_roi_values(frames['values'][roi], rng)
     return roi
+
+
+def mark_roi_fault(info, truth, roi, fault):
+    """Record a dead or saturated ROI in its fiber's manifest entry and truth masks (in place).
+
+    A dead channel (the floor) is a ``low_light`` fiber, a saturated one a ``no_signal``
+    fiber (no change can be measured through the clipping); both FAIL, and every frame
+    carries the artefact (``disconnected`` / ``saturated``).
+    """
+    j = list(truth['rois']).index(roi)
+    kind, quality = ('saturated', 'no_signal') if fault == 'saturated_channel' else (
+        'disconnected', 'low_light')  # fmt: skip
+    t0 = min(truth['times'][0], truth['times_iso'][0])
+    t1 = max(truth['times'][-1], truth['times_iso'][-1])
+    info[j].update({
+        'quality': quality, 'moderate_artefacts': False,
+        'expected_verdict': art.expected_verdict(quality),
+        'artefacts': [art.artefact(kind, t0, t1, **({} if kind == 'saturated' else {'ambient_rel': 0.0}))],
+    })  # fmt: skip
+    truth['artefact'][:, j] = True
+    truth['artefact_iso'][:, j] = True
 
 
 def raw_table(frames, rng):

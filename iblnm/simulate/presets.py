@@ -1,11 +1,13 @@
-"""Size presets of the simulated dataset (``demo``, ``small``, ``large``).
+"""Size presets of the simulated dataset (``demo``, ``small``, ``large``, ``qc``).
 
 A preset fixes how many mice and sessions are simulated, how long the sessions
-are and how many of them carry a fault. Every field can be overridden through
+are, how many of them carry a fault and how messy the recordings are (``qc``: short
+sessions, 2-3 fibers per mouse and a fixed mix of fiber qualities, for QC verdicts).
+Every field can be overridden through
 ``generate(..., **overrides)``.
 """
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 
 @dataclass(frozen=True)
@@ -37,10 +39,25 @@ class Preset:
         Fraction of fault-free sessions with a camera fault (at least one of each
         kind when ``all_faults``).
     noise_rel : tuple of float
-        (min, max) Gaussian noise SD per channel and frame, relative to the light
-        level F0 (dimensionless).
+        (min, max) Gaussian noise SD per channel and frame at 30 Hz, relative to the
+        light level F0 above the dark level (dimensionless), drawn per session; each
+        band of each fiber gets it times U(0.8, 1.25).
     first_date : str
         Date of the first session of the first mouse (``YYYY-MM-DD``).
+    min_fibers : int
+        Fewest fibers per mouse (at most 3 and the number of the NM's targets).
+    quality_fractions : dict
+        Fraction of the fibers (of fault-free sessions) of each non-good quality:
+        ``no_signal``, ``low_light``, ``large_artefacts``, and ``moderate`` (good fibers
+        with moderate shared artefacts, expected WARNING); the rest are good.
+    edge_start_fraction, edge_end_fraction : float
+        Fraction of the sessions whose recording starts / ends with the patch cord off.
+    mid_disconnect_fraction : float
+        Fraction of the sessions with a short (1-10 s) disconnection in the middle.
+    dropout_fraction : float
+        Fraction of the sessions with dropout frames.
+    dark_offset_fraction : float
+        Fraction of the sessions (rigs) with a dark offset above the 1/255 floor.
     """
 
     name: str
@@ -53,8 +70,15 @@ class Preset:
     fault_fraction: float = 0.25
     all_faults: bool = True
     camera_fault_fraction: float = 0.06
-    noise_rel: tuple = (0.0007, 0.0012)
+    noise_rel: tuple = (0.002, 0.005)
     first_date: str = '2024-03-04'
+    min_fibers: int = 1
+    quality_fractions: dict = field(default_factory=dict)
+    edge_start_fraction: float = 0.0
+    edge_end_fraction: float = 0.0
+    mid_disconnect_fraction: float = 0.0
+    dropout_fraction: float = 0.0
+    dark_offset_fraction: float = 0.0
 
 
 PRESETS = {
@@ -64,6 +88,17 @@ PRESETS = {
         n_sessions=40,
         strainless_sessions=2,
         pre_task_s=(60.0, 300.0),
+        quality_fractions={
+            'no_signal': 0.06,
+            'low_light': 0.03,
+            'large_artefacts': 0.06,
+            'moderate': 0.03,
+        },
+        edge_start_fraction=0.6,
+        edge_end_fraction=0.5,
+        mid_disconnect_fraction=0.1,
+        dropout_fraction=0.5,
+        dark_offset_fraction=0.3,
     ),
     'small': Preset(
         name='small',
@@ -84,6 +119,30 @@ PRESETS = {
         min_trials=95,
         pre_task_s=(20.0, 60.0),
     ),
+    'qc': Preset(
+        name='qc',
+        mice_per_nm={'DA': 4, '5HT': 4, 'ACh': 4},
+        n_sessions=24,
+        strainless_sessions=0,
+        task_minutes=(5.0, 6.0),
+        min_trials=95,
+        pre_task_s=(40.0, 200.0),
+        fault_fraction=0.0,
+        all_faults=False,
+        camera_fault_fraction=0.0,
+        min_fibers=2,
+        quality_fractions={
+            'no_signal': 0.2,
+            'low_light': 0.15,
+            'large_artefacts': 0.2,
+            'moderate': 0.1,
+        },
+        edge_start_fraction=0.5,
+        edge_end_fraction=0.5,
+        mid_disconnect_fraction=0.2,
+        dropout_fraction=0.5,
+        dark_offset_fraction=0.5,
+    ),
 }
 
 
@@ -92,7 +151,7 @@ def get_preset(name='demo', **overrides):
 
     Parameters
     ----------
-    name : {'demo', 'small', 'large'}
+    name : {'demo', 'small', 'large', 'qc'}
     **overrides
         Any :class:`Preset` field, e.g. ``n_sessions=6`` or ``task_minutes=(5, 6)``.
 

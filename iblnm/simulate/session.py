@@ -12,6 +12,7 @@ import pandas as pd
 
 from iblnm import config
 from iblnm.onecache import session_eid
+from iblnm.simulate import artefacts as art
 from iblnm.simulate import behaviour as bh
 from iblnm.simulate import faults as flt
 from iblnm.simulate import kernels as kn
@@ -51,13 +52,16 @@ def recording_span(plan, trials, rng):
     """First and last photometry frame on the task clock (s).
 
     The recording starts ``pre_task_s`` before the task clock's zero and stops 3-10 s
-    after the last trial, or, for ``trials_outside_recording``, 20-40 % of the task
-    before the last trial ends.
+    after the last trial (plus 10-120 s of disconnected tail when the session has an end
+    edge), or, for ``trials_outside_recording``, 20-40 % of the task before the last
+    trial ends.
     """
     first, last = trials['intervals_0'].iloc[0], trials['intervals_1'].iloc[-1]
     stop = last + rng.uniform(3.0, 10.0)
     if plan['fault'] == 'trials_outside_recording':
         stop = last - rng.uniform(0.2, 0.4) * (last - first)
+    elif plan.get('mess', {}).get('edge_end'):  # room for the cord being pulled at the end
+        stop += rng.uniform(*art.EDGE_END_S) + art.EDGE_RAMP_S[1]
     return -plan['pre_task_s'], float(stop)
 
 
@@ -266,6 +270,7 @@ def simulate_session(plan, mouse):
     roi = ph.apply_roi_fault(frames, plan['fault'], rng)
     if roi:
         fault_details['roi'] = roi
+        ph.mark_roi_fault(fiber_info, truth, roi, plan['fault'])
     locations, loc_details = session_locations(mouse, plan['fault'], rng)
     fault_details.update(loc_details)
     start_iso, end_iso, t_alyx = wall_clock(plan, trials, rng)

@@ -1,13 +1,16 @@
 """Simulated fiber photometry: frame clock, LED sequence and ROI intensities.
 
-Per fiber (ROI) and frame, with ``L`` the light level above the 1/255 camera floor::
+Per fiber (ROI) and frame, with ``L`` the light level above the dark level
+(the 1/255 camera floor plus a per-session dark offset)::
 
-    GCaMP      = floor + L_g · bleach_g(t) · (1 + drift_g(t)) · (1 + ΔF/F(t)) · (1 + motion(t)) + noise
-    Isosbestic = floor + L_i · bleach_i(t) · (1 + drift_i(t)) · (1 + motion(t)) + noise
+    GCaMP      = dark + L_g · bleach_g(t) · (1 + drift_g(t)) · (1 + shared(t)) · (1 + ΔF/F(t)) + noise
+    Isosbestic = dark + L_i · bleach_i(t) · (1 + drift_i(t)) · (1 + shared(t)) + noise
 
 ``bleach`` is a double exponential with channel-specific rates, ``drift`` a slow
-(< 0.003 Hz) channel-specific wander, ``motion`` brief dips and decaying steps
-shared by both channels of a fiber, and ``noise`` Gaussian with SD ``noise_rel · L``.
+(< 0.003 Hz) channel-specific wander, ``shared`` = motion (brief dips and decaying
+steps) plus a haemodynamic fluctuation, common to both channels of a fiber, and
+``noise`` Gaussian with SD ``noise_band · L`` (plus a small read noise). Disconnections,
+dropouts and damaged-fiber artefacts are applied on top by :mod:`artefacts`.
 Values are quantised to 2^-23 and clipped to [1/255, 1], like camera ROI means.
 Frames alternate 470 nm / 415 nm at 59.98 Hz (29.99 Hz per channel) on a
 Neurophotometrics clock quantised to 32 µs; task times are an exact linear map
@@ -16,6 +19,7 @@ of it (``times = a · SystemTimestamp + b``, |a − 1| ≤ 2e-5).
 
 import numpy as np
 
+from iblnm.simulate import artefacts as art
 from iblnm.simulate.faults import FLOOR, QUANTUM
 from iblnm.simulate.kernels import GRID_FS
 
@@ -161,47 +165,46 @@ def quantise(values):
     return np.clip(np.round(values / QUANTUM) * QUANTUM, FLOOR, 1.0)
 
 
-def fiber_optics(rng):
-    """Light levels (normalised intensity above the floor) and bleaching of one fiber."""
-    level_g = rng.uniform(0.004, 0.02)
-    return {
-        'level_gcamp': round(float(level_g), 5),
-        'level_isosbestic': round(float(level_g * rng.uniform(0.6, 1.6)), 5),
-        'bleach_gcamp': bleach_params(rng),
-        'bleach_isosbestic': bleach_params(rng),
-    }
-
-
-def roi_intensities(t_rec, is_gcamp, dff, motion, optics, noise_rel, rng):
-    """ROI values of one fiber on every frame.
+def fiber_optics(rng, quality='good', noise_rel=0.003):
+    """Light levels (normalised intensity above the dark level), bleaching and noise of a fiber.
 
     Parameters
     ----------
-    t_rec : ndarray, shape (n_frames,)
-        Frame times since the recording start (s).
-    is_gcamp : ndarray of bool, shape (n_frames,)
-        470 nm frames (the others are 415 nm, frame 0 included).
-    dff, motion : ndarray, shape (n_frames,)
-        True ΔF/F and motion artefact at each frame (fractions).
-    optics : dict
-        From :func:`fiber_optics`.
+    quality : str
+        ``'low_light'`` fibers get 5e-5-4e-4 of light in each band and a noise SD of
+        7e-6-1.5e-5 (a dim ROI, like the real ``version_5``: 1e-5, i.e. 2-30 % of the
+        light; enough distinct values not to look quantised); the others 0.004-0.02 (GCaMP),
+        the isosbestic band 0.6-1.6 times that, and a noise of ``noise_rel`` x U(0.8, 1.25)
+        per band.
     noise_rel : float
-        Noise SD relative to the light level.
-
-    Returns
-    -------
-    ndarray of float64, shape (n_frames,)
+        Session noise SD relative to the light.
     """
-    out = np.empty(len(t_rec))
-    for band, sel in (('gcamp', is_gcamp), ('isosbestic', ~is_gcamp)):
-        level = optics[f'level_{band}']
-        light = level * bleach_curve(t_rec[sel], optics[f'bleach_{band}'])
-        light *= (1 + slow_drift(t_rec[sel], rng)) * (1 + motion[sel])
-        if band == 'gcamp':
-            light *= 1 + dff[sel]
-        out[sel] = FLOOR + light + noise_rel * level * rng.standard_normal(sel.sum())
-    out[0] = FLOOR + 0.8 * optics['level_gcamp']
-    return quantise(out)
+    if quality == 'low_light':
+        level_g, level_i = (rng.uniform(*art.LOW_LIGHT_LEVEL) for _ in range(2))
+        noise_g, noise_i = (rng.uniform(*art.LOW_LIGHT_NOISE_SD) / lv for lv in (level_g, level_i))
+    else:
+        level_g = rng.uniform(0.004, 0.02)
+        level_i = level_g * rng.uniform(0.6, 1.6)
+        noise_g, noise_i = (noise_rel * rng.uniform(0.8, 1.25) for _ in range(2))
+    return {
+        'level_gcamp': round(float(level_g), 6),
+        'level_isosbestic': round(float(level_i), 6),
+        'bleach_gcamp': bleach_params(rng),
+        'bleach_isosbestic': bleach_params(rng),
+        'noise_gcamp': round(float(noise_g), 6),
+        'noise_isosbestic': round(float(noise_i), 6),
+    }
+
+
+def band_light(t_rec, level, bleach, shared, rng, dff=None):
+    """Light of one band above the dark level on its frames (no noise, no artefacts).
+
+    ``level · bleach(t) · (1 + drift(t)) · (1 + shared(t)) · (1 + ΔF/F(t))``, with
+    ``shared`` the motion and haemodynamic change common to both bands (fractions) and
+    ``dff`` only for the GCaMP band.
+    """
+    light = level * bleach_curve(t_rec, bleach) * (1 + slow_drift(t_rec, rng)) * (1 + shared)
+    return light if dff is None else light * (1 + dff)
 
 
 # ---------------------------------------------------------------------------
