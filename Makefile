@@ -9,7 +9,7 @@ PY := .venv/bin/python
 WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 DEMO_CACHE ?= $(if $(IBLNM_ONE_CACHE),$(IBLNM_ONE_CACHE),data/one_cache/demo)
 
-.PHONY: run analyses test lint bench demo-data env clean-outputs
+.PHONY: run analyses nwb test lint bench demo-data env clean-outputs
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -29,6 +29,10 @@ run: env
 analyses: env
 	@for s in responses movement_encoding task_encoding task_performance qc_overview example_session; do \
 		echo "== iblnm $$s"; $(PY) -m iblnm $$s || exit 1; done
+
+## Export every processed session as one NWB file (data/nwb/sub-*/..._ophys.nwb), after `make run`.
+nwb: env
+	$(PY) -m iblnm export-nwb --workers $(WORKERS)
 
 ## Run the whole test suite (and the linters).
 test: env

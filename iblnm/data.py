@@ -646,6 +646,20 @@ class PhotometrySession:
             self.provenance = data['provenance']
         return data
 
+    # ------------------------------------------------------------------ NWB
+    def to_nwb(self, path, **options):
+        """Write the session as one NWB file (ndx-fiber-photometry); see :mod:`iblnm.nwb`."""
+        from iblnm import nwb
+
+        return nwb.write_nwb(self, path, **options)
+
+    @classmethod
+    def from_nwb(cls, path):
+        """A session read from a fiber-photometry NWB file (ours or neuroconv's), no ONE."""
+        from iblnm import nwb
+
+        return nwb.read_nwb(path)
+
     def _set_photometry_from_h5(self, photometry):
         series, qc_rows = {}, []
         for region, parts in photometry.items():

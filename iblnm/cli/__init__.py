@@ -27,6 +27,7 @@ COMMANDS = {
     'wheel': 'wheel',
     'video': 'video',
     'dataset-overview': 'dataset_overview',
+    'export-nwb': 'export_nwb',
     'responses': 'responses',
     'movement-encoding': 'movement_encoding',
     'task-encoding': 'task_encoding',
