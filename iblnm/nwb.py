@@ -250,9 +250,10 @@ def _add_devices(nwbfile, ps, columns, bands, fibers):
         )  # fmt: skip
         nwbfile.add_device(optical_fibers[column])
     line = ps.metadata.get('line')
+    of_line = f' (mouse line {line})' if isinstance(line, str) and line else ''
     indicator = od.Indicator(
         name='GCaMP', label='GCaMP',
-        description=f'Genetically encoded calcium indicator (mouse line {line}).',
+        description=f'Genetically encoded calcium indicator{of_line}.',
     )  # fmt: skip
     table = fp.FiberPhotometryTable(
         name='fiber_photometry_table',
@@ -397,13 +398,15 @@ def build_nwbfile(ps, fibers=None, wheel_position=None):
         lab=ps.metadata.get('lab'),
         institution='International Brain Laboratory',
         protocol=protocol,
-        experimenter=[str(u) for u in users] if isinstance(users, list | tuple) and len(users)
+        experimenter=[str(u) for u in users] if isinstance(users, list | tuple | np.ndarray) and len(users)
         else None,
         experiment_description='IBL neuromodulators project: fiber photometry of '
         'neuromodulator activity in mice performing the IBL decision-making task.',
-        keywords=['fiber photometry', 'IBL', 'neuromodulators', str(ps.metadata.get('NM') or '')],
+        keywords=[k for k in ('fiber photometry', 'IBL', 'neuromodulators', ps.metadata.get('NM'))
+                  if isinstance(k, str) and k],
         notes=json.dumps({'iblnm_metadata': _jsonable(ps.metadata),
-                          'preprocessing_params': _jsonable(ps.preprocessing_params)}),
+                          'preprocessing_params': _jsonable(ps.preprocessing_params)},
+                         default=str),
         subject=_subject(ps),
     )  # fmt: skip
     table, rows = _add_devices(nwbfile, ps, columns, bands, fibers)
