@@ -694,8 +694,9 @@ class NWBPhotometrySession(PhotometrySession):
 
         Two bands with their own frame times (ours): counted on the interleaved frames, as
         for a raw file. Bands sharing one time base (neuroconv gives the signal channels the
-        isosbestic channel's times) or a single band: early frames per band, and band
-        inversions are not measurable (the stored value if the file has one, else NaN).
+        isosbestic channel's times) or a single band: neither count is measurable on the
+        frames the file holds; the values of the file's QC table (the pipeline's, over the
+        whole raw recording) are kept, else early frames per band and NaN inversions.
         """
         from iblnm.signal import qc as sq
 
@@ -704,12 +705,19 @@ class NWBPhotometrySession(PhotometrySession):
         if len(raw) == 2 and not shared:
             return super().run_raw_qc()
         stored = self._nwb['qc']
-        inversions = np.nan
-        if stored is not None and 'n_band_inversions' in stored:
-            inversions = float(stored['n_band_inversions'].max())
+
+        def from_file(metric):
+            if stored is not None and metric in stored and stored[metric].notna().any():
+                return float(stored[metric].max())
+            return None
+
+        early = from_file('n_early_samples')
+        if early is None:
+            early = max(sq.n_early_samples(f.index.to_numpy()) for f in raw.values())
+        inversions = from_file('n_band_inversions')
         self._raw_qc = {
-            'n_band_inversions': inversions,
-            'n_early_samples': max(sq.n_early_samples(f.index.to_numpy()) for f in raw.values()),
+            'n_band_inversions': np.nan if inversions is None else inversions,
+            'n_early_samples': early,
         }
         return self._raw_qc
 
