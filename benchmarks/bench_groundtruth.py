@@ -212,7 +212,8 @@ def session_magnitudes(ps, column, events=EVENTS):
     """Early-window magnitudes (z units) through PhotometrySession: (n_events, n_trials)."""
     from iblnm.signal import responses as sr
 
-    resp = ps.subtract_baseline(ps.responses[column].sel(event=list(events)))
+    # the per-event baseline, as early_magnitudes applies to the truth (compare like with like)
+    resp = ps.subtract_baseline(ps.responses[column].sel(event=list(events)), mode='event')
     tpts = resp['time'].to_numpy()
     return sr.response_magnitude(resp.transpose('event', 'trial', 'time').to_numpy()
                                  .reshape(-1, len(tpts)), tpts, window=EARLY

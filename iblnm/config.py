@@ -386,9 +386,31 @@ PREPROCESSING_PARAMS = {
 # ---------------------------------------------------------------------------
 # Analysis windows (s, relative to the event)
 # ---------------------------------------------------------------------------
-RESPONSE_WINDOW = (-1.0, 1.0)  # end exclusive: 60 samples at 30 Hz, last at +0.967 s
+# Stored peri-event window: end exclusive, 120 samples at 30 Hz (-1.0 ... +2.967 s); traces
+# are linearly interpolated at event + t (docs/methods.md §4)
+RESPONSE_WINDOW = (-1.0, 3.0)
+RESPONSE_ALIGN = 'linear'  # 'linear' (sub-sample) or 'sample' (first sample at/after the event)
+# Baselines: 'trial' subtracts the mean over TRIAL_BASELINE_WINDOW before the trial's
+# TRIAL_BASELINE_EVENT from every event of the trial; 'event' the mean over BASELINE_WINDOW
+# before each event (the original 3-sample baseline)
+BASELINE_MODE = 'trial'
+TRIAL_BASELINE_EVENT = 'stimOn_times'
+TRIAL_BASELINE_WINDOW = (-0.5, 0.0)
 BASELINE_WINDOW = (-0.1, 0.0)
-RESPONSE_WINDOWS = {'early': (0.1, 0.35), 'late': (0.35, 0.6)}
+# Magnitude windows (docs/methods.md §4.3): early transient, late, and the outcome window
+RESPONSE_WINDOWS = {'early': (0.1, 0.35), 'late': (0.35, 1.0), 'outcome': (1.0, 2.0)}
+# Event-kernel regression (docs/methods.md §4.4): kernel support (s), tent-basis knot spacing
+# (s), ridge part of the penalty (relative to the second-difference penalty)
+KERNEL_LAGS = (-0.5, 3.0)
+KERNEL_SPACING = 0.1
+KERNEL_RIDGE = 1e-3
+KERNEL_AMPLITUDE_WINDOW = RESPONSE_WINDOWS['early']
+KERNEL_CONDITIONS = {  # conditions modelled per event: the outcome only once it is revealed
+    'stimOn_times': ('mean', 'contrast', 'side'),
+    'firstMovement_times': ('mean', 'contrast', 'side'),
+    'feedback_times': ('mean', 'contrast', 'side', 'reward'),
+}
+KERNEL_SE_BLOCK_S = 5.0  # s, blocks of the robust (cluster) standard errors of the kernels
 
 # ---------------------------------------------------------------------------
 # Video

@@ -12,6 +12,7 @@ Data attributes start empty and are filled by explicit calls::
     ps.run_raw_qc(); ps.validate_qc(); ps.run_sliding_qc()
     ps.preprocess()             # ps.photometry['GCaMP_preprocessed'] (30 Hz z-scores)
     ps.extract_responses()      # ps.responses = {region: DataArray(event, trial, time)}
+    ps.fit_event_kernels()      # ps.kernels = {region: Dataset(kernel (event, condition, lag))}
     ps.save_h5()
 """
 
@@ -31,6 +32,7 @@ from iblnm.signal import responses as sr
 from iblnm.signal import verdict as sv
 
 PREPROCESSED_BAND = 'GCaMP_preprocessed'
+DFF_BAND = 'GCaMP_dff'  # ΔF/F beside the z-scores (issue 12); responses_dff when present
 TRIAL_H5_COLUMNS = [
     'stimOn_times', 'firstMovement_times', 'feedback_times', 'response_times', 'choice',
     'feedbackType', 'probabilityLeft', 'signed_contrast', 'contrast', 'stim_side',
@@ -102,6 +104,8 @@ class PhotometrySession:
         self.trials = None
         self.photometry = {}
         self.responses = {}
+        self.responses_dff = {}
+        self.kernels = {}
         self._qc_rows = {}  # (brain_region, band) -> {metric: value}
         self._raw_qc = {}  # whole-recording metrics, copied onto every row
         self.wheel = None
@@ -447,41 +451,157 @@ class PhotometrySession:
 
     # ------------------------------------------------------------------ responses
     def extract_responses(self, events=config.RESPONSE_EVENTS, band=PREPROCESSED_BAND,
-                          window=config.RESPONSE_WINDOW):  # fmt: skip
+                          window=config.RESPONSE_WINDOW, align=config.RESPONSE_ALIGN):  # fmt: skip
         """Peri-event responses per region: ``{region: DataArray(event, trial, time)}``.
 
-        Window [t0, t1) s around each event at the band's rate (60 samples for [-1, 1) at
-        30 Hz). Trials with a NaN event or a window outside the recording are NaN.
+        Window [t0, t1) s around each event at the band's rate (120 samples for [-1, 3) at
+        30 Hz), linearly interpolated at event + t (``align='linear'``). Trials with a NaN
+        event or a window outside the recording are NaN; a window overlapping masked (NaN)
+        samples is NaN as a whole and counted in ``attrs['n_masked']`` ({event: n}).
+        Values are float32. The z-scored band fills :attr:`responses`, the ΔF/F band
+        (``DFF_BAND``) :attr:`responses_dff`.
         """
         frame = self.photometry[band]
         times, values = frame.index.to_numpy(), frame.to_numpy()
-        stacked, tpts = [], None
+        stacked, masked, tpts = [], [], None
         for event in events:
-            resp, tpts = sr.peri_event(
-                times, values, self.trials[event].to_numpy(float), window=window
-            )
+            resp, tpts, lost = sr.peri_event(times, values, self.trials[event].to_numpy(float),
+                                             window=window, align=align, return_masked=True)  # fmt: skip
             stacked.append(resp.reshape(len(self.trials), len(tpts), -1))
-        data = (
-            np.stack(stacked) if stacked else np.empty((0, len(self.trials), 0, len(frame.columns)))
-        )
+            masked.append(lost.reshape(len(self.trials), -1).sum(axis=0))
+        n_regions = len(frame.columns)
+        data = np.stack(stacked) if stacked else np.empty((0, len(self.trials), 0, n_regions))
         fs = float(np.round(1 / np.median(np.diff(times))))
-        self.responses = {
+        out = {
             region: xr.DataArray(
-                data[..., i],
+                data[..., i].astype(np.float32),
                 dims=('event', 'trial', 'time'),
                 coords={'event': list(events), 'trial': self.trials.index.to_numpy(), 'time': tpts},
-                attrs={'fs': fs, 'response_window': tuple(window)},
+                attrs={
+                    'fs': fs,
+                    'response_window': tuple(window),
+                    'align': align,
+                    'band': band,
+                    'n_masked': {e: int(m[i]) for e, m in zip(events, masked)},
+                },
             )  # fmt: skip
             for i, region in enumerate(frame.columns)
         }
-        return self.responses
+        if band == DFF_BAND:
+            self.responses_dff = out
+        else:
+            self.responses = out
+        return out
 
-    def subtract_baseline(self, responses, window=config.BASELINE_WINDOW):
-        """Subtract each trial's mean over ``window`` (s, default [-0.1, 0))."""
+    def trial_baseline(self, responses, window=config.TRIAL_BASELINE_WINDOW,
+                       event=config.TRIAL_BASELINE_EVENT):  # fmt: skip
+        """Per-trial baseline: mean of ``event``'s trace over ``window`` (s), shape (trial,).
+
+        Raises MissingResponses when ``responses`` holds no trace of ``event``.
+        """
+        if event not in responses['event'].values:
+            raise v.MissingResponses(f'the trial baseline needs {event} responses')
+        anchor = responses.sel(event=event)
+        return sr.baseline_mean(anchor.transpose('trial', 'time').to_numpy(),
+                                anchor['time'].to_numpy(), window=window)  # fmt: skip
+
+    def subtract_baseline(self, responses, mode=config.BASELINE_MODE, window=None):
+        """Baseline-subtracted copy of ``responses`` (event, trial, time).
+
+        ``mode='trial'`` (default): every event of a trial minus the trial baseline
+        (:meth:`trial_baseline`, [-0.5, 0) s before stimulus onset); ``'event'``: each trace
+        minus its own mean over ``window`` (default [-0.1, 0) s before the event); None:
+        unchanged.
+        """
+        if mode is None:
+            return responses
         ordered = responses.transpose('trial', 'time', 'event')  # kernels: (trial, time, ...)
-        out = ordered.copy(data=sr.subtract_baseline(ordered.to_numpy(), ordered['time'].to_numpy(),
-                                                     window=window))  # fmt: skip
-        return out.transpose(*responses.dims)
+        tpts = ordered['time'].to_numpy()
+        if mode == 'trial':
+            base = self.trial_baseline(responses, window=window or config.TRIAL_BASELINE_WINDOW)
+            data = sr.subtract_baseline(ordered.to_numpy(), tpts,
+                                        baseline=np.repeat(base[:, None], ordered.sizes['event'], 1))  # fmt: skip
+        elif mode == 'event':
+            data = sr.subtract_baseline(ordered.to_numpy(), tpts,
+                                        window=window or config.BASELINE_WINDOW)  # fmt: skip
+        else:
+            raise ValueError(f"baseline mode must be 'trial', 'event' or None, not {mode!r}")
+        return ordered.copy(data=data).transpose(*responses.dims)
+
+    def _region_hemisphere(self, region):
+        """'l'/'r' of a photometry column ('VTA-l', or 'VTA' via the catalog lists), else None."""
+        suffix = str(region).rsplit('-', 1)[-1] if '-' in str(region) else None
+        if suffix in config.HEMISPHERES:
+            return suffix
+        bare = v.strip_hemisphere_suffix(region)
+        if bare in self.brain_region and len(self.hemisphere) == len(self.brain_region):
+            hemi = self.hemisphere[self.brain_region.index(bare)]
+            return hemi if hemi in config.HEMISPHERES else None
+        return None
+
+    def fit_event_kernels(self, events=config.RESPONSE_EVENTS, band=PREPROCESSED_BAND,
+                          windows=config.RESPONSE_WINDOWS, **options):  # fmt: skip
+        """Event-kernel regression of each region's continuous signal (docs/methods.md §4.4).
+
+        The signal (valid samples only) is modelled as the sum of time-lagged kernels per
+        event x condition ('mean', 'contrast', 'side', 'reward'; effect-coded as the mixed
+        models), on a tent basis with a GCV-chosen smoothness penalty
+        (:func:`iblnm.signal.event_kernels.fit_event_kernels`; ``options`` go there).
+
+        Returns
+        -------
+        dict
+            ``{region: xarray.Dataset}`` (also :attr:`kernels`) with ``kernel`` and ``se``
+            (event, condition, lag; signal units), ``trial_magnitudes`` (event, trial,
+            window): per trial, the mean over each window of the signal minus the fitted
+            responses to the *other* events, minus the trial baseline of the residual
+            ([-0.5, 0) s before stimOn): magnitudes freed of the overlap between events;
+            attrs: lambda, df, r2, n_samples, ar1 (residual lag-1 autocorrelation), band.
+        """
+        from iblnm.signal import event_kernels as ek
+
+        frame = self.photometry[band]
+        times = frame.index.to_numpy()
+        event_times = [self.trials[e].to_numpy(float) for e in events]
+        self.kernels = {}
+        for region in frame.columns:
+            values = frame[region].to_numpy(dtype=float)
+            weights = ek.condition_weights(self.trials, self._region_hemisphere(region))
+            fit = ek.fit_event_kernels(times, values, event_times, weights, events=list(events),
+                                       **options)  # fmt: skip
+            magnitudes = self._cleaned_magnitudes(times, values, fit, event_times, windows)
+            self.kernels[region] = xr.Dataset(
+                {'kernel': (('event', 'condition', 'lag'), fit.kernels.astype(np.float32)),
+                 'se': (('event', 'condition', 'lag'), fit.se.astype(np.float32)),
+                 'trial_magnitudes': (('event', 'trial', 'window'), magnitudes)},
+                coords={'event': list(events), 'condition': fit.conditions, 'lag': fit.lags,
+                        'trial': self.trials.index.to_numpy(), 'window': list(windows)},
+                attrs={'lambda': fit.fit.lam, 'df': fit.fit.df, 'r2': fit.fit.r2,
+                       'n_samples': fit.fit.n_samples, 'ar1': fit.fit.ar1, 'band': band,
+                       'windows': {k: list(w) for k, w in windows.items()},
+                       'kernel_lags': list(options.get('lags', config.KERNEL_LAGS)),
+                       'spacing': options.get('spacing', config.KERNEL_SPACING)},
+            )  # fmt: skip
+        return self.kernels
+
+    def _cleaned_magnitudes(self, times, values, fit, event_times, windows):
+        """(event, trial, window) float32: window means of the signal minus the other events'
+        fitted responses, minus the residual's trial baseline."""
+        total = np.nansum(fit.contributions, axis=0)
+        residual = values - total
+        anchor = self.trials[config.TRIAL_BASELINE_EVENT].to_numpy(float)
+        base_tr, base_t = sr.peri_event(
+            times, residual, anchor, window=config.TRIAL_BASELINE_WINDOW
+        )
+        baseline = sr.baseline_mean(base_tr, base_t, window=config.TRIAL_BASELINE_WINDOW)
+        span = (min(w[0] for w in windows.values()), max(w[1] for w in windows.values()))
+        out = np.full((len(event_times), len(self.trials), len(windows)), np.nan, np.float32)
+        for e, t_event in enumerate(event_times):
+            cleaned = residual + fit.contributions[e]
+            traces, tpts = sr.peri_event(times, cleaned, t_event, window=span)
+            for w, window in enumerate(windows.values()):
+                out[e, :, w] = sr.response_magnitude(traces, tpts, window=window) - baseline
+        return out
 
     def mask_subsequent_events(self, responses, event_order=config.RESPONSE_EVENTS):
         """NaN the samples of each event's trace after the next event of the trial.
@@ -554,7 +674,9 @@ class PhotometrySession:
         horizon = np.nanmax(starts) + np.nanmax(ends - starts) + 2 / self.wheel_fs
         extra = np.arange(times[-1] + 1 / self.wheel_fs, horizon, 1 / self.wheel_fs)
         times, values = np.r_[times, extra], np.r_[values, np.full(extra.size, np.nan)]
-        velocity, _ = sr.peri_event(times, values, starts, window=(0, 1), fs=self.wheel_fs, t1=ends)
+        velocity, _ = sr.peri_event(
+            times, values, starts, window=(0, 1), fs=self.wheel_fs, t1=ends, align='sample'
+        )
         velocity[np.isnan(starts)] = np.nan
         self.wheel_velocity = {'velocity': velocity.astype(np.float32), 'fs': self.wheel_fs,
                                't0_event': t0_event, 't1_event': t1_event}  # fmt: skip
@@ -577,6 +699,10 @@ class PhotometrySession:
                 }  # fmt: skip
             if region in self.responses:
                 entry['responses'] = self.responses[region]
+            if region in self.responses_dff:
+                entry['responses_dff'] = self.responses_dff[region]
+            if region in self.kernels:
+                entry['kernels'] = self.kernels[region]
             if len(qc) and region in set(qc['brain_region']):
                 entry['qc'] = qc[qc['brain_region'] == region].reset_index(drop=True)
             out[region] = entry
@@ -628,7 +754,7 @@ class PhotometrySession:
 
         ``regions`` restricts the photometry group to those regions (single-region reads
         only touch that region's data on disk); ``parts`` to some of its subgroups
-        ('preprocessed', 'responses', 'qc').
+        ('preprocessed', 'responses', 'responses_dff', 'kernels', 'qc').
         """
         options = {} if parts is None else {'parts': tuple(parts)}
         data = h5.load_h5(fpath or self.h5_path, groups=groups, regions=regions, **options)
@@ -671,6 +797,10 @@ class PhotometrySession:
                 self.preprocessing_params = pre['params']
             if 'responses' in parts:
                 self.responses[region] = parts['responses']
+            if 'responses_dff' in parts:
+                self.responses_dff[region] = parts['responses_dff']
+            if 'kernels' in parts:
+                self.kernels[region] = parts['kernels']
             if 'qc' in parts:
                 qc_rows.append(parts['qc'])
         if series:

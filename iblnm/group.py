@@ -43,38 +43,75 @@ def _open_session(row, one=None, h5_dir=None, regions=None, parts=None):
     return ps
 
 
-def _region_key(ps, region, hemisphere=None):
-    """Key of ``region`` in the session's responses.
+def _region_key(responses, region, hemisphere=None):
+    """Key of ``region`` in a session's responses (``{region: DataArray}``).
 
     Exact name first, then ``{region}-{hemisphere}`` (a region recorded in both hemispheres
     keeps its suffix, e.g. 'VTA-l'/'VTA-r'), then the only key with the same bare name.
     """
-    if region in ps.responses:
+    if region in responses:
         return region
-    if hemisphere in config.HEMISPHERES and f'{region}-{hemisphere}' in ps.responses:
+    if hemisphere in config.HEMISPHERES and f'{region}-{hemisphere}' in responses:
         return f'{region}-{hemisphere}'
     bare = v.strip_hemisphere_suffix(region)
-    matches = [key for key in ps.responses if v.strip_hemisphere_suffix(key) == bare]
+    matches = [key for key in responses if v.strip_hemisphere_suffix(key) == bare]
     if len(matches) == 1:
         return matches[0]
-    raise v.MissingResponses(f'no responses for {region} (have {sorted(ps.responses)})')
+    raise v.MissingResponses(f'no responses for {region} (have {sorted(responses)})')
 
 
 @v.exception_logger
-def _recording_traces(rec, ps, events=config.RESPONSE_EVENTS, mask=True, baseline=True):
-    """Masked, baseline-subtracted traces of one recording: DataArray (event, trial, time)."""
+def _recording_traces(rec, ps, events=config.RESPONSE_EVENTS, mask=True, baseline=True,
+                      part='responses'):  # fmt: skip
+    """Baseline-subtracted, masked traces of one recording: DataArray (event, trial, time).
+
+    ``baseline``: True (``config.BASELINE_MODE``, the trial baseline), 'trial', 'event' or
+    False/None. ``part``: 'responses' (z-scores) or 'responses_dff' (ΔF/F).
+    """
     if ps.trials is None:
         raise v.MissingResponses(f'{ps.eid} has no trials group')
-    responses = ps.responses[_region_key(ps, rec['brain_region'], rec.get('hemisphere'))]
+    stored = getattr(ps, part)
+    responses = stored[_region_key(stored, rec['brain_region'], rec.get('hemisphere'))]
     present = [e for e in events if e in responses['event'].values]
     if not present:
         raise v.MissingResponses(f'{rec["brain_region"]}: none of the events {list(events)}')
+    if baseline:  # first: the trial baseline reads stimOn's pre-event samples, never masked
+        responses = ps.subtract_baseline(
+            responses, mode=config.BASELINE_MODE if baseline is True else baseline
+        )
     if mask:  # before selecting: an event is masked at the next event, requested or not
         responses = ps.mask_subsequent_events(responses)
-    responses = responses.sel(event=present)
-    if baseline:
-        responses = ps.subtract_baseline(responses)
-    return responses
+    return responses.sel(event=present)
+
+
+def _recording_kernels(rec, ps, events):
+    if ps.trials is None or not ps.kernels:
+        raise v.MissingResponses(f'{ps.eid} has no kernels (run the photometry stage)')
+    ds = ps.kernels[_region_key(ps.kernels, rec['brain_region'], rec.get('hemisphere'))]
+    present = [e for e in events if e in ds['event'].values]
+    if not present:
+        raise v.MissingResponses(f'{rec["brain_region"]}: no kernels of {list(events)}')
+    return ds.sel(event=present)
+
+
+@v.exception_logger
+def _kernel_table(rec, ps, events):
+    """Trial table of one recording's kernel (overlap-free) magnitudes."""
+    ds = _recording_kernels(rec, ps, events)
+    mags = ds['trial_magnitudes']
+    magnitudes = {str(w): mags.sel(window=w).values for w in mags['window'].values}
+    return ar.trial_table(magnitudes, list(ds['event'].values), ps.trials,
+                          trial_ids=ds['trial'].values)  # fmt: skip
+
+
+@v.exception_logger
+def _kernel_frame(rec, ps, events):
+    ds = _recording_kernels(rec, ps, events)
+    frame = ds[['kernel', 'se']].to_dataframe().reset_index()
+    for col in reversed(['eid', 'subject', 'NM', 'target_NM', 'brain_region', 'hemisphere',
+                         'fiber_idx']):  # fmt: skip
+        frame.insert(0, col, rec.get(col))
+    return frame
 
 
 def explode_sessions(sessions, targetnms=None):
@@ -426,12 +463,15 @@ class PhotometrySessionGroup:
         """Forget the cached sessions (free their data)."""
         self._sessions.clear()
 
-    def iter_recording_traces(self, events=config.RESPONSE_EVENTS, mask=True, baseline=True):
+    def iter_recording_traces(self, events=config.RESPONSE_EVENTS, mask=True, baseline=True,
+                              part='responses'):  # fmt: skip
         """Yield ``(recording_row, session, traces)`` reading each HDF5 file once.
 
         Sessions are read one at a time (responses and trials only) and released after
         their recordings, so memory does not grow with the number of sessions.
-        ``traces`` is the masked, baseline-subtracted DataArray (event, trial, time).
+        ``traces`` is the masked, baseline-subtracted DataArray (event, trial, time);
+        ``baseline`` True (the trial baseline of ``config.BASELINE_MODE``), 'trial',
+        'event' or False; ``part`` 'responses' (z-scores) or 'responses_dff' (ΔF/F).
         """
         for eid, recs in self.recordings.groupby('eid', sort=False):
             regions = list(dict.fromkeys(recs['brain_region']))
@@ -439,12 +479,12 @@ class PhotometrySessionGroup:
             regions += [f'{r}-{h}' for r, h in zip(recs['brain_region'], recs['hemisphere'])
                         if h in config.HEMISPHERES]  # fmt: skip
             ps = self._sessions.get(eid) or self._session(eid, cache=False, regions=regions,
-                                                          parts=('responses',))  # fmt: skip
+                                                          parts=(part,))  # fmt: skip
             if ps is None:
                 continue
             for _, rec in recs.iterrows():
                 traces = _recording_traces(rec, ps, events=events, mask=mask, baseline=baseline,
-                                           exlog=self.errors)  # fmt: skip
+                                           part=part, exlog=self.errors)  # fmt: skip
                 if not isinstance(traces, pd.Series):
                     yield rec, ps, traces
 
@@ -518,22 +558,38 @@ class PhotometrySessionGroup:
         return self.events
 
     # ------------------------------------------------------------------ responses
-    def get_response_magnitudes(self, events=config.RESPONSE_EVENTS, windows=None):
+    def get_response_magnitudes(self, events=config.RESPONSE_EVENTS, windows=None, baseline=True,
+                                part='responses', source='psth'):  # fmt: skip
         """Trial-level magnitudes: one row per recording x event x trial.
 
         Columns :data:`iblnm.analysis.responses.MAGNITUDE_COLUMNS` (eid, subject,
         session_type, NM, target_NM, brain_region, hemisphere, fiber_idx, event, trial,
         stim_side, signed_contrast, contrast, choice, feedbackType, probabilityLeft,
-        reaction_time, response_early); ``windows`` adds ``response_{name}`` columns.
-        Traces are masked after the next event and baseline-subtracted first. Text columns
-        are categoricals; the table is assembled column by column, so the peak memory is
-        the table plus one column, whatever the number of sessions.
+        reaction_time, response_early, response_late, response_outcome: the means over
+        ``config.RESPONSE_WINDOWS``); ``windows`` ({name: (t0, t1)}) replaces them.
+        Traces are baseline-subtracted (``baseline``: True = the trial baseline, 'event',
+        False) and masked after the next event first; ``part='responses_dff'`` reads the
+        ΔF/F responses. ``source='kernel'``: the overlap-free per-trial magnitudes of the
+        event-kernel regression (``photometry/{region}/kernels``, written by the photometry
+        stage; see :meth:`PhotometrySession.fit_event_kernels`), same columns, so that
+        :meth:`fit_lmm` and :meth:`decode_target` run on them unchanged. Text columns are
+        categoricals; the table is assembled column by column, so the peak memory is the
+        table plus one column, whatever the number of sessions.
         """
         pieces, lengths, meta = {}, [], {c: [] for c in ar.RECORDING_COLUMNS}
-        for rec, ps, traces in self.iter_recording_traces(events):
-            table = ar.magnitude_table(traces.values, traces['time'].values,
-                                       list(traces['event'].values), ps.trials,
-                                       trial_ids=traces['trial'].values, windows=windows)  # fmt: skip
+        if source == 'kernel':
+            tables = self._kernel_tables(events)
+        elif source == 'psth':
+            tables = (
+                (rec, ar.magnitude_table(traces.values, traces['time'].values,
+                                         list(traces['event'].values), ps.trials,
+                                         trial_ids=traces['trial'].values, windows=windows))
+                for rec, ps, traces in self.iter_recording_traces(events, baseline=baseline,
+                                                                  part=part)
+            )  # fmt: skip
+        else:
+            raise ValueError(f"source must be 'psth' or 'kernel', not {source!r}")
+        for rec, table in tables:
             lengths.append(len(table))
             for col in ar.RECORDING_COLUMNS:
                 meta[col].append(rec.get(col))
@@ -542,16 +598,45 @@ class PhotometrySessionGroup:
         self.response_magnitudes = _assemble(meta, pieces, lengths)
         return self.response_magnitudes
 
-    def get_mean_traces(self, events=config.RESPONSE_EVENTS, split_by=None):
+    def _kernel_tables(self, events):
+        """Yield ``(recording_row, trial table)`` of the stored kernel magnitudes."""
+        for eid, recs in self.recordings.groupby('eid', sort=False):
+            ps = self._sessions.get(eid) or self._session(eid, cache=False, parts=('kernels',))
+            if ps is None:
+                continue
+            for _, rec in recs.iterrows():
+                table = _kernel_table(rec, ps, events, exlog=self.errors)
+                if isinstance(table, pd.DataFrame):
+                    yield rec, table
+
+    def get_kernels(self, events=config.RESPONSE_EVENTS):
+        """Long table of the stored event kernels of every recording.
+
+        Columns: the recording columns, event, condition, lag (s), kernel, se (signal
+        units); recordings without kernels are logged (MissingResponses) and skipped.
+        """
+        frames = []
+        for eid, recs in self.recordings.groupby('eid', sort=False):
+            ps = self._sessions.get(eid) or self._session(eid, cache=False, parts=('kernels',))
+            if ps is None:
+                continue
+            for _, rec in recs.iterrows():
+                frame = _kernel_frame(rec, ps, events, exlog=self.errors)
+                if isinstance(frame, pd.DataFrame):
+                    frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def get_mean_traces(self, events=config.RESPONSE_EVENTS, split_by=None, baseline=True,
+                        part='responses'):  # fmt: skip
         """Long-form trial-mean trace per recording x event (x ``split_by`` level).
 
         Columns: eid, subject, target_NM, NM, brain_region, fiber_idx, [split_by], event,
         time (s), response, n_trials. ``split_by`` is a trials column such as
-        ``'feedbackType'``.
+        ``'feedbackType'``; ``baseline`` and ``part`` as in :meth:`get_response_magnitudes`.
         """
         frames = []
         keys = ['eid', 'subject', 'target_NM', 'NM', 'brain_region', 'fiber_idx']
-        for rec, ps, traces in self.iter_recording_traces(events):
+        for rec, ps, traces in self.iter_recording_traces(events, baseline=baseline, part=part):
             meta = {k: rec.get(k) for k in keys}
             trial_ids = traces['trial'].values
             levels = [(None, np.ones(len(trial_ids), bool))]

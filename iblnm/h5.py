@@ -5,8 +5,15 @@
     metadata/   attrs: scalar session fields; datasets: list-valued fields
     errors/     eid, error_type, error_message, traceback (str[M])
     photometry/{region}/preprocessed/  times, signal (float64, N); attrs fs, params (JSON)
-    photometry/{region}/responses/     times (W), trials (int64, T), {event} (float64, T x W);
-                                       attrs fs, response_window
+    photometry/{region}/responses/     times (W), trials (int64, T), {event} (float32, T x W;
+                                       float64 in files written before issue 13); attrs fs,
+                                       response_window (W follows from it and fs), events,
+                                       align ('linear'/'sample'), band, n_masked ({event: n})
+    photometry/{region}/responses_dff/ the same for the ΔF/F band, when it exists
+    photometry/{region}/kernels/       kernel, se (float32, E x C x L), lags (L), trials (T),
+                                       trial_magnitudes (float32, E x T x n_windows); attrs
+                                       events, conditions, windows (JSON) and the fit
+                                       (lambda, df, r2, n_samples, ar1, band, ...)
     photometry/{region}/qc/            one dataset per QC column (one row per band)
     trials/     one dataset per trial column (float64; stim_side str)
     wheel/responses/velocity_values   float32, every trial's samples one after the other
@@ -34,6 +41,7 @@ mid-write leaves the previous file intact. A truncated or corrupt file raises
 import json
 import shutil
 import zlib
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -191,16 +199,44 @@ def _write_preprocessed(group, preprocessed):
     sub.attrs['params'] = json.dumps(preprocessed.get('params', {}))
 
 
-def _write_responses(group, responses):
-    sub = group.create_group('responses')
+def _write_responses(group, responses, name='responses'):
+    sub = group.create_group(name)
     create_dataset(sub, 'times', responses['time'], dtype=np.float64)
     create_dataset(sub, 'trials', responses['trial'], dtype=np.int64)
     for event in responses['event'].to_numpy():
         data = responses.sel(event=event).transpose('trial', 'time').to_numpy()
-        create_dataset(sub, str(event), data, dtype=np.float64)
+        create_dataset(sub, str(event), data, dtype=np.float32)
     sub.attrs['events'] = json.dumps([str(e) for e in responses['event'].to_numpy()])
     sub.attrs['fs'] = responses.attrs.get('fs', 30)
     sub.attrs['response_window'] = list(responses.attrs.get('response_window', (-1.0, 1.0)))
+    for key in ('align', 'band'):
+        if key in responses.attrs:
+            sub.attrs[key] = str(responses.attrs[key])
+    if 'n_masked' in responses.attrs:
+        sub.attrs['n_masked'] = json.dumps({str(k): int(n) for k, n
+                                            in responses.attrs['n_masked'].items()})  # fmt: skip
+
+
+def _write_kernels(group, kernels):
+    sub = group.create_group('kernels')
+    for name in ('kernel', 'se', 'trial_magnitudes'):
+        create_dataset(sub, name, kernels[name].to_numpy(), dtype=np.float32)
+    create_dataset(sub, 'lags', kernels['lag'], dtype=np.float64)
+    create_dataset(sub, 'trials', kernels['trial'], dtype=np.int64)
+    for name in ('event', 'condition', 'window'):
+        sub.attrs[f'{name}s'] = json.dumps([str(x) for x in kernels[name].to_numpy()])
+    sub.attrs['fit'] = json.dumps({k: _scalar_attr(v) for k, v in kernels.attrs.items()})
+
+
+def _read_kernels(group):
+    names = {n: json.loads(group.attrs[f'{n}s']) for n in ('event', 'condition', 'window')}
+    dims = ('event', 'condition', 'lag')
+    return xr.Dataset(
+        {'kernel': (dims, group['kernel'][()]), 'se': (dims, group['se'][()]),
+         'trial_magnitudes': (('event', 'trial', 'window'), group['trial_magnitudes'][()])},
+        coords={**names, 'lag': group['lags'][()], 'trial': group['trials'][()]},
+        attrs=json.loads(group.attrs['fit']),
+    )  # fmt: skip
 
 
 def _write_columns(group, frame):
@@ -237,7 +273,9 @@ def write_photometry(h5, photometry):
     for region, parts in photometry.items():
         group = root.require_group(str(region))
         for part, writer in (('preprocessed', _write_preprocessed),
-                             ('responses', _write_responses), ('qc', _write_qc)):  # fmt: skip
+                             ('responses', _write_responses),
+                             ('responses_dff', partial(_write_responses, name='responses_dff')),
+                             ('kernels', _write_kernels), ('qc', _write_qc)):  # fmt: skip
             if parts.get(part) is not None:
                 if part in group:
                     del group[part]
@@ -250,21 +288,26 @@ def _read_responses(group):
     data = (
         np.stack([group[e][()] for e in events])
         if events
-        else np.empty((0, len(trials), len(times)))
+        else np.empty((0, len(trials), len(times)), dtype=np.float32)
     )
-    return xr.DataArray(
-        data, dims=('event', 'trial', 'time'),
-        coords={'event': events, 'trial': trials, 'time': times},
-        attrs={'fs': float(group.attrs['fs']),
-               'response_window': tuple(group.attrs['response_window'])},
-    )  # fmt: skip
+    attrs = {'fs': float(group.attrs['fs']),
+             'response_window': tuple(group.attrs['response_window'])}  # fmt: skip
+    for key in ('align', 'band'):
+        if key in group.attrs:
+            attrs[key] = _from_attr(group.attrs[key])
+    if 'n_masked' in group.attrs:
+        attrs['n_masked'] = json.loads(group.attrs['n_masked'])
+    return xr.DataArray(data, dims=('event', 'trial', 'time'),
+                        coords={'event': events, 'trial': trials, 'time': times}, attrs=attrs)  # fmt: skip
 
 
 def _read_qc(group):
     return pd.DataFrame(_read_columns(group))
 
 
-def read_photometry(h5, regions=None, parts=('preprocessed', 'responses', 'qc'), **_):
+def read_photometry(h5, regions=None,
+                    parts=('preprocessed', 'responses', 'responses_dff', 'kernels', 'qc'),
+                    **_):  # fmt: skip
     """Read some or all regions; only the requested subgroups are touched on disk."""
     root = h5['photometry']
     out = {}
@@ -278,8 +321,11 @@ def read_photometry(h5, regions=None, parts=('preprocessed', 'responses', 'qc'),
                 'times': pre['times'][()], 'signal': pre['signal'][()],
                 'fs': float(pre.attrs['fs']), 'params': json.loads(pre.attrs['params']),
             }  # fmt: skip
-        if 'responses' in parts and 'responses' in group:
-            entry['responses'] = _read_responses(group['responses'])
+        for name in ('responses', 'responses_dff'):
+            if name in parts and name in group:
+                entry[name] = _read_responses(group[name])
+        if 'kernels' in parts and 'kernels' in group:
+            entry['kernels'] = _read_kernels(group['kernels'])
         if 'qc' in parts and 'qc' in group:
             entry['qc'] = _read_qc(group['qc'])
         out[region] = entry

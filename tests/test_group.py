@@ -333,3 +333,42 @@ def test_default_filters_exclude_the_failing_fault_recordings(small_pipeline):
         k: x for k, x in NO_FILTERS.items() if k != 'exclude_verdicts'})  # fmt: skip
     kept = set(zip(group.recordings['eid'], group.recordings['brain_region']))
     assert not kept & failed
+
+
+def test_kernel_magnitudes_and_kernels_from_the_h5(tmp_path):
+    """source='kernel': the stored overlap-free magnitudes, in the table of the PSTH ones."""
+    import uuid
+
+    from iblnm.data import PREPROCESSED_BAND
+    from iblnm.simulate.overlap import simulate_overlapping_session
+
+    sim = simulate_overlapping_session('DA', n_trials=200, seed=0)
+    row = {'eid': str(uuid.uuid4()), 'subject': 'm1', 'session_type': 'biased', 'NM': 'DA',
+           'brain_region': ['VTA'], 'hemisphere': ['l'], 'target_NM': ['VTA-DA'],
+           'start_time': '2024-01-01T10:00:00'}  # fmt: skip
+    ps = PhotometrySession(row, h5_dir=tmp_path)
+    ps.trials = sim['trials'].assign(choice=1.0, probabilityLeft=0.5)
+    ps.photometry[PREPROCESSED_BAND] = pd.DataFrame({'VTA': sim['values']},
+                                                    index=pd.Index(sim['times'], name='times'))  # fmt: skip
+    ps.extract_responses()
+    kernels = ps.fit_event_kernels()
+    ps.save_h5(groups=['metadata', 'errors', 'trials', 'photometry'])
+    group = PhotometrySessionGroup(pd.DataFrame([row]), h5_dir=tmp_path)
+    psth = group.get_response_magnitudes()
+    kernel = group.get_response_magnitudes(source='kernel')
+    assert not group.errors
+    assert list(kernel.columns) == list(psth.columns) == ar.MAGNITUDE_COLUMNS
+    assert len(kernel) == len(psth) == 3 * len(sim['trials'])
+    stored = kernels['VTA']['trial_magnitudes'].sel(event='feedback_times', window='early')
+    got = kernel.loc[kernel['event'] == 'feedback_times', 'response_early'].to_numpy()
+    np.testing.assert_allclose(got, stored.values, rtol=1e-6)
+    table = group.get_kernels()
+    assert {'event', 'condition', 'lag', 'kernel', 'se', 'target_NM'} <= set(table.columns)
+    assert len(table) == 3 * 4 * kernels['VTA'].sizes['lag']
+    with pytest.raises(ValueError, match='source'):
+        group.get_response_magnitudes(source='nope')
+    ps.kernels = {}
+    ps.save_h5(groups=['photometry'], mode='w')  # no kernels: logged, not raised
+    group = PhotometrySessionGroup(pd.DataFrame([row]), h5_dir=tmp_path)
+    assert group.get_response_magnitudes(source='kernel').empty
+    assert {e['error_type'] for e in group.errors} == {'MissingResponses'}

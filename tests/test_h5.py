@@ -13,6 +13,7 @@ from iblnm import h5
 from iblnm.validation import CorruptH5, MissingH5
 
 floats = st.floats(allow_nan=True, allow_infinity=False, width=64)
+floats32 = st.floats(allow_nan=True, allow_infinity=False, width=32)
 # NUL and lone surrogates are escaped on save (tested below), so exact round trips exclude them
 text = st.text(
     alphabet=st.characters(blacklist_characters='\x00', blacklist_categories=('Cs',)), max_size=20
@@ -24,13 +25,20 @@ def responses(draw):
     n_events = draw(st.integers(0, 3))
     n_trials = draw(st.integers(0, 12))
     n_time = draw(st.integers(1, 8))
-    data = draw(arrays(np.float64, (n_events, n_trials, n_time), elements=floats))
+    data = draw(arrays(np.float32, (n_events, n_trials, n_time), elements=floats32))
     events = [f'event{i}_times' for i in range(n_events)]
     trials = draw(arrays(np.int64, n_trials, elements=st.integers(0, 10_000), unique=True))
+    attrs = {'fs': 30.0, 'response_window': (-1.0, 3.0)}
+    if draw(st.booleans()):  # written by extract_responses since issue 13
+        attrs.update(
+            align='linear',
+            band='GCaMP_preprocessed',
+            n_masked={e: draw(st.integers(0, 50)) for e in events},
+        )
     return xr.DataArray(
         data, dims=('event', 'trial', 'time'),
         coords={'event': events, 'trial': trials, 'time': np.arange(n_time) / 30 - 1},
-        attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)},
+        attrs=attrs,
     )  # fmt: skip
 
 
@@ -110,6 +118,29 @@ def test_single_region_read_and_groups(tmp_path):
     assert set(h5.h5_groups(path)) == {'photometry', 'errors', 'wheel'}  # append kept the rest
     with pytest.raises(ValueError, match='unknown H5 groups'):
         h5.save_h5(path, {'bogus': 1})
+
+
+def test_responses_of_the_original_layout_still_read(tmp_path):
+    """Files written before issue 13: float64 T x 60, window [-1, 1), no align/n_masked."""
+    path = tmp_path / 'old.h5'
+    with h5py.File(path, 'w') as f:
+        sub = f.create_group('photometry/VTA/responses')
+        sub['times'] = np.arange(-30, 30) / 30
+        sub['trials'] = np.arange(4, dtype=np.int64)
+        sub['stimOn_times'] = np.ones((4, 60))
+        sub.attrs['events'] = '["stimOn_times"]'
+        sub.attrs['fs'] = 30
+        sub.attrs['response_window'] = [-1.0, 1.0]
+    got = h5.load_h5(path, groups=['photometry'])['photometry']['VTA']['responses']
+    assert got.shape == (1, 4, 60) and got.dtype == np.float64
+    assert got.attrs == {'fs': 30.0, 'response_window': (-1.0, 1.0)}
+    new = got.astype(np.float32).assign_attrs(n_masked={'stimOn_times': 2}, align='linear')
+    h5.save_h5(path, {'photometry': {'VTA': {'responses': new}}})
+    with h5py.File(path, 'r') as f:  # the original reader's view: one T x W dataset per event
+        assert f['photometry/VTA/responses/stimOn_times'].dtype == np.float32
+        assert list(f['photometry/VTA/responses'].attrs['response_window']) == [-1.0, 1.0]
+    back = h5.load_h5(path, groups=['photometry'])['photometry']['VTA']['responses']
+    assert back.attrs['n_masked'] == {'stimOn_times': 2} and back.attrs['align'] == 'linear'
 
 
 def test_missing_and_corrupt_files(tmp_path):

@@ -103,13 +103,20 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
     tables = tool_root / 'results' / 'responses'
     for name in ('responses.pqt', 'mean_traces.pqt', 'response_matrix.pqt',
                  'lmm_coefficients.pqt', 'lmm_coefficients_by_NM.csv', 'flmm_coefficients.pqt',
-                 'flmm_intervals.csv'):  # fmt: skip
+                 'flmm_intervals.csv', 'kernels.pqt',
+                 'lmm_coefficients_kernel_by_NM.csv'):  # fmt: skip
         assert (tables / name).exists(), name
+    magnitudes = pd.read_parquet(tables / 'responses.pqt')
+    assert {'response_early', 'response_late', 'response_outcome'} <= set(magnitudes.columns)
+    kernels = pd.read_parquet(tables / 'kernels.pqt')
+    assert set(kernels['condition']) == {'mean', 'contrast', 'side', 'reward'}
     means = pd.read_csv(tables / 'lmm_marginal_means.csv')
     coefficients = pd.read_csv(tables / 'lmm_coefficients.csv')
     assert len(means) == 9 * len(coefficients[['target_NM', 'event']].drop_duplicates())
     figures = sorted(p.name for p in (tool_root / 'figures' / 'responses').iterdir())
     assert {'mean_traces.png', 'lmm_coefficients.svg'} <= set(figures)
+    targets = set(kernels['target_NM'])
+    assert {f'kernels_{t}.png' for t in targets} <= set(figures)  # one figure per target-NM
     summary = pd.read_csv(tables / 'wheel_lmm_summary.csv')  # one mouse per NM: no fits here
     assert list(summary.columns) == lmm.WHEEL_LMM_COLUMNS
     kinematics = pd.read_parquet(tables / 'peak_velocity.pqt')

@@ -26,9 +26,9 @@ RECORDING_COLUMNS = [
     'eid', 'subject', 'session_type', 'NM', 'target_NM', 'brain_region', 'hemisphere',
     'fiber_idx',
 ]  # fmt: skip
-MAGNITUDE_COLUMNS = (
-    RECORDING_COLUMNS + ['event', 'trial'] + BEHAVIOUR_COLUMNS + ['reaction_time', 'response_early']
-)
+WINDOW_COLUMNS = [f'response_{name}' for name in config.RESPONSE_WINDOWS]
+MAGNITUDE_COLUMNS = RECORDING_COLUMNS + ['event', 'trial'] + BEHAVIOUR_COLUMNS + ['reaction_time']
+MAGNITUDE_COLUMNS += WINDOW_COLUMNS  # response_early, response_late, response_outcome
 SIDES = ('contra', 'ipsi')
 OUTCOMES = {1: 'correct', -1: 'incorrect'}
 FEATURE_INDEX = ['eid', 'target_NM', 'fiber_idx']
@@ -51,7 +51,8 @@ def magnitude_table(traces, tpts, events, trials, trial_ids=None, windows=None):
         Trial id of each trace row; default ``trials.index``.
     windows : dict, optional
         ``{name: (t0, t1)}`` (s); one column ``response_{name}`` each. Default
-        ``{'early': config.RESPONSE_WINDOWS['early']}`` (0.1-0.35 s).
+        ``config.RESPONSE_WINDOWS`` (early 0.1-0.35 s, late 0.35-1 s, outcome 1-2 s); a
+        window beyond the traces' time axis gives NaN.
 
     Returns
     -------
@@ -59,10 +60,37 @@ def magnitude_table(traces, tpts, events, trials, trial_ids=None, windows=None):
         ``event``, ``trial``, the behaviour columns, ``reaction_time`` (s, firstMovement -
         stimOn) and one ``response_{name}`` column per window.
     """
-    windows = windows or {'early': config.RESPONSE_WINDOWS['early']}
+    windows = windows or config.RESPONSE_WINDOWS
     traces = np.asarray(traces, dtype=float)
     n_events, n_trials = traces.shape[:2]
+    by_trial = traces.transpose(1, 2, 0)  # (trial, time, event): the kernels' layout
+    magnitudes = {}
+    for name, window in windows.items():
+        if window[0] > tpts[-1] or window[1] <= tpts[0]:  # e.g. 'outcome' in an old [-1, 1) file
+            magnitudes[name] = np.full((n_events, n_trials), np.nan)
+            continue
+        magnitudes[name] = np.asarray(sr.response_magnitude(by_trial, tpts, window=window)).T
+    return trial_table(magnitudes, events, trials, trial_ids)
+
+
+def trial_table(magnitudes, events, trials, trial_ids=None):
+    """Long trial table from per-event, per-trial magnitudes (any source: PSTH, kernels).
+
+    Parameters
+    ----------
+    magnitudes : dict
+        ``{name: ndarray (n_events, n_trials)}``; one column ``response_{name}`` each.
+    events : sequence of str, length n_events
+    trials : pandas.DataFrame
+        As in :func:`magnitude_table`.
+    trial_ids : ndarray, shape (n_trials,), optional
+
+    Returns
+    -------
+    pandas.DataFrame, n_events x n_trials rows (columns as :func:`magnitude_table`)
+    """
     trial_ids = trials.index.to_numpy() if trial_ids is None else np.asarray(trial_ids)
+    n_events, n_trials = len(events), len(trial_ids)
     behaviour = trials.reindex(trial_ids)
     out = {
         'event': np.repeat(np.asarray(events, dtype=object), n_trials),
@@ -73,10 +101,8 @@ def magnitude_table(traces, tpts, events, trials, trial_ids=None, windows=None):
         out[col] = np.tile(values, n_events)
     rt = _column(behaviour, 'firstMovement_times') - _column(behaviour, 'stimOn_times')
     out['reaction_time'] = np.tile(rt, n_events)
-    by_trial = traces.transpose(1, 2, 0)  # (trial, time, event): the kernels' layout
-    for name, window in windows.items():
-        magnitude = sr.response_magnitude(by_trial, tpts, window=window)  # (trial, event)
-        out[f'response_{name}'] = np.asarray(magnitude).T.reshape(-1)
+    for name, values in magnitudes.items():
+        out[f'response_{name}'] = np.asarray(values, dtype=float).reshape(-1)
     return pd.DataFrame(out)
 
 

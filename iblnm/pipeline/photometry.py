@@ -13,7 +13,8 @@ validate_few_unique_samples                              logged only
 preprocess                                               fatal
 validate_n_trials                                        fatal: no responses
 validate_event_completeness                              logged; incomplete events dropped
-extract_responses                                        logged
+extract_responses (z-scores; ΔF/F when present)          logged
+fit_event_kernels                                        logged
 =======================================================  ====================================
 
 Every QC row carries the recording's ``verdict`` (PASS / WARNING / FAIL) and
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from iblnm import config, h5, util
 from iblnm import validation as v
-from iblnm.data import PhotometrySession
+from iblnm.data import DFF_BAND, PhotometrySession
 from iblnm.pipeline.stage import (
     SessionOutcome,
     StageResult,
@@ -69,7 +70,13 @@ def _run_tiers(ps):
         events = [e for e in events if e not in error.missing_events]
     try:
         ps.extract_responses(events=events)
+        if DFF_BAND in ps.photometry:  # ΔF/F responses beside the z-scored ones (issue 12)
+            ps.extract_responses(events=events, band=DFF_BAND)
     except Exception as error:  # noqa: BLE001 - responses failing must not lose the signal
+        ps.log_error(error)
+    try:
+        ps.fit_event_kernels(events=events)
+    except Exception as error:  # noqa: BLE001 - nor the kernels the responses
         ps.log_error(error)
 
 

@@ -8,6 +8,8 @@ when given, else the ``config`` paths):
 |---|---|
 | ``responses.pqt`` | one row per recording x event x trial (README schema) |
 | ``mean_traces.pqt`` | recording-mean traces per event and outcome (long form) |
+| ``kernels.pqt`` | event kernels (event x condition x lag, with SE) of every recording |
+| ``lmm_coefficients_kernel_by_NM.csv`` | the mixed models by NM on the kernel magnitudes |
 | ``response_matrix.pqt`` | recording x condition feature matrix (``drop_features``) |
 | ``response_similarity_matrix.pqt`` | cosine similarity of the complete feature rows |
 | ``lmm_coefficients.pqt/.csv`` | fixed effects per (target_NM, event) (OLS when 1 subject) |
@@ -120,6 +122,7 @@ def run_responses(root=None, targetnms=config.VALID_TARGETNMS, n_boot=1000,
     result.n_trials_rows = len(magnitudes)
     write(magnitudes, 'responses.pqt')
     tests = _traces_and_tests(group, write, n_boot, n_permutations, seed)
+    _kernels(group, write, n_boot)
     _lmms(group, write, result)
     _flmms(group, write, result, tests)
     _wheel_lmms(group, magnitudes, write)
@@ -193,6 +196,26 @@ def _flmms(group, write, result, tests):
     result.flmm_intervals = intervals[of_interest].reset_index(drop=True)
 
 
+def _kernels(group, write, n_boot):
+    """Event kernels of every recording (table), one figure per target-NM, and the mixed
+    models by NM on the overlap-free kernel magnitudes."""
+    table = group.get_kernels()
+    if table.empty:
+        return
+    write(table, 'kernels.pqt')
+    _kernel_figures(table, write, n_boot)
+    kernel_group = group.filter(np.ones(len(group), bool))  # shares the session cache
+    kernel_group.get_response_magnitudes(source='kernel')
+    coefficients = kernel_group.fit_lmm(by=('NM', 'event'))
+    write(coefficients, 'lmm_coefficients_kernel_by_NM.csv')
+    group.errors += kernel_group.errors
+
+
+def _kernel_figures(table, write, n_boot):
+    for target, sub in table.groupby('target_NM', observed=True):
+        write(vr.plot_kernels(sub, target, n_boot=n_boot), f'kernels_{target}')
+
+
 def _tests_from_clusters(traces, clusters, alpha=0.05):
     """``{(target_NM, event): {'significant': bool per time sample}}`` from saved clusters."""
     tests = {}
@@ -231,6 +254,9 @@ def plot_saved_responses(root=None, n_boot=1000):
     if coefficients is not None and len(coefficients):
         masks = {key: test['significant'] for key, test in tests.items()}
         write(vr.plot_flmm(coefficients, masks), 'flmm_coefficients')
+    kernels = read('kernels.pqt')
+    if kernels is not None and len(kernels):
+        _kernel_figures(kernels, write, n_boot)
     for name, group_col in (('lmm_coefficients', 'target_NM'), ('lmm_coefficients_by_NM', 'NM')):
         table = read(f'{name}.pqt')
         if table is not None and len(table):

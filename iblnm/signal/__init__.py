@@ -44,7 +44,13 @@ from iblnm.signal.qc import (
     sliding_windows,
     window_starts,
 )
-from iblnm.signal.responses import mask_after, peri_event, response_magnitude, subtract_baseline
+from iblnm.signal.responses import (
+    baseline_mean,
+    mask_after,
+    peri_event,
+    response_magnitude,
+    subtract_baseline,
+)
 from iblnm.signal.verdict import qc_verdict
 
 __all__ = [
@@ -52,6 +58,7 @@ __all__ = [
     'aggregate_windows',
     'ar_score',
     'ar_score_10hz',
+    'baseline_mean',
     'bleach_correct',
     'bleaching_tau',
     'correct',

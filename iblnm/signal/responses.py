@@ -1,4 +1,4 @@
-"""Peri-event responses: extraction, baseline subtraction, masking and magnitudes.
+"""Peri-event responses: extraction (sub-sample aligned), baselines, masking and magnitudes.
 
 Responses are arrays of shape ``(n_events, n_samples)`` (or ``(n_events, n_samples,
 n_signals)`` for several signals), with a shared vector ``tpts`` of sample times relative
@@ -17,7 +17,8 @@ def _as_float(values):
     return values if np.issubdtype(values.dtype, np.floating) else values.astype(float)
 
 
-def peri_event(times, values, events, window=config.RESPONSE_WINDOW, fs=None, t1=None):
+def peri_event(times, values, events, window=config.RESPONSE_WINDOW, fs=None, t1=None,
+               align='linear', nan_rows=None, return_masked=False):  # fmt: skip
     """Cut a uniformly sampled signal around events.
 
     Parameters
@@ -25,32 +26,47 @@ def peri_event(times, values, events, window=config.RESPONSE_WINDOW, fs=None, t1
     times : ndarray, shape (n_times,)
         Sample times (s), increasing, (nearly) uniform.
     values : ndarray, shape (n_times,) or (n_times, n_signals)
-        Signal(s); float32 input stays float32.
+        Signal(s); float32 input stays float32. NaN marks masked (invalid) samples.
     events : ndarray, shape (n_events,)
         Event times (s); NaN allowed.
     window : (float, float)
         (t0, t1) relative to the event (s). Sample offsets run from round(t0·fs) to
-        round(t1·fs), end exclusive: (−1, 1) at 30 Hz gives 60 samples, −1.0 … +0.967 s.
+        round(t1·fs), end exclusive: (−1, 3) at 30 Hz gives 120 samples, −1.0 … +2.967 s.
     fs : float, optional
         Sampling rate (Hz); default round(1/median(dt)), so 29.97 Hz counts as 30 Hz.
     t1 : ndarray, shape (n_events,), optional
         Absolute per-event end times (s), e.g. the next event; replaces ``window[1]``. The
         window then extends to the longest t1 − event (|t0| if all are NaN) and samples
         with tpts > t1 − event (strictly) are NaN; a NaN t1 keeps the full window.
+    align : {'linear', 'sample'}
+        'linear' (default): the signal is linearly interpolated at exactly event + tpts
+        (sub-sample alignment, no lag). 'sample': values at anchor + offset, where the
+        anchor is the first sample at or after the event (0 to 1/fs late, 1/(2 fs) on
+        average; the original behaviour).
+    nan_rows : bool, optional
+        A window touching a NaN (masked) sample becomes NaN as a whole (per signal), so
+        that a partly masked trial never enters a mean. Default True for 'linear' and
+        False for 'sample' (which keeps NaN samples where they are, e.g. padded wheel
+        traces).
+    return_masked : bool
+        Also return which windows were blanked by NaN samples.
 
     Returns
     -------
     responses : ndarray, shape (n_events, n_samples) or (n_events, n_samples, n_signals)
-        Values at anchor + offset, where the anchor is the first sample at or after the
-        event. Rows of NaN events, and of events whose window (event + t0 … event +
-        t1_max) leaves the recording, are NaN.
+        Rows of NaN events, and of events whose window (event + t0 … event + t1_max)
+        leaves the recording, are NaN.
     tpts : ndarray, shape (n_samples,)
         Sample times relative to the event (s).
+    masked : ndarray of bool, shape (n_events,) or (n_events, n_signals)
+        Only with ``return_masked``: windows inside the recording set to NaN because
+        they overlap NaN samples (with ``nan_rows``; else windows holding any NaN).
     """
     times = np.asarray(times, dtype=float)
     values = _as_float(values)
     events = np.atleast_1d(np.asarray(events, dtype=float))
     fs = round(1.0 / np.median(np.diff(times))) if fs is None else fs
+    nan_rows = (align == 'linear') if nan_rows is None else nan_rows
     t0, t_end = window
     t1_rel = None
     if t1 is not None:
@@ -59,12 +75,35 @@ def peri_event(times, values, events, window=config.RESPONSE_WINDOW, fs=None, t1
     offsets = np.arange(int(np.round(t0 * fs)), int(np.round(t_end * fs)))
     tpts = offsets / fs
     valid = (events + t0 >= times[0]) & (events + t_end <= times[-1])  # False for NaN events
-    anchors = np.searchsorted(times, np.where(valid, events, times[0]), side='left')
-    responses = values[np.clip(anchors[:, None] + offsets[None, :], 0, len(times) - 1)]
-    responses[~valid] = np.nan
+    if align == 'linear':
+        responses = _interpolate(times, values, np.where(valid, events, times[0]), tpts)
+    elif align == 'sample':
+        anchors = np.searchsorted(times, np.where(valid, events, times[0]), side='left')
+        responses = values[np.clip(anchors[:, None] + offsets[None, :], 0, len(times) - 1)]
+    else:
+        raise ValueError(f"align must be 'linear' or 'sample', not {align!r}")
+    masked = np.isnan(responses).any(axis=1) & (valid if values.ndim == 1 else valid[:, None])
+    if nan_rows:
+        np.moveaxis(responses, 1, -1)[masked] = np.nan  # whole windows, per signal
     if t1_rel is not None:
         responses[tpts[None, :] > t1_rel[:, None]] = np.nan
-    return responses, tpts
+    responses[~valid] = np.nan
+    return (responses, tpts, masked) if return_masked else (responses, tpts)
+
+
+def _interpolate(times, values, events, tpts):
+    """Linear interpolation of ``values`` at events[:, None] + tpts (NaN-propagating)."""
+    query = events[:, None] + tpts[None, :]
+    left = np.clip(np.searchsorted(times, query, side='right') - 1, 0, len(times) - 2)
+    frac = np.clip((query - times[left]) / (times[left + 1] - times[left]), 0.0, 1.0)
+    v0, v1 = values[left], values[left + 1]
+    if values.ndim == 2:
+        frac = frac[..., None]
+    with np.errstate(invalid='ignore'):
+        out = v0 + frac * (v1 - v0)
+    exact = np.broadcast_to(frac == 0, out.shape)  # on a sample: its value, whatever follows
+    out[exact] = v0[exact]
+    return out.astype(values.dtype, copy=False)
 
 
 def _window_slice(tpts, window):
@@ -85,8 +124,8 @@ def _nanmean(values, axis, keepdims=False):
         return np.nanmean(values, axis=axis, keepdims=keepdims)
 
 
-def subtract_baseline(responses, tpts, window=config.BASELINE_WINDOW, divide=False):
-    """Subtract each trial's mean over a baseline window.
+def baseline_mean(responses, tpts, window=config.TRIAL_BASELINE_WINDOW):
+    """Each trial's mean over a baseline window (NaN samples ignored).
 
     Parameters
     ----------
@@ -94,10 +133,38 @@ def subtract_baseline(responses, tpts, window=config.BASELINE_WINDOW, divide=Fal
     tpts : ndarray, shape (n_samples,)
         Sample times relative to the event (s).
     window : (float, float)
-        Baseline window (s); samples from searchsorted(w0) to searchsorted(w1), so the
-        default (−0.1, 0) takes the samples before the event.
+        Samples from searchsorted(w0) to searchsorted(w1); (−0.5, 0) at 30 Hz: the 15
+        samples before the event.
+
+    Returns
+    -------
+    ndarray, shape (n_events[, n_signals]) (a float for one trace)
+        NaN for an all-NaN baseline.
+    """
+    responses = _as_float(responses)
+    axis = _time_axis(responses)
+    index = [slice(None)] * responses.ndim
+    index[axis] = _window_slice(tpts, window)
+    return _nanmean(responses[tuple(index)], axis=axis)
+
+
+def subtract_baseline(responses, tpts, window=config.BASELINE_WINDOW, divide=False,
+                      baseline=None):  # fmt: skip
+    """Subtract each trial's baseline: its own mean over a window, or given values.
+
+    Parameters
+    ----------
+    responses : ndarray, shape (n_events, n_samples[, n_signals]) or (n_samples,)
+    tpts : ndarray, shape (n_samples,)
+        Sample times relative to the event (s).
+    window : (float, float)
+        Baseline window (s) when ``baseline`` is None; samples from searchsorted(w0) to
+        searchsorted(w1), so the default (−0.1, 0) takes the 3 samples before the event.
     divide : bool
         Also divide by the baseline ((r − b)/b), as the original ``normalize_responses``.
+    baseline : ndarray, shape (n_events[, n_signals]), optional
+        Per-trial baselines to subtract instead (e.g. the trial baseline before stimulus
+        onset, :func:`baseline_mean` of the stimOn responses, applied to every event).
 
     Returns
     -------
@@ -106,9 +173,9 @@ def subtract_baseline(responses, tpts, window=config.BASELINE_WINDOW, divide=Fal
     """
     responses = _as_float(responses)
     axis = _time_axis(responses)
-    index = [slice(None)] * responses.ndim
-    index[axis] = _window_slice(tpts, window)
-    baseline = _nanmean(responses[tuple(index)], axis=axis, keepdims=True)
+    if baseline is None:
+        baseline = baseline_mean(responses, tpts, window)
+    baseline = np.expand_dims(np.asarray(baseline, dtype=responses.dtype), axis)
     corrected = responses - baseline
     return corrected / baseline if divide else corrected
 

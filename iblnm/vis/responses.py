@@ -16,6 +16,26 @@ EVENT_NAMES = {'stimOn_times': 'stimulus onset', 'firstMovement_times': 'first m
                'feedback_times': 'feedback'}  # fmt: skip
 
 
+MIN_TRIAL_FRACTION = 0.25  # a recording's mean trace is drawn where >= 25 % of its trials remain
+
+
+def _shade_windows(ax, event):
+    """Baseline (stimulus onset only: the trial baseline is read there) and late windows."""
+    if event == config.TRIAL_BASELINE_EVENT:
+        ax.axvspan(*config.TRIAL_BASELINE_WINDOW, color='#9ecae1', alpha=0.35, lw=0)
+    for name in ('late', 'outcome'):
+        if name in config.RESPONSE_WINDOWS:
+            ax.axvspan(*config.RESPONSE_WINDOWS[name], color='#bdbdbd',
+                       alpha=0.25 if name == 'late' else 0.12, lw=0)  # fmt: skip
+
+
+def _counts(sub):
+    """(n recordings, n mice, n trials) of a recording-mean trace table."""
+    per_rec = sub.groupby(['eid', 'fiber_idx'])['n_trials'].max()
+    n_mice = sub['subject'].nunique() if 'subject' in sub else np.nan
+    return len(per_rec), n_mice, int(per_rec.sum())
+
+
 def plot_mean_traces(traces, tests=None, n_boot=1000):
     """Grid of mean traces: rows target-NM, columns event, correct vs incorrect.
 
@@ -23,32 +43,44 @@ def plot_mean_traces(traces, tests=None, n_boot=1000):
     ----------
     traces : pandas.DataFrame
         Long form of recording-mean traces with columns target_NM, event, feedbackType,
-        eid, fiber_idx, time (s), response (z).
+        eid, fiber_idx, subject, time (s), response (z), n_trials.
     tests : dict, optional
         ``{(target_NM, event): cluster test result}``; samples in significant clusters
         are marked by a black bar.
     n_boot : int
         Bootstrap resamples (over recordings) of the 95 % band.
+
+    Each legend entry gives n recordings / n mice / n trials of its outcome; blue: the
+    trial baseline ([-0.5, 0) s before stimulus onset, subtracted from every event of the
+    trial); grey: the late (0.35-1 s) and outcome (1-2 s) windows. A recording's samples
+    left with fewer than 25 % of its trials (masked at the next event) are not drawn.
     """
     targets = order_target_nms(traces['target_NM'].unique())
     events = [e for e in config.RESPONSE_EVENTS if e in set(traces['event'])]
-    fig, axes = plt.subplots(len(targets), len(events), figsize=(3.6 * len(events), 2.4 * len(targets)),
+    fig, axes = plt.subplots(len(targets), len(events), figsize=(4.2 * len(events), 2.6 * len(targets)),
                              sharex=True, squeeze=False)  # fmt: skip
     for r, target in enumerate(targets):
         for c, event in enumerate(events):
             ax = axes[r, c]
+            _shade_windows(ax, event)
             sub = traces[(traces['target_NM'] == target) & (traces['event'] == event)]
             for outcome, color in OUTCOME_COLORS.items():
-                wide = sub[sub['feedbackType'] == outcome].pivot(
-                    index=['eid', 'fiber_idx'], columns='time', values='response'
-                )
+                rows = sub[sub['feedbackType'] == outcome]
+                wide = rows.pivot(index=['eid', 'fiber_idx'], columns='time', values='response')
                 if wide.empty:
                     continue
+                if 'n_trials' in rows:  # hide samples left to few trials by the masking
+                    counts = rows.pivot(index=['eid', 'fiber_idx'], columns='time',
+                                        values='n_trials')  # fmt: skip
+                    few = counts.lt(MIN_TRIAL_FRACTION * counts.max(axis=1), axis=0)
+                    wide = wide.mask(few.reindex_like(wide).fillna(True).astype(bool))
                 mean, lo, hi = waveforms.bootstrap_ci(wide.to_numpy(), n_boot=n_boot)
                 t = wide.columns.to_numpy(dtype=float)
+                n_rec, n_mice, n_trials = _counts(rows)
                 ax.fill_between(t, lo, hi, color=color, alpha=0.25, lw=0)
                 ax.plot(t, mean, color=color, lw=1.5,
-                        label=f'{OUTCOME_NAMES[outcome]} (n={len(wide)})')  # fmt: skip
+                        label=f'{OUTCOME_NAMES[outcome]}: {n_rec} rec, {n_mice} mice, '
+                              f'{n_trials} trials')  # fmt: skip
             _mark_significance(ax, (tests or {}).get((target, event)), sub)
             ax.axvline(0, color='k', lw=0.6, ls='--')
             ax.axhline(0, color='grey', lw=0.5)
@@ -58,12 +90,72 @@ def plot_mean_traces(traces, tests=None, n_boot=1000):
                 ax.set_ylabel(f'{target}\nresponse (z)', color=target_nm_color(target))
             if r == len(targets) - 1:
                 ax.set_xlabel('time from event (s)')
-            if c == 0:
-                ax.legend(fontsize=7, frameon=False, loc='upper left')
+            ax.legend(fontsize=6, frameon=False, loc='upper right')
     fig.suptitle(
-        'Mean responses across recordings (95 % bootstrap band over recordings); bar: paired '
-        'cluster permutation test correct vs incorrect, p < 0.05 (needs >= 6 recordings)'
+        'Mean responses across recordings (95 % bootstrap band over recordings). Blue: trial '
+        'baseline (before stimulus onset, applied to every event); grey: late (0.35-1 s) and '
+        'outcome (1-2 s) windows;\nbar: paired cluster permutation test correct vs incorrect, '
+        'p < 0.05 (needs >= 6 recordings)',
+        fontsize=9,
     )
+    fig.tight_layout()
+    return fig
+
+
+CONDITION_NAMES = {'mean': 'average trial', 'contrast': 'per unit ln(contrast + 1)',
+                   'side': 'contra - ipsi', 'reward': 'correct - error'}  # fmt: skip
+
+
+def plot_kernels(kernels, target, n_boot=1000):
+    """Event kernels of one target-NM: rows condition, columns event.
+
+    Parameters
+    ----------
+    kernels : pandas.DataFrame
+        Long table of :meth:`PhotometrySessionGroup.get_kernels` (eid, fiber_idx, subject,
+        event, condition, lag (s), kernel) for the recordings of ``target``.
+    target : str
+    n_boot : int
+        Bootstrap resamples (over recordings) of the 95 % band; with one recording the
+        band is its own ±1.96 SE.
+    """
+    events = [e for e in config.RESPONSE_EVENTS if e in set(kernels['event'])]
+    conditions = [c for c in CONDITION_NAMES if c in set(kernels['condition'])]
+    color = target_nm_color(target)
+    n_rec = kernels.groupby(['eid', 'fiber_idx']).ngroups
+    n_mice = kernels['subject'].nunique() if 'subject' in kernels else np.nan
+    fig, axes = plt.subplots(len(conditions), len(events), figsize=(3.8 * len(events), 2.1 * len(conditions)),
+                             sharex=True, squeeze=False)  # fmt: skip
+    for r, cond in enumerate(conditions):
+        for c, event in enumerate(events):
+            ax = axes[r, c]
+            sub = kernels[(kernels['event'] == event) & (kernels['condition'] == cond)]
+            wide = sub.pivot(index=['eid', 'fiber_idx'], columns='lag', values='kernel').dropna()
+            ax.axvline(0, color='k', lw=0.6, ls='--')
+            ax.axhline(0, color='grey', lw=0.5)
+            if wide.empty:
+                ax.text(0.5, 0.5, 'not modelled' if sub['kernel'].isna().all() else 'no data',
+                        transform=ax.transAxes, ha='center', va='center', fontsize=8,
+                        color='#777')  # fmt: skip
+            else:
+                t = wide.columns.to_numpy(dtype=float)
+                if len(wide) > 1:
+                    mean, lo, hi = waveforms.bootstrap_ci(wide.to_numpy(), n_boot=n_boot)
+                else:
+                    se = sub.pivot(index=['eid', 'fiber_idx'], columns='lag', values='se')
+                    mean = wide.to_numpy()[0]
+                    lo, hi = mean - 1.96 * se.to_numpy()[0], mean + 1.96 * se.to_numpy()[0]
+                ax.fill_between(t, lo, hi, color=color, alpha=0.25, lw=0)
+                ax.plot(t, mean, color=color, lw=1.5)
+            if r == 0:
+                ax.set_title(EVENT_NAMES.get(event, event))
+            if c == 0:
+                ax.set_ylabel(f'{cond}\n({CONDITION_NAMES[cond]})\nkernel (z)', fontsize=8)
+            if r == len(conditions) - 1:
+                ax.set_xlabel('lag from event (s)')
+    fig.suptitle(f'{target}: event kernels (regression of the continuous signal), mean over '
+                 f'{n_rec} recordings / {n_mice} mice, 95 % band (bootstrap over recordings, '
+                 'or ±1.96 SE for one)', fontsize=9)  # fmt: skip
     fig.tight_layout()
     return fig
 
@@ -113,8 +205,9 @@ def plot_lmm_coefficients(coefficients, group_col='target_NM', terms=None):
         ax.set_xlabel('coefficient (z per unit predictor)')
     axes[0, 0].set_ylabel('fixed effect')
     axes[0, -1].legend(fontsize=8, frameon=False, bbox_to_anchor=(1.02, 1), loc='upper left')
+    response = coefficients['response'].iloc[0] if 'response' in coefficients else 'response_early'
     fig.suptitle(
-        f'Mixed models response_early ~ log_contrast * side * reward + (1|subject), by {group_col}'
+        f'Mixed models {response} ~ log_contrast * side * reward + (1|subject), by {group_col}'
     )
     fig.tight_layout()
     return fig
