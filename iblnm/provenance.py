@@ -3,7 +3,7 @@
 Every stage table (parquet key-value metadata, key ``iblnm``) and every session HDF5 file
 (root attributes) carries the same record::
 
-    {'iblnm_version': '0.2.0', 'schema_version': 3,
+    {'iblnm_version': '0.2.0', 'schema_version': 4,
      'source': 'demo' | 'local' | 'alyx', 'source_location': path or base URL,
      'params_hash': 'sha256 of the processing parameters (first 16 hex digits)'}
 
@@ -23,7 +23,9 @@ from iblnm import config
 from iblnm import validation as v
 
 log = logging.getLogger(__name__)
-SCHEMA_VERSION = 3  # 1: the original layout; 2: + provenance attributes; 3: ragged wheel velocity
+# 1: the original layout; 2: + provenance attributes; 3: ragged wheel velocity;
+# 4: [-1, 3) s float32 responses and event kernels (issue 13)
+SCHEMA_VERSION = 4
 METADATA_KEY = 'iblnm'
 # config constants whose values change what the stages compute (prefix match, so new
 # thresholds and parameter sets are covered without listing them here)
@@ -32,6 +34,8 @@ PARAM_PREFIXES = (
     'QC_',
     'RESPONSE',
     'BASELINE',
+    'TRIAL_BASELINE',
+    'KERNEL',
     'TARGET_FS',
     'WHEEL_FS',
     'MIN_',
