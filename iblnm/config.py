@@ -235,6 +235,18 @@ PHOTOMETRY_RESTRICT_PRE = -5.0
 PHOTOMETRY_RESTRICT_POST = 5.0
 
 # ---------------------------------------------------------------------------
+# Failures: retries of transient errors, free space before an HDF5 write
+# ---------------------------------------------------------------------------
+# A session failing on a request, download or I/O error is run up to RETRY_ATTEMPTS times
+# per run, RETRY_BACKOFF_S s apart, doubled after each attempt (1 s, 2 s: a short outage
+# or a busy server); after that it is left for the next run (never marked done).
+RETRY_ATTEMPTS = 3
+RETRY_BACKOFF_S = 1.0  # s
+# An HDF5 file is written only with this much free space (bytes) on its disk beyond its
+# expected size: a full disk makes libhdf5 crash the interpreter instead of raising.
+MIN_FREE_BYTES = 200 * 1024**2
+
+# ---------------------------------------------------------------------------
 # Behaviour QC and performance
 # ---------------------------------------------------------------------------
 MIN_NTRIALS = 90

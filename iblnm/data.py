@@ -25,7 +25,14 @@ from one.alf.exceptions import ALFObjectNotFound
 
 from iblnm import config, h5, provenance, task
 from iblnm import validation as v
-from iblnm.loaders import PHOTOMETRY_COLLECTION, SIGNAL_DATASET, PhotometrySessionLoader
+from iblnm.loaders import (
+    PHOTOMETRY_COLLECTION,
+    SIGNAL_DATASET,
+    PhotometrySessionLoader,
+    data_columns,
+    restrict_to_task,
+    split_bands,
+)
 from iblnm.signal import preprocess as sp
 from iblnm.signal import qc as sq
 from iblnm.signal import responses as sr
@@ -154,6 +161,23 @@ class PhotometrySession:
         """Append an error-log entry for ``error`` to :attr:`errors`."""
         self.errors.append(v.make_log_entry(self.eid, error=error))
 
+    def _load_error(self, error, what, cls=v.MissingExtractedData):
+        """The typed error of a failed load of ``what`` (:func:`iblnm.validation.as_transient`
+        for request, download and I/O errors; in remote mode a listed dataset whose file ONE
+        could not fetch too); otherwise ``cls`` (``MissingExtractedData`` for a dataset ONE
+        cannot find), naming the library's exception."""
+        from iblnm.io import is_local
+
+        transient = v.as_transient(error, what)
+        if transient is None and isinstance(error, ALFObjectNotFound) and not is_local(self.one):
+            transient = v.wrap(v.RequestFailed, error, f'{what} (download)')
+        if transient is not None:
+            return transient
+        if isinstance(error, v.IblnmError):
+            return error
+        return v.wrap(v.MissingExtractedData if isinstance(error, ALFObjectNotFound) else cls,
+                      error, what)  # fmt: skip
+
     def _has_dataset(self, name, collection=None):
         return len(self.one.list_datasets(self.eid, filename=name, collection=collection)) > 0
 
@@ -172,11 +196,10 @@ class PhotometrySession:
             raise self._missing_data('_ibl_trials.table.pqt', ['_iblrig_taskData.raw.jsonable'])
         try:
             self.loader.load_trials()
-        except v.DatasetHashMismatch:
-            raise
-        except Exception as error:  # noqa: BLE001 - any loader failure is a data failure
-            raise v.MissingExtractedData(f'trials: {type(error).__name__}: {error}') from error
+        except Exception as error:  # noqa: BLE001 - typed: transient, or a data failure
+            raise self._load_error(error, 'trials') from error
         trials = self.loader.trials.copy()
+        v.validate_trials_table(trials)
         contrasts = task.compute_trial_contrasts(trials)
         self.trials = pd.concat([trials, contrasts[['stim_side', 'contrast', 'signed_contrast']]],
                                 axis=1)  # fmt: skip
@@ -195,18 +218,32 @@ class PhotometrySession:
             self.load_trials()
         self.loader.trials = self.trials
         try:
-            bands = self.loader.load_photometry(pre=pre, post=post)
-        except ALFObjectNotFound as error:
-            raise v.MissingExtractedData(f'photometry: {error}') from error
-        except (KeyError, ValueError, TypeError) as error:  # the table does not fit its schema
-            raise v.MissingExtractedData(
-                f'photometry table unusable: {type(error).__name__}: {error}'
-            ) from error
+            table, locations = self.loader.load_photometry_table()
+        except Exception as error:  # noqa: BLE001 - ArrowInvalid, KeyError ... named in the log
+            raise self._load_error(error, 'photometry', v.InvalidPhotometryTable) from error
+        bands = self._validated_bands(table, locations)
+        bands = restrict_to_task(bands, self.trials, pre=pre, post=post)
+        self.loader.photometry = bands
         self.photometry = {
             band: frame for band, frame in bands.items() if band in ('GCaMP', 'Isosbestic')
         }
         self._match_photometry_to_metadata()
         return self.photometry
+
+    def _validated_bands(self, table, locations):
+        """Per-band frames of a photometry table checked at the boundary: unique increasing
+        timestamps (fatal), fibers named by the locations table (a missing or all-NaN fiber is
+        logged as MissingFiber/BadFiber and dropped; the other fibers go on)."""
+        v.validate_photometry_times(table['times'])
+        columns = data_columns(table)
+        kept, dropped = v.validate_photometry_fibers(table, locations, columns)
+        for error in dropped:
+            self.log_error(error)
+        bad = set(locations.index.astype(str)) - set(kept.index.astype(str))
+        try:
+            return split_bands(table.drop(columns=[c for c in columns if c in bad]), kept)
+        except Exception as error:  # noqa: BLE001 - pandera SchemaError ...: named in the log
+            raise v.wrap(v.InvalidPhotometryTable, error, 'photometry') from error
 
     def _match_photometry_to_metadata(self):
         """Check that every band's columns are the session's regions (else AmbiguousRegionMapping)."""
@@ -648,8 +685,12 @@ class PhotometrySession:
 
         if not self._has_dataset('_ibl_wheel.position.npy'):
             raise self._missing_data('_ibl_wheel.position.npy', ['_iblrig_taskData.raw.jsonable'])
-        collection = self.loader._find_behaviour_collection('wheel')
-        raw = self.loader.load_object('wheel', collection=collection)
+        try:
+            collection = self.loader._find_behaviour_collection('wheel')
+            raw = self.loader.load_object('wheel', collection=collection)
+        except Exception as error:  # noqa: BLE001 - typed: transient, or a data failure
+            raise self._load_error(error, 'wheel') from error
+        v.validate_wheel(raw.get('timestamps'), raw.get('position'))
         position, times = bbwheel.interpolate_position(
             raw['timestamps'], raw['position'], freq=1000
         )

@@ -188,6 +188,72 @@ class VideoPinStateQCError(IblnmError):
     """Video pin-state QC did not pass."""
 
 
+# Input-table errors (validated at the boundary, see the section "Input tables" below)
+class InvalidCatalog(IblnmError):
+    """The catalog as a whole cannot be used (no ``eid`` column, unreadable file ...)."""
+
+
+class DuplicateEid(IblnmError):
+    """The catalog lists the same eid more than once (the first row is kept)."""
+
+
+class MismatchedParallelLists(IblnmError):
+    """``brain_region``, ``hemisphere`` and ``target_NM`` of a session differ in length."""
+
+
+class InvalidTrialsTable(IblnmError):
+    """The trials table lacks a required column or holds a column of the wrong type."""
+
+
+class InvalidPhotometryTable(IblnmError):
+    """The photometry table cannot be read or does not follow the IBL schema."""
+
+
+class InvalidPhotometryTimes(IblnmError):
+    """Photometry timestamps are not finite, strictly increasing and unique."""
+
+
+class InvalidWheelData(IblnmError):
+    """Wheel timestamps are not finite and increasing (or position and times differ in size)."""
+
+
+class MissingFiber(IblnmError):
+    """A fiber of the locations table has no column in the signal table (the fiber is dropped)."""
+
+
+class PreprocessingFailed(IblnmError):
+    """Preprocessing failed on this recording's values (a singular fit, non-finite data)."""
+
+
+class BadFiber(IblnmError):
+    """A fiber's signal is unusable (all NaN or constant): it is dropped, the others go on."""
+
+
+# Failure kinds: transient (retried), output (stops the stage), unexpected (a bug)
+class TransientError(IblnmError):
+    """A request, download or input read failed: retried within a run, never "done"."""
+
+
+class RequestFailed(TransientError):
+    """An Alyx request or a dataset download failed (HTTP error, timeout, connection)."""
+
+
+class InputReadError(TransientError):
+    """An input file exists but could not be read (I/O or permission error)."""
+
+
+class OutputWriteError(IblnmError):
+    """An output could not be written (disk full, permission, HDF5 error): the stage stops."""
+
+
+class UnexpectedError(Exception):
+    """Anything that is not an expected data problem: a bug. Logged with its traceback,
+    counted apart, makes the stage exit non-zero; the session is retried by the next run.
+
+    Deliberately not an :class:`IblnmError` (which are the expected, permanent data errors).
+    """
+
+
 # ---------------------------------------------------------------------------
 # Error types by name (logs store class names) and blockers
 # ---------------------------------------------------------------------------
@@ -525,3 +591,265 @@ validate_video_dropped_frames_qc = _video_qc_validator(
     'qc_videoLeft_dropped_frames', VideoDroppedFramesQCError
 )
 validate_video_pin_state_qc = _video_qc_validator('qc_videoLeft_pin_state', VideoPinStateQCError)
+
+
+# ---------------------------------------------------------------------------
+# Failure kinds: what a stage logs for an exception
+# ---------------------------------------------------------------------------
+_REQUEST_PACKAGES = ('requests', 'urllib3', 'botocore', 's3transfer', 'aiohttp', 'globus_sdk')
+_REQUEST_MODULES = ('http.client', 'socket', 'ssl')
+
+
+def qualified_name(error):
+    """``'pyarrow.lib.ArrowInvalid'`` for a library exception, ``'KeyError'`` for a builtin."""
+    cls = type(error)
+    module = cls.__module__
+    return cls.__qualname__ if module == 'builtins' else f'{module}.{cls.__qualname__}'
+
+
+def describe(error):
+    """``'<qualified exception name>: <message>'``: the library's name stays in the log."""
+    return f'{qualified_name(error)}: {error}'
+
+
+def is_request_error(error):
+    """True for a failed HTTP request or download (requests/urllib3/http.client/socket errors,
+    connection errors and timeouts)."""
+    for cls in type(error).__mro__:
+        module = cls.__module__
+        if module.split('.')[0] in _REQUEST_PACKAGES or module in _REQUEST_MODULES:
+            return True
+    return isinstance(error, ConnectionError | TimeoutError)
+
+
+def is_transient(error):
+    """True when retrying may succeed: request, download and I/O errors."""
+    return isinstance(error, TransientError) or (
+        not isinstance(error, IblnmError | UnexpectedError)
+        and (is_request_error(error) or isinstance(error, OSError))
+    )
+
+
+def wrap(cls, error, context=None):
+    """``cls('<context>: <qualified name>: <message>')`` chained to ``error``, with its traceback."""
+    message = describe(error) if context is None else f'{context}: {describe(error)}'
+    new = cls(message)
+    new.__cause__ = error
+    return new.with_traceback(error.__traceback__)
+
+
+def as_transient(error, context=None):
+    """The :class:`TransientError` for a request/download/I/O ``error``, else None."""
+    if isinstance(error, TransientError):
+        return error
+    if isinstance(error, IblnmError | UnexpectedError):
+        return None
+    if is_request_error(error):
+        return wrap(RequestFailed, error, context)
+    if isinstance(error, OSError):
+        return wrap(InputReadError, error, context)
+    return None
+
+
+def classify(error):
+    """The exception a stage logs for ``error``.
+
+    Typed iblnm errors are kept; request, download and I/O errors become a
+    :class:`TransientError` (retried, never "done"); anything else is a bug:
+    :class:`UnexpectedError`, whose message starts with the original's qualified name and
+    whose traceback is the original's.
+    """
+    if isinstance(error, IblnmError | UnexpectedError):
+        return error
+    return as_transient(error) or wrap(UnexpectedError, error)
+
+
+@functools.cache
+def request_error_names():
+    """Type names of request and download errors (requests, urllib3, builtin connection
+    errors and timeouts), for logs that hold only the type name."""
+    import requests.exceptions
+    import urllib3.exceptions
+
+    names = {'ConnectionError', 'TimeoutError', 'BrokenPipeError', 'ConnectionResetError',
+             'ConnectionRefusedError', 'ConnectionAbortedError', 'timeout'}  # fmt: skip
+    for module in (requests.exceptions, urllib3.exceptions):
+        names |= {name for name, obj in vars(module).items()
+                  if isinstance(obj, type) and issubclass(obj, BaseException)}  # fmt: skip
+    return frozenset(names)
+
+
+def failure_kind(error_type):
+    """'unexpected', 'transient', 'output' or 'data' for a logged error type name."""
+    if error_type == UnexpectedError.__name__:
+        return 'unexpected'
+    if error_type == OutputWriteError.__name__:
+        return 'output'
+    if error_type in {cls.__name__ for cls in (TransientError, *_subclasses(TransientError))}:
+        return 'transient'
+    return 'data'
+
+
+def _subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _subclasses(sub)
+
+
+# ---------------------------------------------------------------------------
+# Input tables: validated where they enter the pipeline
+# ---------------------------------------------------------------------------
+CATALOG_REQUIRED_COLUMNS = ('eid',)
+TRIALS_REQUIRED_COLUMNS = ('choice', 'feedbackType', 'contrastLeft', 'contrastRight',
+                           'probabilityLeft', 'intervals_0', 'intervals_1')  # fmt: skip
+TRIALS_CODES = {'choice': {-1, 0, 1}, 'feedbackType': {-1, 1}}
+
+
+def normalise_eid(eid):
+    """Canonical (lower-case) UUID string of ``eid``; :class:`InvalidEid` when it is not one."""
+    return validate_eid(str(eid).strip().lower())
+
+
+def validate_catalog(catalog, schema=None, parallel=config.PARALLEL_LIST_COLUMNS):
+    """Check a session catalog where a stage reads it; return (usable sessions, log entries).
+
+    - the schema: a missing ``eid`` column (or a non-table) raises :class:`InvalidCatalog`;
+      other missing schema columns get their defaults;
+    - eids are normalised to lower case; a non-UUID eid is logged (:class:`InvalidEid`);
+    - a duplicated eid is logged once (:class:`DuplicateEid`) and only its first row kept;
+    - parallel lists of different lengths are logged (:class:`MismatchedParallelLists`).
+
+    Logged sessions other than duplicates are left out of the returned table, so no stage
+    processes them; the log entries are the stage's to write.
+    """
+    from iblnm import util
+
+    if not isinstance(catalog, pd.DataFrame):
+        raise InvalidCatalog(f'the catalog is a {type(catalog).__name__}, not a table')
+    missing = [c for c in CATALOG_REQUIRED_COLUMNS if c not in catalog.columns]
+    if missing:
+        raise InvalidCatalog(f'the catalog has no column {", ".join(missing)}')
+    df = util.enforce_schema(catalog, schema or config.SESSION_SCHEMA).reset_index(drop=True)
+    for col in ('subject', 'session_type'):
+        df[col] = df[col].astype(object)
+    log, keep = [], np.ones(len(df), bool)
+    eids = []
+    for i, raw in enumerate(df['eid']):
+        try:
+            eids.append(normalise_eid(raw))
+        except InvalidEid as error:
+            log.append(make_log_entry(redact(str(raw))[:80], error=error))
+            eids.append(str(raw))
+            keep[i] = False
+    df['eid'] = eids
+    duplicated = df['eid'].duplicated() & keep
+    for eid in df.loc[duplicated, 'eid'].unique():
+        n = int((df['eid'] == eid).sum())
+        error = DuplicateEid(f'eid listed {n} times in the catalog; the first row is used')
+        log.append(make_log_entry(eid, error=error))
+    keep &= ~duplicated.to_numpy()
+    for i, row in df.iterrows():
+        lengths = {c: len(row[c]) if _is_listlike(row[c]) else None for c in parallel}
+        if keep[i] and len(set(lengths.values())) > 1:
+            detail = ', '.join(f'{c} {n}' for c, n in lengths.items())
+            error = MismatchedParallelLists(f'parallel lists differ in length: {detail}')
+            log.append(make_log_entry(row['eid'], error=error))
+            keep[i] = False
+    return df[keep].reset_index(drop=True), log
+
+
+def validate_trials_table(trials, required=TRIALS_REQUIRED_COLUMNS):
+    """Raise :class:`InvalidTrialsTable` unless the trials table can be analysed.
+
+    Required columns must exist and be numeric (a ``choice`` stored as text would make
+    every comparison with -1/1 false); ``choice`` and ``feedbackType`` may only hold their
+    IBL codes (or NaN); every ``*_times`` column must be numeric.
+    """
+    if not isinstance(trials, pd.DataFrame):
+        raise InvalidTrialsTable(f'trials is a {type(trials).__name__}, not a table')
+    missing = [c for c in required if c not in trials.columns]
+    if missing:
+        raise InvalidTrialsTable(f'missing column(s): {", ".join(missing)}')
+    times = [c for c in trials.columns if str(c).endswith('_times')]
+    wrong = [f'{c} ({trials[c].dtype})' for c in [*required, *times]
+             if not pd.api.types.is_numeric_dtype(trials[c])
+             or pd.api.types.is_bool_dtype(trials[c])]  # fmt: skip
+    if wrong:
+        raise InvalidTrialsTable(f'column(s) not numeric: {", ".join(wrong)}')
+    for col, codes in TRIALS_CODES.items():
+        values = trials[col].dropna()
+        bad = sorted(set(values.unique()) - codes)
+        if bad:
+            raise InvalidTrialsTable(f'{col} holds values outside {sorted(codes)}: {bad[:5]}')
+
+
+def validate_photometry_times(times, what='photometry'):
+    """Raise :class:`InvalidPhotometryTimes` unless ``times`` (s) are finite, strictly
+    increasing and unique."""
+    times = np.asarray(times, dtype=float)
+    if times.size == 0:
+        raise InvalidPhotometryTimes(f'{what}: no samples')
+    n_bad = int((~np.isfinite(times)).sum())
+    if n_bad:
+        raise InvalidPhotometryTimes(f'{what}: {n_bad} non-finite timestamps')
+    steps = np.diff(times)
+    if (steps <= 0).any():
+        raise InvalidPhotometryTimes(
+            f'{what}: timestamps not strictly increasing ({int((steps == 0).sum())} repeated, '
+            f'{int((steps < 0).sum())} going back)'
+        )
+
+
+def validate_photometry_fibers(table, locations, columns):
+    """Check the fibers of a photometry table against its locations table.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Normalised extracted photometry (``times``, ``valid``, ROI columns ...).
+    locations : pandas.DataFrame
+        ``photometryROI.locations`` (index: ROI column names; ``brain_region``).
+    columns : list of str
+        The ROI columns of ``table``.
+
+    Returns
+    -------
+    (locations, errors)
+        The locations of the usable fibers, and one :class:`MissingFiber` (a ROI of the
+        locations table with no signal column) or :class:`BadFiber` (all NaN or constant
+        over the valid frames) per dropped fiber. Raises the first of them when no fiber
+        is left.
+    """
+    if 'brain_region' not in getattr(locations, 'columns', ()):
+        raise InvalidPhotometryTable('the locations table has no brain_region column')
+    errors, keep = [], []
+    valid = table['valid'].to_numpy(bool) if 'valid' in table else np.ones(len(table), bool)
+    for roi, region in zip(locations.index.astype(str), locations['brain_region']):
+        if roi not in columns:
+            errors.append(MissingFiber(f'{roi} ({region}): no column in the signal table'))
+            continue
+        values = table.loc[valid, roi].to_numpy(float)
+        finite = values[np.isfinite(values)]
+        if finite.size == 0 or np.ptp(finite) == 0:
+            kind = 'all NaN' if finite.size == 0 else 'constant'
+            errors.append(BadFiber(f'{roi} ({region}): signal is {kind}; fiber dropped'))
+            continue
+        keep.append(roi)
+    if not keep:
+        raise errors[0] if errors else InvalidPhotometryTable('the locations table is empty')
+    return locations.loc[locations.index.astype(str).isin(keep)], errors
+
+
+def validate_wheel(times, position):
+    """Raise :class:`InvalidWheelData` unless wheel times (s) are finite and never decrease
+    and match the positions in length."""
+    times, position = np.asarray(times, dtype=float), np.asarray(position, dtype=float)
+    if times.shape != position.shape:
+        raise InvalidWheelData(f'{times.size} timestamps for {position.size} positions')
+    if times.size < 2:
+        raise InvalidWheelData(f'{times.size} wheel samples')
+    if not np.isfinite(times).all():
+        raise InvalidWheelData(f'{int((~np.isfinite(times)).sum())} non-finite wheel timestamps')
+    n_back = int((np.diff(times) < 0).sum())
+    if n_back:
+        raise InvalidWheelData(f'wheel timestamps go back {n_back} times (not monotonic)')

@@ -1,5 +1,7 @@
 """The pipeline runner: stage selection, in-process stages, failures and exit codes."""
 
+import os
+
 import pytest
 
 from iblnm.pipeline import runner
@@ -71,3 +73,18 @@ def test_executor_arguments_reach_only_parallel_stages():
     assert set(args) == set(runner.PARALLEL_STAGES)
     assert args['photometry'] == ['--workers', '3']
     assert runner.executor_args(scheduler='tcp://h:1')['task'] == ['--scheduler', 'tcp://h:1']
+
+
+def test_summary_never_reads_a_log_older_than_the_stage(scripts, tmp_path, monkeypatch, capsys):
+    from iblnm import config, util
+
+    stale = tmp_path / 'crashes_log.pqt'
+    util.write_log([{'eid': 'old', 'error_type': 'OldError', 'error_message': 'm',
+                     'traceback': None}], stale)  # fmt: skip
+    past = stale.stat().st_mtime - 3600
+    os.utime(stale, (past, past))
+    monkeypatch.setitem(config.STAGE_LOG_FPATHS, 'crashes', stale)
+    assert runner.run_pipeline(stages=['crashes']) == 1
+    summary = capsys.readouterr().out.split('Pipeline summary')[-1]
+    assert 'OldError' not in summary and 'no log written by this run' in summary
+    assert 'OldError' in runner.failure_summary('crashes')  # without `since`, read as before

@@ -5,7 +5,7 @@ Sessions that already have an HDF5 file in data/sessions are skipped unless --re
 """
 
 from iblnm import config
-from iblnm.pipeline.cli import exit_now, require_catalog, stage_parser
+from iblnm.pipeline.cli import exit_now, require_catalog, run_stage_safely, stage_parser
 from iblnm.pipeline.photometry import run_photometry_stage
 
 
@@ -15,12 +15,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if require_catalog():
         return 1
-    result = run_photometry_stage(redo=args.redo, workers=args.workers, scheduler=args.scheduler)
+    result = run_stage_safely(
+        run_photometry_stage, redo=args.redo, workers=args.workers, scheduler=args.scheduler
+    )
+    if result is None:
+        return 1
     print(result.summary())
     print(
         f'outputs: {config.SESSIONS_H5_DIR}, {config.QCPHOTOMETRY_FPATH}, {config.PHOTOMETRY_LOG_FPATH}'
     )
-    return 0
+    return result.exit_code
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ def main(argv=None):
     print(result.summary())
     if result.n_new and len(result.deferred) == result.n_new:
         return 1  # every new session failed to be read
-    return 0
+    return 1 if result.unexpected else 0  # a bug: reported, and the stage fails
 
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@ Usage: python scripts/task.py [--workers N | --scheduler ADDRESS]
 """
 
 from iblnm import config
-from iblnm.pipeline.cli import exit_now, require_catalog, stage_parser
+from iblnm.pipeline.cli import exit_now, require_catalog, run_stage_safely, stage_parser
 from iblnm.pipeline.performance import run_task_stage
 
 
@@ -12,10 +12,12 @@ def main(argv=None):
     args = stage_parser(__doc__).parse_args(argv)
     if require_catalog():
         return 1
-    result = run_task_stage(workers=args.workers, scheduler=args.scheduler)
+    result = run_stage_safely(run_task_stage, workers=args.workers, scheduler=args.scheduler)
+    if result is None:
+        return 1
     print(result.summary())
     print(f'outputs: {config.PERFORMANCE_FPATH}, {config.TASK_LOG_FPATH}')
-    return 0
+    return result.exit_code
 
 
 if __name__ == '__main__':

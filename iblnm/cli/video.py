@@ -8,7 +8,7 @@ included), typed errors and a score per session; see iblnm.pipeline.video.
 """
 
 from iblnm import config
-from iblnm.pipeline.cli import exit_now, require_catalog, stage_parser
+from iblnm.pipeline.cli import exit_now, require_catalog, run_stage_safely, stage_parser
 from iblnm.pipeline.video import run_video_stage
 
 
@@ -16,10 +16,12 @@ def main(argv=None):
     args = stage_parser(__doc__).parse_args(argv)
     if require_catalog():
         return 1
-    result = run_video_stage(workers=args.workers, scheduler=args.scheduler)
+    result = run_stage_safely(run_video_stage, workers=args.workers, scheduler=args.scheduler)
+    if result is None:
+        return 1
     print(result.summary())
     print(f'outputs: {config.VIDEO_FPATH}, {config.VIDEO_LOG_FPATH}')
-    return 0
+    return result.exit_code
 
 
 if __name__ == '__main__':

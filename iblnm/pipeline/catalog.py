@@ -110,7 +110,7 @@ def build_session_record(record, ctx):
         Error-log entries for this session.
     """
     log = []
-    session = pd.Series({**record, 'eid': str(record.get('id', record.get('eid')))})
+    session = pd.Series({**record, 'eid': record_eid(record)})
     session = session.drop(labels=['id'], errors='ignore')
     session = util.enforce_schema(session.to_frame().T).iloc[0].copy()
     session, nm_ok = _add_subject_info(session, ctx, log)
@@ -146,13 +146,40 @@ def list_new_records(records, existing, redownload):
     if redownload or existing is None or len(existing) == 0:
         return records
     known = set(existing['eid'])
-    return [r for r in records if str(r['id']) not in known]
+    return [r for r in records if record_eid(r) not in known]
+
+
+def record_eid(record):
+    """A record's eid as the catalog stores it: lower case (Alyx UUIDs in any case)."""
+    return str(record.get('id', record.get('eid'))).strip().lower()
 
 
 def _permanent_error_types():
     """Error types that describe the data (kept in the catalog), not a failed request."""
-    names = {cls.__name__ for cls in _all_subclasses(v.IblnmError)}
-    return names | {'ALFObjectNotFound', 'ValueError'}
+    from one.alf import exceptions as alf_exceptions
+
+    transient = {cls.__name__ for cls in (v.TransientError, *_all_subclasses(v.TransientError))}
+    names = {cls.__name__ for cls in _all_subclasses(v.IblnmError)} - transient
+    alf = {name for name, obj in vars(alf_exceptions).items() if isinstance(obj, type)}
+    return names | alf | {'ValueError'}
+
+
+def entry_kind(entry, permanent):
+    """'data', 'transient' (a request failed: retried next run) or 'unexpected' (a bug)."""
+    etype = entry['error_type']
+    if etype in permanent:
+        return 'data'
+    if etype in v.request_error_names() or v.failure_kind(etype) == 'transient':
+        return 'transient'
+    return 'unexpected'
+
+
+def as_unexpected(entry):
+    """A log entry re-typed as UnexpectedError, the original type first in the message."""
+    if entry['error_type'] == v.UnexpectedError.__name__:
+        return entry
+    message = f'{entry["error_type"]}: {entry["error_message"]}'
+    return {**entry, 'error_type': v.UnexpectedError.__name__, 'error_message': message}
 
 
 def _all_subclasses(cls):
@@ -171,6 +198,7 @@ class CatalogResult:
     n_new: int
     deferred: list
     qc: pd.DataFrame | None = None
+    unexpected: list = field(default_factory=list)  # eids deferred by a bug (UnexpectedError)
 
     def summary(self):
         """Human-readable end-of-run summary."""
@@ -181,25 +209,39 @@ class CatalogResult:
             f'sessions found: {self.n_found}, new: {self.n_new}, in catalog: {len(self.catalog)}',
             f'valid (no logged error): {n_valid}, with errors: {len(self.catalog) - n_valid}',
         ]
-        if self.deferred:
-            lines.append(f'deferred to the next run (request failed): {len(self.deferred)}')
+        n_requests = len(self.deferred) - len(self.unexpected)
+        if n_requests:
+            lines.append(f'deferred to the next run (request failed): {n_requests}')
+        if self.unexpected:
+            lines.append(f'UNEXPECTED errors (bugs, tracebacks in the log; retried by the next '
+                         f'run): {len(self.unexpected)}')  # fmt: skip
         lines += [f'  {etype}: {n}' for etype, n in counts.most_common()]
         return '\n'.join(lines)
 
 
 def _query_records(records, ctx, progress):
-    rows, log, deferred = [], [], []
+    rows, log, deferred, unexpected = [], [], [], []
     permanent = _permanent_error_types()
     for rec in tqdm(records, desc='query_database', disable=not progress, unit='session'):
-        row, entries = build_session_record(rec, ctx)
-        request_errors = [e for e in entries if e['error_type'] not in permanent]
-        if request_errors:  # a request failed: retry on the next run; the checks that ran
-            deferred.append(row['eid'])  # on the missing answers would only mislead
-            log.extend(request_errors)
+        try:
+            row, entries = build_session_record(rec, ctx)
+        except Exception as error:  # noqa: BLE001 - a bug outside the validators
+            eid = record_eid(rec)
+            row = {'eid': eid}
+            entries = [v.make_log_entry(eid, error=v.classify(error))]
+        kinds = [entry_kind(e, permanent) for e in entries]
+        if 'unexpected' in kinds or 'transient' in kinds:
+            # a request failed or a bug: retry on the next run (a bug is also reported and
+            # makes the stage exit non-zero); checks that ran on missing answers would mislead
+            deferred.append(row['eid'])
+            if 'unexpected' in kinds:
+                unexpected.append(row['eid'])
+            log.extend(as_unexpected(e) if k == 'unexpected' else e
+                       for e, k in zip(entries, kinds) if k != 'data')  # fmt: skip
         else:
             rows.append(row)
             log.extend(entries)
-    return rows, log, deferred
+    return rows, log, deferred, unexpected
 
 
 def _extended_qc_table(catalog, ctx, log, progress):
@@ -242,8 +284,8 @@ def query_database(one=None, redownload=False, extended_qc=False,
     new_records = list_new_records(records, existing, redownload)
     fibers = io.get_fiber_table(one, fibers_fpath=fibers_fpath)
     ctx = CatalogContext(one=one, metadata=metadata, fiber_lookup=v.fiber_hemisphere_lookup(fibers))
-    rows, new_log, deferred = _query_records(new_records, ctx, progress)
-    queried = {str(r['id']) for r in new_records}
+    rows, new_log, deferred, unexpected = _query_records(new_records, ctx, progress)
+    queried = {record_eid(r) for r in new_records}
     keep = existing[~existing['eid'].isin(queried)] if existing is not None else None
     frames = [f for f in (keep, pd.DataFrame(rows)) if f is not None and len(f)]
     catalog = (
@@ -255,7 +297,8 @@ def query_database(one=None, redownload=False, extended_qc=False,
     log = util.concat_logs([old_log[~old_log['eid'].isin(queried)], new_log])
     util.df2pqt(catalog, sessions_fpath)
     util.write_log(log, log_fpath)
-    result = CatalogResult(catalog, log, len(records), len(new_records), deferred)
+    result = CatalogResult(catalog, log, len(records), len(new_records), deferred,
+                           unexpected=unexpected)  # fmt: skip
     if extended_qc:
         qc_log = []
         result.qc = _extended_qc_table(catalog, ctx, qc_log, progress)

@@ -56,3 +56,15 @@ def exit_now(code):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(int(code or 0))
+
+
+def run_stage_safely(run, *args, **kwargs):
+    """``run(*args, **kwargs)``, or None (with the reason on stderr) when the catalog itself
+    cannot be used (:class:`iblnm.validation.InvalidCatalog`)."""
+    from iblnm import validation as v
+
+    try:
+        return run(*args, **kwargs)
+    except v.InvalidCatalog as error:
+        print(f'InvalidCatalog: {error}', file=sys.stderr)
+        return None

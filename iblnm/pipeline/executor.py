@@ -5,7 +5,12 @@ return plain data (rows and log entries); they never write shared tables. The pa
 gathers the results, so the three ways of running give identical outputs.
 """
 
+import contextlib
+import ctypes
 import functools
+import os
+import signal
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
@@ -52,6 +57,93 @@ def limit_native_threads():
     threadpool_limits(limits=1)
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+PARENT_CHECK_S = 1.0  # how often a worker checks that its parent is alive (s)
+
+
+def _die_with_parent(parent_pid):
+    """Make this worker process end when ``parent_pid`` (the runner) ends.
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` (the kernel kills the worker when the
+    parent dies, even by ``kill -9``); everywhere: a daemon thread that checks
+    ``os.getppid()`` every :data:`PARENT_CHECK_S` s and exits the process once the worker
+    has been re-parented.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch():
+        while True:
+            threading.Event().wait(PARENT_CHECK_S)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name='iblnm-parent-watch', daemon=True).start()
+
+
+def init_worker(parent_pid):
+    """Initializer of the local worker processes.
+
+    One BLAS thread (:func:`limit_native_threads`); the default SIGTERM action and SIGINT
+    ignored (the runner handles both and terminates its workers, so a Ctrl-C never leaves
+    a half-stopped pool); the worker ends with its parent (:func:`_die_with_parent`).
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    limit_native_threads()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received by the runner (raised like Ctrl-C, so that cleanup runs)."""
+
+
+def _raise_terminated(signum, _frame):
+    raise Terminated(f'signal {signal.Signals(signum).name}')
+
+
+@contextlib.contextmanager
+def terminate_on_signals():
+    """Turn SIGTERM into :class:`Terminated` in the main thread while the block runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_pool(pool, interrupted):
+    """Cancel the pending jobs; on an interruption also terminate the running workers."""
+    processes = list((getattr(pool, '_processes', None) or {}).values())
+    if interrupted:
+        for process in processes:  # a worker mid-session would otherwise write on
+            with contextlib.suppress(Exception):
+                process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _local_pool(fn, items, max_workers):
+    pool = ProcessPoolExecutor(max_workers, initializer=init_worker, initargs=(os.getpid(),))
+    interrupted = True
+    try:
+        with terminate_on_signals():
+            futures = [pool.submit(fn, item) for item in items]
+            for future in as_completed(futures):
+                yield future.result()
+        interrupted = False
+    except GeneratorExit:  # the consumer stopped early (e.g. an output cannot be written)
+        interrupted = False
+        raise
+    finally:
+        _stop_pool(pool, interrupted)
+
+
 def _dask_client(scheduler):
     from dask.distributed import Client
 
@@ -71,6 +163,10 @@ def map_sessions(fn, items, workers=1, scheduler=None, desc=None, progress=True)
     scheduler : str, optional
         Address of a running Dask distributed scheduler (e.g. ``tcp://host:8786``); takes
         precedence over ``workers``.
+
+    Local workers never outlive the caller: SIGTERM/SIGINT in the caller terminate them
+    (the signal is re-raised as :class:`Terminated`/``KeyboardInterrupt``), and each worker
+    ends when its parent dies (:func:`init_worker`).
     """
     bar = tqdm(total=len(items), desc=desc, disable=not progress, unit='session')
     try:
@@ -86,11 +182,9 @@ def map_sessions(fn, items, workers=1, scheduler=None, desc=None, progress=True)
             finally:
                 client.close()
         elif workers > 1 and len(items) > 1:
-            max_workers = min(workers, len(items))
-            with ProcessPoolExecutor(max_workers, initializer=limit_native_threads) as pool:
-                futures = [pool.submit(fn, item) for item in items]
-                for future in as_completed(futures):
-                    yield future.result()
+            with contextlib.closing(_local_pool(fn, items, min(workers, len(items)))) as pool:
+                for result in pool:
+                    yield result
                     bar.update()
         else:
             for item in items:

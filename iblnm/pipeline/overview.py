@@ -151,6 +151,8 @@ def _figures(flags, recordings, figure_dir, verdicts=None):
          'Basic QC passed and trials within photometry (faded: failed)'),
     ]  # fmt: skip
     paths = []
+    if flags.empty:  # no session in the catalog: nothing to draw
+        return paths
     for name, highlight, title in panels:
         ax = vis.session_overview_matrix(flags, highlight=highlight, title=title)
         paths += vis.save_figure_formats(ax.figure, figure_dir / name)
@@ -175,10 +177,14 @@ def run_dataset_overview(sessions_fpath=config.SESSIONS_FPATH, logs=None,
     verdict and reason (a recording counts once per reason; PASS recordings with reason '')
     and the figure ``7_qc_verdicts``.
     """
+    from iblnm import validation as v
+    from iblnm.pipeline.stage import read_catalog
+
     logs = config.STAGE_LOG_FPATHS if logs is None else logs
-    catalog = util.clean_sessions(pd.read_parquet(sessions_fpath), verbose=False)
+    catalog, catalog_log = v.validate_catalog(read_catalog(sessions_fpath))  # any catalog
+    catalog = util.clean_sessions(catalog, verbose=False)
     qc = read_table(qc_fpath)
-    log = util.concat_logs([util.read_log(path) for path in logs.values()])
+    log = util.concat_logs([catalog_log, *[util.read_log(path) for path in logs.values()]])
     flags = session_flags(catalog, qc, log)
     errors = util.deduplicate_log(util.concat_logs([log, derived_errors(flags, qc)]))
     util.write_log(errors, errors_fpath)

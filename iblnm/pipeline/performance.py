@@ -18,29 +18,39 @@ from iblnm.pipeline.stage import (
     make_jobs,
     run_jobs,
     stage_sessions,
+    write_outputs,
 )
 
 STAGE = 'task'
 
 
 def process_session(job):
-    """Performance row and errors of one session; never raises."""
+    """Performance row and errors of one session; never raises.
+
+    The trials table is validated when loaded (required columns and types:
+    :func:`iblnm.validation.validate_trials_table`); any other failure is classified
+    (:func:`iblnm.validation.classify`: a bug is an ``UnexpectedError``) and costs this
+    session its row, never the stage.
+    """
     row, connection, _ = job
     eid = str(row['eid'])
+    ps = None
     try:
         ps = PhotometrySession(row, one=connection.connect())
         ps.load_trials()
         ps.validate_n_trials()
+        for check in (ps.validate_event_completeness, ps.validate_block_structure):
+            try:
+                check()
+            except v.IblnmError as error:
+                ps.log_error(error)
+        performance = {'eid': eid, 'n_trials': len(ps.trials),
+                       'contrasts': task.get_contrast_set(ps.trials), **ps.basic_performance()}  # fmt: skip
+        performance.update(ps.block_performance())
     except Exception as error:  # noqa: BLE001 - fatal: no performance row
-        return failed(eid, error)
-    for check in (ps.validate_event_completeness, ps.validate_block_structure):
-        try:
-            check()
-        except v.IblnmError as error:
-            ps.log_error(error)
-    performance = {'eid': eid, 'n_trials': len(ps.trials),
-                   'contrasts': task.get_contrast_set(ps.trials), **ps.basic_performance()}  # fmt: skip
-    performance.update(ps.block_performance())
+        outcome = failed(eid, error)
+        outcome.errors = (ps.errors if ps is not None else []) + outcome.errors
+        return outcome
     return SessionOutcome(eid, rows=[performance], errors=list(ps.errors))
 
 
@@ -57,11 +67,11 @@ def run_task_stage(one=None, catalog=None, workers=1, scheduler=None,
                    performance_fpath=config.PERFORMANCE_FPATH, log_fpath=config.TASK_LOG_FPATH,
                    sessions_fpath=config.SESSIONS_FPATH, progress=True):  # fmt: skip
     """Run the task stage over the analysable sessions and write its outputs atomically."""
-    one, selected = stage_sessions(one, catalog, sessions_fpath)
+    one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath)
     jobs = make_jobs(selected, one)
     outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress,
                         cost=expected_cost)  # fmt: skip
-    table, log = gather(outcomes)
-    util.df2pqt(table, performance_fpath)
-    util.write_log(log, log_fpath)
-    return StageResult(STAGE, outcomes, len(selected), table, log)
+    table, log = gather(outcomes, catalog_log)
+    problem = write_outputs([(util.df2pqt, table, performance_fpath),
+                             (util.write_log, log, log_fpath)])  # fmt: skip
+    return StageResult(STAGE, outcomes, len(selected), table, log, write_error=problem)

@@ -24,12 +24,22 @@ The raw QC counts are in the QC rows also when ``validate_qc`` stopped the sessi
 
 Every processed session gets an HDF5 file (written atomically once, at the end) with
 its metadata, its errors and whatever data it reached, so the file's existence means
-"done" and a killed run resumes where it stopped. The stage tables
+"done" and a killed run resumes where it stopped. Not "done": a session whose last attempt
+failed transiently (request, download, I/O: no file is written, the next run retries it)
+or on a bug (UnexpectedError, likewise), and a session whose inputs changed since its
+file was written (size, mtime and ONE hash of the input files are recorded in the file).
+Rewriting a file keeps the groups other stages wrote (the wheel) when the trials they were
+computed from are unchanged. An HDF5 file is written only with ``config.MIN_FREE_BYTES``
+free on its disk; a write that fails is an ``OutputWriteError`` and stops the stage. The stage tables
 (``qc_photometry.pqt``, ``photometry_log.pqt``) are assembled by the parent from the
 sessions' results and, for sessions done earlier, from their HDF5 files.
 """
 
+import json
+import shutil
 from pathlib import Path
+
+import numpy as np
 
 from iblnm import config, h5, util
 from iblnm import validation as v
@@ -42,6 +52,7 @@ from iblnm.pipeline.stage import (
     make_jobs,
     run_jobs,
     stage_sessions,
+    write_outputs,
 )
 from iblnm.signal import verdict as sv
 
@@ -60,7 +71,10 @@ def _run_tiers(ps):
         ps.validate_few_unique_samples()
     except v.FewUniqueSamples as error:
         ps.log_error(error)
-    ps.preprocess()
+    try:
+        ps.preprocess()
+    except (np.linalg.LinAlgError, FloatingPointError, ValueError) as error:
+        raise v.wrap(v.PreprocessingFailed, error, 'preprocess') from error
     ps.validate_n_trials()
     events = list(config.RESPONSE_EVENTS)
     try:
@@ -80,25 +94,109 @@ def _run_tiers(ps):
         ps.log_error(error)
 
 
+INPUT_FILES = ('_ibl_trials.table.pqt', 'photometry.signal.pqt', 'photometryROI.locations.pqt',
+               '_neurophotometrics_fpData.raw.pqt')  # fmt: skip
+FINGERPRINT_KEY = 'input_fingerprint'
+
+
+def input_fingerprint(one, eid, names=INPUT_FILES):
+    """What the stage read for a session: ``{rel_path: [size, mtime_ns, hash]}`` (JSON).
+
+    Size and hash come from ONE's datasets table, size and mtime (ns) of the local file are
+    added when it exists, so a file replaced in the cache (fixed or re-downloaded) changes
+    the fingerprint.
+    """
+    datasets = one.list_datasets(eid, details=True)
+    try:
+        root = Path(one.eid2path(eid))
+    except Exception:  # noqa: BLE001 - remote eid without a local folder yet
+        root = None
+    out = {}
+    for rel_path, size, digest in zip(datasets['rel_path'], datasets['file_size'],
+                                      datasets['hash']):  # fmt: skip
+        if Path(rel_path).name not in names:
+            continue
+        entry = [None if size is None or size != size else int(size), None, digest]
+        local = root / rel_path if root is not None else None
+        if local is not None and local.exists():
+            stat = local.stat()
+            entry[:2] = [stat.st_size, stat.st_mtime_ns]
+        out[str(rel_path)] = entry
+    return json.dumps(out, sort_keys=True)
+
+
+def _kept_groups(ps):
+    """Groups of an existing HDF5 file that other stages wrote and that are still valid:
+    the wheel group when the trials it was cut from are unchanged. {} otherwise."""
+    try:
+        data = h5.load_h5(ps.h5_path, groups=['wheel', 'trials'])
+    except (v.MissingH5, v.CorruptH5):
+        return {}
+    old, new = data.get('trials'), ps.trials
+    if 'wheel' not in data or old is None or new is None or len(old) != len(new):
+        return {}
+    for col in ('stimOn_times', 'feedback_times'):
+        if (
+            col in old
+            and col in new
+            and not np.array_equal(
+                old[col].to_numpy(float), new[col].to_numpy(float), equal_nan=True
+            )
+        ):
+            return {}
+    return {'wheel': data['wheel']}
+
+
+def check_free_space(directory, needed=None):
+    """Raise :class:`OutputWriteError` when ``directory``'s disk has less than ``needed``
+    bytes free (default ``config.MIN_FREE_BYTES``)."""
+    needed = config.MIN_FREE_BYTES if needed is None else needed
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise v.OutputWriteError(
+            f'{directory}: {free / 1e6:.0f} MB free, {needed / 1e6:.0f} MB needed (disk full?)'
+        )
+
+
+def save_session(ps):
+    """Write a session's HDF5 file; any failure becomes :class:`OutputWriteError`."""
+    try:
+        check_free_space(ps.h5_dir)
+        kept = _kept_groups(ps)
+        if 'wheel' in kept:
+            ps.wheel_velocity = kept['wheel']
+        ps.save_h5(mode='w')
+    except v.OutputWriteError:
+        raise
+    except Exception as error:  # noqa: BLE001 - OSError (ENOSPC, EACCES), h5py errors ...
+        raise v.wrap(v.OutputWriteError, error, f'{ps.h5_path.name}') from error
+
+
 def process_session(job):
     """Process one session; never raises. ``job = (row dict, Connection, {'h5_dir': ...})``."""
     row, connection, options = job
     eid = str(row['eid'])
     try:
-        ps = PhotometrySession(row, one=connection.connect(), h5_dir=options['h5_dir'])
+        one = connection.connect()
+        ps = PhotometrySession(row, one=one, h5_dir=options['h5_dir'])
+        ps.metadata[FINGERPRINT_KEY] = input_fingerprint(one, ps.eid)
     except Exception as error:  # noqa: BLE001 - e.g. InvalidEid: nothing may be written
         return failed(eid, error)
     fatal = None
     try:
         _run_tiers(ps)
     except Exception as error:  # noqa: BLE001 - every failure becomes a typed log row
+        error = v.classify(error)
         ps.log_error(error)
         fatal = type(error).__name__
-    try:
-        ps.save_h5(mode='w')
-    except Exception as error:  # noqa: BLE001
-        ps.log_error(error)
-        fatal = fatal or type(error).__name__
+    if fatal is None or v.failure_kind(fatal) == 'data':  # else: not done, the next run retries
+        try:
+            save_session(ps)
+        except v.OutputWriteError as error:
+            ps.log_error(error)
+            fatal = type(error).__name__
     # raw counts are kept also when validate_qc stopped the session (one row per region x band)
     qc = ps.qc.to_dict('records') if ps._qc_rows or ps._raw_qc else []
     return SessionOutcome(eid, rows=qc, errors=list(ps.errors), fatal=fatal)
@@ -138,12 +236,31 @@ def order_qc_columns(qc):
     return qc.astype(dict.fromkeys(metrics, 'float64'))
 
 
-def is_done(eid, h5_dir):
-    """True when the session has a readable HDF5 file written by this stage."""
+def is_done(eid, h5_dir, fingerprint=None):
+    """True when the session has a readable HDF5 file written by this stage (and, given
+    ``fingerprint``, from the same inputs: see :func:`input_fingerprint`)."""
+    fpath = Path(h5_dir) / f'{eid}.h5'
     try:
-        return 'errors' in h5.h5_groups(Path(h5_dir) / f'{eid}.h5')
-    except v.CorruptH5:
+        if 'errors' not in h5.h5_groups(fpath):
+            return False
+        if fingerprint is None:
+            return True
+        metadata = h5.load_h5(fpath, groups=['metadata']).get('metadata', {})
+    except (v.CorruptH5, OSError):
         return False
+    return metadata.get(FINGERPRINT_KEY) == fingerprint
+
+
+def _done_sessions(eids, h5_dir, one):
+    done = set()
+    for eid in eids:
+        try:
+            fingerprint = input_fingerprint(one, eid)
+        except Exception:  # noqa: BLE001 - cannot tell: process the session again
+            continue
+        if is_done(eid, h5_dir, fingerprint):
+            done.add(eid)
+    return done
 
 
 def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, scheduler=None,
@@ -154,21 +271,23 @@ def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, schedule
                          progress=True):  # fmt: skip
     """Run the photometry stage over the catalog and write its tables atomically.
 
-    Sessions with a readable HDF5 file are skipped unless ``redo``; their QC rows and
-    errors are read back from the file so the tables always cover every session.
+    Sessions with a readable HDF5 file written from the same inputs are skipped unless
+    ``redo``; their QC rows and errors are read back from the file so the tables always
+    cover every session.
     """
-    one, selected = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
-                                   blockers=config.PHOTOMETRY_BLOCKERS, redo=redo)  # fmt: skip
+    one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
+                                                blockers=config.PHOTOMETRY_BLOCKERS,
+                                                redo=redo)  # fmt: skip
     eids = list(selected['eid'])
     util.remove_stale_temporaries(h5_dir)  # left by a killed run; never read as valid
-    done = set() if redo else {e for e in eids if is_done(e, h5_dir)}
+    done = set() if redo else _done_sessions(eids, h5_dir, one)
     jobs = make_jobs(selected[~selected['eid'].isin(done)], one, {'h5_dir': str(h5_dir)})
     outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
     previous = [outcome_from_h5(e, h5_dir) for e in eids if e in done]
     position = {eid: i for i, eid in enumerate(eids)}  # catalog order, whatever finished first
     everything = sorted(outcomes + previous, key=lambda o: position[o.eid])
-    qc, log = gather(everything)
+    qc, log = gather(everything, catalog_log)
     qc = order_qc_columns(qc)
-    util.df2pqt(qc, qc_fpath)
-    util.write_log(log, log_fpath)
-    return StageResult(STAGE, outcomes, len(eids), qc, log, n_skipped=len(done))
+    problem = write_outputs([(util.df2pqt, qc, qc_fpath), (util.write_log, log, log_fpath)])
+    return StageResult(STAGE, outcomes, len(eids), qc, log, n_skipped=len(done),
+                       write_error=problem)  # fmt: skip

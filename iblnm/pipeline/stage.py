@@ -6,6 +6,8 @@ executor (serial, processes or Dask) and the parent assembles the tables, so eve
 of running writes the same outputs.
 """
 
+import functools
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,10 +38,21 @@ class SessionOutcome:
     rows: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     fatal: str | None = None
+    attempts: int = 1
+
+    @property
+    def kind(self):
+        """None (completed), or the failure kind of :func:`iblnm.validation.failure_kind`."""
+        return None if self.fatal is None else v.failure_kind(self.fatal)
 
 
 def failed(eid, error):
-    """Outcome of a session stopped by ``error`` before anything was produced."""
+    """Outcome of a session stopped by ``error`` before anything was produced.
+
+    ``error`` is classified (:func:`iblnm.validation.classify`): a bug is logged as
+    ``UnexpectedError``, a request/I/O failure as a transient error.
+    """
+    error = v.classify(error)
     return SessionOutcome(
         eid, errors=[v.make_log_entry(eid, error=error)], fatal=type(error).__name__
     )
@@ -51,25 +64,38 @@ def select_sessions(catalog, upstream_logs=(), blockers=frozenset(),
     """Sessions of analysable types and subjects whose upstream logs hold no blocker.
 
     A logged error blocks when its type or one of its base classes is in ``blockers``
-    (:func:`iblnm.validation.is_blocked`).
+    (:func:`iblnm.validation.is_blocked`). ``catalog`` must have passed :func:`iblnm.validation.validate_catalog` (schema columns
+    present); an empty catalog gives an empty selection.
     """
-    df = catalog[catalog['session_type'].isin(session_types)]
-    df = df[~df['subject'].isin(exclude_subjects)]
+    df = catalog[catalog['session_type'].isin(session_types).to_numpy(bool)]
+    df = df[~df['subject'].isin(exclude_subjects).to_numpy(bool)]
     if not blockers:
         return df
     df = util.collect_session_errors(df, upstream_logs)
-    blocked = df['logged_errors'].map(lambda errors: v.is_blocked(errors, blockers))
-    return df[~blocked].drop(columns='logged_errors')
+    blocked = [bool(v.is_blocked(errors, blockers)) for errors in df['logged_errors']]
+    return df[~pd.Series(blocked, index=df.index, dtype=bool)].drop(columns='logged_errors')
+
+
+def read_catalog(sessions_fpath):
+    """The catalog parquet file; an unreadable file raises :class:`InvalidCatalog`."""
+    try:
+        return pd.read_parquet(sessions_fpath)
+    except Exception as error:  # noqa: BLE001 - pyarrow/OS errors: the library's name is kept
+        raise v.wrap(v.InvalidCatalog, error, str(sessions_fpath)) from error
 
 
 def stage_sessions(one, catalog, sessions_fpath, upstream_logs=(), blockers=frozenset(),
                    redo=False):  # fmt: skip
-    """A stage's ONE connection and selected sessions (see :func:`select_sessions`).
+    """A stage's ONE connection, selected sessions and the catalog's log entries.
 
     ``one`` defaults to :func:`iblnm.io.get_connection` (cached per process); ``catalog``
     (a DataFrame) defaults to the parquet file at ``sessions_fpath``. The run's provenance
     is started here (:func:`iblnm.provenance.start_run`): a catalog read from a file is
-    checked against its output root's record (``redo`` adopts a new one).
+    checked against its output root's record (``redo`` adopts a new one). The catalog is
+    validated at this boundary (:func:`iblnm.validation.validate_catalog`: lower-case eids,
+    one row per eid, aligned parallel lists); sessions it logs are not selected and its
+    entries go into the stage's log. Raises :class:`InvalidCatalog` when the catalog cannot
+    be used at all.
     """
     from iblnm import provenance
     from iblnm.io import _get_default_connection
@@ -77,8 +103,9 @@ def stage_sessions(one, catalog, sessions_fpath, upstream_logs=(), blockers=froz
     one = one or _get_default_connection()
     root = Path(sessions_fpath).parent if catalog is None else None
     provenance.start_run(one, metadata_dir=root, allow_change=redo)
-    catalog = pd.read_parquet(sessions_fpath) if catalog is None else catalog
-    return one, select_sessions(catalog, upstream_logs, blockers=blockers)
+    catalog = read_catalog(sessions_fpath) if catalog is None else catalog
+    catalog, catalog_log = v.validate_catalog(catalog)
+    return one, select_sessions(catalog, upstream_logs, blockers=blockers), catalog_log
 
 
 def make_jobs(sessions, one, options=None):
@@ -106,15 +133,54 @@ def longest_first(jobs, cost=session_length):
     return sorted(jobs, key=key)
 
 
+def with_retries(fn, job, attempts=None, backoff=None):
+    """``fn(job)``, run again after a transient failure (request, download, I/O).
+
+    Up to ``attempts`` runs (default ``config.RETRY_ATTEMPTS``), waiting ``backoff`` s
+    (default ``config.RETRY_BACKOFF_S``), doubled after every failed attempt. Returns the
+    last outcome, with :attr:`SessionOutcome.attempts` set.
+    """
+    attempts = config.RETRY_ATTEMPTS if attempts is None else attempts
+    delay = config.RETRY_BACKOFF_S if backoff is None else backoff
+    for attempt in range(1, max(attempts, 1) + 1):
+        outcome = fn(job)
+        outcome.attempts = attempt
+        if outcome.kind != 'transient' or attempt >= attempts:
+            return outcome
+        time.sleep(delay)
+        delay *= 2
+    return outcome
+
+
 def run_jobs(fn, jobs, workers=1, scheduler=None, desc=None, progress=True,
-             cost=session_length):  # fmt: skip
+             cost=session_length, stop_on=(v.OutputWriteError.__name__,)):  # fmt: skip
     """Run a stage function over jobs, costliest first; outcomes in the jobs' order.
 
-    ``cost(row)`` estimates a session's relative cost for the scheduling (any unit).
+    ``cost(row)`` estimates a session's relative cost for the scheduling (any unit). A
+    transient failure is retried (:func:`with_retries`). An outcome whose fatal error is in
+    ``stop_on`` (an output that cannot be written: disk full, permissions) stops the run:
+    the sessions not started yet get no outcome, and the next run does them. A worker
+    process that dies (``BrokenProcessPool``) stops the run the same way, its sessions
+    logged as ``UnexpectedError``.
     """
+    from concurrent.futures.process import BrokenProcessPool
+
     order = {job[0]['eid']: i for i, job in enumerate(jobs)}
-    outcomes = list(map_sessions(fn, longest_first(jobs, cost), workers=workers,
-                                 scheduler=scheduler, desc=desc, progress=progress))  # fmt: skip
+    outcomes = []
+    results = map_sessions(functools.partial(with_retries, fn), longest_first(jobs, cost),
+                           workers=workers, scheduler=scheduler, desc=desc,
+                           progress=progress)  # fmt: skip
+    try:
+        for outcome in results:
+            outcomes.append(outcome)
+            if outcome.fatal in stop_on:
+                break
+    except BrokenProcessPool as error:
+        done = {o.eid for o in outcomes}
+        lost = v.UnexpectedError(f'a worker process died: {v.describe(error)}')
+        outcomes += [failed(job[0]['eid'], lost) for job in jobs if job[0]['eid'] not in done]
+    finally:
+        results.close()
     return sorted(outcomes, key=lambda o: order.get(o.eid, len(order)))
 
 
@@ -128,9 +194,30 @@ class StageResult:
     table: pd.DataFrame
     log: pd.DataFrame
     n_skipped: int = 0
+    write_error: str | None = None  # the stage's tables could not be written
+
+    def of_kind(self, kind):
+        """Outcomes whose fatal error is of ``kind`` ('data', 'transient', 'unexpected' ...)."""
+        return [o for o in self.outcomes if o.kind == kind]
+
+    @property
+    def n_not_run(self):
+        """Sessions to process that got no outcome (the stage stopped early)."""
+        return max(self.n_selected - self.n_skipped - len(self.outcomes), 0)
+
+    @property
+    def exit_code(self):
+        """0 when only sessions failed on their data (or transiently, to be retried next run);
+        1 for a bug (UnexpectedError), an output that could not be written, or a stop."""
+        stopped = self.of_kind('output') or self.write_error or self.n_not_run
+        return 1 if (self.of_kind('unexpected') or stopped) else 0
 
     def summary(self):
-        """Processed / skipped / failed by type, and logged (non-fatal) errors by type."""
+        """Processed / skipped / failed by type, and logged (non-fatal) errors by type.
+
+        Transient failures (retried by the next run) and unexpected errors (bugs) are
+        counted apart from the data failures.
+        """
         fatal = Counter(o.fatal for o in self.outcomes if o.fatal)
         n_failed = sum(fatal.values())
         logged = Counter(self.log['error_type']) - fatal
@@ -139,13 +226,42 @@ class StageResult:
             f'{len(self.outcomes)}, skipped (already done) {self.n_skipped}',
             f'  completed {len(self.outcomes) - n_failed}, failed {n_failed}',
         ]
-        lines += [f'  failed  {etype}: {n}' for etype, n in fatal.most_common()]
+        data = Counter(o.fatal for o in self.of_kind('data'))
+        lines += [f'  failed  {etype}: {n}' for etype, n in data.most_common()]
+        transient = Counter(o.fatal for o in self.of_kind('transient'))
+        if transient:
+            detail = ', '.join(f'{etype} {n}' for etype, n in transient.most_common())
+            lines.append(f'  transient (retried {config.RETRY_ATTEMPTS}x, not done: the next run '
+                         f'retries them): {sum(transient.values())} ({detail})')  # fmt: skip
+        unexpected = self.of_kind('unexpected')
+        if unexpected:
+            lines.append(f'  UNEXPECTED errors (bugs, tracebacks in the log; retried by the next '
+                         f'run): {len(unexpected)}')  # fmt: skip
+        for outcome in self.of_kind('output'):
+            message = next((e['error_message'] for e in outcome.errors
+                            if e['error_type'] == outcome.fatal), '')  # fmt: skip
+            lines.append(f'  STOPPED: output could not be written ({outcome.eid}): {message}')
+        if self.n_not_run:
+            lines.append(f'  not run (stage stopped; the next run does them): {self.n_not_run}')
+        if self.write_error:
+            lines.append(f'  STOPPED: the stage tables could not be written: {self.write_error}')
         lines += [f'  logged  {etype}: {n}' for etype, n in logged.most_common() if n > 0]
         return '\n'.join(lines)
 
 
-def gather(outcomes):
-    """(table of all rows, log of all errors) from outcomes."""
+def gather(outcomes, catalog_log=()):
+    """(table of all rows, log of all errors) from outcomes (catalog entries first)."""
     table = pd.DataFrame([row for o in outcomes for row in o.rows])
-    log = util.concat_logs([[entry for o in outcomes for entry in o.errors]])
+    log = util.concat_logs([list(catalog_log), [entry for o in outcomes for entry in o.errors]])
     return table, log
+
+
+def write_outputs(writes):
+    """Run ``[(write_fn, table, path), ...]``; return None, or the message of the first
+    write that failed (:class:`OutputWriteError`: disk full, permissions ...)."""
+    for write, table, path in writes:
+        try:
+            write(table, path)
+        except Exception as error:  # noqa: BLE001 - reported in the summary, the stage stops
+            return f'{path}: {v.describe(error)}'
+    return None

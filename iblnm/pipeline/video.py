@@ -38,6 +38,7 @@ from iblnm.pipeline.stage import (
     make_jobs,
     run_jobs,
     stage_sessions,
+    write_outputs,
 )
 
 STAGE = 'video'
@@ -167,7 +168,8 @@ def load_camera_times(one, eid):
     try:
         return np.asarray(one.load_dataset(eid, sorted(datasets)[0]), dtype=float)
     except Exception as error:  # noqa: BLE001 - an unreadable file is missing data
-        raise v.MissingVideoTimestamps(f'{datasets[0]}: {type(error).__name__}: {error}') from error
+        transient = v.as_transient(error, datasets[0])
+        raise (transient or v.wrap(v.MissingVideoTimestamps, error, datasets[0])) from error
 
 
 def extended_video_qc(row, one):
@@ -194,8 +196,7 @@ def process_session(job):
         times = load_camera_times(one, entry['eid'])
         qc = extended_video_qc(row, one)
     except Exception as error:  # noqa: BLE001 - every failure becomes a typed log row
-        if not isinstance(error, v.IblnmError):
-            error = v.MissingVideoTimestamps(f'{type(error).__name__}: {error}')
+        error = v.classify(error)
         log = [v.make_log_entry(entry['eid'], error=error)]
         entry.update({'video_qc_score': -1.0, 'n_errors': 1})
         return SessionOutcome(entry['eid'], rows=[entry], errors=log, fatal=type(error).__name__)
@@ -246,14 +247,13 @@ def run_video_stage(one=None, catalog=None, workers=1, scheduler=None,
     StageResult
         ``table`` is what was written to ``video_fpath`` (columns :data:`VIDEO_COLUMNS`).
     """
-    one, selected = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
-                                   blockers=config.VIDEO_BLOCKERS)  # fmt: skip
+    one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
+                                                blockers=config.VIDEO_BLOCKERS)  # fmt: skip
     selected = _with_extended_qc(selected, qc_fpath)
     outcomes = run_jobs(
         process_session, make_jobs(selected, one), workers, scheduler, STAGE, progress
     )
-    table, log = gather(outcomes)
+    table, log = gather(outcomes, catalog_log)
     table = sort_video_table(table)
-    util.df2pqt(table, video_fpath)
-    util.write_log(log, log_fpath)
-    return StageResult(STAGE, outcomes, len(selected), table, log)
+    problem = write_outputs([(util.df2pqt, table, video_fpath), (util.write_log, log, log_fpath)])
+    return StageResult(STAGE, outcomes, len(selected), table, log, write_error=problem)

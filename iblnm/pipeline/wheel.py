@@ -10,6 +10,7 @@ from pathlib import Path
 from iblnm import config, util
 from iblnm import validation as v
 from iblnm.data import PhotometrySession
+from iblnm.pipeline.photometry import check_free_space
 from iblnm.pipeline.stage import (
     SessionOutcome,
     StageResult,
@@ -18,6 +19,7 @@ from iblnm.pipeline.stage import (
     make_jobs,
     run_jobs,
     stage_sessions,
+    write_outputs,
 )
 
 STAGE = 'wheel'
@@ -34,10 +36,16 @@ def process_session(job):
         ps.load_h5(groups=['trials'])
         if ps.trials is None:
             raise v.MissingExtractedData('no trials in the HDF5 file')
-        ps.load_wheel()
+        ps.load_wheel()  # validated: InvalidWheelData for non-monotonic timestamps
         velocity = ps.extract_wheel_velocity()
-        ps.save_h5(groups=['wheel'])
     except Exception as error:  # noqa: BLE001 - every failure becomes a typed log row
+        return failed(eid, error)
+    try:
+        check_free_space(ps.h5_dir)
+        ps.save_h5(groups=['wheel'])
+    except Exception as error:  # noqa: BLE001 - disk full, permissions, h5py errors
+        if not isinstance(error, v.OutputWriteError | v.CorruptH5):
+            error = v.wrap(v.OutputWriteError, error, ps.h5_path.name)
         return failed(eid, error)
     n_samples = velocity['velocity'].shape[1]
     return SessionOutcome(
@@ -49,10 +57,10 @@ def run_wheel_stage(one=None, catalog=None, workers=1, scheduler=None,
                     h5_dir=config.SESSIONS_H5_DIR, log_fpath=config.WHEEL_LOG_FPATH,
                     sessions_fpath=config.SESSIONS_FPATH, progress=True):  # fmt: skip
     """Run the wheel stage over the analysable sessions; always writes the log."""
-    one, selected = stage_sessions(one, catalog, sessions_fpath)
+    one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath)
     util.remove_stale_temporaries(h5_dir)
     jobs = make_jobs(selected, one, {'h5_dir': str(h5_dir)})
     outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
-    table, log = gather(outcomes)
-    util.write_log(log, log_fpath)
-    return StageResult(STAGE, outcomes, len(selected), table, log)
+    table, log = gather(outcomes, catalog_log)
+    problem = write_outputs([(util.write_log, log, log_fpath)])
+    return StageResult(STAGE, outcomes, len(selected), table, log, write_error=problem)

@@ -1,0 +1,741 @@
+"""Fault injection on the ``small`` preset: every failure typed, no other session changed.
+
+Each case copies one simulated cache (``small_cache``, generated once per test run), plants
+one fault in one session (FAULTY) and runs the stages in this process on a two-session
+catalog (FAULTY and CONTROL, both two-fiber training sessions). It asserts the typed error
+row, that CONTROL's outputs equal those of an undisturbed reference run, and what a rerun
+after the fault is removed gives. Subprocess cases check the scripts' exit codes, the
+runner summary and that no pool worker outlives its runner.
+
+Every case adds a row to the chaos table (fault | error type | other sessions unchanged |
+rerun result), written at the end of the module to ``$IBLNM_CHAOS_TABLE`` when set (the
+table in NOTES.md comes from ``IBLNM_CHAOS_TABLE=chaos.md pytest tests/test_faults.py``).
+"""
+
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from one.api import One
+
+from iblnm import config, h5
+from iblnm import validation as v
+from iblnm.data import PhotometrySession
+from iblnm.pipeline import executor, overview, performance, photometry, wheel
+from iblnm.pipeline.catalog import query_database
+from iblnm.pipeline.video import run_video_stage
+
+FAULTY = '7787ec7d-4468-33a4-bc9b-e15ae39efb5e'  # CQ101 training, SNc-r + VTA-r
+CONTROL = 'e67ccb8a-13d9-38e5-acf6-fb653fc41cf2'  # CQ102 training, VTA-l + SNc-r
+REPO = Path(__file__).resolve().parents[1]
+CHAOS = []
+
+
+def chaos(fault, error_type, others_unchanged, rerun):
+    """Record one row of the chaos table."""
+    CHAOS.append((fault, error_type, 'yes' if others_unchanged else 'NO', rerun))
+
+
+@pytest.fixture(scope='module', autouse=True)
+def chaos_table():
+    yield
+    target = os.environ.get('IBLNM_CHAOS_TABLE')
+    if target and CHAOS:
+        lines = ['| fault | error type | other sessions unchanged | rerun result |',
+                 '|---|---|---|---|']  # fmt: skip
+        lines += [f'| {" | ".join(row)} |' for row in CHAOS]
+        Path(target).write_text('\n'.join(lines) + '\n')
+
+
+# ---------------------------------------------------------------------------
+# One reference run, one copied cache per case
+# ---------------------------------------------------------------------------
+@dataclass
+class Outputs:
+    """A cache and an output root, with the stage functions bound to them."""
+
+    cache: Path
+    root: Path
+
+    def __post_init__(self):
+        self.one = One(cache_dir=str(self.cache), mode='local')
+        self.h5_dir = self.root / 'sessions'
+        (self.root / 'metadata').mkdir(parents=True, exist_ok=True)
+
+    @property
+    def sessions_fpath(self):
+        return self.root / 'metadata' / 'sessions.pqt'
+
+    def log_fpath(self, stage):
+        return self.root / 'metadata' / f'{stage}_log.pqt'
+
+    def photometry(self, catalog, **kwargs):
+        return photometry.run_photometry_stage(
+            one=self.one, catalog=catalog, h5_dir=self.h5_dir, qc_fpath=self.root / 'qc.pqt',
+            log_fpath=self.log_fpath('photometry'), sessions_fpath=self.sessions_fpath,
+            upstream_logs=(), progress=False, **kwargs,
+        )  # fmt: skip
+
+    def task(self, catalog, **kwargs):
+        return performance.run_task_stage(
+            one=self.one, catalog=catalog, performance_fpath=self.root / 'performance.pqt',
+            log_fpath=self.log_fpath('task'), sessions_fpath=self.sessions_fpath,
+            progress=False, **kwargs,
+        )  # fmt: skip
+
+    def wheel(self, catalog, **kwargs):
+        return wheel.run_wheel_stage(
+            one=self.one, catalog=catalog, h5_dir=self.h5_dir, log_fpath=self.log_fpath('wheel'),
+            sessions_fpath=self.sessions_fpath, progress=False, **kwargs,
+        )  # fmt: skip
+
+    def h5(self, eid, groups=None):
+        return h5.load_h5(self.h5_dir / f'{eid}.h5', groups=groups)
+
+    def session_dir(self, eid):
+        return Path(self.one.eid2path(eid))
+
+
+@pytest.fixture(scope='module')
+def reference(small_cache, tmp_path_factory):
+    """The two-session catalog and an undisturbed run of photometry, task and wheel on it."""
+    root = tmp_path_factory.mktemp('faults_reference')
+    out = Outputs(small_cache, root)
+    result = query_database(
+        one=out.one, sessions_fpath=out.sessions_fpath, log_fpath=out.log_fpath('query_database'),
+        qc_fpath=root / 'metadata' / 'sessions_qc.pqt', progress=False,
+    )  # fmt: skip
+    full = result.catalog
+    catalog = full[full['eid'].isin([FAULTY, CONTROL])].reset_index(drop=True)
+    assert len(catalog) == 2
+    catalog.to_parquet(out.sessions_fpath)
+    out.catalog, out.full_catalog = catalog, full
+    for run in (out.photometry, out.task, out.wheel):
+        assert run(catalog).exit_code == 0
+    return out
+
+
+@pytest.fixture
+def case(small_cache, reference, tmp_path, monkeypatch):
+    """A fresh copy of the cache and an empty output root holding the two-session catalog."""
+    monkeypatch.setattr(config, 'RETRY_BACKOFF_S', 0.0)
+    executor._connect.cache_clear()
+    cache = tmp_path / 'cache'
+    shutil.copytree(small_cache, cache, symlinks=True)
+    out = Outputs(cache, tmp_path / 'out')
+    reference.catalog.to_parquet(out.sessions_fpath)
+    out.catalog = reference.catalog
+    yield out
+    executor._connect.cache_clear()
+
+
+def log_types(result, eid):
+    return set(result.log.loc[result.log['eid'] == eid, 'error_type'])
+
+
+def log_messages(result, eid, error_type):
+    rows = result.log[(result.log['eid'] == eid) & (result.log['error_type'] == error_type)]
+    return ' | '.join(rows['error_message'])
+
+
+def same_h5(a, b, eid):
+    """True when the photometry group of a session is identical in two output roots."""
+    with h5py.File(a.h5_dir / f'{eid}.h5', 'r') as fa, h5py.File(b.h5_dir / f'{eid}.h5', 'r') as fb:
+        keys_a, keys_b = [], []
+        fa['photometry'].visititems(
+            lambda k, o: keys_a.append(k) if isinstance(o, h5py.Dataset) else None
+        )
+        fb['photometry'].visititems(
+            lambda k, o: keys_b.append(k) if isinstance(o, h5py.Dataset) else None
+        )
+        if sorted(keys_a) != sorted(keys_b):
+            return False
+        return all(np.array_equal(fa['photometry'][k][()], fb['photometry'][k][()], equal_nan=True)
+                   if fa['photometry'][k].dtype.kind == 'f' else
+                   list(fa['photometry'][k][()]) == list(fb['photometry'][k][()]) for k in keys_a)  # fmt: skip
+
+
+def qc_rows(qc, eid):
+    """A session's QC rows, sorted."""
+    return qc[qc['eid'] == eid].sort_values(['brain_region', 'band']).reset_index(drop=True)
+
+
+def performance_row(root, eid):
+    table = pd.read_parquet(root / 'performance.pqt').set_index('eid')
+    return table.loc[eid].drop('contrasts')
+
+
+def assert_control_unchanged(case, reference, stage='photometry'):
+    if stage == 'photometry':
+        assert same_h5(case, reference, CONTROL)
+        pd.testing.assert_frame_equal(
+            qc_rows(pd.read_parquet(case.root / 'qc.pqt'), CONTROL),
+            qc_rows(pd.read_parquet(reference.root / 'qc.pqt'), CONTROL),
+        )
+    elif stage == 'task':
+        pd.testing.assert_series_equal(performance_row(case.root, CONTROL),
+                                       performance_row(reference.root, CONTROL))  # fmt: skip
+    elif stage == 'wheel':
+        np.testing.assert_array_equal(case.h5(CONTROL, ['wheel'])['wheel']['velocity'],
+                                      reference.h5(CONTROL, ['wheel'])['wheel']['velocity'])  # fmt: skip
+    return True
+
+
+# ---------------------------------------------------------------------------
+# Planted file faults
+# ---------------------------------------------------------------------------
+def trials_path(case, eid=FAULTY):
+    return case.session_dir(eid) / 'alf' / 'task_00' / '_ibl_trials.table.pqt'
+
+
+def signal_path(case, eid=FAULTY):
+    return case.session_dir(eid) / 'alf' / 'photometry' / 'photometry.signal.pqt'
+
+
+def edit_parquet(path, edit):
+    """Rewrite a parquet file with ``edit(frame)``; return the original bytes."""
+    original = path.read_bytes()
+    edit(pd.read_parquet(path)).to_parquet(path)
+    return original
+
+
+def restore(path, original):
+    path.write_bytes(original)
+    os.utime(path)  # a fixed file is a new file: its mtime moves on
+
+
+@pytest.mark.parametrize(
+    'fault, edit',
+    [
+        ('trials table without feedbackType', lambda t: t.drop(columns='feedbackType')),
+        ('trials table without choice', lambda t: t.drop(columns='choice')),
+        ('choice stored as text', lambda t: t.assign(choice=t['choice'].astype(str))),
+    ],
+    ids=['no-feedbackType', 'no-choice', 'text-choice'],
+)
+def test_bad_trials_table_is_typed_in_task_and_photometry(case, reference, fault, edit):
+    path = trials_path(case)
+    original = edit_parquet(path, edit)
+    task = case.task(case.catalog)
+    assert task.exit_code == 0
+    assert log_types(task, FAULTY) == {'InvalidTrialsTable'}
+    assert set(task.table['eid']) == {CONTROL}
+    assert_control_unchanged(case, reference, 'task')
+    phot = case.photometry(case.catalog)
+    assert phot.exit_code == 0
+    assert log_types(phot, FAULTY) == {'InvalidTrialsTable'}
+    assert_control_unchanged(case, reference)
+
+    restore(path, original)  # the input changed since FAULTY's H5 was written
+    rerun = case.photometry(case.catalog)
+    assert rerun.n_skipped == 1 and [o.eid for o in rerun.outcomes] == [FAULTY]
+    assert log_types(rerun, FAULTY) == set()
+    assert same_h5(case, reference, FAULTY)
+    task = case.task(case.catalog)
+    pd.testing.assert_series_equal(performance_row(case.root, FAULTY),
+                                   performance_row(reference.root, FAULTY))  # fmt: skip
+    chaos(
+        fault,
+        'InvalidTrialsTable (task, photometry)',
+        True,
+        'fixed file: reprocessed (input changed), outputs equal the reference',
+    )
+
+
+def test_duplicated_photometry_timestamps(case, reference):
+    path = signal_path(case)
+    original = edit_parquet(
+        path, lambda t: t.assign(times=t['times'].where(t.index != 500, t['times'].shift(1)))
+    )
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0
+    assert log_types(result, FAULTY) == {'InvalidPhotometryTimes'}
+    assert '1 repeated' in log_messages(result, FAULTY, 'InvalidPhotometryTimes')
+    assert_control_unchanged(case, reference)
+    restore(path, original)
+    case.photometry(case.catalog)
+    assert same_h5(case, reference, FAULTY)
+    chaos(
+        'duplicated photometry timestamp',
+        'InvalidPhotometryTimes',
+        True,
+        'fixed file: reprocessed, equal to the reference',
+    )
+
+
+def test_corrupt_signal_file_names_the_library(case, reference):
+    path = signal_path(case)
+    original = path.read_bytes()
+    path.write_bytes(original[: len(original) // 2])  # truncated parquet
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0
+    assert log_types(result, FAULTY) == {'InvalidPhotometryTable'}
+    assert 'pyarrow' in log_messages(result, FAULTY, 'InvalidPhotometryTable')
+    assert_control_unchanged(case, reference)
+    restore(path, original)
+    case.photometry(case.catalog)
+    assert same_h5(case, reference, FAULTY)
+    chaos(
+        'truncated photometry.signal.pqt',
+        'InvalidPhotometryTable (pyarrow ... named)',
+        True,
+        'fixed file: reprocessed, equal to the reference',
+    )
+
+
+@pytest.mark.parametrize(
+    'fault, edit, error_type',
+    [
+        ('fiber column missing from the signal table', lambda t: t.drop(columns='G1'), 'MissingFiber'),
+        ('all-NaN fiber', lambda t: t.assign(G1=np.nan), 'BadFiber'),
+    ],
+    ids=['missing-column', 'all-nan'],
+)  # fmt: skip
+def test_one_bad_fiber_is_dropped_and_the_other_goes_on(case, reference, fault, edit, error_type):
+    path = signal_path(case)
+    edit_parquet(path, edit)
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0
+    assert log_types(result, FAULTY) == {error_type}
+    assert 'G1 (VTA-r)' in log_messages(result, FAULTY, error_type)
+    assert_control_unchanged(case, reference)
+    with (
+        h5py.File(case.h5_dir / f'{FAULTY}.h5', 'r') as a,
+        h5py.File(reference.h5_dir / f'{FAULTY}.h5', 'r') as b,
+    ):
+        assert set(a['photometry']) == {'SNc'} and set(b['photometry']) == {'SNc', 'VTA'}
+        np.testing.assert_array_equal(a['photometry/SNc/preprocessed/signal'][()],
+                                      b['photometry/SNc/preprocessed/signal'][()])  # fmt: skip
+    assert set(qc_rows(result.table, FAULTY)['brain_region']) == {'SNc'}
+    chaos(
+        fault,
+        f'{error_type} (fiber dropped)',
+        True,
+        "the session's other fiber processed, identical to the reference",
+    )
+
+
+def test_non_monotonic_wheel_timestamps(case, reference):
+    assert case.photometry(case.catalog).exit_code == 0
+    path = case.session_dir(FAULTY) / 'alf' / 'task_00' / '_ibl_wheel.timestamps.npy'
+    original = path.read_bytes()
+    times = np.load(path)
+    times[100:110] = times[100:110][::-1]
+    np.save(path, times)
+    result = case.wheel(case.catalog)
+    assert result.exit_code == 0
+    assert log_types(result, FAULTY) == {'InvalidWheelData'}
+    assert 'wheel' not in case.h5(FAULTY)
+    assert_control_unchanged(case, reference, 'wheel')
+    restore(path, original)
+    case.wheel(case.catalog)
+    np.testing.assert_array_equal(case.h5(FAULTY, ['wheel'])['wheel']['velocity'],
+                                  reference.h5(FAULTY, ['wheel'])['wheel']['velocity'])  # fmt: skip
+    chaos(
+        'non-monotonic wheel timestamps',
+        'InvalidWheelData',
+        True,
+        'fixed file: wheel group written, equal to the reference',
+    )
+
+
+# ---------------------------------------------------------------------------
+# Transient failures and bugs
+# ---------------------------------------------------------------------------
+class Outage:
+    """Make ONE's loads of FAULTY's files raise ``requests.ConnectionError`` while on."""
+
+    def __init__(self, monkeypatch, failures=None):
+        self.failures = failures  # None: for ever; n: the first n loads only
+        self.calls = 0
+        for name in ('load_dataset', 'load_object'):
+            original = getattr(One, name)
+            monkeypatch.setattr(One, name, self._wrap(original))
+
+    def _wrap(self, original):
+        outage = self
+
+        def load(one, eid, *args, **kwargs):
+            if str(eid) == FAULTY and (outage.failures is None or outage.calls < outage.failures):
+                outage.calls += 1
+                raise requests.exceptions.ConnectionError('Max retries exceeded (planted outage)')
+            return original(one, eid, *args, **kwargs)
+
+        return load
+
+
+def test_transient_failure_is_retried_and_not_done(case, reference, monkeypatch):
+    outage = Outage(monkeypatch)
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0  # only a session failed
+    assert log_types(result, FAULTY) == {'RequestFailed'}
+    assert 'requests.exceptions.ConnectionError' in log_messages(result, FAULTY, 'RequestFailed')
+    (failed,) = result.of_kind('transient')
+    assert failed.attempts == config.RETRY_ATTEMPTS
+    assert 'the next run retries them): 1' in result.summary()
+    assert not (case.h5_dir / f'{FAULTY}.h5').exists()  # not "done"
+    assert_control_unchanged(case, reference)
+
+    outage.failures = 0  # the outage is over
+    rerun = case.photometry(case.catalog)
+    assert [o.eid for o in rerun.outcomes] == [FAULTY] and rerun.n_skipped == 1
+    assert same_h5(case, reference, FAULTY)
+    chaos(
+        'connection error on every download of one session',
+        'RequestFailed (3 attempts)',
+        True,
+        'not done; the next run processes it, equal to the reference',
+    )
+
+
+def test_transient_failure_recovers_within_the_run(case, reference, monkeypatch):
+    Outage(monkeypatch, failures=1)
+    result = case.photometry(case.catalog)
+    (outcome,) = [o for o in result.outcomes if o.eid == FAULTY]
+    assert outcome.attempts == 2 and outcome.fatal is None
+    assert log_types(result, FAULTY) == set()
+    assert same_h5(case, reference, FAULTY)
+    chaos('one failed download', 'none (retried within the run)', True, 'nothing to rerun')
+
+
+def plant_bug(monkeypatch, cls, name):
+    original = getattr(cls, name)
+
+    def broken(self, *args, **kwargs):
+        if self.eid == FAULTY:
+            raise TypeError("unsupported operand type(s) for +: 'int' and 'str' (planted)")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, name, broken)
+
+
+def test_programming_error_is_unexpected_and_retried(case, reference, monkeypatch):
+    plant_bug(monkeypatch, PhotometrySession, 'preprocess')
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 1
+    assert log_types(result, FAULTY) == {'UnexpectedError'}
+    row = result.log[result.log['error_type'] == 'UnexpectedError'].iloc[0]
+    assert row['error_message'].startswith('TypeError: ')
+    assert 'in broken' in row['traceback']
+    assert 'UNEXPECTED errors' in result.summary()
+    assert not (case.h5_dir / f'{FAULTY}.h5').exists()
+    assert_control_unchanged(case, reference)
+    monkeypatch.undo()
+    rerun = case.photometry(case.catalog)
+    assert [o.eid for o in rerun.outcomes] == [FAULTY] and rerun.exit_code == 0
+    assert same_h5(case, reference, FAULTY)
+
+    plant_bug(monkeypatch, PhotometrySession, 'basic_performance')
+    task = case.task(case.catalog)
+    assert task.exit_code == 1 and log_types(task, FAULTY) == {'UnexpectedError'}
+    assert_control_unchanged(case, reference, 'task')
+    chaos(
+        'TypeError planted in a stage',
+        'UnexpectedError (traceback kept)',
+        True,
+        'stage exits 1; the next run retries the session',
+    )
+
+
+# ---------------------------------------------------------------------------
+# Catalogs: empty, filtered out, malformed
+# ---------------------------------------------------------------------------
+def run_every_stage(case, catalog):
+    results = [case.photometry(catalog), case.task(catalog), case.wheel(catalog),
+               run_video_stage(one=case.one, catalog=catalog, video_fpath=case.root / 'video.pqt',
+                               log_fpath=case.log_fpath('video'),
+                               sessions_fpath=case.sessions_fpath, qc_fpath=None,
+                               upstream_logs=(), progress=False)]  # fmt: skip
+    catalog.to_parquet(case.sessions_fpath)
+    result = overview.run_dataset_overview(
+        sessions_fpath=case.sessions_fpath, logs={'photometry': case.log_fpath('photometry')},
+        qc_fpath=case.root / 'qc.pqt', errors_fpath=case.root / 'errors.pqt',
+        figure_dir=case.root / 'figures',
+    )  # fmt: skip
+    return results, result
+
+
+@pytest.mark.parametrize('which', ['empty', 'all-filtered'])
+def test_empty_selection_reports_zero_sessions(case, reference, which):
+    catalog = reference.full_catalog.iloc[:0] if which == 'empty' else (
+        reference.catalog.assign(session_type='habituation'))  # fmt: skip
+    results, over = run_every_stage(case, catalog)
+    for result in results:
+        assert result.n_selected == 0 and result.exit_code == 0
+        assert 'sessions selected 0' in result.summary()
+    assert len(over.recordings) == 0
+    chaos(f'{which} catalog', 'none: "sessions selected 0"', True, 'every stage exits 0')
+
+
+def test_malformed_catalog_is_logged_and_the_overview_runs(case, reference):
+    catalog = reference.catalog.copy()
+    upper = catalog.iloc[[1]].assign(eid=CONTROL.upper())
+    twin = catalog.iloc[[0]]
+    catalog.at[0, 'hemisphere'] = ['r']  # FAULTY: 2 regions, 1 hemisphere
+    catalog = pd.concat([catalog.iloc[[0]], upper, twin.assign(hemisphere=[['r']]), upper],
+                        ignore_index=True)  # fmt: skip
+    results, over = run_every_stage(case, catalog)
+    phot = results[0]
+    assert phot.exit_code == 0
+    assert log_types(phot, FAULTY) == {'MismatchedParallelLists', 'DuplicateEid'}
+    assert log_types(phot, CONTROL) == {'DuplicateEid'}
+    assert [o.eid for o in phot.outcomes] == [CONTROL]  # lower case, once
+    assert sorted(p.name for p in case.h5_dir.glob('*.h5')) == [f'{CONTROL}.h5']
+    assert list(phot.table['eid'].unique()) == [CONTROL]
+    assert same_h5(case, reference, CONTROL)
+    assert {'MismatchedParallelLists', 'DuplicateEid'} <= set(over.errors['error_type'])
+    again = case.photometry(catalog)
+    assert again.n_skipped == 1 and not again.outcomes  # the upper-case eid is done
+    chaos(
+        'duplicated eid, upper-case eid, mismatched parallel lists',
+        'DuplicateEid, MismatchedParallelLists',
+        True,
+        'eid normalised: skipped as done; the overview runs',
+    )
+
+
+def test_unreadable_catalog_is_a_typed_stage_error(case):
+    case.sessions_fpath.write_bytes(b'not a parquet file')
+    with pytest.raises(v.InvalidCatalog, match='pyarrow'):
+        case.photometry(None)
+    with pytest.raises(v.InvalidCatalog, match='no column eid'):
+        case.task(pd.DataFrame({'subject': ['a']}))
+
+
+# ---------------------------------------------------------------------------
+# --redo, disk full, permissions
+# ---------------------------------------------------------------------------
+def test_redo_keeps_the_wheel_group(case, reference):
+    case.photometry(case.catalog)
+    case.wheel(case.catalog)
+    before = case.h5(FAULTY, ['wheel'])['wheel']['velocity']
+    redo = case.photometry(case.catalog, redo=True)
+    assert len(redo.outcomes) == 2
+    for eid in (FAULTY, CONTROL):
+        np.testing.assert_array_equal(case.h5(eid, ['wheel'])['wheel']['velocity'],
+                                      reference.h5(eid, ['wheel'])['wheel']['velocity'])  # fmt: skip
+    assert before.shape == case.h5(FAULTY, ['wheel'])['wheel']['velocity'].shape
+    chaos(
+        'photometry --redo after the wheel stage',
+        'none',
+        True,
+        'wheel group kept (trials unchanged)',
+    )
+
+
+def test_disk_full_stops_the_stage_cleanly(case, reference, monkeypatch):
+    usage = shutil.disk_usage(case.root)
+    monkeypatch.setattr(photometry.shutil, 'disk_usage', lambda _: usage._replace(free=10**6))
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 1
+    (stopped,) = result.of_kind('output')
+    assert stopped.fatal == 'OutputWriteError'
+    assert result.n_not_run == 1  # the stage stopped after the first failed write
+    assert 'STOPPED: output could not be written' in result.summary()
+    assert not list(case.h5_dir.glob('*.h5')) and not list(case.h5_dir.glob('.*tmp'))
+    monkeypatch.undo()
+    rerun = case.photometry(case.catalog)
+    assert rerun.exit_code == 0 and len(rerun.outcomes) == 2
+    assert same_h5(case, reference, FAULTY) and same_h5(case, reference, CONTROL)
+    chaos(
+        'disk full (free space below MIN_FREE_BYTES)',
+        'OutputWriteError; stage stopped',
+        True,
+        'nothing half-written; the next run does every session',
+    )
+
+
+@pytest.mark.parametrize('error', [PermissionError(errno.EACCES, 'Permission denied'),
+                                   OSError(errno.ENOSPC, 'No space left on device')],
+                         ids=['permission', 'enospc'])  # fmt: skip
+def test_failed_h5_write_is_an_output_error(case, reference, monkeypatch, error):
+    original = h5.save_h5
+
+    def failing(fpath, data, mode='a'):
+        if FAULTY in str(fpath):
+
+            def write(tmp):
+                Path(tmp).write_bytes(b'partial')
+                raise error
+
+            from iblnm.util import atomic_write
+
+            return atomic_write(fpath, write, suffix='.h5.tmp')
+        return original(fpath, data, mode=mode)
+
+    monkeypatch.setattr(h5, 'save_h5', failing)
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 1
+    assert log_types(result, FAULTY) == {'OutputWriteError'}
+    assert type(error).__name__ in log_messages(result, FAULTY, 'OutputWriteError')
+    assert not list(case.h5_dir.glob('.*tmp')) and not (case.h5_dir / f'{FAULTY}.h5').exists()
+    monkeypatch.undo()
+    case.photometry(case.catalog)
+    assert same_h5(case, reference, FAULTY)
+    chaos(
+        f'{type(error).__name__} while writing an H5',
+        'OutputWriteError; stage stopped',
+        True,
+        'no file and no .tmp left; the next run writes it',
+    )
+
+
+# ---------------------------------------------------------------------------
+# Scripts and the runner in subprocesses
+# ---------------------------------------------------------------------------
+def script_env(case):
+    env = {**os.environ, 'IBLNM_ONE_CACHE': str(case.cache), 'IBLNM_ROOT': str(case.root)}
+    env.pop('IBLNM_ONE_MODE', None)
+    return env
+
+
+def test_runner_exits_zero_when_only_sessions_fail(case, reference):
+    edit_parquet(trials_path(case), lambda t: t.drop(columns='feedbackType'))
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'scripts' / 'run_pipeline.py'), '--from', 'photometry'],
+        env=script_env(case), capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = result.stdout.split('Pipeline summary')[-1]
+    lines = {line.split()[0]: line for line in summary.strip().splitlines() if line.strip()}
+    assert '1 sessions with errors: InvalidTrialsTable 1' in lines['photometry']
+    assert '1 sessions with errors: InvalidTrialsTable 1' in lines['task']
+    performance_table = pd.read_parquet(case.root / 'data' / 'performance.pqt')
+    assert list(performance_table['eid']) == [CONTROL]
+    chaos(
+        'runner, one session without feedbackType',
+        'InvalidTrialsTable',
+        True,
+        'runner exits 0; summary counts it in photometry and task',
+    )
+
+
+PLANTED = """
+import runpy, sys
+from iblnm.data import PhotometrySession
+original = PhotometrySession.preprocess
+def broken(self, *args, **kwargs):
+    if self.eid == {eid!r}:
+        raise TypeError('planted bug')
+    return original(self, *args, **kwargs)
+PhotometrySession.preprocess = broken
+sys.argv = ['photometry.py']
+runpy.run_path({script!r}, run_name='__main__')
+"""
+
+
+def test_photometry_script_exits_nonzero_on_a_bug_and_the_next_run_retries(case, reference):
+    (case.root / 'metadata').mkdir(exist_ok=True)
+    reference.catalog.to_parquet(case.root / 'metadata' / 'sessions.pqt')
+    script = str(REPO / 'scripts' / 'photometry.py')
+    code = PLANTED.format(eid=FAULTY, script=script)
+    first = subprocess.run([sys.executable, '-c', code], env=script_env(case),
+                           capture_output=True, text=True)  # fmt: skip
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
+    assert 'UNEXPECTED errors' in first.stdout
+    log = pd.read_parquet(case.root / 'metadata' / 'photometry_log.pqt')
+    assert list(log['error_type']) == ['UnexpectedError']
+    second = subprocess.run([sys.executable, script], env=script_env(case),
+                            capture_output=True, text=True)  # fmt: skip
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert 'processed now 1, skipped (already done) 1' in second.stdout
+    assert len(pd.read_parquet(case.root / 'metadata' / 'photometry_log.pqt')) == 0
+
+
+def children(pid):
+    """Pids of the live processes whose parent is ``pid``."""
+    found = []
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != 'Z':
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid):
+    try:
+        fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != 'Z'
+
+
+@pytest.mark.skipif(not Path('/proc').exists(), reason='needs /proc (Linux)')
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL], ids=['SIGTERM', 'SIGKILL'])
+def test_no_worker_outlives_its_runner(case, reference, sig):
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / 'scripts' / 'photometry.py'), '--workers', '2'],
+        env=script_env(case), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    workers = []
+    while time.monotonic() < deadline and process.poll() is None and len(workers) < 2:
+        workers = children(process.pid)
+        time.sleep(0.1)
+    assert len(workers) >= 2, 'the pool did not start'
+    time.sleep(0.5)  # the workers are inside their sessions
+    os.kill(process.pid, sig)
+    process.wait(timeout=60)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(alive(pid) for pid in workers):
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)], 'a worker outlived its runner'
+    n_files = len(list((case.root / 'data' / 'sessions').glob('*.h5')))
+    time.sleep(1.0)
+    assert len(list((case.root / 'data' / 'sessions').glob('*.h5'))) == n_files
+    chaos(
+        f'{sig.name} to a --workers 2 photometry run',
+        'none (interrupted)',
+        True,
+        'workers gone within 15 s, no file written after; rerun resumes',
+    )
+
+
+def test_catalog_bug_is_unexpected_deferred_and_retried(reference, tmp_path, monkeypatch):
+    from iblnm import util
+    from iblnm.pipeline import catalog as catalog_stage
+
+    original = util.get_session_length.__wrapped__
+
+    @v.exception_logger
+    def broken(session):
+        if session['eid'] == FAULTY:
+            raise AttributeError("'NoneType' object has no attribute 'days' (planted)")
+        return original(session)
+
+    monkeypatch.setattr(catalog_stage.util, 'get_session_length', broken)
+    paths = {'sessions_fpath': tmp_path / 'sessions.pqt', 'log_fpath': tmp_path / 'log.pqt',
+             'qc_fpath': tmp_path / 'qc.pqt'}  # fmt: skip
+    first = query_database(one=reference.one, progress=False, **paths)
+    assert first.unexpected == [FAULTY] and FAULTY in first.deferred
+    assert FAULTY not in set(first.catalog['eid'])
+    log = pd.read_parquet(paths['log_fpath'])
+    row = log[log['eid'] == FAULTY].iloc[0]
+    assert row['error_type'] == 'UnexpectedError' and row['error_message'].startswith(
+        'AttributeError'
+    )
+    assert 'UNEXPECTED errors' in first.summary()
+    monkeypatch.undo()
+    second = query_database(one=reference.one, progress=False, **paths)
+    assert (second.n_new, second.deferred, second.unexpected) == (1, [], [])
+    pd.testing.assert_frame_equal(second.catalog, reference.full_catalog)
+    chaos(
+        'AttributeError planted in the catalog stage',
+        'UnexpectedError (deferred)',
+        True,
+        'query_database exits 1; the next run queries the session again',
+    )
