@@ -597,7 +597,7 @@ validate_video_pin_state_qc = _video_qc_validator('qc_videoLeft_pin_state', Vide
 # Failure kinds: what a stage logs for an exception
 # ---------------------------------------------------------------------------
 _REQUEST_PACKAGES = ('requests', 'urllib3', 'botocore', 's3transfer', 'aiohttp', 'globus_sdk')
-_REQUEST_MODULES = ('http.client', 'socket', 'ssl')
+_REQUEST_MODULES = ('http.client', 'urllib.error', 'socket', 'ssl')
 
 
 def qualified_name(error):
@@ -613,7 +613,7 @@ def describe(error):
 
 
 def is_request_error(error):
-    """True for a failed HTTP request or download (requests/urllib3/http.client/socket errors,
+    """True for a failed HTTP request or download (requests/urllib3/urllib/http.client/socket errors,
     connection errors and timeouts)."""
     for cls in type(error).__mro__:
         module = cls.__module__
@@ -668,12 +668,14 @@ def classify(error):
 def request_error_names():
     """Type names of request and download errors (requests, urllib3, builtin connection
     errors and timeouts), for logs that hold only the type name."""
+    import urllib.error
+
     import requests.exceptions
     import urllib3.exceptions
 
     names = {'ConnectionError', 'TimeoutError', 'BrokenPipeError', 'ConnectionResetError',
              'ConnectionRefusedError', 'ConnectionAbortedError', 'timeout'}  # fmt: skip
-    for module in (requests.exceptions, urllib3.exceptions):
+    for module in (requests.exceptions, urllib3.exceptions, urllib.error):
         names |= {name for name, obj in vars(module).items()
                   if isinstance(obj, type) and issubclass(obj, BaseException)}  # fmt: skip
     return frozenset(names)

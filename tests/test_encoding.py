@@ -334,7 +334,7 @@ def test_movement_encoding_matches_the_kernels(encoding_root):
     assert slopes.groupby('target_NM')['slope'].median()['ACh'] < 0  # faster RT, larger response
     results = root / 'results' / 'movement_encoding'
     for name in ('loso_cv_model_comparison.csv', 'per_contrast_slopes.csv',
-                 'model_comparison_summary.csv'):  # fmt: skip
+                 'model_comparison_summary.csv', 'movement_encoding_log.pqt'):  # fmt: skip
         assert (results / name).exists()
     again = run_movement_encoding(root, group_by='NM', plot_only=True, verbose=False)
     pd.testing.assert_frame_equal(again['summary'], out['summary'], check_dtype=False)
@@ -359,6 +359,7 @@ def test_task_encoding_runs_and_writes(encoding_root):
     out = run_task_encoding(root, events=events, n_permutations=19, min_recordings=5,
                             targetnms=None, filter_kwargs=RELAXED, verbose=False)  # fmt: skip
     results, figures = root / 'results' / 'task_encoding', root / 'figures' / 'task_encoding'
+    assert (results / 'task_encoding_log.pqt').exists()
     for event in ('stimOn', 'feedback'):
         assert (results / f'glm_coefficients_{event}.csv').exists()
         assert (results / f'pca_stats_{event}.csv').exists()

@@ -409,6 +409,54 @@ def test_transient_failure_recovers_within_the_run(case, reference, monkeypatch)
     chaos('one failed download', 'none (retried within the run)', True, 'nothing to rerun')
 
 
+def test_failed_download_from_alyx_is_transient(reference, tmp_path, monkeypatch):
+    """Remote mode against the loopback Alyx: HTTP 503 on FAULTY's photometry files."""
+    from types import SimpleNamespace
+
+    from alyx_server import AlyxServer, write_one_params
+    from one.api import ONE
+
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    monkeypatch.setattr(config, 'RETRY_BACKOFF_S', 0.0)
+    ONE.cache_clear()
+    server = AlyxServer(reference.cache, page_size=50).start()
+    try:
+        write_one_params(server, tmp_path / 'one_params')
+        one = ONE(base_url=server.base_url, username=server.username, password=server.password,
+                  cache_dir=str(tmp_path / 'one_remote'), silent=True)  # fmt: skip
+        monkeypatch.setattr(executor, '_connect', lambda mode, cache_dir: one)
+        rel = reference.session_dir(FAULTY).relative_to(reference.cache).as_posix()
+        server.fail(f'/files/{rel}/alf/photometry/*', times=None, status=503)
+        out = SimpleNamespace(h5_dir=tmp_path / 'sessions')
+
+        def run():
+            return photometry.run_photometry_stage(
+                one=one, catalog=reference.catalog, h5_dir=out.h5_dir,
+                qc_fpath=tmp_path / 'qc.pqt', log_fpath=tmp_path / 'log.pqt',
+                sessions_fpath=tmp_path / 'sessions.pqt', upstream_logs=(), progress=False,
+            )  # fmt: skip
+
+        first = run()
+        assert first.exit_code == 0
+        assert log_types(first, FAULTY) == {'RequestFailed'}
+        assert log_types(first, CONTROL) == set()
+        assert not (out.h5_dir / f'{FAULTY}.h5').exists()
+        assert same_h5(out, reference, CONTROL)
+        server.clear_faults()
+        second = run()
+        assert [o.eid for o in second.outcomes] == [FAULTY] and second.n_skipped == 1
+        assert same_h5(out, reference, FAULTY)
+    finally:
+        server.stop()
+        ONE.cache_clear()
+    chaos(
+        "HTTP 503 on one session's photometry downloads (remote Alyx)",
+        'RequestFailed',
+        True,
+        'not done; after the outage the next run processes it, equal to local',
+    )
+
+
 def plant_bug(monkeypatch, cls, name):
     original = getattr(cls, name)
 
@@ -651,6 +699,41 @@ def test_photometry_script_exits_nonzero_on_a_bug_and_the_next_run_retries(case,
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert 'processed now 1, skipped (already done) 1' in second.stdout
     assert len(pd.read_parquet(case.root / 'metadata' / 'photometry_log.pqt')) == 0
+
+
+def _file_size_limit(n_bytes):
+    def limit():  # in the child: writes beyond n_bytes fail with EFBIG, as on a full disk
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
+
+    return limit
+
+
+def test_real_write_failure_in_libhdf5_is_a_clean_stop(case, reference):
+    """A file-size limit makes libhdf5's own writes fail (errno 27, like ENOSPC), past the
+    free-space check: the stage stops with an OutputWriteError row and a summary, exit 1."""
+    script = str(REPO / 'scripts' / 'photometry.py')
+    first = subprocess.run([sys.executable, script], env=script_env(case), capture_output=True,
+                           text=True, preexec_fn=_file_size_limit(200_000))  # fmt: skip
+    assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
+    assert 'STOPPED: output could not be written' in first.stdout
+    assert 'File too large' in first.stdout
+    log = pd.read_parquet(case.root / 'metadata' / 'photometry_log.pqt')
+    assert list(log['error_type']) == ['OutputWriteError']
+    h5_dir = case.root / 'data' / 'sessions'
+    assert not list(h5_dir.glob('*.h5')) and not list(h5_dir.glob('.*'))
+    second = subprocess.run([sys.executable, script], env=script_env(case), capture_output=True,
+                            text=True)  # fmt: skip
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert 'processed now 2, skipped (already done) 0' in second.stdout
+    chaos(
+        'file-size limit: libhdf5 write fails (EFBIG)',
+        'OutputWriteError; stage stopped',
+        True,
+        'exit 1 with a summary, no crash; the next run writes both sessions',
+    )
 
 
 def children(pid):

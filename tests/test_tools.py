@@ -110,6 +110,10 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
     assert {'response_early', 'response_late', 'response_outcome'} <= set(magnitudes.columns)
     kernels = pd.read_parquet(tables / 'kernels.pqt')
     assert set(kernels['condition']) == {'mean', 'contrast', 'side', 'reward'}
+    log = pd.read_parquet(tables / 'responses_log.pqt')  # the analysis' errors, next to it
+    assert list(log.columns) == ['eid', 'error_type', 'error_message', 'traceback']
+    if len(log):
+        assert 'responses_log.pqt' in out
     means = pd.read_csv(tables / 'lmm_marginal_means.csv')
     coefficients = pd.read_csv(tables / 'lmm_coefficients.csv')
     assert len(means) == 9 * len(coefficients[['target_NM', 'event']].drop_duplicates())

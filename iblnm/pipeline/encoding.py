@@ -233,8 +233,10 @@ def run_movement_encoding(root=None, event='stimOn_times', timing_vars=('reactio
         save_csv(loso, out_dir / 'loso_cv_model_comparison.csv')
         save_csv(summary, out_dir / 'model_comparison_summary.csv')
         save_csv(slopes, out_dir / 'per_contrast_slopes.csv')
+        util.write_log(group.errors, out_dir / 'movement_encoding_log.pqt')
         if verbose and group.errors:
-            log.warning(f'movement encoding: {len(group.errors)} recording(s) skipped')
+            log.warning(f'movement encoding: {len(group.errors)} recording(s) skipped '
+                  f'(see {out_dir / "movement_encoding_log.pqt"})')  # fmt: skip
     figures = movement_figures(data, loso, slopes, fig_dir, event, timing_vars, group_by,
                                min_subjects) if plot else []  # fmt: skip
     if verbose:
@@ -428,7 +430,7 @@ def run_task_encoding(root=None, events=config.RESPONSE_EVENTS, contrast_coding=
         performance = pd.read_parquet(perf_path) if perf_path.exists() else pd.DataFrame(
             columns=['eid'])  # fmt: skip
         subjects = group.recordings[['eid', 'subject']]
-    out, figures = {}, []
+    out, figures, errors = {}, [], []
     for event in events:
         try:
             if plot_only:
@@ -439,6 +441,10 @@ def run_task_encoding(root=None, events=config.RESPONSE_EVENTS, contrast_coding=
             figures += task_encoding_figures(out[event], event, fig_dir, method)
         except Exception as e:  # noqa: BLE001 - one event failing never stops the others
             log.warning(f'task encoding {_event_name(event)} failed: {type(e).__name__}: {e}')
+            entry = v.make_log_entry(None, error=e)
+            errors.append({**entry, 'error_message': f'{event}: {entry["error_message"]}'})
+    if not plot_only:
+        util.write_log(group.errors + errors, out_dir / 'task_encoding_log.pqt')
     if verbose:
         for event, tables in out.items():
             if 'summary' in tables:

@@ -102,24 +102,23 @@ FINGERPRINT_KEY = 'input_fingerprint'
 def input_fingerprint(one, eid, names=INPUT_FILES):
     """What the stage read for a session: ``{rel_path: [size, mtime_ns, hash]}`` (JSON).
 
-    Size and hash come from ONE's datasets table, size and mtime (ns) of the local file are
-    added when it exists, so a file replaced in the cache (fixed or re-downloaded) changes
-    the fingerprint.
+    Size and hash come from ONE's datasets table. With a local cache, size and mtime (ns)
+    of the file on disk replace them, so a file fixed or replaced in the cache changes the
+    fingerprint; in remote mode the database's record (size, hash: a new revision) decides,
+    not when a file happened to be downloaded.
     """
+    from iblnm.io import is_local
+
     datasets = one.list_datasets(eid, details=True)
-    try:
-        root = Path(one.eid2path(eid))
-    except Exception:  # noqa: BLE001 - remote eid without a local folder yet
-        root = None
+    root = Path(one.eid2path(eid)) if is_local(one) else None
     out = {}
     for rel_path, size, digest in zip(datasets['rel_path'], datasets['file_size'],
                                       datasets['hash']):  # fmt: skip
         if Path(rel_path).name not in names:
             continue
         entry = [None if size is None or size != size else int(size), None, digest]
-        local = root / rel_path if root is not None else None
-        if local is not None and local.exists():
-            stat = local.stat()
+        if root is not None and (root / rel_path).exists():
+            stat = (root / rel_path).stat()
             entry[:2] = [stat.st_size, stat.st_mtime_ns]
         out[str(rel_path)] = entry
     return json.dumps(out, sort_keys=True)

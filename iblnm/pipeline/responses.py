@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from iblnm import config, util
+from iblnm import validation as v
 from iblnm.analysis import flmm, lmm, waveforms
 from iblnm.analysis import responses as ar
 from iblnm.group import PhotometrySessionGroup
@@ -43,6 +44,14 @@ from iblnm.vis import responses as vr
 from iblnm.vis import save_figure_formats
 
 log = logging.getLogger(__name__)
+
+LOG_NAME = 'responses_log.pqt'
+
+
+def analysis_log_entry(step, error):
+    """A log entry for an analysis step that failed as a whole (eid ``None``)."""
+    entry = v.make_log_entry(None, error=error)
+    return {**entry, 'error_message': f'{step}: {entry["error_message"]}'}
 
 
 def output_paths(root=None):
@@ -66,6 +75,7 @@ class ResponsesResult:
     flmm_intervals: pd.DataFrame = None
     files: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    log_fpath: Path | None = None  # the errors, written next to the tables
 
     def summary(self):
         lines = [f'responses: {self.n_sessions} sessions, {self.n_recordings} recordings, '
@@ -93,7 +103,8 @@ class ResponsesResult:
                                   for r in rows.itertuples())  # fmt: skip
                 lines.append(f'  {target:<8} {event:<15} {term:<13} {spans}')
         if self.errors:
-            lines.append(f'{len(self.errors)} recordings/sessions skipped (see errors)')
+            lines.append(f'{len(self.errors)} recordings/sessions skipped or steps failed '
+                         f'(see {self.log_fpath or LOG_NAME})')  # fmt: skip
         lines.append(f'{len(self.files)} files written')
         return '\n'.join(lines)
 
@@ -127,7 +138,9 @@ def run_responses(root=None, targetnms=config.VALID_TARGETNMS, n_boot=1000,
     _flmms(group, write, result, tests)
     _wheel_lmms(group, magnitudes, write)
     _features_and_decoding(group, write, result, seed)
-    result.errors = group.errors
+    result.errors = group.errors + result.errors
+    result.log_fpath = util.write_log(result.errors, paths['tables'] / LOG_NAME)
+    result.files.append(result.log_fpath)
     return result
 
 
@@ -326,6 +339,7 @@ def _features_and_decoding(group, write, result, seed):
         decoder = group.decode_target(seed=seed)
     except ValueError as error:
         log.warning(f'decode_target skipped: {error}')
+        result.errors.append(analysis_log_entry('decode_target', error))
         return
     write(decoder.confusion.reset_index(), 'confusion_matrix.pqt')
     write(decoder.coefficients.rename_axis('class').reset_index(), 'decoding_coefficients.pqt')
