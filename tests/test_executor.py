@@ -56,3 +56,42 @@ def test_task_stage_schedules_block_sessions_first():
             ({'eid': 'biased', 'session_type': 'biased', 'session_length': 2000.0}, None, {})]  # fmt: skip
     assert [job[0]['eid'] for job in longest_first(jobs)] == ['train', 'biased']
     assert [job[0]['eid'] for job in longest_first(jobs, expected_cost)] == ['biased', 'train']
+
+
+def _dies_on_b(job):
+    if job[0]['eid'] == 'b':
+        os._exit(139)  # like a segfault inside a native library
+    return _outcome(job)
+
+
+def test_a_dead_worker_stops_the_run_with_unexpected_errors():
+    jobs = [_job(eid, length) for eid, length in zip('abcd', [40, 30, 20, 10])]
+    outcomes = run_jobs(_dies_on_b, jobs, workers=2, progress=False)
+    assert sorted(o.eid for o in outcomes) == list('abcd')  # every session accounted for
+    lost = [o for o in outcomes if o.fatal]
+    assert lost and all(o.fatal == 'UnexpectedError' for o in lost)
+    assert 'b' in {o.eid for o in lost}
+    assert 'BrokenProcessPool' in lost[0].errors[0]['error_message']
+
+
+def test_transient_failures_are_retried_with_backoff(monkeypatch):
+    from iblnm import config
+    from iblnm.pipeline import stage
+
+    calls, sleeps = [], []
+    monkeypatch.setattr(stage.time, 'sleep', sleeps.append)
+
+    def flaky(job):
+        calls.append(job[0]['eid'])
+        if len(calls) < 3:
+            return stage.failed(job[0]['eid'], ConnectionError('reset by peer'))
+        return _outcome(job)
+
+    outcome = stage.with_retries(flaky, _job('a', 1.0), attempts=3, backoff=0.5)
+    assert outcome.fatal is None and outcome.attempts == 3 and sleeps == [0.5, 1.0]
+    calls.clear()
+    always = stage.with_retries(lambda job: stage.failed('a', TimeoutError()), _job('a', 1.0),
+                                attempts=config.RETRY_ATTEMPTS, backoff=0)  # fmt: skip
+    assert always.fatal == 'RequestFailed' and always.attempts == config.RETRY_ATTEMPTS
+    bug = stage.with_retries(lambda job: stage.failed('a', KeyError('x')), _job('a', 1.0))
+    assert bug.fatal == 'UnexpectedError' and bug.attempts == 1  # bugs are not retried

@@ -185,3 +185,69 @@ def test_log_entries_are_valid_utf8(tmp_path):
     entry = v.make_log_entry('e', FileNotFoundError('no file /data/\udcffbad.pqt'))
     assert '\\udcff' in entry['error_message']
     pd.DataFrame([entry]).to_parquet(tmp_path / 'log.pqt')  # would raise on a lone surrogate
+
+
+def test_classify_keeps_typed_errors_and_names_the_library():
+    import requests
+
+    typed = v.InsufficientTrials('few')
+    assert v.classify(typed) is typed
+    assert isinstance(v.classify(requests.exceptions.ReadTimeout('slow')), v.RequestFailed)
+    assert isinstance(v.classify(PermissionError(13, 'denied')), v.InputReadError)
+    try:
+        {}['missing']
+    except KeyError as error:
+        bug = v.classify(error)
+    assert isinstance(bug, v.UnexpectedError) and str(bug) == "KeyError: 'missing'"
+    assert 'in test_classify' in v.make_log_entry('e', error=bug)['traceback']
+    assert v.qualified_name(ValueError()) == 'ValueError'
+    assert v.failure_kind('RequestFailed') == 'transient'
+    assert v.failure_kind('UnexpectedError') == 'unexpected'
+    assert v.failure_kind('InsufficientTrials') == 'data'
+
+
+def test_validate_catalog_normalises_and_logs():
+    eid = '7787ec7d-4468-33a4-bc9b-e15ae39efb5e'
+    other = 'e67ccb8a-13d9-38e5-acf6-fb653fc41cf2'
+    catalog = pd.DataFrame({
+        'eid': [eid.upper(), eid, other, '../etc'],
+        'brain_region': [['VTA'], ['VTA'], ['VTA', 'DR'], ['VTA']],
+        'hemisphere': [['l'], ['l'], ['l'], ['l']],
+        'target_NM': [['VTA-DA'], ['VTA-DA'], ['VTA-DA', 'DR-5HT'], ['VTA-DA']],
+    })  # fmt: skip
+    kept, log = v.validate_catalog(catalog)
+    assert list(kept['eid']) == [eid]
+    assert sorted(e['error_type'] for e in log) == ['DuplicateEid', 'InvalidEid',
+                                                    'MismatchedParallelLists']  # fmt: skip
+    kept, log = v.validate_catalog(catalog.iloc[:0])
+    assert kept.empty and log == []
+    with pytest.raises(v.InvalidCatalog):
+        v.validate_catalog(pd.DataFrame({'subject': ['a']}))
+
+
+def test_trials_photometry_and_wheel_checks():
+    trials = pd.DataFrame({'choice': [-1, 1, 0], 'feedbackType': [1, -1, -1],
+                           'contrastLeft': [1.0, np.nan, 0.5], 'contrastRight': [np.nan, 1, np.nan],
+                           'probabilityLeft': 0.5, 'intervals_0': [0.0, 1, 2],
+                           'intervals_1': [0.5, 1.5, 2.5], 'stimOn_times': [0.1, 1.1, 2.1]})  # fmt: skip
+    v.validate_trials_table(trials)
+    for bad in (trials.drop(columns='feedbackType'), trials.assign(choice=['-1', '1', '0']),
+                trials.assign(choice=[-1, 2, 0]), trials.assign(stimOn_times=['a', 'b', 'c'])):  # fmt: skip
+        with pytest.raises(v.InvalidTrialsTable):
+            v.validate_trials_table(bad)
+    v.validate_photometry_times([0.0, 0.1, 0.2])
+    for bad in ([0.0, 0.1, 0.1], [0.0, 0.2, 0.1], [0.0, np.nan, 0.2], []):
+        with pytest.raises(v.InvalidPhotometryTimes):
+            v.validate_photometry_times(bad)
+    v.validate_wheel([0.0, 0.1, 0.1, 0.2], [0, 1, 2, 3])  # repeated times are allowed
+    with pytest.raises(v.InvalidWheelData):
+        v.validate_wheel([0.0, 0.2, 0.1], [0, 1, 2])
+    table = pd.DataFrame({'times': [0.0, 1, 2], 'valid': True, 'G0': [1.0, 2, 3],
+                          'G1': np.nan, 'G2': [5.0, 5, 5]})  # fmt: skip
+    locations = pd.DataFrame({'brain_region': ['VTA', 'DR', 'LC', 'SI']},
+                             index=['G0', 'G1', 'G2', 'G3'])  # fmt: skip
+    kept, errors = v.validate_photometry_fibers(table, locations, ['G0', 'G1', 'G2'])
+    assert list(kept.index) == ['G0']
+    assert [type(e).__name__ for e in errors] == ['BadFiber', 'BadFiber', 'MissingFiber']
+    with pytest.raises(v.BadFiber):
+        v.validate_photometry_fibers(table, locations.loc[['G1']], ['G1'])
