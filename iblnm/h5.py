@@ -511,3 +511,20 @@ def h5_groups(fpath):
     _check_readable(fpath)
     with h5py.File(fpath, 'r') as h5:
         return list(h5)
+
+
+def read_metadata_attr(fpath, key):
+    """One scalar of the ``metadata`` group without reading the rest of the file.
+
+    None when the file, the group or the attribute is absent; :class:`CorruptH5` when the
+    file cannot be read.
+    """
+    if not Path(fpath).exists():
+        return None
+    try:
+        with h5py.File(fpath, 'r') as h5:
+            if 'metadata' not in h5 or key not in h5['metadata'].attrs:
+                return None
+            return _from_attr(h5['metadata'].attrs[key])
+    except OSError as error:
+        raise CorruptH5(f'{Path(fpath).name} cannot be read: {error}') from None

@@ -237,17 +237,17 @@ def order_qc_columns(qc):
 
 def is_done(eid, h5_dir, fingerprint=None):
     """True when the session has a readable HDF5 file written by this stage (and, given
-    ``fingerprint``, from the same inputs: see :func:`input_fingerprint`)."""
+    ``fingerprint``, from the same inputs: see :func:`input_fingerprint`). A file written
+    before fingerprints were recorded counts as done (``--redo`` reprocesses it), so that an
+    upgrade does not reprocess a whole dataset."""
     fpath = Path(h5_dir) / f'{eid}.h5'
     try:
         if 'errors' not in h5.h5_groups(fpath):
             return False
-        if fingerprint is None:
-            return True
-        metadata = h5.load_h5(fpath, groups=['metadata']).get('metadata', {})
+        recorded = None if fingerprint is None else h5.read_metadata_attr(fpath, FINGERPRINT_KEY)
     except (v.CorruptH5, OSError):
         return False
-    return metadata.get(FINGERPRINT_KEY) == fingerprint
+    return recorded is None or recorded == fingerprint  # None: a file from before fingerprints
 
 
 def _done_sessions(eids, h5_dir, one):
