@@ -236,7 +236,7 @@ def run_movement_encoding(root=None, event='stimOn_times', timing_vars=('reactio
         util.write_log(group.errors, out_dir / 'movement_encoding_log.pqt')
         if verbose and group.errors:
             log.warning(f'movement encoding: {len(group.errors)} recording(s) skipped '
-                  f'(see {out_dir / "movement_encoding_log.pqt"})')  # fmt: skip
+                        f'(see {out_dir / "movement_encoding_log.pqt"})')  # fmt: skip
     figures = movement_figures(data, loso, slopes, fig_dir, event, timing_vars, group_by,
                                min_subjects) if plot else []  # fmt: skip
     if verbose:
