@@ -385,14 +385,42 @@ QC_VERDICTS = ('PASS', 'WARNING', 'FAIL')  # increasing severity
 QC_VERDICT_EXCLUDE = ('FAIL',)
 EARLY_SAMPLE_TOLERANCE = 0.001  # s, a frame this much earlier than the median interval is "early"
 
+# Artefacts and segments (iblnm.signal.artefacts; justification in docs/methods.md §2.4).
+# Camera dark level and saturation in the units of the raw values: Neurophotometrics ROI
+# values are camera means normalised to 0-1, no light reads 1/255. A rig with another
+# camera sets its own values here (or passes them to PhotometrySession.detect_artefacts).
+DARK_LEVEL = 1 / 255
+SATURATION_LEVEL = 1.0
+ARTEFACT_PARAMS = {
+    'median_window_s': 1.0,  # s, running median giving each band's local level
+    'level_block_s': 0.1,  # s, ... of block medians (the level's time resolution)
+    'floor_frac_dark': 0.02,  # at the floor: level above floor < 2 % of the dark level
+    'floor_frac_level': 0.05,  # ... or < 5 % of the recording's typical level
+    'dropout_depth': 0.5,  # dropout: frame lost > 50 % of the local light ...
+    'dropout_k': 8.0,  # ... and sits > 8 robust noise SDs below the local level
+    'dropout_dilate': 1,  # frames masked on each side of a dropout
+    'step_rel': 0.2,  # shared step: every band's level changes by > 20 % within ~1 s
+    'step_rel_single': 0.5,  # the same without a reference band
+    'step_pad_s': 0.0,  # s masked on each side of a step's transition zone
+    'level_window_s': 5.0,  # s at each end of a segment giving its level
+    'level_tol': 0.1,  # a segment rejoins the recording when its levels continue within 10 %
+    'min_segment_s': 5.0,  # s, shorter valid runs between two artefacts are masked
+}
+QC_ARTEFACT_METRICS = [
+    'frac_valid', 'frac_disconnected', 'frac_floor', 'frac_saturated', 'frac_dropout',
+    'frac_excursion', 'frac_step', 'n_dropouts', 'n_shared_steps', 'n_excursions',
+]  # fmt: skip
+
 # ---------------------------------------------------------------------------
 # Preprocessing (recorded with every output)
 # ---------------------------------------------------------------------------
 PREPROCESSING_PARAMS = {
+    'floor': {'subtract': False},  # subtract the camera dark level (DARK_LEVEL) before ΔF/F
     'bleach': {'method': 'lowpass', 'order': 3, 'cutoff_hz': 0.01, 'mode': 'subtract-divide'},
-    'regression': {'method': 'ols', 'mode': 'subtract'},  # 'ols' or 'huber' (robust)
+    # method 'ols', 'huber' or 'bisquare'; lowpass_hz: low-pass both bands before the fit
+    'regression': {'method': 'ols', 'mode': 'subtract', 'lowpass_hz': None},
     'zscore': {'mode': 'classic'},
-    'resample': {'fs': TARGET_FS, 'method': 'pchip'},
+    'resample': {'fs': TARGET_FS, 'method': 'pchip', 'anti_alias': True},
 }
 
 # ---------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 They know nothing about sessions, files or brain regions; ``iblnm.data`` feeds them.
 
+- :mod:`iblnm.signal.artefacts`: artefact masks and segments of one fiber's raw bands.
 - :mod:`iblnm.signal.qc`: QC metrics vectorised over sliding windows.
 - :mod:`iblnm.signal.verdict`: the PASS / WARNING / FAIL verdict from named threshold rules.
 - :mod:`iblnm.signal.preprocess`: bleach correction, isosbestic regression, z-score, resampling.
 - :mod:`iblnm.signal.responses`: peri-event extraction, baseline, masking, magnitudes.
 """
 
+from iblnm.signal.artefacts import ArtefactResult, detect_artefacts, estimate_floor
 from iblnm.signal.preprocess import (
     PreprocessResult,
     bleach_correct,
@@ -54,6 +56,9 @@ from iblnm.signal.responses import (
 from iblnm.signal.verdict import qc_verdict
 
 __all__ = [
+    'ArtefactResult',
+    'detect_artefacts',
+    'estimate_floor',
     'PreprocessResult',
     'aggregate_windows',
     'ar_score',

@@ -28,6 +28,7 @@ from iblnm import config
 
 MAD_TO_SD = 1.4826  # 1 / Φ⁻¹(3/4): MAD × 1.4826 estimates the SD of Gaussian data
 HUBER_C = 1.345  # Huber tuning constant, in units of the robust residual SD (95 % efficiency)
+BISQUARE_C = 4.685  # Tukey bisquare constant (95 % efficiency; statsmodels' TukeyBiweight default)
 CORRECTION_MODES = ('subtract', 'divide', 'subtract-divide')
 
 
@@ -151,9 +152,100 @@ def exponential_baseline(times, values, fit_fs=1.0):
     return _per_column(baseline, np.asarray(values, dtype=float))
 
 
-def bleach_correct(
-    times, values, method='lowpass', mode='subtract-divide', order=3, cutoff_hz=0.01, fit_fs=1.0
-):
+def fill_invalid(values, valid):
+    """Copy of ``values`` with the samples where ``valid`` is False linearly interpolated.
+
+    Used only so that filters can run over masked samples; the filled values never enter a
+    fit and are NaN in the output. 1-D ``values`` and ``valid`` of shape (n,).
+    """
+    x = np.asarray(values, dtype=float)
+    if valid is None or valid.all() or not valid.any():
+        return x
+    idx = np.arange(x.size)
+    out = x.copy()
+    out[~valid] = np.interp(idx[~valid], idx[valid], x[valid])
+    return out
+
+
+def lowpass(values, fs, cutoff_hz, order=4):
+    """Zero-phase Butterworth low-pass (``sosfiltfilt``) along axis 0; ``cutoff_hz`` in Hz."""
+    sos = sps.butter(order, cutoff_hz, btype='lowpass', fs=fs, output='sos')
+    return sps.sosfiltfilt(sos, np.asarray(values, dtype=float), axis=0)
+
+
+def _double_decay(t, a_fast, tau_fast, a_slow, tau_slow, offset):
+    return a_fast * np.exp(-t / tau_fast) + a_slow * np.exp(-t / tau_slow) + offset
+
+
+def _valid_block_means(t, y, valid, n_per_bin, min_fraction=0.5):
+    """Means of the valid samples of consecutive blocks (blocks < ``min_fraction`` valid dropped)."""
+    n_bins = len(t) // n_per_bin if n_per_bin > 1 else len(t)
+    n_per_bin = max(n_per_bin, 1)
+    n = n_bins * n_per_bin
+    w = valid[:n].reshape(n_bins, n_per_bin).astype(float)
+    count = w.sum(axis=1)
+    keep = count >= min_fraction * n_per_bin
+    with np.errstate(invalid='ignore', divide='ignore'):
+        tb = (t[:n].reshape(n_bins, -1) * w).sum(axis=1) / count
+        yb = (np.where(valid[:n], y[:n], 0).reshape(n_bins, -1) * w).sum(axis=1) / count
+    return tb[keep], yb[keep]
+
+
+def fit_double_exponential(times, values, valid=None, fit_fs=1.0, loss='soft_l1', f_scale=0.01):
+    """Robust bounded fit of ``A₁e^(−t/τ₁) + A₂e^(−t/τ₂) + b`` (t from the first sample).
+
+    The fit runs on block means of the valid samples at ``fit_fs`` Hz (bleaching constants
+    are minutes), on values divided by their median, with ``scipy.optimize.least_squares``
+    (trust-region reflective, robust ``loss`` with scale ``f_scale`` = 1 % of the median
+    level, so that transients and residual artefacts pull little). Bounds keep the curve a
+    decay: A₁, A₂ ≥ 0, b ≥ 0, 10 s ≤ τ₁ ≤ 600 s ≤ τ₂ ≤ 10·T (T the recording length).
+
+    Returns
+    -------
+    tuple of float
+        ``(A₁, τ₁, A₂, τ₂, b)`` in the units of ``values`` (τ in s); all NaN if the fit fails.
+    """
+    t = np.asarray(times, dtype=float) - times[0]
+    y = np.asarray(values, dtype=float)
+    valid = np.ones(y.size, bool) if valid is None else np.asarray(valid, bool)
+    scale = np.median(y[valid]) if valid.any() else np.nan
+    if not (np.isfinite(scale) and scale > 0):
+        return (np.nan,) * 5
+    n_per_bin = int(round(sampling_rate(t) / fit_fs)) if fit_fs else 1
+    tb, yb = _valid_block_means(t, y / scale, valid, n_per_bin)
+    if tb.size < 8:
+        return (np.nan,) * 5
+    duration = max(t[-1], 1.0)
+    slow_max = max(10 * duration, 601.0)
+    end = np.median(yb[-max(1, yb.size // 10) :])
+    span = max(yb[0] - end, 0.0)
+    p0 = (0.5 * span + 1e-6, 100.0, 0.5 * span + 1e-6, min(3 * duration, slow_max / 2), end)
+    lower, upper = (0, 10, 0, 600, 0), (np.inf, 600, np.inf, slow_max, np.inf)
+    p0 = np.clip(p0, np.add(lower, 1e-9), np.subtract(upper, 1e-9))
+    try:
+        fit = optimize.least_squares(
+            lambda q: _double_decay(tb, *q) - yb, p0, bounds=(lower, upper), loss=loss,
+            f_scale=f_scale, max_nfev=2000, x_scale='jac',
+        )  # fmt: skip
+    except (ValueError, np.linalg.LinAlgError):
+        return (np.nan,) * 5
+    q = fit.x
+    if not np.all(np.isfinite(q)):
+        return (np.nan,) * 5
+    return q[0] * scale, q[1], q[2] * scale, q[3], q[4] * scale
+
+
+def double_exponential_baseline(times, values, valid=None, fit_fs=1.0):
+    """The fitted double-exponential bleaching curve at ``times`` (1-D); low-pass if the fit fails."""
+    t = np.asarray(times, dtype=float)
+    q = fit_double_exponential(t, values, valid=valid, fit_fs=fit_fs)
+    if not np.all(np.isfinite(q)):
+        return lowpass_baseline(fill_invalid(values, valid), sampling_rate(t))
+    return _double_decay(t - t[0], *q)
+
+
+def bleach_correct(times, values, method='lowpass', mode='subtract-divide', order=3,
+                   cutoff_hz=0.01, fit_fs=1.0, valid=None):  # fmt: skip
     """Remove photobleaching from a signal.
 
     Parameters
@@ -161,24 +253,37 @@ def bleach_correct(
     times : ndarray, shape (n_samples,)
         Sample times (s), uniformly sampled for ``'lowpass'``.
     values : ndarray, shape (n_samples,) or (n_samples, n_signals)
-        Raw signal.
-    method : {'lowpass', 'exponential'}
-        Baseline: :func:`lowpass_baseline` (``order``, ``cutoff_hz``) or a single
-        exponential (:func:`fit_exponential_decay`, ``fit_fs``).
+        Raw signal (2-D only for ``'lowpass'`` and ``'exponential'``).
+    method : {'lowpass', 'exponential', 'double_exponential'}
+        Baseline: :func:`lowpass_baseline` (``order``, ``cutoff_hz``), a single exponential
+        (:func:`fit_exponential_decay`, ``fit_fs``) or the robust bounded double exponential
+        (:func:`fit_double_exponential`, ``fit_fs``).
     mode : {'subtract', 'divide', 'subtract-divide'}
         How the baseline is removed (:func:`correct`); the default gives ΔF/F.
+    valid : ndarray of bool, shape (n_samples,), optional
+        Samples that may enter the baseline: the low-pass runs over the others linearly
+        interpolated, the exponential fits ignore them.
 
     Returns
     -------
     ndarray, same shape as ``values``
     """
-    if method == 'lowpass':
-        baseline = lowpass_baseline(values, sampling_rate(times), order=order, cutoff_hz=cutoff_hz)
-    elif method == 'exponential':
-        baseline = exponential_baseline(times, values, fit_fs=fit_fs)
+    if valid is not None and np.ndim(values) == 1:
+        filled = fill_invalid(values, valid)
     else:
-        raise ValueError(f"unknown bleach method {method!r}; expected 'lowpass' or 'exponential'")
-    return correct(values, baseline, mode)
+        filled = values
+    if method == 'lowpass':
+        baseline = lowpass_baseline(filled, sampling_rate(times), order=order, cutoff_hz=cutoff_hz)
+    elif method == 'exponential':
+        baseline = exponential_baseline(times, filled, fit_fs=fit_fs)
+    elif method == 'double_exponential':
+        baseline = double_exponential_baseline(times, values, valid=valid, fit_fs=fit_fs)
+    else:
+        raise ValueError(
+            f"unknown bleach method {method!r}; expected 'lowpass', 'exponential' or "
+            "'double_exponential'"
+        )
+    return correct(filled, baseline, mode)
 
 
 # ---------------------------------------------------------------------------
@@ -212,20 +317,70 @@ def _huber_line(x, y, c=HUBER_C, max_iter=50, rtol=1e-10):
     return slope, intercept
 
 
-def fit_reference(signal, reference, method='ols', huber_c=HUBER_C):
+def _bisquare_line(x, y, c=BISQUARE_C, max_iter=100, rtol=1e-8):
+    """Tukey bisquare M-estimate of a line by IRLS (1-D x, y), as statsmodels' ``RLM``.
+
+    Starts at OLS; each iteration re-estimates the scale s = MAD(residuals about 0)/0.6745
+    (statsmodels' default ``scale.mad``), weights w = (1 − (e/(c·s))²)² for |e| < c·s else
+    0, and solves the weighted line in closed form. Stops when the weighted deviance
+    changes by less than ``rtol`` (relative), as ``RLM.fit(conv='dev')``.
+    """
+    slope, intercept = _weighted_line(x, y, np.ones_like(y))
+    deviance = np.inf
+    for _ in range(max_iter):
+        residuals = y - (slope * x + intercept)
+        scale = np.median(np.abs(residuals)) / 0.6744897501960817
+        if not scale > 0:
+            break
+        u = residuals / (c * scale)
+        inside = np.abs(u) < 1
+        weights = np.where(inside, (1 - u * u) ** 2, 0.0)
+        if weights.sum() <= 2:
+            break
+        slope, intercept = _weighted_line(x, y, weights)
+        residuals = y - (slope * x + intercept)
+        u = residuals / (c * scale)
+        rho = np.where(np.abs(u) < 1, 1 - (1 - u * u) ** 3, 1.0)
+        new_deviance = rho.sum()
+        if abs(deviance - new_deviance) <= rtol * max(abs(new_deviance), 1e-300):
+            break
+        deviance = new_deviance
+    return slope, intercept
+
+
+REGRESSION_METHODS = ('ols', 'huber', 'bisquare')
+
+
+def _fit_line(x, y, method, huber_c, bisquare_c):
+    if method == 'ols':
+        return _weighted_line(x, y, np.ones_like(y))
+    if method == 'huber':
+        return _huber_line(x, y, c=huber_c)
+    return _bisquare_line(x, y, c=bisquare_c)
+
+
+def fit_reference(signal, reference, method='ols', huber_c=HUBER_C, bisquare_c=BISQUARE_C,
+                  valid=None):  # fmt: skip
     """Fit ``signal ≈ m·reference + b``.
 
     Parameters
     ----------
     signal, reference : ndarray, shape (n_samples,) or (n_samples, n_signals)
         Paired samples (same shape).
-    method : {'ols', 'huber'}
+    method : {'ols', 'huber', 'bisquare'}
         ``'ols'``: ordinary least squares, closed form. ``'huber'``: Huber M-estimator by
         iteratively reweighted least squares, starting from OLS; weights
         w = min(1, c·s/|r|) with the scale s = 1.4826·MAD of the current residuals, so the
         fit is invariant to the units of the data (iblphotometry's Huber δ is in data units).
+        ``'bisquare'``: Tukey bisquare (biweight) IRLS, the estimator of statsmodels'
+        ``RLM(M=TukeyBiweight(c))`` (:func:`_bisquare_line`; it gives zero weight to
+        residuals beyond c robust SDs, so transients and one-band artefacts do not bias it).
     huber_c : float
         Huber tuning constant in robust-SD units (1.345 gives 95 % efficiency on Gaussian noise).
+    bisquare_c : float
+        Bisquare tuning constant in robust-SD units (4.685 gives 95 % efficiency).
+    valid : ndarray of bool, same shape as ``signal`` or (n_samples,), optional
+        Only these samples enter the fit.
 
     Returns
     -------
@@ -234,32 +389,47 @@ def fit_reference(signal, reference, method='ols', huber_c=HUBER_C):
     x, y = np.asarray(reference, dtype=float), np.asarray(signal, dtype=float)
     if x.shape != y.shape:
         raise ValueError(f'signal {y.shape} and reference {x.shape} must have the same shape')
-    if method == 'ols':
-        return _weighted_line(x, y, np.ones_like(y))
-    if method != 'huber':
-        raise ValueError(f"unknown regression method {method!r}; expected 'ols' or 'huber'")
+    if method not in REGRESSION_METHODS:
+        raise ValueError(
+            f'unknown regression method {method!r}; expected one of {REGRESSION_METHODS}'
+        )
     if y.ndim == 1:
-        return _huber_line(x, y, c=huber_c)
-    fits = np.array([_huber_line(x[:, i], y[:, i], c=huber_c) for i in range(y.shape[1])])
+        if valid is not None:
+            x, y = x[valid], y[valid]
+        return _fit_line(x, y, method, huber_c, bisquare_c)
+    if valid is None and method == 'ols':
+        return _weighted_line(x, y, np.ones_like(y))
+    masks = [None] * y.shape[1] if valid is None else (
+        [valid] * y.shape[1] if np.ndim(valid) == 1 else list(np.asarray(valid).T))  # fmt: skip
+    fits = np.array([
+        _fit_line(x[:, i] if m is None else x[m, i], y[:, i] if m is None else y[m, i],
+                  method, huber_c, bisquare_c)
+        for i, m in enumerate(masks)
+    ])  # fmt: skip
     return fits[:, 0], fits[:, 1]
 
 
-def isosbestic_correct(signal, reference, method='ols', mode='subtract', huber_c=HUBER_C):
+def isosbestic_correct(signal, reference, method='ols', mode='subtract', huber_c=HUBER_C,
+                       bisquare_c=BISQUARE_C):  # fmt: skip
     """Remove the part of ``signal`` explained by the isosbestic ``reference``.
 
     The fitted reference ``m·reference + b`` is evaluated sample by sample in the original
     time order (iblphotometry's development branch sorted it by amplitude) and removed
     with :func:`correct`. Shapes as in :func:`fit_reference`; returns the shape of ``signal``.
     """
-    slope, intercept = fit_reference(signal, reference, method=method, huber_c=huber_c)
+    slope, intercept = fit_reference(signal, reference, method=method, huber_c=huber_c,
+                                     bisquare_c=bisquare_c)  # fmt: skip
     return correct(signal, slope * np.asarray(reference, dtype=float) + intercept, mode)
 
 
 def r_squared(values, fitted):
-    """Coefficient of determination 1 − SS_res/SS_tot along axis 0 (NaN for a constant signal)."""
+    """Coefficient of determination 1 − SS_res/SS_tot along axis 0 (NaN for a constant signal).
+
+    NaN samples are ignored.
+    """
     values = np.asarray(values, dtype=float)
-    ss_res = ((values - fitted) ** 2).sum(axis=0)
-    ss_tot = ((values - values.mean(axis=0)) ** 2).sum(axis=0)
+    ss_res = np.nansum((values - fitted) ** 2, axis=0)
+    ss_tot = np.nansum((values - np.nanmean(values, axis=0)) ** 2, axis=0)
     with np.errstate(invalid='ignore', divide='ignore'):
         return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.nan)[()]
 
@@ -272,14 +442,17 @@ def zscore(values, mode='classic'):
 
     ``'classic'``: (x − mean)/SD (population SD, ddof = 0). ``'median'``: the robust
     score (x − median)/(1.4826·MAD). iblphotometry's ``'median'`` mode divides by the SD
-    instead, which is not robust; this function does not reproduce that.
+    instead, which is not robust; this function does not reproduce that. NaN samples
+    (masked artefacts) are ignored by the statistics and stay NaN.
     """
     x = np.asarray(values, dtype=float)
+    if not np.isfinite(x).any():
+        return x.copy()
     if mode == 'classic':
-        centre, spread = x.mean(axis=0), x.std(axis=0)
+        centre, spread = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
     elif mode == 'median':
-        centre = np.median(x, axis=0)
-        spread = MAD_TO_SD * np.median(np.abs(x - centre), axis=0)
+        centre = np.nanmedian(x, axis=0)
+        spread = MAD_TO_SD * np.nanmedian(np.abs(x - centre), axis=0)
     else:
         raise ValueError(f"unknown z-score mode {mode!r}; expected 'classic' or 'median'")
     with np.errstate(invalid='ignore', divide='ignore'):
@@ -295,7 +468,20 @@ def _linear_interp(times, values, new_times):
     return values[i] * (1 - w) + values[i + 1] * w
 
 
-def resample(times, values, fs=config.TARGET_FS, method='pchip'):
+def anti_alias(values, fs, target_fs, order=8, fraction=0.8):
+    """Low-pass a signal before resampling it to ``target_fs`` (no-op when fs ≤ 1.1·target_fs).
+
+    Zero-phase Butterworth (``sosfiltfilt``, so the magnitude is that of an order
+    2·``order`` filter) at ``fraction`` of the target Nyquist frequency (12 Hz for 30 Hz):
+    without it, noise and signal between 15 Hz and fs/2 fold into 0-15 Hz on the 30 Hz grid.
+    """
+    if fs <= 1.1 * target_fs:
+        return np.asarray(values, dtype=float)
+    return lowpass(values, fs, fraction * target_fs / 2, order=order)
+
+
+def resample(times, values, fs=config.TARGET_FS, method='pchip', anti_alias_filter=False,
+             valid=None):  # fmt: skip
     """Interpolate a signal onto a uniform grid.
 
     Parameters
@@ -307,6 +493,11 @@ def resample(times, values, fs=config.TARGET_FS, method='pchip'):
         Grid rate (Hz).
     method : {'pchip', 'linear'}
         Shape-preserving piecewise-cubic (no overshoot) or linear interpolation.
+    anti_alias_filter : bool
+        Low-pass first when the input is faster than the grid (:func:`anti_alias`).
+    valid : ndarray of bool, shape (n_samples,), optional
+        Grid points not between two valid input samples are NaN (masked samples are
+        interpolated over first, never used).
 
     Returns
     -------
@@ -317,13 +508,23 @@ def resample(times, values, fs=config.TARGET_FS, method='pchip'):
     """
     times = np.asarray(times, dtype=float)
     values = np.asarray(values, dtype=float)
+    if valid is not None and values.ndim == 1:
+        values = fill_invalid(values, valid)
+    if anti_alias_filter:
+        values = anti_alias(values, sampling_rate(times), fs)
     new_times = np.arange(times[0], times[-1], 1.0 / fs)
     new_times = new_times[new_times <= times[-1]]
     if method == 'pchip':
-        return new_times, PchipInterpolator(times, values, axis=0)(new_times)
-    if method == 'linear':
-        return new_times, _linear_interp(times, values, new_times)
-    raise ValueError(f"unknown resampling method {method!r}; expected 'pchip' or 'linear'")
+        new_values = PchipInterpolator(times, values, axis=0)(new_times)
+    elif method == 'linear':
+        new_values = _linear_interp(times, values, new_times)
+    else:
+        raise ValueError(f"unknown resampling method {method!r}; expected 'pchip' or 'linear'")
+    if valid is not None and not np.all(valid):
+        i = np.clip(np.searchsorted(times, new_times, side='right') - 1, 0, len(times) - 1)
+        ok = valid[i] & valid[np.minimum(i + 1, len(times) - 1)]
+        new_values = np.where(ok if new_values.ndim == 1 else ok[:, None], new_values, np.nan)
+    return new_times, new_values
 
 
 # ---------------------------------------------------------------------------
@@ -348,7 +549,10 @@ class PreprocessResult:
     times : ndarray, shape (n_out,)
         Uniform output grid (s).
     values : ndarray, shape (n_out,) or (n_out, n_signals)
-        Preprocessed (z-scored) signal.
+        Preprocessed (z-scored) signal; NaN where the input was masked.
+    dff : ndarray, shape of ``values``
+        The same before the z-score: ΔF/F (fraction of the light above the floor when the
+        floor is subtracted).
     bleaching_tau : float or ndarray (n_signals,)
         τ (s) of the exponential fitted to the raw signal (NaN if not computed / failed).
     iso_correlation : float or ndarray (n_signals,)
@@ -356,16 +560,21 @@ class PreprocessResult:
         (NaN for single-band preprocessing).
     slope, intercept : float or ndarray (n_signals,)
         The reference regression actually used (NaN for single-band preprocessing).
+    r2 : float or ndarray (n_signals,)
+        R² of that regression on the valid samples (NaN for single-band preprocessing).
     params : dict
-        The complete parameter set used (``config.PREPROCESSING_PARAMS`` + overrides).
+        The complete parameter set used (``config.PREPROCESSING_PARAMS`` + overrides), with
+        the dark level subtracted under ``params['floor']['value']``.
     """
 
     times: np.ndarray
     values: np.ndarray
+    dff: np.ndarray | None = None
     bleaching_tau: float | np.ndarray = np.nan
     iso_correlation: float | np.ndarray = np.nan
     slope: float | np.ndarray = np.nan
     intercept: float | np.ndarray = np.nan
+    r2: float | np.ndarray = np.nan
     params: dict = field(default_factory=dict)
 
     def __iter__(self):
@@ -383,34 +592,81 @@ def pair_by_position(times, signal, reference):
     return np.asarray(times[:n], dtype=float), np.asarray(signal[:n]), np.asarray(reference[:n])
 
 
-def _isosbestic_1d(times, signal, reference, p, compute_qc):
-    """:func:`preprocess_isosbestic` for one fiber (contiguous 1-D arrays)."""
-    signal_bc = bleach_correct(times, signal, **p['bleach'])
-    reference_bc = bleach_correct(times, reference, **p['bleach'])
+def _floor_value(p, floor):
+    """The dark level to subtract (0 unless ``params['floor']['subtract']``)."""
+    if not p.get('floor', {}).get('subtract', False):
+        return 0.0
+    return float(config.DARK_LEVEL if floor is None else floor)
+
+
+def _output(times, dff, valid, p, fs_in):
+    """Anti-alias, resample (NaN on masked samples) and z-score one corrected signal."""
+    resample_p = dict(p['resample'])
+    aa = resample_p.pop('anti_alias', False)
+    new_times, resampled = resample(times, dff, valid=valid, anti_alias_filter=aa, **resample_p)
+    return new_times, resampled, zscore(resampled, **p['zscore'])
+
+
+def _prefit_lowpass(values, fs, valid, p):
+    cutoff = p['regression'].get('lowpass_hz')
+    if not cutoff or cutoff >= fs / 2:
+        return values
+    return lowpass(
+        fill_invalid(values, valid), fs, cutoff, order=p['regression'].get('lowpass_order', 4)
+    )
+
+
+def _regression_kwargs(p):
     regression = dict(p['regression'])
     mode = regression.pop('mode', 'subtract')
-    slope, intercept = fit_reference(signal_bc, reference_bc, **regression)
-    corrected = correct(signal_bc, slope * reference_bc + intercept, mode)
-    new_times, resampled = resample(times, corrected, **p['resample'])
-    result = PreprocessResult(
-        new_times, zscore(resampled, **p['zscore']), slope=slope, intercept=intercept, params=p
-    )
+    for key in ('lowpass_hz', 'lowpass_order'):
+        regression.pop(key, None)
+    return regression, mode
+
+
+def _isosbestic_1d(times, signal, reference, p, compute_qc, valid=None, floor=None):
+    """:func:`preprocess_isosbestic` for one fiber (contiguous 1-D arrays)."""
+    floor = _floor_value(p, floor)
+    signal, reference = signal - floor, reference - floor
+    fs = sampling_rate(times)
+    signal_bc = bleach_correct(times, signal, valid=valid, **p['bleach'])
+    reference_bc = bleach_correct(times, reference, valid=valid, **p['bleach'])
+    signal_f = _prefit_lowpass(signal_bc, fs, valid, p)
+    reference_f = _prefit_lowpass(reference_bc, fs, valid, p)
+    regression, mode = _regression_kwargs(p)
+    slope, intercept = fit_reference(signal_f, reference_f, valid=valid, **regression)
+    fitted = slope * reference_f + intercept
+    corrected = correct(signal_f, fitted, mode)
+    r2 = r_squared(signal_f if valid is None else signal_f[valid],
+                   fitted if valid is None else fitted[valid])  # fmt: skip
+    new_times, dff, z = _output(times, corrected, valid, p, fs)
+    result = PreprocessResult(new_times, z, dff=dff, slope=slope, intercept=intercept,
+                              r2=float(r2), params=_with_floor(p, floor))  # fmt: skip
     if compute_qc:
-        result.bleaching_tau = fit_exponential_decay(times, signal)[1]
-        if regression.get('method', 'ols') != 'ols':
-            slope, intercept = fit_reference(signal_bc, reference_bc, method='ols')
-        result.iso_correlation = float(r_squared(signal_bc, slope * reference_bc + intercept))
+        keep = slice(None) if valid is None else valid
+        result.bleaching_tau = fit_exponential_decay(times[keep], signal[keep])[1]
+        if regression.get('method', 'ols') != 'ols' or signal_f is not signal_bc:
+            slope, intercept = fit_reference(signal_bc, reference_bc, method='ols', valid=valid)
+        result.iso_correlation = float(
+            r_squared(signal_bc[keep], slope * reference_bc[keep] + intercept)
+        )
     return result
 
 
-def _single_band_1d(times, signal, p, compute_qc):
+def _with_floor(p, floor):
+    return {**p, 'floor': {**p.get('floor', {}), 'value': float(floor)}}
+
+
+def _single_band_1d(times, signal, p, compute_qc, valid=None, floor=None):
     """:func:`preprocess_single_band` for one fiber (contiguous 1-D arrays)."""
-    new_times, resampled = resample(
-        times, bleach_correct(times, signal, **p['bleach']), **p['resample']
-    )
-    result = PreprocessResult(new_times, zscore(resampled, **p['zscore']), params=p)
+    floor = _floor_value(p, floor)
+    signal = signal - floor
+    corrected = bleach_correct(times, signal, valid=valid, **p['bleach'])
+    new_times, dff, z = _output(times, corrected, valid, p, sampling_rate(times))
+    result = PreprocessResult(new_times, z, dff=dff, params=_with_floor(p, floor))
     if compute_qc:
-        result.bleaching_tau = fit_exponential_decay(times, signal)[1]
+        keep = slice(None) if valid is None else valid
+        result.bleaching_tau = fit_exponential_decay(times[keep], signal[keep])[1]
     return result
 
 
@@ -420,12 +676,15 @@ def _stack_fibers(results):
     return PreprocessResult(
         first.times,
         np.column_stack([r.values for r in results]),
+        dff=np.column_stack([r.dff for r in results]),
         **{
             name: np.array([getattr(r, name) for r in results], dtype=float)
-            for name in ('bleaching_tau', 'iso_correlation', 'slope', 'intercept')
+            for name in ('bleaching_tau', 'iso_correlation', 'slope', 'intercept', 'r2')
         },
-        params=first.params,
-    )
+        params={**first.params,
+                'floor': {**first.params.get('floor', {}),
+                          'value': [r.params['floor']['value'] for r in results]}},
+    )  # fmt: skip
 
 
 def _columns(values):
@@ -436,7 +695,20 @@ def _columns(values):
     return [np.ascontiguousarray(values[:, i]) for i in range(values.shape[1])]
 
 
-def preprocess_isosbestic(times, signal, reference, params=None, compute_qc=True):
+def _per_fiber(option, n_fibers, n_samples=None):
+    """Broadcast a per-fiber option (None, scalar/1-D shared, or one column per fiber)."""
+    if option is None or np.ndim(option) == 0:
+        return [option] * n_fibers
+    option = np.asarray(option)
+    if n_samples is not None and option.ndim == 1 and option.shape[0] == n_samples:
+        return [option] * n_fibers
+    if n_samples is None:
+        return list(option)
+    return [np.ascontiguousarray(option[:n_samples, i]) for i in range(option.shape[1])]
+
+
+def preprocess_isosbestic(times, signal, reference, params=None, compute_qc=True, valid=None,
+                          floor=None):  # fmt: skip
     """Bleach-correct both bands → regress out the reference → resample → z-score.
 
     Parameters
@@ -447,10 +719,16 @@ def preprocess_isosbestic(times, signal, reference, params=None, compute_qc=True
         Raw GCaMP and isosbestic bands, paired by position (:func:`pair_by_position`).
         Fibers (columns) are processed independently.
     params : dict, optional
-        Overrides of ``config.PREPROCESSING_PARAMS`` (steps 'bleach', 'regression',
-        'zscore', 'resample').
+        Overrides of ``config.PREPROCESSING_PARAMS`` (steps 'floor', 'bleach',
+        'regression', 'zscore', 'resample').
     compute_qc : bool
         Also compute the bleaching τ of the raw signal and the iso correlation.
+    valid : ndarray of bool, shape (n_samples,) or (n_samples, n_signals), optional
+        Samples usable by the fits (:func:`iblnm.signal.artefacts.detect_artefacts`); the
+        others are left out of every fit and are NaN in the output.
+    floor : float or sequence of float (one per fiber), optional
+        Camera dark level subtracted from both bands when ``params['floor']['subtract']``
+        (default ``config.DARK_LEVEL``).
 
     Returns
     -------
@@ -460,20 +738,28 @@ def preprocess_isosbestic(times, signal, reference, params=None, compute_qc=True
     """
     p = resolve_params(params)
     times, signal, reference = pair_by_position(times, signal, reference)
+    n_fibers = 1 if signal.ndim == 1 else signal.shape[1]
     results = [
-        _isosbestic_1d(times, s, r, p, compute_qc)
-        for s, r in zip(_columns(signal), _columns(reference), strict=True)
-    ]
+        _isosbestic_1d(times, s, r, p, compute_qc, valid=m, floor=f)
+        for s, r, m, f in zip(_columns(signal), _columns(reference),
+                              _per_fiber(valid, n_fibers, len(times)),
+                              _per_fiber(floor, n_fibers), strict=True)
+    ]  # fmt: skip
     return results[0] if signal.ndim == 1 else _stack_fibers(results)
 
 
-def preprocess_single_band(times, signal, params=None, compute_qc=True):
+def preprocess_single_band(times, signal, params=None, compute_qc=True, valid=None, floor=None):
     """Bleach-correct → resample → z-score, for recordings without an isosbestic band.
 
     Same parameters and output as :func:`preprocess_isosbestic` (the 'regression' step is
-    skipped; iso_correlation, slope and intercept are NaN).
+    skipped; iso_correlation, slope, intercept and r2 are NaN).
     """
     p = resolve_params(params)
     times = np.asarray(times, dtype=float)
-    results = [_single_band_1d(times, s, p, compute_qc) for s in _columns(signal)]
+    n_fibers = 1 if np.ndim(signal) == 1 else np.shape(signal)[1]
+    results = [
+        _single_band_1d(times, s, p, compute_qc, valid=m, floor=f)
+        for s, m, f in zip(_columns(signal), _per_fiber(valid, n_fibers, len(times)),
+                           _per_fiber(floor, n_fibers), strict=True)
+    ]  # fmt: skip
     return results[0] if np.ndim(signal) == 1 else _stack_fibers(results)

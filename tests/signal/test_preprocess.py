@@ -244,7 +244,10 @@ def test_preprocess_isosbestic_spec_fixture(spec_fixture):
     assert 100 < result.bleaching_tau < 600
     assert 0.8 < result.iso_correlation <= 1
     assert np.isfinite(result.slope) and np.isfinite(result.intercept)
-    assert result.params == config.PREPROCESSING_PARAMS
+    assert {k: v for k, v in result.params.items() if k != 'floor'} == {
+        k: v for k, v in config.PREPROCESSING_PARAMS.items() if k != 'floor'
+    }
+    assert result.params['floor'] == {**config.PREPROCESSING_PARAMS['floor'], 'value': 0.0}
 
 
 def test_preprocess_single_band(spec_fixture):
@@ -270,7 +273,10 @@ def test_preprocess_params_are_merged_step_by_step(spec_fixture):
     result = pp.preprocess_isosbestic(
         *spec_fixture, params={'regression': {'method': 'huber'}, 'resample': {'fs': 15}}
     )
-    assert result.params['regression'] == {'method': 'huber', 'mode': 'subtract'}
+    assert result.params['regression'] == {
+        **config.PREPROCESSING_PARAMS['regression'],
+        'method': 'huber',
+    }
     assert result.params['bleach'] == config.PREPROCESSING_PARAMS['bleach']
     np.testing.assert_allclose(np.diff(result.times), 1 / 15, atol=1e-9)
     assert config.PREPROCESSING_PARAMS['regression']['method'] == 'ols'  # not mutated
@@ -285,3 +291,162 @@ def test_real_session_preprocessing(cq002_bands):
     assert np.all((result.iso_correlation >= 0) & (result.iso_correlation <= 1))
     robust = pp.preprocess_isosbestic(times, gcamp, iso, params={'regression': {'method': 'huber'}})
     assert np.all(np.isfinite(robust.values))
+
+
+# ---------------------------------------------------------------------------
+# Robust fits, masks, floor, anti-aliasing (issue 12)
+# ---------------------------------------------------------------------------
+def test_bisquare_equals_statsmodels_rlm_tukey_biweight():
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=4000).cumsum()
+    y = 0.7 * x + 1.5 + rng.standard_t(3, size=4000)
+    y[::50] += 20  # outliers
+    for c in (4.685, 1.4):
+        ours = pp.fit_reference(y, x, method='bisquare', bisquare_c=c)
+        theirs = sm.RLM(y, sm.add_constant(x), M=sm.robust.norms.TukeyBiweight(c)).fit()
+        np.testing.assert_allclose(ours, theirs.params[::-1], rtol=1e-5, atol=1e-6)
+    # scale invariance (raw photometry units)
+    small = pp.fit_reference(1e-3 * y, 1e-2 * x, method='bisquare')
+    big = pp.fit_reference(y, x, method='bisquare')
+    np.testing.assert_allclose(small, (big[0] / 10, big[1] * 1e-3), rtol=1e-6)
+
+
+def test_bisquare_ignores_one_band_artefacts_that_bias_ols_and_huber():
+    rng = np.random.default_rng(12)
+    n = 20_000
+    reference = _smooth_noise(rng, n, FS, (0.05, 2), sd=1.0)
+    signal = 1.2 * reference + rng.normal(0, 0.2, n)
+    reference_art = reference.copy()
+    for start in rng.integers(0, n - 60, 15):  # large excursions in the isosbestic band only
+        reference_art[start : start + 60] += 6.0
+    errors = {m: abs(pp.fit_reference(signal, reference_art, method=m)[0] - 1.2)
+              for m in ('ols', 'huber', 'bisquare')}  # fmt: skip
+    assert errors['bisquare'] < 0.02
+    assert errors['bisquare'] < errors['huber'] / 3 < errors['ols'] / 3
+
+
+def test_fit_reference_uses_valid_samples_only():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=3000).cumsum()
+    y = 2 * x + 1 + rng.normal(size=3000)
+    valid = np.ones(3000, bool)
+    valid[100:400] = False
+    garbage = y.copy()
+    garbage[~valid] = 1e6
+    for method in ('ols', 'huber', 'bisquare'):
+        np.testing.assert_allclose(
+            pp.fit_reference(garbage, x, method=method, valid=valid),
+            pp.fit_reference(y[valid], x[valid], method=method),
+        )
+    two = pp.fit_reference(np.column_stack([garbage, garbage]), np.column_stack([x, x]),
+                           valid=valid)  # fmt: skip
+    np.testing.assert_allclose(two[0], [2, 2], rtol=0.01)
+
+
+def test_double_exponential_fit_recovers_bleaching_and_resists_transients():
+    rng = np.random.default_rng(14)
+    t = np.arange(0, 3600, 1 / FS)
+    truth = 0.002 * np.exp(-t / 200) + 0.003 * np.exp(-t / 3000) + 0.01
+    dff, _ = _transients(rng, t, rate_hz=0.2, amplitude=0.1)
+    y = truth * (1 + dff) + rng.normal(0, 2e-5, t.size)
+    q = pp.fit_double_exponential(t, y)
+    baseline = pp.double_exponential_baseline(t, y)
+    assert np.max(np.abs(baseline / truth - 1)) < 0.01  # within 1 % of the true baseline
+    assert 150 < q[1] < 260 and 2000 < q[3] < 4500
+    # masked garbage does not move the fit
+    garbage = y.copy()
+    valid = np.ones(t.size, bool)
+    valid[: 60 * FS] = False
+    garbage[~valid] = 0.05
+    masked = pp.double_exponential_baseline(t, garbage, valid=valid)
+    assert np.max(np.abs(masked[valid] / truth[valid] - 1)) < 0.01
+    corrected = pp.bleach_correct(t, garbage, method='double_exponential', valid=valid)
+    assert np.isfinite(corrected).all()
+
+
+def test_resample_with_mask_and_anti_alias():
+    rng = np.random.default_rng(15)
+    fs_in = 130.0
+    t = np.arange(0, 600, 1 / fs_in)
+    slow = np.sin(2 * np.pi * 0.5 * t)
+    noise = rng.normal(0, 1, t.size)  # white: 0-65 Hz, most of it above 15 Hz
+    x = slow + noise
+
+    def band_power(times, values, lo=8, hi=15):
+        f, pxx = sps.welch(values, fs=1 / np.median(np.diff(times)), nperseg=1024)
+        return pxx[(f >= lo) & (f <= hi)].mean()
+
+    t_raw, plain = pp.resample(t, x, fs=30)
+    t_aa, filtered = pp.resample(t, x, fs=30, anti_alias_filter=True)
+    truth_power = band_power(t, noise)  # 8-15 Hz power of the noise itself
+    assert band_power(t_raw, plain) > 3 * truth_power  # folded noise
+    assert band_power(t_aa, filtered) < 1.5 * truth_power
+    _, slow_aa = pp.resample(t, slow, fs=30, anti_alias_filter=True)  # the pass band is kept
+    np.testing.assert_allclose(slow_aa, np.interp(t_aa, t, slow), atol=2e-3)
+    # 30 Hz input: no filtering at all
+    t30 = np.arange(0, 60, 1 / 30.0)
+    np.testing.assert_array_equal(pp.anti_alias(np.sin(t30), 30.0, 30), np.sin(t30))
+    # masked samples become NaN on the grid, the rest is untouched
+    valid = np.ones(t.size, bool)
+    valid[1000:1300] = False
+    t_m, masked = pp.resample(t, x, fs=30, valid=valid)
+    gap = (t_m > t[999]) & (t_m < t[1300])
+    assert np.isnan(masked[gap]).all() and np.isfinite(masked[~gap]).all()
+    np.testing.assert_allclose(masked[t_m < t[990]], plain[t_m < t[990]])
+
+
+def _floor_fiber(rng, n=36_000, floor=1 / 255):
+    """Light 30 % above the floor, known ΔF/F, bleaching, shared motion and noise."""
+    times = np.arange(n) / FS
+    dff, _ = _transients(rng, times, rate_hz=0.2, amplitude=0.1)
+    motion = _smooth_noise(rng, n, FS, (0.05, 2), sd=0.02)
+    light_g = 0.3 * floor * (1 + 0.3 * np.exp(-times / 300))
+    light_i = 0.5 * floor * (1 + 0.2 * np.exp(-times / 500))
+    gcamp = floor + light_g * (1 + dff) * (1 + motion) + rng.normal(0, 2e-3 * 0.3 * floor, n)
+    iso = floor + light_i * (1 + motion) + rng.normal(0, 2e-3 * 0.5 * floor, n)
+    return times, gcamp, iso, dff
+
+
+def test_floor_subtraction_gives_the_true_dff_amplitude():
+    rng = np.random.default_rng(16)
+    times, gcamp, iso, dff = _floor_fiber(rng)
+    with_floor = pp.preprocess_isosbestic(times, gcamp, iso, params={'floor': {'subtract': True}})
+    without = pp.preprocess_isosbestic(times, gcamp, iso)
+    truth = np.interp(with_floor.times, times, dff)
+    truth = truth - pp.lowpass_baseline(truth, 30)  # what a 0.01 Hz baseline can keep
+
+    def gain(values):
+        return np.polyfit(truth, values, 1)[0]
+
+    assert gain(with_floor.dff) == pytest.approx(1, abs=0.1)
+    assert gain(without.dff) < 0.35  # 1 / (1 + floor / light): mostly floor
+    assert with_floor.params['floor'] == {'subtract': True, 'value': pytest.approx(1 / 255)}
+
+
+def test_preprocess_masks_are_nan_and_left_out_of_the_fits():
+    rng = np.random.default_rng(17)
+    times, gcamp, iso, dff = _floor_fiber(rng)
+    params = {'floor': {'subtract': True}, 'regression': {'method': 'bisquare', 'lowpass_hz': 3},
+              'bleach': {'method': 'double_exponential'}}  # fmt: skip
+    clean = pp.preprocess_isosbestic(times, gcamp, iso, params=params)
+    valid = np.ones(times.size, bool)
+    valid[:1500] = valid[20_000:20_030] = False
+    dirty_g, dirty_i = gcamp.copy(), iso.copy()
+    dirty_g[:1500] = dirty_i[:1500] = 1 / 255  # disconnected start at the floor
+    dirty_g[20_000:20_030] = 1.0  # saturated
+    masked = pp.preprocess_isosbestic(times, dirty_g, dirty_i, params=params, valid=valid)
+    bad = np.isnan(masked.values)
+    assert bad[masked.times < times[1490]].all() and bad.mean() < 0.06
+    assert np.nanmean(masked.values) == pytest.approx(0, abs=1e-9)
+    assert np.nanstd(masked.values) == pytest.approx(1, abs=1e-9)
+    assert masked.slope == pytest.approx(clean.slope, rel=0.02)
+    ok = ~bad
+    r_clean = np.corrcoef(clean.dff[ok], np.interp(clean.times[ok], times, dff))[0, 1]
+    r_masked = np.corrcoef(masked.dff[ok], np.interp(masked.times[ok], times, dff))[0, 1]
+    assert r_masked > r_clean - 0.01
+    assert 0 < masked.r2 <= 1
+    unmasked = pp.preprocess_isosbestic(times, dirty_g, dirty_i, params=params)
+    r_unmasked = np.corrcoef(unmasked.dff[ok], np.interp(unmasked.times[ok], times, dff))[0, 1]
+    assert r_unmasked < r_masked - 0.05  # the mask matters
