@@ -124,7 +124,7 @@ def run_export_stage(one=None, catalog=None, redo=False, workers=1, scheduler=No
     StageResult
         ``table``: one row per session (status 'exported', 'skipped' or 'failed').
     """
-    one, selected = stage_sessions(one, catalog, sessions_fpath)
+    one, selected, _catalog_log = stage_sessions(one, catalog, sessions_fpath)
     out_dir = Path(out_dir)
     for folder in out_dir.glob('sub-*'):
         util.remove_stale_temporaries(folder, pattern=f'.*{nwb.TMP_SUFFIX}')
