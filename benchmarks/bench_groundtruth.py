@@ -117,16 +117,8 @@ def ours_dff(times, signal, reference, params=None):
     """
     from iblnm.signal import preprocess as sp
 
-    p = sp.resolve_params(params)
-    times, signal, reference = sp.pair_by_position(times, signal, reference)
-    sig_bc = sp.bleach_correct(times, signal, **p['bleach'])
-    ref_bc = sp.bleach_correct(times, reference, **p['bleach'])
-    regression = dict(p['regression'])
-    mode = regression.pop('mode', 'subtract')
-    slope, intercept = sp.fit_reference(sig_bc, ref_bc, **regression)
-    corrected = sp.correct(sig_bc, slope * ref_bc + intercept, mode)
-    new_times, values = sp.resample(times, corrected, **p['resample'])
-    return new_times, values, slope
+    result = sp.preprocess_isosbestic(times, signal, reference, params=params, compute_qc=False)
+    return result.times, result.dff, result.slope
 
 
 def _pair_series(gcamp, iso, column):
