@@ -256,18 +256,8 @@ REQUIRED_CONTRASTS = frozenset({0, 6.25, 12.5, 25, 100})  # %
 EASY_CONTRAST = 100  # %, contrast of the "easy" trials in fraction_correct_easy
 ANALYSIS_CONTRASTS = [0, 6.25, 12.5, 25, 100]  # %
 
-ANALYSIS_QC_BLOCKERS = frozenset({
-    'MissingExtractedData', 'MissingRawData', 'InsufficientTrials', 'IncompleteEventTimes',
-    'TrialsNotInPhotometryTime', 'QCValidationError', 'AmbiguousRegionMapping', 'MissingBlockInfo',
-})  # fmt: skip
-PHOTOMETRY_BLOCKERS = frozenset({
-    'MissingRawData', 'MissingExtractedData', 'InsufficientTrials',
-    'TrialsNotInPhotometryTime', 'QCValidationError', 'FewUniqueSamples',
-})  # fmt: skip
-VIDEO_BLOCKERS = frozenset({
-    'MissingRawData', 'MissingExtractedData', 'InsufficientTrials',
-    'TrialsNotInPhotometryTime', 'QCValidationError',
-})  # fmt: skip
+# Blockers (which upstream errors stop a stage or an analysis) are tuples of exception classes:
+# validation.PHOTOMETRY_BLOCKERS, VIDEO_BLOCKERS, ANALYSIS_QC_BLOCKERS.
 
 
 EIDS_TO_DROP = [  # huge photometry artefacts (IBL sessions); PhotometrySessionGroup drops them

@@ -252,7 +252,7 @@ class PhotometrySessionGroup:
     def filter_sessions(self, session_types=config.SESSION_TYPES_TO_ANALYZE,
                         exclude_subjects=config.SUBJECTS_TO_EXCLUDE,
                         exclude_eids=config.EIDS_TO_DROP,
-                        qc_blockers=config.ANALYSIS_QC_BLOCKERS,
+                        qc_blockers=v.ANALYSIS_QC_BLOCKERS,
                         targetnms=config.TARGETNMS_TO_ANALYZE,
                         min_performance=config.MIN_PERFORMANCE,
                         required_contrasts=config.REQUIRED_CONTRASTS, lab=None,
@@ -269,7 +269,7 @@ class PhotometrySessionGroup:
         exclude_eids : collection of str
             Drop these sessions (default ``config.EIDS_TO_DROP``, IBL sessions with huge
             photometry artefacts; [] : no filter).
-        qc_blockers : collection of str
+        qc_blockers : collection of exception classes
             Drop sessions whose ``logged_errors`` contain any of these types (empty, or no
             ``logged_errors`` column: no filter).
         targetnms : collection of str, None or False

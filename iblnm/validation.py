@@ -131,10 +131,6 @@ class BlockStructureBug(IblnmError):
     """The probabilityLeft block structure is implausible."""
 
 
-class MissingBlockInfo(IblnmError):
-    """The block structure cannot be checked against the session settings."""
-
-
 class IncompleteEventTimes(IblnmError):
     """Event times are missing or mostly NaN."""
 
@@ -257,11 +253,46 @@ class UnexpectedError(Exception):
 # ---------------------------------------------------------------------------
 # Error types by name (logs store class names) and blockers
 # ---------------------------------------------------------------------------
+# A session whose upstream logs hold one of a stage's blockers (or a subclass of one) is not
+# processed by that stage (``pipeline.stage.select_sessions``) or analysed (the group's
+# ``filter_sessions(qc_blockers=...)``).
+PHOTOMETRY_BLOCKERS = (
+    MissingRawData,
+    MissingExtractedData,
+    InsufficientTrials,
+    TrialsNotInPhotometryTime,
+    QCValidationError,
+    FewUniqueSamples,
+)
+VIDEO_BLOCKERS = (
+    MissingRawData,
+    MissingExtractedData,
+    InsufficientTrials,
+    TrialsNotInPhotometryTime,
+    QCValidationError,
+)
+ANALYSIS_QC_BLOCKERS = (
+    MissingExtractedData,
+    MissingRawData,
+    InsufficientTrials,
+    IncompleteEventTimes,
+    TrialsNotInPhotometryTime,
+    QCValidationError,
+    AmbiguousRegionMapping,
+)
+
+
+def error_class(error_type):
+    """The exception class of this module named ``error_type`` (a logged type name), or None."""
+    cls = globals().get(str(error_type))
+    return cls if isinstance(cls, type) and issubclass(cls, BaseException) else None
+
+
 def error_lineage(error_type):
     """Names of an error type and of its iblnm base classes, e.g. ``'BandInversion'`` →
     ``{'BandInversion', 'QCValidationError'}``; an unknown name → ``{name}``."""
-    cls = globals().get(str(error_type))
-    if not (isinstance(cls, type) and issubclass(cls, IblnmError)):
+    cls = error_class(error_type)
+    if cls is None or not issubclass(cls, IblnmError):
         return {str(error_type)}
     return {base.__name__ for base in cls.__mro__ if issubclass(base, IblnmError)} - {'IblnmError'}
 
@@ -269,11 +300,25 @@ def error_lineage(error_type):
 def is_blocked(error_types, blockers):
     """True when any logged error type is one of ``blockers`` or a subclass of one.
 
-    Blocker sets name classes as strings (``config.*_BLOCKERS``); a logged ``BandInversion``
-    is blocked by ``'QCValidationError'``.
+    Parameters
+    ----------
+    error_types : iterable of str
+        Logged error type names (``error_type`` of the log rows).
+    blockers : iterable of exception classes
+        E.g. :data:`PHOTOMETRY_BLOCKERS`; a logged ``'BandInversion'`` is blocked by
+        :class:`QCValidationError`. A name that is not a class of this module blocks nothing.
+
+    Raises
+    ------
+    TypeError
+        A blocker is not an exception class (e.g. its name as a string).
     """
-    blockers = set(blockers)
-    return any(error_lineage(e) & blockers for e in error_types)
+    blockers = tuple(blockers)
+    for blocker in blockers:
+        if not (isinstance(blocker, type) and issubclass(blocker, BaseException)):
+            raise TypeError(f'blockers are exception classes, got {blocker!r}')
+    classes = [error_class(e) for e in error_types]
+    return any(cls is not None and issubclass(cls, blockers) for cls in classes)
 
 
 def error_matches(logged_type, expected_type):

@@ -460,6 +460,7 @@ class AlyxServer:
         self.password = password or f'pw-{secrets.token_urlsafe(12)}'
         self.token = secrets.token_hex(20)
         self.page_size = page_size
+        self.rewrites = {}  # record kind -> function(record) -> record (see rewrite)
         self.requests = []
         self._faults = []
         self._lock = threading.Lock()
@@ -518,6 +519,20 @@ class AlyxServer:
     def stall(self, path, times=1, seconds=0.5, **params):
         """Hold the next ``times`` matching requests ``seconds``, then drop the connection."""
         self._add(Fault(path, 'stall', times, seconds=seconds, params=params))
+
+    def rewrite(self, kind, function):
+        """Pass every served record of ``kind`` through ``function(record) -> record``.
+
+        ``kind``: 'session' (list entries), 'session_detail', 'session_dataset' (entries of
+        ``data_dataset_session_related``), 'dataset' or 'subject'; e.g. to add fields a newer
+        Alyx has, or to null or drop fields, as records of the real database can differ
+        from the local cache's.
+        """
+        self.rewrites[kind] = function
+
+    def _out(self, kind, record):
+        function = self.rewrites.get(kind)
+        return record if function is None else function(dict(record))
 
     def clear_faults(self):
         """Remove every pending fault."""
@@ -581,12 +596,17 @@ class AlyxServer:
                 return 404, NOT_FOUND
             detail = session_detail_record(records.session(eid), records.session_datasets(eid),
                                            self.base_url)  # fmt: skip
-            return 200, detail
+            related = [
+                self._out('session_dataset', d) for d in detail['data_dataset_session_related']
+            ]
+            return 200, self._out(
+                'session_detail', {**detail, 'data_dataset_session_related': related}
+            )
         try:
             selected = filter_sessions([records.session(e) for e in records.eids()], query)
         except ValueError as error:
             return 400, {'detail': str(error)}
-        results = [session_list_record(r) for r in selected]
+        results = [self._out('session', session_list_record(r)) for r in selected]
         return 200, paginate(results, query, page_url, self.page_size)
 
     def _subjects(self, nickname, query, page_url):
@@ -594,9 +614,14 @@ class AlyxServer:
         if nickname is not None:
             found = [s for s in subjects if s['nickname'] == nickname]
             return (
-                (200, subject_list_record(found[0], self.base_url)) if found else (404, NOT_FOUND)
+                (200, self._out('subject', subject_list_record(found[0], self.base_url)))
+                if found
+                else (404, NOT_FOUND)
             )
-        results = [subject_list_record(s, self.base_url) for s in filter_subjects(subjects, query)]
+        results = [
+            self._out('subject', subject_list_record(s, self.base_url))
+            for s in filter_subjects(subjects, query)
+        ]
         return 200, paginate(results, query, page_url, self.page_size)
 
     def _datasets(self, did, query, page_url):
@@ -605,13 +630,18 @@ class AlyxServer:
             dset = records.datasets.get(did)
             if dset is None:
                 return 404, NOT_FOUND
-            return 200, dataset_record(dset, records.session(dset.eid), self.base_url)
+            return 200, self._out(
+                'dataset', dataset_record(dset, records.session(dset.eid), self.base_url)
+            )
         dsets = sorted(records.datasets.values(), key=lambda d: (d.eid, d.rel_path))
         if 'session' in query:
             dsets = [d for d in dsets if d.eid == query['session']]
         if 'id' in query:
             dsets = [d for d in dsets if d.id == query['id']]
-        results = [dataset_record(d, records.session(d.eid), self.base_url) for d in dsets]
+        results = [
+            self._out('dataset', dataset_record(d, records.session(d.eid), self.base_url))
+            for d in dsets
+        ]
         return 200, paginate(results, query, page_url, self.page_size)
 
 

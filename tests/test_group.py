@@ -47,8 +47,9 @@ def test_from_catalog_explicit_paths_keeps_lists(small_pipeline):
     )
 
 
-@pytest.mark.parametrize('blockers', [{'QCValidationError', 'InsufficientTrials'},
-                                      set(config.ANALYSIS_QC_BLOCKERS)])  # fmt: skip
+@pytest.mark.parametrize(
+    'blockers', [(v.QCValidationError, v.InsufficientTrials), v.ANALYSIS_QC_BLOCKERS]
+)
 def test_filter_by_upstream_error_types(small_pipeline, blockers):
     group = PhotometrySessionGroup.from_catalog(root=small_pipeline, filter=False)
     logs = _logs(small_pipeline)

@@ -1,10 +1,14 @@
 """The analysis tools on the ``small`` preset: qc_overview, task_performance, example_session
 and the session viewer (driven headless through its widgets)."""
 
+import html
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 import matplotlib
 
@@ -14,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from iblnm import config, gui, h5, task  # noqa: E402
 from iblnm.analysis import lmm, performance, qc_overview  # noqa: E402
@@ -47,6 +52,16 @@ def assert_not_blank(png):
     assert image.std() > 0.05, png
     colours = np.unique((image * 255).astype(np.uint8).reshape(-1, 3), axis=0)
     assert len(colours) > 50, (png, len(colours))
+
+
+def svg_texts(svg):
+    """Every text matplotlib drew in an SVG figure (titles, labels, ticks, legend entries), one
+    string per line of text: matplotlib writes each text as a comment before its glyphs."""
+    return [html.unescape(t) for t in re.findall(r'<!-- (.*?) -->', Path(svg).read_text())]
+
+
+def legend_counts(texts, pattern):
+    return Counter(t for t in texts if re.fullmatch(pattern, t))
 
 
 # ---------------------------------------------------------------------------
@@ -87,11 +102,71 @@ def test_qc_overview_script(small_cache, small_pipeline, tool_root):
     results = tool_root / 'results' / 'qc_overview'
     table = pd.read_csv(results / 'qc_recordings.csv')
     assert len(table) == len(qc) and (table['target_NM'] != 'unknown').all()
+    metrics = qc_overview.present_metrics(table, qc_overview.QC_METRICS)
+    labels = [qc_overview.METRIC_LABELS.get(m, m) for m in metrics]
+
+    # histograms: a panel per metric (title, x label with its unit), one legend entry per band
+    # with the number of its finite values
+    texts = svg_texts(figures / 'histograms.svg')
+    assert 'Photometry QC metrics: distributions per band' in texts
+    assert set(metrics) | set(labels) <= set(texts) and texts.count('recordings') == len(metrics)
+    finite = {m: np.isfinite(table[m].astype(float)) for m in metrics}
+    n_band = Counter(f'{band} (n={n})' for m in metrics for band in qc_overview.BAND_COLORS
+                     if (n := int((finite[m] & (table['band'] == band)).sum())))  # fmt: skip
+    assert legend_counts(texts, r'(GCaMP|Isosbestic) \(n=\d+\)') == n_band
+
+    # violins: every target-NM of the band on the x axis of every panel
+    gcamp = table[table['band'] == 'GCaMP']
+    texts = svg_texts(figures / 'violins_GCaMP.svg')
+    for target in gcamp['target_NM'].unique():
+        assert texts.count(target) == len(qc_overview.present_metrics(gcamp, metrics)), target
+    assert texts.count('target-NM') == len(qc_overview.present_metrics(gcamp, metrics))
+
+    # PCA: a legend entry per target-NM with the number of its scored recordings
     loadings = pd.read_csv(results / 'pca_loadings.csv')
     assert set(loadings['metric']) <= set(qc_overview.QC_METRICS)
+    scores = pd.read_csv(results / 'pca_scores.csv')
+    texts = svg_texts(figures / 'pca.svg')
+    expected = Counter(f'{t} (n={n})' for t, n in scores['target_NM'].value_counts().items())
+    assert legend_counts(texts, r'\S+ \(n=\d+\)') == expected
+    assert sum(bool(re.fullmatch(r'PC[12] \(\d+ % variance\)', t)) for t in texts) == 2
+
+    # temporal trends: Spearman ρ of each metric with the day, recomputed from the table
     trends = pd.read_csv(results / 'temporal_trends.csv')
     assert list(trends.columns) == ['target_NM', 'metric', 'n', 'rho', 'p_value']
-    assert trends['rho'].dropna().between(-1, 1).all()
+    assert set(trends['target_NM']) == {'all', *gcamp['target_NM']}
+    for row in trends.itertuples():
+        rows = gcamp if row.target_NM == 'all' else gcamp[gcamp['target_NM'] == row.target_NM]
+        ok = rows[['day_n', row.metric]].astype(float).dropna()
+        assert row.n == len(ok), row
+        if ok[row.metric].nunique() > 1 and ok['day_n'].nunique() > 1 and len(ok) >= 3:
+            rho, p = stats.spearmanr(ok['day_n'], ok[row.metric])
+            assert (row.rho, row.p_value) == pytest.approx((rho, p), abs=1e-12), row
+        else:
+            assert np.isnan(row.rho), row
+    assert trends['rho'].notna().sum() > 0
+    texts = svg_texts(figures / 'temporal_trends.svg')
+    assert texts.count('days since first session') == len(
+        qc_overview.present_metrics(gcamp, metrics)
+    )
+
+
+def test_temporal_trends_rank_correlation_with_the_day():
+    day = np.arange(8.0)
+    df = pd.DataFrame({'band': 'GCaMP', 'target_NM': ['VTA-DA'] * 4 + ['LC-NE'] * 4,
+                       'day_n': day, 'ar_score': np.exp(day),  # monotone, not linear
+                       'bleaching_tau': -day, 'n_unique_samples': 0.5})  # fmt: skip
+    df.loc[6, 'bleaching_tau'] = np.nan  # not counted
+    trends = qc_overview.temporal_trends(df).set_index(['target_NM', 'metric'])
+    assert trends.loc[('all', 'ar_score'), 'rho'] == pytest.approx(1.0)
+    assert trends.loc[('VTA-DA', 'bleaching_tau'), 'rho'] == pytest.approx(-1.0)
+    assert trends.loc[('LC-NE', 'bleaching_tau'), 'n'] == 3
+    assert np.isnan(trends.loc[('all', 'n_unique_samples'), 'rho'])  # constant metric
+    shuffled = df.assign(ar_score=[3.0, 1, 4, 1, 5, 9, 2, 6])
+    rho = qc_overview.temporal_trends(shuffled).set_index(['target_NM', 'metric'])
+    assert rho.loc[('all', 'ar_score'), 'rho'] == pytest.approx(
+        stats.spearmanr(day, shuffled['ar_score'])[0]
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -121,6 +196,21 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
     assert {'mean_traces.png', 'lmm_coefficients.svg'} <= set(figures)
     targets = set(kernels['target_NM'])
     assert {f'kernels_{t}.png' for t in targets} <= set(figures)  # one figure per target-NM
+    # mean traces: a row per target-NM, a legend entry per outcome with its n
+    traces = pd.read_parquet(tables / 'mean_traces.pqt')
+    texts = svg_texts(tool_root / 'figures' / 'responses' / 'mean_traces.svg')
+    expected = Counter()
+    for (_, _, outcome), rows in traces.groupby(['target_NM', 'event', 'feedbackType']):
+        per_recording = rows.groupby(['eid', 'fiber_idx'])['n_trials'].max()
+        name = {1: 'correct', -1: 'incorrect'}[outcome]
+        n_mice = rows['subject'].nunique()
+        expected[
+            f'{name}: {len(per_recording)} rec, {n_mice} mice, {per_recording.sum()} trials'
+        ] += 1
+    assert legend_counts(texts, r'(correct|incorrect): \d+ rec, \d+ mice, \d+ trials') == expected
+    assert set(traces['target_NM']) <= set(texts) and texts.count('response (z)') == len(
+        set(traces['target_NM'])
+    )
     summary = pd.read_csv(tables / 'wheel_lmm_summary.csv')  # one mouse per NM: no fits here
     assert list(summary.columns) == lmm.WHEEL_LMM_COLUMNS
     kinematics = pd.read_parquet(tables / 'peak_velocity.pqt')
@@ -177,6 +267,27 @@ def test_task_performance_script(small_cache, small_pipeline, tool_root):
         assert_not_blank(figures / f'{name}.png')
     results = tool_root / 'results' / 'task_performance'
     table = pd.read_csv(results / 'performance_by_session.csv')
+    targets = table['target_NM'].unique()
+    texts = svg_texts(figures / 'learning.svg')
+    assert 'Training progression and 50/50-block psychometrics per target-NM' in texts
+    assert all(t in texts for t in targets)  # one column per target-NM
+    assert texts.count('fraction correct') == len(targets)
+    assert {'mouse with photometry', 'mouse without', 'session number'} <= set(texts)
+    # psychometrics: per target-NM and block, n = sessions with photometry and a fit
+    texts = svg_texts(figures / 'psychometrics.svg')
+    assert texts.count('signed contrast (%)') == 2 * len(targets)
+    assert texts.count('P(rightward choice)') == 2 * len(targets)
+    photometry = table[table['has_photometry'].astype(bool)]
+    fitted = {b: photometry[[f'psych_{b}_{k}' for k in performance.PSYCH_PARAMS]].notna().all(axis=1)
+              for b in performance.BLOCK_LABELS}  # fmt: skip
+    expected = Counter(f'{performance.BLOCK_LABELS[b]} (n={n})'
+                       for _, sessions in photometry.groupby('target_NM')
+                       for b in performance.BLOCK_LABELS
+                       if (n := int(fitted[b][sessions.index].sum())))  # fmt: skip
+    assert legend_counts(texts, r'pL .* \(n=\d+\)') == expected
+    means = Counter(f'mean of {n} sessions' for n in
+                    photometry[fitted['50']].groupby('target_NM').size())  # fmt: skip
+    assert legend_counts(texts, r'mean of \d+ sessions') == means
     perf = pd.read_parquet(small_pipeline / 'data' / 'performance.pqt').set_index('eid')
     merged = table.dropna(subset=['fraction_correct']).set_index('eid')
     np.testing.assert_allclose(merged['fraction_correct'],
@@ -198,6 +309,24 @@ def test_example_session_script(small_cache, tool_root):
     assert {p.stem.split('_', 1)[1] for p in pngs} == {'signal', 'feedback', 'psychometric'}
     for png in pngs:
         assert_not_blank(png)
+    prefix = pngs[0].stem.split('_', 1)[0]
+    catalog = pd.read_parquet(tool_root / 'metadata' / 'sessions.pqt')
+    row = catalog[catalog['eid'].str.startswith(prefix)].iloc[0]
+    data = h5.load_h5(tool_root / 'data' / 'sessions' / f'{row["eid"]}.h5', groups=['trials'])
+    trials = data['trials']
+    figures = tool_root / 'figures' / 'example_session'
+    texts = svg_texts(figures / f'{prefix}_feedback.svg')
+    assert f'Feedback responses by outcome — {row["subject"]}' in ' '.join(texts)
+    assert {'time from feedback (s)', 'baseline-subtracted z-score'} <= set(texts)
+    n_regions = len(row['brain_region'])
+    assert texts.count(f'correct (n={int((trials["feedbackType"] == 1).sum())})') == n_regions
+    assert texts.count(f'incorrect (n={int((trials["feedbackType"] == -1).sum())})') == n_regions
+    texts = svg_texts(figures / f'{prefix}_psychometric.svg')
+    assert f'data ({int(trials["choice"].isin([-1, 1]).sum())} go trials)' in texts
+    assert 'P(rightward choice)' in texts
+    texts = svg_texts(figures / f'{prefix}_signal.svg')
+    assert texts.count('z-score') == 2 and texts.count('time (s)') == 2
+    assert {'stimOn', 'firstMovement', 'feedback'} <= set(texts)  # the event legend
 
 
 # ---------------------------------------------------------------------------

@@ -1,9 +1,13 @@
 """Typed errors, log entries, exception_logger and the catalog validators (spec §3, §15)."""
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
+import iblnm
 from iblnm import validation as v
 from iblnm.validation import LOG_COLUMNS
 
@@ -13,20 +17,62 @@ def session(**fields):
     return pd.Series({**base, **fields})
 
 
-def test_exceptions_are_typed():
-    for name in ['InvalidSubject', 'InvalidStrain', 'InvalidLine', 'InvalidNeuromodulator',
-                 'InvalidBrainRegion', 'MissingBrainRegion', 'MissingHemisphere',
-                 'HemisphereMismatch', 'MissingInsertion', 'MissingHemiSuffix', 'DataNotListed',
-                 'InvalidSessionType', 'InvalidTargetNM', 'InvalidSessionLength',
-                 'MissingExtractedData', 'MissingRawData', 'InsufficientTrials',
-                 'BlockStructureBug', 'IncompleteEventTimes', 'TrialsNotInPhotometryTime',
-                 'BandInversion', 'EarlySamples', 'FewUniqueSamples', 'QCValidationError',
-                 'AmbiguousRegionMapping', 'MissingVideoTimestamps', 'VideoLengthError']:  # fmt: skip
-        assert issubclass(getattr(v, name), Exception)
+TYPE_CHECKS = {'isinstance', 'issubclass'}  # a class named there is not produced
+
+
+def _produced_error_names(package=Path(iblnm.__file__).parent):
+    """Names of the classes the package instantiates (``X(...)``) or hands to a factory
+    (``wrap(X, ...)``, ``_video_qc_validator(column, X)``), outside their own definitions."""
+    names = set()
+    for path in package.rglob('*.py'):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or getattr(node.func, 'id', None) in TYPE_CHECKS:
+                continue
+            for part in (node.func, *node.args):
+                if isinstance(part, ast.Name):
+                    names.add(part.id)
+                elif isinstance(part, ast.Attribute):
+                    names.add(part.attr)
+    return names
+
+
+def _iblnm_errors():
+    return [c for c in vars(v).values() if isinstance(c, type) and issubclass(c, v.IblnmError)]
+
+
+def test_every_typed_error_is_produced_and_every_blocker_can_occur():
+    """No dead exception class: each leaf is raised or logged somewhere in the package, each
+    base class has a produced subclass, and every blocker is one of these."""
+    produced = _produced_error_names()
+    leaves = [c for c in _iblnm_errors() if not c.__subclasses__()]
+    assert [c.__name__ for c in leaves if c.__name__ not in produced] == []
+
+    def occurs(cls):
+        return cls.__name__ in produced or any(occurs(sub) for sub in cls.__subclasses__())
+
+    assert [c.__name__ for c in _iblnm_errors() if not occurs(c)] == []
+    for blockers in (v.PHOTOMETRY_BLOCKERS, v.VIDEO_BLOCKERS, v.ANALYSIS_QC_BLOCKERS):
+        assert all(issubclass(b, v.IblnmError) and occurs(b) for b in blockers), blockers
+
+
+def test_blockers_match_subclasses_by_logged_name():
+    assert v.is_blocked(['BandInversion'], (v.QCValidationError,))  # subclass of a blocker
+    assert v.is_blocked(['InsufficientTrials', 'X'], v.PHOTOMETRY_BLOCKERS)
+    assert not v.is_blocked(['InvalidSubject'], v.PHOTOMETRY_BLOCKERS)
+    assert not v.is_blocked(['QCValidationError'], (v.BandInversion,))  # not the other way
+    assert not v.is_blocked(['NotAnErrorName', 'ValueError'], v.ANALYSIS_QC_BLOCKERS)
+    assert not v.is_blocked(['BandInversion'], ())
+    with pytest.raises(TypeError, match='exception classes'):
+        v.is_blocked(['BandInversion'], {'QCValidationError'})  # names are not blockers
+
+
+def test_typed_error_attributes_and_messages():
     err = v.IncompleteEventTimes(['stimOn_times', 'feedback_times'])
     assert err.missing_events == ['stimOn_times', 'feedback_times']
     assert str(err) == 'Incomplete events: stimOn_times, feedback_times'
     assert v.TrueDuplicateSession('x', fallback_row='row').fallback_row == 'row'
+    assert v.error_lineage('BandInversion') == {'BandInversion', 'QCValidationError'}
+    assert v.error_lineage('KeyError') == {'KeyError'}
 
 
 def test_validate_subject_raises_and_logs():

@@ -303,4 +303,9 @@ def query_database(one=None, redownload=False, extended_qc=False,
         qc_log = []
         result.qc = _extended_qc_table(catalog, ctx, qc_log, progress)
         util.df2pqt(result.qc, qc_fpath)
+        if qc_log:  # a session whose QC cannot be read is a row of the stage's log
+            log = util.concat_logs([log, qc_log])
+            log = log.drop_duplicates(['eid', 'error_type', 'error_message'], ignore_index=True)
+            result.log = log
+            util.write_log(log, log_fpath)
     return result

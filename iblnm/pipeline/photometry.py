@@ -275,7 +275,7 @@ def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, schedule
     cover every session.
     """
     one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
-                                                blockers=config.PHOTOMETRY_BLOCKERS,
+                                                blockers=v.PHOTOMETRY_BLOCKERS,
                                                 redo=redo)  # fmt: skip
     eids = list(selected['eid'])
     util.remove_stale_temporaries(h5_dir)  # left by a killed run; never read as valid

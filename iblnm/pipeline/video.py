@@ -1,6 +1,6 @@
 """Video QC of the left camera: timestamps, dropped frames, length, pin state and a score.
 
-Per analysable session (upstream logs free of ``config.VIDEO_BLOCKERS``):
+Per analysable session (upstream logs free of ``validation.VIDEO_BLOCKERS``):
 
 1. Load the left-camera frame times (``*leftCamera.times.npy``); missing -> the session
    is logged as MissingVideoTimestamps and gets score -1.
@@ -248,7 +248,7 @@ def run_video_stage(one=None, catalog=None, workers=1, scheduler=None,
         ``table`` is what was written to ``video_fpath`` (columns :data:`VIDEO_COLUMNS`).
     """
     one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
-                                                blockers=config.VIDEO_BLOCKERS)  # fmt: skip
+                                                blockers=v.VIDEO_BLOCKERS)  # fmt: skip
     selected = _with_extended_qc(selected, qc_fpath)
     outcomes = run_jobs(
         process_session, make_jobs(selected, one), workers, scheduler, STAGE, progress
