@@ -278,7 +278,7 @@ QC_SLIDING_METRICS = [
     # rate- and ADC-independent metrics (docs/methods.md §2.2)
     'n_noise_levels', 'light_above_floor', 'relative_mad', 'relative_noise', 'ar_score_10hz',
 ]  # fmt: skip
-QC_PREPROCESSING = ['bleaching_tau', 'iso_correlation']
+QC_PREPROCESSING = ['bleaching_tau', 'iso_correlation', 'iso_slope', 'iso_intercept', 'iso_r2']
 # Whole-recording metrics of the GCaMP row: "no signal" and "artefact" (docs/methods.md §2.4)
 QC_SIGNAL_METRICS = [
     'iso_explained', 'residual_power_ratio', 'upper_tail_excess', 'transient_rate',
@@ -398,7 +398,7 @@ ARTEFACT_PARAMS = {
 }
 QC_ARTEFACT_METRICS = [
     'frac_valid', 'frac_disconnected', 'frac_floor', 'frac_saturated', 'frac_dropout',
-    'frac_excursion', 'frac_step', 'n_dropouts', 'n_shared_steps', 'n_excursions',
+    'frac_excursion', 'frac_step', 'n_dropouts', 'n_steps', 'n_excursions',
 ]  # fmt: skip
 
 # ---------------------------------------------------------------------------

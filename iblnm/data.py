@@ -9,8 +9,11 @@ Data attributes start empty and are filled by explicit calls::
     ps = PhotometrySession(session_row, one=one)
     ps.load_trials()            # ps.trials (with signed_contrast, contrast, stim_side)
     ps.load_photometry()        # ps.photometry = {'GCaMP': ..., 'Isosbestic': ...}
-    ps.run_raw_qc(); ps.validate_qc(); ps.run_sliding_qc()
-    ps.preprocess()             # ps.photometry['GCaMP_preprocessed'] (30 Hz z-scores)
+    ps.run_raw_qc(); ps.validate_qc()
+    ps.detect_artefacts()       # ps.artefacts (masks), ps.segments, artefact QC columns
+    ps.run_sliding_qc()
+    ps.preprocess()             # ps.photometry['GCaMP_preprocessed'] (30 Hz z-scores, NaN
+                                # on masked samples) and ps.photometry['GCaMP_dff'] (ΔF/F)
     ps.extract_responses()      # ps.responses = {region: DataArray(event, trial, time)}
     ps.fit_event_kernels()      # ps.kernels = {region: Dataset(kernel (event, condition, lag))}
     ps.save_h5()
@@ -33,6 +36,7 @@ from iblnm.loaders import (
     restrict_to_task,
     split_bands,
 )
+from iblnm.signal import artefacts as af
 from iblnm.signal import preprocess as sp
 from iblnm.signal import qc as sq
 from iblnm.signal import responses as sr
@@ -54,6 +58,7 @@ QC_COLUMNS = (
     ['eid', 'brain_region', 'band']
     + config.QC_SLIDING_METRICS + config.QC_RAW_METRICS + config.QC_PREPROCESSING
     + config.QC_SIGNAL_METRICS
+    + config.QC_ARTEFACT_METRICS
 )  # fmt: skip
 
 
@@ -121,6 +126,9 @@ class PhotometrySession:
         self.errors = []
         self.preprocessing_params = None
         self.provenance = None  # read from the HDF5 file by load_h5
+        self.artefacts = {}  # region -> ArtefactResult on the paired raw samples
+        self.floors = {}  # region -> (dark level, source)
+        self._segments = {}  # region -> segments table read from the HDF5 file
         self._loader = None
         if load_data:
             self.load_trials()
@@ -453,15 +461,77 @@ class PhotometrySession:
             values.update(sq.signal_qc(t, sig, ref))
             self._upsert_qc(values, region=region, band='GCaMP')
 
+    # ------------------------------------------------------------------ artefacts
+    def estimate_floors(self, default=config.DARK_LEVEL):
+        """Camera dark level per region: median of the dark frames when the file has them
+        (older Neurophotometrics layouts), else ``default`` (the rig's value in config)."""
+        dark = getattr(self._loader, 'dark', None) or {}
+        self.floors = {region: af.estimate_floor(dark.get(region), default=default)
+                       for region in self.regions}  # fmt: skip
+        return self.floors
+
+    def _paired(self, region, signal_band='GCaMP', reference_band='Isosbestic'):
+        """(times, signal, reference or None) of one region, paired by position."""
+        signal = self.photometry[signal_band]
+        times, values = signal.index.to_numpy(), signal[region].to_numpy()
+        if reference_band is None or reference_band not in self.photometry:
+            return times, values, None
+        return sp.pair_by_position(
+            times, values, self.photometry[reference_band][region].to_numpy()
+        )
+
+    def detect_artefacts(self, signal_band='GCaMP', reference_band='Isosbestic', params=None):
+        """Artefact masks and segments per region (:func:`iblnm.signal.artefacts.detect_artefacts`).
+
+        Stores :attr:`artefacts` (``{region: ArtefactResult}``) and copies the fractions and
+        counts by kind (``config.QC_ARTEFACT_METRICS``) onto every ``qc`` row of the region.
+
+        Returns
+        -------
+        pandas.DataFrame
+            :attr:`segments`.
+        """
+        if not self.floors:
+            self.estimate_floors()
+        for region in self.photometry[signal_band].columns:
+            times, signal, reference = self._paired(region, signal_band, reference_band)
+            floor = self.floors.get(region, (config.DARK_LEVEL, 'config'))[0]
+            result = af.detect_artefacts(times, signal, reference, floor=floor, params=params)
+            self.artefacts[region] = result
+            for band in (b for b in ('GCaMP', 'Isosbestic') if b in self.photometry):
+                self._upsert_qc(result.summary, region=region, band=band)
+        self._artefact_params = af.resolve_params(params)
+        return self.segments
+
+    @property
+    def segments(self):
+        """Artefact segments of every region: brain_region, start, stop, start_time, stop_time, kind."""
+        tables = {r: a.segments for r, a in self.artefacts.items()} or self._segments
+        if not tables:
+            return pd.DataFrame(columns=['brain_region', *af.SEGMENT_COLUMNS])
+        return pd.concat([t.assign(brain_region=r) for r, t in tables.items()], ignore_index=True)[
+            ['brain_region', *af.SEGMENT_COLUMNS]
+        ]
+
+    def _valid_masks(self, columns, n):
+        """(n, n_regions) valid masks from :attr:`artefacts` (None when not detected)."""
+        if not self.artefacts or any(r not in self.artefacts for r in columns):
+            return None
+        return np.column_stack([self.artefacts[r].valid[:n] for r in columns])
+
     # ------------------------------------------------------------------ preprocessing
     def preprocess(self, signal_band='GCaMP', reference_band='Isosbestic', params=None,
-                   output_band=PREPROCESSED_BAND):  # fmt: skip
+                   output_band=PREPROCESSED_BAND, mask_artefacts=True):  # fmt: skip
         """Bleach correction → isosbestic regression → z-score → resample to 30 Hz.
 
         All regions are processed at once. Without a reference band (or with
         ``reference_band=None``) the single-band path is used (bleach → z-score →
-        resample). The parameters used are kept in :attr:`preprocessing_params` and saved
-        with the output.
+        resample). With ``mask_artefacts`` the masks of :meth:`detect_artefacts` (run
+        here if not yet) leave artefacts out of every fit and make them NaN in the output;
+        the floor of :meth:`estimate_floors` is subtracted when ``params['floor']['subtract']``.
+        The parameters used are kept in :attr:`preprocessing_params` and saved with the
+        output. The ΔF/F before the z-score goes to ``photometry['GCaMP_dff']`` and the
+        isosbestic fit to the GCaMP ``qc`` rows (``iso_slope``, ``iso_intercept``, ``iso_r2``).
 
         Returns
         -------
@@ -470,21 +540,39 @@ class PhotometrySession:
         """
         signal = self.photometry[signal_band]
         times = signal.index.to_numpy()
-        if reference_band is not None and reference_band in self.photometry:
-            reference = self.photometry[reference_band][signal.columns]
-            result = sp.preprocess_isosbestic(times, signal.to_numpy(), reference.to_numpy(),
-                                              params=params, compute_qc=False)  # fmt: skip
+        isosbestic = reference_band is not None and reference_band in self.photometry
+        if mask_artefacts and not self.artefacts:
+            self.detect_artefacts(signal_band, reference_band if isosbestic else None)
+        if not self.floors:
+            self.estimate_floors()
+        floor = [self.floors.get(r, (config.DARK_LEVEL, 'config'))[0] for r in signal.columns]
+        if isosbestic:
+            reference = self.photometry[reference_band][signal.columns].to_numpy()
+            n = min(len(times), len(reference))
+            valid = self._valid_masks(signal.columns, n) if mask_artefacts else None
+            result = sp.preprocess_isosbestic(times, signal.to_numpy(), reference, params=params,
+                                              compute_qc=False, valid=valid, floor=floor)  # fmt: skip
+            self._store_fit_qc(signal.columns, result)
         else:
+            valid = self._valid_masks(signal.columns, len(times)) if mask_artefacts else None
             result = sp.preprocess_single_band(times, signal.to_numpy(), params=params,
-                                               compute_qc=False)  # fmt: skip
-        values = np.asarray(result.values).reshape(len(result.times), -1)
-        self.photometry[output_band] = pd.DataFrame(
-            values, index=pd.Index(result.times, name='times'), columns=signal.columns
-        )
+                                               compute_qc=False, valid=valid, floor=floor)  # fmt: skip
+        index = pd.Index(result.times, name='times')
+        for band, values in ((output_band, result.values), (DFF_BAND, result.dff)):
+            values = np.asarray(values).reshape(len(result.times), -1)
+            self.photometry[band] = pd.DataFrame(values, index=index, columns=signal.columns)
         self.preprocessing_params = {
-            **result.params, 'reference_band': reference_band if 'Isosbestic' in self.photometry else None,
+            **result.params, 'reference_band': reference_band if isosbestic else None,
+            'artefacts': getattr(self, '_artefact_params', None) if valid is not None else None,
         }  # fmt: skip
         return self.photometry[output_band]
+
+    def _store_fit_qc(self, regions, result):
+        for i, region in enumerate(regions):
+            values = {name: float(np.atleast_1d(getattr(result, attr))[i])
+                      for name, attr in (('iso_slope', 'slope'), ('iso_intercept', 'intercept'),
+                                         ('iso_r2', 'r2'))}  # fmt: skip
+            self._upsert_qc(values, region=region, band='GCaMP')
 
     # ------------------------------------------------------------------ responses
     def extract_responses(self, events=config.RESPONSE_EVENTS, band=PREPROCESSED_BAND,
@@ -731,6 +819,8 @@ class PhotometrySession:
         out = {}
         qc = self.qc
         pre = self.photometry.get(PREPROCESSED_BAND)
+        dff = self.photometry.get(DFF_BAND)
+        segments = self.segments
         for region in self.regions or list(self.responses):
             entry = {}
             if pre is not None and region in pre:
@@ -738,6 +828,11 @@ class PhotometrySession:
                     'times': pre.index.to_numpy(), 'signal': pre[region].to_numpy(),
                     'fs': config.TARGET_FS, 'params': self.preprocessing_params or {},
                 }  # fmt: skip
+                if dff is not None and region in dff:
+                    entry['preprocessed']['dff'] = dff[region].to_numpy()
+            if region in set(segments['brain_region']):
+                rows = segments[segments['brain_region'] == region].drop(columns='brain_region')
+                entry['artefacts'] = rows.reset_index(drop=True)
             if region in self.responses:
                 entry['responses'] = self.responses[region]
             if region in self.responses_dff:
@@ -795,7 +890,7 @@ class PhotometrySession:
 
         ``regions`` restricts the photometry group to those regions (single-region reads
         only touch that region's data on disk); ``parts`` to some of its subgroups
-        ('preprocessed', 'responses', 'responses_dff', 'kernels', 'qc').
+        ('preprocessed', 'responses', 'responses_dff', 'kernels', 'qc', 'artefacts').
         """
         options = {} if parts is None else {'parts': tuple(parts)}
         data = h5.load_h5(fpath or self.h5_path, groups=groups, regions=regions, **options)
@@ -828,14 +923,17 @@ class PhotometrySession:
         return nwb.read_nwb(path)
 
     def _set_photometry_from_h5(self, photometry):
-        series, qc_rows = {}, []
+        series, dff, qc_rows = {}, {}, []
         for region, parts in photometry.items():
             if 'preprocessed' in parts:
                 pre = parts['preprocessed']
-                series[region] = pd.Series(
-                    pre['signal'], index=pd.Index(pre['times'], name='times')
-                )
+                index = pd.Index(pre['times'], name='times')
+                series[region] = pd.Series(pre['signal'], index=index)
+                if 'dff' in pre:
+                    dff[region] = pd.Series(pre['dff'], index=index)
                 self.preprocessing_params = pre['params']
+            if 'artefacts' in parts:
+                self._segments[region] = parts['artefacts']
             if 'responses' in parts:
                 self.responses[region] = parts['responses']
             if 'responses_dff' in parts:
@@ -846,6 +944,8 @@ class PhotometrySession:
                 qc_rows.append(parts['qc'])
         if series:
             self.photometry[PREPROCESSED_BAND] = pd.DataFrame(series)
+        if dff:
+            self.photometry[DFF_BAND] = pd.DataFrame(dff)
         if qc_rows:
             self.qc = pd.concat(qc_rows, ignore_index=True)
 

@@ -4,7 +4,11 @@
 
     metadata/   attrs: scalar session fields; datasets: list-valued fields
     errors/     eid, error_type, error_message, traceback (str[M])
-    photometry/{region}/preprocessed/  times, signal (float64, N); attrs fs, params (JSON)
+    photometry/{region}/preprocessed/  times, signal (z-score), dff (ΔF/F; files from before
+                                       issue 12 have none) (float64, N, NaN = masked);
+                                       attrs fs, params (JSON)
+    photometry/{region}/artefacts/     segments table: start, stop (raw sample index),
+                                       start_time, stop_time (s), kind (str)
     photometry/{region}/responses/     times (W), trials (int64, T), {event} (float32, T x W;
                                        float64 in files written before issue 13); attrs fs,
                                        response_window (W follows from it and fs), events,
@@ -195,6 +199,8 @@ def _write_preprocessed(group, preprocessed):
     sub = group.create_group('preprocessed')
     create_dataset(sub, 'times', preprocessed['times'], dtype=np.float64)
     create_dataset(sub, 'signal', preprocessed['signal'], dtype=np.float64)
+    if preprocessed.get('dff') is not None:
+        create_dataset(sub, 'dff', preprocessed['dff'], dtype=np.float64)
     sub.attrs['fs'] = preprocessed.get('fs', 30)
     sub.attrs['params'] = json.dumps(preprocessed.get('params', {}))
 
@@ -264,8 +270,13 @@ def _write_qc(group, qc):
     _write_columns(group.create_group('qc'), qc)
 
 
+def _write_artefacts(group, segments):
+    _write_columns(group.create_group('artefacts'), segments)
+
+
 def write_photometry(h5, photometry):
-    """``photometry = {region: {'preprocessed': {...}, 'responses': DataArray, 'qc': DataFrame}}``.
+    """``photometry = {region: {'preprocessed': {...}, 'responses': DataArray, 'qc': DataFrame,
+    'artefacts': DataFrame}}``.
 
     Only the regions (and, within a region, the parts) present are replaced.
     """
@@ -275,7 +286,8 @@ def write_photometry(h5, photometry):
         for part, writer in (('preprocessed', _write_preprocessed),
                              ('responses', _write_responses),
                              ('responses_dff', partial(_write_responses, name='responses_dff')),
-                             ('kernels', _write_kernels), ('qc', _write_qc)):  # fmt: skip
+                             ('kernels', _write_kernels), ('qc', _write_qc),
+                             ('artefacts', _write_artefacts)):  # fmt: skip
             if parts.get(part) is not None:
                 if part in group:
                     del group[part]
@@ -305,8 +317,17 @@ def _read_qc(group):
     return pd.DataFrame(_read_columns(group))
 
 
+def _read_artefacts(group):
+    frame = pd.DataFrame(_read_columns(group))
+    for col in ('start', 'stop'):
+        if col in frame:
+            frame[col] = frame[col].astype(np.int64)
+    return frame
+
+
 def read_photometry(h5, regions=None,
-                    parts=('preprocessed', 'responses', 'responses_dff', 'kernels', 'qc'),
+                    parts=('preprocessed', 'responses', 'responses_dff', 'kernels', 'qc',
+                           'artefacts'),
                     **_):  # fmt: skip
     """Read some or all regions; only the requested subgroups are touched on disk."""
     root = h5['photometry']
@@ -321,6 +342,8 @@ def read_photometry(h5, regions=None,
                 'times': pre['times'][()], 'signal': pre['signal'][()],
                 'fs': float(pre.attrs['fs']), 'params': json.loads(pre.attrs['params']),
             }  # fmt: skip
+            if 'dff' in pre:
+                entry['preprocessed']['dff'] = pre['dff'][()]
         for name in ('responses', 'responses_dff'):
             if name in parts and name in group:
                 entry[name] = _read_responses(group[name])
@@ -328,6 +351,8 @@ def read_photometry(h5, regions=None,
             entry['kernels'] = _read_kernels(group['kernels'])
         if 'qc' in parts and 'qc' in group:
             entry['qc'] = _read_qc(group['qc'])
+        if 'artefacts' in parts and 'artefacts' in group:
+            entry['artefacts'] = _read_artefacts(group['artefacts'])
         out[region] = entry
     return out
 

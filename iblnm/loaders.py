@@ -153,6 +153,20 @@ def split_bands(table, locations=None):
     return bands
 
 
+def dark_frames(table, locations=None):
+    """Values of the dark (no-LED) frames per region: ``{column: ndarray}``.
+
+    Dark frames are the frames of a normalised table without a wavelength, except the
+    first frame (all LEDs on, or empty, in IBL files). Older Neurophotometrics layouts
+    interleave one after every lit frame (the Witten lab fip_40 session); current ones have
+    none (empty arrays). Columns are named as in :func:`split_bands`.
+    """
+    dark = table.iloc[1:]
+    dark = dark[dark['wavelength'].isna()]
+    rename = roi_to_region(locations) if locations is not None else {}
+    return {rename.get(c, c): dark[c].to_numpy(float) for c in data_columns(table)}
+
+
 def restrict_to_task(bands, trials, pre=config.PHOTOMETRY_RESTRICT_PRE,
                      post=config.PHOTOMETRY_RESTRICT_POST):  # fmt: skip
     """Keep samples within [first trial start + pre, last trial end + post] (s).
@@ -237,6 +251,7 @@ class PhotometrySessionLoader(_SessionLoaderBase):
     """
 
     photometry: dict = field(default_factory=dict, repr=False)
+    dark: dict = field(default_factory=dict, repr=False)
     # (times, wavelength) of every frame of the extracted table, kept from its one read
     extracted_frames: tuple | None = field(default=None, repr=False)
     _dataset_records: object = field(default=None, repr=False)
@@ -314,6 +329,7 @@ class PhotometrySessionLoader(_SessionLoaderBase):
         """
         table, locations = self.load_photometry_table()
         bands = split_bands(table, locations)
+        self.dark = dark_frames(table, locations)
         if restrict_to_session:
             if self.trials is None or len(self.trials) == 0:
                 self.load_trials()

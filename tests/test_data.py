@@ -240,6 +240,7 @@ def test_real_sessions_end_to_end(real_one, tmp_path, eid):
     raw = ps.run_raw_qc()
     assert raw == {'n_band_inversions': 0, 'n_early_samples': 0}
     ps.validate_qc()
+    segments = ps.detect_artefacts()
     ps.run_sliding_qc()
     ps.preprocess()
     ps.extract_responses()
@@ -250,9 +251,22 @@ def test_real_sessions_end_to_end(real_one, tmp_path, eid):
     assert np.isfinite(ps.qc[always].to_numpy(float)).all()
     # real fibers with signal (CQ002: SI, PPT; fip_40: DLS, DMS, NAcc) must not FAIL
     assert (ps.qc['verdict'] != 'FAIL').all(), ps.verdicts.to_dict('records')
+    assert (ps.qc['frac_valid'] > 0.99).all()  # the task part of both sessions is clean
+    assert set(segments['brain_region']) == set(ps.regions)
+    dff = ps.photometry['GCaMP_dff']
+    assert dff.shape == ps.photometry['GCaMP_preprocessed'].shape
+    gcamp = ps.qc[ps.qc['band'] == 'GCaMP']
+    if eid == CQ002:  # isosbestic fit stored on the GCaMP rows
+        assert np.isfinite(gcamp[['iso_slope', 'iso_intercept', 'iso_r2']].to_numpy()).all()
+    else:  # fip_40: dark frames give the floor, no isosbestic band
+        assert {source for _, source in ps.floors.values()} == {'dark_frames'}
+        assert gcamp['iso_slope'].isna().all()
     back = PhotometrySession({'eid': eid}, one=real_one, h5_dir=tmp_path)
     back.load_h5(regions=[ps.regions[0]])
     assert list(back.responses) == [ps.regions[0]]
+    np.testing.assert_array_equal(back.photometry['GCaMP_dff'][ps.regions[0]], dff[ps.regions[0]])
+    expected = segments[segments['brain_region'] == ps.regions[0]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(back.segments, expected)
 
 
 def test_fip40_nacc_reward_response(real_one, tmp_path):

@@ -43,6 +43,19 @@ def responses(draw):
 
 
 @st.composite
+def segments(draw):
+    n = draw(st.integers(0, 6))
+    stops = np.cumsum(draw(arrays(np.int64, n, elements=st.integers(1, 1000))))
+    return pd.DataFrame({
+        'start': np.r_[0, stops[:-1]].astype(np.int64)[:n], 'stop': stops.astype(np.int64),
+        'start_time': draw(arrays(np.float64, n, elements=floats)),
+        'stop_time': draw(arrays(np.float64, n, elements=floats)),
+        'kind': draw(st.lists(st.sampled_from(['valid', 'floor', 'dropout', 'disconnected']),
+                              min_size=n, max_size=n)),
+    })  # fmt: skip
+
+
+@st.composite
 def session_data(draw):
     n = draw(st.integers(0, 50))
     regions = draw(st.lists(st.sampled_from(['VTA', 'DR', 'LC-l', 'LC-r', 'NBM']),
@@ -53,8 +66,10 @@ def session_data(draw):
             'preprocessed': {
                 'times': draw(arrays(np.float64, n, elements=floats)),
                 'signal': draw(arrays(np.float64, n, elements=floats)),
+                'dff': draw(arrays(np.float64, n, elements=floats)),
                 'fs': 30, 'params': {'bleach': {'cutoff_hz': 0.01}},
             },
+            'artefacts': draw(segments()),
             'responses': draw(responses()),
             'qc': pd.DataFrame({'band': ['GCaMP', 'Isosbestic'],
                                 'ar_score': draw(arrays(np.float64, 2, elements=floats))}),
@@ -97,9 +112,9 @@ def test_roundtrip_is_exact(tmp_path, data):
     assert back['wheel']['velocity'].dtype == np.float32
     for region, parts in data['photometry'].items():
         got = back['photometry'][region]
-        np.testing.assert_array_equal(
-            got['preprocessed']['signal'], parts['preprocessed']['signal']
-        )
+        for name in ('signal', 'dff'):
+            np.testing.assert_array_equal(got['preprocessed'][name], parts['preprocessed'][name])
+        pd.testing.assert_frame_equal(got['artefacts'], parts['artefacts'])
         assert got['preprocessed']['params'] == parts['preprocessed']['params']
         xr.testing.assert_identical(got['responses'], parts['responses'])
         pd.testing.assert_frame_equal(got['qc'], parts['qc'])  # column order kept
@@ -141,6 +156,20 @@ def test_responses_of_the_original_layout_still_read(tmp_path):
         assert list(f['photometry/VTA/responses'].attrs['response_window']) == [-1.0, 1.0]
     back = h5.load_h5(path, groups=['photometry'])['photometry']['VTA']['responses']
     assert back.attrs['n_masked'] == {'stimOn_times': 2} and back.attrs['align'] == 'linear'
+
+
+def test_files_without_dff_or_artefacts_stay_readable(tmp_path):
+    """Files written before issue 12 have neither preprocessed/dff nor artefacts/."""
+    path = tmp_path / 'old.h5'
+    with h5py.File(path, 'w') as f:
+        pre = f.create_group('photometry/VTA/preprocessed')
+        pre.create_dataset('times', data=np.arange(3.0))
+        pre.create_dataset('signal', data=np.zeros(3))
+        pre.attrs['fs'] = 30
+        pre.attrs['params'] = '{}'
+    back = h5.load_h5(path)['photometry']['VTA']
+    assert set(back) == {'preprocessed'} and 'dff' not in back['preprocessed']
+    np.testing.assert_array_equal(back['preprocessed']['signal'], np.zeros(3))
 
 
 def test_missing_and_corrupt_files(tmp_path):

@@ -8,6 +8,7 @@ step                                                     on failure
 load trials and photometry                               fatal
 validate_trials_in_photometry_time                       fatal
 run_raw_qc, validate_qc (band inversions, early frames)  fatal (BandInversion, EarlySamples)
+detect_artefacts (masks, segments, QC fractions)         fatal
 run_sliding_qc                                           fatal
 validate_few_unique_samples                              logged only
 preprocess                                               fatal
@@ -66,6 +67,7 @@ def _run_tiers(ps):
     ps.validate_trials_in_photometry_time()
     ps.run_raw_qc()
     ps.validate_qc()
+    ps.detect_artefacts()
     ps.run_sliding_qc()
     try:
         ps.validate_few_unique_samples()
@@ -214,6 +216,7 @@ QC_TABLE_COLUMNS = [
     'eid', 'brain_region', 'band',
     *config.QC_SLIDING_METRICS, *config.QC_RAW_METRICS, *config.QC_PREPROCESSING,
     *config.QC_SIGNAL_METRICS,
+    *config.QC_ARTEFACT_METRICS,
 ]  # fmt: skip
 TEXT_COLUMNS = ('eid', 'brain_region', 'band', *sv.VERDICT_COLUMNS)
 

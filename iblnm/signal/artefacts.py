@@ -143,7 +143,9 @@ class BandStats:
 def band_stats(values, fs, floor, saturation, p):
     """Levels, noise and the sample-level rules (saturated, floor, dropout) of one band."""
     x = np.asarray(values, dtype=float)
-    saturated = ~np.isfinite(x) | (x >= saturation)
+    # the saturation value bounds the rig's range: data above it are in other units
+    applies = not np.any(x[np.isfinite(x)] > saturation)
+    saturated = ~np.isfinite(x) | ((x >= saturation) if applies else False)
     if saturated.any() and not saturated.all():  # levels and steps ignore saturated samples
         idx = np.arange(x.size)
         x = x.copy()
@@ -329,7 +331,9 @@ def detect_artefacts(times, signal, reference=None, floor=config.DARK_LEVEL,
     floor : float
         Camera dark level in the same units (:func:`estimate_floor`); 0 if already removed.
     saturation : float
-        Values at or above it are saturated (inf to disable).
+        Values at or above it are saturated (inf to disable). It is the top of the rig's
+        range (1.0 for Neurophotometrics' normalised values), so it is ignored for data
+        that exceed it (other units).
     params : dict, optional
         Overrides of ``config.ARTEFACT_PARAMS``.
 
@@ -397,7 +401,7 @@ def summarise(result):
     """QC values of an artefact result (names in ``config.QC_ARTEFACT_METRICS``).
 
     ``frac_valid`` and ``frac_{kind}`` are fractions of the recording's samples;
-    ``n_dropouts`` counts dropout bursts (anywhere), ``n_shared_steps`` the change points,
+    ``n_dropouts`` counts dropout bursts (anywhere), ``n_steps`` the change points,
     ``n_excursions`` the rejected inner segments.
     """
     n = max(result.valid.size, 1)
@@ -407,7 +411,7 @@ def summarise(result):
     for kind in ('disconnected', 'floor', 'saturated', 'dropout', 'excursion', 'step'):
         out[f'frac_{kind}'] = float(counts.get(kind, 0) / n)
     out['n_dropouts'] = float(result.n_dropouts)
-    out['n_shared_steps'] = float(result.n_steps)
+    out['n_steps'] = float(result.n_steps)
     out['n_excursions'] = float((seg['kind'] == 'excursion').sum())
     return out
 

@@ -624,9 +624,25 @@ def _regression_kwargs(p):
     return regression, mode
 
 
+MIN_VALID_S = 10.0  # s of valid samples below which a fiber's output is all NaN
+
+
+def _too_few(times, valid):
+    return valid is not None and valid.sum() < MIN_VALID_S * sampling_rate(times)
+
+
+def _empty_result(times, p, floor):
+    new_times, _ = resample(times, np.zeros(len(times)), **{
+        k: v for k, v in p['resample'].items() if k in ('fs', 'method')})  # fmt: skip
+    nan = np.full(new_times.size, np.nan)
+    return PreprocessResult(new_times, nan, dff=nan.copy(), params=_with_floor(p, floor))
+
+
 def _isosbestic_1d(times, signal, reference, p, compute_qc, valid=None, floor=None):
     """:func:`preprocess_isosbestic` for one fiber (contiguous 1-D arrays)."""
     floor = _floor_value(p, floor)
+    if _too_few(times, valid):
+        return _empty_result(times, p, floor)
     signal, reference = signal - floor, reference - floor
     fs = sampling_rate(times)
     signal_bc = bleach_correct(times, signal, valid=valid, **p['bleach'])
@@ -660,6 +676,8 @@ def _with_floor(p, floor):
 def _single_band_1d(times, signal, p, compute_qc, valid=None, floor=None):
     """:func:`preprocess_single_band` for one fiber (contiguous 1-D arrays)."""
     floor = _floor_value(p, floor)
+    if _too_few(times, valid):
+        return _empty_result(times, p, floor)
     signal = signal - floor
     corrected = bleach_correct(times, signal, valid=valid, **p['bleach'])
     new_times, dff, z = _output(times, corrected, valid, p, sampling_rate(times))

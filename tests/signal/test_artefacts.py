@@ -83,7 +83,7 @@ def test_single_dropout_frame_and_shared_step():
     g2[7000:] = FLOOR + 0.5 * (g2[7000:] - FLOOR)
     i2[7000:] = FLOOR + 0.5 * (i2[7000:] - FLOOR)
     stepped = af.detect_artefacts(fiber['times'], g2, i2)
-    assert stepped.summary['n_shared_steps'] == 1
+    assert stepped.summary['n_steps'] == 1
     assert stepped.valid[:6990].all() and not stepped.valid[7000:].any()
     # the same step in the GCaMP band only is not shared: nothing is cut
     assert af.detect_artefacts(fiber['times'], g2, i).valid.mean() > 0.99
