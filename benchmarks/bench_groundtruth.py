@@ -112,8 +112,8 @@ def expected_kappa(fiber, t_rec):
 def ours_dff(times, signal, reference, params=None):
     """Our isosbestic pipeline up to (not including) the z-score: (times, ΔF/F, slope).
 
-    Same kernels and parameters as :func:`iblnm.signal.preprocess.preprocess_isosbestic`;
-    used only to recover the ΔF/F scale that the z-score removes.
+    :func:`iblnm.signal.preprocess.preprocess_isosbestic` (no artefact mask) with its
+    ΔF/F output; used only to recover the ΔF/F scale that the z-score removes.
     """
     from iblnm.signal import preprocess as sp
 
@@ -263,6 +263,7 @@ def evaluate_session(cache, one, entry, extras=True):
     the development-branch sort bug).
     """
     from iblnm.data import PhotometrySession
+    from iblnm.signal import preprocess as sp
     from iblnm.simulate import load_truth
 
     ps = PhotometrySession({'eid': entry['eid'], 'session_type': entry['session_type']}, one=one)
@@ -286,11 +287,11 @@ def evaluate_session(cache, one, entry, extras=True):
         motion = truth['motion'][:, j].astype(float)
         # ours: the stage's z-scored output, and its ΔF/F scale
         z_ours = pre[col].to_numpy()
-        t_o, dff_o, slope_o = ours_dff(gcamp.index.to_numpy(), gcamp[col].to_numpy(),
-                                       iso[col].to_numpy())  # fmt: skip
-        assert np.array_equal(t_o, times), 'ΔF/F replica grid != preprocess() grid'
-        assert np.allclose(zscore(dff_o), z_ours, atol=1e-9), 'ΔF/F replica != preprocess()'
-        sd_o = dff_o.std()
+        t_o, dff_o = times, ps.photometry['GCaMP_dff'][col].to_numpy()
+        gcamp_qc = ps.qc[(ps.qc['brain_region'] == col) & (ps.qc['band'] == 'GCaMP')]
+        slope_o = float(gcamp_qc['iso_slope'].iloc[0])
+        assert np.allclose(sp.zscore(dff_o), z_ours, atol=1e-9, equal_nan=True), 'ΔF/F != z'
+        sd_o = np.nanstd(dff_o)
         # ibl-photometry on the same loaded bands
         sig, ref = _pair_series(gcamp, iso, col)
         t_i, dff_i, slope_i = ibl_isosbestic(sig, ref)

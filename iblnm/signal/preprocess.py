@@ -191,14 +191,50 @@ def _valid_block_means(t, y, valid, n_per_bin, min_fraction=0.5):
     return tb[keep], yb[keep]
 
 
-def fit_double_exponential(times, values, valid=None, fit_fs=1.0, loss='soft_l1', f_scale=0.01):
+def _double_decay_jac(t, a_fast, tau_fast, a_slow, tau_slow, offset):
+    e_fast, e_slow = np.exp(-t / tau_fast), np.exp(-t / tau_slow)
+    return np.column_stack([e_fast, a_fast * t * e_fast / tau_fast**2, e_slow,
+                            a_slow * t * e_slow / tau_slow**2, np.ones_like(t)])  # fmt: skip
+
+
+def _grid_start(tb, yb, tau_fast_range, tau_slow_range, n_grid=12):
+    """Best (A₁, τ₁, A₂, τ₂, b) over a τ grid, the amplitudes solved linearly (non-negative).
+
+    For fixed τ the model is linear in (A₁, A₂, b): every grid pair is one 3×3 solve, all
+    batched; pairs with a negative amplitude or offset are discarded.
+    """
+    tau_f = np.geomspace(*tau_fast_range, n_grid)
+    tau_s = np.geomspace(*tau_slow_range, n_grid)
+    e_f, e_s = np.exp(-tb[None] / tau_f[:, None]), np.exp(-tb[None] / tau_s[:, None])
+    ff, ss, fs_ = (e_f * e_f).sum(1), (e_s * e_s).sum(1), e_f @ e_s.T  # sums over samples
+    f1, s1, fy, sy = e_f.sum(1), e_s.sum(1), e_f @ yb, e_s @ yb
+    g = n_grid
+    gram = np.empty((g, g, 3, 3))
+    gram[..., 0, 0], gram[..., 1, 1], gram[..., 2, 2] = ff[:, None], ss[None, :], tb.size
+    gram[..., 0, 1] = gram[..., 1, 0] = fs_
+    gram[..., 0, 2] = gram[..., 2, 0] = f1[:, None]
+    gram[..., 1, 2] = gram[..., 2, 1] = s1[None, :]
+    rhs = np.stack(np.broadcast_arrays(fy[:, None], sy[None, :], yb.sum()), axis=-1)
+    coef = np.linalg.solve(gram + 1e-12 * np.eye(3), rhs[..., None])[..., 0]
+    # SSE = y'y − 2 c'X'y + c'X'Xc
+    sse = (yb @ yb) - 2 * (coef * rhs).sum(-1) + np.einsum('...i,...ij,...j', coef, gram, coef)
+    sse[(coef < 0).any(axis=-1)] = np.inf
+    i, j = np.unravel_index(int(np.argmin(sse)), sse.shape)
+    if not np.isfinite(sse[i, j]):
+        return None
+    return coef[i, j, 0], tau_f[i], coef[i, j, 1], tau_s[j], coef[i, j, 2]
+
+
+def fit_double_exponential(times, values, valid=None, fit_fs=0.2, loss='soft_l1', f_scale=0.01):
     """Robust bounded fit of ``A₁e^(−t/τ₁) + A₂e^(−t/τ₂) + b`` (t from the first sample).
 
     The fit runs on block means of the valid samples at ``fit_fs`` Hz (bleaching constants
-    are minutes), on values divided by their median, with ``scipy.optimize.least_squares``
-    (trust-region reflective, robust ``loss`` with scale ``f_scale`` = 1 % of the median
-    level, so that transients and residual artefacts pull little). Bounds keep the curve a
-    decay: A₁, A₂ ≥ 0, b ≥ 0, 10 s ≤ τ₁ ≤ 600 s ≤ τ₂ ≤ 10·T (T the recording length).
+    are minutes), on values divided by their median. Start: the best point of a 12 × 12 grid
+    of (τ₁, τ₂) with the amplitudes solved linearly (:func:`_grid_start`); then
+    ``scipy.optimize.least_squares`` (trust-region reflective, analytic Jacobian, robust
+    ``loss`` with scale ``f_scale`` = 1 % of the median level, so that transients and
+    residual artefacts pull little). Bounds keep the curve a decay: A₁, A₂ ≥ 0, b ≥ 0,
+    10 s ≤ τ₁ ≤ 600 s ≤ τ₂ ≤ 10·T (T the recording length).
 
     Returns
     -------
@@ -215,17 +251,16 @@ def fit_double_exponential(times, values, valid=None, fit_fs=1.0, loss='soft_l1'
     tb, yb = _valid_block_means(t, y / scale, valid, n_per_bin)
     if tb.size < 8:
         return (np.nan,) * 5
-    duration = max(t[-1], 1.0)
-    slow_max = max(10 * duration, 601.0)
-    end = np.median(yb[-max(1, yb.size // 10) :])
-    span = max(yb[0] - end, 0.0)
-    p0 = (0.5 * span + 1e-6, 100.0, 0.5 * span + 1e-6, min(3 * duration, slow_max / 2), end)
+    slow_max = max(10 * max(t[-1], 1.0), 601.0)
     lower, upper = (0, 10, 0, 600, 0), (np.inf, 600, np.inf, slow_max, np.inf)
+    p0 = _grid_start(tb, yb, (10, 600), (600, slow_max))
+    if p0 is None:
+        p0 = (1e-3, 100.0, 1e-3, 3000.0, max(float(np.median(yb)), 1e-3))
     p0 = np.clip(p0, np.add(lower, 1e-9), np.subtract(upper, 1e-9))
     try:
         fit = optimize.least_squares(
-            lambda q: _double_decay(tb, *q) - yb, p0, bounds=(lower, upper), loss=loss,
-            f_scale=f_scale, max_nfev=2000, x_scale='jac',
+            lambda q: _double_decay(tb, *q) - yb, p0, jac=lambda q: _double_decay_jac(tb, *q),
+            bounds=(lower, upper), loss=loss, f_scale=f_scale, max_nfev=100, x_scale='jac',
         )  # fmt: skip
     except (ValueError, np.linalg.LinAlgError):
         return (np.nan,) * 5
@@ -235,7 +270,7 @@ def fit_double_exponential(times, values, valid=None, fit_fs=1.0, loss='soft_l1'
     return q[0] * scale, q[1], q[2] * scale, q[3], q[4] * scale
 
 
-def double_exponential_baseline(times, values, valid=None, fit_fs=1.0):
+def double_exponential_baseline(times, values, valid=None, fit_fs=0.2):
     """The fitted double-exponential bleaching curve at ``times`` (1-D); low-pass if the fit fails."""
     t = np.asarray(times, dtype=float)
     q = fit_double_exponential(t, values, valid=valid, fit_fs=fit_fs)
@@ -245,7 +280,7 @@ def double_exponential_baseline(times, values, valid=None, fit_fs=1.0):
 
 
 def bleach_correct(times, values, method='lowpass', mode='subtract-divide', order=3,
-                   cutoff_hz=0.01, fit_fs=1.0, valid=None):  # fmt: skip
+                   cutoff_hz=0.01, fit_fs=None, valid=None):  # fmt: skip
     """Remove photobleaching from a signal.
 
     Parameters
@@ -256,8 +291,8 @@ def bleach_correct(times, values, method='lowpass', mode='subtract-divide', orde
         Raw signal (2-D only for ``'lowpass'`` and ``'exponential'``).
     method : {'lowpass', 'exponential', 'double_exponential'}
         Baseline: :func:`lowpass_baseline` (``order``, ``cutoff_hz``), a single exponential
-        (:func:`fit_exponential_decay`, ``fit_fs``) or the robust bounded double exponential
-        (:func:`fit_double_exponential`, ``fit_fs``).
+        (:func:`fit_exponential_decay`, fitted at ``fit_fs`` or 1 Hz) or the robust bounded
+        double exponential (:func:`fit_double_exponential`, at ``fit_fs`` or 0.2 Hz).
     mode : {'subtract', 'divide', 'subtract-divide'}
         How the baseline is removed (:func:`correct`); the default gives ΔF/F.
     valid : ndarray of bool, shape (n_samples,), optional
@@ -275,9 +310,9 @@ def bleach_correct(times, values, method='lowpass', mode='subtract-divide', orde
     if method == 'lowpass':
         baseline = lowpass_baseline(filled, sampling_rate(times), order=order, cutoff_hz=cutoff_hz)
     elif method == 'exponential':
-        baseline = exponential_baseline(times, filled, fit_fs=fit_fs)
+        baseline = exponential_baseline(times, filled, fit_fs=fit_fs or 1.0)
     elif method == 'double_exponential':
-        baseline = double_exponential_baseline(times, values, valid=valid, fit_fs=fit_fs)
+        baseline = double_exponential_baseline(times, values, valid=valid, fit_fs=fit_fs or 0.2)
     else:
         raise ValueError(
             f"unknown bleach method {method!r}; expected 'lowpass', 'exponential' or "
