@@ -61,27 +61,32 @@ from iblnm.signal import artefacts as af  # noqa: E402
 from iblnm.signal import preprocess as sp  # noqa: E402
 
 FITS = ('ols', 'huber', 'bisquare')
-LOWPASS = (None, 3.0)
+LOWPASS = (None, 3.0, 'fit')
 BLEACH = ('lowpass', 'double_exponential')
 MASK = (False, True)
 DOCS = REPO / 'docs' / 'methods.md'
 OLD_DEFAULT = {
     'floor': {'subtract': False},
     'bleach': {'method': 'lowpass'},
-    'regression': {'method': 'ols', 'lowpass_hz': None},
+    'regression': {'method': 'ols', 'lowpass_hz': None, 'max_fit_samples': None},
+    'resample': {'anti_alias': False},
 }
 
 
 def combo_params(fit, lowpass, bleach):
+    output = True
+    if lowpass == 'fit':  # 3 Hz low-pass for the fit only; the output keeps its bandwidth
+        lowpass, output = 3.0, False
     return {
         'floor': {'subtract': True},
         'bleach': {'method': bleach},
-        'regression': {'method': fit, 'lowpass_hz': lowpass},
-    }
+        'regression': {'method': fit, 'lowpass_hz': lowpass, 'lowpass_output': output,
+                       'max_fit_samples': 20_000},
+    }  # fmt: skip
 
 
 def combo_name(fit, lowpass, bleach, mask):
-    lp = '3 Hz' if lowpass else '—'
+    lp = {None: '—', 3.0: '3 Hz', 'fit': '3 Hz fit only'}[lowpass]
     return f'{fit} | {lp} | {"dexp" if bleach == "double_exponential" else "LP 0.01"} | {"mask" if mask else "—"}'
 
 
@@ -151,24 +156,27 @@ def _sim_generator():
 
     def generate(seed, duration):
         try:
-            out = simulate_fiber(seed=seed, duration=duration)
-        except TypeError:
+            out = simulate_fiber(duration_s=duration, quality='good', seed=seed, edge_start=True,
+                                 edge_end=True, mid_disconnect=True, dropouts=True,
+                                 dark_offset=True, dark_frames=True)  # fmt: skip
+        except TypeError:  # another signature: skip this generator
             return []
-        return [('sim', *_adapt_sim(out))] if out is not None else []
+        return [('sim', *_adapt_sim(out))]
 
     return generate
 
 
 def _adapt_sim(out):
-    """Map the sim helper's output to our fiber dicts (clean, dirty); see its docstring."""
-
-    def as_fiber(d):
-        return {'times': np.asarray(d['times'], float), 'gcamp': np.asarray(d['gcamp'], float),
-                'iso': np.asarray(d['iso'], float), 'dff': np.asarray(d['dff'], float),
-                'floor': float(d.get('floor', config.DARK_LEVEL)), 'fs': 30.0,
-                'mask': np.asarray(d.get('mask', np.zeros(len(d['times']), bool)), bool)}  # fmt: skip
-
-    return as_fiber(out['clean']), as_fiber(out['dirty'])
+    """The sim helper's fiber dict → our (clean, dirty) fiber dicts (bands paired by position)."""
+    n = min(len(out['times']), len(out['times_iso']))
+    floor, _ = af.estimate_floor(out.get('dark'))
+    base = {'times': np.asarray(out['times'][:n], float), 'dff': np.asarray(out['dff'][:n], float),
+            'floor': floor, 'fs': 30.0}  # fmt: skip
+    clean = {**base, 'gcamp': out['gcamp_clean'][:n], 'iso': out['iso_clean'][:n],
+             'mask': np.zeros(n, bool)}  # fmt: skip
+    dirty = {**base, 'gcamp': out['gcamp'][:n], 'iso': out['iso'][:n],
+             'mask': np.asarray(out['artefact'][:n], bool) | np.asarray(out['artefact_iso'][:n], bool)}  # fmt: skip
+    return clean, dirty
 
 
 def evaluate_simulated(fibers):

@@ -405,13 +405,28 @@ QC_ARTEFACT_METRICS = [
 # Preprocessing (recorded with every output)
 # ---------------------------------------------------------------------------
 PREPROCESSING_PARAMS = {
-    'floor': {'subtract': False},  # subtract the camera dark level (DARK_LEVEL) before ΔF/F
-    'bleach': {'method': 'lowpass', 'order': 3, 'cutoff_hz': 0.01, 'mode': 'subtract-divide'},
+    # subtract the camera dark level (dark frames, else DARK_LEVEL) before ΔF/F
+    'floor': {'subtract': True},
+    # 'double_exponential' (robust, bounded), 'lowpass' (order, cutoff_hz) or 'exponential'
+    'bleach': {
+        'method': 'double_exponential',
+        'order': 3,
+        'cutoff_hz': 0.01,
+        'mode': 'subtract-divide',
+    },
     # method 'ols', 'huber' or 'bisquare'; lowpass_hz: low-pass both bands before the fit
-    'regression': {'method': 'ols', 'mode': 'subtract', 'lowpass_hz': None},
+    # (lowpass_output: the output is the low-passed signal minus the fit, else the fit is
+    # applied to the unfiltered bands); max_fit_samples: stride-thin the fit's samples
+    'regression': {
+        'method': 'bisquare',
+        'mode': 'subtract',
+        'lowpass_hz': 3.0,
+        'lowpass_output': False,
+        'max_fit_samples': 20_000,
+    },
     'zscore': {'mode': 'classic'},
     'resample': {'fs': TARGET_FS, 'method': 'pchip', 'anti_alias': True},
-}
+}  # chosen by benchmarks/bench_methods.py (docs/methods.md §3.7)
 
 # ---------------------------------------------------------------------------
 # Analysis windows (s, relative to the event)

@@ -166,7 +166,9 @@ def test_preprocess_and_qc(preprocessed_session):
     gcamp = ps.qc[(ps.qc['brain_region'] == 'VTA') & (ps.qc['band'] == 'GCaMP')]
     assert len(gcamp) == 1
     assert 100 < gcamp['bleaching_tau'].iloc[0] < 600
-    assert ps.preprocessing_params['regression']['method'] == 'ols'
+    assert ps.preprocessing_params['regression']['method'] == 'bisquare'
+    assert ps.preprocessing_params['floor']['subtract']
+    assert np.isfinite(gcamp[['iso_slope', 'iso_intercept', 'iso_r2']].to_numpy()).all()
     assert set(ps.qc['verdict']) <= {'PASS', 'WARNING', 'FAIL'}
     assert ps.qc['verdict'].nunique() == 1  # one verdict per recording, on each of its rows
     assert np.isfinite(gcamp[['n_noise_levels', 'light_above_floor', 'residual_power_ratio']]

@@ -242,12 +242,19 @@ def test_preprocess_isosbestic_spec_fixture(spec_fixture):
     np.testing.assert_allclose(np.diff(times), 1 / config.TARGET_FS, atol=1e-9)
     assert abs(values.mean()) < 0.01 and abs(values.std() - 1) < 0.01
     assert 100 < result.bleaching_tau < 600
-    assert 0.8 < result.iso_correlation <= 1
+    # the double exponential removes the bleaching exactly: what is left in both bands is
+    # independent noise; the 0.01 Hz low-pass leaves shared bleaching residue at the edges
+    assert 0 <= result.iso_correlation < 0.01
+    lowpass = pp.preprocess_isosbestic(*spec_fixture, params={'bleach': {'method': 'lowpass'}})
+    assert 0.8 < lowpass.iso_correlation <= 1
     assert np.isfinite(result.slope) and np.isfinite(result.intercept)
     assert {k: v for k, v in result.params.items() if k != 'floor'} == {
         k: v for k, v in config.PREPROCESSING_PARAMS.items() if k != 'floor'
     }
-    assert result.params['floor'] == {**config.PREPROCESSING_PARAMS['floor'], 'value': 0.0}
+    assert result.params['floor'] == {
+        **config.PREPROCESSING_PARAMS['floor'],
+        'value': config.DARK_LEVEL,
+    }
 
 
 def test_preprocess_single_band(spec_fixture):
@@ -279,7 +286,7 @@ def test_preprocess_params_are_merged_step_by_step(spec_fixture):
     }
     assert result.params['bleach'] == config.PREPROCESSING_PARAMS['bleach']
     np.testing.assert_allclose(np.diff(result.times), 1 / 15, atol=1e-9)
-    assert config.PREPROCESSING_PARAMS['regression']['method'] == 'ols'  # not mutated
+    assert config.PREPROCESSING_PARAMS['regression']['method'] == 'bisquare'  # not mutated
 
 
 def test_real_session_preprocessing(cq002_bands):
@@ -413,7 +420,7 @@ def test_floor_subtraction_gives_the_true_dff_amplitude():
     rng = np.random.default_rng(16)
     times, gcamp, iso, dff = _floor_fiber(rng)
     with_floor = pp.preprocess_isosbestic(times, gcamp, iso, params={'floor': {'subtract': True}})
-    without = pp.preprocess_isosbestic(times, gcamp, iso)
+    without = pp.preprocess_isosbestic(times, gcamp, iso, params={'floor': {'subtract': False}})
     truth = np.interp(with_floor.times, times, dff)
     truth = truth - pp.lowpass_baseline(truth, 30)  # what a 0.01 Hz baseline can keep
 
@@ -447,6 +454,12 @@ def test_preprocess_masks_are_nan_and_left_out_of_the_fits():
     r_masked = np.corrcoef(masked.dff[ok], np.interp(masked.times[ok], times, dff))[0, 1]
     assert r_masked > r_clean - 0.01
     assert 0 < masked.r2 <= 1
+    truth = np.interp(masked.times[ok], times, dff)
     unmasked = pp.preprocess_isosbestic(times, dirty_g, dirty_i, params=params)
-    r_unmasked = np.corrcoef(unmasked.dff[ok], np.interp(unmasked.times[ok], times, dff))[0, 1]
-    assert r_unmasked < r_masked - 0.05  # the mask matters
+    assert np.corrcoef(unmasked.dff[ok], truth)[0, 1] < r_masked  # robust fits: a little
+    plain = {'floor': {'subtract': True}, 'bleach': {'method': 'lowpass'},
+             'regression': {'method': 'ols', 'lowpass_hz': None}}  # fmt: skip
+    plain_masked = pp.preprocess_isosbestic(times, dirty_g, dirty_i, params=plain, valid=valid)
+    plain_unmasked = pp.preprocess_isosbestic(times, dirty_g, dirty_i, params=plain)
+    r_plain = np.corrcoef(plain_masked.dff[ok], truth)[0, 1]
+    assert np.corrcoef(plain_unmasked.dff[ok], truth)[0, 1] < r_plain - 0.05  # OLS: a lot
