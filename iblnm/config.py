@@ -416,7 +416,8 @@ PREPROCESSING_PARAMS = {
     },
     # method 'ols', 'huber' or 'bisquare'; lowpass_hz: low-pass both bands before the fit
     # (lowpass_output: the output is the low-passed signal minus the fit, else the fit is
-    # applied to the unfiltered bands); max_fit_samples: stride-thin the fit's samples
+    # applied to the unfiltered bands); highpass_hz (option, default off): also remove the
+    # bands' slow part for the fit; max_fit_samples: stride-thin the fit's samples
     'regression': {
         'method': 'bisquare',
         'mode': 'subtract',

@@ -645,18 +645,24 @@ def _output(times, dff, valid, p, fs_in):
 
 
 def _prefit_lowpass(values, fs, valid, p):
+    """The band as the regression sees it: low-passed at ``lowpass_hz`` and, with
+    ``highpass_hz``, without its slow part (a zero-phase 3rd-order low-pass subtracted)."""
     cutoff = p['regression'].get('lowpass_hz')
-    if not cutoff or cutoff >= fs / 2:
-        return values
-    return lowpass(
-        fill_invalid(values, valid), fs, cutoff, order=p['regression'].get('lowpass_order', 4)
-    )
+    highpass = p['regression'].get('highpass_hz')
+    out = values
+    if cutoff and cutoff < fs / 2:
+        out = lowpass(fill_invalid(out, valid), fs, cutoff,
+                      order=p['regression'].get('lowpass_order', 4))  # fmt: skip
+    if highpass:
+        filled = fill_invalid(out, valid)
+        out = filled - lowpass_baseline(filled, fs, cutoff_hz=highpass)
+    return out
 
 
 def _regression_kwargs(p):
     regression = dict(p['regression'])
     mode = regression.pop('mode', 'subtract')
-    for key in ('lowpass_hz', 'lowpass_order', 'lowpass_output', 'max_fit_samples'):
+    for key in ('lowpass_hz', 'lowpass_order', 'lowpass_output', 'highpass_hz', 'max_fit_samples'):
         regression.pop(key, None)
     return regression, mode
 
@@ -706,10 +712,18 @@ def _isosbestic_1d(times, signal, reference, p, compute_qc, valid=None, floor=No
     fitted = slope * reference_f + intercept
     r2 = r_squared(signal_f if valid is None else signal_f[valid],
                    fitted if valid is None else fitted[valid])  # fmt: skip
-    if p['regression'].get('lowpass_output', True):
-        corrected = correct(signal_f, fitted, mode)
-    else:  # the low-pass only served the fit
-        corrected = correct(signal_bc, slope * reference_bc + intercept, mode)
+    if not p['regression'].get('highpass_hz'):
+        if p['regression'].get('lowpass_output', True):
+            corrected = correct(signal_f, fitted, mode)
+        else:  # the low-pass only served the fit
+            corrected = correct(signal_bc, slope * reference_bc + intercept, mode)
+    else:  # the filters only served the fit; the intercept is refitted on the bands
+        low = p['regression'].get('lowpass_hz') if p['regression'].get('lowpass_output') else None
+        s_out = _prefit_lowpass(signal_bc, fs, valid, {'regression': {'lowpass_hz': low}})
+        r_out = _prefit_lowpass(reference_bc, fs, valid, {'regression': {'lowpass_hz': low}})
+        residual = s_out - slope * r_out
+        intercept = float(np.mean(residual if valid is None else residual[valid]))
+        corrected = correct(s_out, slope * r_out + intercept, mode)
     new_times, dff, z = _output(times, corrected, valid, p, fs)
     result = PreprocessResult(new_times, z, dff=dff, slope=slope, intercept=intercept,
                               r2=float(r2), params=_with_floor(p, floor))  # fmt: skip
