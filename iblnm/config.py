@@ -324,6 +324,11 @@ QC_SIGNAL_KWARGS = {
     'step_k': 8.0,  # robust SDs of the step statistic, both bands, same sign
     'step_min_rel': 0.05,  # minimum relative step (fraction of light above floor)
 }
+# Detrending used by the QC metrics (iso correlation, the "no signal" metrics), fixed so
+# that QC values and verdict thresholds do not move when the preprocessing default or a
+# user's preprocessing parameters change: the 0.01 Hz low-pass the thresholds were
+# calibrated with (docs/methods.md §2.3).
+QC_BLEACH = {'method': 'lowpass', 'order': 3, 'cutoff_hz': 0.01, 'mode': 'subtract-divide'}
 # QC verdict (iblnm.signal.verdict.qc_verdict): each rule fires when its metric is present,
 # finite and compares true with the threshold; the verdict is the worst severity that fired
 # (PASS when none). Keys 'Isosbestic:<metric>' read the isosbestic row of the recording,
@@ -422,7 +427,7 @@ PREPROCESSING_PARAMS = {
         'method': 'bisquare',
         'mode': 'subtract',
         'lowpass_hz': 3.0,
-        'lowpass_output': False,
+        'lowpass_output': True,
         'max_fit_samples': 20_000,
     },
     'zscore': {'mode': 'classic'},

@@ -32,6 +32,7 @@ from iblnm.loaders import (
     PHOTOMETRY_COLLECTION,
     SIGNAL_DATASET,
     PhotometrySessionLoader,
+    dark_frames,
     data_columns,
     restrict_to_task,
     split_bands,
@@ -248,8 +249,10 @@ class PhotometrySession:
         for error in dropped:
             self.log_error(error)
         bad = set(locations.index.astype(str)) - set(kept.index.astype(str))
+        table = table.drop(columns=[c for c in columns if c in bad])
         try:
-            return split_bands(table.drop(columns=[c for c in columns if c in bad]), kept)
+            self.loader.dark = dark_frames(table, kept)  # older layouts' LED-off frames
+            return split_bands(table, kept)
         except Exception as error:  # noqa: BLE001 - pandera SchemaError ...: named in the log
             raise v.wrap(v.InvalidPhotometryTable, error, 'photometry') from error
 
@@ -445,7 +448,7 @@ class PhotometrySession:
             return
         gcamp = self.photometry['GCaMP']
         times = gcamp.index.to_numpy()
-        bleach = config.PREPROCESSING_PARAMS['bleach']
+        bleach = config.QC_BLEACH
         for region in gcamp.columns:
             values = {'bleaching_tau': sq.bleaching_tau(times, gcamp[region].to_numpy())}
             t, sig, ref = times, gcamp[region].to_numpy(), None

@@ -834,9 +834,9 @@ def corrected_signal(times, signal, reference=None, bleach=None):
 
     Returns ``(values, slope)``; without a reference, the bleach-corrected signal and NaN.
     ``bleach``: keyword arguments of :func:`iblnm.signal.preprocess.bleach_correct`
-    (default ``config.PREPROCESSING_PARAMS['bleach']``).
+    (default ``config.QC_BLEACH``).
     """
-    bleach = config.PREPROCESSING_PARAMS['bleach'] if bleach is None else bleach
+    bleach = config.QC_BLEACH if bleach is None else bleach
     signal_bc = bleach_correct(times, signal, **bleach)
     if reference is None:
         return signal_bc, np.nan
@@ -907,7 +907,7 @@ def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_
         return out
     corrected, _ = corrected_signal(t_fixed, *fixed)
     if reference is not None:
-        signal_bc = bleach_correct(t_fixed, fixed[0], **config.PREPROCESSING_PARAMS['bleach'])
+        signal_bc = bleach_correct(t_fixed, fixed[0], **config.QC_BLEACH)
         total = float(np.var(signal_bc))
         out['iso_explained'] = 1.0 - float(np.var(corrected)) / total if total > 0 else np.nan
     out['residual_power_ratio'] = residual_power_ratio(
@@ -957,7 +957,7 @@ def fiber_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
     gcamp['bleaching_tau'] = bleaching_tau(times, signal)
     gcamp['iso_correlation'] = np.nan
     if reference is not None:
-        bleach = config.PREPROCESSING_PARAMS['bleach']
+        bleach = config.QC_BLEACH
         gcamp['iso_correlation'] = iso_correlation(
             bleach_correct(times, signal, **bleach), bleach_correct(times, reference, **bleach)
         )
