@@ -238,10 +238,16 @@ def fit_effects(magnitudes, design):
 # ---------------------------------------------------------------------------
 def _highpass_like_bleach(times, values):
     """The true ΔF/F minus its 0.01 Hz low-pass: what a low-pass bleach correction keeps."""
-    bleach = config.PREPROCESSING_PARAMS['bleach']
+    bleach = {'order': 3, 'cutoff_hz': 0.01}  # ibl-photometry's and our default's low-pass
     fs = 1 / np.median(np.diff(times))
     sos = sps.butter(bleach['order'], bleach['cutoff_hz'], fs=fs, output='sos')
     return values - sps.sosfiltfilt(sos, values)
+
+
+def _slope(x, y):
+    """Least-squares slope of y on x over the samples where both are finite."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    return float(np.polyfit(x[ok], y[ok], 1)[0])
 
 
 def _corr(a, b):
@@ -312,8 +318,9 @@ def evaluate_session(cache, one, entry, extras=True):
             'r_ours_motion_resid': _motion_leak(z_ours, true_o, np.interp(t_o, truth['times'],
                                                                           motion)),
             'slope_ours': float(slope_o), 'slope_ibl': slope_i,
-            'dff_slope_ours': float(np.polyfit(true_o, dff_o, 1)[0]),
-            'dff_slope_ibl': float(np.polyfit(true_i, dff_i, 1)[0]),
+            # ΔF/F gain: output on the truth without what a 0.01 Hz bleach correction removes
+            'dff_slope_ours': _slope(_highpass_like_bleach(t_o, true_o), dff_o),
+            'dff_slope_ibl': _slope(_highpass_like_bleach(t_i, true_i), dff_i),
         }  # fmt: skip
         if extras:
             rec.update(_extras(ps, col, sig, ref, truth['times'], true_dff))

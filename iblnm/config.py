@@ -412,16 +412,17 @@ QC_ARTEFACT_METRICS = [
 PREPROCESSING_PARAMS = {
     # subtract the camera dark level (dark frames, else DARK_LEVEL) before ΔF/F
     'floor': {'subtract': True},
-    # 'double_exponential' (robust, bounded), 'lowpass' (order, cutoff_hz) or 'exponential'
+    # 'lowpass' (order, cutoff_hz), 'double_exponential' (robust, bounded; keeps activity
+    # slower than 100 s, and slow drift) or 'exponential'
     'bleach': {
-        'method': 'double_exponential',
+        'method': 'lowpass',
         'order': 3,
         'cutoff_hz': 0.01,
         'mode': 'subtract-divide',
     },
     # method 'ols', 'huber' or 'bisquare'; lowpass_hz: low-pass both bands before the fit
-    # (lowpass_output: the output is the low-passed signal minus the fit, else the fit is
-    # applied to the unfiltered bands); highpass_hz (option, default off): also remove the
+    # (lowpass_output: the output is the low-passed signal minus the fit (default, Keevers &
+    # Jean-Richard-dit-Bressel 2025), else the fit is applied to the unfiltered bands); highpass_hz (option, default off): also remove the
     # bands' slow part for the fit; max_fit_samples: stride-thin the fit's samples
     'regression': {
         'method': 'bisquare',

@@ -20,6 +20,7 @@ Data attributes start empty and are filled by explicit calls::
 """
 
 import functools
+import logging
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,10 @@ from iblnm.signal import qc as sq
 from iblnm.signal import responses as sr
 from iblnm.signal import verdict as sv
 
+log = logging.getLogger(__name__)
+
 PREPROCESSED_BAND = 'GCaMP_preprocessed'
+MIN_KERNEL_FIT_S = 60.0  # s of valid signal below which a region gets no event kernels
 DFF_BAND = 'GCaMP_dff'  # ΔF/F beside the z-scores (issue 12); responses_dff when present
 TRIAL_H5_COLUMNS = [
     'stimOn_times', 'firstMovement_times', 'feedback_times', 'response_times', 'choice',
@@ -694,6 +698,10 @@ class PhotometrySession:
         self.kernels = {}
         for region in frame.columns:
             values = frame[region].to_numpy(dtype=float)
+            if np.isfinite(values).sum() < MIN_KERNEL_FIT_S * config.TARGET_FS:
+                log.warning('%s %s: %d valid samples, no event kernels', self.eid, region,
+                            np.isfinite(values).sum())  # fmt: skip
+                continue  # a fiber masked (nearly) entirely: its QC says why
             weights = ek.condition_weights(self.trials, self._region_hemisphere(region))
             fit = ek.fit_event_kernels(times, values, event_times, weights, events=list(events),
                                        **options)  # fmt: skip

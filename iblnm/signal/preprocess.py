@@ -5,11 +5,13 @@ arrays; none knows about sessions, regions or files. Values may be 1-D ``(n_samp
 2-D ``(n_samples, n_signals)`` (one column per fiber) unless stated otherwise; time runs
 along axis 0. Inputs are expected to be finite.
 
-The default steps (``config.PREPROCESSING_PARAMS``) are those of iblphotometry's
-``isosbestic_correction_pipeline`` plus a z-score and resampling, as in the original
-iblnm: bleach-correct each band (3rd-order Butterworth low-pass at 0.01 Hz, ΔF/F) →
-regress the isosbestic band onto the GCaMP band and subtract the fit → resample to 30 Hz
-→ z-score. The z-score is taken on the output grid: interpolation is linear in the
+The default steps (``config.PREPROCESSING_PARAMS``, chosen by measurement in
+``docs/methods.md`` §3.7): subtract the camera floor → bleach-correct each band
+(3rd-order Butterworth low-pass at 0.01 Hz, ΔF/F) → low-pass both bands at 3 Hz → fit the
+isosbestic band to the GCaMP band (Tukey bisquare, valid samples only) and subtract the
+fit → anti-alias and resample to 30 Hz → z-score. With the floor off, no masks, an OLS
+fit and no 3 Hz low-pass they are iblphotometry's ``isosbestic_correction_pipeline``.
+The z-score is taken on the output grid: interpolation is linear in the
 values, so this differs from z-scoring before resampling only by a scale factor, and it
 makes the stored signal have exactly mean 0 and SD 1 (interpolating white-noise residuals
 at a slightly different rate shrinks their SD, to ~0.88 in the spec fixture).
