@@ -138,12 +138,34 @@ def real_fibers():
             )
 
 
+def _with_pipeline_metrics(bands, times, gcamp, iso):
+    """Add what the photometry stage adds to the QC rows before the verdict: the artefact
+    fractions and counts (both rows, ``PhotometrySession.detect_artefacts``) and the
+    isosbestic fit of the default preprocessing on the valid samples (GCaMP row:
+    ``iso_slope``, ``iso_intercept``, ``iso_r2``)."""
+    from iblnm.signal import artefacts as af
+    from iblnm.signal import preprocess as sp
+
+    n = len(times) if iso is None else min(len(times), len(gcamp), len(iso))
+    times, gcamp = np.asarray(times[:n], float), np.asarray(gcamp[:n], float)
+    iso = None if iso is None else np.asarray(iso[:n], float)
+    found = af.detect_artefacts(times, gcamp, iso, floor=config.DARK_LEVEL)
+    for metrics in bands.values():
+        metrics.update(found.summary)
+    if iso is not None:
+        fit = sp.preprocess_isosbestic(times, gcamp, iso, valid=found.valid, compute_qc=False)
+        bands['GCaMP'].update(iso_slope=float(fit.slope), iso_intercept=float(fit.intercept),
+                              iso_r2=float(fit.r2))  # fmt: skip
+    return bands
+
+
 def score(fibers):
     """One row per fiber: metrics of both bands (recording_metrics keys), verdict, reasons."""
     rows = []
     for name, label, expected, times, gcamp, iso, note in fibers:
         t0 = time.perf_counter()
         bands = qc.fiber_qc(times, gcamp, iso)
+        bands = _with_pipeline_metrics(bands, times, gcamp, iso)
         table = pd.DataFrame([{'eid': name, 'brain_region': name, 'band': band, **metrics}
                               for band, metrics in bands.items()])  # fmt: skip
         metrics = sv.recording_metrics(table)

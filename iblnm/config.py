@@ -364,7 +364,8 @@ QC_VERDICT_RULES = [
      'severity': 'FAIL'},
     {'name': 'implausible_iso_slope', 'metric': 'iso_slope', 'op': '>', 'threshold': 3.0,
      'severity': 'WARNING'},
-    {'name': 'partly_invalid', 'metric': 'frac_valid', 'op': '<', 'threshold': 0.8,
+    # > 20 % masked between the first and the last valid sample (unusable edges are routine)
+    {'name': 'partly_invalid', 'metric': 'frac_valid_inner', 'op': '<', 'threshold': 0.8,
      'severity': 'WARNING'},
     {'name': 'weak_signal', 'metric': 'residual_power_ratio', 'op': '<', 'threshold': 2.0,
      'severity': 'WARNING'},
@@ -402,7 +403,7 @@ ARTEFACT_PARAMS = {
     'min_segment_s': 5.0,  # s, shorter valid runs between two artefacts are masked
 }
 QC_ARTEFACT_METRICS = [
-    'frac_valid', 'frac_disconnected', 'frac_floor', 'frac_saturated', 'frac_dropout',
+    'frac_valid', 'frac_valid_inner', 'frac_disconnected', 'frac_floor', 'frac_saturated', 'frac_dropout',
     'frac_excursion', 'frac_step', 'n_dropouts', 'n_steps', 'n_excursions',
 ]  # fmt: skip
 

@@ -401,13 +401,19 @@ def summarise(result):
     """QC values of an artefact result (names in ``config.QC_ARTEFACT_METRICS``).
 
     ``frac_valid`` and ``frac_{kind}`` are fractions of the recording's samples;
-    ``n_dropouts`` counts dropout bursts (anywhere), ``n_steps`` the change points,
-    ``n_excursions`` the rejected inner segments.
+    ``frac_valid_inner`` the valid fraction of the span from the first to the last valid
+    sample (the recording without its unusable start and end: connecting and disconnecting
+    the patch cord is routine, a gap in the middle is not); ``n_dropouts`` counts dropout
+    bursts (anywhere), ``n_steps`` the change points, ``n_excursions`` the rejected inner
+    segments.
     """
     n = max(result.valid.size, 1)
     seg = result.segments
     counts = seg.assign(length=seg['stop'] - seg['start']).groupby('kind')['length'].sum()
-    out = {'frac_valid': float(result.valid.sum() / n)}
+    out = {'frac_valid': float(result.valid.sum() / n), 'frac_valid_inner': 0.0}
+    valid_index = np.flatnonzero(result.valid)
+    if valid_index.size:
+        out['frac_valid_inner'] = float(valid_index.size / (valid_index[-1] - valid_index[0] + 1))
     for kind in ('disconnected', 'floor', 'saturated', 'dropout', 'excursion', 'step'):
         out[f'frac_{kind}'] = float(counts.get(kind, 0) / n)
     out['n_dropouts'] = float(result.n_dropouts)

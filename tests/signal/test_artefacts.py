@@ -187,3 +187,22 @@ def test_fip40_single_band_fibers_keep_their_samples(real_data_dir):
             lit['Timestamp'].to_numpy(), lit[column].to_numpy(), floor=floor
         )
         assert result.summary['frac_valid'] > 0.99
+
+
+def test_unusable_edges_count_against_frac_valid_only():
+    """Floor stretches at both ends (patch cord off) lower ``frac_valid`` but not
+    ``frac_valid_inner``; the same stretch in the middle lowers both."""
+    fiber = _synth.make_fiber(2, duration=600)
+    n = fiber['times'].size
+    edge = n // 8
+    g, i = fiber['gcamp'].copy(), fiber['iso'].copy()
+    g[:edge] = i[:edge] = FLOOR
+    g[-edge:] = i[-edge:] = FLOOR
+    edges = af.detect_artefacts(fiber['times'], g, i).summary
+    assert edges['frac_valid'] < 0.8
+    assert edges['frac_valid_inner'] > 0.99
+    g, i = fiber['gcamp'].copy(), fiber['iso'].copy()
+    middle = slice(n // 2 - edge, n // 2 + edge)
+    g[middle] = i[middle] = FLOOR
+    gap = af.detect_artefacts(fiber['times'], g, i).summary
+    assert gap['frac_valid'] < 0.8 and gap['frac_valid_inner'] < 0.8
