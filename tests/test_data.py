@@ -6,7 +6,7 @@ import pytest
 
 from iblnm import config
 from iblnm import validation as v
-from iblnm.data import PREPROCESSED_BAND, PhotometrySession
+from iblnm.data import DFF_BAND, PREPROCESSED_BAND, PhotometrySession
 from iblnm.onecache import session_eid
 
 EID = '6b1f3c52-9a0e-4a47-8d7e-1f0b6a1c2e11'
@@ -286,6 +286,17 @@ def test_fip40_nacc_reward_response(real_one, tmp_path):
     correct = ps.trials['feedbackType'].to_numpy() == 1
     reward, error = float(feedback[correct].mean()), float(feedback[~correct].mean())
     assert reward > error + 1.0  # measured: +1.80 vs -0.13 z (per-event baseline: +1.26/-0.08)
+    # the same in ΔF/F (floor from fip_40's dark frames subtracted): measured +8.4 % vs -0.6 %
+    dff = ps.subtract_baseline(ps.extract_responses(band=DFF_BAND)['NAcc'])
+    dff_feedback = dff.sel(event='feedback_times', time=slice(0.1, 0.35)).mean('time')
+    reward_dff, error_dff = (
+        float(dff_feedback[correct].mean()),
+        float(dff_feedback[~correct].mean()),
+    )
+    assert reward_dff > error_dff + 0.03
+    # ΔF/F and z-score are one trace up to its SD: the z response is the ΔF/F one / SD
+    sd = float(np.nanstd(ps.photometry[DFF_BAND]['NAcc']))
+    assert reward_dff / sd == pytest.approx(reward, rel=1e-3)
     ps.save_h5(groups=['trials', 'photometry'])
     back = PhotometrySession({'eid': FIP40}, one=real_one, h5_dir=tmp_path)
     back.load_h5(regions=['NAcc'], parts=['responses'])
@@ -299,6 +310,10 @@ def test_fip40_nacc_reward_response(real_one, tmp_path):
     assert means.notna().all().all()
     assert means.loc[1.0, 'response_early'] > means.loc[-1.0, 'response_early'] + 1.0
     assert means.loc[1.0, 'response_late'] > means.loc[-1.0, 'response_late']  # +0.63 z
+    back.load_h5(regions=['NAcc'], parts=['responses_dff'])
+    np.testing.assert_array_equal(back.responses_dff['NAcc'].values,
+                                  ps.responses_dff['NAcc'].values)  # fmt: skip
+    assert back.responses_dff['NAcc'].attrs['band'] == DFF_BAND
 
 
 # ---------------------------------------------------------------------------
