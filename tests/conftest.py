@@ -1,5 +1,6 @@
 """Shared fixtures: the real IBL sessions and simulated caches, built once per test run."""
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -9,6 +10,16 @@ import pytest
 from iblnm import config
 
 warnings.filterwarnings('ignore', category=DeprecationWarning)
+
+
+def load_benchmark(name):
+    """The module ``benchmarks/{name}.py`` (benchmarks are scripts, not a package), so a
+    test and its benchmark share one evaluation."""
+    path = config.PACKAGE_DIR.parent / 'benchmarks' / f'{name}.py'
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope='session')

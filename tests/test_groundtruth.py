@@ -21,22 +21,14 @@ Before issue 12 the default equalled ibl-photometry to 1e-15 and amplitudes were
 times the truth. Thresholds leave ~0.02 of margin below the measured values.
 """
 
-import importlib.util
-
 import numpy as np
 import pytest
-
-from iblnm import config
-
-BENCH = config.PACKAGE_DIR.parent / 'benchmarks' / 'bench_groundtruth.py'
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope='module')
 def bench():
-    spec = importlib.util.spec_from_file_location('bench_groundtruth', BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('bench_groundtruth')
 
 
 @pytest.fixture(scope='module')

@@ -5,22 +5,14 @@ gives the verdict: sliding and signal QC, artefact fractions, the default isosbe
 Measured (60 fibers of 900 s, seed 0): 58/60; this test runs 40 of them.
 """
 
-import importlib.util
-
 import numpy as np
 import pytest
-
-from iblnm import config
-
-BENCH = config.PACKAGE_DIR.parent / 'benchmarks' / 'bench_qc_verdict.py'
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope='module')
 def bench():
-    spec = importlib.util.spec_from_file_location('bench_qc_verdict', BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark('bench_qc_verdict')
 
 
 def test_verdicts_agree_with_the_manifest(bench):
