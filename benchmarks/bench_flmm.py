@@ -100,7 +100,8 @@ def one_simulation(seed, effect, n_subjects, n_trials, n_permutations):
 
 
 def speed(n_recordings=30, n_trials=600, n_times=120, n_subjects=10, repeats=3):
-    """Seconds to fit one large group (median of ``repeats``), random intercept and slope."""
+    """(wall, CPU) seconds to fit one large group: random intercept (median of ``repeats``),
+    random reward slope, and session (recording) intercepts nested in the mouse."""
     times = np.arange(n_times) / 30.0 - 1.0
     out = {}
     rng = np.random.default_rng(0)
@@ -109,12 +110,22 @@ def speed(n_recordings=30, n_trials=600, n_times=120, n_subjects=10, repeats=3):
     reward = rng.choice([-0.5, 0.5], n)
     y = _curves(rng, n_subjects, n_times, 6.0)[subject] + _curves(rng, n, n_times, 3.0)
     y += 0.5 * reward[:, None] * np.exp(-0.5 * ((times - 0.25) / 0.12) ** 2)[None]
+    recording = np.repeat(np.arange(n_recordings), n_trials)
+    y += 0.5 * _curves(rng, n_recordings, n_times, 6.0)[recording]
     data = pd.DataFrame({'subject': subject.astype(str), 'reward': reward,
-                         'contrast': rng.random(n)})  # fmt: skip
-    for label, kwargs in (('random intercept', {}), ('random intercept + reward slope',
-                                                     {'re_formula': '1 + reward'})):  # fmt: skip
+                         'contrast': rng.random(n), 'recording': recording})  # fmt: skip
+    models = (('random intercept', {}),
+              ('random intercept + reward slope', {'re_formula': '1 + reward'}),
+              ('random intercept + recording intercept nested in the mouse',
+               {'nested': 'recording'}),
+              # anchors, same run: the previous defaults
+              ('random intercept, BLAS threads not limited (before session 5)',
+               {'blas_threads': None}),
+              ('nested, statsmodels MixedLM per time point, 2 processes (before session 5; CPU: main process only)',
+               {'nested': 'recording', 'method': 'statsmodels', 'n_jobs': 2}))  # fmt: skip
+    for label, kwargs in models:
         runs = []
-        for _ in range(repeats if not kwargs else 1):
+        for _ in range(repeats if kwargs in ({}, {'blas_threads': None}) else 1):
             t0, c0 = time.perf_counter(), time.process_time()
             flmm.fit_flmm(y, data, 'reward + contrast', times=times, **kwargs)
             runs.append((time.perf_counter() - t0, time.process_time() - c0))
@@ -188,8 +199,9 @@ def main(argv=None):
         'autocorrelated trial noise SD 1, fraction correct 0.55-0.9 per mouse (outcome '
         'confounded with the mouse). Binomial 95 % intervals in brackets.\n\n'
         f'{table}\n\n'
-        'Time to fit one group of 30 recordings (10 mice) x 600 trials x 120 samples, '
-        '`reward + contrast` (median of 3 for the random intercept):\n\n'
+        'Time to fit one group of 30 recordings (10 mice, 3 recordings each) x 600 trials x '
+        '120 samples, `reward + contrast` (median of 3 for the random intercept; one BLAS '
+        'thread, the default of `fit_flmm`):\n\n'
         f'{speed_lines}\n'
     )
     print(text)

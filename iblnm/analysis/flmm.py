@@ -14,8 +14,10 @@ Fast univariate inference, three steps:
 
 1. **Raw fits.** A mixed model is fitted separately at every time point by REML. Random
    intercept models use an exact vectorised REML (one variance ratio per time point, all
-   time points at once, from group sufficient statistics); any other random structure is
-   fitted with statsmodels ``MixedLM`` per time point, in parallel (joblib). Both give the
+   time points at once, from group sufficient statistics); subject random slopes and a
+   session intercept nested in the subject also use exact REML from subject (session)
+   sums, optimised per time point; nested sessions with random slopes are fitted with
+   statsmodels ``MixedLM`` per time point, in parallel (joblib). All give the
    same estimates as ``statsmodels.formula.api.mixedlm`` (tested to 1e-6). NaN samples
    (e.g. masked after the next event) leave that trial out at that time point only.
 2. **Smoothing.** Each raw coefficient function is smoothed across time with a penalised
@@ -354,6 +356,145 @@ def _fit_subject_effects(Y, design, reml=True, influence=True):
             'influence': infl}  # fmt: skip
 
 
+def _newton_min2(fun, start, lo, hi, n_iter=60, h=1e-3):
+    """Vectorised bounded minimisation of fun (L, 2) -> (L,), one problem per row.
+
+    Damped Newton with central-difference gradient and Hessian (9 evaluations of ``fun``
+    per step for all rows at once), the Hessian's eigenvalues made positive, coordinates at
+    a bound with the gradient pointing out held fixed (projected Newton), and step halving
+    until the criterion does not increase.
+    """
+    x = np.clip(np.array(start, dtype=float), lo, hi)
+    fx = fun(x)
+    e = np.eye(2) * h
+    for _ in range(n_iter):
+        fp = np.stack([fun(x + e[k]) for k in range(2)], 1)
+        fm = np.stack([fun(x - e[k]) for k in range(2)], 1)
+        grad = (fp - fm) / (2 * h)
+        hess = np.empty((len(x), 2, 2))
+        hess[:, 0, 0] = (fp[:, 0] - 2 * fx + fm[:, 0]) / h**2
+        hess[:, 1, 1] = (fp[:, 1] - 2 * fx + fm[:, 1]) / h**2
+        cross = (fun(x + e[0] + e[1]) - fun(x + e[0] - e[1]) - fun(x - e[0] + e[1])
+                 + fun(x - e[0] - e[1])) / (4 * h**2)  # fmt: skip
+        hess[:, 0, 1] = hess[:, 1, 0] = cross
+        held = ((x <= lo) & (grad > 0)) | ((x >= hi) & (grad < 0))
+        grad = np.where(held, 0.0, grad)
+        hess[:, 0, 1] = hess[:, 1, 0] = np.where(held.any(1), 0.0, cross)
+        vals, vecs = np.linalg.eigh(hess)
+        vals = np.maximum(np.abs(vals), 1e-6 * np.abs(vals).max(1, keepdims=True) + 1e-12)
+        step = -np.einsum('lij,lj,lkj,lk->li', vecs, 1 / vals, vecs, grad)
+        step = np.where(held, 0.0, step)
+        step *= np.minimum(1.0, 2.0 / np.maximum(np.abs(step).max(1), 1e-300))[:, None]
+        done = np.abs(step).max(1) < 1e-8
+        if done.all():
+            break
+        scale = np.ones(len(x))
+        for _ in range(30):
+            trial = np.clip(x + scale[:, None] * step, lo, hi)
+            ft = fun(trial)
+            ok = (ft <= fx) | done
+            if ok.all():
+                break
+            scale = np.where(ok, scale, scale / 2)
+        accept = ok & ~done
+        x[accept], fx[accept] = trial[accept], ft[accept]
+    return x, fx
+
+
+def _fit_nested_intercepts(Y, design, reml=True, influence=True):
+    """Exact REML (or ML) of y(s) ~ X + (1 | subject) + (1 | subject:session) at every time point.
+
+    V*_g = I + γ_s Σ_j 1_j 1_j' + γ_g 1 1' (sessions j of subject g). With d_j = 1/(1 + γ_s n_j),
+    t_g = Σ_j n_j d_j and c_g = γ_g / (1 + γ_g t_g), by Sherman-Morrison twice:
+    x'V*_g⁻¹y = Σ x_i y_i − Σ_j γ_s d_j S_x,j S_y,j − c_g (Σ_j d_j S_x,j)(Σ_j d_j S_y,j), and
+    log|V*_g| = Σ_j log(1 + γ_s n_j) + log(1 + γ_g t_g): the profiled criterion needs only
+    per-session sums, for all time points at once. It is minimised over
+    (log γ_g, log γ_s) ∈ [-14, 8]² from the best point of a coarse grid by a vectorised
+    projected Newton (:func:`_newton_min2`).
+    """
+    X, g, sess = design.X, design.subject, design.session
+    n_sess = sess.max() + 1
+    sess_subj = np.zeros(n_sess, dtype=int)
+    sess_subj[sess] = g
+    n_groups = g.max() + 1
+    p, n_times = X.shape[1], Y.shape[1]
+    m = np.isfinite(Y)
+    mf = m.astype(float)
+    nobs = mf.sum(0)
+    dof_all = nobs - p if reml else nobs
+    beta = np.full((n_times, p), np.nan)
+    cov = np.full((n_times, p, p), np.nan)
+    theta = np.full((3, n_times), np.nan)
+    out = {'beta': beta, 'cov': cov, 'theta': theta, 'nobs': nobs}
+    if influence:
+        out['influence'] = np.zeros((p, len(Y), n_times))
+    fitted = np.flatnonzero(nobs > p + 1)
+    if not len(fitted):
+        return out
+    mf_f = mf[:, fitted]
+    y0 = np.where(m[:, fitted], Y[:, fitted], 0.0)
+    dof = dof_all[fitted]
+    xtx = np.einsum('np,nq,nl->lpq', X, X, mf_f, optimize=True)
+    sx = _cell_sums(sess, n_sess, mf_f[:, :, None] * X[:, None, :])  # (J, L, p)
+    nj = _cell_sums(sess, n_sess, mf_f)  # (J, L)
+    xty = np.einsum('np,nl->lp', X, y0, optimize=True)
+    sy = _cell_sums(sess, n_sess, y0)  # (J, L)
+    yty = (y0**2).sum(0)
+    sxx = np.einsum('jlp,jlq->jlpq', sx, sx)
+    sxy = sx * sy[..., None]
+    up = sparse.csr_matrix((np.ones(n_sess), (sess_subj, np.arange(n_sess))),
+                           shape=(n_groups, n_sess))  # fmt: skip
+
+    def to_subject(values):  # (J, ...) -> (G, ...)
+        return np.asarray(up @ values.reshape(n_sess, -1)).reshape((n_groups, *values.shape[1:]))
+
+    def parts(u):
+        """Criterion pieces at every fitted time point for u = (log γ_g, log γ_s), (L, 2)."""
+        gg, gs = np.exp(u[:, 0]), np.exp(u[:, 1])
+        d = 1.0 / (1.0 + gs * nj)  # (J, L)
+        tg = to_subject(nj * d)  # (G, L)
+        cg = gg / (1.0 + gg * tg)
+        ux, uy = to_subject(d[..., None] * sx), to_subject(d * sy)  # (G, L, p), (G, L)
+        w = gs * d
+        a = xtx - (w[..., None, None] * sxx).sum(0) - (cg[..., None, None] * ux[..., :, None]
+                                                       * ux[..., None, :]).sum(0)  # fmt: skip
+        b = xty - (w[..., None] * sxy).sum(0) - (cg[..., None] * ux * uy[..., None]).sum(0)
+        c = yty - (w * sy**2).sum(0) - (cg * uy**2).sum(0)
+        beta_u = np.linalg.solve(a, b[..., None])[..., 0]
+        rss = np.maximum(c - (b * beta_u).sum(1), 1e-300)
+        logdet = np.log1p(gs * nj).sum(0) + np.log1p(gg * tg).sum(0)
+        return a, beta_u, rss, logdet, d, cg, ux
+
+    def objective(u):
+        a, _, rss, logdet, *_ = parts(u)
+        obj = dof * np.log(rss / dof) + logdet
+        return obj + np.linalg.slogdet(a)[1] if reml else obj
+
+    grid = np.linspace(-14, 8, 12)
+    best_val = np.full(len(fitted), np.inf)
+    start = np.zeros((len(fitted), 2))
+    for lg in grid:
+        for ls in grid:
+            val = objective(np.tile([lg, ls], (len(fitted), 1)))
+            better = val < best_val
+            best_val[better], start[better] = val[better], (lg, ls)
+    params, _ = _newton_min2(objective, start, -14.0, 8.0)
+    a, beta_f, rss, _, d, cg, ux = parts(params)
+    scale = rss / dof
+    ainv = np.linalg.inv(a)
+    beta[fitted], cov[fitted] = beta_f, scale[:, None, None] * ainv
+    theta[:, fitted] = np.stack([np.exp(params[:, 0]) * scale, np.exp(params[:, 1]) * scale,
+                                 scale])  # fmt: skip
+    if influence:
+        # X'V*⁻¹ e_i = x_i − γ_s d_j S_x,j − c_g d_j Σ_j' d_j' S_x,j' (trial i in session j of g)
+        gs = np.exp(params[:, 1])
+        xw = (X[:, None, :] - (gs * d)[sess][..., None] * sx[sess]
+              - (cg[g] * d[sess])[..., None] * ux[g])  # fmt: skip
+        weights = np.einsum('lpq,nlq->pnl', ainv, xw, optimize=True) * mf_f[None]
+        out['influence'][:, :, fitted] = weights
+    return out
+
+
 def _mixedlm_worker(y_block, data, formula, groups, re_formula, vc_formula, reml):
     """statsmodels MixedLM at each column of ``y_block``: list of parameter dicts (or None)."""
     import statsmodels.formula.api as smf
@@ -606,7 +747,7 @@ def significant_intervals(dataset, var='significant'):
 def fit_flmm(responses, data, formula, groups='subject', times=None, re_formula='1',
              nested=None, reml=True, smooth=True, n_basis=None, level=0.95,
              inference='analytic', n_boot=200, n_sim=N_SIM, method='fast', n_jobs=2,
-             seed=0):  # fmt: skip
+             seed=0, blas_threads=1):  # fmt: skip
     """Functional linear mixed model of trial responses (fast univariate inference).
 
     Parameters
@@ -644,12 +785,19 @@ def fit_flmm(responses, data, formula, groups='subject', times=None, re_formula=
     n_sim : int
         Normal draws for the joint quantile (analytic).
     method : {'fast', 'statsmodels'}
-        Raw fits without ``nested``: exact REML from subject sufficient statistics (vectorised
-        over time points for a random intercept), or statsmodels MixedLM at every time
-        point (always used with ``nested``). Both give the same optimum.
+        Raw fits: exact REML from subject (and, with ``nested``, session) sufficient
+        statistics (vectorised over time points for a random intercept), or statsmodels
+        MixedLM at every time point (always used for ``nested`` with random slopes). Both
+        give the same optimum.
     n_jobs : int
         Processes for the per-time-point statsmodels fits (joblib).
     seed : int
+    blas_threads : int or None
+        BLAS threads while fitting (threadpoolctl; None leaves the process setting). Default
+        1: the algebra is many small products, and on a machine whose cores are busy
+        OpenBLAS threads wait for each other (30 recordings x 600 trials x 120 samples at
+        load ≈ 4 on 2 cores: 4.1-4.6 s wall with 2 threads, 1.3-1.4 s with 1; NOTES.md,
+        issue 14, session 5).
 
     Returns
     -------
@@ -661,6 +809,17 @@ def fit_flmm(responses, data, formula, groups='subject', times=None, re_formula=
     ValueError
         Mismatched shapes, fewer than 2 subjects, or an unknown ``inference``.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=blas_threads):
+        return _fit_flmm(responses, data, formula, groups, times, re_formula, nested, reml,
+                         smooth, n_basis, level, inference, n_boot, n_sim, method, n_jobs,
+                         seed)  # fmt: skip
+
+
+def _fit_flmm(responses, data, formula, groups, times, re_formula, nested, reml, smooth,
+              n_basis, level, inference, n_boot, n_sim, method, n_jobs, seed):  # fmt: skip
+    """The body of :func:`fit_flmm` (same arguments), under its BLAS thread limit."""
     y = np.atleast_2d(np.asarray(responses, dtype=float))
     data = pd.DataFrame(data).reset_index(drop=True)
     if len(data) != len(y):
@@ -674,13 +833,15 @@ def fit_flmm(responses, data, formula, groups='subject', times=None, re_formula=
     design = _build_design(data, rhs, groups, re_formula, nested)
     if method not in ('fast', 'statsmodels'):
         raise ValueError(f"method must be 'fast' or 'statsmodels', not {method!r}")
-    fast = nested is None and method == 'fast'
+    fast = method == 'fast' and (nested is None or re_formula.strip() == '1')
 
     def raw_fit(yy, dd, des, influence, gcol=groups):
         if nested is None and re_formula.strip() == '1':
             return _fit_random_intercept(yy, des, reml, influence)
         if nested is None and method == 'fast':
             return _fit_subject_effects(yy, des, reml, influence)
+        if method == 'fast' and re_formula.strip() == '1':
+            return _fit_nested_intercepts(yy, des, reml, influence)
         return _fit_general(yy, dd, des, rhs, gcol, re_formula, nested, reml, n_jobs, influence)
 
     raw = raw_fit(y, data, design, inference == 'analytic')
@@ -750,7 +911,9 @@ def fit_flmm(responses, data, formula, groups='subject', times=None, re_formula=
             'smoothed': int(smooth),
             'n_subjects': int(design.subject.max() + 1),
             'n_trials': len(y),
-            'method': 'exact REML from subject sums'
+            'method': (
+                'exact REML from subject sums' if nested is None else 'exact REML from session sums'
+            )
             if fast
             else 'statsmodels MixedLM per time point',
         },  # fmt: skip
