@@ -13,7 +13,7 @@ Per dataset, in the same run, each in its own subprocess (its own peak memory):
   sliding QC → preprocess → responses → save H5; then ``load_h5`` of the whole file and of
   one region.
 - **ibl-photometry 0.3.4**: its ``fpio.PhotometrySessionLoader.load_photometry`` (which
-  loads the trials) + ``qc.qc_signals`` (the same sliding metrics) +
+  loads the trials) + ``qc.qc_signals`` (the sliding metrics it has: 5 of our 10) +
   ``pipelines.isosbestic_correction_pipeline`` per fiber: fewer steps than ours (no raw
   QC, no responses, no file written).
 - **floor**: ``pyarrow.parquet.read_table`` of the same input files (all columns), and
@@ -184,7 +184,8 @@ def run_theirs(one, eid):
     lap('load trials + photometry')
     qc.qc_signals(
         bands,
-        [getattr(metrics, name) for name in config.QC_SLIDING_METRICS],
+        # the metrics it has (5 of our 10: the rate/ADC-independent ones are iblnm's own)
+        [getattr(metrics, name) for name in config.QC_SLIDING_METRICS if hasattr(metrics, name)],
         metrics_kwargs=config.QC_METRICS_KWARGS,
         sliding_kwargs=dict(config.QC_SLIDING_KWARGS),
     )

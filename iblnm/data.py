@@ -192,7 +192,7 @@ class PhotometrySession:
                       error, what)  # fmt: skip
 
     def _has_dataset(self, name, collection=None):
-        return len(self.one.list_datasets(self.eid, filename=name, collection=collection)) > 0
+        return self.loader.has_dataset(name, collection)
 
     def _missing_data(self, extracted_name, raw_names):
         """MissingExtractedData when any raw file exists, else MissingRawData."""
@@ -253,7 +253,9 @@ class PhotometrySession:
         for error in dropped:
             self.log_error(error)
         bad = set(locations.index.astype(str)) - set(kept.index.astype(str))
-        table = table.drop(columns=[c for c in columns if c in bad])
+        dropped_columns = [c for c in columns if c in bad]
+        if dropped_columns:  # drop copies the table: only when a fiber is dropped
+            table = table.drop(columns=dropped_columns)
         try:
             self.loader.dark = dark_frames(table, kept)  # older layouts' LED-off frames
             return split_bands(table, kept)

@@ -194,3 +194,39 @@ def local_dataset(one, records, session_path, rel_path):
     if recorded and recorded == recorded and int(recorded) != size:  # NaN != NaN: no record
         return None
     return path
+
+
+def local_object(one, records, session_path, obj, collection, attribute=None):
+    """Files of an ALF object straight from the cache table in local mode, or None.
+
+    The local-mode shortcut of ``one.load_object(..., download_only=True)`` (~25 ms of
+    table filtering per call on a session of 9 records): the records of ``obj`` in exactly
+    ``collection`` whose attribute matches the regular expression ``attribute`` (all when
+    None). None (leave it to ONE) in remote mode, when a record of the object has a
+    revision, when a file is absent or differs from its recorded size, or when nothing
+    matches. The md5s are verified (once) by the caller.
+    """
+    import re
+
+    from one.alf.path import rel_path_parts
+
+    if not is_local(one) or not len(records) or not session_path:
+        return None
+    files = []
+    for rel, recorded in zip(records['rel_path'], records['file_size']):
+        parts = rel_path_parts(rel, as_dict=True, assert_valid=False)
+        if parts['object'] != obj or (parts['collection'] or '') != (collection or ''):
+            continue
+        if parts['revision']:
+            return None
+        if attribute is not None and not re.fullmatch(attribute, parts['attribute'] or ''):
+            continue
+        path = Path(session_path) / rel
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return None
+        if recorded and recorded == recorded and int(recorded) != size:  # NaN: no record
+            return None
+        files.append(path)
+    return files or None

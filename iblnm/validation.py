@@ -875,7 +875,7 @@ def validate_photometry_fibers(table, locations, columns):
         if roi not in columns:
             errors.append(MissingFiber(f'{roi} ({region}): no column in the signal table'))
             continue
-        values = table.loc[valid, roi].to_numpy(float)
+        values = table[roi].to_numpy(float)[valid]
         finite = values[np.isfinite(values)]
         if finite.size == 0 or np.ptp(finite) == 0:
             kind = 'all NaN' if finite.size == 0 else 'constant'

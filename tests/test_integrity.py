@@ -168,3 +168,75 @@ def test_raw_qc_from_extracted_table_reuses_its_read(real_one, monkeypatch):
     monkeypatch.setattr(PhotometrySessionLoader, 'raw_photometry_path', no_raw)
     monkeypatch.setattr('iblnm.loaders.read_photometry_table', None)  # a second read would fail
     assert ps.run_raw_qc() == with_raw == {'n_band_inversions': 0, 'n_early_samples': 0}
+
+
+# ---------------------------------------------------------------------------
+# Local-mode shortcuts: the cache table instead of ONE's per-call filtering
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize('eid', [CQ002, FIP40])
+def test_trials_from_the_cache_table_are_one_load_objects(real_one, monkeypatch, eid):
+    """Local mode: the trials come from the cache table (ONE's load_object is not called) and
+    equal ONE's load_object(...).to_df(), columns, order and dtypes included."""
+    ref_loader = PhotometrySessionLoader(one=real_one, eid=eid)
+    collection = ref_loader._find_behaviour_collection('trials')
+    real_one.wildcards = False
+    try:
+        expected = real_one.load_object(eid, 'trials', collection=collection,
+                                        attribute=r'(?!itiDuration).*').to_df()  # fmt: skip
+    finally:
+        real_one.wildcards = True
+    loader = PhotometrySessionLoader(one=real_one, eid=eid)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('ONE load_object called in local mode')
+
+    monkeypatch.setattr(real_one, 'load_object', refuse)
+    monkeypatch.setattr(real_one, 'list_datasets', lambda *a, details=False, **k: (
+        ref_loader._records() if details else refuse()))  # fmt: skip
+    loader.load_trials()
+    pd.testing.assert_frame_equal(loader.trials, expected)
+
+
+def test_has_dataset_is_one_list_datasets(real_one):
+    loader = PhotometrySessionLoader(one=real_one, eid=CQ002)
+    cases = [('_ibl_trials.table.pqt', None), ('_ibl_trials.table.pqt', 'alf/task_00'),
+             ('_ibl_trials.table.pqt', 'alf'), ('photometry.signal.pqt', 'alf/photometry'),
+             ('photometry.signal.pqt', 'alf'), ('_ibl_wheel.position.npy', None),
+             ('_neurophotometrics_fpData.raw.pqt', 'raw_photometry_data')]  # fmt: skip
+    for name, collection in cases:
+        expected = len(real_one.list_datasets(CQ002, filename=name, collection=collection)) > 0
+        assert loader.has_dataset(name, collection) == expected, (name, collection)
+    assert loader._find_behaviour_collection('trials') == 'alf/task_00'
+
+
+def test_local_object_leaves_the_unusual_cases_to_one(tmp_path):
+    from iblnm.loaders import alf_dataframe
+
+    session = tmp_path / 'lab' / 'Subjects' / 'm' / '2024-01-01' / '001'
+    (session / 'alf').mkdir(parents=True)
+    (session / 'alf' / '_ibl_trials.table.pqt').write_bytes(b'x' * 10)
+    (session / 'alf' / '_ibl_trials.itiDuration.npy').write_bytes(b'x' * 3)
+    records = pd.DataFrame({'rel_path': ['alf/_ibl_trials.table.pqt',
+                                         'alf/_ibl_trials.itiDuration.npy'],
+                            'file_size': [10, 3]})  # fmt: skip
+    local = type('LocalOne', (), {'offline': True})()
+    found = integrity.local_object(local, records, session, 'trials', 'alf', r'(?!itiDuration).*')
+    assert [p.name for p in found] == ['_ibl_trials.table.pqt']
+    assert len(integrity.local_object(local, records, session, 'trials', 'alf')) == 2
+    assert integrity.local_object(local, records, session, 'wheel', 'alf') is None
+    assert integrity.local_object(local, records, session, 'trials', 'alf/task_00') is None
+    remote = type('RemoteOne', (), {'offline': False, 'alyx': object()})()
+    assert integrity.local_object(remote, records, session, 'trials', 'alf') is None
+    resized = records.assign(file_size=[11, 3])
+    assert integrity.local_object(local, resized, session, 'trials', 'alf') is None
+    (session / 'alf' / '#2024-02-01#').mkdir()
+    (session / 'alf' / '#2024-02-01#' / '_ibl_trials.table.pqt').write_bytes(b'x' * 10)
+    revised = pd.concat([records, pd.DataFrame({'rel_path': ['alf/#2024-02-01#/_ibl_trials.table.pqt'],
+                                                'file_size': [10]})])  # fmt: skip
+    assert integrity.local_object(local, revised, session, 'trials', 'alf') is None
+    # AlfBunch.to_df, built in one go
+    from one.alf.io import AlfBunch
+
+    bunch = AlfBunch({'a': np.arange(3.0), 'b': np.ones((3, 1)), 'c': np.ones((3, 12)),
+                      'intervals': np.arange(6.0).reshape(3, 2)})  # fmt: skip
+    pd.testing.assert_frame_equal(alf_dataframe(bunch), bunch.to_df())
