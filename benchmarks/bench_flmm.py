@@ -51,8 +51,13 @@ def _curves(rng, n, n_times, width):
     return x * np.sqrt(2 * np.sqrt(np.pi) * width)
 
 
-def simulate_group(seed, effect, n_subjects=8, n_recordings=2, n_trials=60, times=TIMES):
-    """(responses (n, n_times), trial table, true reward coefficient (n_times,))."""
+def simulate_group(seed, effect, n_subjects=8, n_recordings=2, n_trials=60, times=TIMES,
+                   trial_baseline=False):  # fmt: skip
+    """(responses (n, n_times), trial table, true reward coefficient (n_times,)).
+
+    ``trial_baseline``: every trial minus its mean over [-0.5, 0) s, as the pipeline's trial
+    baseline does (the truth too).
+    """
     rng = np.random.default_rng(seed)
     n_times = len(times)
     n_rec = n_subjects * n_recordings
@@ -68,14 +73,19 @@ def simulate_group(seed, effect, n_subjects=8, n_recordings=2, n_trials=60, time
     y += _curves(rng, len(subject), n_times, 3.0)
     data = pd.DataFrame({'subject': subject.astype(str), 'recording': recording,
                          'reward': reward, 'contrast': rng.random(len(subject))})  # fmt: skip
+    if trial_baseline:
+        window = (times >= -0.5) & (times < 0)
+        y = y - y[:, window].mean(axis=1, keepdims=True)
+        truth = truth - truth[window].mean()
     return y, data, truth
 
 
-def one_simulation(seed, effect, n_subjects, n_trials, n_permutations):
+def one_simulation(seed, effect, n_subjects, n_trials, n_permutations, trial_baseline=False):
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        y, data, truth = simulate_group(seed, effect, n_subjects, n_trials=n_trials)
+        y, data, truth = simulate_group(seed, effect, n_subjects, n_trials=n_trials,
+                                        trial_baseline=trial_baseline)  # fmt: skip
         ds = flmm.fit_flmm(y, data, 'reward + contrast', times=TIMES, seed=seed).dataset
         reward, contrast = ds.sel(term='reward'), ds.sel(term='contrast')
         covered = bool(((reward['joint_lower'] <= truth) & (reward['joint_upper'] >= truth)).all())
@@ -136,7 +146,7 @@ def speed(n_recordings=30, n_trials=600, n_times=120, n_subjects=10, repeats=3):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--n-sims', type=int, default=200, help='simulations per scenario')
-    parser.add_argument('--effects', type=float, nargs='+', default=[0.25, 0.5],
+    parser.add_argument('--effects', type=float, nargs='*', default=[0.25, 0.5],
                         help='peak reward effects of the alternatives (SD units)')  # fmt: skip
     parser.add_argument('--subjects', type=int, default=8)
     parser.add_argument('--trials', type=int, default=60, help='trials per recording')
@@ -144,6 +154,8 @@ def main(argv=None):
     parser.add_argument('--jobs', type=int, default=2)
     parser.add_argument('--no-speed', action='store_true', help='skip the large-group timing')
     parser.add_argument('--no-readme', action='store_true')
+    parser.add_argument('--trial-baseline', action='store_true',
+                        help='subtract every trial\'s mean over [-0.5, 0) s (the pipeline default)')  # fmt: skip
     args = parser.parse_args(argv)
     from joblib import Parallel, delayed
 
@@ -153,7 +165,7 @@ def main(argv=None):
     jobs = [(seed, k, effect) for k, effect in enumerate(effects) for seed in range(args.n_sims)]
     rows = Parallel(n_jobs=args.jobs)(
         delayed(one_simulation)(seed + k * 10**6, effect, args.subjects, args.trials,
-                                args.n_permutations)
+                                args.n_permutations, args.trial_baseline)
         for seed, k, effect in jobs
     )  # fmt: skip
     sims = pd.DataFrame(rows)
@@ -191,7 +203,7 @@ def main(argv=None):
                             for k, (wall, cpu) in timing.items())  # fmt: skip
     text = (
         f'{datetime.date.today()} · `.venv/bin/python benchmarks/bench_flmm.py --n-sims '
-        f'{args.n_sims} --jobs {args.jobs} --effects {" ".join(map(str, args.effects))}` · {machine()} · shared machine, load average '
+        f'{args.n_sims} --jobs {args.jobs} --effects {" ".join(map(str, args.effects))}{" --trial-baseline" if args.trial_baseline else ""}` · {machine()} · shared machine, load average '
         f'{load0:.1f} → {load1:.1f} · simulations {elapsed / 60:.1f} min.\n\n'
         f'{args.n_sims} simulated groups per scenario (reward(t) = A·exp(-(t-0.25)²/(2·0.12²)), '
         f'coded ±0.5): {args.subjects} mice x 2 recordings x '

@@ -742,19 +742,26 @@ class PhotometrySession:
         return out
 
     def mask_subsequent_events(self, responses, event_order=config.RESPONSE_EVENTS):
-        """NaN the samples of each event's trace after the next event of the trial.
+        """NaN the samples of each event's trace after the next event.
 
         For consecutive events (e0, e1) of ``event_order``, samples of e0's trace later
-        than ``trials[e1] - trials[e0]`` become NaN; a NaN interval leaves the trial as is.
+        than ``trials[e1] - trials[e0]`` become NaN; the last event of a trial (feedback) is
+        masked at the first event of the next trial (its stimulus onset: 2.1-4 s after a
+        correct feedback, 3.1-5 s after an error in IBL sessions, so the next trial's
+        responses would otherwise differ by outcome late in a [-1, 3) s window). A NaN
+        interval (e.g. the last trial) leaves the trial as is.
         """
         if self.trials is None or len(self.trials) == 0:
             return responses
         out = responses.copy()
         tpts = responses['time'].to_numpy()
         present = [e for e in event_order if e in responses['event'].values and e in self.trials]
-        for e0, e1 in zip(present[:-1], present[1:]):
-            trial_ids = responses['trial'].to_numpy()
-            dt = (self.trials[e1] - self.trials[e0]).reindex(trial_ids).to_numpy(float)
+        trial_ids = responses['trial'].to_numpy()
+        following = [self.trials[e1] for e1 in present[1:]]
+        if present:
+            following.append(self.trials[present[0]].shift(-1))  # the next trial's first event
+        for e0, t1 in zip(present, following):
+            dt = (t1 - self.trials[e0]).reindex(trial_ids).to_numpy(float)
             idx = list(responses['event'].values).index(e0)
             out.values[idx] = sr.mask_after(out.values[idx], tpts, dt)
         return out

@@ -201,6 +201,14 @@ def test_extract_responses_shapes(preprocessed_session):
     stim = masked.sel(event='stimOn_times').values
     assert np.isnan(stim[5, da['time'].values > 0.31]).all()  # next event 0.3 s later
     assert not np.isnan(stim[5, da['time'].values < 0.29]).any()
+    # feedback: masked at the next trial's stimulus onset, not before
+    gap = ps.trials['stimOn_times'].shift(-1) - ps.trials['feedback_times']
+    fb = masked.sel(event='feedback_times').values
+    tpts = da['time'].values
+    assert (gap < tpts[-1]).sum() >= 5
+    for trial in np.flatnonzero(gap.to_numpy() < tpts[-1])[:5]:
+        assert np.isnan(fb[trial, tpts > gap.iloc[trial] + 1e-9]).all()
+        assert not np.isnan(fb[trial, (tpts <= gap.iloc[trial] - 1e-9)]).any()
     base = ps.subtract_baseline(responses['VTA'], mode='event')
     window = (base['time'] >= -0.1) & (base['time'] < 0)
     assert np.allclose(base.sel(time=window).mean('time').values[:, 5:-5], 0, atol=1e-5)
