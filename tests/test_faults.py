@@ -356,14 +356,25 @@ def test_non_monotonic_wheel_timestamps(case, reference):
 # Transient failures and bugs
 # ---------------------------------------------------------------------------
 class Outage:
-    """Make ONE's loads of FAULTY's files raise ``requests.ConnectionError`` while on."""
+    """Make ONE's loads of FAULTY's files raise ``requests.ConnectionError`` while on.
+
+    The loaders' listing of the session's dataset records fails too: in local mode they
+    take the files from those records without calling ``load_dataset``/``load_object``
+    (in remote mode the listing is an Alyx request).
+    """
 
     def __init__(self, monkeypatch, failures=None):
+        from iblnm.loaders import PhotometrySessionLoader
+
         self.failures = failures  # None: for ever; n: the first n loads only
         self.calls = 0
         for name in ('load_dataset', 'load_object'):
             original = getattr(One, name)
             monkeypatch.setattr(One, name, self._wrap(original))
+        records = PhotometrySessionLoader._records
+        listing = self._wrap(lambda _one, _eid, loader: records(loader))
+        monkeypatch.setattr(PhotometrySessionLoader, '_records',
+                            lambda loader: listing(None, loader.eid, loader))  # fmt: skip
 
     def _wrap(self, original):
         outage = self
