@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iblnm import config, util
+from iblnm import config, task, util
 from iblnm import validation as v
 from iblnm.analysis import responses as ar
 from iblnm.data import PhotometrySession
@@ -95,6 +95,24 @@ def _recording_kernels(rec, ps, events):
 
 
 @v.exception_logger
+def _psth_table(ps, traces, windows=None, movement_time=False):
+    """Trial magnitudes of one recording's traces (:func:`iblnm.analysis.responses.
+    magnitude_table`); ``movement_time`` adds :func:`iblnm.task.get_trial_timings`'
+    ``movement_time`` (s, response − first movement: the one definition)."""
+    table = ar.magnitude_table(
+        traces.values,
+        traces['time'].values,
+        list(traces['event'].values),
+        ps.trials,
+        trial_ids=traces['trial'].values,
+        windows=windows,
+    )
+    if movement_time:
+        mt = task.get_trial_timings(ps.trials)['movement_time']
+        table['movement_time'] = mt.reindex(table['trial'].to_numpy()).to_numpy(float)
+    return table
+
+
 def _kernel_table(rec, ps, events):
     """Trial table of one recording's kernel (overlap-free) magnitudes."""
     ds = _recording_kernels(rec, ps, events)
@@ -558,8 +576,14 @@ class PhotometrySessionGroup:
         return self.events
 
     # ------------------------------------------------------------------ responses
-    def get_response_magnitudes(self, events=config.RESPONSE_EVENTS, windows=None, baseline=True,
-                                part='responses', source='psth'):  # fmt: skip
+    def get_response_magnitudes(
+        self,
+        events=config.RESPONSE_EVENTS,
+        windows=None,
+        baseline=True,
+        part='responses',
+        source='psth',
+    ):
         """Trial-level magnitudes: one row per recording x event x trial.
 
         Columns :data:`iblnm.analysis.responses.MAGNITUDE_COLUMNS` (eid, subject,
@@ -576,17 +600,30 @@ class PhotometrySessionGroup:
         categoricals; the table is assembled column by column, so the peak memory is the
         table plus one column, whatever the number of sessions.
         """
+        self.response_magnitudes = self.magnitude_table(events, windows, baseline, part, source)
+        return self.response_magnitudes
+
+    def magnitude_table(
+        self,
+        events=config.RESPONSE_EVENTS,
+        windows=None,
+        baseline=True,
+        part='responses',
+        source='psth',
+        mask=True,
+        movement_time=False,
+    ):
+        """The table of :meth:`get_response_magnitudes` (the one builder), without storing it.
+
+        ``mask=False`` keeps each event's trace after the next event (movement encoding);
+        ``movement_time`` adds that column (s, :func:`iblnm.task.get_trial_timings`). A
+        recording whose table cannot be built is logged in :attr:`errors` and skipped.
+        """
         pieces, lengths, meta = {}, [], {c: [] for c in ar.RECORDING_COLUMNS}
         if source == 'kernel':
             tables = self._kernel_tables(events)
         elif source == 'psth':
-            tables = (
-                (rec, ar.magnitude_table(traces.values, traces['time'].values,
-                                         list(traces['event'].values), ps.trials,
-                                         trial_ids=traces['trial'].values, windows=windows))
-                for rec, ps, traces in self.iter_recording_traces(events, baseline=baseline,
-                                                                  part=part)
-            )  # fmt: skip
+            tables = self._psth_tables(events, windows, baseline, part, mask, movement_time)
         else:
             raise ValueError(f"source must be 'psth' or 'kernel', not {source!r}")
         for rec, table in tables:
@@ -595,8 +632,18 @@ class PhotometrySessionGroup:
                 meta[col].append(rec.get(col))
             for col in table.columns:
                 pieces.setdefault(col, []).append(table[col].to_numpy())
-        self.response_magnitudes = _assemble(meta, pieces, lengths)
-        return self.response_magnitudes
+        return _assemble(meta, pieces, lengths)
+
+    def _psth_tables(self, events, windows, baseline, part, mask, movement_time):
+        """Yield ``(recording_row, trial table)`` of the peri-event traces."""
+        traces = self.iter_recording_traces(events, mask=mask, baseline=baseline, part=part)
+        for rec, ps, recording in traces:
+            try:
+                table = _psth_table(ps, recording, windows, movement_time)
+            except Exception as e:  # noqa: BLE001 - one bad recording never stops the analysis
+                self.errors.append(v.make_log_entry(rec['eid'], error=e))
+                continue
+            yield rec, table
 
     def _kernel_tables(self, events):
         """Yield ``(recording_row, trial table)`` of the stored kernel magnitudes."""

@@ -25,6 +25,7 @@ from one.alf.exceptions import ALFObjectNotFound
 
 from iblnm import config
 from iblnm.integrity import local_dataset, local_object, mismatched, verified
+from iblnm.signal.qc import LED_CODE_MASK  # the one LED mask (LedState & 7)
 from iblnm.validation import DatasetHashMismatch, fix_region_name, strip_hemisphere_suffix
 
 SIGNAL_DATASET = 'photometry.signal.pqt'
@@ -34,7 +35,6 @@ PHOTOMETRY_COLLECTION = 'alf/photometry'
 RAW_PHOTOMETRY_COLLECTION = 'raw_photometry_data'
 # LED code (LedState & 7) -> band name; 0 = dark frame, 7 = all LEDs (first frame)
 LED_BANDS = {1: 'Isosbestic', 2: 'GCaMP', 4: 'RCaMP'}
-LED_MASK = 0b111
 
 _SessionLoaderBase = getattr(bbone, 'PhotometrySessionLoader', bbone.SessionLoader)
 
@@ -232,7 +232,7 @@ def read_raw_photometry(path):
         'times': raw[time_col].to_numpy(float),
         'led_state': raw[state_col].to_numpy(np.int64),
     })  # fmt: skip
-    out['led'] = out['led_state'] & LED_MASK
+    out['led'] = out['led_state'] & LED_CODE_MASK
     out['band'] = out['led'].map(LED_BANDS).fillna('')
     for roi in rois:
         out[roi] = raw[roi].to_numpy(float)
@@ -244,7 +244,7 @@ def read_raw_frames(path):
     columns are read. Same frames as :func:`read_raw_photometry`."""
     raw = _read_table(path, columns=lambda names: list(_raw_columns(names)))
     time_col, state_col = _raw_columns(raw.columns)
-    return raw[time_col].to_numpy(float), raw[state_col].to_numpy(np.int64) & LED_MASK
+    return raw[time_col].to_numpy(float), raw[state_col].to_numpy(np.int64) & LED_CODE_MASK
 
 
 def alf_dataframe(bunch):

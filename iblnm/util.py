@@ -48,6 +48,11 @@ def atomic_write(fpath, write_fn, suffix=None):
     return fpath
 
 
+def write_csv(df, fpath):
+    """Write a table as CSV (no index) atomically (:func:`atomic_write`); return the path."""
+    return atomic_write(fpath, lambda tmp: df.to_csv(tmp, index=False), suffix='.csv.tmp')
+
+
 def remove_stale_temporaries(directory, pattern='.*.tmp'):
     """Delete temporary files left in ``directory`` by a killed :func:`atomic_write`.
 

@@ -59,6 +59,49 @@ def test_validate_n_trials():
     make_session(n_trials=200).validate_n_trials()
 
 
+def test_validators_at_their_thresholds():
+    """Just inside passes, just outside raises: trials count, block length, event
+    completeness and the photometry time range."""
+    make_session(n_trials=config.MIN_NTRIALS).validate_n_trials()
+    with pytest.raises(v.InsufficientTrials):
+        make_session(n_trials=config.MIN_NTRIALS - 1).validate_n_trials()
+
+    def blocks(first):  # 0.5 warm-up, a block of ``first`` trials, then long blocks
+        return np.r_[np.full(90, 0.5), np.full(first, 0.2), np.full(55, 0.8), np.full(45, 0.2)]
+
+    ps = make_session(n_trials=len(blocks(config.MIN_BLOCK_LENGTH)))
+    ps.trials['probabilityLeft'] = blocks(config.MIN_BLOCK_LENGTH)
+    ps.validate_block_structure()
+    ps = make_session(n_trials=len(blocks(config.MIN_BLOCK_LENGTH - 1)))
+    ps.trials['probabilityLeft'] = blocks(config.MIN_BLOCK_LENGTH - 1)
+    with pytest.raises(
+        v.BlockStructureBug, match=f'Min block length: {config.MIN_BLOCK_LENGTH - 1}'
+    ):
+        ps.validate_block_structure()
+
+    n_missing = round(100 * (1 - config.EVENT_COMPLETENESS_THRESHOLD))  # 10 of 100 NaN: 90 %
+    ps = make_session(n_trials=100)
+    ps.trials.loc[: n_missing - 1, 'feedback_times'] = np.nan
+    ps.validate_event_completeness()
+    ps.trials.loc[n_missing, 'feedback_times'] = np.nan  # 89 %
+    with pytest.raises(v.IncompleteEventTimes, match='feedback_times'):
+        ps.validate_event_completeness()
+
+    ps = make_session(n_trials=100)
+    t = np.arange(0, 600, 1 / 30)
+    ps.photometry = {'GCaMP': pd.DataFrame({'VTA': np.zeros(t.size)}, index=t)}
+    ps.trials.loc[0, 'stimOn_times'] = t[0]  # first event on the first sample
+    ps.trials.loc[99, 'feedback_times'] = t[-1]  # last event on the last sample
+    ps.validate_trials_in_photometry_time()
+    ps.trials.loc[0, 'stimOn_times'] = t[0] - 1e-3
+    with pytest.raises(v.TrialsNotInPhotometryTime):
+        ps.validate_trials_in_photometry_time()
+    ps.trials.loc[0, 'stimOn_times'] = t[0]
+    ps.trials.loc[99, 'feedback_times'] = t[-1] + 1e-3
+    with pytest.raises(v.TrialsNotInPhotometryTime):
+        ps.validate_trials_in_photometry_time()
+
+
 def test_validate_block_structure():
     ps = make_session()
     ps.trials['probabilityLeft'] = np.tile([0.8, 0.2], 100)

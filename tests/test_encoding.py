@@ -404,7 +404,7 @@ def test_movement_time_has_one_definition_in_task_and_encoding():
     import xarray as xr
 
     from iblnm import task
-    from iblnm.pipeline.encoding import _recording_magnitudes
+    from iblnm.group import _psth_table
 
     trials = pd.DataFrame({
         'stimOn_times': [1.0, 11.0], 'firstMovement_times': [1.3, 11.2],
@@ -416,7 +416,7 @@ def test_movement_time_has_one_definition_in_task_and_encoding():
     times = np.arange(-1, 1, 1 / 30)
     traces = xr.DataArray(np.zeros((1, 2, len(times))), dims=('event', 'trial', 'time'),
                           coords={'event': ['stimOn_times'], 'trial': [0, 1], 'time': times})  # fmt: skip
-    table = _recording_magnitudes({}, SimpleNamespace(trials=trials), traces)
+    table = _psth_table(SimpleNamespace(trials=trials), traces, movement_time=True)
     expected = task.get_trial_timings(trials)['movement_time'].to_numpy()
     np.testing.assert_allclose(table['movement_time'], expected)
     np.testing.assert_allclose(expected, [0.5, 0.7])

@@ -1,5 +1,8 @@
 """Parquet I/O, schema enforcement, logs and catalog derivations (spec §5, §15)."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -39,6 +42,41 @@ def test_df2pqt_roundtrip_and_atomic(tmp_path):
         util.atomic_write(tmp_path / 'out.pqt', boom)
     assert pd.read_parquet(path)['eid'].tolist() == ['a', 'b']  # old file intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out.pqt']
+
+
+def test_csv_and_figure_writers_are_atomic(tmp_path, monkeypatch):
+    """The one CSV writer and the one figure saver: complete files or none, no temp left."""
+    import matplotlib.pyplot as plt
+
+    from iblnm import vis
+
+    df = pd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})
+    path = util.write_csv(df, tmp_path / 'sub' / 't.csv')
+    pd.testing.assert_frame_equal(pd.read_csv(path), df)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    ax.set_title('a title')
+    paths = vis.save_figure_formats(fig, tmp_path / 'figs' / 'pL0.5_curve')  # a dot in the stem
+    assert [p.name for p in paths] == ['pL0.5_curve.svg', 'pL0.5_curve.png']
+    assert 'a title' in paths[0].read_text() and plt.imread(paths[1]).ndim == 3
+    assert not plt.fignum_exists(fig.number)  # closed
+    assert vis.save_figure_formats(None, tmp_path / 'none') == []
+
+    def fail(*args, **kwargs):  # writes part of the file, then the disk is full
+        target = next(a for a in args if isinstance(a, str | os.PathLike))
+        Path(target).write_bytes(b'part')
+        raise OSError('disk full')
+
+    fig, _ = plt.subplots()
+    monkeypatch.setattr(fig, 'savefig', fail)
+    with pytest.raises(OSError):
+        vis.save_figure_formats(fig, tmp_path / 'figs' / 'broken')
+    with pytest.raises(OSError):
+        monkeypatch.setattr(pd.DataFrame, 'to_csv', lambda self, path, **kw: fail(path))
+        util.write_csv(df, tmp_path / 'sub' / 'broken.csv')
+    names = sorted(p.name for p in tmp_path.rglob('*') if p.is_file())
+    assert names == ['pL0.5_curve.png', 'pL0.5_curve.svg', 't.csv']
+    plt.close('all')
 
 
 def test_concat_and_collect_logs(tmp_path):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import iblnm
+from iblnm import config
 from iblnm import validation as v
 from iblnm.validation import LOG_COLUMNS
 
@@ -73,6 +74,28 @@ def test_typed_error_attributes_and_messages():
     assert v.TrueDuplicateSession('x', fallback_row='row').fallback_row == 'row'
     assert v.error_lineage('BandInversion') == {'BandInversion', 'QCValidationError'}
     assert v.error_lineage('KeyError') == {'KeyError'}
+
+
+def test_video_length_checks_at_the_threshold():
+    """A discrepancy of exactly ``LENGTH_MISMATCH_THRESHOLD`` s fails, just under passes, in
+    both directions (video longer, video shorter)."""
+    limit = config.LENGTH_MISMATCH_THRESHOLD
+    for check, sign in ((v.validate_video_length, 1), (v.validate_video_covers_session, -1)):
+        assert check(pd.Series({'eid': 'e', 'length_discrepancy': sign * (limit - 0.01)})) is None
+        with pytest.raises(v.VideoLengthError):
+            check(pd.Series({'eid': 'e', 'length_discrepancy': sign * limit}))
+        assert check(pd.Series({'eid': 'e', 'length_discrepancy': -sign * 10 * limit})) is None
+
+
+def test_session_length_needs_start_and_end_on_one_day():
+    from iblnm import util
+
+    day = {'eid': 'e', 'start_time': '2024-01-01T00:00:00', 'end_time': '2024-01-01T23:59:59'}
+    assert util.get_session_length(pd.Series(day))['session_length'] == 86399
+    with pytest.raises(v.InvalidSessionLength, match='different days'):
+        util.get_session_length(pd.Series({**day, 'end_time': '2024-01-02T00:00:00'}))
+    with pytest.raises(v.InvalidSessionLength, match='missing'):
+        util.get_session_length(pd.Series({**day, 'end_time': None}))
 
 
 def test_validate_subject_raises_and_logs():

@@ -276,10 +276,6 @@ class TaskPerformanceResult:
         return '\n'.join(lines)
 
 
-def _write_csv(df, fpath):
-    return util.atomic_write(fpath, lambda tmp: df.to_csv(tmp, index=False), suffix='.csv.tmp')
-
-
 def run_task_performance(performance_fpath=config.PERFORMANCE_FPATH,
                          sessions_fpath=config.SESSIONS_FPATH,
                          figure_dir=config.TASK_PERFORMANCE_FIGURES_DIR,
@@ -291,8 +287,8 @@ def run_task_performance(performance_fpath=config.PERFORMANCE_FPATH,
         raise ValueError('no session of a valid target-NM in the catalog')
     progression = training_progression(df)
     result = TaskPerformanceResult(df, progression)
-    result.tables += [_write_csv(df, results_dir / 'performance_by_session.csv'),
-                      _write_csv(progression, results_dir / 'training_progression.csv')]  # fmt: skip
+    result.tables += [util.write_csv(df, results_dir / 'performance_by_session.csv'),
+                      util.write_csv(progression, results_dir / 'training_progression.csv')]  # fmt: skip
     result.figures += save_figure_formats(plot_learning(df, progression),
                                           figure_dir / 'learning', formats)  # fmt: skip
     if df['has_photometry'].any():

@@ -255,10 +255,6 @@ class QCOverviewResult:
         return '\n'.join(lines)
 
 
-def _write_csv(df, fpath):
-    return util.atomic_write(fpath, lambda tmp: df.to_csv(tmp, index=False), suffix='.csv.tmp')
-
-
 def run_qc_overview(qc_fpath=config.QCPHOTOMETRY_FPATH, sessions_fpath=config.SESSIONS_FPATH,
                     figure_dir=config.QC_OVERVIEW_FIGURES_DIR,
                     results_dir=config.QC_OVERVIEW_DIR, formats=('svg', 'png')):  # fmt: skip
@@ -276,14 +272,14 @@ def run_qc_overview(qc_fpath=config.QCPHOTOMETRY_FPATH, sessions_fpath=config.SE
     try:
         scores, loadings, explained = qc_pca(df)
         figures['pca'] = plot_qc_pca(scores, loadings, explained)
-        result.tables += [_write_csv(scores, results_dir / 'pca_scores.csv'),
-                          _write_csv(loadings.rename_axis('metric').reset_index(),
+        result.tables += [util.write_csv(scores, results_dir / 'pca_scores.csv'),
+                          util.write_csv(loadings.rename_axis('metric').reset_index(),
                                      results_dir / 'pca_loadings.csv')]  # fmt: skip
     except ValueError as error:
         log.warning(f'qc_overview: no PCA ({error})')
     figures['temporal_trends'] = plot_temporal_trends(df)
     for name, fig in figures.items():
         result.figures += save_figure_formats(fig, figure_dir / name, formats)
-    result.tables += [_write_csv(df, results_dir / 'qc_recordings.csv'),
-                      _write_csv(trends, results_dir / 'temporal_trends.csv')]  # fmt: skip
+    result.tables += [util.write_csv(df, results_dir / 'qc_recordings.csv'),
+                      util.write_csv(trends, results_dir / 'temporal_trends.csv')]  # fmt: skip
     return result

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iblnm import config, task, util
+from iblnm import config, util
 from iblnm import validation as v
 from iblnm.analysis import encoding as enc
 
@@ -37,42 +37,24 @@ def load_group(root=None, targetnms=config.TARGETNMS_TO_ANALYZE, **filter_kwargs
     return PhotometrySessionGroup.from_catalog(root=root, targetnms=targetnms, **filter_kwargs)
 
 
-def _recording_magnitudes(rec, ps, traces):
-    """Magnitude rows of one recording, with the recording columns and ``movement_time``."""
-    from iblnm.analysis import responses as ar
-
-    table = ar.magnitude_table(traces.values, traces['time'].values,
-                               list(traces['event'].values), ps.trials,
-                               trial_ids=traces['trial'].values)  # fmt: skip
-    for i, col in enumerate(ar.RECORDING_COLUMNS):
-        table.insert(i, col, rec.get(col))
-    mt = task.get_trial_timings(ps.trials)['movement_time']  # the one definition (task.py)
-    table['movement_time'] = mt.reindex(table['trial'].to_numpy()).to_numpy(float)
-    return table
-
-
 def response_magnitudes(group, events=config.RESPONSE_EVENTS, mask=True):
     """Trial-level response magnitudes of a group, with ``movement_time`` added.
 
-    Same rows and columns as ``PhotometrySessionGroup.get_response_magnitudes`` (one row
-    per recording x event x trial, baseline-subtracted early-window means) plus
-    ``movement_time`` (s, response - firstMovement, :func:`iblnm.task.get_trial_timings`).
-    ``mask=False`` keeps each event's
-    trace after the next event: movement encoding asks whether the stimulus-aligned
-    response reflects the upcoming movement, which masking would remove by construction.
-    A recording that fails is logged in ``group.errors`` and skipped.
+    ``group.magnitude_table`` (the rows and columns of
+    ``PhotometrySessionGroup.get_response_magnitudes``: one row per recording x event x
+    trial, baseline-subtracted window means) plus ``movement_time`` (s, response -
+    firstMovement, :func:`iblnm.task.get_trial_timings`); text columns as objects.
+    ``mask=False`` keeps each event's trace after the next event: movement encoding asks
+    whether the stimulus-aligned response reflects the upcoming movement, which masking
+    would remove by construction. A recording that fails is logged in ``group.errors`` and
+    skipped.
     """
     from iblnm.analysis import responses as ar
 
-    frames = []
-    for rec, ps, traces in group.iter_recording_traces(events, mask=mask):
-        try:
-            frames.append(_recording_magnitudes(rec, ps, traces))
-        except Exception as e:  # noqa: BLE001 - one bad recording never stops the analysis
-            group.errors.append(v.make_log_entry(rec['eid'], error=e))
-    if not frames:
-        return pd.DataFrame(columns=[*ar.MAGNITUDE_COLUMNS, 'movement_time'])
-    return pd.concat(frames, ignore_index=True)
+    table = group.magnitude_table(events, mask=mask, movement_time=True)
+    table = table.reindex(columns=[*ar.MAGNITUDE_COLUMNS, 'movement_time'])
+    categorical = table.select_dtypes('category').columns
+    return table.astype(dict.fromkeys(categorical, object))
 
 
 DEFAULT_PARAMS = ['psych_50_threshold', 'psych_50_bias', 'psych_50_lapse_left',
@@ -87,25 +69,6 @@ def output_dirs(analysis, root=None):
         return Path(results), config.FIGURES_DIR / analysis
     root = Path(root)
     return root / 'results' / analysis, root / 'figures' / analysis
-
-
-def save_csv(df, fpath):
-    """Write a table as CSV atomically (no index); return the path."""
-    return util.atomic_write(Path(fpath), lambda tmp: df.to_csv(tmp, index=False))
-
-
-def save_figures(fig, stem, formats=('svg', 'png')):
-    """Save a figure as ``stem.svg`` and ``stem.png``; None figures are ignored."""
-    from iblnm.vis import plt
-
-    if fig is None:
-        return []
-    paths = [Path(f'{stem}.{fmt}') for fmt in formats]
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=config.FIGURE_DPI, bbox_inches='tight')
-    plt.close(fig)
-    return paths
 
 
 @contextmanager
@@ -164,6 +127,7 @@ def movement_figures(data, loso, slopes, fig_dir, event, timing_vars, group_by='
                      min_subjects=config.MIN_SUBJECTS_MOVEMENT):  # fmt: skip
     """Descriptive, model-comparison and slope figures (SVG and PNG) under ``fig_dir``."""
     from iblnm.vis import encoding as ef
+    from iblnm.vis import save_figure_formats
 
     paths = []
     for cohort, sub in data.groupby(group_by):
@@ -173,12 +137,12 @@ def movement_figures(data, loso, slopes, fig_dir, event, timing_vars, group_by='
             if f'log_{var}' in sub:
                 fig = ef.descriptive_figure(sub, cohort, f'log_{var}', event=event)
                 stem = fig_dir / 'descriptive' / f'{cohort}_{_event_name(event)}_{var}'
-                paths += save_figures(fig, stem)
+                paths += save_figure_formats(fig, stem)
     if len(loso):
-        paths += save_figures(ef.model_comparison_figure(loso, event),
+        paths += save_figure_formats(ef.model_comparison_figure(loso, event),
                               fig_dir / 'model_comparison' / 'model_comparison')  # fmt: skip
     if len(slopes):
-        paths += save_figures(ef.slopes_figure(slopes, event),
+        paths += save_figure_formats(ef.slopes_figure(slopes, event),
                               fig_dir / 'slopes' / 'timing_slopes_by_contrast')  # fmt: skip
     return paths
 
@@ -230,9 +194,9 @@ def run_movement_encoding(root=None, event='stimOn_times', timing_vars=('reactio
         loso, summary, slopes = movement_tables(data, timing_vars, group_by, min_subjects,
                                                 min_trials)  # fmt: skip
         util.df2pqt(data, trials_path)
-        save_csv(loso, out_dir / 'loso_cv_model_comparison.csv')
-        save_csv(summary, out_dir / 'model_comparison_summary.csv')
-        save_csv(slopes, out_dir / 'per_contrast_slopes.csv')
+        util.write_csv(loso, out_dir / 'loso_cv_model_comparison.csv')
+        util.write_csv(summary, out_dir / 'model_comparison_summary.csv')
+        util.write_csv(slopes, out_dir / 'per_contrast_slopes.csv')
         util.write_log(group.errors, out_dir / 'movement_encoding_log.pqt')
         if verbose and group.errors:
             log.warning(f'movement encoding: {len(group.errors)} recording(s) skipped '
@@ -324,8 +288,8 @@ def task_encoding_event(table, performance, event, out_dir, opts, subjects=None)
     name, method = _event_name(event), opts['method']
     with _quiet():
         features, coefs, ses = _glm_features(table, event, opts)
-    save_csv(coefs.reset_index(), out_dir / f'glm_coefficients_{name}.csv')
-    save_csv(ses.reset_index(), out_dir / f'glm_standard_errors_{name}.csv')
+    util.write_csv(coefs.reset_index(), out_dir / f'glm_coefficients_{name}.csv')
+    util.write_csv(ses.reset_index(), out_dir / f'glm_standard_errors_{name}.csv')
     tables = {}
     if len(features) >= 3:
         with _quiet():
@@ -344,7 +308,7 @@ def task_encoding_event(table, performance, event, out_dir, opts, subjects=None)
     except ValueError as e:
         log.warning(f'task encoding {name}: no CCA ({e})')
     for key, df in tables.items():
-        save_csv(df, out_dir / f'{name}_{key}.csv' if key in CCA_KEYS else
+        util.write_csv(df, out_dir / f'{name}_{key}.csv' if key in CCA_KEYS else
                  out_dir / f'{key}_{name}.csv')  # fmt: skip
     return tables
 
@@ -355,20 +319,23 @@ CCA_KEYS = ('summary', 'weights', 'scores', 'cross_projections', 'weight_similar
 def task_encoding_figures(tables, event, fig_dir, method='pca'):
     """PCA/ICA summary, per-cohort CCA scatters and the CCA summary of one event."""
     from iblnm.vis import encoding as ef
+    from iblnm.vis import save_figure_formats
 
     name, paths = _event_name(event), []
     if f'{method}_scores' in tables:
         components = tables[f'{method}_components'].set_index('component')
         fig = ef.decomposition_figure(tables[f'{method}_scores'], components, event, method)
-        paths += save_figures(fig, fig_dir / method / f'{method}_summary_{name}')
+        paths += save_figure_formats(fig, fig_dir / method / f'{method}_summary_{name}')
     if 'summary' in tables and len(tables['summary']):
         for _, row in tables['summary'].iterrows():
             sc = tables['scores'][tables['scores']['cohort'] == row['cohort']]
             fig = ef.cca_scatter_figure(sc, row['cohort'], event, row['correlation'],
                                         row['p_value'])  # fmt: skip
-            paths += save_figures(fig, fig_dir / 'cca' / 'scatter' / f'{name}_{row["cohort"]}')
+            paths += save_figure_formats(
+                fig, fig_dir / 'cca' / 'scatter' / f'{name}_{row["cohort"]}'
+            )
         fig = ef.cca_summary_figure(tables['summary'], tables['weights'], event)
-        paths += save_figures(fig, fig_dir / 'cca' / 'summary' / f'{name}_summary')
+        paths += save_figure_formats(fig, fig_dir / 'cca' / 'summary' / f'{name}_summary')
     return paths
 
 

@@ -153,7 +153,7 @@ def _writer(paths, result):
         if name.endswith('.json'):
             util.atomic_write(fpath, lambda tmp: tmp.write_text(json.dumps(obj, indent=1)))
         elif name.endswith('.csv'):
-            util.atomic_write(fpath, lambda tmp: obj.to_csv(tmp, index=False))
+            util.write_csv(obj, fpath)
         else:
             util.df2pqt(obj, fpath)
         result.files.append(fpath)

@@ -14,6 +14,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from iblnm import config
+from iblnm.util import atomic_write
 
 # ---------------------------------------------------------------------------
 # Colours, order and saving shared by every figure
@@ -52,23 +53,37 @@ def target_nm_colors(labels):
 
 
 def save_figure_formats(fig, stem, formats=('svg', 'png')):
-    """Save ``fig`` as ``{stem}.{fmt}`` for every format .
+    """Save ``fig`` as ``{stem}.{fmt}`` for every format, each file written atomically.
+
+    The one figure saver of the package (``config.FIGURE_DPI``, tight bounding box).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure or None
+        None (no figure to draw) writes nothing.
+    stem : path
+        File path without the format suffix (``figures/qc_overview/pca``).
+    formats : sequence of str
 
     Returns
     -------
     list of pathlib.Path
         The files written; the figure is closed.
     """
+    if fig is None:
+        return []
     stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     # The tight bounding box is laid out once, not once per format (saves a layout pass each).
     fig.draw_without_rendering()
     bbox = fig.get_tightbbox().padded(plt.rcParams['savefig.pad_inches'])
     paths = []
     for fmt in formats:
-        path = stem.with_suffix(f'.{fmt}')
-        fig.savefig(path, dpi=config.FIGURE_DPI, bbox_inches=bbox)
-        paths.append(path)
+        path = stem.with_name(f'{stem.name}.{fmt}')
+
+        def write(tmp, fmt=fmt):
+            fig.savefig(tmp, format=fmt, dpi=config.FIGURE_DPI, bbox_inches=bbox)
+
+        paths.append(atomic_write(path, write, suffix=f'.{fmt}.tmp'))
     plt.close(fig)
     return paths
 
@@ -77,15 +92,6 @@ SESSION_TYPE_COLORS = {
     'habituation': '#bdbdbd', 'training': '#6baed6', 'biased': '#fd8d3c',
     'ephys': '#e6550d', 'misc': '#756bb1',
 }  # fmt: skip
-
-
-def save_figure(fig, fpath, dpi=config.FIGURE_DPI):
-    """Save a figure (format from the suffix: .svg or .png) and close it."""
-    fpath = Path(fpath)
-    fpath.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(fpath, dpi=dpi, bbox_inches='tight')
-    plt.close(fig)
-    return fpath
 
 
 def session_overview_matrix(df, columns='session_n', highlight=None, ax=None, title=None):

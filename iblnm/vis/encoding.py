@@ -1,7 +1,7 @@
 """Figures of the movement-encoding and task-encoding analyses.
 
 Every function takes the result tables (as written to CSV) and returns a Figure; the
-callers save them (:func:`iblnm.vis.save_figure`).
+callers save them (:func:`iblnm.vis.save_figure_formats`).
 """
 
 import numpy as np
