@@ -258,6 +258,57 @@ def get_metadata_source(one, no_cache=False):
     return LocalMetadata(one) if is_local(one) else AlyxMetadata(one, no_cache=no_cache)
 
 
+FIBER_COLUMNS = ['subject', 'fiber', 'targeted_region', 'X-ml_um', 'Y-ap_um', 'Z-dv_um']
+
+
+def fibers_from_alyx(insertions, trajectories):
+    """The fibers table from Alyx chronic-insertion and trajectory records.
+
+    Coordinate conventions (µm from bregma):
+
+    - Alyx trajectories (``/trajectories``: ``x``, ``y``, ``z``) follow IBL's atlas
+      (iblatlas): ``x`` = ML with **right positive**, ``y`` = AP (anterior positive),
+      ``z`` = DV (dorsal positive, negative below the brain surface at bregma).
+    - The fibers table (``metadata/fibers.csv``, the original's file; the simulator's
+      ``alyx/fibers.pqt``) has ``X-ml_um`` **> 0 = left** (:func:`iblnm.validation.fiber_side`),
+      ``Y-ap_um`` and ``Z-dv_um`` as the atlas.
+
+    So ``X-ml_um = -x``; AP and DV are copied.
+
+    Parameters
+    ----------
+    insertions : list of dict
+        ``chronic-insertions`` records (``id``, ``name``, ``subject``); ``name`` is the
+        targeted region, a hemisphere suffix ('VTA-l') and known misspellings are removed.
+    trajectories : list of dict
+        ``trajectories`` records with ``chronic_insertion`` (an insertion's id), ``x``, ``y``,
+        ``z``; trajectories of unknown insertions, or without ``x``, are skipped.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`FIBER_COLUMNS`, one row per trajectory.
+    """
+    by_id = {str(ins['id']): ins for ins in insertions}
+    rows = []
+    for trajectory in trajectories:
+        insertion = by_id.get(str(trajectory.get('chronic_insertion')))
+        if insertion is None or trajectory.get('x') is None:
+            continue
+        region = strip_hemisphere_suffix(fix_region_name(insertion['name']))
+        rows.append(
+            {
+                'subject': insertion['subject'],
+                'fiber': insertion['name'],
+                'targeted_region': region,
+                'X-ml_um': -float(trajectory['x']),
+                'Y-ap_um': trajectory.get('y'),
+                'Z-dv_um': trajectory.get('z'),
+            }
+        )
+    return pd.DataFrame(rows, columns=FIBER_COLUMNS)
+
+
 def get_fiber_table(one=None, fibers_fpath=config.FIBERS_FPATH):
     """Fiber insertions: the tracked ``metadata/fibers.csv`` plus the database's records."""
     frames = []

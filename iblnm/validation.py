@@ -331,14 +331,21 @@ def error_matches(logged_type, expected_type):
 # ---------------------------------------------------------------------------
 _SECRET_PATTERNS = [
     # "Authorization: Token abc", "Authorization=Bearer abc"
-    (re.compile(r'(?i)\b(authorization)\s*[:=]\s*(?:token|bearer|basic)?\s*[^\s"\',}]+'),
-     r'\1: <redacted>'),
+    (
+        re.compile(r'(?i)\b(authorization)\s*[:=]\s*(?:token|bearer|basic)?\s*[^\s"\',}]+'),
+        r'\1: <redacted>',
+    ),
     # "Token abc.def", "Bearer abc"
     (re.compile(r'(?i)\b(token|bearer)\s+[A-Za-z0-9._\-]{8,}'), r'\1 <redacted>'),
     # password=..., "token": "...", secret: ...
-    (re.compile(r'(?i)(["\']?\b(?:password|passwd|token|secret|api_key)["\']?\s*[:=]\s*["\']?)'
-                r'[^\s"\',}]+'), r'\1<redacted>'),
-]  # fmt: skip
+    (
+        re.compile(
+            r'(?i)(["\']?\b(?:password|passwd|token|secret|api_key)["\']?\s*[:=]\s*["\']?)'
+            r'[^\s"\',}]+'
+        ),
+        r'\1<redacted>',
+    ),
+]
 
 
 def redact(text):
@@ -503,7 +510,11 @@ def validate_brain_region(session):
 
 
 def fiber_side(x_ml_um):
-    """Hemisphere of a fiber from its ML coordinate (µm): > 0 left, < 0 right, 0 midline ('')."""
+    """Hemisphere of a fiber from its ML coordinate (µm): > 0 left, < 0 right, 0 midline ('').
+
+    The fibers-table convention (the original's ``fibers.csv``), opposite to IBL's atlas and
+    Alyx trajectories (x right positive): :func:`iblnm.io.fibers_from_alyx` converts.
+    """
     if x_ml_um is None or not np.isfinite(x_ml_um):
         return None
     return 'l' if x_ml_um > 0 else ('r' if x_ml_um < 0 else '')
@@ -718,11 +729,21 @@ def request_error_names():
     import requests.exceptions
     import urllib3.exceptions
 
-    names = {'ConnectionError', 'TimeoutError', 'BrokenPipeError', 'ConnectionResetError',
-             'ConnectionRefusedError', 'ConnectionAbortedError', 'timeout'}  # fmt: skip
+    names = {
+        'ConnectionError',
+        'TimeoutError',
+        'BrokenPipeError',
+        'ConnectionResetError',
+        'ConnectionRefusedError',
+        'ConnectionAbortedError',
+        'timeout',
+    }
     for module in (requests.exceptions, urllib3.exceptions, urllib.error):
-        names |= {name for name, obj in vars(module).items()
-                  if isinstance(obj, type) and issubclass(obj, BaseException)}  # fmt: skip
+        names |= {
+            name
+            for name, obj in vars(module).items()
+            if isinstance(obj, type) and issubclass(obj, BaseException)
+        }
     return frozenset(names)
 
 
@@ -747,8 +768,15 @@ def _subclasses(cls):
 # Input tables: validated where they enter the pipeline
 # ---------------------------------------------------------------------------
 CATALOG_REQUIRED_COLUMNS = ('eid',)
-TRIALS_REQUIRED_COLUMNS = ('choice', 'feedbackType', 'contrastLeft', 'contrastRight',
-                           'probabilityLeft', 'intervals_0', 'intervals_1')  # fmt: skip
+TRIALS_REQUIRED_COLUMNS = (
+    'choice',
+    'feedbackType',
+    'contrastLeft',
+    'contrastRight',
+    'probabilityLeft',
+    'intervals_0',
+    'intervals_1',
+)
 TRIALS_CODES = {'choice': {-1, 0, 1}, 'feedbackType': {-1, 1}}
 
 
@@ -818,9 +846,11 @@ def validate_trials_table(trials, required=TRIALS_REQUIRED_COLUMNS):
     if missing:
         raise InvalidTrialsTable(f'missing column(s): {", ".join(missing)}')
     times = [c for c in trials.columns if str(c).endswith('_times')]
-    wrong = [f'{c} ({trials[c].dtype})' for c in [*required, *times]
-             if not pd.api.types.is_numeric_dtype(trials[c])
-             or pd.api.types.is_bool_dtype(trials[c])]  # fmt: skip
+    wrong = [
+        f'{c} ({trials[c].dtype})'
+        for c in [*required, *times]
+        if not pd.api.types.is_numeric_dtype(trials[c]) or pd.api.types.is_bool_dtype(trials[c])
+    ]
     if wrong:
         raise InvalidTrialsTable(f'column(s) not numeric: {", ".join(wrong)}')
     for col, codes in TRIALS_CODES.items():

@@ -251,3 +251,73 @@ def test_remote_catalog_with_null_and_missing_optional_fields(real_cache, home, 
     assert all(
         issubclass(v.error_class(t) or Exception, v.IblnmError) for t in remote.log['error_type']
     )
+
+
+# ---------------------------------------------------------------------------
+# Coordinates: Alyx (iblatlas, x right positive) -> fibers table (X-ml_um > 0 = left)
+# ---------------------------------------------------------------------------
+def alyx_fiber_records(x_um):
+    """A chronic insertion and its trajectory as Alyx serves them (ids, subject, µm)."""
+    insertion = {
+        'id': '8c4a1a6e-0f0e-4a4f-9d0b-3f2f6d5e9a01',
+        'name': 'VTA',
+        'subject': 'ZFM-01',
+        'lab': 'mainenlab',
+        'model': 'Fiber',
+        'start_time': '2024-01-05T10:00:00',
+        'serial': '',
+        'json': None,
+        'probe_insertion': '2f0c4c0d-8a53-4bde-8e0b-3d6ab2c45b10',
+    }
+    trajectory = {
+        'id': '51d6b8b6-4a16-4f0a-9a33-6f1b2a0f7c22',
+        'probe_insertion': None,
+        'chronic_insertion': insertion['id'],
+        'x': x_um,
+        'y': -3300.0,
+        'z': -4300.0,
+        'depth': 4300.0,
+        'theta': 0.0,
+        'phi': 0.0,
+        'roll': 0.0,
+        'provenance': 'Planned',
+        'session': None,
+        'probe_name': 'VTA',
+        'coordinate_system': 'IBL-Allen',
+        'datetime': '2024-01-05T10:00:00',
+        'json': None,
+    }
+    return insertion, trajectory
+
+
+def test_alyx_coordinates_give_the_fiber_hemisphere(schemas):
+    """iblatlas x > 0 is the right hemisphere; the fibers table's X-ml_um > 0 the left."""
+    from iblnm import io
+
+    insertion, trajectory = alyx_fiber_records(600.0)
+    assert_matches(insertion, 'ChronicInsertionList', schemas)  # shaped as real Alyx's
+    assert_matches(trajectory, 'TrajectoryEstimate', schemas)
+    right = io.fibers_from_alyx([insertion], [trajectory])
+    assert right.to_dict('records') == [
+        {
+            'subject': 'ZFM-01',
+            'fiber': 'VTA',
+            'targeted_region': 'VTA',
+            'X-ml_um': -600.0,
+            'Y-ap_um': -3300.0,
+            'Z-dv_um': -4300.0,
+        }
+    ]
+    insertion_l, trajectory_l = alyx_fiber_records(-600.0)
+    left = io.fibers_from_alyx([insertion_l], [trajectory_l])
+    lookup = v.fiber_hemisphere_lookup(
+        pd.concat([right.assign(subject='a'), left.assign(subject='b')])
+    )
+    assert lookup == {('a', 'VTA'): 'r', ('b', 'VTA'): 'l'}
+    session = pd.Series(
+        {'eid': 'e', 'subject': 'a', 'brain_region': ['VTA-r'], 'hemisphere': ['r']}
+    )
+    assert v.validate_hemisphere(session, fiber_lookup=lookup) is None
+    with pytest.raises(v.HemisphereMismatch):
+        v.validate_hemisphere(pd.Series({**session, 'hemisphere': ['l']}), fiber_lookup=lookup)
+    assert io.fibers_from_alyx([insertion], [{**trajectory, 'chronic_insertion': 'other'}]).empty
