@@ -61,8 +61,9 @@ def _region_key(responses, region, hemisphere=None):
 
 
 @v.exception_logger
-def _recording_traces(rec, ps, events=config.RESPONSE_EVENTS, mask=True, baseline=True,
-                      part='responses'):  # fmt: skip
+def _recording_traces(
+    rec, ps, events=config.RESPONSE_EVENTS, mask=True, baseline=True, part='responses'
+):
     """Baseline-subtracted, masked traces of one recording: DataArray (event, trial, time).
 
     ``baseline``: True (``config.BASELINE_MODE``, the trial baseline), 'trial', 'event' or
@@ -118,16 +119,18 @@ def _kernel_table(rec, ps, events):
     ds = _recording_kernels(rec, ps, events)
     mags = ds['trial_magnitudes']
     magnitudes = {str(w): mags.sel(window=w).values for w in mags['window'].values}
-    return ar.trial_table(magnitudes, list(ds['event'].values), ps.trials,
-                          trial_ids=ds['trial'].values)  # fmt: skip
+    return ar.trial_table(
+        magnitudes, list(ds['event'].values), ps.trials, trial_ids=ds['trial'].values
+    )
 
 
 @v.exception_logger
 def _kernel_frame(rec, ps, events):
     ds = _recording_kernels(rec, ps, events)
     frame = ds[['kernel', 'se']].to_dataframe().reset_index()
-    for col in reversed(['eid', 'subject', 'NM', 'target_NM', 'brain_region', 'hemisphere',
-                         'fiber_idx']):  # fmt: skip
+    for col in reversed(
+        ['eid', 'subject', 'NM', 'target_NM', 'brain_region', 'hemisphere', 'fiber_idx']
+    ):
         frame.insert(0, col, rec.get(col))
     return frame
 
@@ -199,9 +202,16 @@ class PhotometrySessionGroup:
 
     # results computed from the current selection; any selection change clears them
     RESULT_ATTRIBUTES = (
-        'events', 'response_magnitudes', 'mean_traces', 'response_features',
-        'similarity_matrix', 'decoder', 'lmm_results', 'lmm_coefficients', 'flmm_results',
-    )  # fmt: skip
+        'events',
+        'response_magnitudes',
+        'mean_traces',
+        'response_features',
+        'similarity_matrix',
+        'decoder',
+        'lmm_results',
+        'lmm_coefficients',
+        'flmm_results',
+    )
 
     def clear_results(self):
         """Forget every result computed from the selection (:data:`RESULT_ATTRIBUTES`).
@@ -214,9 +224,19 @@ class PhotometrySessionGroup:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_catalog(cls, catalog=None, one=None, h5_dir=None, log_dir=None, performance=None,
-                     root=None, filter=True, deduplicate=True, qc=None,
-                     **filter_kwargs):  # fmt: skip
+    def from_catalog(
+        cls,
+        catalog=None,
+        one=None,
+        h5_dir=None,
+        log_dir=None,
+        performance=None,
+        root=None,
+        filter=True,
+        deduplicate=True,
+        qc=None,
+        **filter_kwargs,
+    ):
         """Load the catalog, attach upstream errors and performance, filter and explode.
 
         Parameters
@@ -253,8 +273,9 @@ class PhotometrySessionGroup:
         qc = paths['qc'] if qc is None else qc
         if qc is not False and not isinstance(qc, pd.DataFrame):
             qc = pd.read_parquet(qc) if Path(qc).exists() else None
-        group = cls(sessions, one=one, h5_dir=h5_dir or paths['h5_dir'],
-                    qc=qc if qc is not False else None)  # fmt: skip
+        group = cls(
+            sessions, one=one, h5_dir=h5_dir or paths['h5_dir'], qc=qc if qc is not False else None
+        )
         if filter:
             group.filter_sessions(**filter_kwargs)
             if deduplicate:
@@ -267,15 +288,20 @@ class PhotometrySessionGroup:
         """Catalog rows passing the current session filter (and :meth:`deduplicate`)."""
         return self._catalog[self._filter_mask & self._dedup_mask]
 
-    def filter_sessions(self, session_types=config.SESSION_TYPES_TO_ANALYZE,
-                        exclude_subjects=config.SUBJECTS_TO_EXCLUDE,
-                        exclude_eids=config.EIDS_TO_DROP,
-                        qc_blockers=v.ANALYSIS_QC_BLOCKERS,
-                        targetnms=config.TARGETNMS_TO_ANALYZE,
-                        min_performance=config.MIN_PERFORMANCE,
-                        required_contrasts=config.REQUIRED_CONTRASTS, lab=None,
-                        start_time_min=None, exclude_verdicts=config.QC_VERDICT_EXCLUDE,
-                        verbose=True):  # fmt: skip
+    def filter_sessions(
+        self,
+        session_types=config.SESSION_TYPES_TO_ANALYZE,
+        exclude_subjects=config.SUBJECTS_TO_EXCLUDE,
+        exclude_eids=config.EIDS_TO_DROP,
+        qc_blockers=v.ANALYSIS_QC_BLOCKERS,
+        targetnms=config.TARGETNMS_TO_ANALYZE,
+        min_performance=config.MIN_PERFORMANCE,
+        required_contrasts=config.REQUIRED_CONTRASTS,
+        lab=None,
+        start_time_min=None,
+        exclude_verdicts=config.QC_VERDICT_EXCLUDE,
+        verbose=True,
+    ):
         """Select sessions (non-destructive: recomputes the mask from the whole catalog).
 
         Parameters
@@ -400,8 +426,10 @@ class PhotometrySessionGroup:
         if excluded.any() and getattr(self, '_verbose', True):
             counts = verdicts[excluded].value_counts()
             detail = ', '.join(f'{v} {n}' for v, n in counts.items())
-            log.info(f'explode_recordings: {int(excluded.sum())} of {len(recordings)} '
-                     f'recordings excluded by their QC verdict ({detail})')  # fmt: skip
+            log.info(
+                f'explode_recordings: {int(excluded.sum())} of {len(recordings)} '
+                f'recordings excluded by their QC verdict ({detail})'
+            )
         self._recordings = recordings[~excluded].reset_index(drop=True)
         return self._recordings
 
@@ -410,10 +438,13 @@ class PhotometrySessionGroup:
         if not self.verdicts or len(recordings) == 0:
             return pd.Series([None] * len(recordings), index=recordings.index, dtype=object)
         return pd.Series(
-            [_lookup_verdict(self.verdicts, r['eid'], r['brain_region'], r.get('hemisphere'))
-             for _, r in recordings.iterrows()],
-            index=recordings.index, dtype=object,
-        )  # fmt: skip
+            [
+                _lookup_verdict(self.verdicts, r['eid'], r['brain_region'], r.get('hemisphere'))
+                for _, r in recordings.iterrows()
+            ],
+            index=recordings.index,
+            dtype=object,
+        )
 
     def _any_kept_recording(self, cat, exclude_verdicts):
         """Session mask: at least one recording whose verdict is not excluded (None: no QC)."""
@@ -423,8 +454,10 @@ class PhotometrySessionGroup:
 
         def kept(row):
             regions, hemis = list(row['brain_region']), list(row['hemisphere'])
-            verdicts = [_lookup_verdict(self.verdicts, row['eid'], r, h)
-                        for r, h in zip(regions, hemis + [None] * len(regions))]  # fmt: skip
+            verdicts = [
+                _lookup_verdict(self.verdicts, row['eid'], r, h)
+                for r, h in zip(regions, hemis + [None] * len(regions))
+            ]
             return not verdicts or any(v not in exclude for v in verdicts)
 
         return cat.apply(kept, axis=1).astype(bool)
@@ -469,8 +502,14 @@ class PhotometrySessionGroup:
         """The session of ``eid`` read from HDF5 (cached), or None after logging the error."""
         if eid in self._sessions:
             return self._sessions[eid]
-        ps = _open_session(self._session_row(eid), one=self.one, h5_dir=self.h5_dir,
-                           regions=regions, parts=parts, exlog=self.errors)  # fmt: skip
+        ps = _open_session(
+            self._session_row(eid),
+            one=self.one,
+            h5_dir=self.h5_dir,
+            regions=regions,
+            parts=parts,
+            exlog=self.errors,
+        )
         if not isinstance(ps, PhotometrySession):
             return None
         if cache:
@@ -481,8 +520,9 @@ class PhotometrySessionGroup:
         """Forget the cached sessions (free their data)."""
         self._sessions.clear()
 
-    def iter_recording_traces(self, events=config.RESPONSE_EVENTS, mask=True, baseline=True,
-                              part='responses'):  # fmt: skip
+    def iter_recording_traces(
+        self, events=config.RESPONSE_EVENTS, mask=True, baseline=True, part='responses'
+    ):
         """Yield ``(recording_row, session, traces)`` reading each HDF5 file once.
 
         Sessions are read one at a time (responses and trials only) and released after
@@ -494,15 +534,26 @@ class PhotometrySessionGroup:
         for eid, recs in self.recordings.groupby('eid', sort=False):
             regions = list(dict.fromkeys(recs['brain_region']))
             regions += [v.strip_hemisphere_suffix(r) for r in regions]
-            regions += [f'{r}-{h}' for r, h in zip(recs['brain_region'], recs['hemisphere'])
-                        if h in config.HEMISPHERES]  # fmt: skip
-            ps = self._sessions.get(eid) or self._session(eid, cache=False, regions=regions,
-                                                          parts=(part,))  # fmt: skip
+            regions += [
+                f'{r}-{h}'
+                for r, h in zip(recs['brain_region'], recs['hemisphere'])
+                if h in config.HEMISPHERES
+            ]
+            ps = self._sessions.get(eid) or self._session(
+                eid, cache=False, regions=regions, parts=(part,)
+            )
             if ps is None:
                 continue
             for _, rec in recs.iterrows():
-                traces = _recording_traces(rec, ps, events=events, mask=mask, baseline=baseline,
-                                           part=part, exlog=self.errors)  # fmt: skip
+                traces = _recording_traces(
+                    rec,
+                    ps,
+                    events=events,
+                    mask=mask,
+                    baseline=baseline,
+                    part=part,
+                    exlog=self.errors,
+                )
                 if not isinstance(traces, pd.Series):
                     yield rec, ps, traces
 
@@ -565,12 +616,21 @@ class PhotometrySessionGroup:
                 self.errors.append(v.make_log_entry(eid, error=error))
                 continue
             present = [e for e in events if e in trials]
-            long = trials.rename_axis('trial').reset_index().melt(
-                id_vars=['trial', *[c for c in covariates if c in trials]],
-                value_vars=present, var_name='event', value_name='time',
-            )  # fmt: skip
-            frames.append(long.assign(eid=eid, subject=session['subject'],
-                                      session_type=session['session_type']))  # fmt: skip
+            long = (
+                trials.rename_axis('trial')
+                .reset_index()
+                .melt(
+                    id_vars=['trial', *[c for c in covariates if c in trials]],
+                    value_vars=present,
+                    var_name='event',
+                    value_name='time',
+                )
+            )
+            frames.append(
+                long.assign(
+                    eid=eid, subject=session['subject'], session_type=session['session_type']
+                )
+            )
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         self.events = table.reindex(columns=columns)
         return self.events
@@ -673,8 +733,9 @@ class PhotometrySessionGroup:
                     frames.append(frame)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-    def get_mean_traces(self, events=config.RESPONSE_EVENTS, split_by=None, baseline=True,
-                        part='responses'):  # fmt: skip
+    def get_mean_traces(
+        self, events=config.RESPONSE_EVENTS, split_by=None, baseline=True, part='responses'
+    ):
         """Long-form trial-mean trace per recording x event (x ``split_by`` level).
 
         Columns: eid, subject, target_NM, NM, brain_region, fiber_idx, [split_by], event,
@@ -692,8 +753,14 @@ class PhotometrySessionGroup:
                 levels = [(lvl, values == lvl) for lvl in pd.unique(values[pd.notna(values)])]
             for level, sel in levels:
                 extra = {} if split_by is None else {split_by: level}
-                frames.append(ar.mean_traces(traces.values[:, sel], traces['time'].values,
-                                             {**meta, **extra}, list(traces['event'].values)))  # fmt: skip
+                frames.append(
+                    ar.mean_traces(
+                        traces.values[:, sel],
+                        traces['time'].values,
+                        {**meta, **extra},
+                        list(traces['event'].values),
+                    )
+                )
         self.mean_traces = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         return self.mean_traces
 
@@ -718,12 +785,12 @@ class PhotometrySessionGroup:
         """Subject of every row of a (eid, target_NM, fiber_idx)-indexed feature matrix."""
         features = self.response_features if features is None else features
         lookup = self.recordings.set_index(['eid', 'fiber_idx'])['subject']
-        keys = zip(features.index.get_level_values('eid'),
-                   features.index.get_level_values('fiber_idx'))  # fmt: skip
+        keys = zip(
+            features.index.get_level_values('eid'), features.index.get_level_values('fiber_idx')
+        )
         return np.array([lookup.get(k) for k in keys])
 
-    def decode_target(self, Cs=None, contributions=True, label='target_NM', min_subjects=2,
-                      seed=0):  # fmt: skip
+    def decode_target(self, Cs=None, contributions=True, label='target_NM', min_subjects=2, seed=0):
         """Leave-one-subject-out decoding of target-NM (or NM) from the response features.
 
         Parameters
@@ -751,15 +818,23 @@ class PhotometrySessionGroup:
         dropped = sorted(n_subjects.index[n_subjects < min_subjects])
         if dropped:
             log.warning(f'decode_target: leaving out {dropped} (< {min_subjects} subjects)')
-        decoder = TargetNMDecoder(features[keep], labels[keep], subjects[keep],
-                                  Cs=Cs or DEFAULT_CS, seed=seed).fit()  # fmt: skip
+        decoder = TargetNMDecoder(
+            features[keep], labels[keep], subjects[keep], Cs=Cs or DEFAULT_CS, seed=seed
+        ).fit()
         if contributions:
             decoder.unique_contribution()
         self.decoder = decoder
         return decoder
 
-    def fit_lmm(self, response_col='response_early', by=('target_NM', 'event'), min_subjects=2,
-                re_formulas=('1',), fallback_ols=False, **kwargs):  # fmt: skip
+    def fit_lmm(
+        self,
+        response_col='response_early',
+        by=('target_NM', 'event'),
+        min_subjects=2,
+        re_formulas=('1',),
+        fallback_ols=False,
+        **kwargs,
+    ):
         """Mixed models ``response ~ log_contrast * side * reward + (1 | subject)`` per group.
 
         Trials: 50/50 block, choice != 0, reaction time > 0.05 s, finite response. The
@@ -780,8 +855,15 @@ class PhotometrySessionGroup:
         trials = lmm.prepare_lmm_trials(ar.add_side(self.response_magnitudes), response_col)
         results = {}
         for re_formula in re_formulas:
-            results = lmm.fit_grouped_lmms(trials, by, response_col, min_subjects, fallback_ols,
-                                           re_formula=re_formula, **kwargs)  # fmt: skip
+            results = lmm.fit_grouped_lmms(
+                trials,
+                by,
+                response_col,
+                min_subjects,
+                fallback_ols,
+                re_formula=re_formula,
+                **kwargs,
+            )
             expected = _n_fittable(trials, by, min_subjects, fallback_ols)
             if len(results) >= expected:
                 break
@@ -808,8 +890,13 @@ class PhotometrySessionGroup:
 
         pieces = {}
         for rec, ps, traces in self.iter_recording_traces(events=[event]):
-            table = ar.magnitude_table(traces.values, traces['time'].values, [event], ps.trials,
-                                       trial_ids=traces['trial'].values)  # fmt: skip
+            table = ar.magnitude_table(
+                traces.values,
+                traces['time'].values,
+                [event],
+                ps.trials,
+                trial_ids=traces['trial'].values,
+            )
             table = table.assign(**{c: rec.get(c) for c in ar.RECORDING_COLUMNS})
             coded = lmm.code_predictors(ar.add_side(table), contrast_coding)
             keep = coded.index.isin(
@@ -818,13 +905,23 @@ class PhotometrySessionGroup:
             times = traces['time'].values
             pieces.setdefault(rec[by], []).append((traces.values[0][keep], coded[keep], times))
         return {
-            key: (np.vstack([p[0] for p in parts]),
-                  pd.concat([p[1] for p in parts], ignore_index=True), parts[0][2])
+            key: (
+                np.vstack([p[0] for p in parts]),
+                pd.concat([p[1] for p in parts], ignore_index=True),
+                parts[0][2],
+            )
             for key, parts in pieces.items()
-        }  # fmt: skip
+        }
 
-    def fit_flmm(self, formula='reward + log_contrast + side', event='feedback_times',
-                 by='target_NM', groups='subject', min_subjects=2, **kwargs):  # fmt: skip
+    def fit_flmm(
+        self,
+        formula='reward + log_contrast + side',
+        event='feedback_times',
+        by='target_NM',
+        groups='subject',
+        min_subjects=2,
+        **kwargs,
+    ):
         """Functional mixed models of the traces around ``event``, per ``by`` group.
 
         Parameters
@@ -863,9 +960,13 @@ class PhotometrySessionGroup:
 # ---------------------------------------------------------------------------
 def _default_paths(root):
     if root is None:
-        return {'catalog': config.SESSIONS_FPATH, 'h5_dir': config.SESSIONS_H5_DIR,
-                'log_dir': config.METADATA_DIR, 'performance': config.PERFORMANCE_FPATH,
-                'qc': config.QCPHOTOMETRY_FPATH}  # fmt: skip
+        return {
+            'catalog': config.SESSIONS_FPATH,
+            'h5_dir': config.SESSIONS_H5_DIR,
+            'log_dir': config.METADATA_DIR,
+            'performance': config.PERFORMANCE_FPATH,
+            'qc': config.QCPHOTOMETRY_FPATH,
+        }
     root = Path(root)
     return {
         'catalog': root / config.SESSIONS_FPATH.relative_to(config.PROJECT_ROOT),
@@ -883,8 +984,11 @@ def _verdict_lookup(qc):
     from iblnm.signal import verdict as sv
 
     table = sv.recording_verdicts(qc)
-    return {(e, r): verdict for e, r, verdict in zip(table['eid'], table['brain_region'],
-                                                     table['verdict']) if r is not None}  # fmt: skip
+    return {
+        (e, r): verdict
+        for e, r, verdict in zip(table['eid'], table['brain_region'], table['verdict'])
+        if r is not None
+    }
 
 
 def _lookup_verdict(verdicts, eid, region, hemisphere=None):
@@ -895,8 +999,11 @@ def _lookup_verdict(verdicts, eid, region, hemisphere=None):
     if hemisphere in config.HEMISPHERES and (eid, f'{region}-{hemisphere}') in verdicts:
         return verdicts[(eid, f'{region}-{hemisphere}')]
     bare = v.strip_hemisphere_suffix(region)
-    matches = [verdict for (e, r), verdict in verdicts.items()
-               if e == eid and v.strip_hemisphere_suffix(r) == bare]  # fmt: skip
+    matches = [
+        verdict
+        for (e, r), verdict in verdicts.items()
+        if e == eid and v.strip_hemisphere_suffix(r) == bare
+    ]
     return matches[0] if len(matches) == 1 else None
 
 

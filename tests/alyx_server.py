@@ -57,13 +57,44 @@ NOT_FOUND = {'detail': 'Not found.'}
 
 # Query parameters declared in the schema (ONE warns about any other filter).
 LIST_PARAMETERS = {
-    'sessions': ['django', 'id', 'lab', 'limit', 'number', 'offset', 'project', 'projects',
-                 'subject', 'task_protocol', 'users'],
-    'subjects': ['django', 'id', 'lab', 'limit', 'line', 'nickname', 'offset', 'project',
-                 'projects', 'strain'],
-    'datasets': ['collection', 'dataset_type', 'django', 'exists', 'id', 'limit', 'name',
-                 'offset', 'session', 'subject'],
-}  # fmt: skip
+    'sessions': [
+        'django',
+        'id',
+        'lab',
+        'limit',
+        'number',
+        'offset',
+        'project',
+        'projects',
+        'subject',
+        'task_protocol',
+        'users',
+    ],
+    'subjects': [
+        'django',
+        'id',
+        'lab',
+        'limit',
+        'line',
+        'nickname',
+        'offset',
+        'project',
+        'projects',
+        'strain',
+    ],
+    'datasets': [
+        'collection',
+        'dataset_type',
+        'django',
+        'exists',
+        'id',
+        'limit',
+        'name',
+        'offset',
+        'session',
+        'subject',
+    ],
+}
 DETAIL_PATHS = {
     'sessions': '/sessions/{id}',
     'subjects': '/subjects/{nickname}',
@@ -172,11 +203,14 @@ class CacheRecords:
             eid = str(rec['eid'])
             session_path = self.session_path(eid)
             files[str(rec['id'])] = DatasetFile(
-                id=str(rec['id']), eid=eid, session_path=session_path,
-                rel_path=rec['rel_path'], path=self.cache_dir / session_path / rec['rel_path'],
+                id=str(rec['id']),
+                eid=eid,
+                session_path=session_path,
+                rel_path=rec['rel_path'],
+                path=self.cache_dir / session_path / rec['rel_path'],
                 qc=str(rec.get('qc') or 'NOT_SET'),
                 default_revision=bool(rec.get('default_revision', True)),
-            )  # fmt: skip
+            )
         return files
 
     def session_path(self, eid):
@@ -200,12 +234,19 @@ class CacheRecords:
             return rec
         row = _jsonable(self.one_sessions.loc[eid].to_dict())
         return {
-            'id': eid, 'subject': row['subject'], 'lab': row['lab'],
-            'start_time': pd.Timestamp(row['date']).isoformat(), 'end_time': None,
-            'number': row['number'], 'task_protocol': row['task_protocol'] or '',
+            'id': eid,
+            'subject': row['subject'],
+            'lab': row['lab'],
+            'start_time': pd.Timestamp(row['date']).isoformat(),
+            'end_time': None,
+            'number': row['number'],
+            'task_protocol': row['task_protocol'] or '',
             'projects': [p for p in (row['projects'] or '').split(',') if p],
-            'users': [], 'qc': 'NOT_SET', 'extended_qc': None, 'json': None,
-        }  # fmt: skip
+            'users': [],
+            'qc': 'NOT_SET',
+            'extended_qc': None,
+            'json': None,
+        }
 
     def subjects(self):
         """Subject records (dicts)."""
@@ -222,8 +263,9 @@ class CacheRecords:
 
     def file_by_url_path(self, url_path):
         """The dataset served at ``/files/<url_path>`` (None when there is none)."""
-        match = re.search(r'\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.',
-                          url_path)  # fmt: skip
+        match = re.search(
+            r'\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.', url_path
+        )
         dset = self.datasets.get(match.group(1)) if match else None
         return dset if dset is not None and dset.url_path == url_path else None
 
@@ -240,65 +282,117 @@ def session_list_record(rec):
 def session_dataset_record(dset, base_url):
     """One ``data_dataset_session_related`` entry (SessionDatasets)."""
     return {
-        'id': dset.id, 'name': dset.name, 'dataset_type': _dataset_type(dset.name),
-        'data_url': f'{base_url}/files/{dset.url_path}', 'url': f'{base_url}/datasets/{dset.id}',
-        'file_size': dset.size, 'hash': dset.md5, 'version': None,
-        'collection': dset.collection, 'revision': None,
-        'default_revision': str(dset.default_revision), 'qc': dset.qc,
-    }  # fmt: skip
+        'id': dset.id,
+        'name': dset.name,
+        'dataset_type': _dataset_type(dset.name),
+        'data_url': f'{base_url}/files/{dset.url_path}',
+        'url': f'{base_url}/datasets/{dset.id}',
+        'file_size': dset.size,
+        'hash': dset.md5,
+        'version': None,
+        'collection': dset.collection,
+        'revision': None,
+        'default_revision': str(dset.default_revision),
+        'qc': dset.qc,
+    }
 
 
 def session_detail_record(rec, datasets, base_url):
     """SessionDetail of a session record."""
     return {
-        'subject': rec['subject'], 'users': rec['users'], 'location': None, 'procedures': [],
-        'lab': rec['lab'], 'projects': rec['projects'], 'type': 'Experiment',
-        'task_protocol': rec['task_protocol'], 'number': rec['number'],
-        'start_time': rec['start_time'], 'end_time': rec['end_time'], 'narrative': '',
-        'parent_session': None, 'n_correct_trials': None, 'n_trials': None,
-        'url': f'{base_url}/sessions/{rec["id"]}', 'extended_qc': rec['extended_qc'],
-        'qc': rec['qc'], 'wateradmin_session_related': [],
+        'subject': rec['subject'],
+        'users': rec['users'],
+        'location': None,
+        'procedures': [],
+        'lab': rec['lab'],
+        'projects': rec['projects'],
+        'type': 'Experiment',
+        'task_protocol': rec['task_protocol'],
+        'number': rec['number'],
+        'start_time': rec['start_time'],
+        'end_time': rec['end_time'],
+        'narrative': '',
+        'parent_session': None,
+        'n_correct_trials': None,
+        'n_trials': None,
+        'url': f'{base_url}/sessions/{rec["id"]}',
+        'extended_qc': rec['extended_qc'],
+        'qc': rec['qc'],
+        'wateradmin_session_related': [],
         'data_dataset_session_related': [session_dataset_record(d, base_url) for d in datasets],
-        'auto_datetime': rec['start_time'], 'id': rec['id'], 'json': rec['json'],
-        'probe_insertion': [], 'field_of_view': [], 'notes': [],
-    }  # fmt: skip
+        'auto_datetime': rec['start_time'],
+        'id': rec['id'],
+        'json': rec['json'],
+        'probe_insertion': [],
+        'field_of_view': [],
+        'notes': [],
+    }
 
 
 def subject_list_record(rec, base_url):
     """SubjectList fields of a subject record."""
     return {
-        'nickname': rec['nickname'], 'url': f'{base_url}/subjects/{rec["nickname"]}',
-        'id': rec['id'], 'responsible_user': rec.get('responsible_user'),
-        'birth_date': rec.get('birth_date'), 'age_weeks': None, 'death_date': None,
-        'species': 'Mus musculus', 'sex': rec.get('sex') or 'U', 'litter': None,
-        'strain': rec.get('strain'), 'source': None, 'line': rec.get('line'),
-        'projects': rec['projects'], 'session_projects': rec['projects'], 'lab': rec['lab'],
-        'genotype': rec['genotype'], 'description': rec.get('description') or '',
-        'alive': True, 'reference_weight': None, 'last_water_restriction': None,
-        'expected_water': None, 'remaining_water': None, 'json': None,
-    }  # fmt: skip
+        'nickname': rec['nickname'],
+        'url': f'{base_url}/subjects/{rec["nickname"]}',
+        'id': rec['id'],
+        'responsible_user': rec.get('responsible_user'),
+        'birth_date': rec.get('birth_date'),
+        'age_weeks': None,
+        'death_date': None,
+        'species': 'Mus musculus',
+        'sex': rec.get('sex') or 'U',
+        'litter': None,
+        'strain': rec.get('strain'),
+        'source': None,
+        'line': rec.get('line'),
+        'projects': rec['projects'],
+        'session_projects': rec['projects'],
+        'lab': rec['lab'],
+        'genotype': rec['genotype'],
+        'description': rec.get('description') or '',
+        'alive': True,
+        'reference_weight': None,
+        'last_water_restriction': None,
+        'expected_water': None,
+        'remaining_water': None,
+        'json': None,
+    }
 
 
 def dataset_record(dset, session, base_url):
     """Dataset record (``/datasets``) with its file record on the HTTP server."""
     relative_path = f'{dset.session_path.split("/Subjects/", 1)[1]}/{dset.rel_path}'
     return {
-        'url': f'{base_url}/datasets/{dset.id}', 'name': dset.name, 'created_by': None,
-        'created_datetime': session['start_time'], 'dataset_type': _dataset_type(dset.name),
-        'data_format': dset.name.rsplit('.', 1)[-1], 'collection': dset.collection,
-        'session': f'{base_url}/sessions/{dset.eid}', 'file_size': dset.size,
-        'hash': dset.md5, 'version': None, 'experiment_number': 1,
-        'file_records': [{
-            'id': str(uuid.uuid3(uuid.UUID(dset.id), 'file_record')),
-            'data_repository': 'flatiron_' + dset.session_path.split('/')[0],
-            'data_repository_path': f'/{dset.session_path.split("/")[0]}/Subjects/',
-            'relative_path': relative_path,
-            'data_url': f'{base_url}/files/{dset.url_path}', 'exists': True,
-        }],
-        'auto_datetime': session['start_time'], 'revision': None,
-        'default_dataset': dset.default_revision, 'protected': False, 'public': False,
-        'tags': [], 'qc': dset.qc,
-    }  # fmt: skip
+        'url': f'{base_url}/datasets/{dset.id}',
+        'name': dset.name,
+        'created_by': None,
+        'created_datetime': session['start_time'],
+        'dataset_type': _dataset_type(dset.name),
+        'data_format': dset.name.rsplit('.', 1)[-1],
+        'collection': dset.collection,
+        'session': f'{base_url}/sessions/{dset.eid}',
+        'file_size': dset.size,
+        'hash': dset.md5,
+        'version': None,
+        'experiment_number': 1,
+        'file_records': [
+            {
+                'id': str(uuid.uuid3(uuid.UUID(dset.id), 'file_record')),
+                'data_repository': 'flatiron_' + dset.session_path.split('/')[0],
+                'data_repository_path': f'/{dset.session_path.split("/")[0]}/Subjects/',
+                'relative_path': relative_path,
+                'data_url': f'{base_url}/files/{dset.url_path}',
+                'exists': True,
+            }
+        ],
+        'auto_datetime': session['start_time'],
+        'revision': None,
+        'default_dataset': dset.default_revision,
+        'protected': False,
+        'public': False,
+        'tags': [],
+        'qc': dset.qc,
+    }
 
 
 def openapi_schema():
@@ -311,7 +405,7 @@ def openapi_schema():
                 'parameters': [
                     {'name': p, 'in': 'query', 'schema': {'type': 'string'}} for p in params
                 ],
-            }  # fmt: skip
+            }
         }
     for endpoint, path in DETAIL_PATHS.items():
         key = path.rsplit('{', 1)[1].rstrip('}')
@@ -342,8 +436,9 @@ def _django_ids(expression):
     match = re.fullmatch(r'(?:pk|id)(?:__in)?,(.*)', expression.strip())
     if not match:
         return None
-    return set(re.findall(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}',
-                          match.group(1)))  # fmt: skip
+    return set(
+        re.findall(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', match.group(1))
+    )
 
 
 def filter_sessions(records, query):
@@ -453,8 +548,9 @@ class AlyxServer:
         Default page size of the list endpoints.
     """
 
-    def __init__(self, cache_dir, username='iblnm-tester', password=None,
-                 page_size=DEFAULT_PAGE_SIZE):  # fmt: skip
+    def __init__(
+        self, cache_dir, username='iblnm-tester', password=None, page_size=DEFAULT_PAGE_SIZE
+    ):
         self.records = CacheRecords(cache_dir)
         self.username = username
         self.password = password or f'pw-{secrets.token_urlsafe(12)}'
@@ -483,8 +579,9 @@ class AlyxServer:
         handler = functools.partial(_Handler, alyx=self)
         self._httpd = http.server.ThreadingHTTPServer((HOST, 0), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
-                                        kwargs={'poll_interval': 0.05})  # fmt: skip
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, daemon=True, kwargs={'poll_interval': 0.05}
+        )
         self._thread.start()
         return self
 
@@ -509,8 +606,9 @@ class AlyxServer:
         With ``echo_headers`` the body is a plain-text page listing the request headers
         (the Authorization header included), as Django's debug error page does.
         """
-        self._add(Fault(path, 'status', times, status=status, echo_headers=echo_headers,
-                        params=params))  # fmt: skip
+        self._add(
+            Fault(path, 'status', times, status=status, echo_headers=echo_headers, params=params)
+        )
 
     def truncate(self, path, times=1, **params):
         """Answer the next ``times`` matching requests with a cut JSON body (status 200)."""
@@ -579,7 +677,7 @@ class AlyxServer:
             'sessions': self._sessions,
             'subjects': self._subjects,
             'datasets': self._datasets,
-        }.get(parts[0] if parts else None)  # fmt: skip
+        }.get(parts[0] if parts else None)
         if handler is None or len(parts) > 2:
             return 404, NOT_FOUND
         return handler(parts[1] if len(parts) == 2 else None, query, f'{self.base_url}{path}')
@@ -594,8 +692,9 @@ class AlyxServer:
         if eid is not None:
             if eid not in records.one_sessions.index:
                 return 404, NOT_FOUND
-            detail = session_detail_record(records.session(eid), records.session_datasets(eid),
-                                           self.base_url)  # fmt: skip
+            detail = session_detail_record(
+                records.session(eid), records.session_datasets(eid), self.base_url
+            )
             related = [
                 self._out('session_dataset', d) for d in detail['data_dataset_session_related']
             ]
@@ -718,11 +817,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _debug_page(self, status):
         """Plain-text error page listing the request's headers, as Django's debug page does."""
         meta = [f'HTTP_{k.upper().replace("-", "_")} = {v!r}' for k, v in self.headers.items()]
-        return '\n'.join([
-            f'RuntimeError at {self.path}', 'injected fault', '',
-            f'Request Method: {self.command}', f'Request URL: {self.alyx.base_url}{self.path}',
-            f'Status: {status}', '', 'META:', *meta, '',
-        ])  # fmt: skip
+        return '\n'.join(
+            [
+                f'RuntimeError at {self.path}',
+                'injected fault',
+                '',
+                f'Request Method: {self.command}',
+                f'Request URL: {self.alyx.base_url}{self.path}',
+                f'Status: {status}',
+                '',
+                'META:',
+                *meta,
+                '',
+            ]
+        )
 
     def _send_text(self, status, text):
         data = text.encode()
@@ -779,8 +887,13 @@ def write_one_params(server, cache_dir, store_password=False):
     import one.params
 
     Path.home().mkdir(parents=True, exist_ok=True)
-    one.params.setup(client=server.base_url, silent=True, username=server.username,
-                     cache_dir=str(cache_dir), make_default=True)  # fmt: skip
+    one.params.setup(
+        client=server.base_url,
+        silent=True,
+        username=server.username,
+        cache_dir=str(cache_dir),
+        make_default=True,
+    )
     par = one.params.get(client=server.base_url, silent=True)
     par = par.set('HTTP_DATA_SERVER', server.data_url)
     if store_password:

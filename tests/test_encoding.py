@@ -24,35 +24,57 @@ def movement_table(driver='timing', n_subjects=3, n_trials=150, seed=0):
         rt = 0.3 * (1 + 1.2 * np.exp(-contrast / 12)) * np.exp(0.45 * rng.standard_normal(n_trials))
         lc = np.log1p(contrast) / np.log(101)
         signal = -2.0 * np.log10(rt) if driver == 'timing' else 1.5 * lc
-        rows.append(pd.DataFrame({
-            'eid': f'e{s}', 'subject': f's{s}', 'target_NM': 'X-DA', 'hemisphere': 'l',
-            'event': 'stimOn_times', 'trial': np.arange(n_trials), 'contrast': contrast,
-            'signed_contrast': contrast * rng.choice([-1, 1], n_trials),
-            'choice': rng.choice([-1, 1], n_trials), 'probabilityLeft': 0.5,
-            'feedbackType': rng.choice([-1, 1], n_trials, p=[0.2, 0.8]),
-            'reaction_time': rt, 'movement_time': rng.lognormal(np.log(0.2), 0.4, n_trials),
-            'response_early': signal + 0.3 * s + 0.4 * rng.standard_normal(n_trials),
-        }))  # fmt: skip
+        rows.append(
+            pd.DataFrame(
+                {
+                    'eid': f'e{s}',
+                    'subject': f's{s}',
+                    'target_NM': 'X-DA',
+                    'hemisphere': 'l',
+                    'event': 'stimOn_times',
+                    'trial': np.arange(n_trials),
+                    'contrast': contrast,
+                    'signed_contrast': contrast * rng.choice([-1, 1], n_trials),
+                    'choice': rng.choice([-1, 1], n_trials),
+                    'probabilityLeft': 0.5,
+                    'feedbackType': rng.choice([-1, 1], n_trials, p=[0.2, 0.8]),
+                    'reaction_time': rt,
+                    'movement_time': rng.lognormal(np.log(0.2), 0.4, n_trials),
+                    'response_early': signal + 0.3 * s + 0.4 * rng.standard_normal(n_trials),
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
 def glm_table(n_recordings=12, n_trials=120, seed=0):
     """Recordings of two cohorts with known GLM coefficients (log contrast coding)."""
     rng = np.random.default_rng(seed)
-    truth = {'A-DA': np.array([0.1, 1.0, 0.3, 0.5, 0.0, 0.0, 0.2]),
-             'B-NE': np.array([0.0, -0.5, 0.0, 1.0, 0.4, 0.0, 0.0])}  # fmt: skip
+    truth = {
+        'A-DA': np.array([0.1, 1.0, 0.3, 0.5, 0.0, 0.0, 0.2]),
+        'B-NE': np.array([0.0, -0.5, 0.0, 1.0, 0.4, 0.0, 0.0]),
+    }
     rows = []
     for r in range(n_recordings):
         target = 'A-DA' if r % 2 else 'B-NE'
         contrast = rng.choice([0, 6.25, 12.5, 25, 100], n_trials)
-        frame = pd.DataFrame({
-            'eid': f'e{r // 2}', 'subject': f's{r % 4}', 'target_NM': target,
-            'brain_region': target.split('-')[0], 'hemisphere': 'l', 'fiber_idx': r % 2,
-            'event': 'stimOn_times', 'trial': np.arange(n_trials), 'contrast': contrast,
-            'signed_contrast': contrast * rng.choice([-1.0, 1.0], n_trials),
-            'feedbackType': rng.choice([-1.0, 1.0], n_trials), 'probabilityLeft': 0.5,
-            'choice': 1.0,
-        })  # fmt: skip
+        frame = pd.DataFrame(
+            {
+                'eid': f'e{r // 2}',
+                'subject': f's{r % 4}',
+                'target_NM': target,
+                'brain_region': target.split('-')[0],
+                'hemisphere': 'l',
+                'fiber_idx': r % 2,
+                'event': 'stimOn_times',
+                'trial': np.arange(n_trials),
+                'contrast': contrast,
+                'signed_contrast': contrast * rng.choice([-1.0, 1.0], n_trials),
+                'feedbackType': rng.choice([-1.0, 1.0], n_trials),
+                'probabilityLeft': 0.5,
+                'choice': 1.0,
+            }
+        )
         frame = frame.pipe(enc.add_relative_contrast)
         x = enc.glm_design(frame, 'log')
         frame['response_early'] = x @ truth[target] + 0.05 * rng.standard_normal(n_trials)
@@ -240,8 +262,11 @@ def test_fit_cohort_cca_skips_small_cohorts():
     coefs, _ = enc.fit_response_glm(table, 'stimOn_times')
     features = coefs.drop(columns='intercept')
     rng = np.random.default_rng(0)
-    psych = pd.DataFrame(rng.standard_normal((len(features), 2)), index=features.index,
-                         columns=['psych_50_bias', 'psych_50_threshold'])  # fmt: skip
+    psych = pd.DataFrame(
+        rng.standard_normal((len(features), 2)),
+        index=features.index,
+        columns=['psych_50_bias', 'psych_50_threshold'],
+    )
     results, views = enc.fit_cohort_cca(features, psych, n_permutations=5, min_recordings=10)
     assert set(results) == {'A-DA', 'B-NE'} and set(views) == set(results)
     with pytest.raises(ValueError):
@@ -257,8 +282,11 @@ def test_cross_projection_with_a_column_constant_in_one_cohort():
     coefs, _ = enc.fit_response_glm(table, 'stimOn_times')
     features = coefs.drop(columns='intercept')
     rng = np.random.default_rng(0)
-    psych = pd.DataFrame(rng.standard_normal((len(features), 2)), index=features.index,
-                         columns=['psych_50_bias', 'psych_50_lapse_left'])  # fmt: skip
+    psych = pd.DataFrame(
+        rng.standard_normal((len(features), 2)),
+        index=features.index,
+        columns=['psych_50_bias', 'psych_50_lapse_left'],
+    )
     in_ne = features.index.get_level_values('target_NM') == 'B-NE'
     psych.loc[in_ne, 'psych_50_lapse_left'] = 0.0  # lapse at its bound in every NE session
     results, views = enc.fit_cohort_cca(features, psych, n_permutations=0, min_recordings=10)
@@ -287,17 +315,36 @@ def encoding_root(tmp_path_factory):
     from iblnm.simulate import generate, load_manifest
 
     cache, root = tmp_path_factory.mktemp('enc_cache'), tmp_path_factory.mktemp('enc_root')
-    generate(cache, preset='small', seed=5, n_jobs=1, mice_per_nm={'DA': 2, 'ACh': 2},
-             n_sessions=24, task_minutes=(5, 6), fault_fraction=0.0, all_faults=False,
-             camera_fault_fraction=0.0, strainless_sessions=0)  # fmt: skip
+    generate(
+        cache,
+        preset='small',
+        seed=5,
+        n_jobs=1,
+        mice_per_nm={'DA': 2, 'ACh': 2},
+        n_sessions=24,
+        task_minutes=(5, 6),
+        fault_fraction=0.0,
+        all_faults=False,
+        camera_fault_fraction=0.0,
+        strainless_sessions=0,
+    )
     one = One(cache_dir=str(cache), mode='local')
     meta, data = root / 'metadata', root / 'data'
-    query_database(one=one, sessions_fpath=meta / 'sessions.pqt', progress=False,
-                   log_fpath=meta / 'query_database_log.pqt')  # fmt: skip
-    run_photometry_stage(one=one, h5_dir=data / 'sessions', qc_fpath=data / 'qc_photometry.pqt',
-                         log_fpath=meta / 'photometry_log.pqt', progress=False,
-                         sessions_fpath=meta / 'sessions.pqt',
-                         upstream_logs=(meta / 'query_database_log.pqt',))  # fmt: skip
+    query_database(
+        one=one,
+        sessions_fpath=meta / 'sessions.pqt',
+        progress=False,
+        log_fpath=meta / 'query_database_log.pqt',
+    )
+    run_photometry_stage(
+        one=one,
+        h5_dir=data / 'sessions',
+        qc_fpath=data / 'qc_photometry.pqt',
+        log_fpath=meta / 'photometry_log.pqt',
+        progress=False,
+        sessions_fpath=meta / 'sessions.pqt',
+        upstream_logs=(meta / 'query_database_log.pqt',),
+    )
     return root, load_manifest(cache)['kernels']
 
 
@@ -311,11 +358,13 @@ def test_movement_encoding_matches_the_kernels(encoding_root):
     contrast_scaled = {
         nm for nm, k in kernels.items() if 'log_contrast' in k.get('stimOn_times', {})
     }
-    movement_locked = {nm for nm, k in kernels.items()
-                       if 'firstMovement_times' in k and 'stimOn_times' not in k}  # fmt: skip
+    movement_locked = {
+        nm for nm, k in kernels.items() if 'firstMovement_times' in k and 'stimOn_times' not in k
+    }
     assert contrast_scaled == {'DA'} and 'ACh' in movement_locked
-    out = run_movement_encoding(root, group_by='NM', targetnms=None, filter_kwargs=RELAXED,
-                                plot=False, verbose=False)  # fmt: skip
+    out = run_movement_encoding(
+        root, group_by='NM', targetnms=None, filter_kwargs=RELAXED, plot=False, verbose=False
+    )
     summary = out['summary'].set_index(['target_NM', 'timing_col'])
     rt = summary.xs('log_reaction_time', level='timing_col')
     assert rt.loc['DA', 'preferred'] == 'contrast'
@@ -333,8 +382,12 @@ def test_movement_encoding_matches_the_kernels(encoding_root):
     slopes = out['slopes'].query('timing_col == "log_reaction_time"')
     assert slopes.groupby('target_NM')['slope'].median()['ACh'] < 0  # faster RT, larger response
     results = root / 'results' / 'movement_encoding'
-    for name in ('loso_cv_model_comparison.csv', 'per_contrast_slopes.csv',
-                 'model_comparison_summary.csv', 'movement_encoding_log.pqt'):  # fmt: skip
+    for name in (
+        'loso_cv_model_comparison.csv',
+        'per_contrast_slopes.csv',
+        'model_comparison_summary.csv',
+        'movement_encoding_log.pqt',
+    ):
         assert (results / name).exists()
     again = run_movement_encoding(root, group_by='NM', plot_only=True, verbose=False)
     pd.testing.assert_frame_equal(again['summary'], out['summary'], check_dtype=False)
@@ -350,14 +403,32 @@ def test_task_encoding_runs_and_writes(encoding_root):
     root, _ = encoding_root
     sessions = pd.read_parquet(root / 'metadata' / 'sessions.pqt')
     rng = np.random.default_rng(0)
-    perf = pd.DataFrame({'eid': sessions['eid'], 'fraction_correct': 0.8,
-                         **{p: rng.standard_normal(len(sessions)) for p in
-                            ('psych_50_threshold', 'psych_50_bias', 'psych_50_lapse_left',
-                             'psych_50_lapse_right')}})  # fmt: skip
+    perf = pd.DataFrame(
+        {
+            'eid': sessions['eid'],
+            'fraction_correct': 0.8,
+            **{
+                p: rng.standard_normal(len(sessions))
+                for p in (
+                    'psych_50_threshold',
+                    'psych_50_bias',
+                    'psych_50_lapse_left',
+                    'psych_50_lapse_right',
+                )
+            },
+        }
+    )
     perf.to_parquet(root / 'data' / 'performance.pqt')
     events = ['stimOn_times', 'feedback_times']
-    out = run_task_encoding(root, events=events, n_permutations=19, min_recordings=5,
-                            targetnms=None, filter_kwargs=RELAXED, verbose=False)  # fmt: skip
+    out = run_task_encoding(
+        root,
+        events=events,
+        n_permutations=19,
+        min_recordings=5,
+        targetnms=None,
+        filter_kwargs=RELAXED,
+        verbose=False,
+    )
     results, figures = root / 'results' / 'task_encoding', root / 'figures' / 'task_encoding'
     assert (results / 'task_encoding_log.pqt').exists()
     for event in ('stimOn', 'feedback'):
@@ -365,8 +436,14 @@ def test_task_encoding_runs_and_writes(encoding_root):
         assert (results / f'pca_stats_{event}.csv').exists()
         assert (figures / 'pca' / f'pca_summary_{event}.svg').exists()
         summary = pd.read_csv(results / f'{event}_summary.csv')
-        assert list(summary.columns) == ['cohort', 'correlation', 'p_value', 'n_recordings',
-                                         'alpha', 'l1_ratio']  # fmt: skip
+        assert list(summary.columns) == [
+            'cohort',
+            'correlation',
+            'p_value',
+            'n_recordings',
+            'alpha',
+            'l1_ratio',
+        ]
         # The permutation p of 19 session shuffles is on the grid k / 20, k = 1..20. Random
         # psychometrics: no shuffle-free coupling, so never the smallest p (1/20). (With 10
         # recordings and ~6 GLM features the in-sample canonical r is ~1 under the null too:
@@ -406,16 +483,28 @@ def test_movement_time_has_one_definition_in_task_and_encoding():
     from iblnm import task
     from iblnm.group import _psth_table
 
-    trials = pd.DataFrame({
-        'stimOn_times': [1.0, 11.0], 'firstMovement_times': [1.3, 11.2],
-        'response_times': [1.8, 11.9], 'feedback_times': [2.3, 12.9],
-        'choice': [1, -1], 'feedbackType': [1, -1], 'probabilityLeft': [0.5, 0.5],
-        'contrastLeft': [1.0, np.nan], 'contrastRight': [np.nan, 0.25],
-        'signed_contrast': [-100.0, 25.0], 'contrast': [100.0, 25.0], 'stim_side': ['left', 'right'],
-    })  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'stimOn_times': [1.0, 11.0],
+            'firstMovement_times': [1.3, 11.2],
+            'response_times': [1.8, 11.9],
+            'feedback_times': [2.3, 12.9],
+            'choice': [1, -1],
+            'feedbackType': [1, -1],
+            'probabilityLeft': [0.5, 0.5],
+            'contrastLeft': [1.0, np.nan],
+            'contrastRight': [np.nan, 0.25],
+            'signed_contrast': [-100.0, 25.0],
+            'contrast': [100.0, 25.0],
+            'stim_side': ['left', 'right'],
+        }
+    )
     times = np.arange(-1, 1, 1 / 30)
-    traces = xr.DataArray(np.zeros((1, 2, len(times))), dims=('event', 'trial', 'time'),
-                          coords={'event': ['stimOn_times'], 'trial': [0, 1], 'time': times})  # fmt: skip
+    traces = xr.DataArray(
+        np.zeros((1, 2, len(times))),
+        dims=('event', 'trial', 'time'),
+        coords={'event': ['stimOn_times'], 'trial': [0, 1], 'time': times},
+    )
     table = _psth_table(SimpleNamespace(trials=trials), traces, movement_time=True)
     expected = task.get_trial_timings(trials)['movement_time'].to_numpy()
     np.testing.assert_allclose(table['movement_time'], expected)
@@ -432,8 +521,13 @@ def test_both_mixed_model_fitters_reject_a_fit_that_did_not_converge(monkeypatch
     from iblnm.analysis import lmm
 
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({'y': rng.normal(size=60), 'x': rng.normal(size=60),
-                       'subject': np.repeat(['a', 'b', 'c'], 20)})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            'y': rng.normal(size=60),
+            'x': rng.normal(size=60),
+            'subject': np.repeat(['a', 'b', 'c'], 20),
+        }
+    )
     assert lmm.fit_lmm('y ~ x', df, 'subject') is not None
     assert enc.fit_mixed('y ~ x', df) is not None
     fit = mlm.MixedLM.fit

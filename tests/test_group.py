@@ -12,9 +12,15 @@ from iblnm import validation as v
 from iblnm.analysis import responses as ar
 from iblnm.data import PhotometrySession, PhotometrySessionGroup
 
-NO_FILTERS = {'session_types': False, 'exclude_subjects': [], 'qc_blockers': set(),
-              'targetnms': None, 'min_performance': None, 'required_contrasts': None,
-              'exclude_verdicts': ()}  # fmt: skip
+NO_FILTERS = {
+    'session_types': False,
+    'exclude_subjects': [],
+    'qc_blockers': set(),
+    'targetnms': None,
+    'min_performance': None,
+    'required_contrasts': None,
+    'exclude_verdicts': (),
+}
 
 
 def _logs(root):
@@ -25,17 +31,23 @@ def _logs(root):
 
 @pytest.fixture(scope='module')
 def group(small_pipeline):
-    return PhotometrySessionGroup.from_catalog(root=small_pipeline,
-                                               targetnms=config.VALID_TARGETNMS,
-                                               min_performance=None, required_contrasts=None)  # fmt: skip
+    return PhotometrySessionGroup.from_catalog(
+        root=small_pipeline,
+        targetnms=config.VALID_TARGETNMS,
+        min_performance=None,
+        required_contrasts=None,
+    )
 
 
 def test_from_catalog_explicit_paths_keeps_lists(small_pipeline):
     root = small_pipeline
     group = PhotometrySessionGroup.from_catalog(
-        root / 'metadata' / 'sessions.pqt', h5_dir=root / 'data' / 'sessions',
-        log_dir=root / 'metadata', performance=root / 'data' / 'performance.pqt', filter=False,
-    )  # fmt: skip
+        root / 'metadata' / 'sessions.pqt',
+        h5_dir=root / 'data' / 'sessions',
+        log_dir=root / 'metadata',
+        performance=root / 'data' / 'performance.pqt',
+        filter=False,
+    )
     catalog = pd.read_parquet(root / 'metadata' / 'sessions.pqt')
     assert len(group.sessions) == len(catalog)
     assert all(isinstance(r, list) for r in group.sessions['brain_region'])
@@ -63,8 +75,9 @@ def test_filter_by_upstream_error_types(small_pipeline, blockers):
 
 def test_filters_types_subjects_targets(small_pipeline):
     group = PhotometrySessionGroup.from_catalog(root=small_pipeline, filter=False)
-    kept = group.filter_sessions(**{**NO_FILTERS, 'session_types': ('biased',),
-                                    'targetnms': ['LC-NE']})  # fmt: skip
+    kept = group.filter_sessions(
+        **{**NO_FILTERS, 'session_types': ('biased',), 'targetnms': ['LC-NE']}
+    )
     assert set(kept['session_type']) == {'biased'}
     assert set(group.recordings['target_NM']) == {'LC-NE'}
     subject = group._catalog['subject'].iloc[0]
@@ -75,8 +88,11 @@ def test_filters_types_subjects_targets(small_pipeline):
 def test_iteration_caches_sessions(group, monkeypatch):
     calls = []
     original = PhotometrySession.load_h5
-    monkeypatch.setattr(PhotometrySession, 'load_h5',
-                        lambda self, *a, **k: calls.append(self.eid) or original(self, *a, **k))  # fmt: skip
+    monkeypatch.setattr(
+        PhotometrySession,
+        'load_h5',
+        lambda self, *a, **k: calls.append(self.eid) or original(self, *a, **k),
+    )
     group.flush_sessions()
     pairs = list(group)
     assert len(pairs) == len(group) > 0
@@ -114,8 +130,9 @@ def test_bad_h5_files_are_logged_not_raised(small_pipeline, tmp_path, group):
     eids = list(dict.fromkeys(group.recordings['eid']))
     shutil.copy(small_pipeline / 'data' / 'sessions' / f'{eids[0]}.h5', tmp_path)
     (tmp_path / f'{eids[1]}.h5').write_bytes(b'not an hdf5 file')
-    broken = PhotometrySessionGroup(group.sessions, h5_dir=tmp_path,
-                                    targetnms=config.VALID_TARGETNMS)  # fmt: skip
+    broken = PhotometrySessionGroup(
+        group.sessions, h5_dir=tmp_path, targetnms=config.VALID_TARGETNMS
+    )
     mags = broken.get_response_magnitudes()
     assert set(mags['eid']) == {eids[0]}
     types = {e['error_type'] for e in broken.errors}
@@ -132,15 +149,26 @@ def two_mice(tmp_path_factory):
 
     cache = tmp_path_factory.mktemp('two_mice_cache')
     root = tmp_path_factory.mktemp('two_mice_out')
-    generate(cache, preset='small', seed=1, n_jobs=1, n_sessions=8,
-             mice_per_nm={'DA': 2, '5HT': 2, 'NE': 2, 'ACh': 2}, strainless_sessions=0,
-             fault_fraction=0.0, all_faults=False, camera_fault_fraction=0.0,
-             task_minutes=(5.0, 6.0), min_trials=100)  # fmt: skip
+    generate(
+        cache,
+        preset='small',
+        seed=1,
+        n_jobs=1,
+        n_sessions=8,
+        mice_per_nm={'DA': 2, '5HT': 2, 'NE': 2, 'ACh': 2},
+        strainless_sessions=0,
+        fault_fraction=0.0,
+        all_faults=False,
+        camera_fault_fraction=0.0,
+        task_minutes=(5.0, 6.0),
+        min_trials=100,
+    )
     for stage in ('query_database', 'photometry'):
         result = run_pipeline_on(cache, root, '--only', stage, '--workers', '1')
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    group = PhotometrySessionGroup.from_catalog(root=root, targetnms=config.VALID_TARGETNMS,
-                                                min_performance=None, required_contrasts=None)  # fmt: skip
+    group = PhotometrySessionGroup.from_catalog(
+        root=root, targetnms=config.VALID_TARGETNMS, min_performance=None, required_contrasts=None
+    )
     return group, load_manifest(cache)
 
 
@@ -181,8 +209,10 @@ def test_flmm_signs_match_generator(two_mice):
     group, manifest = two_mice
     alpha = 0.05 / 8
     checked = {'planted': 0, 'none': 0}
-    for event, term, key in (('feedback_times', 'reward', 'reward'),
-                             ('stimOn_times', 'log_contrast', 'contrast')):  # fmt: skip
+    for event, term, key in (
+        ('feedback_times', 'reward', 'reward'),
+        ('stimOn_times', 'log_contrast', 'contrast'),
+    ):
         results = group.fit_flmm(event=event, by='NM')
         for nm, events in manifest['effect_signs'].items():
             result = results[(nm, event)]
@@ -228,28 +258,45 @@ def _synthetic_session(h5_dir, regions=('VTA-l', 'VTA-r'), gains=(1.0, 2.0), n=4
     stim = 10.0 + 5.0 * np.arange(n)
     side = np.where(np.arange(n) % 2, 'left', 'right').astype(object)
     contrast = np.resize([0.0, 6.25, 12.5, 25.0, 100.0], n)
-    trials = pd.DataFrame({
-        'stimOn_times': stim, 'firstMovement_times': stim + 0.25, 'feedback_times': stim + 0.5,
-        'choice': np.where(side == 'left', 1.0, -1.0),
-        'feedbackType': np.where(np.arange(n) % 3, 1.0, -1.0), 'probabilityLeft': 0.5,
-        'contrast': contrast, 'signed_contrast': np.where(side == 'left', -contrast, contrast),
-        'stim_side': side,
-    })  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'stimOn_times': stim,
+            'firstMovement_times': stim + 0.25,
+            'feedback_times': stim + 0.5,
+            'choice': np.where(side == 'left', 1.0, -1.0),
+            'feedbackType': np.where(np.arange(n) % 3, 1.0, -1.0),
+            'probabilityLeft': 0.5,
+            'contrast': contrast,
+            'signed_contrast': np.where(side == 'left', -contrast, contrast),
+            'stim_side': side,
+        }
+    )
     bare = [r.split('-')[0] for r in regions]
-    row = {'eid': str(uuid.uuid4()), 'subject': 'm1', 'session_type': 'biased', 'NM': 'DA',
-           'brain_region': bare, 'hemisphere': [(r + '-r').split('-')[1] for r in regions],
-           'target_NM': [f'{b}-DA' for b in bare], 'start_time': '2024-01-01T10:00:00'}  # fmt: skip
+    row = {
+        'eid': str(uuid.uuid4()),
+        'subject': 'm1',
+        'session_type': 'biased',
+        'NM': 'DA',
+        'brain_region': bare,
+        'hemisphere': [(r + '-r').split('-')[1] for r in regions],
+        'target_NM': [f'{b}-DA' for b in bare],
+        'start_time': '2024-01-01T10:00:00',
+    }
     ps = PhotometrySession(row, h5_dir=h5_dir)
     ps.trials = trials
     tpts = np.arange(-30, 30) / 30
     for region, gain in zip(regions, gains):
         trace = np.where(tpts >= 0.25, 10.0 * gain, 0.0)
         ps.responses[region] = xr.DataArray(
-            np.broadcast_to(trace, (3, n, len(tpts))).copy(), dims=('event', 'trial', 'time'),
-            coords={'event': list(config.RESPONSE_EVENTS), 'trial': trials.index.to_numpy(),
-                    'time': tpts},
+            np.broadcast_to(trace, (3, n, len(tpts))).copy(),
+            dims=('event', 'trial', 'time'),
+            coords={
+                'event': list(config.RESPONSE_EVENTS),
+                'trial': trials.index.to_numpy(),
+                'time': tpts,
+            },
             attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)},
-        )  # fmt: skip
+        )
     ps.save_h5(groups=['metadata', 'errors', 'trials', 'photometry'])
     return row
 
@@ -320,17 +367,20 @@ def test_fail_recordings_are_excluded_by_default_and_counted(small_pipeline, cap
     assert {'verdict', 'verdict_reasons'} <= set(qc.columns)
     everything = PhotometrySessionGroup.from_catalog(root=small_pipeline, **NO_FILTERS)
     passed = set(zip(*qc.loc[qc['verdict'] == 'PASS', ['eid', 'brain_region']].T.to_numpy()))
-    rec = next(r for _, r in everything.recordings.iterrows()
-               if (r['eid'], r['brain_region']) in passed)  # fmt: skip
+    rec = next(
+        r for _, r in everything.recordings.iterrows() if (r['eid'], r['brain_region']) in passed
+    )
     dark = qc.copy()
     chosen = (dark['eid'] == rec['eid']) & (dark['brain_region'] == rec['brain_region'])
     dark.loc[chosen & (dark['band'] == 'GCaMP'), 'light_above_floor'] = 0.0
     dark = dark.drop(columns=['verdict', 'verdict_reasons'])  # recomputed from the metrics
     caplog.clear()
     caplog.set_level('INFO', logger='iblnm')
-    group = PhotometrySessionGroup.from_catalog(root=small_pipeline, qc=dark,
-                                                **{k: x for k, x in NO_FILTERS.items()
-                                                   if k != 'exclude_verdicts'})  # fmt: skip
+    group = PhotometrySessionGroup.from_catalog(
+        root=small_pipeline,
+        qc=dark,
+        **{k: x for k, x in NO_FILTERS.items() if k != 'exclude_verdicts'},
+    )
     kept = set(zip(group.recordings['eid'], group.recordings['brain_region']))
     assert (rec['eid'], rec['brain_region']) not in kept
     n_fail = len(group.excluded_recordings)
@@ -347,8 +397,9 @@ def test_default_filters_exclude_the_failing_fault_recordings(small_pipeline):
     qc = pd.read_parquet(small_pipeline / 'data' / 'qc_photometry.pqt')
     failed = set(zip(*qc.loc[qc['verdict'] == 'FAIL', ['eid', 'brain_region']].T.to_numpy()))
     assert failed, 'the small preset has dead/saturated channels and raw QC faults'
-    group = PhotometrySessionGroup.from_catalog(root=small_pipeline, **{
-        k: x for k, x in NO_FILTERS.items() if k != 'exclude_verdicts'})  # fmt: skip
+    group = PhotometrySessionGroup.from_catalog(
+        root=small_pipeline, **{k: x for k, x in NO_FILTERS.items() if k != 'exclude_verdicts'}
+    )
     kept = set(zip(group.recordings['eid'], group.recordings['brain_region']))
     assert not kept & failed
 
@@ -361,13 +412,21 @@ def test_kernel_magnitudes_and_kernels_from_the_h5(tmp_path):
     from iblnm.simulate.overlap import simulate_overlapping_session
 
     sim = simulate_overlapping_session('DA', n_trials=200, seed=0)
-    row = {'eid': str(uuid.uuid4()), 'subject': 'm1', 'session_type': 'biased', 'NM': 'DA',
-           'brain_region': ['VTA'], 'hemisphere': ['l'], 'target_NM': ['VTA-DA'],
-           'start_time': '2024-01-01T10:00:00'}  # fmt: skip
+    row = {
+        'eid': str(uuid.uuid4()),
+        'subject': 'm1',
+        'session_type': 'biased',
+        'NM': 'DA',
+        'brain_region': ['VTA'],
+        'hemisphere': ['l'],
+        'target_NM': ['VTA-DA'],
+        'start_time': '2024-01-01T10:00:00',
+    }
     ps = PhotometrySession(row, h5_dir=tmp_path)
     ps.trials = sim['trials'].assign(choice=1.0, probabilityLeft=0.5)
-    ps.photometry[PREPROCESSED_BAND] = pd.DataFrame({'VTA': sim['values']},
-                                                    index=pd.Index(sim['times'], name='times'))  # fmt: skip
+    ps.photometry[PREPROCESSED_BAND] = pd.DataFrame(
+        {'VTA': sim['values']}, index=pd.Index(sim['times'], name='times')
+    )
     ps.extract_responses()
     kernels = ps.fit_event_kernels()
     ps.save_h5(groups=['metadata', 'errors', 'trials', 'photometry'])

@@ -37,11 +37,19 @@ def tool_root(tmp_path_factory, small_pipeline):
 
 
 def run_script(name, root, cache, *args):
-    env = {**os.environ, 'IBLNM_ROOT': str(root), 'IBLNM_ONE_CACHE': str(cache),
-           'MPLBACKEND': 'Agg'}  # fmt: skip
+    env = {
+        **os.environ,
+        'IBLNM_ROOT': str(root),
+        'IBLNM_ONE_CACHE': str(cache),
+        'MPLBACKEND': 'Agg',
+    }
     env.pop('IBLNM_ONE_MODE', None)
-    result = subprocess.run([sys.executable, str(SCRIPTS / f'{name}.py'), *args], env=env,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(SCRIPTS / f'{name}.py'), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
 
@@ -70,12 +78,19 @@ def legend_counts(texts, pattern):
 def test_qc_pca_finds_the_shared_axis():
     rng = np.random.default_rng(0)
     latent = rng.normal(size=200)
-    df = pd.DataFrame({'band': 'GCaMP', 'eid': 'e', 'brain_region': 'VTA',
-                       'target_NM': 'VTA-DA', 'subject': 's',
-                       'ar_score': latent + 0.05 * rng.normal(size=200),
-                       'bleaching_tau': 2 * latent + 0.1 * rng.normal(size=200),
-                       'iso_correlation': rng.normal(size=200),
-                       'n_early_samples': 0})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            'band': 'GCaMP',
+            'eid': 'e',
+            'brain_region': 'VTA',
+            'target_NM': 'VTA-DA',
+            'subject': 's',
+            'ar_score': latent + 0.05 * rng.normal(size=200),
+            'bleaching_tau': 2 * latent + 0.1 * rng.normal(size=200),
+            'iso_correlation': rng.normal(size=200),
+            'n_early_samples': 0,
+        }
+    )
     scores, loadings, explained = qc_overview.qc_pca(df)
     assert 'n_early_samples' not in loadings.index  # constant: dropped
     assert explained[0] > 0.6
@@ -84,8 +99,13 @@ def test_qc_pca_finds_the_shared_axis():
 
 
 def test_violins_have_one_tick_per_target():
-    df = pd.DataFrame({'band': 'GCaMP', 'target_NM': ['VTA-DA', 'LC-NE', 'VTA-DA', 'DR-5HT'],
-                       'ar_score': [0.9, 0.8, 0.95, 0.7]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            'band': 'GCaMP',
+            'target_NM': ['VTA-DA', 'LC-NE', 'VTA-DA', 'DR-5HT'],
+            'ar_score': [0.9, 0.8, 0.95, 0.7],
+        }
+    )
     fig = qc_overview.plot_metric_violins(df, metrics=['ar_score'])
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ['VTA-DA', 'DR-5HT', 'LC-NE']  # config order
@@ -111,8 +131,12 @@ def test_qc_overview_script(small_cache, small_pipeline, tool_root):
     assert 'Photometry QC metrics: distributions per band' in texts
     assert set(metrics) | set(labels) <= set(texts) and texts.count('recordings') == len(metrics)
     finite = {m: np.isfinite(table[m].astype(float)) for m in metrics}
-    n_band = Counter(f'{band} (n={n})' for m in metrics for band in qc_overview.BAND_COLORS
-                     if (n := int((finite[m] & (table['band'] == band)).sum())))  # fmt: skip
+    n_band = Counter(
+        f'{band} (n={n})'
+        for m in metrics
+        for band in qc_overview.BAND_COLORS
+        if (n := int((finite[m] & (table['band'] == band)).sum()))
+    )
     assert legend_counts(texts, r'(GCaMP|Isosbestic) \(n=\d+\)') == n_band
 
     # violins: every target-NM of the band on the x axis of every panel
@@ -153,9 +177,16 @@ def test_qc_overview_script(small_cache, small_pipeline, tool_root):
 
 def test_temporal_trends_rank_correlation_with_the_day():
     day = np.arange(8.0)
-    df = pd.DataFrame({'band': 'GCaMP', 'target_NM': ['VTA-DA'] * 4 + ['LC-NE'] * 4,
-                       'day_n': day, 'ar_score': np.exp(day),  # monotone, not linear
-                       'bleaching_tau': -day, 'n_unique_samples': 0.5})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            'band': 'GCaMP',
+            'target_NM': ['VTA-DA'] * 4 + ['LC-NE'] * 4,
+            'day_n': day,
+            'ar_score': np.exp(day),  # monotone, not linear
+            'bleaching_tau': -day,
+            'n_unique_samples': 0.5,
+        }
+    )
     df.loc[6, 'bleaching_tau'] = np.nan  # not counted
     trends = qc_overview.temporal_trends(df).set_index(['target_NM', 'metric'])
     assert trends.loc[('all', 'ar_score'), 'rho'] == pytest.approx(1.0)
@@ -172,14 +203,22 @@ def test_temporal_trends_rank_correlation_with_the_day():
 # ---------------------------------------------------------------------------
 # Responses analysis and its --plot mode
 def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, tmp_path):
-    out = run_script('responses', tool_root, small_cache, '--n-boot', '50',
-                     '--n-permutations', '50').stdout  # fmt: skip
+    out = run_script(
+        'responses', tool_root, small_cache, '--n-boot', '50', '--n-permutations', '50'
+    ).stdout
     assert 'responses:' in out and 'trial rows' in out
     tables = tool_root / 'results' / 'responses'
-    for name in ('responses.pqt', 'mean_traces.pqt', 'response_matrix.pqt',
-                 'lmm_coefficients.pqt', 'lmm_coefficients_by_NM.csv', 'flmm_coefficients.pqt',
-                 'flmm_intervals.csv', 'kernels.pqt',
-                 'lmm_coefficients_kernel_by_NM.csv'):  # fmt: skip
+    for name in (
+        'responses.pqt',
+        'mean_traces.pqt',
+        'response_matrix.pqt',
+        'lmm_coefficients.pqt',
+        'lmm_coefficients_by_NM.csv',
+        'flmm_coefficients.pqt',
+        'flmm_intervals.csv',
+        'kernels.pqt',
+        'lmm_coefficients_kernel_by_NM.csv',
+    ):
         assert (tables / name).exists(), name
     magnitudes = pd.read_parquet(tables / 'responses.pqt')
     assert {'response_early', 'response_late', 'response_outcome'} <= set(magnitudes.columns)
@@ -220,8 +259,9 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
     speed = np.abs(data['wheel']['velocity']).astype(float)
     np.testing.assert_allclose(one_session['peak_velocity'], np.nanmax(speed, axis=1), rtol=1e-6)
     trials = data['trials']
-    np.testing.assert_allclose(one_session['reaction_time'],
-                               trials['firstMovement_times'] - trials['stimOn_times'])  # fmt: skip
+    np.testing.assert_allclose(
+        one_session['reaction_time'], trials['firstMovement_times'] - trials['stimOn_times']
+    )
 
     # --plot: a root with the tables and the catalog only; no session HDF5 file to read
     replot = tmp_path / 'replot'
@@ -235,8 +275,9 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
     assert_not_blank(replot / 'figures' / 'responses' / 'mean_traces.png')
     for name in (n for n in figures if n.endswith('.png')):  # same tables, same pixels
         original = plt.imread(tool_root / 'figures' / 'responses' / name)
-        np.testing.assert_array_equal(plt.imread(replot / 'figures' / 'responses' / name),
-                                      original, err_msg=name)  # fmt: skip
+        np.testing.assert_array_equal(
+            plt.imread(replot / 'figures' / 'responses' / name), original, err_msg=name
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -251,10 +292,17 @@ def test_psychometric_curve_midpoint_and_asymptotes():
 
 def _manifest_progression(manifest):
     """{(target_NM, subject): sessions_to_biased} from the generator's training histories."""
-    sessions = pd.DataFrame([{'subject': s['subject'], 'session_type': s['session_type'],
-                              'start_time': s['start_time'],
-                              'targets': [f['target_NM'] for f in s['fibers']]}
-                             for s in manifest['sessions']])  # fmt: skip
+    sessions = pd.DataFrame(
+        [
+            {
+                'subject': s['subject'],
+                'session_type': s['session_type'],
+                'start_time': s['start_time'],
+                'targets': [f['target_NM'] for f in s['fibers']],
+            }
+            for s in manifest['sessions']
+        ]
+    )
     counts = task.count_sessions_to_stage(sessions)
     return counts.set_index('subject')['sessions_to_biased']
 
@@ -278,20 +326,26 @@ def test_task_performance_script(small_cache, small_pipeline, tool_root):
     assert texts.count('signed contrast (%)') == 2 * len(targets)
     assert texts.count('P(rightward choice)') == 2 * len(targets)
     photometry = table[table['has_photometry'].astype(bool)]
-    fitted = {b: photometry[[f'psych_{b}_{k}' for k in performance.PSYCH_PARAMS]].notna().all(axis=1)
-              for b in performance.BLOCK_LABELS}  # fmt: skip
-    expected = Counter(f'{performance.BLOCK_LABELS[b]} (n={n})'
-                       for _, sessions in photometry.groupby('target_NM')
-                       for b in performance.BLOCK_LABELS
-                       if (n := int(fitted[b][sessions.index].sum())))  # fmt: skip
+    fitted = {
+        b: photometry[[f'psych_{b}_{k}' for k in performance.PSYCH_PARAMS]].notna().all(axis=1)
+        for b in performance.BLOCK_LABELS
+    }
+    expected = Counter(
+        f'{performance.BLOCK_LABELS[b]} (n={n})'
+        for _, sessions in photometry.groupby('target_NM')
+        for b in performance.BLOCK_LABELS
+        if (n := int(fitted[b][sessions.index].sum()))
+    )
     assert legend_counts(texts, r'pL .* \(n=\d+\)') == expected
-    means = Counter(f'mean of {n} sessions' for n in
-                    photometry[fitted['50']].groupby('target_NM').size())  # fmt: skip
+    means = Counter(
+        f'mean of {n} sessions' for n in photometry[fitted['50']].groupby('target_NM').size()
+    )
     assert legend_counts(texts, r'mean of \d+ sessions') == means
     perf = pd.read_parquet(small_pipeline / 'data' / 'performance.pqt').set_index('eid')
     merged = table.dropna(subset=['fraction_correct']).set_index('eid')
-    np.testing.assert_allclose(merged['fraction_correct'],
-                               perf.loc[merged.index, 'fraction_correct'])  # fmt: skip
+    np.testing.assert_allclose(
+        merged['fraction_correct'], perf.loc[merged.index, 'fraction_correct']
+    )
     assert table['target_NM'].isin(config.VALID_TARGETNMS).all()
     progression = pd.read_csv(results / 'training_progression.csv')
     truth = _manifest_progression(load_manifest(small_cache))
@@ -334,13 +388,23 @@ def test_example_session_script(small_cache, tool_root):
 # ---------------------------------------------------------------------------
 def test_viewer_helpers():
     assert gui.order_events(['feedback_times', 'x', 'stimOn_times']) == [
-        'stimOn_times', 'feedback_times', 'x']  # fmt: skip
+        'stimOn_times',
+        'feedback_times',
+        'x',
+    ]
     assert gui.heatmap_limits(np.array([[0.0, 2.0], [np.nan, -2.0]]))[1] == pytest.approx(
-        3 * np.nanstd([0, 2, -2]))  # fmt: skip
+        3 * np.nanstd([0, 2, -2])
+    )
     assert gui.heatmap_limits(np.full((2, 2), np.nan)) == (-1e-6, 1e-6)
-    trials = pd.DataFrame({'feedbackType': [1, -1], 'contrast': [100.0, 6.25],
-                           'stim_side': ['left', 'right'], 'choice': [-1, 0],
-                           'probabilityLeft': [0.8, 0.2]})  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'feedbackType': [1, -1],
+            'contrast': [100.0, 6.25],
+            'stim_side': ['left', 'right'],
+            'choice': [-1, 0],
+            'probabilityLeft': [0.8, 0.2],
+        }
+    )
     assert list(gui.condition_labels(trials, 'feedback')) == ['correct', 'incorrect']
     assert list(gui.condition_labels(trials, 'contrast')) == ['100 %', '6.25 %']
     assert list(gui.condition_labels(trials, 'block')) == ['pL 0.8', 'pL 0.2']
@@ -351,8 +415,13 @@ def test_viewer_helpers():
 
 
 def test_find_session():
-    catalog = pd.DataFrame({'eid': ['a', 'b', 'c'], 'subject': ['m1', 'm1', 'm2'],
-                            'start_time': ['2024-01-02', '2024-01-01', '2024-01-01']})  # fmt: skip
+    catalog = pd.DataFrame(
+        {
+            'eid': ['a', 'b', 'c'],
+            'subject': ['m1', 'm1', 'm2'],
+            'start_time': ['2024-01-02', '2024-01-01', '2024-01-01'],
+        }
+    )
     assert gui.find_session(catalog, subject='m1', index=-1)['eid'] == 'a'
     assert gui.find_session(catalog, subject='m1', index=0)['eid'] == 'b'
     assert gui.find_session(catalog, eid='c')['subject'] == 'm2'
@@ -418,12 +487,23 @@ def test_session_viewer_script_saves_a_screenshot(small_cache, tool_root, tmp_pa
         if (h5_dir / f'{eid}.h5').exists()
     )
     png = tmp_path / 'screenshot.png'
-    result = run_script('session_viewer', tool_root, small_cache, subject, str(index),
-                        '--split', 'contrast', '--save', str(png))  # fmt: skip
+    result = run_script(
+        'session_viewer',
+        tool_root,
+        small_cache,
+        subject,
+        str(index),
+        '--split',
+        'contrast',
+        '--save',
+        str(png),
+    )
     assert 'saved' in result.stdout
     assert_not_blank(png)
-    missing = subprocess.run([sys.executable, str(SCRIPTS / 'session_viewer.py'), '--eid', 'x'],
-                             env={**os.environ, 'IBLNM_ROOT': str(tool_root),
-                                  'IBLNM_ONE_CACHE': str(small_cache)},
-                             capture_output=True, text=True)  # fmt: skip
+    missing = subprocess.run(
+        [sys.executable, str(SCRIPTS / 'session_viewer.py'), '--eid', 'x'],
+        env={**os.environ, 'IBLNM_ROOT': str(tool_root), 'IBLNM_ONE_CACHE': str(small_cache)},
+        capture_output=True,
+        text=True,
+    )
     assert missing.returncode == 1 and 'LookupError' in missing.stderr

@@ -13,9 +13,13 @@ from iblnm.validation import LOG_COLUMNS, InvalidSessionType, InvalidTargetNM, m
 
 def test_enforce_schema():
     schema = {'eid': (str, None), 'brain_region': (list, []), 'hemisphere': (list, [])}
-    df = pd.DataFrame({'eid': ['a', 'b', 'c', 'd'],
-                       'brain_region': [['VTA'], np.nan, np.array(['DR', 'LC']), None],
-                       'extra': [1, 2, 3, 4]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            'eid': ['a', 'b', 'c', 'd'],
+            'brain_region': [['VTA'], np.nan, np.array(['DR', 'LC']), None],
+            'extra': [1, 2, 3, 4],
+        }
+    )
     out = util.enforce_schema(df, schema)
     assert out['brain_region'].tolist() == [['VTA'], [], ['DR', 'LC'], []]
     assert out['hemisphere'].tolist() == [[], [], [], []]
@@ -89,8 +93,9 @@ def test_concat_and_collect_logs(tmp_path):
     assert list(util.concat_logs([]).columns) == LOG_COLUMNS
     util.write_log([e1, e2], tmp_path / 'log.pqt')
     sessions = pd.DataFrame({'eid': ['a', 'b', 'c']})
-    out = util.collect_session_errors(sessions, [tmp_path / 'log.pqt', pd.DataFrame([e3]),
-                                                 tmp_path / 'missing.pqt'])  # fmt: skip
+    out = util.collect_session_errors(
+        sessions, [tmp_path / 'log.pqt', pd.DataFrame([e3]), tmp_path / 'missing.pqt']
+    )
     assert out['logged_errors'].tolist() == [['InvalidStrain', 'InvalidLine'], ['X'], []]
     util.write_log([], tmp_path / 'empty.pqt')
     assert list(pd.read_parquet(tmp_path / 'empty.pqt').columns) == LOG_COLUMNS
@@ -102,35 +107,48 @@ def test_dataset_flags():
     assert not util.has_dataset(pd.Series({'datasets': 'alf/x'}), 'alf/x')
     assert not util.has_dataset(pd.Series({'datasets': []}), 'alf/x')
     assert util.has_dataset(pd.Series({'datasets': np.array(['alf/x'])}), 'alf/x')
-    df = util.add_dataset_flags(pd.DataFrame({'datasets': [
-        ['alf/task_00/_ibl_trials.table.pqt', 'alf/photometry/photometry.signal.pqt'],
-        ['raw_photometry_data/_neurophotometrics_fpData.raw.pqt']]}))  # fmt: skip
+    df = util.add_dataset_flags(
+        pd.DataFrame(
+            {
+                'datasets': [
+                    ['alf/task_00/_ibl_trials.table.pqt', 'alf/photometry/photometry.signal.pqt'],
+                    ['raw_photometry_data/_neurophotometrics_fpData.raw.pqt'],
+                ]
+            }
+        )
+    )
     assert df['has_extracted_task'].tolist() == [True, False]
     assert df['has_extracted_photometry_signal'].tolist() == [True, False]
     assert df['has_raw_photometry_signals'].tolist() == [False, True]
 
 
-@pytest.mark.parametrize('protocol,expected', [
-    ('_iblrig_tasks_biasedChoiceWorld6.4.2', 'biased'),
-    ('_iblrig_tasks_trainingChoiceWorld6.4.2', 'training'),
-    ('_iblrig_tasks_ephysChoiceWorld6.4.2', 'ephys'),
-    ('_iblrig_tasks_habituationChoiceWorld6.4.2', 'habituation'),
-    ('Histology', 'histology'),
-    ('_iblrig_tasks_biasedChoiceWorld_ephyssessions7.0.4', 'biased'),
-    ('_iblrig_tasks_neuroModulatorChoiceWorld8.1', 'neuromodulator'),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    'protocol,expected',
+    [
+        ('_iblrig_tasks_biasedChoiceWorld6.4.2', 'biased'),
+        ('_iblrig_tasks_trainingChoiceWorld6.4.2', 'training'),
+        ('_iblrig_tasks_ephysChoiceWorld6.4.2', 'ephys'),
+        ('_iblrig_tasks_habituationChoiceWorld6.4.2', 'habituation'),
+        ('Histology', 'histology'),
+        ('_iblrig_tasks_biasedChoiceWorld_ephyssessions7.0.4', 'biased'),
+        ('_iblrig_tasks_neuroModulatorChoiceWorld8.1', 'neuromodulator'),
+    ],
+)
 def test_get_session_type(protocol, expected):
     s = util.get_session_type(pd.Series({'eid': 'e', 'task_protocol': protocol}))
     assert s['session_type'] == expected
 
 
-@pytest.mark.parametrize('protocol,message', [
-    ('_iblrig_tasks_biasedChoiceWorld_RPE6.4', 'red flags'),
-    ('_iblrig_tasks_biasedChoiceWorld_DELAY6.4', 'red flags'),
-    ('_iblrig_tasks_trainingPhaseChoiceWorld8.0', 'does not match'),
-    ('something_else', 'does not match'),
-    (None, 'does not match'),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    'protocol,message',
+    [
+        ('_iblrig_tasks_biasedChoiceWorld_RPE6.4', 'red flags'),
+        ('_iblrig_tasks_biasedChoiceWorld_DELAY6.4', 'red flags'),
+        ('_iblrig_tasks_trainingPhaseChoiceWorld8.0', 'does not match'),
+        ('something_else', 'does not match'),
+        (None, 'does not match'),
+    ],
+)
 def test_get_session_type_raises(protocol, message):
     with pytest.raises(InvalidSessionType, match=message):
         util.get_session_type(pd.Series({'eid': 'e', 'task_protocol': protocol}))
@@ -148,30 +166,50 @@ def test_get_target_nm_keeps_lists_aligned():
 
 
 def test_session_length_and_day_numbers():
-    s = util.get_session_length(pd.Series({'start_time': '2024-01-01T10:00:00',
-                                           'end_time': '2024-01-01T11:00:30'}))  # fmt: skip
+    s = util.get_session_length(
+        pd.Series({'start_time': '2024-01-01T10:00:00', 'end_time': '2024-01-01T11:00:30'})
+    )
     assert s['session_length'] == 3630.0
     with pytest.raises(Exception, match='different days'):
-        util.get_session_length(pd.Series({'start_time': '2024-01-01T23:00:00',
-                                           'end_time': '2024-01-02T00:30:00'}))  # fmt: skip
-    df = pd.DataFrame({'subject': ['m', 'm', 'm', 'k'],
-                       'start_time': ['2024-01-03T10:00:00', '2024-01-01T09:00:00',
-                                      '2024-01-03T15:00:00', '2024-02-01T09:00:00']})  # fmt: skip
+        util.get_session_length(
+            pd.Series({'start_time': '2024-01-01T23:00:00', 'end_time': '2024-01-02T00:30:00'})
+        )
+    df = pd.DataFrame(
+        {
+            'subject': ['m', 'm', 'm', 'k'],
+            'start_time': [
+                '2024-01-03T10:00:00',
+                '2024-01-01T09:00:00',
+                '2024-01-03T15:00:00',
+                '2024-02-01T09:00:00',
+            ],
+        }
+    )
     out = util.add_day_and_session_numbers(df)
     assert out['day_n'].tolist() == [2, 0, 2, 0]
     assert out['session_n'].tolist() == [2.0, 1.0, 3.0, 1.0]
 
 
 def test_validate_parallel_lists():
-    df = pd.DataFrame({'brain_region': [['VTA'], ['VTA', 'DR']], 'hemisphere': [['l'], ['l']],
-                       'target_NM': [['VTA-DA'], ['VTA-DA', 'DR-5HT']]})  # fmt: skip
+    df = pd.DataFrame(
+        {
+            'brain_region': [['VTA'], ['VTA', 'DR']],
+            'hemisphere': [['l'], ['l']],
+            'target_NM': [['VTA-DA'], ['VTA-DA', 'DR-5HT']],
+        }
+    )
     out = util.validate_parallel_lists(df, verbose=False)
     assert len(out) == 1
 
 
 def test_resolve_duplicate_group():
-    group = pd.DataFrame({'eid': ['a', 'b', 'c'], 'subject': ['m'] * 3,
-                          'logged_errors': [['InsufficientTrials'], [], []]})  # fmt: skip
+    group = pd.DataFrame(
+        {
+            'eid': ['a', 'b', 'c'],
+            'subject': ['m'] * 3,
+            'logged_errors': [['InsufficientTrials'], [], []],
+        }
+    )
     log = []
     out = util.resolve_duplicate_group(group, exlog=log)
     assert out['eid'] == 'b' and log[0]['error_type'] == 'TrueDuplicateSession'

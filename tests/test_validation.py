@@ -135,8 +135,9 @@ def test_brain_region():
 
 def test_fill_hemisphere():
     lookup = {('sub1', 'VTA'): 'r', ('sub1', 'DR'): 'l'}
-    s = pd.Series({'subject': 'sub1', 'brain_region': ['VTA-r', 'DR', 'NAc'],
-                   'hemisphere': [None, 'r', None]})  # fmt: skip
+    s = pd.Series(
+        {'subject': 'sub1', 'brain_region': ['VTA-r', 'DR', 'NAc'], 'hemisphere': [None, 'r', None]}
+    )
     filled = v.fill_hemisphere_from_fiber_insertion_table(s, lookup)
     assert filled['hemisphere'] == ['r', 'r', None]  # suffix stripped; values kept; unknown stays
     assert s['hemisphere'] == [None, 'r', None]  # copy, not in place
@@ -147,11 +148,13 @@ def test_fill_hemisphere():
 
 
 def test_fiber_lookup_sides_and_ambiguity():
-    fibers = pd.DataFrame({
-        'subject': ['m', 'm', 'm', 'k'],
-        'targeted_region': ['VTA', 'DR', 'DR', 'LC'],
-        'X-ml_um': [500.0, -300.0, 300.0, -900.0],
-    })  # fmt: skip
+    fibers = pd.DataFrame(
+        {
+            'subject': ['m', 'm', 'm', 'k'],
+            'targeted_region': ['VTA', 'DR', 'DR', 'LC'],
+            'X-ml_um': [500.0, -300.0, 300.0, -900.0],
+        }
+    )
     lookup = v.fiber_hemisphere_lookup(fibers)
     assert lookup[('m', 'VTA')] == 'l'  # X > 0 is left
     assert lookup[('k', 'LC')] == 'r'
@@ -174,9 +177,12 @@ def test_validate_hemisphere():
 
 
 def test_validate_datasets_lists_all_missing():
-    ok = ['raw_task_data_00/_iblrig_taskData.raw.jsonable',
-          'raw_photometry_data/_neurophotometrics_fpData.raw.pqt',
-          'alf/task_00/_ibl_trials.table.pqt', 'alf/photometry/photometry.signal.pqt']  # fmt: skip
+    ok = [
+        'raw_task_data_00/_iblrig_taskData.raw.jsonable',
+        'raw_photometry_data/_neurophotometrics_fpData.raw.pqt',
+        'alf/task_00/_ibl_trials.table.pqt',
+        'alf/photometry/photometry.signal.pqt',
+    ]
     assert v.validate_datasets(session(datasets=ok)) is None
     with pytest.raises(v.DataNotListed, match='extracted_task.*extracted_photometry_signal'):
         v.validate_datasets(session(datasets=ok[:2]))
@@ -278,16 +284,21 @@ def test_classify_keeps_typed_errors_and_names_the_library():
 def test_validate_catalog_normalises_and_logs():
     eid = '7787ec7d-4468-33a4-bc9b-e15ae39efb5e'
     other = 'e67ccb8a-13d9-38e5-acf6-fb653fc41cf2'
-    catalog = pd.DataFrame({
-        'eid': [eid.upper(), eid, other, '../etc'],
-        'brain_region': [['VTA'], ['VTA'], ['VTA', 'DR'], ['VTA']],
-        'hemisphere': [['l'], ['l'], ['l'], ['l']],
-        'target_NM': [['VTA-DA'], ['VTA-DA'], ['VTA-DA', 'DR-5HT'], ['VTA-DA']],
-    })  # fmt: skip
+    catalog = pd.DataFrame(
+        {
+            'eid': [eid.upper(), eid, other, '../etc'],
+            'brain_region': [['VTA'], ['VTA'], ['VTA', 'DR'], ['VTA']],
+            'hemisphere': [['l'], ['l'], ['l'], ['l']],
+            'target_NM': [['VTA-DA'], ['VTA-DA'], ['VTA-DA', 'DR-5HT'], ['VTA-DA']],
+        }
+    )
     kept, log = v.validate_catalog(catalog)
     assert list(kept['eid']) == [eid]
-    assert sorted(e['error_type'] for e in log) == ['DuplicateEid', 'InvalidEid',
-                                                    'MismatchedParallelLists']  # fmt: skip
+    assert sorted(e['error_type'] for e in log) == [
+        'DuplicateEid',
+        'InvalidEid',
+        'MismatchedParallelLists',
+    ]
     kept, log = v.validate_catalog(catalog.iloc[:0])
     assert kept.empty and log == []
     with pytest.raises(v.InvalidCatalog):
@@ -295,13 +306,25 @@ def test_validate_catalog_normalises_and_logs():
 
 
 def test_trials_photometry_and_wheel_checks():
-    trials = pd.DataFrame({'choice': [-1, 1, 0], 'feedbackType': [1, -1, -1],
-                           'contrastLeft': [1.0, np.nan, 0.5], 'contrastRight': [np.nan, 1, np.nan],
-                           'probabilityLeft': 0.5, 'intervals_0': [0.0, 1, 2],
-                           'intervals_1': [0.5, 1.5, 2.5], 'stimOn_times': [0.1, 1.1, 2.1]})  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'choice': [-1, 1, 0],
+            'feedbackType': [1, -1, -1],
+            'contrastLeft': [1.0, np.nan, 0.5],
+            'contrastRight': [np.nan, 1, np.nan],
+            'probabilityLeft': 0.5,
+            'intervals_0': [0.0, 1, 2],
+            'intervals_1': [0.5, 1.5, 2.5],
+            'stimOn_times': [0.1, 1.1, 2.1],
+        }
+    )
     v.validate_trials_table(trials)
-    for bad in (trials.drop(columns='feedbackType'), trials.assign(choice=['-1', '1', '0']),
-                trials.assign(choice=[-1, 2, 0]), trials.assign(stimOn_times=['a', 'b', 'c'])):  # fmt: skip
+    for bad in (
+        trials.drop(columns='feedbackType'),
+        trials.assign(choice=['-1', '1', '0']),
+        trials.assign(choice=[-1, 2, 0]),
+        trials.assign(stimOn_times=['a', 'b', 'c']),
+    ):
         with pytest.raises(v.InvalidTrialsTable):
             v.validate_trials_table(bad)
     v.validate_photometry_times([0.0, 0.1, 0.2])
@@ -311,10 +334,12 @@ def test_trials_photometry_and_wheel_checks():
     v.validate_wheel([0.0, 0.1, 0.1, 0.2], [0, 1, 2, 3])  # repeated times are allowed
     with pytest.raises(v.InvalidWheelData):
         v.validate_wheel([0.0, 0.2, 0.1], [0, 1, 2])
-    table = pd.DataFrame({'times': [0.0, 1, 2], 'valid': True, 'G0': [1.0, 2, 3],
-                          'G1': np.nan, 'G2': [5.0, 5, 5]})  # fmt: skip
-    locations = pd.DataFrame({'brain_region': ['VTA', 'DR', 'LC', 'SI']},
-                             index=['G0', 'G1', 'G2', 'G3'])  # fmt: skip
+    table = pd.DataFrame(
+        {'times': [0.0, 1, 2], 'valid': True, 'G0': [1.0, 2, 3], 'G1': np.nan, 'G2': [5.0, 5, 5]}
+    )
+    locations = pd.DataFrame(
+        {'brain_region': ['VTA', 'DR', 'LC', 'SI']}, index=['G0', 'G1', 'G2', 'G3']
+    )
     kept, errors = v.validate_photometry_fibers(table, locations, ['G0', 'G1', 'G2'])
     assert list(kept.index) == ['G0']
     assert [type(e).__name__ for e in errors] == ['BadFiber', 'BadFiber', 'MissingFiber']

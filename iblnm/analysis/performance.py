@@ -68,8 +68,16 @@ def performance_by_target(catalog, performance):
     mouse_targets = mouse_target_nms(cat)
     cat['target_NM'] = cat['subject'].map(lambda s: mouse_targets.get(s, []))
     cat = cat.explode('target_NM').dropna(subset=['target_NM'])
-    keep = ['eid', 'subject', 'session_type', 'session_n', 'day_n', 'start_time',
-            'target_NM', 'has_photometry']  # fmt: skip
+    keep = [
+        'eid',
+        'subject',
+        'session_type',
+        'session_n',
+        'day_n',
+        'start_time',
+        'target_NM',
+        'has_photometry',
+    ]
     df = cat[keep].drop_duplicates(['eid', 'target_NM'])
     perf = performance.drop(columns=[c for c in ('contrasts',) if c in performance])
     df = df.merge(perf, on='eid', how='left')
@@ -115,8 +123,10 @@ def psychometric_curve(params, contrasts=CONTRAST_GRID):
 def session_curves(sessions, block='50', contrasts=CONTRAST_GRID):
     """(n_sessions, n_contrasts) P(rightward) of each session's fit of ``block``."""
     prefix = f'psych_{block}_'
-    curves = [psychometric_curve({k: row.get(prefix + k) for k in PSYCH_PARAMS}, contrasts)
-              for _, row in sessions.iterrows()]  # fmt: skip
+    curves = [
+        psychometric_curve({k: row.get(prefix + k) for k in PSYCH_PARAMS}, contrasts)
+        for _, row in sessions.iterrows()
+    ]
     return np.array(curves).reshape(len(curves), len(contrasts))
 
 
@@ -124,16 +134,18 @@ def session_curves(sessions, block='50', contrasts=CONTRAST_GRID):
 # Figures
 # ---------------------------------------------------------------------------
 def _columns(targets, n_rows, width=3.2, height=2.3):
-    fig, axes = plt.subplots(n_rows, len(targets), figsize=(width * len(targets) + 1.5,
-                             height * n_rows), squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        n_rows, len(targets), figsize=(width * len(targets) + 1.5, height * n_rows), squeeze=False
+    )
     for j, target in enumerate(targets):
         axes[0, j].set_title(target, fontsize=12, fontweight='bold')
     return fig, axes
 
 
 def _no_data(ax, text='no data'):
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha='center', va='center', color='0.4',
-            fontsize=8)  # fmt: skip
+    ax.text(
+        0.5, 0.5, text, transform=ax.transAxes, ha='center', va='center', color='0.4', fontsize=8
+    )
 
 
 def _stage_bars(ax, progression, color):
@@ -146,13 +158,21 @@ def _stage_bars(ax, progression, color):
 
 def _stage_cdfs(ax, progression):
     plotted = False
-    for col, label, ls in (('sessions_to_biased', 'training → biased', '-'),
-                           ('biased_sessions_to_ephys', 'biased → ephys', '--')):  # fmt: skip
+    for col, label, ls in (
+        ('sessions_to_biased', 'training → biased', '-'),
+        ('biased_sessions_to_ephys', 'biased → ephys', '--'),
+    ):
         values = np.sort(progression[col].dropna().to_numpy(float)) if col in progression else []
         if len(values):
             frac = np.arange(1, len(values) + 1) / len(progression)
-            ax.step(np.r_[0, values, values[-1] + 1], np.r_[0, frac, frac[-1]], where='post',
-                    ls=ls, color='k', label=label)  # fmt: skip
+            ax.step(
+                np.r_[0, values, values[-1] + 1],
+                np.r_[0, frac, frac[-1]],
+                where='post',
+                ls=ls,
+                color='k',
+                label=label,
+            )
             plotted = True
     ax.set(xlabel='sessions before the stage', ylabel='fraction of mice', ylim=(0, 1.05))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -166,8 +186,15 @@ def _trajectories(ax, sessions, column, color):
     for _, mouse in sessions.groupby('subject'):
         mouse = mouse.sort_values('session_n')
         thick = bool(mouse['mouse_has_photometry'].iloc[0])
-        ax.plot(mouse['session_n'], mouse[column], '-o', ms=3, color=color,
-                lw=2.2 if thick else 0.8, alpha=0.9 if thick else 0.5)  # fmt: skip
+        ax.plot(
+            mouse['session_n'],
+            mouse[column],
+            '-o',
+            ms=3,
+            color=color,
+            lw=2.2 if thick else 0.8,
+            alpha=0.9 if thick else 0.5,
+        )
     ax.set(xlabel='session number', ylabel=TRAJECTORY_ROWS[column])
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if sessions[column].notna().sum() == 0:
@@ -185,8 +212,10 @@ def plot_learning(df, progression):
         _stage_cdfs(axes[1, j], prog)
         for i, column in enumerate(TRAJECTORY_ROWS, start=2):
             _trajectories(axes[i, j], df[df['target_NM'] == target], column, colors[target])
-    handles = [plt.Line2D([], [], color='k', lw=2.2, label='mouse with photometry'),
-               plt.Line2D([], [], color='k', lw=0.8, alpha=0.5, label='mouse without')]  # fmt: skip
+    handles = [
+        plt.Line2D([], [], color='k', lw=2.2, label='mouse with photometry'),
+        plt.Line2D([], [], color='k', lw=0.8, alpha=0.5, label='mouse without'),
+    ]
     fig.legend(handles=handles, loc='upper right', frameon=False)
     fig.suptitle('Training progression and 50/50-block psychometrics per target-NM', y=1.0)
     fig.tight_layout()
@@ -198,8 +227,13 @@ def _curves_panel(ax, sessions, color):
     for curve in curves:
         ax.plot(CONTRAST_GRID, curve, color=color, lw=0.7, alpha=0.5)
     if len(curves) and np.isfinite(curves).any():
-        ax.plot(CONTRAST_GRID, np.nanmean(curves, axis=0), color='k', lw=2,
-                label=f'mean of {np.isfinite(curves[:, 0]).sum()} sessions')  # fmt: skip
+        ax.plot(
+            CONTRAST_GRID,
+            np.nanmean(curves, axis=0),
+            color='k',
+            lw=2,
+            label=f'mean of {np.isfinite(curves[:, 0]).sum()} sessions',
+        )
         ax.legend(fontsize=7, frameon=False, loc='upper left')
     ax.set(xlabel='signed contrast (%)', ylabel='P(rightward choice)', ylim=(-0.02, 1.02))
 
@@ -209,8 +243,13 @@ def _block_curves_panel(ax, sessions):
         curves = session_curves(sessions, block)
         n = int(np.isfinite(curves[:, 0]).sum()) if len(curves) else 0
         if n:
-            ax.plot(CONTRAST_GRID, np.nanmean(curves, axis=0), color=color, lw=2,
-                    label=f'{BLOCK_LABELS[block]} (n={n})')  # fmt: skip
+            ax.plot(
+                CONTRAST_GRID,
+                np.nanmean(curves, axis=0),
+                color=color,
+                lw=2,
+                label=f'{BLOCK_LABELS[block]} (n={n})',
+            )
     ax.set(xlabel='signed contrast (%)', ylabel='P(rightward choice)', ylim=(-0.02, 1.02))
     ax.legend(fontsize=6.5, frameon=False, loc='lower right')
 
@@ -219,8 +258,13 @@ def _block_boxes(ax, sessions, param, ylabel):
     data = [sessions[f'psych_{b}_{param}'].dropna().to_numpy(float) for b in BLOCK_COLORS]
     positions = [i for i, values in enumerate(data) if len(values)]
     if positions:
-        boxes = ax.boxplot([data[i] for i in positions], positions=positions, widths=0.6,
-                           patch_artist=True, medianprops={'color': 'k'})  # fmt: skip
+        boxes = ax.boxplot(
+            [data[i] for i in positions],
+            positions=positions,
+            widths=0.6,
+            patch_artist=True,
+            medianprops={'color': 'k'},
+        )
         for patch, i in zip(boxes['boxes'], positions):
             patch.set(facecolor=list(BLOCK_COLORS.values())[i], alpha=0.6)
     ax.set_xticks(range(len(BLOCK_COLORS)), [f'pL {int(b) / 100:g}' for b in BLOCK_COLORS])
@@ -252,8 +296,7 @@ def plot_psychometrics(df):
         _block_boxes(axes[2, j], sessions, 'bias', 'bias (% contrast)')
         _block_boxes(axes[3, j], sessions, 'threshold', 'threshold (% contrast)')
         _bias_shift_panel(axes[4, j], sessions, colors[target])
-    fig.suptitle('Psychometric curves and parameters per block (sessions with photometry)',
-                 y=1.0)  # fmt: skip
+    fig.suptitle('Psychometric curves and parameters per block (sessions with photometry)', y=1.0)
     fig.tight_layout()
     return fig
 
@@ -269,29 +312,37 @@ class TaskPerformanceResult:
     tables: list = field(default_factory=list)
 
     def summary(self):
-        lines = [f'task_performance: {self.table["eid"].nunique()} sessions, '
-                 f'{self.table["subject"].nunique()} mice, '
-                 f'{self.table["target_NM"].nunique()} target-NMs']  # fmt: skip
+        lines = [
+            f'task_performance: {self.table["eid"].nunique()} sessions, '
+            f'{self.table["subject"].nunique()} mice, '
+            f'{self.table["target_NM"].nunique()} target-NMs'
+        ]
         lines += [f'  {p}' for p in self.figures + self.tables]
         return '\n'.join(lines)
 
 
-def run_task_performance(performance_fpath=config.PERFORMANCE_FPATH,
-                         sessions_fpath=config.SESSIONS_FPATH,
-                         figure_dir=config.TASK_PERFORMANCE_FIGURES_DIR,
-                         results_dir=config.TASK_PERFORMANCE_DIR,
-                         formats=('svg', 'png')):  # fmt: skip
+def run_task_performance(
+    performance_fpath=config.PERFORMANCE_FPATH,
+    sessions_fpath=config.SESSIONS_FPATH,
+    figure_dir=config.TASK_PERFORMANCE_FIGURES_DIR,
+    results_dir=config.TASK_PERFORMANCE_DIR,
+    formats=('svg', 'png'),
+):
     """Build the task-performance tables and figures; returns a TaskPerformanceResult."""
     df = performance_by_target(pd.read_parquet(sessions_fpath), pd.read_parquet(performance_fpath))
     if df.empty:
         raise ValueError('no session of a valid target-NM in the catalog')
     progression = training_progression(df)
     result = TaskPerformanceResult(df, progression)
-    result.tables += [util.write_csv(df, results_dir / 'performance_by_session.csv'),
-                      util.write_csv(progression, results_dir / 'training_progression.csv')]  # fmt: skip
-    result.figures += save_figure_formats(plot_learning(df, progression),
-                                          figure_dir / 'learning', formats)  # fmt: skip
+    result.tables += [
+        util.write_csv(df, results_dir / 'performance_by_session.csv'),
+        util.write_csv(progression, results_dir / 'training_progression.csv'),
+    ]
+    result.figures += save_figure_formats(
+        plot_learning(df, progression), figure_dir / 'learning', formats
+    )
     if df['has_photometry'].any():
-        result.figures += save_figure_formats(plot_psychometrics(df),
-                                              figure_dir / 'psychometrics', formats)  # fmt: skip
+        result.figures += save_figure_formats(
+            plot_psychometrics(df), figure_dir / 'psychometrics', formats
+        )
     return result

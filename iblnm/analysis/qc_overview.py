@@ -39,8 +39,17 @@ METRIC_LABELS = {
 }
 BAND_COLORS = {'GCaMP': '#2ca02c', 'Isosbestic': '#7b3294'}
 THRESHOLDS = {'n_unique_samples': config.N_UNIQUE_SAMPLES_THRESHOLD}
-RECORDING_COLUMNS = ['eid', 'brain_region', 'target_NM', 'subject', 'NM', 'session_type',
-                     'day_n', 'session_n', 'start_time']  # fmt: skip
+RECORDING_COLUMNS = [
+    'eid',
+    'brain_region',
+    'target_NM',
+    'subject',
+    'NM',
+    'session_type',
+    'day_n',
+    'session_n',
+    'start_time',
+]
 
 
 # ---------------------------------------------------------------------------
@@ -117,8 +126,15 @@ def temporal_trends(df, metrics=QC_METRICS, band='GCaMP'):
             rho, p = (np.nan, np.nan)
             if len(ok) >= 3 and ok[metric].nunique() > 1 and ok['day_n'].nunique() > 1:
                 rho, p = stats.spearmanr(ok['day_n'], ok[metric])
-            out.append({'target_NM': target, 'metric': metric, 'n': len(ok),
-                        'rho': float(rho), 'p_value': float(p)})  # fmt: skip
+            out.append(
+                {
+                    'target_NM': target,
+                    'metric': metric,
+                    'n': len(ok),
+                    'rho': float(rho),
+                    'p_value': float(p),
+                }
+            )
     return pd.DataFrame(out, columns=['target_NM', 'metric', 'n', 'rho', 'p_value'])
 
 
@@ -127,8 +143,9 @@ def temporal_trends(df, metrics=QC_METRICS, band='GCaMP'):
 # ---------------------------------------------------------------------------
 def _grid(n_panels, n_cols=3, size=(3.6, 2.8)):
     n_rows = int(np.ceil(n_panels / n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(size[0] * n_cols, size[1] * n_rows),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(size[0] * n_cols, size[1] * n_rows), squeeze=False
+    )
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
     return fig, axes.flat
@@ -151,8 +168,14 @@ def plot_metric_histograms(df, metrics=QC_METRICS, bins=20):
             values = finite[(df['band'] == band) & np.isfinite(finite)]
             if len(values):
                 ax.hist(values, bins=edges, color=color, alpha=0.25)
-                ax.hist(values, bins=edges, color=color, histtype='step', lw=1.6,
-                        label=f'{band} (n={len(values)})')  # fmt: skip
+                ax.hist(
+                    values,
+                    bins=edges,
+                    color=color,
+                    histtype='step',
+                    lw=1.6,
+                    label=f'{band} (n={len(values)})',
+                )
         _threshold_line(ax, metric)
         ax.set(title=metric, xlabel=METRIC_LABELS.get(metric, metric), ylabel='recordings')
         ax.ticklabel_format(axis='x', style='sci', scilimits=(-3, 4))
@@ -177,8 +200,15 @@ def plot_metric_violins(df, band='GCaMP', metrics=QC_METRICS):
                 parts = ax.violinplot(values, positions=[i], showextrema=False, widths=0.8)
                 for body in parts['bodies']:
                     body.set(facecolor=colors[targets[i]], alpha=0.45)
-            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=9,
-                       color=colors[targets[i]], edgecolor='k', linewidth=0.3, zorder=3)  # fmt: skip
+            ax.scatter(
+                i + rng.uniform(-0.12, 0.12, len(values)),
+                values,
+                s=9,
+                color=colors[targets[i]],
+                edgecolor='k',
+                linewidth=0.3,
+                zorder=3,
+            )
         _threshold_line(ax, metric, vertical=False)
         ax.ticklabel_format(axis='y', style='sci', scilimits=(-3, 4))
         ax.set_xticks(range(len(targets)), targets, rotation=45, ha='right')
@@ -194,13 +224,23 @@ def plot_qc_pca(scores, loadings, explained):
     colors = target_nm_colors(scores['target_NM'])
     for target, color in colors.items():
         sel = scores['target_NM'] == target
-        ax_s.scatter(scores.loc[sel, 'PC1'], scores.loc[sel, 'PC2'], color=color, s=25,
-                     edgecolor='k', linewidth=0.3, label=f'{target} (n={sel.sum()})')  # fmt: skip
-    ax_s.set(xlabel=f'PC1 ({100 * explained[0]:.0f} % variance)',
-             ylabel=f'PC2 ({100 * explained[1]:.0f} % variance)',
-             title='GCaMP recordings in QC-metric space')  # fmt: skip
-    ax_s.legend(title='target-NM', fontsize=8, frameon=False, loc='upper left',
-                bbox_to_anchor=(1.01, 1))  # fmt: skip
+        ax_s.scatter(
+            scores.loc[sel, 'PC1'],
+            scores.loc[sel, 'PC2'],
+            color=color,
+            s=25,
+            edgecolor='k',
+            linewidth=0.3,
+            label=f'{target} (n={sel.sum()})',
+        )
+    ax_s.set(
+        xlabel=f'PC1 ({100 * explained[0]:.0f} % variance)',
+        ylabel=f'PC2 ({100 * explained[1]:.0f} % variance)',
+        title='GCaMP recordings in QC-metric space',
+    )
+    ax_s.legend(
+        title='target-NM', fontsize=8, frameon=False, loc='upper left', bbox_to_anchor=(1.01, 1)
+    )
     y = np.arange(len(loadings))
     ax_l.barh(y - 0.2, loadings['PC1'], height=0.4, color='#4c72b0', label='PC1')
     ax_l.barh(y + 0.2, loadings['PC2'], height=0.4, color='#dd8452', label='PC2')
@@ -223,15 +263,31 @@ def plot_temporal_trends(df, metrics=QC_METRICS, band='GCaMP'):
     for ax, metric in zip(axes, metrics):
         for (_, _, target), site in rows.groupby(['subject', 'brain_region', 'target_NM']):
             site = site.sort_values('day_n')
-            ax.plot(site['day_n'], site[metric], '-o', ms=3, lw=1, color=colors[target],
-                    alpha=0.8, label=target)  # fmt: skip
+            ax.plot(
+                site['day_n'],
+                site[metric],
+                '-o',
+                ms=3,
+                lw=1,
+                color=colors[target],
+                alpha=0.8,
+                label=target,
+            )
         _threshold_line(ax, metric, vertical=False)
         ax.ticklabel_format(axis='y', style='sci', scilimits=(-3, 4))
-        ax.set(title=metric, xlabel='days since first session',
-               ylabel=METRIC_LABELS.get(metric, metric))  # fmt: skip
+        ax.set(
+            title=metric,
+            xlabel='days since first session',
+            ylabel=METRIC_LABELS.get(metric, metric),
+        )
     handles = [plt.Line2D([], [], color=c, marker='o', label=t) for t, c in colors.items()]
-    fig.legend(handles=handles, title='target-NM (one line per subject and site)',
-               loc='upper left', bbox_to_anchor=(1.0, 0.95), frameon=False)  # fmt: skip
+    fig.legend(
+        handles=handles,
+        title='target-NM (one line per subject and site)',
+        loc='upper left',
+        bbox_to_anchor=(1.0, 0.95),
+        frameon=False,
+    )
     fig.suptitle(f'{band} QC metrics across days', y=1.0)
     fig.tight_layout()
     return fig
@@ -249,15 +305,21 @@ class QCOverviewResult:
 
     def summary(self):
         n_sites = self.table[['eid', 'brain_region']].drop_duplicates().shape[0]
-        lines = [f'qc_overview: {len(self.table)} QC rows, {n_sites} recordings, '
-                 f'{self.table["eid"].nunique()} sessions']  # fmt: skip
+        lines = [
+            f'qc_overview: {len(self.table)} QC rows, {n_sites} recordings, '
+            f'{self.table["eid"].nunique()} sessions'
+        ]
         lines += [f'  {p}' for p in self.figures + self.tables]
         return '\n'.join(lines)
 
 
-def run_qc_overview(qc_fpath=config.QCPHOTOMETRY_FPATH, sessions_fpath=config.SESSIONS_FPATH,
-                    figure_dir=config.QC_OVERVIEW_FIGURES_DIR,
-                    results_dir=config.QC_OVERVIEW_DIR, formats=('svg', 'png')):  # fmt: skip
+def run_qc_overview(
+    qc_fpath=config.QCPHOTOMETRY_FPATH,
+    sessions_fpath=config.SESSIONS_FPATH,
+    figure_dir=config.QC_OVERVIEW_FIGURES_DIR,
+    results_dir=config.QC_OVERVIEW_DIR,
+    formats=('svg', 'png'),
+):
     """Build the QC overview figures and tables; returns a :class:`QCOverviewResult`."""
     qc = pd.read_parquet(qc_fpath)
     if qc.empty:
@@ -272,14 +334,19 @@ def run_qc_overview(qc_fpath=config.QCPHOTOMETRY_FPATH, sessions_fpath=config.SE
     try:
         scores, loadings, explained = qc_pca(df)
         figures['pca'] = plot_qc_pca(scores, loadings, explained)
-        result.tables += [util.write_csv(scores, results_dir / 'pca_scores.csv'),
-                          util.write_csv(loadings.rename_axis('metric').reset_index(),
-                                     results_dir / 'pca_loadings.csv')]  # fmt: skip
+        result.tables += [
+            util.write_csv(scores, results_dir / 'pca_scores.csv'),
+            util.write_csv(
+                loadings.rename_axis('metric').reset_index(), results_dir / 'pca_loadings.csv'
+            ),
+        ]
     except ValueError as error:
         log.warning(f'qc_overview: no PCA ({error})')
     figures['temporal_trends'] = plot_temporal_trends(df)
     for name, fig in figures.items():
         result.figures += save_figure_formats(fig, figure_dir / name, formats)
-    result.tables += [util.write_csv(df, results_dir / 'qc_recordings.csv'),
-                      util.write_csv(trends, results_dir / 'temporal_trends.csv')]  # fmt: skip
+    result.tables += [
+        util.write_csv(df, results_dir / 'qc_recordings.csv'),
+        util.write_csv(trends, results_dir / 'temporal_trends.csv'),
+    ]
     return result

@@ -23,11 +23,28 @@ from iblnm import validation as v
 
 LIST_COLUMNS = [c for c, (t, _) in config.SESSION_SCHEMA.items() if t is list]
 CATALOG_COLUMNS = [
-    'eid', 'subject', 'start_time', 'end_time', 'number', 'lab', 'projects', 'users',
-    'task_protocol', 'session_type', 'strain', 'line', 'genotype', 'NM',
-    'brain_region', 'hemisphere', 'target_NM', 'datasets', 'session_length',
-    'day_n', 'session_n',
-]  # fmt: skip
+    'eid',
+    'subject',
+    'start_time',
+    'end_time',
+    'number',
+    'lab',
+    'projects',
+    'users',
+    'task_protocol',
+    'session_type',
+    'strain',
+    'line',
+    'genotype',
+    'NM',
+    'brain_region',
+    'hemisphere',
+    'target_NM',
+    'datasets',
+    'session_length',
+    'day_n',
+    'session_n',
+]
 
 
 @dataclass
@@ -134,8 +151,18 @@ def _finalise(df):
     df = util.add_day_and_session_numbers(df)
     df['number'] = df['number'].astype('Int64')
     df['session_length'] = pd.to_numeric(df['session_length'], errors='coerce').astype(float)
-    for col in ('subject', 'lab', 'start_time', 'end_time', 'task_protocol', 'session_type',
-                'strain', 'line', 'genotype', 'NM'):  # fmt: skip
+    for col in (
+        'subject',
+        'lab',
+        'start_time',
+        'end_time',
+        'task_protocol',
+        'session_type',
+        'strain',
+        'line',
+        'genotype',
+        'NM',
+    ):
         df[col] = df[col].astype(object).where(df[col].notna(), None)
     cols = CATALOG_COLUMNS + [c for c in df.columns if c not in CATALOG_COLUMNS]
     return df[cols].sort_values(['subject', 'start_time']).reset_index(drop=True)
@@ -213,8 +240,10 @@ class CatalogResult:
         if n_requests:
             lines.append(f'deferred to the next run (request failed): {n_requests}')
         if self.unexpected:
-            lines.append(f'UNEXPECTED errors (bugs, tracebacks in the log; retried by the next '
-                         f'run): {len(self.unexpected)}')  # fmt: skip
+            lines.append(
+                f'UNEXPECTED errors (bugs, tracebacks in the log; retried by the next '
+                f'run): {len(self.unexpected)}'
+            )
         lines += [f'  {etype}: {n}' for etype, n in counts.most_common()]
         return '\n'.join(lines)
 
@@ -236,8 +265,11 @@ def _query_records(records, ctx, progress):
             deferred.append(row['eid'])
             if 'unexpected' in kinds:
                 unexpected.append(row['eid'])
-            log.extend(as_unexpected(e) if k == 'unexpected' else e
-                       for e, k in zip(entries, kinds) if k != 'data')  # fmt: skip
+            log.extend(
+                as_unexpected(e) if k == 'unexpected' else e
+                for e, k in zip(entries, kinds)
+                if k != 'data'
+            )
         else:
             rows.append(row)
             log.extend(entries)
@@ -246,18 +278,25 @@ def _query_records(records, ctx, progress):
 
 def _extended_qc_table(catalog, ctx, log, progress):
     rows = []
-    for _, session in tqdm(catalog.iterrows(), total=len(catalog), desc='extended QC',
-                           disable=not progress):  # fmt: skip
+    for _, session in tqdm(
+        catalog.iterrows(), total=len(catalog), desc='extended QC', disable=not progress
+    ):
         qc = io.get_extended_qc(session[['eid']].copy(), metadata=ctx.metadata, exlog=log)
         rows.append(qc.to_dict())
     return pd.DataFrame(rows)
 
 
-def query_database(one=None, redownload=False, extended_qc=False,
-                   sessions_fpath=config.SESSIONS_FPATH,
-                   log_fpath=config.QUERY_DATABASE_LOG_FPATH,
-                   qc_fpath=config.SESSIONS_QC_FPATH, fibers_fpath=config.FIBERS_FPATH,
-                   project=config.PROJECT_NAME, progress=True):  # fmt: skip
+def query_database(
+    one=None,
+    redownload=False,
+    extended_qc=False,
+    sessions_fpath=config.SESSIONS_FPATH,
+    log_fpath=config.QUERY_DATABASE_LOG_FPATH,
+    qc_fpath=config.SESSIONS_QC_FPATH,
+    fibers_fpath=config.FIBERS_FPATH,
+    project=config.PROJECT_NAME,
+    progress=True,
+):
     """Build or update the session catalog; write it and its error log atomically.
 
     Parameters
@@ -297,8 +336,9 @@ def query_database(one=None, redownload=False, extended_qc=False,
     log = util.concat_logs([old_log[~old_log['eid'].isin(queried)], new_log])
     util.df2pqt(catalog, sessions_fpath)
     util.write_log(log, log_fpath)
-    result = CatalogResult(catalog, log, len(records), len(new_records), deferred,
-                           unexpected=unexpected)  # fmt: skip
+    result = CatalogResult(
+        catalog, log, len(records), len(new_records), deferred, unexpected=unexpected
+    )
     if extended_qc:
         qc_log = []
         result.qc = _extended_qc_table(catalog, ctx, qc_log, progress)

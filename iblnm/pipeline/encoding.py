@@ -57,15 +57,21 @@ def response_magnitudes(group, events=config.RESPONSE_EVENTS, mask=True):
     return table.astype(dict.fromkeys(categorical, object))
 
 
-DEFAULT_PARAMS = ['psych_50_threshold', 'psych_50_bias', 'psych_50_lapse_left',
-                  'psych_50_lapse_right']  # fmt: skip
+DEFAULT_PARAMS = [
+    'psych_50_threshold',
+    'psych_50_bias',
+    'psych_50_lapse_left',
+    'psych_50_lapse_right',
+]
 
 
 def output_dirs(analysis, root=None):
     """(results dir, figures dir) of ``analysis`` in {'movement_encoding', 'task_encoding'}."""
     if root is None:
-        results = {'movement_encoding': config.MOVEMENT_ENCODING_DIR,
-                   'task_encoding': config.TASK_ENCODING_DIR}[analysis]  # fmt: skip
+        results = {
+            'movement_encoding': config.MOVEMENT_ENCODING_DIR,
+            'task_encoding': config.TASK_ENCODING_DIR,
+        }[analysis]
         return Path(results), config.FIGURES_DIR / analysis
     root = Path(root)
     return root / 'results' / analysis, root / 'figures' / analysis
@@ -86,8 +92,13 @@ def _event_name(event):
 # ---------------------------------------------------------------------------
 # Movement encoding
 # ---------------------------------------------------------------------------
-def movement_tables(data, timing_vars, group_by='target_NM', min_subjects=config.MIN_SUBJECTS_MOVEMENT,
-                    min_trials=config.MIN_TRIALS_MOVEMENT):  # fmt: skip
+def movement_tables(
+    data,
+    timing_vars,
+    group_by='target_NM',
+    min_subjects=config.MIN_SUBJECTS_MOVEMENT,
+    min_trials=config.MIN_TRIALS_MOVEMENT,
+):
     """LOSO model comparison and per-contrast slopes of every (cohort, timing variable).
 
     Parameters
@@ -114,17 +125,31 @@ def movement_tables(data, timing_vars, group_by='target_NM', min_subjects=config
                 per_c = enc.per_contrast_slopes(sub, timing=col, min_trials=min_trials)
             loso.append(rows.assign(target_NM=cohort))
             slopes.append(per_c.assign(target_NM=cohort, timing_col=col))
-    loso = pd.concat(loso, ignore_index=True) if loso else pd.DataFrame(
-        columns=['target_NM', *enc.LOSO_COLUMNS])  # fmt: skip
-    slopes = pd.concat(slopes, ignore_index=True) if slopes else pd.DataFrame(
-        columns=['target_NM', 'timing_col', *enc.SLOPE_COLUMNS])  # fmt: skip
+    loso = (
+        pd.concat(loso, ignore_index=True)
+        if loso
+        else pd.DataFrame(columns=['target_NM', *enc.LOSO_COLUMNS])
+    )
+    slopes = (
+        pd.concat(slopes, ignore_index=True)
+        if slopes
+        else pd.DataFrame(columns=['target_NM', 'timing_col', *enc.SLOPE_COLUMNS])
+    )
     loso = loso[['target_NM', *enc.LOSO_COLUMNS]]
     slopes = slopes[['target_NM', 'timing_col', *enc.SLOPE_COLUMNS]]
     return loso, enc.summarise_loso(loso), slopes
 
 
-def movement_figures(data, loso, slopes, fig_dir, event, timing_vars, group_by='target_NM',
-                     min_subjects=config.MIN_SUBJECTS_MOVEMENT):  # fmt: skip
+def movement_figures(
+    data,
+    loso,
+    slopes,
+    fig_dir,
+    event,
+    timing_vars,
+    group_by='target_NM',
+    min_subjects=config.MIN_SUBJECTS_MOVEMENT,
+):
     """Descriptive, model-comparison and slope figures (SVG and PNG) under ``fig_dir``."""
     from iblnm.vis import encoding as ef
     from iblnm.vis import save_figure_formats
@@ -139,20 +164,31 @@ def movement_figures(data, loso, slopes, fig_dir, event, timing_vars, group_by='
                 stem = fig_dir / 'descriptive' / f'{cohort}_{_event_name(event)}_{var}'
                 paths += save_figure_formats(fig, stem)
     if len(loso):
-        paths += save_figure_formats(ef.model_comparison_figure(loso, event),
-                              fig_dir / 'model_comparison' / 'model_comparison')  # fmt: skip
+        paths += save_figure_formats(
+            ef.model_comparison_figure(loso, event),
+            fig_dir / 'model_comparison' / 'model_comparison',
+        )
     if len(slopes):
-        paths += save_figure_formats(ef.slopes_figure(slopes, event),
-                              fig_dir / 'slopes' / 'timing_slopes_by_contrast')  # fmt: skip
+        paths += save_figure_formats(
+            ef.slopes_figure(slopes, event), fig_dir / 'slopes' / 'timing_slopes_by_contrast'
+        )
     return paths
 
 
-def run_movement_encoding(root=None, event='stimOn_times', timing_vars=('reaction_time',
-                          'movement_time'), group_by='target_NM',
-                          targetnms=config.TARGETNMS_TO_ANALYZE, mask=False,
-                          min_subjects=config.MIN_SUBJECTS_MOVEMENT,
-                          min_trials=config.MIN_TRIALS_MOVEMENT, plot=True, plot_only=False,
-                          filter_kwargs=None, verbose=True):  # fmt: skip
+def run_movement_encoding(
+    root=None,
+    event='stimOn_times',
+    timing_vars=('reaction_time', 'movement_time'),
+    group_by='target_NM',
+    targetnms=config.TARGETNMS_TO_ANALYZE,
+    mask=False,
+    min_subjects=config.MIN_SUBJECTS_MOVEMENT,
+    min_trials=config.MIN_TRIALS_MOVEMENT,
+    plot=True,
+    plot_only=False,
+    filter_kwargs=None,
+    verbose=True,
+):
     """Movement encoding of one event's responses: tables to results/, figures to figures/.
 
     Parameters
@@ -191,25 +227,30 @@ def run_movement_encoding(root=None, event='stimOn_times', timing_vars=('reactio
         group = load_group(root, targetnms, verbose=verbose, **(filter_kwargs or {}))
         table = response_magnitudes(group, events=[event], mask=mask)
         data = enc.prepare_movement_data(table, event, timing_vars)
-        loso, summary, slopes = movement_tables(data, timing_vars, group_by, min_subjects,
-                                                min_trials)  # fmt: skip
+        loso, summary, slopes = movement_tables(
+            data, timing_vars, group_by, min_subjects, min_trials
+        )
         util.df2pqt(data, trials_path)
         util.write_csv(loso, out_dir / 'loso_cv_model_comparison.csv')
         util.write_csv(summary, out_dir / 'model_comparison_summary.csv')
         util.write_csv(slopes, out_dir / 'per_contrast_slopes.csv')
         util.write_log(group.errors, out_dir / 'movement_encoding_log.pqt')
         if verbose and group.errors:
-            log.warning(f'movement encoding: {len(group.errors)} recording(s) skipped '
-                        f'(see {out_dir / "movement_encoding_log.pqt"})')  # fmt: skip
-    figures = movement_figures(data, loso, slopes, fig_dir, event, timing_vars, group_by,
-                               min_subjects) if plot else []  # fmt: skip
+            log.warning(
+                f'movement encoding: {len(group.errors)} recording(s) skipped '
+                f'(see {out_dir / "movement_encoding_log.pqt"})'
+            )
+    figures = (
+        movement_figures(data, loso, slopes, fig_dir, event, timing_vars, group_by, min_subjects)
+        if plot
+        else []
+    )
     if verbose:
         log.info(f'movement encoding: {len(data)} trials, {data["subject"].nunique()} subjects')
         log.info(
             summary.to_string(index=False) if len(summary) else 'no cohort with enough subjects'
         )
-    return {'trials': data, 'loso': loso, 'summary': summary, 'slopes': slopes,
-            'figures': figures}  # fmt: skip
+    return {'trials': data, 'loso': loso, 'summary': summary, 'slopes': slopes, 'figures': figures}
 
 
 # ---------------------------------------------------------------------------
@@ -251,34 +292,61 @@ def cca_tables(results, views):
     """Flat tables of per-cohort CCA results (summary, weights, scores, cross, similarity)."""
     summary, weights, scores, cross, sims = [], [], [], [], []
     for cohort, res in results.items():
-        summary.append({'cohort': cohort, 'correlation': res.correlations[0],
-                        'p_value': res.p_values[0], 'n_recordings': res.n_recordings,
-                        'alpha': res.alpha, 'l1_ratio': res.l1_ratio})  # fmt: skip
+        summary.append(
+            {
+                'cohort': cohort,
+                'correlation': res.correlations[0],
+                'p_value': res.p_values[0],
+                'n_recordings': res.n_recordings,
+                'alpha': res.alpha,
+                'l1_ratio': res.l1_ratio,
+            }
+        )
         for view, w in (('neural', res.x_weights), ('behavioral', res.y_weights)):
-            weights += [{'cohort': cohort, 'view': view, 'feature': f, 'CC1': v}
-                        for f, v in w['CC1'].items()]  # fmt: skip
+            weights += [
+                {'cohort': cohort, 'view': view, 'feature': f, 'CC1': v}
+                for f, v in w['CC1'].items()
+            ]
         sc = res.x_scores.index.to_frame(index=False)
-        scores.append(sc.assign(cohort=cohort, x_score=res.x_scores['CC1'].to_numpy(),
-                                y_score=res.y_scores['CC1'].to_numpy()))  # fmt: skip
+        scores.append(
+            sc.assign(
+                cohort=cohort,
+                x_score=res.x_scores['CC1'].to_numpy(),
+                y_score=res.y_scores['CC1'].to_numpy(),
+            )
+        )
         for other, other_res in results.items():
             x_z, y_z = views[cohort]
-            cross.append({'data_cohort': cohort, 'weight_cohort': other,
-                          'correlation': enc.cross_project_cca(x_z, y_z, other_res)})  # fmt: skip
+            cross.append(
+                {
+                    'data_cohort': cohort,
+                    'weight_cohort': other,
+                    'correlation': enc.cross_project_cca(x_z, y_z, other_res),
+                }
+            )
             if cohort < other:
-                sims.append({'cohort_a': cohort, 'cohort_b': other,
-                             **enc.compare_cca_weights(res, other_res)})  # fmt: skip
+                sims.append(
+                    {
+                        'cohort_a': cohort,
+                        'cohort_b': other,
+                        **enc.compare_cca_weights(res, other_res),
+                    }
+                )
     return {
-        'summary': pd.DataFrame(summary), 'weights': pd.DataFrame(weights),
+        'summary': pd.DataFrame(summary),
+        'weights': pd.DataFrame(weights),
         'scores': pd.concat(scores, ignore_index=True) if scores else pd.DataFrame(),
         'cross_projections': pd.DataFrame(cross),
-        'weight_similarities': pd.DataFrame(sims, columns=['cohort_a', 'cohort_b',
-                                                           'neural_cosine', 'behavioral_cosine']),
-    }  # fmt: skip
+        'weight_similarities': pd.DataFrame(
+            sims, columns=['cohort_a', 'cohort_b', 'neural_cosine', 'behavioral_cosine']
+        ),
+    }
 
 
 def _glm_features(table, event, opts):
-    coefs, ses = enc.fit_response_glm(table, event, min_trials=opts['min_trials'],
-                                      contrast_coding=opts['contrast_coding'])  # fmt: skip
+    coefs, ses = enc.fit_response_glm(
+        table, event, min_trials=opts['min_trials'], contrast_coding=opts['contrast_coding']
+    )
     features = coefs / ses if opts['weight_by_se'] else coefs
     return features.drop(columns='intercept'), coefs, ses
 
@@ -293,23 +361,35 @@ def task_encoding_event(table, performance, event, out_dir, opts, subjects=None)
     tables = {}
     if len(features) >= 3:
         with _quiet():
-            scores, components, stats = decompose(features, method, 3, opts['cohort_weighted'],
-                                                  subjects)  # fmt: skip
-        tables.update({f'{method}_scores': scores, f'{method}_components': components,
-                       f'{method}_stats': stats})  # fmt: skip
+            scores, components, stats = decompose(
+                features, method, 3, opts['cohort_weighted'], subjects
+            )
+        tables.update(
+            {
+                f'{method}_scores': scores,
+                f'{method}_components': components,
+                f'{method}_stats': stats,
+            }
+        )
     psych = psychometric_features(features.index, performance, opts['params'])
     try:
         with _quiet():
             results, views = enc.fit_cohort_cca(
-                features, psych, n_permutations=opts['n_permutations'], seed=opts['seed'],
-                min_recordings=opts['min_recordings'], sparse=opts['sparse'],
-                unit_norm=opts['unit_norm'])  # fmt: skip
+                features,
+                psych,
+                n_permutations=opts['n_permutations'],
+                seed=opts['seed'],
+                min_recordings=opts['min_recordings'],
+                sparse=opts['sparse'],
+                unit_norm=opts['unit_norm'],
+            )
         tables.update(cca_tables(results, views))
     except ValueError as e:
         log.warning(f'task encoding {name}: no CCA ({e})')
     for key, df in tables.items():
-        util.write_csv(df, out_dir / f'{name}_{key}.csv' if key in CCA_KEYS else
-                 out_dir / f'{key}_{name}.csv')  # fmt: skip
+        util.write_csv(
+            df, out_dir / f'{name}_{key}.csv' if key in CCA_KEYS else out_dir / f'{key}_{name}.csv'
+        )
     return tables
 
 
@@ -329,8 +409,9 @@ def task_encoding_figures(tables, event, fig_dir, method='pca'):
     if 'summary' in tables and len(tables['summary']):
         for _, row in tables['summary'].iterrows():
             sc = tables['scores'][tables['scores']['cohort'] == row['cohort']]
-            fig = ef.cca_scatter_figure(sc, row['cohort'], event, row['correlation'],
-                                        row['p_value'])  # fmt: skip
+            fig = ef.cca_scatter_figure(
+                sc, row['cohort'], event, row['correlation'], row['p_value']
+            )
             paths += save_figure_formats(
                 fig, fig_dir / 'cca' / 'scatter' / f'{name}_{row["cohort"]}'
             )
@@ -350,12 +431,25 @@ def _load_event_tables(out_dir, event, method):
     return tables
 
 
-def run_task_encoding(root=None, events=config.RESPONSE_EVENTS, contrast_coding='rank',
-                      cohort_weighted=False, ica=False, n_permutations=1000,
-                      params=DEFAULT_PARAMS, seed=42, weight_by_se=False, sparse=False,
-                      unit_norm=True, plot_only=False, min_recordings=10, min_trials=20,
-                      targetnms=config.TARGETNMS_TO_ANALYZE, filter_kwargs=None,
-                      verbose=True):  # fmt: skip
+def run_task_encoding(
+    root=None,
+    events=config.RESPONSE_EVENTS,
+    contrast_coding='rank',
+    cohort_weighted=False,
+    ica=False,
+    n_permutations=1000,
+    params=DEFAULT_PARAMS,
+    seed=42,
+    weight_by_se=False,
+    sparse=False,
+    unit_norm=True,
+    plot_only=False,
+    min_recordings=10,
+    min_trials=20,
+    targetnms=config.TARGETNMS_TO_ANALYZE,
+    filter_kwargs=None,
+    verbose=True,
+):
     """Task encoding: per-recording GLM → PCA/ICA and per-cohort CCA, for each event.
 
     Parameters
@@ -386,16 +480,26 @@ def run_task_encoding(root=None, events=config.RESPONSE_EVENTS, contrast_coding=
     """
     out_dir, fig_dir = output_dirs('task_encoding', root)
     method = 'ica' if ica else 'pca'
-    opts = {'method': method, 'contrast_coding': contrast_coding, 'min_trials': min_trials,
-            'weight_by_se': weight_by_se, 'cohort_weighted': cohort_weighted,
-            'n_permutations': n_permutations, 'seed': seed, 'min_recordings': min_recordings,
-            'sparse': sparse, 'unit_norm': unit_norm, 'params': list(params)}  # fmt: skip
+    opts = {
+        'method': method,
+        'contrast_coding': contrast_coding,
+        'min_trials': min_trials,
+        'weight_by_se': weight_by_se,
+        'cohort_weighted': cohort_weighted,
+        'n_permutations': n_permutations,
+        'seed': seed,
+        'min_recordings': min_recordings,
+        'sparse': sparse,
+        'unit_norm': unit_norm,
+        'params': list(params),
+    }
     if not plot_only:
         group = load_group(root, targetnms, verbose=verbose, **(filter_kwargs or {}))
         table = group.get_response_magnitudes(events=list(events))
         perf_path = (Path(root) / 'data' / 'performance.pqt') if root else config.PERFORMANCE_FPATH
-        performance = pd.read_parquet(perf_path) if perf_path.exists() else pd.DataFrame(
-            columns=['eid'])  # fmt: skip
+        performance = (
+            pd.read_parquet(perf_path) if perf_path.exists() else pd.DataFrame(columns=['eid'])
+        )
         subjects = group.recordings[['eid', 'subject']]
     out, figures, errors = {}, [], []
     for event in events:
@@ -403,8 +507,7 @@ def run_task_encoding(root=None, events=config.RESPONSE_EVENTS, contrast_coding=
             if plot_only:
                 out[event] = _load_event_tables(out_dir, event, method)
             else:
-                out[event] = task_encoding_event(table, performance, event, out_dir, opts,
-                                                 subjects)  # fmt: skip
+                out[event] = task_encoding_event(table, performance, event, out_dir, opts, subjects)
             figures += task_encoding_figures(out[event], event, fig_dir, method)
         except Exception as e:  # noqa: BLE001 - one event failing never stops the others
             log.warning(f'task encoding {_event_name(event)} failed: {type(e).__name__}: {e}')

@@ -59,8 +59,10 @@ def output_paths(root=None):
     if root is None:
         return {'tables': config.RESPONSES_DIR, 'figures': config.FIGURES_DIR / 'responses'}
     root = Path(root)
-    return {'tables': root / config.RESPONSES_DIR.relative_to(config.PROJECT_ROOT),
-            'figures': root / 'figures' / 'responses'}  # fmt: skip
+    return {
+        'tables': root / config.RESPONSES_DIR.relative_to(config.PROJECT_ROOT),
+        'figures': root / 'figures' / 'responses',
+    }
 
 
 @dataclass
@@ -78,20 +80,26 @@ class ResponsesResult:
     log_fpath: Path | None = None  # the errors, written next to the tables
 
     def summary(self):
-        lines = [f'responses: {self.n_sessions} sessions, {self.n_recordings} recordings, '
-                 f'{self.n_trials_rows} trial rows']  # fmt: skip
+        lines = [
+            f'responses: {self.n_sessions} sessions, {self.n_recordings} recordings, '
+            f'{self.n_trials_rows} trial rows'
+        ]
         if self.decoding:
             d = self.decoding
-            lines.append(f'decoding {d["label"]} (LOSO, {d["n_classes"]} classes, '
-                         f'{d["n_recordings"]} recordings): accuracy {d["accuracy"]:.2f}, '
-                         f'balanced accuracy {d["balanced_accuracy"]:.2f} '
-                         f'(chance {d["chance"]:.2f})')  # fmt: skip
+            lines.append(
+                f'decoding {d["label"]} (LOSO, {d["n_classes"]} classes, '
+                f'{d["n_recordings"]} recordings): accuracy {d["accuracy"]:.2f}, '
+                f'balanced accuracy {d["balanced_accuracy"]:.2f} '
+                f'(chance {d["chance"]:.2f})'
+            )
         if self.lmm_signs is not None and len(self.lmm_signs):
             lines.append('mixed models by NM (contrast and reward terms, p < 0.05 marked *):')
             for row in self.lmm_signs.itertuples():
                 star = '*' if row.p < 0.05 else ' '
-                lines.append(f'  {row.NM:<4} {row.event:<20} {row.term:<13} '
-                             f'{row.coef:+.3f}{star} ({row.kind}, {row.n_subjects} subjects)')  # fmt: skip
+                lines.append(
+                    f'  {row.NM:<4} {row.event:<20} {row.term:<13} '
+                    f'{row.coef:+.3f}{star} ({row.kind}, {row.n_subjects} subjects)'
+                )
         if self.flmm_intervals is not None:
             lines.append(
                 'FLMM (joint 95 % band excludes 0): outcome at feedback, contrast at stimOn:'
@@ -99,18 +107,27 @@ class ResponsesResult:
             for (target, event, term), rows in self.flmm_intervals.groupby(
                 ['target_NM', 'event', 'term'], sort=True
             ):
-                spans = ', '.join(f'{r.t_start:+.2f}..{r.t_stop:+.2f} s ({r.sign:+d})'
-                                  for r in rows.itertuples())  # fmt: skip
+                spans = ', '.join(
+                    f'{r.t_start:+.2f}..{r.t_stop:+.2f} s ({r.sign:+d})' for r in rows.itertuples()
+                )
                 lines.append(f'  {target:<8} {event:<15} {term:<13} {spans}')
         if self.errors:
-            lines.append(f'{len(self.errors)} recordings/sessions skipped or steps failed '
-                         f'(see {self.log_fpath or LOG_NAME})')  # fmt: skip
+            lines.append(
+                f'{len(self.errors)} recordings/sessions skipped or steps failed '
+                f'(see {self.log_fpath or LOG_NAME})'
+            )
         lines.append(f'{len(self.files)} files written')
         return '\n'.join(lines)
 
 
-def run_responses(root=None, targetnms=config.VALID_TARGETNMS, n_boot=1000,
-                  n_permutations=1000, seed=0, **filter_kwargs):  # fmt: skip
+def run_responses(
+    root=None,
+    targetnms=config.VALID_TARGETNMS,
+    n_boot=1000,
+    n_permutations=1000,
+    seed=0,
+    **filter_kwargs,
+):
     """Run the whole analysis and write its tables and figures.
 
     Parameters
@@ -170,18 +187,25 @@ def _traces_and_tests(group, write, n_boot, n_permutations, seed):
     write(traces, 'mean_traces.pqt')
     tests, rows = {}, []
     for (target, event), sub in traces.groupby(['target_NM', 'event']):
-        wide = sub.pivot(index=['eid', 'fiber_idx'], columns=['feedbackType', 'time'],
-                         values='response')  # fmt: skip
+        wide = sub.pivot(
+            index=['eid', 'fiber_idx'], columns=['feedbackType', 'time'], values='response'
+        )
         if {1.0, -1.0} - set(wide.columns.get_level_values(0)) or len(wide) < 2:
             continue
         correct, incorrect = wide[1.0].to_numpy(), wide[-1.0].to_numpy()
         test = waveforms.cluster_permutation_test(
-            correct, incorrect, n_permutations=n_permutations, seed=seed,
-            tpts=wide[1.0].columns.to_numpy(dtype=float), paired=True)  # fmt: skip
+            correct,
+            incorrect,
+            n_permutations=n_permutations,
+            seed=seed,
+            tpts=wide[1.0].columns.to_numpy(dtype=float),
+            paired=True,
+        )
         tests[(target, event)] = test
         if len(test['clusters']):
-            rows.append(test['clusters'].assign(target_NM=target, event=event,
-                                                n_recordings=len(wide)))  # fmt: skip
+            rows.append(
+                test['clusters'].assign(target_NM=target, event=event, n_recordings=len(wide))
+            )
     if rows:
         write(pd.concat(rows, ignore_index=True), 'waveform_tests.pqt')
     write(vr.plot_mean_traces(traces, tests, n_boot=n_boot), 'mean_traces')
@@ -233,8 +257,9 @@ def _tests_from_clusters(traces, clusters, alpha=0.05):
     """``{(target_NM, event): {'significant': bool per time sample}}`` from saved clusters."""
     tests = {}
     for (target, event), sub in clusters.groupby(['target_NM', 'event']):
-        n_times = traces.loc[(traces['target_NM'] == target) & (traces['event'] == event),
-                             'time'].nunique()  # fmt: skip
+        n_times = traces.loc[
+            (traces['target_NM'] == target) & (traces['event'] == event), 'time'
+        ].nunique()
         tests[(target, event)] = {'significant': waveforms.significant_samples(sub, n_times, alpha)}
     return tests
 
@@ -286,10 +311,12 @@ def plot_saved_responses(root=None, n_boot=1000):
         confusion = confusion.set_index(confusion.columns[0])
         decoding = json.loads(summary.read_text())
         decoder = SimpleNamespace(
-            confusion=confusion, recall=pd.Series(decoding['recall']),
-            chance=decoding['chance'], balanced_accuracy=decoding['balanced_accuracy'],
+            confusion=confusion,
+            recall=pd.Series(decoding['recall']),
+            chance=decoding['chance'],
+            balanced_accuracy=decoding['balanced_accuracy'],
             contributions=read('feature_contributions.pqt'),
-        )  # fmt: skip
+        )
         write(vr.plot_confusion_matrix(confusion), 'confusion_matrix')
         write(vr.plot_decoding_summary(decoder), 'decoding_summary')
     return result.files
@@ -297,8 +324,10 @@ def plot_saved_responses(root=None, n_boot=1000):
 
 def _lmms(group, write, result):
     """Mixed models per target-NM (OLS fallback) and per NM; coefficient figures."""
-    for by, name in ((('target_NM', 'event'), 'lmm_coefficients'),
-                     (('NM', 'event'), 'lmm_coefficients_by_NM')):  # fmt: skip
+    for by, name in (
+        (('target_NM', 'event'), 'lmm_coefficients'),
+        (('NM', 'event'), 'lmm_coefficients_by_NM'),
+    ):
         table = group.fit_lmm(by=by, fallback_ols=by[0] == 'target_NM')
         write(table, f'{name}.pqt')
         write(table, f'{name}.csv')
@@ -345,12 +374,16 @@ def _features_and_decoding(group, write, result, seed):
     write(decoder.coefficients.rename_axis('class').reset_index(), 'decoding_coefficients.pqt')
     write(decoder.contributions, 'feature_contributions.pqt')
     result.decoding = {
-        'label': 'target_NM', 'accuracy': decoder.accuracy,
-        'balanced_accuracy': decoder.balanced_accuracy, 'chance': decoder.chance,
-        'n_classes': len(decoder.confusion), 'n_recordings': int(decoder.confusion.to_numpy().sum()),
-        'n_subjects': int(len(np.unique(decoder.subjects))), 'C': decoder.C,
+        'label': 'target_NM',
+        'accuracy': decoder.accuracy,
+        'balanced_accuracy': decoder.balanced_accuracy,
+        'chance': decoder.chance,
+        'n_classes': len(decoder.confusion),
+        'n_recordings': int(decoder.confusion.to_numpy().sum()),
+        'n_subjects': int(len(np.unique(decoder.subjects))),
+        'C': decoder.C,
         'recall': decoder.recall.round(3).to_dict(),
-    }  # fmt: skip
+    }
     write(result.decoding, 'decoding_summary.json')
     write(vr.plot_confusion_matrix(decoder.confusion), 'confusion_matrix')
     write(vr.plot_decoding_summary(decoder), 'decoding_summary')

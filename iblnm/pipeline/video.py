@@ -43,19 +43,37 @@ from iblnm.pipeline.stage import (
 
 STAGE = 'video'
 CAMERA_TIMES_PATTERN = '*leftCamera.times*'
-TIMESTAMP_QC = {'timestamps': 'qc_videoLeft_timestamps',
-                'dropped_frames': 'qc_videoLeft_dropped_frames'}  # fmt: skip
+TIMESTAMP_QC = {
+    'timestamps': 'qc_videoLeft_timestamps',
+    'dropped_frames': 'qc_videoLeft_dropped_frames',
+}
 PIN_STATE_COLUMN = 'qc_videoLeft_pin_state'
 METRIC_COLUMNS = [
-    'session_length', 'video_length', 'length_discrepancy', 'n_tpts', 'frame_interval',
-    'framerate_from_tpts', 'n_gaps', 'n_dropped_frames', 'max_gap_frames', 'dropped_pct',
-]  # fmt: skip
+    'session_length',
+    'video_length',
+    'length_discrepancy',
+    'n_tpts',
+    'frame_interval',
+    'framerate_from_tpts',
+    'n_gaps',
+    'n_dropped_frames',
+    'max_gap_frames',
+    'dropped_pct',
+]
 VIDEO_COLUMNS = [
-    'eid', 'subject', 'session_type', 'video_qc_score', *config.VIDEO_QC_COLS,
-    *METRIC_COLUMNS, 'n_errors',
-]  # fmt: skip
-UPSTREAM_LOGS = (config.QUERY_DATABASE_LOG_FPATH, config.PHOTOMETRY_LOG_FPATH,
-                 config.TASK_LOG_FPATH)  # fmt: skip
+    'eid',
+    'subject',
+    'session_type',
+    'video_qc_score',
+    *config.VIDEO_QC_COLS,
+    *METRIC_COLUMNS,
+    'n_errors',
+]
+UPSTREAM_LOGS = (
+    config.QUERY_DATABASE_LOG_FPATH,
+    config.PHOTOMETRY_LOG_FPATH,
+    config.TASK_LOG_FPATH,
+)
 _KNOWN = ('PASS', 'WARNING', 'CRITICAL', 'FAIL')  # worst last
 
 
@@ -183,8 +201,11 @@ def extended_video_qc(row, one):
 
 
 def _base_row(row):
-    return {'eid': str(row['eid']), 'subject': row.get('subject'),
-            'session_type': row.get('session_type')}  # fmt: skip
+    return {
+        'eid': str(row['eid']),
+        'subject': row.get('subject'),
+        'session_type': row.get('session_type'),
+    }
 
 
 def process_session(job):
@@ -220,8 +241,9 @@ def sort_video_table(table):
     """Rows by score (descending), then session type (ephys, biased, training), then eid."""
     table = table.reindex(columns=VIDEO_COLUMNS)
     order = table['session_type'].map(config.VIDEO_SESSION_TYPE_ORDER).fillna(99)
-    key = pd.DataFrame({'score': -table['video_qc_score'].fillna(-np.inf), 'type': order,
-                        'eid': table['eid']})  # fmt: skip
+    key = pd.DataFrame(
+        {'score': -table['video_qc_score'].fillna(-np.inf), 'type': order, 'eid': table['eid']}
+    )
     return table.loc[key.sort_values(['score', 'type', 'eid']).index].reset_index(drop=True)
 
 
@@ -236,10 +258,18 @@ def _with_extended_qc(catalog, qc_fpath):
     return catalog.merge(qc[['eid', *columns]], on='eid', how='left')
 
 
-def run_video_stage(one=None, catalog=None, workers=1, scheduler=None,
-                    video_fpath=config.VIDEO_FPATH, log_fpath=config.VIDEO_LOG_FPATH,
-                    sessions_fpath=config.SESSIONS_FPATH, qc_fpath=config.SESSIONS_QC_FPATH,
-                    upstream_logs=UPSTREAM_LOGS, progress=True):  # fmt: skip
+def run_video_stage(
+    one=None,
+    catalog=None,
+    workers=1,
+    scheduler=None,
+    video_fpath=config.VIDEO_FPATH,
+    log_fpath=config.VIDEO_LOG_FPATH,
+    sessions_fpath=config.SESSIONS_FPATH,
+    qc_fpath=config.SESSIONS_QC_FPATH,
+    upstream_logs=UPSTREAM_LOGS,
+    progress=True,
+):
     """Run the video QC over the analysable sessions and write its outputs atomically.
 
     Returns
@@ -247,8 +277,9 @@ def run_video_stage(one=None, catalog=None, workers=1, scheduler=None,
     StageResult
         ``table`` is what was written to ``video_fpath`` (columns :data:`VIDEO_COLUMNS`).
     """
-    one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
-                                                blockers=v.VIDEO_BLOCKERS)  # fmt: skip
+    one, selected, catalog_log = stage_sessions(
+        one, catalog, sessions_fpath, upstream_logs, blockers=v.VIDEO_BLOCKERS
+    )
     selected = _with_extended_qc(selected, qc_fpath)
     outcomes = run_jobs(
         process_session, make_jobs(selected, one), workers, scheduler, STAGE, progress

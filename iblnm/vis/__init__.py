@@ -89,9 +89,12 @@ def save_figure_formats(fig, stem, formats=('svg', 'png')):
 
 
 SESSION_TYPE_COLORS = {
-    'habituation': '#bdbdbd', 'training': '#6baed6', 'biased': '#fd8d3c',
-    'ephys': '#e6550d', 'misc': '#756bb1',
-}  # fmt: skip
+    'habituation': '#bdbdbd',
+    'training': '#6baed6',
+    'biased': '#fd8d3c',
+    'ephys': '#e6550d',
+    'misc': '#756bb1',
+}
 
 
 def session_overview_matrix(df, columns='session_n', highlight=None, ax=None, title=None):
@@ -118,8 +121,15 @@ def session_overview_matrix(df, columns='session_n', highlight=None, ax=None, ti
         alpha[r, c] = 1.0 if highlight is None or bool(highlight.iloc[i]) else 0.3
     ax = ax or plt.subplots(figsize=(max(4, 0.25 * n_cols + 2), max(2, 0.3 * len(subjects) + 1)))[1]
     cmap = ListedColormap([SESSION_TYPE_COLORS[t] for t in types])
-    ax.imshow(grid, cmap=cmap, vmin=-0.5, vmax=len(types) - 0.5, alpha=np.nan_to_num(alpha),
-              aspect='auto', interpolation='nearest')  # fmt: skip
+    ax.imshow(
+        grid,
+        cmap=cmap,
+        vmin=-0.5,
+        vmax=len(types) - 0.5,
+        alpha=np.nan_to_num(alpha),
+        aspect='auto',
+        interpolation='nearest',
+    )
     ax.set_yticks(range(len(subjects)), subjects)
     if len(df):  # session numbers start at 1, days at 0
         ax.set_xlim(int(df[columns].min()) - 0.5, n_cols - 0.5)
@@ -127,8 +137,13 @@ def session_overview_matrix(df, columns='session_n', highlight=None, ax=None, ti
     ax.set_xlabel('session number' if columns == 'session_n' else 'days since first session')
     ax.set_ylabel('subject')
     present = [t for t in types if t in set(df['session_type'])]
-    ax.legend(handles=[Patch(color=SESSION_TYPE_COLORS[t], label=t) for t in present],
-              loc='upper left', bbox_to_anchor=(1.01, 1), frameon=False, title='session type')  # fmt: skip
+    ax.legend(
+        handles=[Patch(color=SESSION_TYPE_COLORS[t], label=t) for t in present],
+        loc='upper left',
+        bbox_to_anchor=(1.01, 1),
+        frameon=False,
+        title='session type',
+    )
     if title:
         ax.set_title(title)
     return ax
@@ -169,30 +184,50 @@ def qc_verdict_overview(by_verdict, by_reason, title='QC verdicts per target-NM'
     """
     targets = list(by_verdict.index)
     reasons = sorted(set(by_reason['reason'])) if len(by_reason) else []
-    fig, (ax_v, ax_r) = plt.subplots(1, 2, figsize=(12, max(3, 0.45 * len(targets) + 1.8)),
-                                     gridspec_kw={'width_ratios': [1, max(1, 0.35 * len(reasons))]})  # fmt: skip
+    fig, (ax_v, ax_r) = plt.subplots(
+        1,
+        2,
+        figsize=(12, max(3, 0.45 * len(targets) + 1.8)),
+        gridspec_kw={'width_ratios': [1, max(1, 0.35 * len(reasons))]},
+    )
     left = np.zeros(len(targets))
     for verdict in config.QC_VERDICTS:
         counts = by_verdict[verdict].to_numpy() if verdict in by_verdict else np.zeros(len(targets))
-        ax_v.barh(range(len(targets)), counts, left=left, color=VERDICT_COLORS[verdict],
-                  label=f'{verdict} (n={int(counts.sum())})')  # fmt: skip
+        ax_v.barh(
+            range(len(targets)),
+            counts,
+            left=left,
+            color=VERDICT_COLORS[verdict],
+            label=f'{verdict} (n={int(counts.sum())})',
+        )
         left += counts
     ax_v.set_yticks(range(len(targets)), targets)
     ax_v.invert_yaxis()
     ax_v.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_v.set_xlabel('recordings')
     ax_v.set_title(f'{title} (n={int(left.sum())} recordings)')
-    ax_v.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False,
-                fontsize=8)  # fmt: skip
+    ax_v.legend(loc='upper center', bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False, fontsize=8)
     matrix = np.zeros((len(targets), len(reasons)))
     for row in by_reason.itertuples():
         if row.target_NM in targets:
             matrix[targets.index(row.target_NM), reasons.index(row.reason)] += row.n_recordings
-    ax_r.imshow(matrix if reasons else np.zeros((len(targets), 1)), cmap='Reds', aspect='auto',
-                vmin=0, vmax=max(1, matrix.max()) if reasons else 1)  # fmt: skip
+    ax_r.imshow(
+        matrix if reasons else np.zeros((len(targets), 1)),
+        cmap='Reds',
+        aspect='auto',
+        vmin=0,
+        vmax=max(1, matrix.max()) if reasons else 1,
+    )
     for (i, j), n in np.ndenumerate(matrix):
-        ax_r.text(j, i, f'{int(n)}', ha='center', va='center', fontsize=8,
-                  color='white' if n > matrix.max() / 2 else 'black')  # fmt: skip
+        ax_r.text(
+            j,
+            i,
+            f'{int(n)}',
+            ha='center',
+            va='center',
+            fontsize=8,
+            color='white' if n > matrix.max() / 2 else 'black',
+        )
     ax_r.set_xticks(range(len(reasons)), reasons, rotation=45, ha='right')
     ax_r.set_yticks(range(len(targets)), targets)
     ax_r.set_xlabel('reason (rule that fired)')
