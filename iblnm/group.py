@@ -705,16 +705,21 @@ class PhotometrySessionGroup:
                 continue
             yield rec, table
 
-    def _kernel_tables(self, events):
-        """Yield ``(recording_row, trial table)`` of the stored kernel magnitudes."""
+    def _kernel_recordings(self):
+        """Yield ``(recording_row, session)``, each session's stored kernels read once."""
         for eid, recs in self.recordings.groupby('eid', sort=False):
             ps = self._sessions.get(eid) or self._session(eid, cache=False, parts=('kernels',))
             if ps is None:
                 continue
             for _, rec in recs.iterrows():
-                table = _kernel_table(rec, ps, events, exlog=self.errors)
-                if isinstance(table, pd.DataFrame):
-                    yield rec, table
+                yield rec, ps
+
+    def _kernel_tables(self, events):
+        """Yield ``(recording_row, trial table)`` of the stored kernel magnitudes."""
+        for rec, ps in self._kernel_recordings():
+            table = _kernel_table(rec, ps, events, exlog=self.errors)
+            if isinstance(table, pd.DataFrame):
+                yield rec, table
 
     def get_kernels(self, events=config.RESPONSE_EVENTS):
         """Long table of the stored event kernels of every recording.
@@ -723,14 +728,10 @@ class PhotometrySessionGroup:
         units); recordings without kernels are logged (MissingResponses) and skipped.
         """
         frames = []
-        for eid, recs in self.recordings.groupby('eid', sort=False):
-            ps = self._sessions.get(eid) or self._session(eid, cache=False, parts=('kernels',))
-            if ps is None:
-                continue
-            for _, rec in recs.iterrows():
-                frame = _kernel_frame(rec, ps, events, exlog=self.errors)
-                if isinstance(frame, pd.DataFrame):
-                    frames.append(frame)
+        for rec, ps in self._kernel_recordings():
+            frame = _kernel_frame(rec, ps, events, exlog=self.errors)
+            if isinstance(frame, pd.DataFrame):
+                frames.append(frame)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def get_mean_traces(
