@@ -95,7 +95,6 @@ def _recording_kernels(rec, ps, events):
     return ds.sel(event=present)
 
 
-@v.exception_logger
 def _psth_table(ps, traces, windows=None, movement_time=False):
     """Trial magnitudes of one recording's traces (:func:`iblnm.analysis.responses.
     magnitude_table`); ``movement_time`` adds :func:`iblnm.task.get_trial_timings`'
@@ -114,6 +113,7 @@ def _psth_table(ps, traces, windows=None, movement_time=False):
     return table
 
 
+@v.exception_logger
 def _kernel_table(rec, ps, events):
     """Trial table of one recording's kernel (overlap-free) magnitudes."""
     ds = _recording_kernels(rec, ps, events)
