@@ -71,12 +71,21 @@ COMPRESS_IF_RATIO = 0.5  # compress when a sample of the data shrinks at least 2
 # time, which made single-region loads 12-25 % slower than the uncompressed layout
 # (bench_session, 2026-12-01); ``load_h5`` must not be slower.
 COMPRESSED_KINDS = 'biu'
+MOSTLY_NAN = 0.5  # float arrays with more NaN than this are compressed too
 _SAMPLE_ITEMS = 8192
 
 
 # ---------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------
+def _compressible_kind(array):
+    """Integer and boolean arrays, and float arrays mostly NaN (a fiber the artefact masks
+    removed: its preprocessed signal, ΔF/F and responses are all NaN)."""
+    if array.dtype.kind in COMPRESSED_KINDS:
+        return True
+    return array.dtype.kind == 'f' and np.isnan(array).mean() > MOSTLY_NAN
+
+
 def _compresses(array):
     """True when a byte-shuffled sample (≤ 8192 items) of ``array`` gzips to ≤ half."""
     sample = np.ascontiguousarray(array.reshape(-1)[:_SAMPLE_ITEMS])
@@ -105,12 +114,13 @@ def create_dataset(group, name, data, dtype=None):
     -------
     h5py.Dataset
         Chunked and compressed (:data:`COMPRESSION`: gzip 1 + shuffle, readable by any HDF5
-        tool) when the array is of a :data:`COMPRESSED_KINDS` kind, holds at least
+        tool) when the array is of a :data:`COMPRESSED_KINDS` kind (or a float array more
+        than :data:`MOSTLY_NAN` NaN), holds at least
         :data:`MIN_COMPRESSED_BYTES` and a sample compresses at least 2×; contiguous otherwise.
     """
     array = np.asarray(data, dtype=dtype)
     options = {}
-    if array.ndim and array.nbytes >= MIN_COMPRESSED_BYTES and array.dtype.kind in COMPRESSED_KINDS:
+    if array.ndim and array.nbytes >= MIN_COMPRESSED_BYTES and _compressible_kind(array):
         if _compresses(array):
             options = {'chunks': _chunks(array), **COMPRESSION}
     return group.create_dataset(name, data=array, **options)
