@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import signal as sps
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -238,10 +237,12 @@ def fit_effects(magnitudes, design):
 # ---------------------------------------------------------------------------
 def _highpass_like_bleach(times, values):
     """The true ΔF/F minus its 0.01 Hz low-pass: what a low-pass bleach correction keeps."""
-    bleach = {'order': 3, 'cutoff_hz': 0.01}  # ibl-photometry's and our default's low-pass
+    from iblnm.signal.preprocess import lowpass_baseline
+
+    bleach = config.QC_BLEACH  # the fixed 0.01 Hz low-pass (ibl-photometry's and our default)
     fs = 1 / np.median(np.diff(times))
-    sos = sps.butter(bleach['order'], bleach['cutoff_hz'], fs=fs, output='sos')
-    return values - sps.sosfiltfilt(sos, values)
+    return values - lowpass_baseline(values, fs, order=bleach['order'],
+                                     cutoff_hz=bleach['cutoff_hz'])  # fmt: skip
 
 
 def _slope(x, y):
@@ -303,6 +304,7 @@ def evaluate_session(cache, one, entry, extras=True):
         t_i, dff_i, slope_i = ibl_isosbestic(sig, ref)
         true_o = np.interp(t_o, truth['times'], true_dff)
         true_i = np.interp(t_i, truth['times'], true_dff)
+        true_hp_o = _highpass_like_bleach(t_o, true_o)
         rec = {
             'eid': entry['eid'], 'NM': entry['NM'], 'session_type': entry['session_type'],
             'region': col, 'ROI': fiber['ROI'], 'duration_s': float(t_o[-1] - t_o[0]),
@@ -312,14 +314,14 @@ def evaluate_session(cache, one, entry, extras=True):
             'kappa': float(np.mean(expected_kappa(fiber, t_o - t_first))),
             'true_sd': float(true_o.std()),
             'r_ours': _corr(z_ours, true_o), 'r_ibl': _corr(dff_i, true_i),
-            'r_ours_hp': _corr(z_ours, _highpass_like_bleach(t_o, true_o)),
-            'r_truth_hp': _corr(true_o, _highpass_like_bleach(t_o, true_o)),
-            'best_lag': _best_lag(z_ours, _highpass_like_bleach(t_o, true_o)),
+            'r_ours_hp': _corr(z_ours, true_hp_o),
+            'r_truth_hp': _corr(true_o, true_hp_o),
+            'best_lag': _best_lag(z_ours, true_hp_o),
             'r_ours_motion_resid': _motion_leak(z_ours, true_o, np.interp(t_o, truth['times'],
                                                                           motion)),
             'slope_ours': float(slope_o), 'slope_ibl': slope_i,
             # ΔF/F gain: output on the truth without what a 0.01 Hz bleach correction removes
-            'dff_slope_ours': _slope(_highpass_like_bleach(t_o, true_o), dff_o),
+            'dff_slope_ours': _slope(true_hp_o, dff_o),
             'dff_slope_ibl': _slope(_highpass_like_bleach(t_i, true_i), dff_i),
         }  # fmt: skip
         if extras:

@@ -700,9 +700,9 @@ class PhotometrySession:
         self.kernels = {}
         for region in frame.columns:
             values = frame[region].to_numpy(dtype=float)
-            if np.isfinite(values).sum() < MIN_KERNEL_FIT_S * config.TARGET_FS:
-                log.warning('%s %s: %d valid samples, no event kernels', self.eid, region,
-                            np.isfinite(values).sum())  # fmt: skip
+            n_valid = int(np.isfinite(values).sum())
+            if n_valid < MIN_KERNEL_FIT_S * config.TARGET_FS:
+                log.warning('%s %s: %d valid samples, no event kernels', self.eid, region, n_valid)
                 continue  # a fiber masked (nearly) entirely: its QC says why
             weights = ek.condition_weights(self.trials, self._region_hemisphere(region))
             fit = ek.fit_event_kernels(times, values, event_times, weights, events=list(events),
