@@ -45,8 +45,8 @@ import pandas as pd
 from scipy import ndimage
 
 from iblnm import config
+from iblnm.signal.robust import MAD_TO_SD, median
 
-MAD_TO_SD = 1.4826
 KINDS = ('valid', 'saturated', 'floor', 'dropout', 'step', 'excursion', 'disconnected')
 _CODE = {kind: i for i, kind in enumerate(KINDS)}
 SEGMENT_COLUMNS = ['start', 'stop', 'start_time', 'stop_time', 'kind']
@@ -75,7 +75,7 @@ def robust_noise_sd(values, where=None):
     d = d[np.isfinite(d)]
     if d.size < 10:
         return 0.0
-    return float(MAD_TO_SD * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+    return float(MAD_TO_SD * median(np.abs(d - median(d))) / np.sqrt(2))
 
 
 def running_median(values, n, block=1):
@@ -91,7 +91,7 @@ def running_median(values, n, block=1):
         return ndimage.median_filter(x, size=max(1, int(n) | 1), mode='nearest')
     n_blocks = -(-x.size // block)
     padded = np.pad(x, (0, n_blocks * block - x.size), mode='edge')
-    medians = np.median(padded.reshape(n_blocks, block), axis=1)
+    medians = median(padded.reshape(n_blocks, block), axis=1)
     size = max(1, int(round(n / block)) | 1)
     level = ndimage.median_filter(medians, size=size, mode='nearest')
     return np.repeat(level, block)[: x.size]
@@ -155,7 +155,7 @@ def band_stats(values, fs, floor, saturation, p):
     level = running_median(light, n_med, block=int(round(p['level_block_s'] * fs)))
     dark_tol = p['floor_frac_dark'] * floor
     lit = level > dark_tol
-    typical = float(np.median(level[lit])) if lit.any() else 0.0
+    typical = float(median(level[lit])) if lit.any() else 0.0
     at_floor = (level <= dark_tol) | (level < p['floor_frac_level'] * typical)
     noise = robust_noise_sd(light, where=~at_floor)
     deficit = level - light
@@ -344,7 +344,7 @@ def detect_artefacts(times, signal, reference=None, floor=config.DARK_LEVEL,
     p = resolve_params(params)
     times = np.asarray(times, dtype=float)
     n = times.size
-    fs = 1.0 / np.median(np.diff(times)) if n > 1 else 1.0
+    fs = 1.0 / median(np.diff(times)) if n > 1 else 1.0
     arrays = [signal] if reference is None else [signal, reference]
     bands = [band_stats(np.asarray(a, dtype=float)[:n], fs, floor, saturation, p) for a in arrays]
     saturated = np.any([b.saturated for b in bands], axis=0)

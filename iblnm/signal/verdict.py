@@ -97,12 +97,12 @@ def recording_metrics(rows, signal_band=SIGNAL_BAND):
 
     Parameters
     ----------
-    rows : pandas.DataFrame
+    rows : pandas.DataFrame or list of dict
         QC rows of one recording (columns ``band`` and metric columns).
     """
-    rows = pd.DataFrame(rows)
-    metric_columns = [c for c in rows.columns if c not in (*KEY_COLUMNS, *VERDICT_COLUMNS)]
-    records = rows.to_dict('records')
+    records = rows if isinstance(rows, list) else _records(pd.DataFrame(rows))
+    columns = dict.fromkeys(c for r in records for c in r)
+    metric_columns = [c for c in columns if c not in (*KEY_COLUMNS, *VERDICT_COLUMNS)]
 
     def is_plain(record):
         band = record.get('band')
@@ -119,6 +119,12 @@ def recording_metrics(rows, signal_band=SIGNAL_BAND):
             if not pd.isna(record[column]) or column not in out:
                 out[column] = record[column]
     return out
+
+
+def _records(frame):
+    """Rows of a frame as dicts (``to_dict('records')`` boxes every value: 10× slower)."""
+    columns = list(frame.columns)
+    return [dict(zip(columns, row)) for row in frame.to_numpy(dtype=object)]
 
 
 def join_reasons(reasons):
@@ -150,18 +156,25 @@ def add_verdicts(qc, rules=None, signal_band=SIGNAL_BAND):
         A copy with the two columns (replaced if present).
     """
     qc = qc.drop(columns=[c for c in VERDICT_COLUMNS if c in qc]).copy()
-    verdicts = pd.Series('PASS', index=qc.index, dtype=object)
-    reasons = pd.Series('', index=qc.index, dtype=object)
-    if len(qc):
-        keys = [c for c in ('eid', 'brain_region') if c in qc]
-        groups = qc.groupby(keys, dropna=False, sort=False).groups if keys else {0: qc.index}
-        for index in groups.values():
-            verdict, fired = qc_verdict(recording_metrics(qc.loc[index], signal_band), rules)
-            verdicts.loc[index] = verdict
-            reasons.loc[index] = join_reasons(fired)
+    keys = [c for c in ('eid', 'brain_region') if c in qc]
+    groups = {}  # recording → row positions, in order of first appearance
+    records = _records(qc)
+    for position, record in enumerate(records):
+        key = tuple(_group_key(record[k]) for k in keys)
+        groups.setdefault(key, []).append(position)
+    verdicts, reasons = np.full(len(qc), 'PASS', dtype=object), np.full(len(qc), '', dtype=object)
+    for positions in groups.values():
+        metrics = recording_metrics([records[i] for i in positions], signal_band)
+        verdict, fired = qc_verdict(metrics, rules)
+        verdicts[positions], reasons[positions] = verdict, join_reasons(fired)
     qc['verdict'] = verdicts
     qc['verdict_reasons'] = reasons
     return qc
+
+
+def _group_key(value):
+    """Missing values (None, NaN) form one group, as ``groupby(dropna=False)``."""
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
 def recording_verdicts(qc, signal_band=SIGNAL_BAND):

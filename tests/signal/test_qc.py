@@ -472,3 +472,52 @@ def test_fiber_qc_equals_the_session_qc():
         row = ps.qc[ps.qc['band'] == band].iloc[0]
         for name, value in metrics.items():
             np.testing.assert_allclose(row[name], value, rtol=1e-12, err_msg=f'{band} {name}')
+
+
+# ---------------------------------------------------------------------------
+# Shared window statistics (sliding_qc's fast path) == the kernels themselves
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize('n_per_window', [3600, 3601])  # even and odd window lengths
+def test_sliding_qc_shared_statistics_equal_the_kernels(n_per_window):
+    """sliding_qc sorts each kind of window once and reads every median / percentile from it;
+    each metric equals its kernel applied to the same windows."""
+    fs = n_per_window / 120
+    rng = np.random.default_rng(8)
+    n = int(14 * 60 * fs)
+    times = 3.0 + np.arange(n) / fs
+    light = 0.02 + 0.004 * np.exp(-times / 400) + 2e-4 * rng.normal(size=n).cumsum() / 50
+    values = np.round(light + 1e-4 * rng.normal(size=n), 5)  # quantised: few unique values
+    kwargs = {'percentile_asymmetry': {'pc_comp': 75}, 'percentile_distance': {'pc': (5, 90)}}
+    centres, ours = qc.sliding_qc(times, values, metrics_kwargs=kwargs)
+    _, first, n_win = qc.window_index(times)
+    assert n_win == n_per_window
+    raw = qc._gather(values, first, n_win)
+    detrended = qc.detrend_windows(raw, qc._gather(times, first, n_win))
+    for name in config.QC_SLIDING_METRICS:
+        kernel = qc.SLIDING_METRIC_KERNELS[name]
+        kw = dict(kwargs.get(name, {}))
+        if name in qc.RATE_AWARE_METRICS:
+            kw['fs'] = qc.sampling_rate(times)
+        if name in qc.FLOOR_AWARE_METRICS:
+            kw['floor'] = config.QC_CAMERA_FLOOR
+        windows = raw if name in config.QC_UNDETRENDED_METRICS else detrended
+        expected = _loop(kernel, windows, **kw)  # one window at a time: no shared state
+        np.testing.assert_allclose(ours[name], expected, rtol=1e-12, atol=0, err_msg=name)
+    # a NaN sample sends every metric through the kernels (NaN-aware medians): same values
+    # for the windows without it
+    with_nan = values.copy()
+    with_nan[-5] = np.nan
+    _, nan_path = qc.sliding_qc(times, with_nan, metrics_kwargs=kwargs)
+    for name in config.QC_SLIDING_METRICS:
+        np.testing.assert_allclose(nan_path[name][:-2], ours[name][:-2], rtol=1e-9, err_msg=name)
+
+
+@pytest.mark.parametrize('nperseg', [200, 201, 64])
+def test_welch_density_equals_scipy_welch(nperseg):
+    from scipy import signal as ss
+
+    x = np.random.default_rng(nperseg).normal(size=5003).cumsum()
+    freqs, power = qc.welch_density(x, 10.0, nperseg)
+    expected_f, expected_p = ss.welch(x, fs=10.0, nperseg=nperseg, detrend=False)
+    np.testing.assert_array_equal(freqs, expected_f)
+    np.testing.assert_allclose(power, expected_p, rtol=1e-12)
