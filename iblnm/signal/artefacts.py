@@ -45,6 +45,7 @@ import pandas as pd
 from scipy import ndimage
 
 from iblnm import config
+from iblnm.signal.preprocess import sampling_rate
 from iblnm.signal.robust import MAD_TO_SD, median
 
 KINDS = ('valid', 'saturated', 'floor', 'dropout', 'step', 'excursion', 'disconnected')
@@ -344,7 +345,7 @@ def detect_artefacts(times, signal, reference=None, floor=config.DARK_LEVEL,
     p = resolve_params(params)
     times = np.asarray(times, dtype=float)
     n = times.size
-    fs = 1.0 / median(np.diff(times)) if n > 1 else 1.0
+    fs = sampling_rate(times) if n > 1 else 1.0
     arrays = [signal] if reference is None else [signal, reference]
     bands = [band_stats(np.asarray(a, dtype=float)[:n], fs, floor, saturation, p) for a in arrays]
     saturated = np.any([b.saturated for b in bands], axis=0)

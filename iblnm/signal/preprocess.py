@@ -35,9 +35,23 @@ BISQUARE_C = 4.685  # Tukey bisquare constant (95 % efficiency; statsmodels' Tuk
 CORRECTION_MODES = ('subtract', 'divide', 'subtract-divide')
 
 
+def median_interval(times):
+    """Median sample interval (s) of ``times`` (s, shape ``(n,)``); NaN for < 2 or NaN times.
+
+    The middle of a sort (= ``np.median``, 2.5× faster): the intervals of a uniform grid take a
+    handful of values in a periodic pattern, on which ``np.partition`` (and so
+    :func:`iblnm.signal.robust.median`) is 5× slower than a sort.
+    """
+    dt = np.sort(np.diff(np.asarray(times, dtype=float)))
+    n = dt.size
+    if n == 0 or np.isnan(dt[-1]):
+        return np.nan
+    return dt[n // 2] if n % 2 else (dt[n // 2 - 1] + dt[n // 2]) / 2
+
+
 def sampling_rate(times):
-    """Sampling rate (Hz) from the median sample interval of ``times`` (s, shape ``(n,)``)."""
-    return 1.0 / median(np.diff(np.asarray(times, dtype=float)))
+    """Sampling rate (Hz), 1 / :func:`median_interval` of ``times`` (s, shape ``(n,)``)."""
+    return 1.0 / median_interval(times)
 
 
 # ---------------------------------------------------------------------------

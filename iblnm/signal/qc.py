@@ -10,8 +10,6 @@ Sliding QC reproduces iblphotometry's ``qc.qc_signals`` windows (start times
 per-window linear detrend) without a Python loop per window.
 """
 
-import warnings
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -19,6 +17,7 @@ from iblnm import config
 from iblnm.signal.preprocess import (
     bleach_correct,
     fit_reference,
+    median_interval,
     r_squared,
     sampling_rate,
 )
@@ -381,7 +380,7 @@ def n_early_samples(times, dt_tol=config.EARLY_SAMPLE_TOLERANCE):
     are the frame times (s) of one band or of the interleaved frames.
     """
     dt = np.diff(np.asarray(times, dtype=float))
-    return int(np.count_nonzero(median(dt) - dt > dt_tol))
+    return int(np.count_nonzero(median_interval(times) - dt > dt_tol))
 
 
 def n_band_inversions(led_codes, channel_codes=(1, 2)):
@@ -412,14 +411,15 @@ def bleaching_tau(times, values, fit_fs=1.0, tau_bounds=config.QC_BLEACHING_TAU_
                   min_f=config.QC_BLEACHING_MIN_F):  # fmt: skip
     """Bleaching time constant τ (s) of ``A·exp(−(t − t0)/τ) + b`` fitted to a raw signal.
 
-    A bounded least-squares fit (``scipy.optimize.curve_fit``, trust-region reflective) on
-    block averages at ``fit_fs`` Hz, rescaled as in
-    :func:`iblnm.signal.preprocess.fit_exponential_decay`: A ≥ 0 (a decay), and
-    τ within ``tau_bounds`` = (lower s, upper × recording length). A fit that ends on a τ
-    bound (within 1 %), or that does not explain the data better than a straight line
-    (F statistic of the extra parameter < ``min_f``), means no decay resolvable in the
-    recording and gives NaN, as does a failed fit; the unbounded fit it replaces returned τ up
-    to 2.5e7 s on real recordings.
+    Bounded least squares on block averages at ``fit_fs`` Hz: A ≥ 0 (a decay) and τ within
+    ``tau_bounds`` = (lower s, upper × recording length). For a given τ the model is linear in
+    (A, b), so the fit minimises the profile SSE(τ) (variable projection: A, b in closed form)
+    over log τ — a grid over the bounds, then Brent's bounded search around the best grid
+    point; this is the least-squares estimate of the three-parameter fit, found without a
+    start value (docs/methods.md §2.2). A fit that ends on a τ bound (within 1 %), or that does
+    not explain the data better than a straight line (F statistic of the extra parameter <
+    ``min_f``), means no decay resolvable in the recording and gives NaN; the unbounded fit
+    it replaces returned τ up to 2.5e7 s on real recordings.
 
     Parameters
     ----------
@@ -454,35 +454,40 @@ def bleaching_tau(times, values, fit_fs=1.0, tau_bounds=config.QC_BLEACHING_TAU_
     t_fit, y_fit = block_average(t, n_per_bin), block_average(y / scale, n_per_bin)
     duration = max(t_fit[-1] - t_fit[0], 1e-9)
     low, high = float(tau_bounds[0]), float(tau_bounds[1]) * duration
-    if not low < high:
+    if not low < high or not np.all(np.isfinite(y_fit)):
         return np.nan
-    p0 = (max(y_fit[0] - y_fit[-1], 1e-6), np.clip(duration / 3, low * 1.5, high / 1.5), y_fit[-1])
-    bounds = ([0.0, low, -np.inf], [np.inf, high, np.inf])
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            popt, _ = optimize.curve_fit(
-                _decay, t_fit, y_fit, p0=p0, bounds=bounds, method='trf', max_nfev=2000
-            )
-    except (RuntimeError, ValueError, TypeError):
+    y_centred = y_fit - y_fit.mean()
+    ss_total = float(y_centred @ y_centred)
+    if not ss_total > 0:
         return np.nan
-    tau = float(popt[1])
-    if not np.isfinite(tau) or tau <= low * 1.01 or tau >= high * 0.99 or popt[0] <= 0:
+
+    def sse(log_tau):  # profile SSE: the best A ≥ 0 and b for this τ
+        e = np.exp(-t_fit / np.exp(log_tau))
+        e -= e.mean()
+        ee, ey = float(e @ e), float(e @ y_centred)
+        return ss_total - ey * ey / ee if ee > 0 and ey > 0 else ss_total
+
+    grid = np.linspace(np.log(low), np.log(high), 21)
+    best = int(np.argmin([sse(g) for g in grid]))
+    bracket = (grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)])
+    result = optimize.minimize_scalar(sse, bounds=bracket, method='bounded',
+                                      options={'xatol': 1e-7})  # fmt: skip
+    tau = float(np.exp(result.x))
+    e = np.exp(-t_fit / tau)
+    ec = e - e.mean()
+    amplitude = float(ec @ y_centred) / float(ec @ ec) if float(ec @ ec) > 0 else 0.0
+    if not np.isfinite(tau) or tau <= low * 1.01 or tau >= high * 0.99 or amplitude <= 0:
         return np.nan
     # the exponential must explain clearly more than a straight line (curvature): F-test of
     # one extra parameter, F = ΔSSE / (SSE / (n − 3))
-    sse = float(np.sum((y_fit - _decay(t_fit, *popt)) ** 2))
+    sse_decay = float(result.fun)
     line = np.polyval(np.polyfit(t_fit, y_fit, 1), t_fit)
     sse_line = float(np.sum((y_fit - line) ** 2))
-    if sse <= 0:
+    if sse_decay <= 0:
         return tau
-    if (sse_line - sse) / (sse / max(len(t_fit) - 3, 1)) < min_f:
+    if (sse_line - sse_decay) / (sse_decay / max(len(t_fit) - 3, 1)) < min_f:
         return np.nan
     return tau
-
-
-def _decay(t, amplitude, tau, offset):
-    return amplitude * np.exp(-t / tau) + offset
 
 
 def iso_correlation(signal, reference):

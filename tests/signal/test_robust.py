@@ -46,3 +46,16 @@ def test_mad_sd_is_the_sd_of_gaussian_noise_and_ignores_nan(n):
     x[:, ::7] = np.nan
     ok = x[0][np.isfinite(x[0])]
     assert robust.mad_sd(x)[0] == 1.4826 * np.median(np.abs(ok - np.median(ok)))
+
+
+def test_median_interval_is_numpys_median_of_the_intervals():
+    from iblnm.signal.preprocess import median_interval, sampling_rate
+
+    rng = np.random.default_rng(5)
+    for n in (2, 3, 10, 11, 82213):
+        times = np.cumsum(rng.uniform(0.03, 0.04, n))
+        assert median_interval(times) == np.median(np.diff(times))
+    grid = np.arange(0, 2700, 1 / 30)  # a handful of interval values in a periodic pattern
+    assert median_interval(grid) == np.median(np.diff(grid))
+    assert sampling_rate(grid) == pytest.approx(30)
+    assert np.isnan(sampling_rate([1.0])) and np.isnan(sampling_rate([0.0, np.nan, 1.0]))
