@@ -379,8 +379,9 @@ class PhotometrySession:
         the extracted table. The counts are copied onto every ``qc`` row.
         """
         times, led = self._raw_frames()
-        present = [c for c in np.unique(led) if c in (1, 2)]
-        channels = tuple(present) if len(present) == 2 else tuple(np.unique(led))
+        codes = sq.distinct_codes(led)
+        present = [c for c in codes if c in (1, 2)]
+        channels = tuple(present) if len(present) == 2 else tuple(codes)
         raw_qc = {
             'n_band_inversions': sq.n_band_inversions(led, channel_codes=channels),
             'n_early_samples': sq.n_early_samples(times),
@@ -876,7 +877,8 @@ class PhotometrySession:
 
     def _provenance_h5(self):
         """The run record, the processing parameters and the session's input datasets."""
-        record = provenance.current() or provenance.make_record(self.one)
+        parameters = provenance.processing_parameters()
+        record = provenance.current() or provenance.make_record(self.one, parameters)
         try:
             inputs = self.one.list_datasets(self.eid, details=True).reset_index()
             inputs = inputs.reindex(
@@ -884,8 +886,7 @@ class PhotometrySession:
             )
         except Exception:  # noqa: BLE001 - a session without a dataset listing (e.g. from NWB)
             inputs = None
-        return {'record': record, 'parameters': provenance.processing_parameters(),
-                'inputs': inputs}  # fmt: skip
+        return {'record': record, 'parameters': parameters, 'inputs': inputs}
 
     def save_h5(self, fpath=None, groups=None, mode='a'):
         """Save the available groups (or only ``groups``) to the session's HDF5 file.

@@ -105,8 +105,9 @@ def data_source(one):
     return ('demo' if simulated else 'local'), str(cache)
 
 
-def make_record(one):
-    """The provenance record of a run on ``one`` with the current parameters."""
+def make_record(one, params=None):
+    """The provenance record of a run on ``one`` with the current parameters (or ``params``,
+    :func:`processing_parameters` already computed)."""
     from iblnm import __version__
 
     kind, location = data_source(one)
@@ -115,7 +116,7 @@ def make_record(one):
         'schema_version': SCHEMA_VERSION,
         'source': kind,
         'source_location': location,
-        'params_hash': params_hash(),
+        'params_hash': params_hash(params),
     }
 
 

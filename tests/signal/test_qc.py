@@ -521,3 +521,12 @@ def test_welch_density_equals_scipy_welch(nperseg):
     expected_f, expected_p = ss.welch(x, fs=10.0, nperseg=nperseg, detrend=False)
     np.testing.assert_array_equal(freqs, expected_f)
     np.testing.assert_allclose(power, expected_p, rtol=1e-12)
+
+
+def test_distinct_codes_equals_np_unique():
+    for codes in ([2, 1, 2, 1, 7, 0], [], [-1, 3, 3], [70000, 1], np.array([1, 2], np.uint8)):
+        codes = np.asarray(codes, dtype=getattr(codes, 'dtype', np.int64))
+        expected = np.unique(codes)
+        got = qc.distinct_codes(codes)
+        np.testing.assert_array_equal(got, expected)
+        assert got.dtype == expected.dtype
