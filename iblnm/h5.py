@@ -219,8 +219,8 @@ def _write_responses(group, responses, name='responses'):
     sub = group.create_group(name)
     create_dataset(sub, 'times', responses['time'], dtype=np.float64)
     create_dataset(sub, 'trials', responses['trial'], dtype=np.int64)
-    for event in responses['event'].to_numpy():
-        data = responses.sel(event=event).transpose('trial', 'time').to_numpy()
+    traces = responses.transpose('event', 'trial', 'time').to_numpy()  # one xarray call
+    for event, data in zip(responses['event'].to_numpy(), traces):
         create_dataset(sub, str(event), data, dtype=np.float32)
     sub.attrs['events'] = json.dumps([str(e) for e in responses['event'].to_numpy()])
     sub.attrs['fs'] = responses.attrs.get('fs', 30)

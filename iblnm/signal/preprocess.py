@@ -393,8 +393,8 @@ def _bisquare_line(x, y, c=BISQUARE_C, max_iter=100, rtol=1e-8):
     """
     slope, intercept = _weighted_line(x, y, np.ones_like(y))
     deviance = np.inf
+    residuals = y - (slope * x + intercept)
     for _ in range(max_iter):
-        residuals = y - (slope * x + intercept)
         scale = median(np.abs(residuals)) / 0.6744897501960817
         if not scale > 0:
             break
