@@ -464,6 +464,11 @@ KERNEL_CONDITIONS = {  # conditions modelled per event: the outcome only once it
     'feedback_times': ('mean', 'contrast', 'side', 'reward'),
 }
 KERNEL_SE_BLOCK_S = 5.0  # s, blocks of the robust (cluster) standard errors of the kernels
+# Prewhitening (generalised least squares): AR order of the residuals chosen by BIC up to this
+# many samples; 0 = ordinary (penalised) least squares, the default: prewhitening lowers the
+# kernels' variance where white noise is present but is biased without a white-noise floor
+# (smooth or low-passed signals, as the 3 Hz preprocessing output; docs/methods.md §4.4)
+KERNEL_AR_MAX_ORDER = 0
 
 # ---------------------------------------------------------------------------
 # Video

@@ -15,11 +15,23 @@ from iblnm.simulate import kernels as sk
 
 EVENTS = ('stimOn_times', 'firstMovement_times', 'feedback_times')
 CONTRASTS = np.array([0.0, 6.25, 12.5, 25.0, 100.0])
+# A case the generator's kernels and the kernel-regression defaults were not tuned on
+# (``delays=UNTUNED['delays'], kernels=UNTUNED['kernels']``): sharper kernels (a 40 ms
+# rise, below the 0.1 s knot spacing), a negative movement response, a longer reaction
+# time with less jitter (log-SD 0.3) and a shorter movement time (median 0.12 s)
+UNTUNED = {
+    'delays': {'rt': (0.25, 0.3), 'mt': (0.12, 0.3)},
+    'kernels': {
+        'stimOn_times': {'shape': ('biexp', 0.04, 0.4), 'const': 0.006, 'log_contrast': 0.008},
+        'firstMovement_times': {'shape': ('alpha', 0.15), 'const': -0.01},
+        'feedback_times': {'shape': ('biexp', 0.06, 0.7), 'correct': 0.025, 'error': -0.005},
+    },
+}
 
 
 def simulate_overlapping_session(nm='DA', n_trials=600, fs=30.0, seed=0, delays='ibl',
                                  noise_sd=0.003, spontaneous_sd=sk.SPONTANEOUS_SD, gain=1.0,
-                                 p_correct=0.75):  # fmt: skip
+                                 p_correct=0.75, kernels=None):  # fmt: skip
     """One simulated recording.
 
     Parameters
@@ -28,13 +40,19 @@ def simulate_overlapping_session(nm='DA', n_trials=600, fs=30.0, seed=0, delays=
     n_trials : int
     fs : float
         Frame rate (Hz); frames start at a random phase, so events fall between samples.
-    delays : {'ibl', 'tight'}
+    delays : {'ibl', 'tight'} or dict
         stimOn -> movement and movement -> feedback delays (s). 'ibl': lognormal, medians
         0.18 and 0.15 s (log-SD 0.45 and 0.35), as measured on a real IBL session; 'tight':
-        uniform in [0.15, 0.2] s (almost fixed: the hardest case for separating events).
+        uniform in [0.15, 0.2] s (almost fixed: the hardest case for separating events);
+        a dict ``{'rt': (median, log_sd), 'mt': (median, log_sd)}``: lognormal delays of
+        one's choosing (e.g. a case the defaults were not tuned on).
     noise_sd, spontaneous_sd : float
         White noise and slow (0.5 Hz) fluctuations (ΔF/F).
     p_correct : float
+    kernels : dict, optional
+        ``{event: spec}`` in the form of :data:`iblnm.simulate.kernels.NM_KERNELS` (shape,
+        const, log_contrast, correct, error), replacing the NM's kernels (``nm`` then only
+        names the session); an event left out has no response.
 
     Returns
     -------
@@ -53,8 +71,12 @@ def simulate_overlapping_session(nm='DA', n_trials=600, fs=30.0, seed=0, delays=
         mt = np.clip(0.15 * np.exp(0.35 * rng.standard_normal(n_trials)), 0.06, 2.0)
     elif delays == 'tight':
         rt, mt = rng.uniform(0.15, 0.2, n_trials), rng.uniform(0.15, 0.2, n_trials)
+    elif isinstance(delays, dict):
+        (m_rt, s_rt), (m_mt, s_mt) = delays['rt'], delays['mt']
+        rt = np.clip(m_rt * np.exp(s_rt * rng.standard_normal(n_trials)), 0.05, 2.0)
+        mt = np.clip(m_mt * np.exp(s_mt * rng.standard_normal(n_trials)), 0.04, 2.0)
     else:
-        raise ValueError(f"delays must be 'ibl' or 'tight', not {delays!r}")
+        raise ValueError(f"delays must be 'ibl', 'tight' or a dict, not {delays!r}")
     iti = np.where(correct, 1.0, 2.0) + rng.uniform(0.5, 1.5, n_trials)  # feedback -> next stim
     stim = 5.0 + np.concatenate([[0.0], np.cumsum(rt + mt + iti)[:-1]])
     events = {'stimOn_times': stim, 'firstMovement_times': stim + rt,
@@ -65,7 +87,7 @@ def simulate_overlapping_session(nm='DA', n_trials=600, fs=30.0, seed=0, delays=
     grid = np.zeros(n_grid)
     kt = np.arange(int(sk.KERNEL_S * sk.GRID_FS)) / sk.GRID_FS
     for event in EVENTS:
-        spec = sk.NM_KERNELS[nm].get(event)
+        spec = (sk.NM_KERNELS[nm] if kernels is None else kernels).get(event)
         if spec is None:
             amplitudes[event], shapes[event] = np.zeros(n_trials), None
             continue
