@@ -36,6 +36,7 @@ from iblnm.loaders import (
     dark_frames,
     data_columns,
     restrict_to_task,
+    roi_to_region,
     split_bands,
 )
 from iblnm.signal import artefacts as af
@@ -256,11 +257,18 @@ class PhotometrySession:
         dropped_columns = [c for c in columns if c in bad]
         if dropped_columns:  # drop copies the table: only when a fiber is dropped
             table = table.drop(columns=dropped_columns)
+        names = self.recording_names(locations)  # keys over all fibers: stable when one drops
         try:
-            self.loader.dark = dark_frames(table, kept)  # older layouts' LED-off frames
-            return split_bands(table, kept)
+            self.loader.dark = dark_frames(table, kept, names)  # older layouts' LED-off frames
+            return split_bands(table, kept, names)
         except Exception as error:  # noqa: BLE001 - pandera SchemaError ...: named in the log
             raise v.wrap(v.InvalidPhotometryTable, error, 'photometry') from error
+
+    def recording_names(self, locations):
+        """{ROI column: recording key} of a locations table (:mod:`iblnm.recordings`), with
+        the catalog's hemispheres when the session has one per fiber."""
+        hemis = self.hemisphere if len(self.hemisphere) == len(locations) else None
+        return roi_to_region(locations, hemis)
 
     def _match_photometry_to_metadata(self):
         """Check that every band's columns are the session's regions (else AmbiguousRegionMapping)."""

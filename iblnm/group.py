@@ -1,8 +1,10 @@
 """``PhotometrySessionGroup``: many sessions and their recordings, for group analyses.
 
-The group holds state and delegates: filtering and explosion work on the session catalog
+The group holds state and delegates: filtering works on the session catalog
 (``metadata/sessions.pqt``, one row per session with the parallel list columns
-``brain_region``/``hemisphere``/``target_NM``); data come from the per-session HDF5 files
+``brain_region``/``hemisphere``/``target_NM``), recordings are the rows of the recordings
+table (``metadata/recordings.pqt``, :mod:`iblnm.recordings`) whose key ``(eid, recording)``
+names each recording's HDF5 group and QC rows exactly; data come from the per-session HDF5 files
 through :class:`iblnm.data.PhotometrySession`; statistics are the pure functions of
 :mod:`iblnm.analysis`. Results are stored on the group (attributes start as None)::
 
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from iblnm import config, task, util
+from iblnm import recordings as rec_table
 from iblnm import validation as v
 from iblnm.analysis import responses as ar
 from iblnm.data import PhotometrySession
@@ -43,21 +46,12 @@ def _open_session(row, one=None, h5_dir=None, regions=None, parts=None):
     return ps
 
 
-def _region_key(responses, region, hemisphere=None):
-    """Key of ``region`` in a session's responses (``{region: DataArray}``).
-
-    Exact name first, then ``{region}-{hemisphere}`` (a region recorded in both hemispheres
-    keeps its suffix, e.g. 'VTA-l'/'VTA-r'), then the only key with the same bare name.
-    """
-    if region in responses:
-        return region
-    if hemisphere in config.HEMISPHERES and f'{region}-{hemisphere}' in responses:
-        return f'{region}-{hemisphere}'
-    bare = v.strip_hemisphere_suffix(region)
-    matches = [key for key in responses if v.strip_hemisphere_suffix(key) == bare]
-    if len(matches) == 1:
-        return matches[0]
-    raise v.MissingResponses(f'no responses for {region} (have {sorted(responses)})')
+def _stored(stored, rec, what='responses'):
+    """The recording's entry of a session's ``{recording key: data}`` (exact key)."""
+    key = rec['recording']
+    if key not in stored:
+        raise v.MissingResponses(f'no {what} for {key} (have {sorted(stored)})')
+    return stored[key]
 
 
 @v.exception_logger
@@ -72,7 +66,7 @@ def _recording_traces(
     if ps.trials is None:
         raise v.MissingResponses(f'{ps.eid} has no trials group')
     stored = getattr(ps, part)
-    responses = stored[_region_key(stored, rec['brain_region'], rec.get('hemisphere'))]
+    responses = _stored(stored, rec)
     present = [e for e in events if e in responses['event'].values]
     if not present:
         raise v.MissingResponses(f'{rec["brain_region"]}: none of the events {list(events)}')
@@ -88,7 +82,7 @@ def _recording_traces(
 def _recording_kernels(rec, ps, events):
     if ps.trials is None or not ps.kernels:
         raise v.MissingResponses(f'{ps.eid} has no kernels (run the photometry stage)')
-    ds = ps.kernels[_region_key(ps.kernels, rec['brain_region'], rec.get('hemisphere'))]
+    ds = _stored(ps.kernels, rec, 'kernels')
     present = [e for e in events if e in ds['event'].values]
     if not present:
         raise v.MissingResponses(f'{rec["brain_region"]}: no kernels of {list(events)}')
@@ -135,8 +129,11 @@ def _kernel_frame(rec, ps, events):
     return frame
 
 
-def explode_sessions(sessions, targetnms=None):
-    """One row per recording: the parallel list columns exploded together, plus ``fiber_idx``.
+RECORDING_KEY_COLUMNS = ['recording', 'recording_id', 'roi']
+
+
+def explode_sessions(sessions, targetnms=None, recordings=None):
+    """One row per recording: the session columns on each row of the recordings table.
 
     Parameters
     ----------
@@ -145,17 +142,38 @@ def explode_sessions(sessions, targetnms=None):
         equal lengths.
     targetnms : collection of str, optional
         Keep only recordings with these target-NMs.
+    recordings : pandas.DataFrame, optional
+        The recordings table (``metadata/recordings.pqt``); default: built from
+        ``sessions`` by :func:`iblnm.recordings.recordings_table` (without ROI names).
 
     Returns
     -------
     pandas.DataFrame
-        Scalar ``brain_region``, ``hemisphere``, ``target_NM``; ``fiber_idx`` is the
-        position of the recording within its session's lists (0, 1, ...).
+        The session columns with scalar ``brain_region``, ``hemisphere``, ``target_NM``,
+        then ``fiber_idx`` (position of the fiber in its session: 0, 1, ...) and the keys
+        ``recording``, ``recording_id``, ``roi`` of the recordings table. Sessions in
+        ``sessions`` order, fibers in session order.
+
+    Raises
+    ------
+    ValueError
+        When the recordings table and the catalog disagree on a session's fibers (a table
+        written from another catalog: rerun the catalog stage).
     """
     columns = list(config.PARALLEL_LIST_COLUMNS)
     df = sessions.reset_index(drop=True)
-    exploded = df.explode(columns)
-    exploded['fiber_idx'] = exploded.groupby(level=0).cumcount()
+    if recordings is None:
+        recordings = rec_table.recordings_table(df)
+    table = df[['eid']].merge(recordings, on='eid', how='inner', validate='one_to_many')
+    n_fibers = df.set_index('eid')['brain_region'].map(len)
+    per_session = table.groupby('eid', sort=False).size()
+    if not per_session.equals(n_fibers.reindex(per_session.index)):
+        raise ValueError('the recordings table does not match the catalog: rerun query_database')
+    exploded = table[['eid', *columns, 'fiber_idx', *RECORDING_KEY_COLUMNS]].merge(
+        df.drop(columns=columns), on='eid', how='left'
+    )
+    order = [*df.columns, 'fiber_idx', *RECORDING_KEY_COLUMNS]
+    exploded = exploded[order + [c for c in exploded.columns if c not in order]]
     exploded = exploded[exploded['brain_region'].notna()]
     if targetnms:
         exploded = exploded[exploded['target_NM'].isin(list(targetnms))]
@@ -181,11 +199,17 @@ class PhotometrySessionGroup:
         The photometry QC table (``qc_photometry.pqt``) whose ``verdict`` per recording
         :meth:`filter_sessions` uses to leave FAIL recordings out (None: no verdicts known,
         nothing excluded on QC).
+    recordings : pandas.DataFrame, optional
+        The recordings table of the catalog (``metadata/recordings.pqt``); default: built
+        from ``sessions`` (:func:`iblnm.recordings.recordings_table`).
     """
 
-    def __init__(self, sessions, one=None, h5_dir=None, targetnms=None, qc=None):
+    def __init__(self, sessions, one=None, h5_dir=None, targetnms=None, qc=None, recordings=None):
         catalog = util.enforce_schema(pd.DataFrame(sessions))
         self._catalog = util.validate_parallel_lists(catalog).reset_index(drop=True)
+        if recordings is None:
+            recordings = rec_table.recordings_table(self._catalog)
+        self.recording_table = recordings
         self._filter_mask = pd.Series(True, index=self._catalog.index)
         self._pre_verdict_mask = self._filter_mask
         self._dedup_mask = pd.Series(True, index=self._catalog.index)
@@ -235,6 +259,7 @@ class PhotometrySessionGroup:
         filter=True,
         deduplicate=True,
         qc=None,
+        recordings=None,
         **filter_kwargs,
     ):
         """Load the catalog, attach upstream errors and performance, filter and explode.
@@ -261,6 +286,9 @@ class PhotometrySessionGroup:
             The QC table with the recordings' verdicts (default
             ``{root}/data/qc_photometry.pqt`` when it exists); FAIL recordings are left out
             by :meth:`filter_sessions` (``exclude_verdicts``). False: verdicts not used.
+        recordings : path or pandas.DataFrame, optional
+            The recordings table (default ``{root}/metadata/recordings.pqt``; built from the
+            catalog when the file does not exist: outputs of a catalog stage before it).
         """
         paths = _default_paths(root)
         catalog = catalog if catalog is not None else paths['catalog']
@@ -273,8 +301,15 @@ class PhotometrySessionGroup:
         qc = paths['qc'] if qc is None else qc
         if qc is not False and not isinstance(qc, pd.DataFrame):
             qc = pd.read_parquet(qc) if Path(qc).exists() else None
+        recordings = paths['recordings'] if recordings is None else recordings
+        if not isinstance(recordings, pd.DataFrame):
+            recordings = pd.read_parquet(recordings) if Path(recordings).exists() else None
         group = cls(
-            sessions, one=one, h5_dir=h5_dir or paths['h5_dir'], qc=qc if qc is not False else None
+            sessions,
+            one=one,
+            h5_dir=h5_dir or paths['h5_dir'],
+            qc=qc if qc is not False else None,
+            recordings=recordings,
         )
         if filter:
             group.filter_sessions(**filter_kwargs)
@@ -419,7 +454,9 @@ class PhotometrySessionGroup:
         # (the verdict step is the last filter and deduplicate() never saw those sessions)
         before = getattr(self, '_pre_verdict_mask', self._filter_mask)
         rows = before & (self._dedup_mask | ~self._filter_mask)
-        recordings = explode_sessions(self._catalog[rows], self._recordings_targetnms)
+        recordings = explode_sessions(
+            self._catalog[rows], self._recordings_targetnms, self.recording_table
+        )
         verdicts = self._recording_verdicts(recordings)
         excluded = verdicts.isin(list(self._exclude_verdicts)).to_numpy()
         self.excluded_recordings = recordings[excluded].assign(verdict=verdicts[excluded])
@@ -434,16 +471,10 @@ class PhotometrySessionGroup:
         return self._recordings
 
     def _recording_verdicts(self, recordings):
-        """QC verdict of each recording row (None when unknown), matched like the responses."""
-        if not self.verdicts or len(recordings) == 0:
-            return pd.Series([None] * len(recordings), index=recordings.index, dtype=object)
+        """QC verdict of each recording row (None when unknown), by its key (eid, recording)."""
+        keys = zip(recordings['eid'], recordings['recording'])
         return pd.Series(
-            [
-                _lookup_verdict(self.verdicts, r['eid'], r['brain_region'], r.get('hemisphere'))
-                for _, r in recordings.iterrows()
-            ],
-            index=recordings.index,
-            dtype=object,
+            [self.verdicts.get(key) for key in keys], index=recordings.index, dtype=object
         )
 
     def _any_kept_recording(self, cat, exclude_verdicts):
@@ -451,16 +482,13 @@ class PhotometrySessionGroup:
         if not self.verdicts or not exclude_verdicts:
             return None
         exclude = set(exclude_verdicts)
+        keys = self.recording_table.groupby('eid', sort=False)['recording'].agg(list)
 
-        def kept(row):
-            regions, hemis = list(row['brain_region']), list(row['hemisphere'])
-            verdicts = [
-                _lookup_verdict(self.verdicts, row['eid'], r, h)
-                for r, h in zip(regions, hemis + [None] * len(regions))
-            ]
+        def kept(eid):
+            verdicts = [self.verdicts.get((eid, key)) for key in keys.get(eid, [])]
             return not verdicts or any(v not in exclude for v in verdicts)
 
-        return cat.apply(kept, axis=1).astype(bool)
+        return cat['eid'].map(kept).astype(bool)
 
     @property
     def recordings(self):
@@ -532,15 +560,8 @@ class PhotometrySessionGroup:
         'event' or False; ``part`` 'responses' (z-scores) or 'responses_dff' (ΔF/F).
         """
         for eid, recs in self.recordings.groupby('eid', sort=False):
-            regions = list(dict.fromkeys(recs['brain_region']))
-            regions += [v.strip_hemisphere_suffix(r) for r in regions]
-            regions += [
-                f'{r}-{h}'
-                for r, h in zip(recs['brain_region'], recs['hemisphere'])
-                if h in config.HEMISPHERES
-            ]
             ps = self._sessions.get(eid) or self._session(
-                eid, cache=False, regions=regions, parts=(part,)
+                eid, cache=False, regions=list(recs['recording']), parts=(part,)
             )
             if ps is None:
                 continue
@@ -967,6 +988,7 @@ def _default_paths(root):
             'log_dir': config.METADATA_DIR,
             'performance': config.PERFORMANCE_FPATH,
             'qc': config.QCPHOTOMETRY_FPATH,
+            'recordings': config.RECORDINGS_FPATH,
         }
     root = Path(root)
     return {
@@ -975,11 +997,15 @@ def _default_paths(root):
         'log_dir': root / config.METADATA_DIR.relative_to(config.PROJECT_ROOT),
         'performance': root / config.PERFORMANCE_FPATH.relative_to(config.PROJECT_ROOT),
         'qc': root / config.QCPHOTOMETRY_FPATH.relative_to(config.PROJECT_ROOT),
+        'recordings': root / config.RECORDINGS_FPATH.relative_to(config.PROJECT_ROOT),
     }
 
 
 def _verdict_lookup(qc):
-    """{(eid, brain_region): verdict} of a QC table (verdicts computed if absent); {} for None."""
+    """{(eid, recording): verdict} of a QC table (verdicts computed if absent); {} for None.
+
+    The QC table's ``brain_region`` column holds the recording key (the photometry column).
+    """
     if qc is None or len(qc) == 0:
         return {}
     from iblnm.signal import verdict as sv
@@ -990,22 +1016,6 @@ def _verdict_lookup(qc):
         for e, r, verdict in zip(table['eid'], table['brain_region'], table['verdict'])
         if r is not None
     }
-
-
-def _lookup_verdict(verdicts, eid, region, hemisphere=None):
-    """Verdict of (eid, region): exact name, then ``region-hemisphere``, then the only
-    QC region of the session with the same bare name; None when unknown."""
-    if (eid, region) in verdicts:
-        return verdicts[(eid, region)]
-    if hemisphere in config.HEMISPHERES and (eid, f'{region}-{hemisphere}') in verdicts:
-        return verdicts[(eid, f'{region}-{hemisphere}')]
-    bare = v.strip_hemisphere_suffix(region)
-    matches = [
-        verdict
-        for (e, r), verdict in verdicts.items()
-        if e == eid and v.strip_hemisphere_suffix(r) == bare
-    ]
-    return matches[0] if len(matches) == 1 else None
 
 
 def _attach_performance(sessions, performance):

@@ -373,14 +373,16 @@ def parse_location(location):
 
 
 def _regions_from_locations(one, eid):
+    """{ROI column: location} of the locations table (its index is the ROI column)."""
     table = one.load_dataset(eid, LOCATIONS_DATASET)
-    return [str(r) for r in table['brain_region']]
+    return {str(roi): str(r) for roi, r in zip(table.index, table['brain_region'])}
 
 
 def _regions_from_description(one, eid):
+    """{ROI column: location} of the experiment description's fibers."""
     description = one.load_dataset(eid, DESCRIPTION_DATASET)
     fibers = (description or {}).get('devices', {}).get('neurophotometrics', {}).get('fibers')
-    return [str(f['location']) for f in (fibers or {}).values()]
+    return {str(roi): str(f['location']) for roi, f in (fibers or {}).items()}
 
 
 @exception_logger
@@ -390,7 +392,8 @@ def get_brain_region(session, one=None):
     Sources, in order: ``photometryROI.locations.pqt`` (row order = signal columns),
     then the experiment description's fiber locations. A source falls through when it
     is absent or empty; when neither names a region, ALFObjectNotFound is raised.
-    Hemispheres come from the ``-l``/``-r`` suffix ('' when there is none).
+    Hemispheres come from the ``-l``/``-r`` suffix ('' when there is none). ``roi`` is set
+    to the fibers' ROI column names (the recordings table's ``roi``; not a catalog column).
     """
     one = one or _get_default_connection()
     eid = str(session['eid'])
@@ -400,7 +403,8 @@ def get_brain_region(session, one=None):
         except ALFObjectNotFound:
             continue
         if locations:
-            parsed = [parse_location(loc) for loc in locations]
+            parsed = [parse_location(loc) for loc in locations.values()]
+            session['roi'] = list(locations)
             session['brain_region'] = [strip_hemisphere_suffix(loc) for loc, _ in parsed]
             session['hemisphere'] = [hemi for _, hemi in parsed]
             return session

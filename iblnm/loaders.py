@@ -25,8 +25,9 @@ from one.alf.exceptions import ALFObjectNotFound
 
 from iblnm import config
 from iblnm.integrity import local_dataset, local_object, mismatched, verified
+from iblnm.recordings import recording_keys
 from iblnm.signal.qc import LED_CODE_MASK  # the one LED mask (LedState & 7)
-from iblnm.validation import DatasetHashMismatch, fix_region_name, strip_hemisphere_suffix
+from iblnm.validation import DatasetHashMismatch
 
 SIGNAL_DATASET = 'photometry.signal.pqt'
 LOCATIONS_DATASET = 'photometryROI.locations.pqt'
@@ -116,21 +117,20 @@ def read_photometry_table(path):
     return normalise_photometry_table(table, copy=False)
 
 
-def roi_to_region(locations):
-    """Map ROI column -> column name in the per-band frames.
+def roi_to_region(locations, hemispheres=None):
+    """Map ROI column -> recording key, the column name in the per-band frames.
 
-    The bare region ('VTA') is used when it is unique within the session; a region
-    recorded twice (e.g. bilateral VTA) keeps its hemisphere suffix ('VTA-l', 'VTA-r').
+    The keys of :func:`iblnm.recordings.recording_keys` (the one naming rule): the bare
+    region ('VTA') when it is unique within the session; a region recorded twice (e.g.
+    bilateral VTA) keeps its hemisphere ('VTA-l', 'VTA-r'). ``hemispheres``: the catalog's
+    list for the same fibers (default: the locations' suffixes).
     """
-    regions = [fix_region_name(r) for r in locations['brain_region']]
-    bare = [strip_hemisphere_suffix(r) for r in regions]
-    names = [b if bare.count(b) == 1 else r for b, r in zip(bare, regions)]
-    if len(set(names)) != len(names):
-        names = [f'{n}_{roi}' for n, roi in zip(names, locations.index)]
-    return dict(zip(locations.index.astype(str), names))
+    rois = locations.index.astype(str)
+    keys = recording_keys(locations['brain_region'], hemispheres, rois=list(rois))
+    return dict(zip(rois, keys))
 
 
-def split_bands(table, locations=None):
+def split_bands(table, locations=None, names=None):
     """Split a normalised photometry table into ``{band: DataFrame(times x regions)}``.
 
     What ``iblphotometry.fpio.from_photometry_df`` returns (the first frame dropped, one
@@ -138,10 +138,14 @@ def split_bands(table, locations=None):
     renamed to regions in the order of ``locations``), without its pandera schema
     validation: the table's types are already enforced by
     :func:`normalise_photometry_table`. Only bands present in the data are returned.
+    ``names`` ({ROI: key}, default :func:`roi_to_region` of ``locations``) names the
+    columns; only the ROIs of ``locations`` are kept.
     """
     rois = data_columns(table)
     if locations is not None:
-        rename = {k: v for k, v in roi_to_region(locations).items() if k in rois}
+        names = roi_to_region(locations) if names is None else names
+        kept = set(locations.index.astype(str))
+        rename = {k: v for k, v in names.items() if k in rois and k in kept}
         rois, columns = list(rename), list(rename.values())
     else:
         columns = rois
@@ -161,7 +165,7 @@ def split_bands(table, locations=None):
     return bands
 
 
-def dark_frames(table, locations=None):
+def dark_frames(table, locations=None, names=None):
     """Values of the dark (no-LED) frames per region: ``{column: ndarray}``.
 
     Dark frames are the frames of a normalised table without a wavelength, except the
@@ -171,7 +175,9 @@ def dark_frames(table, locations=None):
     """
     dark = table.iloc[1:]
     dark = dark[dark['wavelength'].isna()]
-    rename = roi_to_region(locations) if locations is not None else {}
+    rename = names if names is not None else {}
+    if names is None and locations is not None:
+        rename = roi_to_region(locations)
     return {rename.get(c, c): dark[c].to_numpy(float) for c in data_columns(table)}
 
 

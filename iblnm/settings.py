@@ -45,6 +45,7 @@ LAYOUT = {
     'FIGURES_DIR': 'figures',
     'SESSIONS_FPATH': 'metadata/sessions.pqt',
     'SESSIONS_QC_FPATH': 'metadata/sessions_qc.pqt',
+    'RECORDINGS_FPATH': 'metadata/recordings.pqt',
     'INSERTIONS_FPATH': 'metadata/insertions.csv',
     'QUERY_DATABASE_LOG_FPATH': 'metadata/query_database_log.pqt',
     'PHOTOMETRY_LOG_FPATH': 'metadata/photometry_log.pqt',

@@ -317,6 +317,33 @@ def test_bilateral_region_recordings_read_their_own_hemisphere(tmp_path):
     assert late.to_dict() == pytest.approx({'l': 10.0, 'r': 20.0})
 
 
+def test_recordings_are_found_by_exact_key_never_by_name_matching(tmp_path):
+    """The key of the recordings table names the H5 group; a group whose name only
+    resembles it ('VTA-l' for the key 'VTA') is not used: the recording is logged."""
+    row = _synthetic_session(tmp_path, regions=('VTA-l', 'DR'), gains=(1.0, 2.0))
+    group = PhotometrySessionGroup(pd.DataFrame([row]), h5_dir=tmp_path)
+    assert list(group.recordings['recording']) == ['VTA', 'DR']
+    assert list(group.recordings['recording_id']) == [f'{row["eid"]}/VTA', f'{row["eid"]}/DR']
+    mags = group.get_response_magnitudes(events=['feedback_times'])
+    assert set(mags['brain_region']) == {'DR'}
+    assert [e['error_type'] for e in group.errors] == ['MissingResponses']
+    assert 'no responses for VTA' in group.errors[0]['error_message']
+    list(group)  # the same with whole sessions cached (every H5 group read)
+    group.errors.clear()
+    assert set(group.get_response_magnitudes(events=['feedback_times'])['brain_region']) == {'DR'}
+    assert [e['error_type'] for e in group.errors] == ['MissingResponses']
+    # the recordings table of the catalog stage names the key (here the ROI-qualified one)
+    table = group.recording_table.assign(recording=['VTA-l', 'DR'])
+    group = PhotometrySessionGroup(pd.DataFrame([row]), h5_dir=tmp_path, recordings=table)
+    mags = group.get_response_magnitudes(events=['feedback_times'])
+    assert not group.errors and set(mags['brain_region']) == {'VTA', 'DR'}
+    stale = table.iloc[:1]  # a table of another catalog: refused, not patched up
+    with pytest.raises(ValueError, match='rerun query_database'):
+        PhotometrySessionGroup(
+            pd.DataFrame([row]), h5_dir=tmp_path, recordings=stale
+        ).explode_recordings()
+
+
 @pytest.mark.parametrize('events', [['stimOn_times'], ['stimOn_times', 'feedback_times']])
 def test_masking_uses_the_next_trial_event_whatever_events_are_requested(tmp_path, events):
     """stimOn traces are cut at firstMovement (+0.25 s) even when it is not requested."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from iblnm import config, io, provenance, util
+from iblnm import config, io, provenance, recordings, util
 from iblnm import validation as v
 
 LIST_COLUMNS = [c for c, (t, _) in config.SESSION_SCHEMA.items() if t is list]
@@ -93,7 +93,7 @@ def _add_regions(session, ctx, log):
     start = len(log)
     session = io.get_brain_region(session, one=ctx.one, exlog=log)
     if _errors_of(log, start):
-        session['brain_region'], session['hemisphere'] = [], []
+        session['brain_region'], session['hemisphere'], session['roi'] = [], [], []
         return session, False
     hemis = [h or None for h in session['hemisphere']]
     session['hemisphere'] = hemis
@@ -122,7 +122,8 @@ def build_session_record(record, ctx):
     Returns
     -------
     row : dict
-        One catalog row (columns of :data:`CATALOG_COLUMNS`, without day_n/session_n).
+        One catalog row (columns of :data:`CATALOG_COLUMNS`, without day_n/session_n) and
+        ``roi``, the fibers' ROI column names (for the recordings table, not the catalog).
     log : list of dict
         Error-log entries for this session.
     """
@@ -142,6 +143,7 @@ def build_session_record(record, ctx):
         session['target_NM'] = util.target_nm_labels(session['brain_region'], session['NM'])
     session = util.get_session_length(session, exlog=log)
     row = {col: session.get(col) for col in CATALOG_COLUMNS if col not in ('day_n', 'session_n')}
+    row['roi'] = session.get('roi')
     return row, log
 
 
@@ -166,6 +168,17 @@ def _finalise(df):
         df[col] = df[col].astype(object).where(df[col].notna(), None)
     cols = CATALOG_COLUMNS + [c for c in df.columns if c not in CATALOG_COLUMNS]
     return df[cols].sort_values(['subject', 'start_time']).reset_index(drop=True)
+
+
+def _recordings_table(catalog, rows, recordings_fpath, fibers):
+    """The recordings of the whole catalog: ROI names of the new rows, else of the last table."""
+    rois = {}
+    if Path(recordings_fpath).exists():
+        old = pd.read_parquet(recordings_fpath)
+        for eid, recs in old.sort_values('fiber_idx').groupby('eid', sort=False):
+            rois[eid] = None if recs['roi'].isna().any() else list(recs['roi'])
+    rois.update({row['eid']: row.get('roi') for row in rows})
+    return recordings.recordings_table(catalog, rois=rois, fibers=fibers)
 
 
 def list_new_records(records, existing, redownload):
@@ -225,6 +238,7 @@ class CatalogResult:
     n_new: int
     deferred: list
     qc: pd.DataFrame | None = None
+    recordings: pd.DataFrame | None = None  # one row per session x fiber (iblnm.recordings)
     unexpected: list = field(default_factory=list)  # eids deferred by a bug (UnexpectedError)
 
     def summary(self):
@@ -296,8 +310,13 @@ def query_database(
     fibers_fpath=config.FIBERS_FPATH,
     project=config.PROJECT_NAME,
     progress=True,
+    recordings_fpath=config.RECORDINGS_FPATH,
 ):
-    """Build or update the session catalog; write it and its error log atomically.
+    """Build or update the session catalog; write it, its recordings and its error log.
+
+    Every file is written atomically: the catalog (``sessions_fpath``, one row per session),
+    the recordings table (``recordings_fpath``, one row per session x fiber:
+    :mod:`iblnm.recordings`) and the error log.
 
     Parameters
     ----------
@@ -326,7 +345,8 @@ def query_database(
     rows, new_log, deferred, unexpected = _query_records(new_records, ctx, progress)
     queried = {record_eid(r) for r in new_records}
     keep = existing[~existing['eid'].isin(queried)] if existing is not None else None
-    frames = [f for f in (keep, pd.DataFrame(rows)) if f is not None and len(f)]
+    new_rows = pd.DataFrame(rows).drop(columns='roi', errors='ignore')  # roi: recordings only
+    frames = [f for f in (keep, new_rows) if f is not None and len(f)]
     catalog = (
         _finalise(pd.concat(frames, ignore_index=True))
         if frames
@@ -334,11 +354,14 @@ def query_database(
     )
     old_log = util.read_log(log_fpath) if existing is not None else util.empty_log()
     log = util.concat_logs([old_log[~old_log['eid'].isin(queried)], new_log])
+    recs = _recordings_table(catalog, rows, recordings_fpath, fibers)
     util.df2pqt(catalog, sessions_fpath)
+    util.df2pqt(recs, recordings_fpath)
     util.write_log(log, log_fpath)
     result = CatalogResult(
         catalog, log, len(records), len(new_records), deferred, unexpected=unexpected
     )
+    result.recordings = recs
     if extended_qc:
         qc_log = []
         result.qc = _extended_qc_table(catalog, ctx, qc_log, progress)
