@@ -106,6 +106,27 @@ class PhotometrySession:
         Folder of the per-session HDF5 files.
     load_data : bool
         Call :meth:`load_trials` and :meth:`load_photometry` immediately.
+
+    Examples
+    --------
+    A session of the catalog is loaded from ONE (``PhotometrySession(row, one=one,
+    load_data=True)``); the examples use a simulated one (one VTA fiber, no ONE):
+
+    >>> from iblnm.simulate import example_session
+    >>> ps = example_session(seed=0)
+    >>> ps.brain_region, ps.hemisphere, ps.regions
+    (['VTA'], ['l'], ['VTA'])
+    >>> ps.validate_n_trials()              # raises InsufficientTrials below 90 trials
+    >>> qc = ps.run_sliding_qc()            # QC metrics per region x band
+    >>> signal = ps.preprocess()            # z-scored, isosbestic-corrected, 30 Hz
+    >>> list(signal.columns), round(float(signal.index[1] - signal.index[0]), 4)
+    (['VTA'], 0.0333)
+    >>> responses = ps.extract_responses()  # {region: DataArray(event, trial, time)}
+    >>> responses['VTA'].dims
+    ('event', 'trial', 'time')
+    >>> ps.verdicts[['brain_region', 'verdict']]
+      brain_region verdict
+    0          VTA    PASS
     """
 
     def __init__(self, session_row, one=None, h5_dir=config.SESSIONS_H5_DIR, load_data=False):
@@ -154,13 +175,27 @@ class PhotometrySession:
 
     @property
     def date(self):
-        """Session date 'YYYY-MM-DD' (from ``start_time``), or None."""
+        """Session date 'YYYY-MM-DD' (from ``start_time``), or None.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> example_session().date
+        '2024-01-01'
+        """
         start = self.metadata.get('start_time')
         return None if start is None else pd.Timestamp(start).date().isoformat()
 
     @property
     def h5_path(self):
-        """Path of the session's HDF5 file (the eid is a validated UUID)."""
+        """Path of the session's HDF5 file (the eid is a validated UUID).
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> example_session(h5_dir='out').h5_path.as_posix()
+        'out/00000000-0000-4000-8000-000000000e0e.h5'
+        """
         from pathlib import Path
 
         return Path(self.h5_dir) / f'{self.eid}.h5'
@@ -172,7 +207,17 @@ class PhotometrySession:
         return self._loader
 
     def log_error(self, error):
-        """Append an error-log entry for ``error`` to :attr:`errors`."""
+        """Append an error-log entry for ``error`` to :attr:`errors`.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> from iblnm import validation as v
+        >>> ps.log_error(v.MissingFiber('G1 (DR): no column in the signal table'))
+        >>> ps.errors[0]['error_type'], ps.errors[0]['error_message']
+        ('MissingFiber', 'G1 (DR): no column in the signal table')
+        """
         self.errors.append(v.make_log_entry(self.eid, error=error))
 
     def _load_error(self, error, what, cls=v.MissingExtractedData):
@@ -266,7 +311,17 @@ class PhotometrySession:
 
     def recording_names(self, locations):
         """{ROI column: recording key} of a locations table (:mod:`iblnm.recordings`), with
-        the catalog's hemispheres when the session has one per fiber."""
+        the catalog's hemispheres when the session has one per fiber.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> import pandas as pd
+        >>> locations = pd.DataFrame({'brain_region': ['VTA']}, index=pd.Index(['G0'], name='ROI'))
+        >>> ps.recording_names(locations)
+        {'G0': 'VTA'}
+        """
         hemis = self.hemisphere if len(self.hemisphere) == len(locations) else None
         return roi_to_region(locations, hemis)
 
@@ -284,7 +339,14 @@ class PhotometrySession:
 
     @property
     def regions(self):
-        """Region columns of the loaded (or preprocessed) photometry."""
+        """Region columns of the loaded (or preprocessed) photometry.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> example_session().regions
+        ['VTA']
+        """
         for band in ('GCaMP', PREPROCESSED_BAND):
             if band in self.photometry:
                 return list(self.photometry[band].columns)
@@ -293,14 +355,38 @@ class PhotometrySession:
     # ------------------------------------------------------------------ validation
     @session_validator
     def validate_n_trials(self):
-        """Raise InsufficientTrials when there are fewer than ``config.MIN_NTRIALS`` trials."""
+        """Raise InsufficientTrials when there are fewer than ``config.MIN_NTRIALS`` trials.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> ps.validate_n_trials()  # 133 trials: passes (returns None)
+        >>> ps.trials = ps.trials.iloc[:50]
+        >>> log = []
+        >>> ps.validate_n_trials(exlog=log)  # logged instead of raised
+        >>> log[0]['error_type']
+        'InsufficientTrials'
+        """
         n_trials = 0 if self.trials is None else len(self.trials)
         if n_trials < config.MIN_NTRIALS:
             raise v.InsufficientTrials(f'n_trials={n_trials} < MIN_NTRIALS={config.MIN_NTRIALS}')
 
     @session_validator
     def validate_block_structure(self):
-        """Raise BlockStructureBug for biased/ephys sessions with implausibly short blocks."""
+        """Raise BlockStructureBug for biased/ephys sessions with implausibly short blocks.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> ps.validate_block_structure()  # one 50/50 block: nothing to check
+        >>> ps.trials['probabilityLeft'] = [0.5] * 90 + [0.2] * 5 + [0.8] * (len(ps.trials) - 95)
+        >>> log = []
+        >>> ps.validate_block_structure(exlog=log)  # a 5-trial block
+        >>> log[0]['error_type']
+        'BlockStructureBug'
+        """
         if self.session_type not in config.BLOCK_SESSION_TYPES:
             return
         result = task.validate_block_structure(self.trials)
@@ -311,14 +397,38 @@ class PhotometrySession:
 
     @session_validator
     def validate_event_completeness(self, events=config.RESPONSE_EVENTS):
-        """Raise IncompleteEventTimes listing events absent or < 90 % non-NaN."""
+        """Raise IncompleteEventTimes listing events absent or < 90 % non-NaN.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> ps.validate_event_completeness()
+        >>> ps.trials.loc[:40, 'feedback_times'] = float('nan')
+        >>> log = []
+        >>> ps.validate_event_completeness(exlog=log)
+        >>> log[0]['error_type']
+        'IncompleteEventTimes'
+        """
         missing = task.missing_events(self.trials, events=events)
         if missing:
             raise v.IncompleteEventTimes(missing)
 
     @session_validator
     def validate_trials_in_photometry_time(self, band=None):
-        """Raise TrialsNotInPhotometryTime unless all stimOn..feedback times are recorded."""
+        """Raise TrialsNotInPhotometryTime unless all stimOn..feedback times are recorded.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> ps.validate_trials_in_photometry_time()
+        >>> ps.trials['feedback_times'] += 1000.0  # feedbacks after the recording's end
+        >>> log = []
+        >>> ps.validate_trials_in_photometry_time(exlog=log)
+        >>> log[0]['error_type']
+        'TrialsNotInPhotometryTime'
+        """
         band = band or (PREPROCESSED_BAND if PREPROCESSED_BAND in self.photometry else 'GCaMP')
         times = self.photometry[band].index.to_numpy()
         first = np.nanmin(self.trials['stimOn_times'].to_numpy(float))
@@ -358,6 +468,13 @@ class PhotometrySession:
         The test is ``n_noise_levels`` < ``config.N_NOISE_LEVELS_THRESHOLD`` (distinct values
         within ±1 robust SD: independent of rate and ADC resolution); tables without that
         column fall back to ``n_unique_samples`` < ``config.N_UNIQUE_SAMPLES_THRESHOLD``.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> qc = ps.run_sliding_qc()
+        >>> ps.validate_few_unique_samples()  # a good fiber: many distinct values
         """
         qc = self.qc
         metric = 'n_noise_levels' if 'n_noise_levels' in qc and qc['n_noise_levels'].notna().any() \
@@ -407,6 +524,16 @@ class PhotometrySession:
         ``verdict`` / ``verdict_reasons`` (:func:`iblnm.signal.verdict.add_verdicts`) are
         the same on every row of a recording; columns not in :data:`QC_COLUMNS` (metrics
         added by other steps) follow them.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> qc = ps.run_sliding_qc()
+        >>> ps.qc[['brain_region', 'band', 'verdict']]
+          brain_region        band verdict
+        0          VTA       GCaMP    PASS
+        1          VTA  Isosbestic    PASS
         """
         keys = self._qc_rows or {(r, b): {} for b, frame in self.photometry.items()
                                  if b in ('GCaMP', 'Isosbestic') for r in frame.columns}  # fmt: skip
@@ -435,7 +562,18 @@ class PhotometrySession:
 
     @property
     def verdicts(self):
-        """One row per recording: eid, brain_region, verdict, verdict_reasons."""
+        """One row per recording: eid, brain_region, verdict, verdict_reasons.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> qc = ps.run_sliding_qc()
+        >>> signal = ps.preprocess()
+        >>> ps.verdicts[['brain_region', 'verdict', 'verdict_reasons']]
+          brain_region verdict verdict_reasons
+        0          VTA    PASS
+        """
         return sv.recording_verdicts(self.qc)
 
     def _upsert_qc(self, values, region, band):
@@ -523,7 +661,17 @@ class PhotometrySession:
 
     @property
     def segments(self):
-        """Artefact segments of every region: brain_region, start, stop, start_time, stop_time, kind."""
+        """Artefact segments of every region: brain_region, start, stop, start_time, stop_time, kind.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> artefacts = ps.detect_artefacts()
+        >>> ps.segments[['brain_region', 'kind']]
+          brain_region   kind
+        0          VTA  valid
+        """
         tables = {r: a.segments for r, a in self.artefacts.items()} or self._segments
         if not tables:
             return pd.DataFrame(columns=['brain_region', *af.SEGMENT_COLUMNS])
@@ -603,6 +751,16 @@ class PhotometrySession:
         samples is NaN as a whole and counted in ``attrs['n_masked']`` ({event: n}).
         Values are float32. The z-scored band fills :attr:`responses`, the ΔF/F band
         (``DFF_BAND``) :attr:`responses_dff`.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> qc = ps.run_sliding_qc()
+        >>> signal = ps.preprocess()
+        >>> responses = ps.extract_responses()
+        >>> dict(responses['VTA'].sizes)  # 3 events, 133 trials, [-1, 3) s at 30 Hz
+        {'event': 3, 'trial': 133, 'time': 120}
         """
         frame = self.photometry[band]
         times, values = frame.index.to_numpy(), frame.to_numpy()
@@ -641,6 +799,17 @@ class PhotometrySession:
         """Per-trial baseline: mean of ``event``'s trace over ``window`` (s), shape (trial,).
 
         Raises MissingResponses when ``responses`` holds no trace of ``event``.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> qc = ps.run_sliding_qc()
+        >>> signal = ps.preprocess()
+        >>> responses = ps.extract_responses()
+        >>> da = responses['VTA']
+        >>> ps.trial_baseline(da).shape  # one value per trial
+        (133,)
         """
         if event not in responses['event'].values:
             raise v.MissingResponses(f'the trial baseline needs {event} responses')
@@ -655,6 +824,17 @@ class PhotometrySession:
         (:meth:`trial_baseline`, [-0.5, 0) s before stimulus onset); ``'event'``: each trace
         minus its own mean over ``window`` (default [-0.1, 0) s before the event); None:
         unchanged.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> qc = ps.run_sliding_qc()
+        >>> signal = ps.preprocess()
+        >>> responses = ps.extract_responses()
+        >>> da = responses['VTA']
+        >>> ps.subtract_baseline(da, mode='trial').dims
+        ('event', 'trial', 'time')
         """
         if mode is None:
             return responses
@@ -700,6 +880,16 @@ class PhotometrySession:
             responses to the *other* events, minus the trial baseline of the residual
             ([-0.5, 0) s before stimOn): magnitudes freed of the overlap between events;
             attrs: lambda, df, r2, n_samples, ar1 (residual lag-1 autocorrelation), band.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> qc = ps.run_sliding_qc()
+        >>> signal = ps.preprocess()
+        >>> kernels = ps.fit_event_kernels()  # {region: Dataset}
+        >>> sorted(kernels), kernels['VTA']['kernel'].dims
+        (['VTA'], ('event', 'condition', 'lag'))
         """
         from iblnm.signal import event_kernels as ek
 
@@ -759,6 +949,20 @@ class PhotometrySession:
         correct feedback, 3.1-5 s after an error in IBL sessions, so the next trial's
         responses would otherwise differ by outcome late in a [-1, 3) s window). A NaN
         interval (e.g. the last trial) leaves the trial as is.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> qc = ps.run_sliding_qc()
+        >>> signal = ps.preprocess()
+        >>> responses = ps.extract_responses()
+        >>> da = responses['VTA']
+        >>> import numpy as np
+        >>> masked = ps.mask_subsequent_events(da)  # stimOn traces end at the first movement
+        >>> bool(np.isnan(da.sel(event='stimOn_times')).any()), bool(
+        ...     np.isnan(masked.sel(event='stimOn_times')).any())
+        (False, True)
         """
         if self.trials is None or len(self.trials) == 0:
             return responses
@@ -777,17 +981,44 @@ class PhotometrySession:
 
     # ------------------------------------------------------------------ behaviour
     def basic_performance(self):
-        """Fraction correct (all, easy), no-go fraction and the 50/50 psychometric fit."""
+        """Fraction correct (all, easy), no-go fraction and the 50/50 psychometric fit.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> perf = ps.basic_performance()
+        >>> perf['n_trials'], round(perf['fraction_correct'], 2)
+        (133, 0.74)
+        """
         return task.basic_performance(self.trials)
 
     def block_performance(self):
-        """Per-block psychometrics and bias shift (biased/ephys sessions only; else {})."""
+        """Per-block psychometrics and bias shift (biased/ephys sessions only; else {}).
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> perf = ps.block_performance()  # 50/50 only here: no 20/80 blocks to fit
+        >>> perf['psych_20_n_trials'], perf['bias_shift']
+        (nan, nan)
+        """
         if self.session_type not in config.BLOCK_SESSION_TYPES:
             return {}
         return task.block_performance(self.trials)
 
     def fit_psychometric(self, probability_left=None):
-        """Psychometric fit {bias, threshold, lapse_left, lapse_right, r_squared, n_trials}."""
+        """Psychometric fit {bias, threshold, lapse_left, lapse_right, r_squared, n_trials}.
+
+        Examples
+        --------
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session()
+        >>> fit = ps.fit_psychometric()  # bias and threshold in % contrast
+        >>> sorted(fit)
+        ['bias', 'lapse_left', 'lapse_right', 'n_trials', 'r_squared', 'threshold']
+        """
         return task.fit_psychometric(self.trials, probability_left=probability_left)
 
     # ------------------------------------------------------------------ wheel
@@ -901,6 +1132,16 @@ class PhotometrySession:
 
         Every full save also records the provenance (source, iblnm version, parameters,
         input datasets) in the file's ``provenance`` group and root attributes.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.data import PhotometrySession
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session(h5_dir=tempfile.mkdtemp())
+        >>> path = ps.save_h5(groups=['metadata', 'trials'])
+        >>> path.name
+        '00000000-0000-4000-8000-000000000e0e.h5'
         """
         values = {
             'metadata': self.metadata,
@@ -920,6 +1161,20 @@ class PhotometrySession:
         ``regions`` restricts the photometry group to those regions (single-region reads
         only touch that region's data on disk); ``parts`` to some of its subgroups
         ('preprocessed', 'responses', 'responses_dff', 'kernels', 'qc', 'artefacts').
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.data import PhotometrySession
+        >>> from iblnm.simulate import example_session
+        >>> ps = example_session(h5_dir=tempfile.mkdtemp())
+        >>> qc = ps.run_sliding_qc()
+        >>> signal = ps.preprocess()
+        >>> path = ps.save_h5()
+        >>> back = PhotometrySession({'eid': ps.eid}, h5_dir=ps.h5_dir)
+        >>> data = back.load_h5()
+        >>> len(back.trials), back.regions, list(back.qc['verdict'])
+        (133, ['VTA'], ['PASS', 'PASS'])
         """
         options = {} if parts is None else {'parts': tuple(parts)}
         data = h5.load_h5(fpath or self.h5_path, groups=groups, regions=regions, **options)

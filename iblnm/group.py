@@ -166,8 +166,8 @@ def explode_sessions(sessions, targetnms=None, recordings=None):
         recordings = rec_table.recordings_table(df)
     table = df[['eid']].merge(recordings, on='eid', how='inner', validate='one_to_many')
     n_fibers = df.set_index('eid')['brain_region'].map(len)
-    per_session = table.groupby('eid', sort=False).size()
-    if not per_session.equals(n_fibers.reindex(per_session.index)):
+    per_session = table.groupby('eid', sort=False).size().reindex(n_fibers.index, fill_value=0)
+    if not (per_session.to_numpy() == n_fibers.to_numpy()).all():
         raise ValueError('the recordings table does not match the catalog: rerun query_database')
     exploded = table[['eid', *columns, 'fiber_idx', *RECORDING_KEY_COLUMNS]].merge(
         df.drop(columns=columns), on='eid', how='left'
@@ -242,6 +242,16 @@ class PhotometrySessionGroup:
 
         Called by every selection change (:meth:`filter_sessions`, :meth:`deduplicate`,
         :meth:`filter`), so that no result describes recordings that are no longer selected.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> mags = group.get_response_magnitudes()
+        >>> group.clear_results()
+        >>> group.response_magnitudes is None
+        True
         """
         for name in self.RESULT_ATTRIBUTES:
             setattr(self, name, None)
@@ -287,8 +297,21 @@ class PhotometrySessionGroup:
             ``{root}/data/qc_photometry.pqt`` when it exists); FAIL recordings are left out
             by :meth:`filter_sessions` (``exclude_verdicts``). False: verdicts not used.
         recordings : path or pandas.DataFrame, optional
-            The recordings table (default ``{root}/metadata/recordings.pqt``; built from the
-            catalog when the file does not exist: outputs of a catalog stage before it).
+            The recordings table. Default: ``recordings.pqt`` beside a catalog file (built
+            from the catalog when that file does not exist: outputs of a catalog stage
+            before it), built from the catalog when ``catalog`` is a DataFrame.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> catalog = group.sessions  # a catalog DataFrame (default: metadata/sessions.pqt)
+        >>> loaded = PhotometrySessionGroup.from_catalog(
+        ...     catalog, h5_dir=group.h5_dir, log_dir=group.h5_dir, performance=False, qc=False,
+        ...     filter=False)
+        >>> list(loaded.recordings['recording'])
+        ['VTA']
         """
         paths = _default_paths(root)
         catalog = catalog if catalog is not None else paths['catalog']
@@ -301,8 +324,9 @@ class PhotometrySessionGroup:
         qc = paths['qc'] if qc is None else qc
         if qc is not False and not isinstance(qc, pd.DataFrame):
             qc = pd.read_parquet(qc) if Path(qc).exists() else None
-        recordings = paths['recordings'] if recordings is None else recordings
-        if not isinstance(recordings, pd.DataFrame):
+        if recordings is None and not isinstance(catalog, pd.DataFrame):
+            recordings = Path(catalog).with_name(Path(config.RECORDINGS_FPATH).name)
+        if recordings is not None and not isinstance(recordings, pd.DataFrame):
             recordings = pd.read_parquet(recordings) if Path(recordings).exists() else None
         group = cls(
             sessions,
@@ -320,7 +344,17 @@ class PhotometrySessionGroup:
     # ------------------------------------------------------------------ session level
     @property
     def sessions(self):
-        """Catalog rows passing the current session filter (and :meth:`deduplicate`)."""
+        """Catalog rows passing the current session filter (and :meth:`deduplicate`).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> group.sessions[['subject', 'session_type', 'NM']]
+          subject session_type  NM
+        0   sim01       biased  DA
+        """
         return self._catalog[self._filter_mask & self._dedup_mask]
 
     def filter_sessions(
@@ -373,6 +407,17 @@ class PhotometrySessionGroup:
         -------
         pandas.DataFrame
             The sessions kept.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> group.filter_sessions(session_types=('ephys',), verbose=False).empty
+        True
+        >>> kept = group.filter_sessions(session_types=False, targetnms=None, min_performance=None, required_contrasts=None, verbose=False)
+        >>> len(kept), len(group)
+        (1, 1)
         """
         cat = self._catalog
         steps = {
@@ -427,6 +472,14 @@ class PhotometrySessionGroup:
         -------
         pandas.DataFrame
             Log entries (:data:`iblnm.validation.LOG_COLUMNS`) of the TrueDuplicateSession days.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> group.deduplicate().empty  # one session per mouse and day already
+        True
         """
         selected = self.sessions
         if 'logged_errors' not in selected:
@@ -448,6 +501,15 @@ class PhotometrySessionGroup:
 
         Recordings whose QC verdict is excluded (:meth:`filter_sessions`,
         ``exclude_verdicts``) are left out; they are in :attr:`excluded_recordings`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> group.explode_recordings()[['recording_id', 'brain_region', 'hemisphere', 'fiber_idx']]
+                                        recording_id brain_region hemisphere  fiber_idx
+        0  00000000-0000-4000-8000-000000000e0e/VTA          VTA          l          0
         """
         # recordings of the sessions before the verdict filter, so that the excluded count
         # includes the sessions whose recordings all failed
@@ -492,7 +554,16 @@ class PhotometrySessionGroup:
 
     @property
     def recordings(self):
-        """Recording rows (computed on first access)."""
+        """Recording rows (computed on first access).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> list(group.recordings[['recording', 'target_NM', 'fiber_idx']].itertuples(index=False))
+        [Pandas(recording='VTA', target_NM='VTA-DA', fiber_idx=0)]
+        """
         if self._recordings is None:
             self.explode_recordings()
         return self._recordings
@@ -512,7 +583,18 @@ class PhotometrySessionGroup:
                 yield rec, ps
 
     def filter(self, mask):
-        """A new group over the recordings where ``mask`` is True, sharing the session cache."""
+        """A new group over the recordings where ``mask`` is True, sharing the session cache.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> len(group.filter(group.recordings['target_NM'] == 'VTA-DA'))
+        1
+        >>> len(group.filter(group.recordings['target_NM'] == 'DR-5HT'))
+        0
+        """
         mask = np.asarray(mask, dtype=bool)
         recordings = self.recordings[mask].reset_index(drop=True)
         new = type(self).__new__(type(self))
@@ -545,7 +627,16 @@ class PhotometrySessionGroup:
         return ps
 
     def flush_sessions(self):
-        """Forget the cached sessions (free their data)."""
+        """Forget the cached sessions (free their data).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> recordings = list(group)  # (recording row, PhotometrySession), sessions cached
+        >>> group.flush_sessions()  # the cached sessions are released
+        """
         self._sessions.clear()
 
     def iter_recording_traces(
@@ -558,6 +649,15 @@ class PhotometrySessionGroup:
         ``traces`` is the masked, baseline-subtracted DataArray (event, trial, time);
         ``baseline`` True (the trial baseline of ``config.BASELINE_MODE``), 'trial',
         'event' or False; ``part`` 'responses' (z-scores) or 'responses_dff' (ΔF/F).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> for rec, ps, traces in group.iter_recording_traces():
+        ...     print(rec['recording'], dict(traces.sizes))
+        VTA {'event': 3, 'trial': 133, 'time': 120}
         """
         for eid, recs in self.recordings.groupby('eid', sort=False):
             ps = self._sessions.get(eid) or self._session(
@@ -589,6 +689,16 @@ class PhotometrySessionGroup:
         -------
         pandas.DataFrame
             Columns eid, trial, reaction_time (s), movement_time (s), peak_velocity (rad/s).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> group.get_wheel_kinematics().empty  # the example has no wheel group: logged
+        True
+        >>> group.errors[-1]['error_type']
+        'MissingH5'
         """
         from iblnm import h5, task
 
@@ -619,6 +729,19 @@ class PhotometrySessionGroup:
         pandas.DataFrame
             Columns eid, subject, session_type, trial, event, time (s, task clock),
             stim_side, signed_contrast (%), choice, feedbackType, probabilityLeft.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> events = group.get_events()
+        >>> events.groupby('event').size()
+        event
+        feedback_times         133
+        firstMovement_times    133
+        stimOn_times           133
+        dtype: int64
         """
         from iblnm import h5
 
@@ -680,6 +803,15 @@ class PhotometrySessionGroup:
         :meth:`fit_lmm` and :meth:`decode_target` run on them unchanged. Text columns are
         categoricals; the table is assembled column by column, so the peak memory is the
         table plus one column, whatever the number of sessions.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> mags = group.get_response_magnitudes()  # one row per recording x event x trial
+        >>> len(mags), {'response_early', 'response_late', 'response_outcome'} <= set(mags)
+        (399, True)
         """
         self.response_magnitudes = self.magnitude_table(events, windows, baseline, part, source)
         return self.response_magnitudes
@@ -699,6 +831,15 @@ class PhotometrySessionGroup:
         ``mask=False`` keeps each event's trace after the next event (movement encoding);
         ``movement_time`` adds that column (s, :func:`iblnm.task.get_trial_timings`). A
         recording whose table cannot be built is logged in :attr:`errors` and skipped.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> table = group.magnitude_table(mask=False, movement_time=True)
+        >>> group.response_magnitudes is None, 'movement_time' in table  # not stored
+        (True, True)
         """
         pieces, lengths, meta = {}, [], {c: [] for c in ar.RECORDING_COLUMNS}
         if source == 'kernel':
@@ -747,6 +888,15 @@ class PhotometrySessionGroup:
 
         Columns: the recording columns, event, condition, lag (s), kernel, se (signal
         units); recordings without kernels are logged (MissingResponses) and skipped.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp(), kernels=True)
+        >>> kernels = group.get_kernels()  # long table: recording x event x condition x lag
+        >>> sorted(kernels['event'].unique())
+        ['feedback_times', 'firstMovement_times', 'stimOn_times']
         """
         frames = []
         for rec, ps in self._kernel_recordings():
@@ -763,6 +913,15 @@ class PhotometrySessionGroup:
         Columns: eid, subject, target_NM, NM, brain_region, fiber_idx, [split_by], event,
         time (s), response, n_trials. ``split_by`` is a trials column such as
         ``'feedbackType'``; ``baseline`` and ``part`` as in :meth:`get_response_magnitudes`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> traces = group.get_mean_traces(split_by='feedbackType')
+        >>> sorted(traces['feedbackType'].unique().tolist()), traces['time'].nunique()
+        ([-1.0, 1.0], 120)
         """
         frames = []
         keys = ['eid', 'subject', 'target_NM', 'NM', 'brain_region', 'fiber_idx']
@@ -789,7 +948,17 @@ class PhotometrySessionGroup:
     def get_response_features(self, nan_handling='drop_sessions', nan_threshold=0.3, min_trials=1):
         """Recording x condition matrix of mean early responses (see
         :func:`iblnm.analysis.responses.response_features`), indexed by (eid, target_NM,
-        fiber_idx). ``nan_handling``: 'drop_sessions' or 'drop_features'."""
+        fiber_idx). ``nan_handling``: 'drop_sessions' or 'drop_features'.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> features = group.get_response_features()
+        >>> list(features.index.names), features.shape[0]
+        (['eid', 'target_NM', 'fiber_idx'], 1)
+        """
         if self.response_magnitudes is None:
             self.get_response_magnitudes()
         features = ar.response_features(self.response_magnitudes, min_trials=min_trials)
@@ -797,14 +966,34 @@ class PhotometrySessionGroup:
         return self.response_features
 
     def response_similarity_matrix(self):
-        """Cosine similarity between recordings' feature vectors (rows with NaN dropped)."""
+        """Cosine similarity between recordings' feature vectors (rows with NaN dropped).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> similarity = group.response_similarity_matrix()  # cosine, recording x recording
+        >>> similarity.shape, round(float(similarity.iloc[0, 0]), 6)
+        ((1, 1), 1.0)
+        """
         if self.response_features is None:
             self.get_response_features()
         self.similarity_matrix = ar.cosine_similarity_matrix(self.response_features)
         return self.similarity_matrix
 
     def feature_subjects(self, features=None):
-        """Subject of every row of a (eid, target_NM, fiber_idx)-indexed feature matrix."""
+        """Subject of every row of a (eid, target_NM, fiber_idx)-indexed feature matrix.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from iblnm.simulate.example import example_group
+        >>> group = example_group(tempfile.mkdtemp())
+        >>> features = group.get_response_features()
+        >>> group.feature_subjects().tolist()
+        ['sim01']
+        """
         features = self.response_features if features is None else features
         lookup = self.recordings.set_index(['eid', 'fiber_idx'])['subject']
         keys = zip(
@@ -988,7 +1177,6 @@ def _default_paths(root):
             'log_dir': config.METADATA_DIR,
             'performance': config.PERFORMANCE_FPATH,
             'qc': config.QCPHOTOMETRY_FPATH,
-            'recordings': config.RECORDINGS_FPATH,
         }
     root = Path(root)
     return {
@@ -997,7 +1185,6 @@ def _default_paths(root):
         'log_dir': root / config.METADATA_DIR.relative_to(config.PROJECT_ROOT),
         'performance': root / config.PERFORMANCE_FPATH.relative_to(config.PROJECT_ROOT),
         'qc': root / config.QCPHOTOMETRY_FPATH.relative_to(config.PROJECT_ROOT),
-        'recordings': root / config.RECORDINGS_FPATH.relative_to(config.PROJECT_ROOT),
     }
 
 

@@ -337,11 +337,12 @@ def test_recordings_are_found_by_exact_key_never_by_name_matching(tmp_path):
     group = PhotometrySessionGroup(pd.DataFrame([row]), h5_dir=tmp_path, recordings=table)
     mags = group.get_response_magnitudes(events=['feedback_times'])
     assert not group.errors and set(mags['brain_region']) == {'VTA', 'DR'}
-    stale = table.iloc[:1]  # a table of another catalog: refused, not patched up
-    with pytest.raises(ValueError, match='rerun query_database'):
-        PhotometrySessionGroup(
-            pd.DataFrame([row]), h5_dir=tmp_path, recordings=stale
-        ).explode_recordings()
+    # another catalog's table (a fiber missing, the whole session missing): refused
+    for stale in (table.iloc[:1], table.iloc[:0]):
+        with pytest.raises(ValueError, match='rerun query_database'):
+            PhotometrySessionGroup(
+                pd.DataFrame([row]), h5_dir=tmp_path, recordings=stale
+            ).explode_recordings()
 
 
 @pytest.mark.parametrize('events', [['stimOn_times'], ['stimOn_times', 'feedback_times']])

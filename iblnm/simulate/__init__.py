@@ -7,7 +7,9 @@ pipeline reads offline (subjects, sessions, fibers) and ``ground_truth/``
 (``manifest.json`` plus one ``{eid}.npz`` of true ΔF/F per session).
 ``load_manifest(cache_dir)`` reads the manifest back, ``load_truth(cache_dir, eid)`` a
 session's truth (true ΔF/F, artefact masks). ``simulate_fiber(...)`` simulates one
-fiber's raw bands with the same code, without files (fast tests of detectors and QC).
+fiber's raw bands with the same code, without files (fast tests of detectors and QC);
+``example_session()`` puts one in a :class:`iblnm.data.PhotometrySession` with its
+pseudo-trials (the examples of the API's docstrings).
 
 Modules: ``presets`` (sizes), ``cohort`` (mice, fibers, training histories,
 fault assignment), ``behaviour`` (trials), ``wheel``, ``kernels`` (NM response
@@ -19,6 +21,7 @@ model), ``signals`` (frame clock, bleaching, motion, noise), ``artefacts``
 """
 
 from iblnm.simulate.artefacts import ARTEFACT_KINDS, QUALITIES, artefact_mask, expected_verdict
+from iblnm.simulate.example import example_session
 from iblnm.simulate.faults import CAMERA_FAULTS, FAULTS, expected_errors
 from iblnm.simulate.fiber import simulate_fiber
 from iblnm.simulate.generator import generate
@@ -33,6 +36,7 @@ __all__ = [
     'QUALITIES',
     'Preset',
     'artefact_mask',
+    'example_session',
     'expected_errors',
     'expected_verdict',
     'generate',

@@ -111,7 +111,8 @@ def simulate_fiber(
         (n_i,) bool masks of the injected artefacts; ``artefacts`` (list of dict,
         manifest format); ``quality``, ``expected_verdict``, ``dark_offset``;
         ``optics`` (levels, bleaching, noise per band); ``events`` (pseudo-trial event
-        times); with ``dark_frames``: ``times_dark``, ``dark``.
+        times) and ``trials`` (their table: :func:`pseudo_trials`); with ``dark_frames``:
+        ``times_dark``, ``dark``.
     """
     if quality not in art.QUALITIES:
         raise ValueError(f'unknown quality {quality!r}; choose from {art.QUALITIES}')
@@ -167,6 +168,7 @@ def simulate_fiber(
         'dark_offset': session['dark_offset'],
         'optics': optics,
         'events': events,
+        'trials': trials,
     }
     if dark_frames:
         out['times_dark'] = out['times'] - 0.005
