@@ -205,7 +205,6 @@ def test_preprocess_and_qc(preprocessed_session):
     ps.run_sliding_qc()
     out = ps.preprocess()
     assert np.allclose(np.diff(out.index), 1 / 30)
-    assert abs(out['VTA'].mean()) < 0.01 and abs(out['VTA'].std() - 1) < 0.01
     gcamp = ps.qc[(ps.qc['brain_region'] == 'VTA') & (ps.qc['band'] == 'GCaMP')]
     assert len(gcamp) == 1
     assert 100 < gcamp['bleaching_tau'].iloc[0] < 600
@@ -218,12 +217,39 @@ def test_preprocess_and_qc(preprocessed_session):
                        .to_numpy(float)).all()  # fmt: skip
 
 
-def test_single_band_path(preprocessed_session):
-    ps = preprocessed_session
-    del ps.photometry['Isosbestic']
-    out = ps.preprocess()
-    assert abs(out['VTA'].std() - 1) < 0.01
+def _correlation_with_truth(reference=True, seed=0):
+    """Pearson r of the preprocessed signal of a simulated fiber with its true ΔF/F."""
+    from iblnm.simulate.example import _fiber, example_session
+
+    ps = example_session(seed=seed)
+    if not reference:
+        del ps.photometry['Isosbestic']
+    out = ps.preprocess()[['VTA']]
+    fiber = _fiber(600.0, 'good', seed, 'DA')
+    t, y = out.index.to_numpy(), out['VTA'].to_numpy()
+    truth = np.interp(t, fiber['times'], fiber['dff'])
+    ok = np.isfinite(y)
+    assert ok.mean() > 0.95
+    return float(np.corrcoef(y[ok], truth[ok])[0, 1]), ps
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_preprocess_recovers_the_simulated_signal(seed):
+    """The isosbestic path recovers the true ΔF/F of a simulated fiber (r 0.968-0.973 at seeds 0-5;
+    the raw GCaMP band: 0.26, the raw band detrended: 0.66), as a z-score."""
+    r, ps = _correlation_with_truth(reference=True, seed=seed)
+    assert r > 0.95
+    assert ps.preprocessing_params['reference_band'] == 'Isosbestic'
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_single_band_path(seed):
+    """Without a reference the bleaching is still removed (r 0.88-0.92 at seeds 0-5), but not the
+    motion and haemodynamics the isosbestic band carries: lower than with it."""
+    r_single, ps = _correlation_with_truth(reference=False, seed=seed)
+    r_iso, _ = _correlation_with_truth(reference=True, seed=seed)
     assert ps.preprocessing_params['reference_band'] is None
+    assert 0.8 < r_single < r_iso - 0.02
 
 
 def test_extract_responses_shapes(preprocessed_session):
@@ -445,3 +471,15 @@ def test_masked_samples_blank_whole_windows_and_are_counted(preprocessed_session
     back = PhotometrySession({'eid': EID}, h5_dir=tmp_path)
     back.load_h5(groups=['photometry'])
     assert back.responses['VTA'].attrs['n_masked'] == da.attrs['n_masked']
+
+
+def test_the_qc_table_keeps_the_session_qc_column_order():
+    """One column order (data.QC_COLUMNS): the photometry stage's table of a session's rows
+    has the columns of PhotometrySession.qc, in its order."""
+    from iblnm.pipeline.photometry import order_qc_columns
+    from iblnm.simulate import example_session
+
+    ps = example_session()
+    ps.run_sliding_qc()
+    ps.preprocess()
+    assert list(order_qc_columns(ps.qc).columns) == list(ps.qc.columns)

@@ -44,7 +44,7 @@ import numpy as np
 
 from iblnm import config, h5, util
 from iblnm import validation as v
-from iblnm.data import DFF_BAND, PhotometrySession
+from iblnm.data import DFF_BAND, QC_COLUMNS, PhotometrySession
 from iblnm.pipeline.stage import (
     SessionOutcome,
     StageResult,
@@ -212,18 +212,13 @@ def outcome_from_h5(eid, h5_dir):
     return SessionOutcome(eid, rows=qc, errors=errors)
 
 
-QC_TABLE_COLUMNS = [
-    'eid', 'brain_region', 'band',
-    *config.QC_SLIDING_METRICS, *config.QC_RAW_METRICS, *config.QC_PREPROCESSING,
-    *config.QC_SIGNAL_METRICS,
-    *config.QC_ARTEFACT_METRICS,
-]  # fmt: skip
 TEXT_COLUMNS = ('eid', 'brain_region', 'band', *sv.VERDICT_COLUMNS)
 
 
 def order_qc_columns(qc):
-    """QC table with the columns in :data:`QC_TABLE_COLUMNS` order (unknown ones, then
-    ``verdict`` and ``verdict_reasons``, last).
+    """QC table with the columns in :data:`iblnm.data.QC_COLUMNS` order (the one definition,
+    that of :attr:`PhotometrySession.qc`), then unknown ones, then ``verdict`` and
+    ``verdict_reasons``.
 
     Metrics are float64 (counts included: NaN where a metric could not be computed), so the
     table is the same whether its rows were computed now or read back from HDF5 files. Rows
@@ -231,7 +226,7 @@ def order_qc_columns(qc):
     """
     if len(qc) and ('verdict' not in qc or qc['verdict'].isna().any()):
         qc = sv.add_verdicts(qc)
-    known = [c for c in QC_TABLE_COLUMNS if c in qc.columns]
+    known = [c for c in QC_COLUMNS if c in qc.columns]
     rest = [c for c in qc.columns if c not in known and c not in sv.VERDICT_COLUMNS]
     qc = qc[known + rest + [c for c in sv.VERDICT_COLUMNS if c in qc.columns]]
     metrics = [c for c in qc.columns if c not in TEXT_COLUMNS]
