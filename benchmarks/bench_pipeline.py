@@ -84,7 +84,7 @@ def stage_times(stdout):
     return {m.group(1): float(m.group(3)) for m in STAGE_TIME.finditer(stdout)}
 
 
-IMPORTS = 'import iblnm.pipeline.photometry, iblnm.pipeline.performance, iblnm.pipeline.video'
+IMPORTS = 'import iblnm.pipeline.photometry, iblnm.pipeline.task, iblnm.pipeline.video'
 
 
 def bench_speedup(work, name='demo', repeat=1, **overrides):
@@ -147,7 +147,8 @@ import json, sys, time
 import pandas as pd
 from iblnm import config
 from iblnm.io import _get_default_connection
-from iblnm.pipeline import performance, photometry, wheel
+from iblnm.pipeline import photometry, wheel
+from iblnm.pipeline import task as task_stage
 from iblnm.pipeline.stage import make_jobs
 
 one = _get_default_connection()
@@ -157,7 +158,7 @@ config.SESSIONS_H5_DIR.mkdir(parents=True, exist_ok=True)
 seconds = []
 for job in jobs:  # the first session warms up imports and caches; the others are timed
     t0 = time.perf_counter()
-    for module in (photometry, performance, wheel):
+    for module in (photometry, task_stage, wheel):
         outcome = module.process_session(job)
         assert outcome.fatal is None, (module.__name__, outcome.errors)
     seconds.append(time.perf_counter() - t0)

@@ -276,7 +276,7 @@ def test_fit_cohort_cca_skips_small_cohorts():
 def test_cross_projection_with_a_column_constant_in_one_cohort():
     """A psychometric column constant in one cohort is dropped there; projecting that cohort
     on another cohort's weights (which use the column) must not fail."""
-    from iblnm.pipeline.encoding import cca_tables
+    from iblnm.workflows.encoding import cca_tables
 
     table, _ = glm_table(n_recordings=24)
     coefs, _ = enc.fit_response_glm(table, 'stimOn_times')
@@ -352,7 +352,7 @@ RELAXED = {'min_performance': None, 'required_contrasts': None}
 
 
 def test_movement_encoding_matches_the_kernels(encoding_root):
-    from iblnm.pipeline.encoding import run_movement_encoding
+    from iblnm.workflows.encoding import run_movement_encoding
 
     root, kernels = encoding_root
     contrast_scaled = {
@@ -398,7 +398,7 @@ def test_movement_encoding_matches_the_kernels(encoding_root):
 
 
 def test_task_encoding_runs_and_writes(encoding_root):
-    from iblnm.pipeline.encoding import run_task_encoding
+    from iblnm.workflows.encoding import run_task_encoding
 
     root, _ = encoding_root
     sessions = pd.read_parquet(root / 'metadata' / 'sessions.pqt')

@@ -50,7 +50,7 @@ def test_outcomes_come_back_in_job_order_whatever_the_schedule():
 
 
 def test_task_stage_schedules_block_sessions_first():
-    from iblnm.pipeline.performance import expected_cost
+    from iblnm.pipeline.task import expected_cost
 
     jobs = [({'eid': 'train', 'session_type': 'training', 'session_length': 5000.0}, None, {}),
             ({'eid': 'biased', 'session_type': 'biased', 'session_length': 2000.0}, None, {})]  # fmt: skip

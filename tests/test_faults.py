@@ -32,7 +32,8 @@ from one.api import One
 from iblnm import config, h5
 from iblnm import validation as v
 from iblnm.data import PhotometrySession
-from iblnm.pipeline import executor, overview, performance, photometry, wheel
+from iblnm.pipeline import executor, overview, photometry, wheel
+from iblnm.pipeline import task as task_stage
 from iblnm.pipeline.catalog import query_database
 from iblnm.pipeline.video import run_video_stage
 
@@ -90,7 +91,7 @@ class Outputs:
         )  # fmt: skip
 
     def task(self, catalog, **kwargs):
-        return performance.run_task_stage(
+        return task_stage.run_task_stage(
             one=self.one, catalog=catalog, performance_fpath=self.root / 'performance.pqt',
             log_fpath=self.log_fpath('task'), sessions_fpath=self.sessions_fpath,
             progress=False, **kwargs,

@@ -21,8 +21,9 @@ import pytest  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from iblnm import config, gui, h5, task  # noqa: E402
-from iblnm.analysis import lmm, performance, qc_overview  # noqa: E402
+from iblnm.analysis import lmm  # noqa: E402
 from iblnm.simulate import load_manifest  # noqa: E402
+from iblnm.workflows import qc_overview, task_performance  # noqa: E402
 
 SCRIPTS = config.PACKAGE_DIR.parent / 'scripts'
 
@@ -285,9 +286,9 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
 # ---------------------------------------------------------------------------
 def test_psychometric_curve_midpoint_and_asymptotes():
     fit = {'bias': 10.0, 'threshold': 20.0, 'lapse_left': 0.1, 'lapse_right': 0.2}
-    p = performance.psychometric_curve(fit, [-1000.0, 10.0, 1000.0])
+    p = task_performance.psychometric_curve(fit, [-1000.0, 10.0, 1000.0])
     np.testing.assert_allclose(p, [0.1, 0.1 + 0.7 / 2, 0.8], atol=1e-6)
-    assert np.isnan(performance.psychometric_curve({'bias': np.nan})).all()
+    assert np.isnan(task_performance.psychometric_curve({'bias': np.nan})).all()
 
 
 def _manifest_progression(manifest):
@@ -327,13 +328,13 @@ def test_task_performance_script(small_cache, small_pipeline, tool_root):
     assert texts.count('P(rightward choice)') == 2 * len(targets)
     photometry = table[table['has_photometry'].astype(bool)]
     fitted = {
-        b: photometry[[f'psych_{b}_{k}' for k in performance.PSYCH_PARAMS]].notna().all(axis=1)
-        for b in performance.BLOCK_LABELS
+        b: photometry[[f'psych_{b}_{k}' for k in task_performance.PSYCH_PARAMS]].notna().all(axis=1)
+        for b in task_performance.BLOCK_LABELS
     }
     expected = Counter(
-        f'{performance.BLOCK_LABELS[b]} (n={n})'
+        f'{task_performance.BLOCK_LABELS[b]} (n={n})'
         for _, sessions in photometry.groupby('target_NM')
-        for b in performance.BLOCK_LABELS
+        for b in task_performance.BLOCK_LABELS
         if (n := int(fitted[b][sessions.index].sum()))
     )
     assert legend_counts(texts, r'pL .* \(n=\d+\)') == expected

@@ -2,7 +2,7 @@
 
 Usage: python scripts/example_session.py [--eid EID] [--source {h5,one}]
 
-An annotated walk-through (read iblnm/analysis/example_session.py): pick a session from
+An annotated walk-through (read iblnm/workflows/example_session.py): pick a session from
 metadata/sessions.pqt (default: the latest one with an HDF5 file), load it as a
 PhotometrySession from its HDF5 file (or rebuild it from ONE with --source one), print
 what was loaded and save figures to figures/example_session/.
@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from iblnm import config
-from iblnm.analysis.example_session import run_example_session
+from iblnm.workflows.example_session import run_example_session
 
 
 def main(argv=None):

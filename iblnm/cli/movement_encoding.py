@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from iblnm import config
-from iblnm.pipeline.encoding import run_movement_encoding
+from iblnm.workflows.encoding import run_movement_encoding
 
 
 def main(argv=None):

@@ -3,14 +3,14 @@
 Usage: python scripts/qc_overview.py
 
 Reads data/qc_photometry.pqt and metadata/sessions.pqt; writes figures to
-figures/qc_overview/ and tables to results/qc_overview/ (see iblnm.analysis.qc_overview).
+figures/qc_overview/ and tables to results/qc_overview/ (see iblnm.workflows.qc_overview).
 """
 
 import argparse
 import sys
 
 from iblnm import config
-from iblnm.analysis.qc_overview import run_qc_overview
+from iblnm.workflows.qc_overview import run_qc_overview
 
 
 def main(argv=None):

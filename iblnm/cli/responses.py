@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from iblnm import config
-from iblnm.pipeline.responses import plot_saved_responses, run_responses
+from iblnm.workflows.responses import plot_saved_responses, run_responses
 
 
 def main(argv=None):

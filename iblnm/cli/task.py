@@ -5,7 +5,7 @@ Usage: python scripts/task.py [--workers N | --scheduler ADDRESS]
 
 from iblnm import config
 from iblnm.pipeline.cli import exit_now, require_catalog, run_stage_safely, stage_parser
-from iblnm.pipeline.performance import run_task_stage
+from iblnm.pipeline.task import run_task_stage
 
 
 def main(argv=None):

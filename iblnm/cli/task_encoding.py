@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from iblnm import config
-from iblnm.pipeline.encoding import DEFAULT_PARAMS, run_task_encoding
+from iblnm.workflows.encoding import DEFAULT_PARAMS, run_task_encoding
 
 
 def main(argv=None):

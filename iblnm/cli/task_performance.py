@@ -4,14 +4,14 @@ Usage: python scripts/task_performance.py
 
 Reads data/performance.pqt and metadata/sessions.pqt; writes figures to
 figures/task_performance/ and tables to results/task_performance/
-(see iblnm.analysis.performance).
+(see iblnm.workflows.task_performance).
 """
 
 import argparse
 import sys
 
 from iblnm import config
-from iblnm.analysis.performance import run_task_performance
+from iblnm.workflows.task_performance import run_task_performance
 
 
 def main(argv=None):

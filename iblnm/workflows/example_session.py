@@ -172,7 +172,7 @@ def plot_feedback_responses(ps, event='feedback_times'):
 # 7. Behaviour --------------------------------------------------------------------
 def plot_psychometric(ps):
     """P(rightward choice) per signed contrast with the session's psychometric fit."""
-    from iblnm.analysis.performance import CONTRAST_GRID, psychometric_curve
+    from iblnm.workflows.task_performance import CONTRAST_GRID, psychometric_curve
 
     trials = ps.trials[ps.trials['choice'].isin([-1, 1])]
     rightward = (trials['choice'] == -1).groupby(trials['signed_contrast'].round(6) + 0.0)
