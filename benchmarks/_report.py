@@ -21,8 +21,10 @@ def machine():
         memory = f', {mem_kb / 2**20:.0f} GiB'
     except (OSError, ValueError, IndexError):
         memory = ''
-    return (f'{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable){memory}, {cpu}, '
-            f'Python {platform.python_version()}, numpy {np.__version__}')  # fmt: skip
+    return (
+        f'{os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable){memory}, {cpu}, '
+        f'Python {platform.python_version()}, numpy {np.__version__}'
+    )
 
 
 def write_section(name, title, text, readme=README):

@@ -79,8 +79,16 @@ def make_fiber(seed, duration=1200.0, fs=30.0, noise=None, floor=FLOOR):
     gcamp = floor + light_g * (1 + dff) * (1 + motion) + rng.normal(0, sd_g * level_g, n)
     iso = floor + light_i * (1 + gamma * motion) + rng.normal(0, sd_i * level_i, n)
     q = lambda x: np.round(x / QUANTUM) * QUANTUM  # noqa: E731
-    return {'times': t, 'gcamp': q(gcamp), 'iso': q(iso), 'dff': dff, 'floor': floor,
-            'fs': fs, 'level_g': level_g, 'level_i': level_i}  # fmt: skip
+    return {
+        'times': t,
+        'gcamp': q(gcamp),
+        'iso': q(iso),
+        'dff': dff,
+        'floor': floor,
+        'fs': fs,
+        'level_g': level_g,
+        'level_i': level_i,
+    }
 
 
 def inject_artefacts(fiber, seed, edges=True, dropouts=True, saturation=True, excursion=True):

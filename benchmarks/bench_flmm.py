@@ -51,8 +51,9 @@ def _curves(rng, n, n_times, width):
     return x * np.sqrt(2 * np.sqrt(np.pi) * width)
 
 
-def simulate_group(seed, effect, n_subjects=8, n_recordings=2, n_trials=60, times=TIMES,
-                   trial_baseline=False):  # fmt: skip
+def simulate_group(
+    seed, effect, n_subjects=8, n_recordings=2, n_trials=60, times=TIMES, trial_baseline=False
+):
     """(responses (n, n_times), trial table, true reward coefficient (n_times,)).
 
     ``trial_baseline``: every trial minus its mean over [-0.5, 0) s, as the pipeline's trial
@@ -71,8 +72,14 @@ def simulate_group(seed, effect, n_subjects=8, n_recordings=2, n_trials=60, time
     y += _curves(rng, n_subjects, n_times, 6.0)[subject]
     y += 0.5 * _curves(rng, n_rec, n_times, 6.0)[recording]
     y += _curves(rng, len(subject), n_times, 3.0)
-    data = pd.DataFrame({'subject': subject.astype(str), 'recording': recording,
-                         'reward': reward, 'contrast': rng.random(len(subject))})  # fmt: skip
+    data = pd.DataFrame(
+        {
+            'subject': subject.astype(str),
+            'recording': recording,
+            'reward': reward,
+            'contrast': rng.random(len(subject)),
+        }
+    )
     if trial_baseline:
         window = (times >= -0.5) & (times < 0)
         y = y - y[:, window].mean(axis=1, keepdims=True)
@@ -84,8 +91,9 @@ def one_simulation(seed, effect, n_subjects, n_trials, n_permutations, trial_bas
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        y, data, truth = simulate_group(seed, effect, n_subjects, n_trials=n_trials,
-                                        trial_baseline=trial_baseline)  # fmt: skip
+        y, data, truth = simulate_group(
+            seed, effect, n_subjects, n_trials=n_trials, trial_baseline=trial_baseline
+        )
         ds = flmm.fit_flmm(y, data, 'reward + contrast', times=TIMES, seed=seed).dataset
         reward, contrast = ds.sel(term='reward'), ds.sel(term='contrast')
         covered = bool(((reward['joint_lower'] <= truth) & (reward['joint_upper'] >= truth)).all())
@@ -95,18 +103,23 @@ def one_simulation(seed, effect, n_subjects, n_trials, n_permutations, trial_bas
         wide = means.unstack('reward')
         correct = wide.xs(0.5, axis=1, level='reward').to_numpy()
         incorrect = wide.xs(-0.5, axis=1, level='reward').to_numpy()
-        cluster = waveforms.cluster_permutation_test(correct, incorrect, paired=True, seed=seed,
-                                                     n_permutations=n_permutations)  # fmt: skip
+        cluster = waveforms.cluster_permutation_test(
+            correct, incorrect, paired=True, seed=seed, n_permutations=n_permutations
+        )
         pooled = stats.ttest_ind(y[data['reward'] > 0], y[data['reward'] < 0], equal_var=False)
         sig_pooled = pooled.pvalue < 0.05
     return {
-        'effect': effect, 'seed': seed, 'covered': covered, 'pointwise_coverage': pointwise,
+        'effect': effect,
+        'seed': seed,
+        'covered': covered,
+        'pointwise_coverage': pointwise,
         'flmm_any': bool(reward['significant'].any()),
         'flmm_contrast_any': bool(contrast['significant'].any()),
         'cluster_any': bool(cluster['significant'].any()),
-        'pooled_any': bool(sig_pooled.any()), 'pooled_fraction': float(sig_pooled.mean()),
+        'pooled_any': bool(sig_pooled.any()),
+        'pooled_fraction': float(sig_pooled.mean()),
         'q_joint': float(reward['q_joint']),
-    }  # fmt: skip
+    }
 
 
 def speed(n_recordings=30, n_trials=600, n_times=120, n_subjects=10, repeats=3):
@@ -122,17 +135,25 @@ def speed(n_recordings=30, n_trials=600, n_times=120, n_subjects=10, repeats=3):
     y += 0.5 * reward[:, None] * np.exp(-0.5 * ((times - 0.25) / 0.12) ** 2)[None]
     recording = np.repeat(np.arange(n_recordings), n_trials)
     y += 0.5 * _curves(rng, n_recordings, n_times, 6.0)[recording]
-    data = pd.DataFrame({'subject': subject.astype(str), 'reward': reward,
-                         'contrast': rng.random(n), 'recording': recording})  # fmt: skip
-    models = (('random intercept', {}),
-              ('random intercept + reward slope', {'re_formula': '1 + reward'}),
-              ('random intercept + recording intercept nested in the mouse',
-               {'nested': 'recording'}),
-              # anchors, same run: the previous defaults
-              ('random intercept, BLAS threads not limited (before session 5)',
-               {'blas_threads': None}),
-              ('nested, statsmodels MixedLM per time point, 2 processes (before session 5; CPU: main process only)',
-               {'nested': 'recording', 'method': 'statsmodels', 'n_jobs': 2}))  # fmt: skip
+    data = pd.DataFrame(
+        {
+            'subject': subject.astype(str),
+            'reward': reward,
+            'contrast': rng.random(n),
+            'recording': recording,
+        }
+    )
+    models = (
+        ('random intercept', {}),
+        ('random intercept + reward slope', {'re_formula': '1 + reward'}),
+        ('random intercept + recording intercept nested in the mouse', {'nested': 'recording'}),
+        # anchors, same run: the previous defaults
+        ('random intercept, BLAS threads not limited (before session 5)', {'blas_threads': None}),
+        (
+            'nested, statsmodels MixedLM per time point, 2 processes (before session 5; CPU: main process only)',
+            {'nested': 'recording', 'method': 'statsmodels', 'n_jobs': 2},
+        ),
+    )
     for label, kwargs in models:
         runs = []
         for _ in range(repeats if kwargs in ({}, {'blas_threads': None}) else 1):
@@ -146,16 +167,24 @@ def speed(n_recordings=30, n_trials=600, n_times=120, n_subjects=10, repeats=3):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--n-sims', type=int, default=200, help='simulations per scenario')
-    parser.add_argument('--effects', type=float, nargs='*', default=[0.25, 0.5],
-                        help='peak reward effects of the alternatives (SD units)')  # fmt: skip
+    parser.add_argument(
+        '--effects',
+        type=float,
+        nargs='*',
+        default=[0.25, 0.5],
+        help='peak reward effects of the alternatives (SD units)',
+    )
     parser.add_argument('--subjects', type=int, default=8)
     parser.add_argument('--trials', type=int, default=60, help='trials per recording')
     parser.add_argument('--n-permutations', type=int, default=500)
     parser.add_argument('--jobs', type=int, default=2)
     parser.add_argument('--no-speed', action='store_true', help='skip the large-group timing')
     parser.add_argument('--no-readme', action='store_true')
-    parser.add_argument('--trial-baseline', action='store_true',
-                        help='subtract every trial\'s mean over [-0.5, 0) s (the pipeline default)')  # fmt: skip
+    parser.add_argument(
+        '--trial-baseline',
+        action='store_true',
+        help="subtract every trial's mean over [-0.5, 0) s (the pipeline default)",
+    )
     args = parser.parse_args(argv)
     from joblib import Parallel, delayed
 
@@ -164,10 +193,16 @@ def main(argv=None):
     effects = [0.0, *args.effects]
     jobs = [(seed, k, effect) for k, effect in enumerate(effects) for seed in range(args.n_sims)]
     rows = Parallel(n_jobs=args.jobs)(
-        delayed(one_simulation)(seed + k * 10**6, effect, args.subjects, args.trials,
-                                args.n_permutations, args.trial_baseline)
+        delayed(one_simulation)(
+            seed + k * 10**6,
+            effect,
+            args.subjects,
+            args.trials,
+            args.n_permutations,
+            args.trial_baseline,
+        )
         for seed, k, effect in jobs
-    )  # fmt: skip
+    )
     sims = pd.DataFrame(rows)
     elapsed = time.perf_counter() - t0
     timing = {} if args.no_speed else speed()
@@ -186,21 +221,28 @@ def main(argv=None):
         return f'| {label} | ' + ' | '.join(fmt(s[column]) for s in scenarios) + ' |'
 
     header = ['null (A = 0)', *(f'alternative A = {e:g}' for e in args.effects)]
-    table = '\n'.join([
-        '| | ' + ' | '.join(header) + ' |',
-        '|---' * (len(header) + 1) + '|',
-        row('FLMM joint band covers the true reward(t)', 'covered'),
-        row('FLMM pointwise 95 % intervals, mean coverage', 'pointwise_coverage', pct),
-        row('FLMM: any significant interval (reward)', 'flmm_any'),
-        row('FLMM: any significant interval (contrast, never an effect)', 'flmm_contrast_any'),
-        row('cluster permutation test (paired, recording means): any cluster p < 0.05',
-            'cluster_any'),
-        row('pooled t-test per time point (trials, nesting ignored): any p < 0.05', 'pooled_any'),
-        row('pooled t-test: fraction of time points p < 0.05', 'pooled_fraction', pct),
-        row('FLMM joint critical value q (median)', 'q_joint', lambda x: f'{x.median():.2f}'),
-    ])  # fmt: skip
-    speed_lines = '\n'.join(f'- {k}: {wall:.1f} s wall, {cpu:.1f} s CPU'
-                            for k, (wall, cpu) in timing.items())  # fmt: skip
+    table = '\n'.join(
+        [
+            '| | ' + ' | '.join(header) + ' |',
+            '|---' * (len(header) + 1) + '|',
+            row('FLMM joint band covers the true reward(t)', 'covered'),
+            row('FLMM pointwise 95 % intervals, mean coverage', 'pointwise_coverage', pct),
+            row('FLMM: any significant interval (reward)', 'flmm_any'),
+            row('FLMM: any significant interval (contrast, never an effect)', 'flmm_contrast_any'),
+            row(
+                'cluster permutation test (paired, recording means): any cluster p < 0.05',
+                'cluster_any',
+            ),
+            row(
+                'pooled t-test per time point (trials, nesting ignored): any p < 0.05', 'pooled_any'
+            ),
+            row('pooled t-test: fraction of time points p < 0.05', 'pooled_fraction', pct),
+            row('FLMM joint critical value q (median)', 'q_joint', lambda x: f'{x.median():.2f}'),
+        ]
+    )
+    speed_lines = '\n'.join(
+        f'- {k}: {wall:.1f} s wall, {cpu:.1f} s CPU' for k, (wall, cpu) in timing.items()
+    )
     text = (
         f'{datetime.date.today()} · `.venv/bin/python benchmarks/bench_flmm.py --n-sims '
         f'{args.n_sims} --jobs {args.jobs} --effects {" ".join(map(str, args.effects))}{" --trial-baseline" if args.trial_baseline else ""}` · {machine()} · shared machine, load average '
@@ -218,8 +260,9 @@ def main(argv=None):
     )
     print(text)
     if not args.no_readme:
-        write_section('bench_flmm', 'bench_flmm.py — FLMM joint bands on simulated nested groups',
-                      text)  # fmt: skip
+        write_section(
+            'bench_flmm', 'bench_flmm.py — FLMM joint bands on simulated nested groups', text
+        )
     return 0
 
 

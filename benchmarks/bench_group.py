@@ -71,9 +71,15 @@ def worker(root):
     from iblnm.group import PhotometrySessionGroup
 
     group = PhotometrySessionGroup.from_catalog(
-        root=root, targetnms=config.VALID_TARGETNMS, session_types=False, qc_blockers=set(),
-        min_performance=None, required_contrasts=None, verbose=False,
-        deduplicate=False)  # copies share mouse and day: keep them all  # fmt: skip
+        root=root,
+        targetnms=config.VALID_TARGETNMS,
+        session_types=False,
+        qc_blockers=set(),
+        min_performance=None,
+        required_contrasts=None,
+        verbose=False,
+        deduplicate=False,
+    )  # copies share mouse and day: keep them all
     group.get_response_magnitudes(events=config.RESPONSE_EVENTS[:1])  # warm-up (imports)
     group.response_magnitudes = None
     tracemalloc.start()
@@ -83,20 +89,30 @@ def worker(root):
     traced_end, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     table_mb = traced_end / 1e6  # what stays allocated: the returned table
-    print(json.dumps({
-        'n_sessions': len(group.sessions), 'n_recordings': len(group), 'n_rows': len(table),
-        'seconds': seconds, 'cpu_seconds': cpu, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
-        'table_mb': table_mb, 'working_mb': traced_peak / 1e6 - table_mb,
-        'table_deep_mb': table.memory_usage(deep=True).sum() / 1e6,
-        'n_errors': len(group.errors),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                'n_sessions': len(group.sessions),
+                'n_recordings': len(group),
+                'n_rows': len(table),
+                'seconds': seconds,
+                'cpu_seconds': cpu,
+                'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3,
+                'table_mb': table_mb,
+                'working_mb': traced_peak / 1e6 - table_mb,
+                'table_deep_mb': table.memory_usage(deep=True).sum() / 1e6,
+                'n_errors': len(group.errors),
+            }
+        )
+    )
 
 
 def run_size(source, n_sessions):
     with tempfile.TemporaryDirectory(prefix='bench_group_') as tmp:
         n_usable = build_group_dir(source, n_sessions, Path(tmp))
-        proc = subprocess.run([sys.executable, __file__, '--worker', tmp], capture_output=True,
-                              text=True, check=True)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, __file__, '--worker', tmp], capture_output=True, text=True, check=True
+        )
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         result['n_distinct_files'] = n_usable
         return result
@@ -121,13 +137,16 @@ def report(results, source):
             f'{r["peak_rss_mb"]:.0f} | '
             f'{r["table_mb"]:.0f} | {r["working_mb"]:.1f} |'
         )
-    lines += ['', f'HDF5 files: symlinks to {results[0]["n_distinct_files"]} distinct pipeline '
-              'outputs (see the script docstring). Table = Python memory still allocated after '
-              'the call (the returned trial table); working memory = traced Python peak minus '
-              'the table. One session is held at a time; the rest of the working memory is '
-              'the per-recording column pieces gathered before the table is assembled column '
-              'by column, so peak / table stays constant (memory grows with the output only, '
-              'not with sessions held).']  # fmt: skip
+    lines += [
+        '',
+        f'HDF5 files: symlinks to {results[0]["n_distinct_files"]} distinct pipeline '
+        'outputs (see the script docstring). Table = Python memory still allocated after '
+        'the call (the returned trial table); working memory = traced Python peak minus '
+        'the table. One session is held at a time; the rest of the working memory is '
+        'the per-recording column pieces gathered before the table is assembled column '
+        'by column, so peak / table stays constant (memory grows with the output only, '
+        'not with sessions held).',
+    ]
     return '\n'.join(lines)
 
 

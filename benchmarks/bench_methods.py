@@ -80,9 +80,13 @@ def combo_params(fit, lowpass, bleach):
     return {
         'floor': {'subtract': True},
         'bleach': {'method': bleach},
-        'regression': {'method': fit, 'lowpass_hz': lowpass, 'lowpass_output': output,
-                       'max_fit_samples': 20_000},
-    }  # fmt: skip
+        'regression': {
+            'method': fit,
+            'lowpass_hz': lowpass,
+            'lowpass_output': output,
+            'max_fit_samples': 20_000,
+        },
+    }
 
 
 def combo_name(fit, lowpass, bleach, mask):
@@ -118,8 +122,9 @@ def ibl_pipeline(times, signal, reference):
         warnings.simplefilter('ignore')
         out = pipelines.run_pipeline(
             pipelines.isosbestic_correction_pipeline,
-            pd.Series(signal, index=times), pd.Series(reference, index=times),
-        )  # fmt: skip
+            pd.Series(signal, index=times),
+            pd.Series(reference, index=times),
+        )
         out = processing.resample_signal(processing.zscore(out), fs=30, method='pchip')
     return out.index.to_numpy(), out.to_numpy()
 
@@ -128,10 +133,18 @@ def run_one(fiber, params, mask):
     """(result, valid) of our pipeline on one fiber dict."""
     valid = None
     if mask:
-        valid = af.detect_artefacts(fiber['times'], fiber['gcamp'], fiber['iso'],
-                                    floor=fiber['floor']).valid  # fmt: skip
-    result = sp.preprocess_isosbestic(fiber['times'], fiber['gcamp'], fiber['iso'], params=params,
-                                      compute_qc=False, valid=valid, floor=fiber['floor'])  # fmt: skip
+        valid = af.detect_artefacts(
+            fiber['times'], fiber['gcamp'], fiber['iso'], floor=fiber['floor']
+        ).valid
+    result = sp.preprocess_isosbestic(
+        fiber['times'],
+        fiber['gcamp'],
+        fiber['iso'],
+        params=params,
+        compute_qc=False,
+        valid=valid,
+        floor=fiber['floor'],
+    )
     return result, valid
 
 
@@ -156,9 +169,17 @@ def _sim_generator():
 
     def generate(seed, duration):
         try:
-            out = simulate_fiber(duration_s=duration, quality='good', seed=seed, edge_start=True,
-                                 edge_end=True, mid_disconnect=True, dropouts=True,
-                                 dark_offset=True, dark_frames=True)  # fmt: skip
+            out = simulate_fiber(
+                duration_s=duration,
+                quality='good',
+                seed=seed,
+                edge_start=True,
+                edge_end=True,
+                mid_disconnect=True,
+                dropouts=True,
+                dark_offset=True,
+                dark_frames=True,
+            )
         except TypeError:  # another signature: skip this generator
             return []
         return [('sim', *_adapt_sim(out))]
@@ -170,12 +191,24 @@ def _adapt_sim(out):
     """The sim helper's fiber dict → our (clean, dirty) fiber dicts (bands paired by position)."""
     n = min(len(out['times']), len(out['times_iso']))
     floor, _ = af.estimate_floor(out.get('dark'))
-    base = {'times': np.asarray(out['times'][:n], float), 'dff': np.asarray(out['dff'][:n], float),
-            'floor': floor, 'fs': 30.0}  # fmt: skip
-    clean = {**base, 'gcamp': out['gcamp_clean'][:n], 'iso': out['iso_clean'][:n],
-             'mask': np.zeros(n, bool)}  # fmt: skip
-    dirty = {**base, 'gcamp': out['gcamp'][:n], 'iso': out['iso'][:n],
-             'mask': np.asarray(out['artefact'][:n], bool) | np.asarray(out['artefact_iso'][:n], bool)}  # fmt: skip
+    base = {
+        'times': np.asarray(out['times'][:n], float),
+        'dff': np.asarray(out['dff'][:n], float),
+        'floor': floor,
+        'fs': 30.0,
+    }
+    clean = {
+        **base,
+        'gcamp': out['gcamp_clean'][:n],
+        'iso': out['iso_clean'][:n],
+        'mask': np.zeros(n, bool),
+    }
+    dirty = {
+        **base,
+        'gcamp': out['gcamp'][:n],
+        'iso': out['iso'][:n],
+        'mask': np.asarray(out['artefact'][:n], bool) | np.asarray(out['artefact_iso'][:n], bool),
+    }
     return clean, dirty
 
 
@@ -189,8 +222,13 @@ def evaluate_simulated(fibers):
             ('old', None, None, False),
             ('ibl', None, None, False),
         ]:
-            name = ('iblnm before issue 12' if fit == 'old' else 'ibl-photometry 0.3.4'
-                    if fit == 'ibl' else combo_name(fit, lowpass, bleach, mask))  # fmt: skip
+            name = (
+                'iblnm before issue 12'
+                if fit == 'old'
+                else 'ibl-photometry 0.3.4'
+                if fit == 'ibl'
+                else combo_name(fit, lowpass, bleach, mask)
+            )
             t0 = time.process_time()  # CPU time: robust to the load of the shared machine
             out = {}
             for label, fiber in (('clean', clean), ('dirty', dirty)):
@@ -209,11 +247,19 @@ def evaluate_simulated(fibers):
             # r on the dirty fiber: samples valid in our mask and outside injected artefacts
             clean_grid = np.interp(t_d, dirty['times'], (~truth_mask).astype(float)) == 1
             keep = clean_grid & np.isfinite(z_d)
-            row = {'source': source, 'fiber': f_i, 'method': name, 'fit': fit, 'lowpass': lowpass,
-                   'bleach': bleach, 'mask': mask,
-                   'r_clean': _r(z_c, truth_c), 'r_dirty': _r(np.where(keep, z_d, np.nan), truth_d),
-                   'gain': _gain(dff_c, truth_c) if fit != 'ibl' else np.nan,
-                   'seconds': elapsed}  # fmt: skip
+            row = {
+                'source': source,
+                'fiber': f_i,
+                'method': name,
+                'fit': fit,
+                'lowpass': lowpass,
+                'bleach': bleach,
+                'mask': mask,
+                'r_clean': _r(z_c, truth_c),
+                'r_dirty': _r(np.where(keep, z_d, np.nan), truth_d),
+                'gain': _gain(dff_c, truth_c) if fit != 'ibl' else np.nan,
+                'seconds': elapsed,
+            }
             if valid_d is not None:
                 row['hit'] = float(np.mean(~valid_d[truth_mask]))
                 row['false_alarm'] = float(np.mean(~valid_d[~truth_mask]))
@@ -230,8 +276,10 @@ def _cq002(real):
     trials = pd.read_parquet(session / 'alf/task_00/_ibl_trials.table.pqt')
     g, i = signal[signal['name'] == 'GCaMP'], signal[signal['name'] == 'Isosbestic']
     n = min(len(g), len(i))
-    fibers = {c: (g['times'].to_numpy()[:n], g[c].to_numpy()[:n], i[c].to_numpy()[:n])
-              for c in ('G0', 'G4')}  # fmt: skip
+    fibers = {
+        c: (g['times'].to_numpy()[:n], g[c].to_numpy()[:n], i[c].to_numpy()[:n])
+        for c in ('G0', 'G4')
+    }
     return fibers, trials
 
 
@@ -259,31 +307,56 @@ def evaluate_real(real):
             ('old', None, None, False),
             ('ibl', None, None, False),
         ]:
-            name = ('iblnm before issue 12' if fit == 'old' else 'ibl-photometry 0.3.4'
-                    if fit == 'ibl' else combo_name(fit, lowpass, bleach, mask))  # fmt: skip
-            row = {'fiber': column, 'method': name, 'fit': fit, 'lowpass': lowpass,
-                   'bleach': bleach, 'mask': mask}  # fmt: skip
+            name = (
+                'iblnm before issue 12'
+                if fit == 'old'
+                else 'ibl-photometry 0.3.4'
+                if fit == 'ibl'
+                else combo_name(fit, lowpass, bleach, mask)
+            )
+            row = {
+                'fiber': column,
+                'method': name,
+                'fit': fit,
+                'lowpass': lowpass,
+                'bleach': bleach,
+                'mask': mask,
+            }
             if fit == 'ibl':
                 t_full, z_full = ibl_pipeline(times, gcamp, iso)
                 t_task, z_task = ibl_pipeline(times[task], gcamp[task], iso[task])
                 slopes = (np.nan, np.nan)
             else:
                 params = OLD_DEFAULT if fit == 'old' else combo_params(fit, lowpass, bleach)
-                full = sp.preprocess_isosbestic(times, gcamp, iso, params=params, compute_qc=False,
-                                                valid=full_mask if mask else None)  # fmt: skip
-                part = sp.preprocess_isosbestic(times[task], gcamp[task], iso[task], params=params,
-                                                compute_qc=False,
-                                                valid=full_mask[task] if mask else None)  # fmt: skip
+                full = sp.preprocess_isosbestic(
+                    times,
+                    gcamp,
+                    iso,
+                    params=params,
+                    compute_qc=False,
+                    valid=full_mask if mask else None,
+                )
+                part = sp.preprocess_isosbestic(
+                    times[task],
+                    gcamp[task],
+                    iso[task],
+                    params=params,
+                    compute_qc=False,
+                    valid=full_mask[task] if mask else None,
+                )
                 t_full, z_full, t_task, z_task = full.times, full.values, part.times, part.values
                 slopes = (full.slope, part.slope)
             masked_grid = np.interp(t_full, times, (~full_mask).astype(float)) > 0
             var = np.nan_to_num(z_full - np.nanmean(z_full)) ** 2
-            row.update({
-                'slope_full': slopes[0], 'slope_task': slopes[1],
-                'var_in_masked': float(var[masked_grid].sum() / var.sum()),
-                'split_half_task': split_half(t_task, z_task, feedback),
-                'split_half_full': split_half(t_full, z_full, feedback),
-            })  # fmt: skip
+            row.update(
+                {
+                    'slope_full': slopes[0],
+                    'slope_task': slopes[1],
+                    'var_in_masked': float(var[masked_grid].sum() / var.sum()),
+                    'split_half_task': split_half(t_task, z_task, feedback),
+                    'split_half_full': split_half(t_full, z_full, feedback),
+                }
+            )
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -302,15 +375,26 @@ def evaluate_fip40(real):
         values = lit[column].to_numpy()[task]
         valid = af.detect_artefacts(t[task], values, floor=floor).valid
         for bleach, aa in itertools.product(BLEACH, (False, True)):
-            params = {'floor': {'subtract': True}, 'bleach': {'method': bleach},
-                      'resample': {'anti_alias': aa}}  # fmt: skip
-            res = sp.preprocess_single_band(t[task], values, params=params, compute_qc=False,
-                                            valid=valid, floor=floor)  # fmt: skip
-            rows.append({'fiber': column, 'bleach': bleach, 'anti_alias': aa,
-                         'frac_valid': float(valid.mean()),
-                         'split_half': split_half(res.times, res.values,
-                                                  trials['feedback_times'].to_numpy(float)),
-                         'hf_power': _band_power(res.times, res.dff)})  # fmt: skip
+            params = {
+                'floor': {'subtract': True},
+                'bleach': {'method': bleach},
+                'resample': {'anti_alias': aa},
+            }
+            res = sp.preprocess_single_band(
+                t[task], values, params=params, compute_qc=False, valid=valid, floor=floor
+            )
+            rows.append(
+                {
+                    'fiber': column,
+                    'bleach': bleach,
+                    'anti_alias': aa,
+                    'frac_valid': float(valid.mean()),
+                    'split_half': split_half(
+                        res.times, res.values, trials['feedback_times'].to_numpy(float)
+                    ),
+                    'hf_power': _band_power(res.times, res.dff),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -329,8 +413,9 @@ def evaluate_aliasing(duration=1200.0):
         fiber = _synth.make_fiber(99, duration=duration, fs=fs, noise=0.003)
         for aa in (False, True):
             params = {'floor': {'subtract': True}, 'resample': {'anti_alias': aa}}
-            res = sp.preprocess_isosbestic(fiber['times'], fiber['gcamp'], fiber['iso'],
-                                           params=params, compute_qc=False)  # fmt: skip
+            res = sp.preprocess_isosbestic(
+                fiber['times'], fiber['gcamp'], fiber['iso'], params=params, compute_qc=False
+            )
             out[(fs, aa)] = _band_power(res.times, res.dff)
     return out
 
@@ -348,8 +433,12 @@ def evaluate_timing(real, repeats=3):
     gcamp, iso = np.column_stack([d[1] for d in data]), np.column_stack([d[2] for d in data])
 
     def new():
-        valid = np.column_stack([af.detect_artefacts(times, gcamp[:, k], iso[:, k]).valid
-                                 for k in range(gcamp.shape[1])])  # fmt: skip
+        valid = np.column_stack(
+            [
+                af.detect_artefacts(times, gcamp[:, k], iso[:, k]).valid
+                for k in range(gcamp.shape[1])
+            ]
+        )
         return sp.preprocess_isosbestic(times, gcamp, iso, compute_qc=False, valid=valid)
 
     def detect():
@@ -377,20 +466,26 @@ def evaluate_timing(real, repeats=3):
 # ---------------------------------------------------------------------------
 def summary_table(sim, real):
     agg = sim.groupby('method', sort=False).agg(
-        r_clean=('r_clean', 'median'), r_dirty=('r_dirty', 'median'),
-        r_min=('r_clean', 'min'), gain=('gain', 'median'), ms=('seconds', 'median'),
-    )  # fmt: skip
+        r_clean=('r_clean', 'median'),
+        r_dirty=('r_dirty', 'median'),
+        r_min=('r_clean', 'min'),
+        gain=('gain', 'median'),
+        ms=('seconds', 'median'),
+    )
     realagg = real.groupby('method', sort=False).agg(
         slope_full=('slope_full', lambda s: ' / '.join(f'{x:.2f}' for x in s)),
         slope_task=('slope_task', lambda s: ' / '.join(f'{x:.2f}' for x in s)),
-        var_masked=('var_in_masked', 'median'), split=('split_half_task', 'median'),
+        var_masked=('var_in_masked', 'median'),
+        split=('split_half_task', 'median'),
         split_full=('split_half_full', 'median'),
-    )  # fmt: skip
+    )
     table = agg.join(realagg)
-    lines = ['| fit \\| pre-fit LP \\| bleach \\| mask | sim r clean (min) | sim r with artefacts | '
-             'ΔF/F gain | ms/fiber | CQ002 slope full / task (G0 / G4) | var. in masked | '
-             'split-half task / full |',
-             '|---|---|---|---|---|---|---|---|']  # fmt: skip
+    lines = [
+        '| fit \\| pre-fit LP \\| bleach \\| mask | sim r clean (min) | sim r with artefacts | '
+        'ΔF/F gain | ms/fiber | CQ002 slope full / task (G0 / G4) | var. in masked | '
+        'split-half task / full |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
     for name, row in table.iterrows():
         gain = '—' if not np.isfinite(row['gain']) else f'{row["gain"]:.2f}'
         lines.append(
@@ -414,8 +509,9 @@ def write_docs(text, path=DOCS):
     current = path.read_text()
     block = f'{start}\n{text}\n{end}'
     if start in current:
-        current = re.sub(re.escape(start) + '.*?' + re.escape(end), lambda _: block, current,
-                         flags=re.S)  # fmt: skip
+        current = re.sub(
+            re.escape(start) + '.*?' + re.escape(end), lambda _: block, current, flags=re.S
+        )
     else:
         current = current.rstrip('\n') + '\n\n' + block + '\n'
     path.write_text(current)
@@ -442,41 +538,57 @@ def main(argv=None):
     table, markdown = summary_table(sim, real)
     print(markdown)
     masked = sim[sim['mask'] == True]  # noqa: E712
-    detection = (f'artefact masks on the {len(fibers)} fibers with injected artefacts: '
-                 f'median {100 * masked["hit"].median():.1f} % (min {100 * masked["hit"].min():.1f} %) '
-                 f'of the injected samples masked, median {100 * masked["false_alarm"].median():.2f} % '
-                 f'(max {100 * masked["false_alarm"].max():.2f} %) of the clean ones')  # fmt: skip
-    fip = fip40.groupby(['bleach', 'anti_alias']).agg(split=('split_half', 'median'),
-                                                      hf=('hf_power', 'median'),
-                                                      valid=('frac_valid', 'min'))  # fmt: skip
-    alias = (f'8-15 Hz power of the 30 Hz ΔF/F output, 130 Hz fiber without / with anti-alias '
-             f'low-pass: {aliasing[(130.0, False)]:.3g} / {aliasing[(130.0, True)]:.3g} '
-             f'(×{aliasing[(130.0, False)] / aliasing[(130.0, True)]:.1f}); the same fiber '
-             f'recorded at 30 Hz: {aliasing[(30.0, True)]:.3g}')  # fmt: skip
-    timing_text = (f'CPU time, CQ002 task part (2 fibers, 82k samples each), median of 3: old default '
-                   f'preprocess {1e3 * timing["old"]:.0f} ms; detect_artefacts '
-                   f'{1e3 * timing["detect"]:.0f} ms; detect + new default preprocess '
-                   f'{1e3 * timing["new"]:.0f} ms; ibl-photometry isosbestic pipeline + zscore + '
-                   f'resample {1e3 * timing["ibl"]:.0f} ms')  # fmt: skip
-    fip_lines = ['| fip_40 bleach | anti-alias | split-half r (median of 3) | 8-15 Hz power | min frac_valid |',
-                 '|---|---|---|---|---|']  # fmt: skip
+    detection = (
+        f'artefact masks on the {len(fibers)} fibers with injected artefacts: '
+        f'median {100 * masked["hit"].median():.1f} % (min {100 * masked["hit"].min():.1f} %) '
+        f'of the injected samples masked, median {100 * masked["false_alarm"].median():.2f} % '
+        f'(max {100 * masked["false_alarm"].max():.2f} %) of the clean ones'
+    )
+    fip = fip40.groupby(['bleach', 'anti_alias']).agg(
+        split=('split_half', 'median'), hf=('hf_power', 'median'), valid=('frac_valid', 'min')
+    )
+    alias = (
+        f'8-15 Hz power of the 30 Hz ΔF/F output, 130 Hz fiber without / with anti-alias '
+        f'low-pass: {aliasing[(130.0, False)]:.3g} / {aliasing[(130.0, True)]:.3g} '
+        f'(×{aliasing[(130.0, False)] / aliasing[(130.0, True)]:.1f}); the same fiber '
+        f'recorded at 30 Hz: {aliasing[(30.0, True)]:.3g}'
+    )
+    timing_text = (
+        f'CPU time, CQ002 task part (2 fibers, 82k samples each), median of 3: old default '
+        f'preprocess {1e3 * timing["old"]:.0f} ms; detect_artefacts '
+        f'{1e3 * timing["detect"]:.0f} ms; detect + new default preprocess '
+        f'{1e3 * timing["new"]:.0f} ms; ibl-photometry isosbestic pipeline + zscore + '
+        f'resample {1e3 * timing["ibl"]:.0f} ms'
+    )
+    fip_lines = [
+        '| fip_40 bleach | anti-alias | split-half r (median of 3) | 8-15 Hz power | min frac_valid |',
+        '|---|---|---|---|---|',
+    ]
     for (bleach, aa), row in fip.iterrows():
         fip_lines.append(
             f'| {bleach} | {aa} | {row["split"]:.3f} | {row["hf"]:.3g} | {row["valid"]:.3f} |'
         )
     sources = sim.groupby(['source', 'method'], sort=False)['r_clean'].median().unstack(0)
-    header = (f'{datetime.date.today()} · `.venv/bin/python benchmarks/bench_methods.py '
-              f'--n-fibers {args.n_fibers} --duration {args.duration:.0f}` · {machine()} · '
-              f'{elapsed:.0f} s · load average {load0:.1f} → {load1:.1f} (machine shared)')  # fmt: skip
-    text = '\n\n'.join([
-        header,
-        f'{len(fibers)} simulated fibers ({", ".join(f"{k}: {v}" for k, v in sim.groupby("source")["fiber"].nunique().items())}), '
-        f'{args.duration:.0f} s each at 30 Hz; CQ002 G0 / G4 for the real columns. '
-        'ms/fiber: CPU time of the preprocessing (with detection when masked) of one fiber '
-        '(mean of its clean and artefact versions).',
-        markdown, detection, alias, timing_text, '\n'.join(fip_lines),
-        'Median r (clean) by generator:\n\n' + _markdown(sources),
-    ])  # fmt: skip
+    header = (
+        f'{datetime.date.today()} · `.venv/bin/python benchmarks/bench_methods.py '
+        f'--n-fibers {args.n_fibers} --duration {args.duration:.0f}` · {machine()} · '
+        f'{elapsed:.0f} s · load average {load0:.1f} → {load1:.1f} (machine shared)'
+    )
+    text = '\n\n'.join(
+        [
+            header,
+            f'{len(fibers)} simulated fibers ({", ".join(f"{k}: {v}" for k, v in sim.groupby("source")["fiber"].nunique().items())}), '
+            f'{args.duration:.0f} s each at 30 Hz; CQ002 G0 / G4 for the real columns. '
+            'ms/fiber: CPU time of the preprocessing (with detection when masked) of one fiber '
+            '(mean of its clean and artefact versions).',
+            markdown,
+            detection,
+            alias,
+            timing_text,
+            '\n'.join(fip_lines),
+            'Median r (clean) by generator:\n\n' + _markdown(sources),
+        ]
+    )
     print('\n\n'.join([detection, alias, timing_text, '\n'.join(fip_lines)]))
     if not args.no_readme:
         write_section('bench_methods', 'bench_methods.py — preprocessing methods (issue 12)', text)

@@ -47,11 +47,18 @@ def measure(ps, out, fibers):
     t4 = time.perf_counter()
     n = len(ps.photometry['GCaMP'])
     return {
-        'eid': ps.eid[:8], 'subject': ps.subject, 'regions': len(ps.regions),
+        'eid': ps.eid[:8],
+        'subject': ps.subject,
+        'regions': len(ps.regions),
         'minutes': (ps.photometry['GCaMP'].index[-1] - ps.photometry['GCaMP'].index[0]) / 60,
-        'samples': n, 'load_s': t1 - t0, 'write_s': t2 - t1, 'read_s': t3 - t2,
-        'h5_s': t4 - t3, 'nwb_mb': path.stat().st_size / 1e6, 'h5_mb': h5_path.stat().st_size / 1e6,
-    }  # fmt: skip
+        'samples': n,
+        'load_s': t1 - t0,
+        'write_s': t2 - t1,
+        'read_s': t3 - t2,
+        'h5_s': t4 - t3,
+        'nwb_mb': path.stat().st_size / 1e6,
+        'h5_mb': h5_path.stat().st_size / 1e6,
+    }
 
 
 def demo_sessions(root, one, max_sessions):
@@ -76,10 +83,17 @@ def cq002_session(tmp):
 
     add_real_sessions(tmp / 'real_cache')
     one = One(cache_dir=str(tmp / 'real_cache'), mode='local')
-    row = {'eid': session_eid('cortexlab', 'CQ002', '2024-11-05', 1), 'subject': 'CQ002',
-           'session_type': 'training', 'lab': 'cortexlab', 'number': 1,
-           'start_time': '2024-11-05T12:00:00', 'task_protocol': '_iblrig_tasks_trainingChoiceWorld',
-           'strain': 'C57BL/6J', 'line': 'Ai148xChat'}  # fmt: skip
+    row = {
+        'eid': session_eid('cortexlab', 'CQ002', '2024-11-05', 1),
+        'subject': 'CQ002',
+        'session_type': 'training',
+        'lab': 'cortexlab',
+        'number': 1,
+        'start_time': '2024-11-05T12:00:00',
+        'task_protocol': '_iblrig_tasks_trainingChoiceWorld',
+        'strain': 'C57BL/6J',
+        'line': 'Ai148xChat',
+    }
     ps = PhotometrySession(row, one=one, h5_dir=tmp / 'real_h5')
     _run_tiers(ps)
     ps.save_h5(mode='w')
@@ -87,9 +101,11 @@ def cq002_session(tmp):
 
 
 def table(rows):
-    lines = ['| data | sessions | regions | minutes | load s | **write s** | read s | H5 save s '
-             '(anchor) | write / H5 | NWB MB | H5 MB | NWB / H5 size |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|']  # fmt: skip
+    lines = [
+        '| data | sessions | regions | minutes | load s | **write s** | read s | H5 save s '
+        '(anchor) | write / H5 | NWB MB | H5 MB | NWB / H5 size |',
+        '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ]
     for name, frame in rows:
         med = frame.median(numeric_only=True)
         ratio_t = (frame['write_s'] / frame['h5_s']).median()

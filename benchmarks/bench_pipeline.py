@@ -110,23 +110,30 @@ def bench_speedup(work, name='demo', repeat=1, **overrides):
     parallel = ('photometry', 'task', 'wheel', 'video')
     par = [sum(rows[w].get(s, 0) for s in parallel) for w in (1, 2)]
     n_sessions = len(pd.read_parquet(cache / 'sessions.pqt'))
-    lines = [f'Median of {repeat} run(s) per configuration; whole-run seconds with 1/2 workers, '
-             f'run by run: {totals} (speed-ups '
-             f'{ratios}).',
-             '',
-             f'| {name} preset ({n_sessions} sessions) | --workers 1 | --workers 2 | speed-up |',
-             '|---|---|---|---|']  # fmt: skip
+    lines = [
+        f'Median of {repeat} run(s) per configuration; whole-run seconds with 1/2 workers, '
+        f'run by run: {totals} (speed-ups '
+        f'{ratios}).',
+        '',
+        f'| {name} preset ({n_sessions} sessions) | --workers 1 | --workers 2 | speed-up |',
+        '|---|---|---|---|',
+    ]
     for stage in ('query_database', *parallel, 'dataset_overview'):
         a, b = rows[1].get(stage, float('nan')), rows[2].get(stage, float('nan'))
         lines.append(f'| {stage} (s) | {a:.1f} | {b:.1f} | {a / b:.2f}× |')
-    lines.append(f'| per-session stages (s) | {par[0]:.1f} | {par[1]:.1f} | '
-                 f'**{par[0] / par[1]:.2f}×** |')  # fmt: skip
+    lines.append(
+        f'| per-session stages (s) | {par[0]:.1f} | {par[1]:.1f} | **{par[0] / par[1]:.2f}×** |'
+    )
     total = [rows[w]['total'] for w in (1, 2)]
-    lines.append(f'| whole `run_pipeline.py` (s) | {total[0]:.1f} | {total[1]:.1f} | '
-                 f'**{total[0] / total[1]:.2f}×** |')  # fmt: skip
-    lines.append(f'| whole run minus the one-off imports ({imports:.1f} s) | '
-                 f'{total[0] - imports:.1f} | {total[1] - imports:.1f} | '
-                 f'{(total[0] - imports) / (total[1] - imports):.2f}× |')  # fmt: skip
+    lines.append(
+        f'| whole `run_pipeline.py` (s) | {total[0]:.1f} | {total[1]:.1f} | '
+        f'**{total[0] / total[1]:.2f}×** |'
+    )
+    lines.append(
+        f'| whole run minus the one-off imports ({imports:.1f} s) | '
+        f'{total[0] - imports:.1f} | {total[1] - imports:.1f} | '
+        f'{(total[0] - imports) / (total[1] - imports):.2f}× |'
+    )
     return lines
 
 
@@ -170,8 +177,17 @@ def single_session_cost(work):
     """Median in-process seconds of the three per-session functions on one session."""
     cache = work / 'large_single'
     if not (cache / 'ground_truth/manifest.json').exists():
-        generate(cache, preset='large', seed=1, n_jobs=2, n_sessions=6, strainless_sessions=0,
-                 fault_fraction=0.0, all_faults=False, camera_fault_fraction=0.0)  # fmt: skip
+        generate(
+            cache,
+            preset='large',
+            seed=1,
+            n_jobs=2,
+            n_sessions=6,
+            strainless_sessions=0,
+            fault_fraction=0.0,
+            all_faults=False,
+            camera_fault_fraction=0.0,
+        )
     root = fresh(work / 'large_single_out')
     run([REPO / 'scripts/query_database.py'], cache, root)
     _, _, out = run(['-c', SINGLE_SESSION], cache, root)
@@ -180,8 +196,10 @@ def single_session_cost(work):
 
 
 def bench_scaling(work, sizes):
-    lines = ['| sessions (large preset) | stage seconds | s / session | peak RSS (MB) |',
-             '|---|---|---|---|']  # fmt: skip
+    lines = [
+        '| sessions (large preset) | stage seconds | s / session | peak RSS (MB) |',
+        '|---|---|---|---|',
+    ]
     single = single_session_cost(work)
     lines.append(f'| 1 (in-process, median of 5) | | {single:.3f} | |')
     per = {}
@@ -192,10 +210,12 @@ def bench_scaling(work, sizes):
         lines.append(f'| {n} | {seconds:.1f} | {per[n]:.3f} | {peak:.0f} |')
         print(f'large preset {n} sessions: {seconds:.1f} s ({per[n]:.3f} s/session)', flush=True)
     lines.append('')
-    lines.append(f'Per-session cost at {sizes[-1]} vs {sizes[0]} sessions: '
-                 f'{per[sizes[-1]] / per[sizes[0]]:.2f}× (1.0 = linear). Batch per-session cost '
-                 f'at {sizes[-1]} sessions (three stage scripts, `--workers 1`, start-up '
-                 f'included) vs one session in-process: {per[sizes[-1]] / single:.2f}×.')  # fmt: skip
+    lines.append(
+        f'Per-session cost at {sizes[-1]} vs {sizes[0]} sessions: '
+        f'{per[sizes[-1]] / per[sizes[0]]:.2f}× (1.0 = linear). Batch per-session cost '
+        f'at {sizes[-1]} sessions (three stage scripts, `--workers 1`, start-up '
+        f'included) vs one session in-process: {per[sizes[-1]] / single:.2f}×.'
+    )
     return lines
 
 
@@ -246,8 +266,10 @@ def main(argv=None):
         'catalog': lambda: bench_catalog(args.work, args.large_sessions),
     }
     for name in args.what:  # each measurement owns its README section
-        header = (f'{datetime.date.today()} · `.venv/bin/python benchmarks/bench_pipeline.py '
-                  f'{name}` · {machine()} · load average at start {os.getloadavg()[0]:.1f}')  # fmt: skip
+        header = (
+            f'{datetime.date.today()} · `.venv/bin/python benchmarks/bench_pipeline.py '
+            f'{name}` · {machine()} · load average at start {os.getloadavg()[0]:.1f}'
+        )
         text = '\n'.join([header, '', *benches[name]()])
         print(f'## {TITLES[name]}\n\n{text}\n', flush=True)
         if not args.no_readme:

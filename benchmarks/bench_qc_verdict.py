@@ -32,9 +32,12 @@ from iblnm.signal import verdict as sv
 
 DOCS_FIGURES = config.PACKAGE_DIR.parent / 'docs' / 'figures'
 QUALITY_MIX = (  # (quality, moderate, share of the simulated fibers)
-    ('good', False, 0.30), ('good', True, 0.10), ('no_signal', False, 0.20),
-    ('low_light', False, 0.15), ('large_artefacts', False, 0.25),
-)  # fmt: skip
+    ('good', False, 0.30),
+    ('good', True, 0.10),
+    ('no_signal', False, 0.20),
+    ('low_light', False, 0.15),
+    ('large_artefacts', False, 0.25),
+)
 REAL = config.REAL_DATA_DIR / 'ibl'
 # name: (folder, ROI, expected, note). 'not FAIL': PASS or WARNING accepted.
 REAL_FIBERS = [
@@ -71,14 +74,34 @@ def simulated_fibers(n, duration, seed=0):
     k = 0
     for (quality, moderate, _), count in zip(QUALITY_MIX, counts):
         for _ in range(count):
-            flags = {name: bool(rng.random() < p) for name, p in (
-                ('edge_start', 0.5), ('edge_end', 0.5), ('dropouts', 0.5), ('dark_offset', 0.5),
-                ('mid_disconnect', 0.3))}  # fmt: skip
-            out = simulate_fiber(duration, quality, seed=seed * 1000 + k, moderate=moderate,
-                                 nm=('DA', '5HT', 'NE', 'ACh')[k % 4], **flags)  # fmt: skip
+            flags = {
+                name: bool(rng.random() < p)
+                for name, p in (
+                    ('edge_start', 0.5),
+                    ('edge_end', 0.5),
+                    ('dropouts', 0.5),
+                    ('dark_offset', 0.5),
+                    ('mid_disconnect', 0.3),
+                )
+            }
+            out = simulate_fiber(
+                duration,
+                quality,
+                seed=seed * 1000 + k,
+                moderate=moderate,
+                nm=('DA', '5HT', 'NE', 'ACh')[k % 4],
+                **flags,
+            )
             label = f'{quality}{"+moderate" if moderate else ""}'
-            yield (f'sim{k:02d}', label, out['expected_verdict'], out['times'], out['gcamp'],
-                   out['iso'], ','.join(f for f, on in flags.items() if on))  # fmt: skip
+            yield (
+                f'sim{k:02d}',
+                label,
+                out['expected_verdict'],
+                out['times'],
+                out['gcamp'],
+                out['iso'],
+                ','.join(f for f, on in flags.items() if on),
+            )
             k += 1
 
 
@@ -154,8 +177,9 @@ def _with_pipeline_metrics(bands, times, gcamp, iso):
         metrics.update(found.summary)
     if iso is not None:
         fit = sp.preprocess_isosbestic(times, gcamp, iso, valid=found.valid, compute_qc=False)
-        bands['GCaMP'].update(iso_slope=float(fit.slope), iso_intercept=float(fit.intercept),
-                              iso_r2=float(fit.r2))  # fmt: skip
+        bands['GCaMP'].update(
+            iso_slope=float(fit.slope), iso_intercept=float(fit.intercept), iso_r2=float(fit.r2)
+        )
     return bands
 
 
@@ -166,13 +190,26 @@ def score(fibers):
         t0 = time.perf_counter()
         bands = qc.fiber_qc(times, gcamp, iso)
         bands = _with_pipeline_metrics(bands, times, gcamp, iso)
-        table = pd.DataFrame([{'eid': name, 'brain_region': name, 'band': band, **metrics}
-                              for band, metrics in bands.items()])  # fmt: skip
+        table = pd.DataFrame(
+            [
+                {'eid': name, 'brain_region': name, 'band': band, **metrics}
+                for band, metrics in bands.items()
+            ]
+        )
         metrics = sv.recording_metrics(table)
         verdict, reasons = sv.qc_verdict(metrics)
-        rows.append({'fiber': name, 'label': label, 'expected': expected, 'verdict': verdict,
-                     'reasons': sv.join_reasons(reasons), 'note': note,
-                     'seconds': time.perf_counter() - t0, **metrics})  # fmt: skip
+        rows.append(
+            {
+                'fiber': name,
+                'label': label,
+                'expected': expected,
+                'verdict': verdict,
+                'reasons': sv.join_reasons(reasons),
+                'note': note,
+                'seconds': time.perf_counter() - t0,
+                **metrics,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -187,18 +224,30 @@ def agrees(expected, verdict):
 # ---------------------------------------------------------------------------
 # Figure
 # ---------------------------------------------------------------------------
-LOG_METRICS = {'light_above_floor', 'Isosbestic:light_above_floor', 'n_noise_levels',
-               'Isosbestic:n_noise_levels', 'residual_power_ratio', 'Isosbestic:relative_noise',
-               'frac_shared_excursion'}  # fmt: skip
+LOG_METRICS = {
+    'light_above_floor',
+    'Isosbestic:light_above_floor',
+    'n_noise_levels',
+    'Isosbestic:n_noise_levels',
+    'residual_power_ratio',
+    'Isosbestic:relative_noise',
+    'frac_shared_excursion',
+}
 UNITS = {
-    'light_above_floor': 'floors above the floor', 'n_noise_levels': 'distinct values in ±1 SD',
-    'residual_power_ratio': 'power 0.1–1 Hz / 2–3.5 Hz', 'relative_noise': 'noise / light',
-    'frac_shared_excursion': 'fraction of time', 'n_shared_steps': 'steps',
-    'iso_slope': 'slope', 'frac_valid': 'fraction', 'frac_saturated': 'fraction',
+    'light_above_floor': 'floors above the floor',
+    'n_noise_levels': 'distinct values in ±1 SD',
+    'residual_power_ratio': 'power 0.1–1 Hz / 2–3.5 Hz',
+    'relative_noise': 'noise / light',
+    'frac_shared_excursion': 'fraction of time',
+    'n_shared_steps': 'steps',
+    'iso_slope': 'slope',
+    'frac_valid': 'fraction',
+    'frac_saturated': 'fraction',
     'upper_tail_excess': 'fraction above +3 − below −3 robust SD',
     'iso_explained': 'fraction of GCaMP variance',
-    'n_band_inversions': 'count', 'n_early_samples': 'count',
-}  # fmt: skip
+    'n_band_inversions': 'count',
+    'n_early_samples': 'count',
+}
 
 
 def plot(sim, real, fpath_stem):
@@ -206,22 +255,33 @@ def plot(sim, real, fpath_stem):
 
     from iblnm import vis
 
-    rules = [r for r in config.QC_VERDICT_RULES
-             if r['metric'] in sim or r['metric'] in real]  # fmt: skip
+    rules = [r for r in config.QC_VERDICT_RULES if r['metric'] in sim or r['metric'] in real]
     metrics = list(
         dict.fromkeys(
             m for r in rules for m in (r['metric'], *(c['metric'] for c in r.get('and', ())))
         )
     )
-    metrics = [m for m in metrics if pd.concat([sim.get(m, pd.Series(dtype=float)),
-                                                real.get(m, pd.Series(dtype=float))]).notna().any()]  # fmt: skip
+    metrics = [
+        m
+        for m in metrics
+        if pd.concat([sim.get(m, pd.Series(dtype=float)), real.get(m, pd.Series(dtype=float))])
+        .notna()
+        .any()
+    ]
     labels = list(dict.fromkeys(sim['label'])) + list(dict.fromkeys(real['label']))
-    colors = {'PASS': vis.VERDICT_COLORS['PASS'], 'WARNING': vis.VERDICT_COLORS['WARNING'],
-              'FAIL': vis.VERDICT_COLORS['FAIL']}  # fmt: skip
+    colors = {
+        'PASS': vis.VERDICT_COLORS['PASS'],
+        'WARNING': vis.VERDICT_COLORS['WARNING'],
+        'FAIL': vis.VERDICT_COLORS['FAIL'],
+    }
     n_cols = 3
     n_rows = int(np.ceil(len(metrics) / n_cols))
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(5.2 * n_cols, 0.32 * len(labels) * n_rows + 1.5 * n_rows),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        n_rows,
+        n_cols,
+        figsize=(5.2 * n_cols, 0.32 * len(labels) * n_rows + 1.5 * n_rows),
+        squeeze=False,
+    )
     both = pd.concat([sim, real], ignore_index=True)
     rng = np.random.default_rng(0)
     for ax, metric in zip(axes.ravel(), metrics):
@@ -233,36 +293,66 @@ def plot(sim, real, fpath_stem):
             if metric in LOG_METRICS:
                 x = np.maximum(x, 1e-4)
             marker = 'o' if label in set(sim['label']) else 'D'
-            ax.scatter(x, i + rng.uniform(-0.2, 0.2, x.size), s=16, marker=marker,
-                       c=[colors[v] for v in rows['verdict'].to_numpy()[ok]],
-                       edgecolors='k', linewidths=0.3)  # fmt: skip
-        conditions = [{**c, 'name': r['name'], 'severity': r['severity']} for r in rules
-                      for c in (r, *r.get('and', ())) if c['metric'] == metric]  # fmt: skip
+            ax.scatter(
+                x,
+                i + rng.uniform(-0.2, 0.2, x.size),
+                s=16,
+                marker=marker,
+                c=[colors[v] for v in rows['verdict'].to_numpy()[ok]],
+                edgecolors='k',
+                linewidths=0.3,
+            )
+        conditions = [
+            {**c, 'name': r['name'], 'severity': r['severity']}
+            for r in rules
+            for c in (r, *r.get('and', ()))
+            if c['metric'] == metric
+        ]
         for rule in conditions:
             style = '-' if rule['severity'] == 'FAIL' else '--'
-            ax.axvline(rule['threshold'] if metric not in LOG_METRICS else max(rule['threshold'], 1e-4),
-                       color=colors[rule['severity']], ls=style, lw=1.2)  # fmt: skip
-            ax.text(rule['threshold'], -0.6, f' {rule["name"]}', rotation=90, fontsize=6,
-                    va='bottom', color=colors[rule['severity']])  # fmt: skip
+            ax.axvline(
+                rule['threshold'] if metric not in LOG_METRICS else max(rule['threshold'], 1e-4),
+                color=colors[rule['severity']],
+                ls=style,
+                lw=1.2,
+            )
+            ax.text(
+                rule['threshold'],
+                -0.6,
+                f' {rule["name"]}',
+                rotation=90,
+                fontsize=6,
+                va='bottom',
+                color=colors[rule['severity']],
+            )
         if metric in LOG_METRICS:
             ax.set_xscale('log')
-        ax.set_yticks(range(len(labels)), [f'{lab} (n={int((both["label"] == lab).sum())})'
-                                           for lab in labels], fontsize=7)  # fmt: skip
+        ax.set_yticks(
+            range(len(labels)),
+            [f'{lab} (n={int((both["label"] == lab).sum())})' for lab in labels],
+            fontsize=7,
+        )
         ax.axhline(len(set(sim['label'])) - 0.5, color='grey', lw=0.5)
         ax.invert_yaxis()
         ax.set_xlabel(f'{metric} ({UNITS.get(metric.split(":")[-1], "")})', fontsize=8)
         ax.set_title(metric, fontsize=9)
     for ax in axes.ravel()[len(metrics) :]:
         ax.axis('off')
-    handles = [plt.Line2D([], [], marker='o', ls='', color=c, label=f'verdict {v}')
-               for v, c in colors.items()]  # fmt: skip
-    handles += [plt.Line2D([], [], ls='-', color='k', label='FAIL threshold'),
-                plt.Line2D([], [], ls='--', color='k', label='WARNING threshold'),
-                plt.Line2D([], [], marker='o', ls='', mfc='w', color='k', label='simulated'),
-                plt.Line2D([], [], marker='D', ls='', mfc='w', color='k', label='real')]  # fmt: skip
+    handles = [
+        plt.Line2D([], [], marker='o', ls='', color=c, label=f'verdict {v}')
+        for v, c in colors.items()
+    ]
+    handles += [
+        plt.Line2D([], [], ls='-', color='k', label='FAIL threshold'),
+        plt.Line2D([], [], ls='--', color='k', label='WARNING threshold'),
+        plt.Line2D([], [], marker='o', ls='', mfc='w', color='k', label='simulated'),
+        plt.Line2D([], [], marker='D', ls='', mfc='w', color='k', label='real'),
+    ]
     fig.legend(handles=handles, loc='lower center', ncol=4, frameon=False, fontsize=8)
-    fig.suptitle(f'QC metrics of {len(sim)} simulated fibers (by manifest quality) and '
-                 f'{len(real)} real fibers (by recording), with the verdict thresholds')  # fmt: skip
+    fig.suptitle(
+        f'QC metrics of {len(sim)} simulated fibers (by manifest quality) and '
+        f'{len(real)} real fibers (by recording), with the verdict thresholds'
+    )
     fig.tight_layout(rect=(0, 0.05, 1, 0.97))
     return vis.save_figure_formats(fig, fpath_stem)
 
@@ -272,20 +362,26 @@ def rules_markdown(rules=None):
     rules = config.QC_VERDICT_RULES if rules is None else rules
     lines = ['| rule (reason) | metric | fires when | severity |', '|---|---|---|---|']
     for r in rules:
-        extra = ''.join(f' and `{c["metric"]}` {c["op"]} {c["threshold"]:g}'
-                        for c in r.get('and', ()))  # fmt: skip
-        lines.append(f'| `{r["name"]}` | `{r["metric"]}` | {r["op"]} {r["threshold"]:g}{extra} | '
-                     f'{r["severity"]} |')  # fmt: skip
+        extra = ''.join(
+            f' and `{c["metric"]}` {c["op"]} {c["threshold"]:g}' for c in r.get('and', ())
+        )
+        lines.append(
+            f'| `{r["name"]}` | `{r["metric"]}` | {r["op"]} {r["threshold"]:g}{extra} | '
+            f'{r["severity"]} |'
+        )
     return '\n'.join(lines)
 
 
 def markdown(sim, real):
     lines = []
     ok = sim.apply(lambda r: agrees(r['expected'], r['verdict']), axis=1).astype(bool)
-    lines.append(f'Simulated: {int(ok.sum())}/{len(sim)} fibers agree with the manifest '
-                 f'({100 * ok.mean():.1f} %).\n')  # fmt: skip
+    lines.append(
+        f'Simulated: {int(ok.sum())}/{len(sim)} fibers agree with the manifest '
+        f'({100 * ok.mean():.1f} %).\n'
+    )
     confusion = pd.crosstab(sim['label'], sim['verdict']).reindex(
-        columns=list(config.QC_VERDICTS), fill_value=0)  # fmt: skip
+        columns=list(config.QC_VERDICTS), fill_value=0
+    )
     expected = sim.groupby('label')['expected'].first()
     lines.append('| simulated quality | expected | PASS | WARNING | FAIL |')
     lines.append('|---|---|---|---|---|')

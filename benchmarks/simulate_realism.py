@@ -82,11 +82,15 @@ def simulated_bands(seeds):
     """(name, band, values) of simulated fibers: a messy good fiber and a low-light one."""
     cases = {
         'sim good, edges + dropouts (3000 s)': dict(
-            duration_s=3000, quality='good', edge_start=True, edge_end=True, dropouts=True,
+            duration_s=3000,
+            quality='good',
+            edge_start=True,
+            edge_end=True,
+            dropouts=True,
             dark_offset=True,
         ),
         'sim low_light (3000 s)': dict(duration_s=3000, quality='low_light'),
-    }  # fmt: skip
+    }
     out = []
     for name, kwargs in cases.items():
         for seed in range(seeds):
@@ -101,10 +105,13 @@ def table(rows):
     frame = pd.DataFrame([{'recording': n, 'band': b, **band_stats(x)} for n, b, x in rows])
     cols = [c for c in frame.columns if c not in ('recording', 'band')]
     fmt = {
-        'light above floor': '{:.2g}', 'noise / light': '{:.2%}', 'noise / F0 (total)': '{:.2%}',
-        'near-floor fraction': '{:.3f}', 'dropouts / 1000 frames': '{:.2f}',
+        'light above floor': '{:.2g}',
+        'noise / light': '{:.2%}',
+        'noise / F0 (total)': '{:.2%}',
+        'near-floor fraction': '{:.3f}',
+        'dropouts / 1000 frames': '{:.2f}',
         'min robust z': '{:.0f}',
-    }  # fmt: skip
+    }
     lines = ['| recording | band | ' + ' | '.join(cols) + ' |', '|' + '---|' * (len(cols) + 2)]
     for (name, band), group in frame.groupby(['recording', 'band'], sort=False):
         cells = []

@@ -24,8 +24,11 @@ from iblnm import config, task
 from iblnm import validation as v
 
 EVENT_ORDER = ['stimOn_times', 'firstMovement_times', 'feedback_times']
-EVENT_COLORS = {'stimOn_times': '#1f77b4', 'firstMovement_times': '#ff7f0e',
-                'feedback_times': '#2ca02c'}  # fmt: skip
+EVENT_COLORS = {
+    'stimOn_times': '#1f77b4',
+    'firstMovement_times': '#ff7f0e',
+    'feedback_times': '#2ca02c',
+}
 TOGGLES = ('Events', 'Baseline', 'Mask events')
 SPLITS = ('feedback', 'contrast', 'side', 'choice', 'block')
 WINDOW_COLORS = {'early': '#fdd49e', 'late': '#d9d9d9'}
@@ -89,9 +92,18 @@ def mean_sem(values):
 
 def _shade_response_windows(ax, windows=config.RESPONSE_WINDOWS):
     """Shade exactly the ``RESPONSE_WINDOWS`` spans (s); returns the patches."""
-    return [ax.axvspan(t0, t1, color=WINDOW_COLORS.get(name, '#eeeeee'), alpha=0.5, lw=0,
-                       zorder=0, label=f'{name} window')
-            for name, (t0, t1) in windows.items()]  # fmt: skip
+    return [
+        ax.axvspan(
+            t0,
+            t1,
+            color=WINDOW_COLORS.get(name, '#eeeeee'),
+            alpha=0.5,
+            lw=0,
+            zorder=0,
+            label=f'{name} window',
+        )
+        for name, (t0, t1) in windows.items()
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -159,8 +171,9 @@ class PhotometrySessionViewer:
         toggles = TOGGLES if self.has_responses else TOGGLES[:1]
         ax_tog = self.fig.add_axes((0.19, 0.865, 0.14, 0.075))
         ax_tog.set_title('show', fontsize=9, loc='left')
-        self.widgets['toggles'] = CheckButtons(ax_tog, list(toggles),
-                                               [self.state[t] for t in toggles])  # fmt: skip
+        self.widgets['toggles'] = CheckButtons(
+            ax_tog, list(toggles), [self.state[t] for t in toggles]
+        )
         self.widgets['toggles'].on_clicked(self.toggle)
         if self.has_responses:
             ax_split = self.fig.add_axes((0.35, 0.865, 0.3, 0.075))
@@ -181,8 +194,18 @@ class PhotometrySessionViewer:
         if self.has_responses:
             rows, ratios = rows + ['heatmap', 'mean'], ratios + [4, 2.5]
         n_cols = max(1, len(self.events))
-        grid = GridSpec(len(rows), n_cols, figure=self.fig, height_ratios=ratios, top=0.8,
-                        bottom=0.05, left=0.07, right=0.86, hspace=0.65, wspace=0.4)  # fmt: skip
+        grid = GridSpec(
+            len(rows),
+            n_cols,
+            figure=self.fig,
+            height_ratios=ratios,
+            top=0.8,
+            bottom=0.05,
+            left=0.07,
+            right=0.86,
+            hspace=0.65,
+            wspace=0.4,
+        )
         for i, row in enumerate(rows):
             if row in ('raw', 'signal'):
                 self.axes[row] = self.fig.add_subplot(grid[i, :])
@@ -240,8 +263,16 @@ class PhotometrySessionViewer:
         y0, y1 = ax.get_ylim()
         for event in order_events(e for e in EVENT_ORDER if e in self.ps.trials):
             times = self.ps.trials[event].to_numpy(float)
-            ax.vlines(times[np.isfinite(times)], y0, y1, color=EVENT_COLORS[event], lw=0.9,
-                      alpha=0.5, label=event.removesuffix('_times'), antialiased=False)  # fmt: skip
+            ax.vlines(
+                times[np.isfinite(times)],
+                y0,
+                y1,
+                color=EVENT_COLORS[event],
+                lw=0.9,
+                alpha=0.5,
+                label=event.removesuffix('_times'),
+                antialiased=False,
+            )
         ax.set_ylim(y0, y1)
 
     def _draw_raw(self, ax):
@@ -259,8 +290,11 @@ class PhotometrySessionViewer:
         signal = self.ps.photometry[self.band][self.region]
         ax.plot(signal.index, signal.to_numpy(), color='k', lw=0.5, label='GCaMP (z-score)')
         self._draw_event_lines(ax)
-        ax.set(xlabel='time (s)', ylabel='signal (z-score)',
-               title=f'{self.region}: preprocessed (isosbestic-corrected, z-scored, 30 Hz)')  # fmt: skip
+        ax.set(
+            xlabel='time (s)',
+            ylabel='signal (z-score)',
+            title=f'{self.region}: preprocessed (isosbestic-corrected, z-scored, 30 Hz)',
+        )
         ax.legend(loc='upper left', fontsize=8, bbox_to_anchor=(1.005, 1.05), frameon=False)
 
     def _responses(self, event, transformed):
@@ -280,14 +314,24 @@ class PhotometrySessionViewer:
         values = raw.to_numpy()[order]
         vmin, vmax = heatmap_limits(values)
         tpts = raw['time'].to_numpy()
-        image = ax.imshow(values, aspect='auto', cmap='RdBu_r', vmin=vmin, vmax=vmax,
-                          origin='lower', interpolation='nearest',
-                          extent=(tpts[0], tpts[-1], 0, len(values)))  # fmt: skip
+        image = ax.imshow(
+            values,
+            aspect='auto',
+            cmap='RdBu_r',
+            vmin=vmin,
+            vmax=vmax,
+            origin='lower',
+            interpolation='nearest',
+            extent=(tpts[0], tpts[-1], 0, len(values)),
+        )
         n_err = int((trials['feedbackType'] == -1).sum())
         ax.axhline(n_err, color='k', lw=0.8)
         ax.axvline(0, color='k', lw=0.8, ls='--')
-        ax.set(title=f'{event.removesuffix("_times")}: raw responses', xlabel='time from event (s)',
-               ylabel=f'trials (incorrect: 0-{n_err}, then correct)')  # fmt: skip
+        ax.set(
+            title=f'{event.removesuffix("_times")}: raw responses',
+            xlabel='time from event (s)',
+            ylabel=f'trials (incorrect: 0-{n_err}, then correct)',
+        )
         if not hasattr(ax, '_iblnm_colorbar'):
             ax._iblnm_colorbar = self.fig.colorbar(image, ax=ax, label='z-score', fraction=0.05)
         else:
@@ -310,11 +354,18 @@ class PhotometrySessionViewer:
             ax.fill_between(tpts, mean - sem, mean + sem, color=color, alpha=0.25, lw=0)
             ax.plot(tpts, mean, color=color, lw=1.5, label=f'{level} (n={(labels == level).sum()})')
         ax.axvline(0, color='k', lw=0.8, ls='--')
-        steps = [s for s, on in (('masked', self.state['Mask events']),
-                                 ('baseline-subtracted', self.state['Baseline'])) if on]  # fmt: skip
+        steps = [
+            s
+            for s, on in (
+                ('masked', self.state['Mask events']),
+                ('baseline-subtracted', self.state['Baseline']),
+            )
+            if on
+        ]
         ax.set(xlabel='time from event (s)', ylabel='signal (z-score)')
-        ax.set_title(f'mean ± SEM by {self.split}\n' + (', '.join(steps) or 'raw responses'),
-                     fontsize=10)  # fmt: skip
+        ax.set_title(
+            f'mean ± SEM by {self.split}\n' + (', '.join(steps) or 'raw responses'), fontsize=10
+        )
         if event == self.events[-1]:
             ax.legend(fontsize=8, frameon=False, loc='upper left', bbox_to_anchor=(1.02, 1.05))
 
@@ -393,8 +444,16 @@ def print_session_errors(ps):
         print(f'[{entry["error_type"]}] {entry["error_message"]}')
 
 
-def open_viewer(subject=None, index=-1, eid=None, split='feedback', save=None,
-                sessions_fpath=config.SESSIONS_FPATH, h5_dir=config.SESSIONS_H5_DIR, one=None):  # fmt: skip
+def open_viewer(
+    subject=None,
+    index=-1,
+    eid=None,
+    split='feedback',
+    save=None,
+    sessions_fpath=config.SESSIONS_FPATH,
+    h5_dir=config.SESSIONS_H5_DIR,
+    one=None,
+):
     """Find, load and show a session; with ``save`` write a screenshot instead of showing."""
     import matplotlib.pyplot as plt
 

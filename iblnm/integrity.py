@@ -123,8 +123,11 @@ def mismatched(one, files, records):
     """The files (of ``files``, None entries ignored) whose md5 differs from their record."""
     present = [f for f in files if f is not None]
     memo = memo_dir(one)
-    return [f for f, expected in zip(present, expected_hashes(records, present))
-            if expected is not None and remembered_md5(f, memo) != expected]  # fmt: skip
+    return [
+        f
+        for f, expected in zip(present, expected_hashes(records, present))
+        if expected is not None and remembered_md5(f, memo) != expected
+    ]
 
 
 def verified(one, eid, fetch, records=None):

@@ -193,9 +193,20 @@ class LocalMetadata:
         for _, row in self._one_sessions().iterrows():
             rec = self._record(row['id'], row)
             if project is None or project in rec['projects']:
-                records.append({k: rec[k] for k in (
-                    'id', 'subject', 'start_time', 'number', 'lab', 'projects', 'task_protocol',
-                )})  # fmt: skip
+                records.append(
+                    {
+                        k: rec[k]
+                        for k in (
+                            'id',
+                            'subject',
+                            'start_time',
+                            'number',
+                            'lab',
+                            'projects',
+                            'task_protocol',
+                        )
+                    }
+                )
         return records
 
     def _record(self, eid, one_row=None):
@@ -210,11 +221,19 @@ class LocalMetadata:
             one_row = self._one_sessions().set_index('id', drop=False).loc[eid]
         projects = [p for p in str(one_row['projects'] or '').split(',') if p]
         return {
-            'id': eid, 'subject': one_row['subject'], 'lab': one_row['lab'],
-            'start_time': pd.Timestamp(one_row['date']).isoformat(), 'end_time': None,
-            'number': int(one_row['number']), 'task_protocol': one_row['task_protocol'] or None,
-            'projects': projects, 'users': [], 'qc': 'NOT_SET', 'extended_qc': None, 'json': None,
-        }  # fmt: skip
+            'id': eid,
+            'subject': one_row['subject'],
+            'lab': one_row['lab'],
+            'start_time': pd.Timestamp(one_row['date']).isoformat(),
+            'end_time': None,
+            'number': int(one_row['number']),
+            'task_protocol': one_row['task_protocol'] or None,
+            'projects': projects,
+            'users': [],
+            'qc': 'NOT_SET',
+            'extended_qc': None,
+            'json': None,
+        }
 
     def read_session(self, eid):
         """Session record like Alyx ``sessions/read`` (with ``data_dataset_session_related``)."""

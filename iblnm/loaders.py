@@ -112,8 +112,12 @@ def read_photometry_table(path):
     columns = [c for c in READ_COLUMNS if c in names] + data_columns(names)
     dictionary = ['name'] if 'name' in names else None
     arrow = pq.read_table(path, columns=columns, read_dictionary=dictionary)
-    table = pd.DataFrame({c: arrow.column(c).to_pandas() if c == 'name' else arrow.column(c).to_numpy()
-                          for c in columns})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            c: arrow.column(c).to_pandas() if c == 'name' else arrow.column(c).to_numpy()
+            for c in columns
+        }
+    )
     return normalise_photometry_table(table, copy=False)
 
 
@@ -181,8 +185,9 @@ def dark_frames(table, locations=None, names=None):
     return {rename.get(c, c): dark[c].to_numpy(float) for c in data_columns(table)}
 
 
-def restrict_to_task(bands, trials, pre=config.PHOTOMETRY_RESTRICT_PRE,
-                     post=config.PHOTOMETRY_RESTRICT_POST):  # fmt: skip
+def restrict_to_task(
+    bands, trials, pre=config.PHOTOMETRY_RESTRICT_PRE, post=config.PHOTOMETRY_RESTRICT_POST
+):
     """Keep samples within [first trial start + pre, last trial end + post] (s).
 
     Like ``fpio.restrict_to_session_time`` but NaN-safe (first/last finite interval) and
@@ -234,10 +239,12 @@ def read_raw_photometry(path):
     raw = _read_table(path)
     time_col, state_col = _raw_columns(raw.columns)
     rois = [c for c in raw.columns if str(c).startswith('Region') or str(c)[:1] in ('G', 'R')]
-    out = pd.DataFrame({
-        'times': raw[time_col].to_numpy(float),
-        'led_state': raw[state_col].to_numpy(np.int64),
-    })  # fmt: skip
+    out = pd.DataFrame(
+        {
+            'times': raw[time_col].to_numpy(float),
+            'led_state': raw[state_col].to_numpy(np.int64),
+        }
+    )
     out['led'] = out['led_state'] & LED_CODE_MASK
     out['band'] = out['led'].map(LED_BANDS).fillna('')
     for roi in rois:
@@ -345,9 +352,14 @@ class PhotometrySessionLoader(_SessionLoaderBase):
         if path is not None:
             self._check_local([path])
             return path
-        return verified(self.one, self.eid, lambda check_hash: self.one.load_dataset(
-            self.eid, name, collection=collection, download_only=True, check_hash=check_hash),
-            records=self._records())  # fmt: skip
+        return verified(
+            self.one,
+            self.eid,
+            lambda check_hash: self.one.load_dataset(
+                self.eid, name, collection=collection, download_only=True, check_hash=check_hash
+            ),
+            records=self._records(),
+        )
 
     def load_object(self, obj, collection=None, attribute=None, revision=None):
         """``one.load_object`` with the files verified once (:func:`iblnm.integrity.verified`).
@@ -361,15 +373,26 @@ class PhotometrySessionLoader(_SessionLoaderBase):
             pattern = attribute
             if attribute is not None and self.one.wildcards:
                 pattern = fnmatch.translate(attribute)
-            files = local_object(self.one, self._records(), self.session_path, obj, collection,
-                                 pattern)  # fmt: skip
+            files = local_object(
+                self.one, self._records(), self.session_path, obj, collection, pattern
+            )
             if files is not None:
                 self._check_local(files)
                 return alfio.load_object(files, wildcards=self.one.wildcards)
-        files = verified(self.one, self.eid, lambda check_hash: self.one.load_object(
-            self.eid, obj, collection=collection, attribute=attribute,
-            revision=revision or None, download_only=True, check_hash=check_hash),
-            records=self._records())  # fmt: skip
+        files = verified(
+            self.one,
+            self.eid,
+            lambda check_hash: self.one.load_object(
+                self.eid,
+                obj,
+                collection=collection,
+                attribute=attribute,
+                revision=revision or None,
+                download_only=True,
+                check_hash=check_hash,
+            ),
+            records=self._records(),
+        )
         files = [f for f in files if f is not None]
         if not files:
             raise ALFObjectNotFound(f'{obj} in {collection}')
@@ -396,8 +419,12 @@ class PhotometrySessionLoader(_SessionLoaderBase):
         self.extracted_frames = (table['times'].to_numpy(), table['wavelength'].to_numpy())
         return table, locations
 
-    def load_photometry(self, restrict_to_session=True, pre=config.PHOTOMETRY_RESTRICT_PRE,
-                        post=config.PHOTOMETRY_RESTRICT_POST):  # fmt: skip
+    def load_photometry(
+        self,
+        restrict_to_session=True,
+        pre=config.PHOTOMETRY_RESTRICT_PRE,
+        post=config.PHOTOMETRY_RESTRICT_POST,
+    ):
         """Load the extracted photometry into ``self.photometry`` (bands 'GCaMP', 'Isosbestic').
 
         With ``restrict_to_session``, samples are kept within the task ± (pre, post) s.

@@ -209,27 +209,35 @@ def _add_devices(nwbfile, ps, columns, bands, fibers):
     fp, od = _ndx()
     coordinates = _fiber_coordinates(ps, fibers)
     fiber_model = od.OpticalFiberModel(
-        name='optical_fiber_model', manufacturer='unknown', numerical_aperture=float('nan'),
+        name='optical_fiber_model',
+        manufacturer='unknown',
+        numerical_aperture=float('nan'),
         description='Chronically implanted optic fiber (model not recorded in the catalog).',
-    )  # fmt: skip
+    )
     camera_model = od.PhotodetectorModel(
-        name='camera_model', manufacturer='Neurophotometrics', detector_type='CMOS camera',
+        name='camera_model',
+        manufacturer='Neurophotometrics',
+        detector_type='CMOS camera',
         description='Camera of the Neurophotometrics FP3002 system; values are ROI means '
         'normalised to 0-1 (1/255 = no light).',
-    )  # fmt: skip
+    )
     nwbfile.add_device_model(fiber_model)
     nwbfile.add_device_model(camera_model)
-    camera = od.Photodetector(name='camera', description='Neurophotometrics camera.',
-                              model=camera_model)  # fmt: skip
+    camera = od.Photodetector(
+        name='camera', description='Neurophotometrics camera.', model=camera_model
+    )
     nwbfile.add_device(camera)
     sources = {}
     for band in bands:
         nm = RAW_BANDS[band]
         model = od.ExcitationSourceModel(
-            name=f'led_{nm:.0f}nm_model', manufacturer='Neurophotometrics', source_type='LED',
-            excitation_mode='one-photon', wavelength_range_in_nm=[nm, nm],
+            name=f'led_{nm:.0f}nm_model',
+            manufacturer='Neurophotometrics',
+            source_type='LED',
+            excitation_mode='one-photon',
+            wavelength_range_in_nm=[nm, nm],
             description=f'{nm:.0f} nm LED of the FP3002 ({band} excitation).',
-        )  # fmt: skip
+        )
         nwbfile.add_device_model(model)
         sources[band] = od.ExcitationSource(
             name=f'led_{nm:.0f}nm', description=f'{nm:.0f} nm LED', model=model
@@ -241,20 +249,26 @@ def _add_devices(nwbfile, ps, columns, bands, fibers):
         kwargs = {'hemisphere': _hemisphere(ps, column), 'position_reference': 'bregma'}
         if region in coordinates:
             ap, ml, dv = coordinates[region]
-            kwargs.update(insertion_position_ap_in_mm=ap, insertion_position_ml_in_mm=ml,
-                          insertion_position_dv_in_mm=dv)  # fmt: skip
+            kwargs.update(
+                insertion_position_ap_in_mm=ap,
+                insertion_position_ml_in_mm=ml,
+                insertion_position_dv_in_mm=dv,
+            )
         insertion = od.FiberInsertion(**{k: x for k, x in kwargs.items() if x is not None})
         optical_fibers[column] = od.OpticalFiber(
-            name=f'fiber_{_dandi_label(column)}', description=f'Optic fiber above {region}.',
-            fiber_insertion=insertion, model=fiber_model,
-        )  # fmt: skip
+            name=f'fiber_{_dandi_label(column)}',
+            description=f'Optic fiber above {region}.',
+            fiber_insertion=insertion,
+            model=fiber_model,
+        )
         nwbfile.add_device(optical_fibers[column])
     line = ps.metadata.get('line')
     of_line = f' (mouse line {line})' if isinstance(line, str) and line else ''
     indicator = od.Indicator(
-        name='GCaMP', label='GCaMP',
+        name='GCaMP',
+        label='GCaMP',
         description=f'Genetically encoded calcium indicator{of_line}.',
-    )  # fmt: skip
+    )
     table = fp.FiberPhotometryTable(
         name='fiber_photometry_table',
         description='One row per recorded region and excitation wavelength.',
@@ -291,9 +305,13 @@ def _response_series(name, frame, table, rows, unit, description):
     )
     data = frame.to_numpy(dtype=np.float64)
     return fp.FiberPhotometryResponseSeries(
-        name=name, description=description, data=_compressed(data), unit=unit,
-        fiber_photometry_table_region=region, **_timing(frame.index.to_numpy()),
-    )  # fmt: skip
+        name=name,
+        description=description,
+        data=_compressed(data),
+        unit=unit,
+        fiber_photometry_table_region=region,
+        **_timing(frame.index.to_numpy()),
+    )
 
 
 def _processed_unit(key):
@@ -328,20 +346,31 @@ def _trials(nwbfile, trials):
     start = trials.pop('intervals_0') if 'intervals_0' in trials else trials['stimOn_times']
     stop = trials.pop('intervals_1') if 'intervals_1' in trials else trials['feedback_times']
     columns = [
-        VectorData(name='start_time', description='Trial start (intervals_0, s).',
-                   data=start.to_numpy(np.float64)),
-        VectorData(name='stop_time', description='Trial end (intervals_1, s).',
-                   data=stop.to_numpy(np.float64)),
-    ]  # fmt: skip
+        VectorData(
+            name='start_time',
+            description='Trial start (intervals_0, s).',
+            data=start.to_numpy(np.float64),
+        ),
+        VectorData(
+            name='stop_time',
+            description='Trial end (intervals_1, s).',
+            data=stop.to_numpy(np.float64),
+        ),
+    ]
     columns += [
-        VectorData(name=str(col), description=IBL_TRIAL_DOCS.get(col, f'IBL trials column {col}.'),
-                   data=_column_data(trials[col]))
+        VectorData(
+            name=str(col),
+            description=IBL_TRIAL_DOCS.get(col, f'IBL trials column {col}.'),
+            data=_column_data(trials[col]),
+        )
         for col in trials.columns
-    ]  # fmt: skip
+    ]
     nwbfile.trials = TimeIntervals(
-        name='trials', description='IBL trials table (all columns).', columns=columns,
+        name='trials',
+        description='IBL trials table (all columns).',
+        columns=columns,
         id=[int(i) for i in trials.index],
-    )  # fmt: skip
+    )
 
 
 def _wheel(nwbfile, ps, wheel_position):
@@ -350,19 +379,27 @@ def _wheel(nwbfile, ps, wheel_position):
 
     series = []
     if ps.wheel is not None and len(ps.wheel):
-        series.append(TimeSeries(
-            name='wheel_velocity', data=_compressed(ps.wheel['velocity'].to_numpy(float)),
-            unit='rad/s', description='Wheel velocity: position interpolated at 1 kHz, '
-            'low-passed (8th-order Butterworth, 20 Hz, zero phase), subsampled (brainbox).',
-            **_timing(ps.wheel['times'].to_numpy(float)),
-        ))  # fmt: skip
+        series.append(
+            TimeSeries(
+                name='wheel_velocity',
+                data=_compressed(ps.wheel['velocity'].to_numpy(float)),
+                unit='rad/s',
+                description='Wheel velocity: position interpolated at 1 kHz, '
+                'low-passed (8th-order Butterworth, 20 Hz, zero phase), subsampled (brainbox).',
+                **_timing(ps.wheel['times'].to_numpy(float)),
+            )
+        )
     if wheel_position is not None:
         times, position = wheel_position
-        series.append(TimeSeries(
-            name='wheel_position', data=_compressed(np.asarray(position, float)), unit='rad',
-            description='Raw wheel position (rotary encoder, IBL _ibl_wheel.position).',
-            **_timing(times),
-        ))  # fmt: skip
+        series.append(
+            TimeSeries(
+                name='wheel_position',
+                data=_compressed(np.asarray(position, float)),
+                unit='rad',
+                description='Raw wheel position (rotary encoder, IBL _ibl_wheel.position).',
+                **_timing(times),
+            )
+        )
     if series:
         module = nwbfile.create_processing_module('behavior', 'Behavioural signals.')
         module.add(BehavioralTimeSeries(time_series=series, name='wheel'))
@@ -398,33 +435,53 @@ def build_nwbfile(ps, fibers=None, wheel_position=None):
         lab=ps.metadata.get('lab'),
         institution='International Brain Laboratory',
         protocol=protocol,
-        experimenter=[str(u) for u in users] if isinstance(users, list | tuple | np.ndarray) and len(users)
+        experimenter=[str(u) for u in users]
+        if isinstance(users, list | tuple | np.ndarray) and len(users)
         else None,
         experiment_description='IBL neuromodulators project: fiber photometry of '
         'neuromodulator activity in mice performing the IBL decision-making task.',
-        keywords=[k for k in ('fiber photometry', 'IBL', 'neuromodulators', ps.metadata.get('NM'))
-                  if isinstance(k, str) and k],
-        notes=json.dumps({'iblnm_metadata': _jsonable(ps.metadata),
-                          'preprocessing_params': _jsonable(ps.preprocessing_params)},
-                         default=str),
+        keywords=[
+            k
+            for k in ('fiber photometry', 'IBL', 'neuromodulators', ps.metadata.get('NM'))
+            if isinstance(k, str) and k
+        ],
+        notes=json.dumps(
+            {
+                'iblnm_metadata': _jsonable(ps.metadata),
+                'preprocessing_params': _jsonable(ps.preprocessing_params),
+            },
+            default=str,
+        ),
         subject=_subject(ps),
-    )  # fmt: skip
+    )
     table, rows = _add_devices(nwbfile, ps, columns, bands, fibers)
     for band in bands:
         frame = ps.photometry[band][columns]
-        nwbfile.add_acquisition(_response_series(
-            f'{band}_{RAW_BANDS[band]:.0f}nm', frame, table, [rows[(band, c)] for c in columns],
-            'a.u.', f'Raw {band} fluorescence ({RAW_BANDS[band]:.0f} nm excitation): camera ROI '
-            'means (0-1), task period +/- 5 s, one column per region.',
-        ))  # fmt: skip
+        nwbfile.add_acquisition(
+            _response_series(
+                f'{band}_{RAW_BANDS[band]:.0f}nm',
+                frame,
+                table,
+                [rows[(band, c)] for c in columns],
+                'a.u.',
+                f'Raw {band} fluorescence ({RAW_BANDS[band]:.0f} nm excitation): camera ROI '
+                'means (0-1), task period +/- 5 s, one column per region.',
+            )
+        )
     processed = {k: f for k, f in ps.photometry.items() if k not in RAW_BANDS}
     ophys = nwbfile.create_processing_module('ophys', 'Processed fiber photometry and its QC.')
     for key, frame in processed.items():
         cols = [c for c in columns if c in frame.columns and ('GCaMP', c) in rows]
-        ophys.add(_response_series(
-            key, frame[cols], table, [rows[('GCaMP', c)] for c in cols], _processed_unit(key),
-            f'{key}: processed GCaMP signal (iblnm), parameters in NWBFile.notes.',
-        ))  # fmt: skip
+        ophys.add(
+            _response_series(
+                key,
+                frame[cols],
+                table,
+                [rows[('GCaMP', c)] for c in cols],
+                _processed_unit(key),
+                f'{key}: processed GCaMP signal (iblnm), parameters in NWBFile.notes.',
+            )
+        )
     qc = ps.qc
     if len(qc):
         ophys.add(_table('qc', 'iblnm QC: one row per region x band (metrics, verdicts).', qc))
@@ -663,8 +720,9 @@ class NWBPhotometrySession(PhotometrySession):
         self.trials = self._nwb['trials'].copy()
         return self.trials
 
-    def load_photometry(self, pre=config.PHOTOMETRY_RESTRICT_PRE,
-                        post=config.PHOTOMETRY_RESTRICT_POST):  # fmt: skip
+    def load_photometry(
+        self, pre=config.PHOTOMETRY_RESTRICT_PRE, post=config.PHOTOMETRY_RESTRICT_POST
+    ):
         """The file's raw bands, restricted to the task ± (pre, post) s like ONE's."""
         from iblnm.loaders import restrict_to_task
 

@@ -33,13 +33,32 @@ from iblnm.integrity import file_md5
 EID_NAMESPACE = uuid.UUID('6b1f3c52-9a0e-4a47-8d7e-1f0b6a1c2e11')
 
 SUBJECT_RECORD_COLUMNS = [
-    'id', 'nickname', 'lab', 'strain', 'line', 'genotype', 'sex', 'birth_date',
-    'projects', 'responsible_user', 'description',
-]  # fmt: skip
+    'id',
+    'nickname',
+    'lab',
+    'strain',
+    'line',
+    'genotype',
+    'sex',
+    'birth_date',
+    'projects',
+    'responsible_user',
+    'description',
+]
 SESSION_RECORD_COLUMNS = [
-    'id', 'subject', 'lab', 'start_time', 'end_time', 'number', 'task_protocol',
-    'projects', 'users', 'qc', 'extended_qc', 'json',
-]  # fmt: skip
+    'id',
+    'subject',
+    'lab',
+    'start_time',
+    'end_time',
+    'number',
+    'task_protocol',
+    'projects',
+    'users',
+    'qc',
+    'extended_qc',
+    'json',
+]
 
 
 def session_eid(lab, subject, date, number):
@@ -153,26 +172,30 @@ def build_one_tables(cache_dir, hashes=False):
         eid = session_eid(lab, parts['subject'], parts['date'], parts['number'])
         rec = records.loc[eid] if eid in records.index else None
         projects = '' if rec is None else ','.join(list(rec['projects'] or []))
-        ses_rows.append({
-            'id': eid,
-            'lab': lab,
-            'subject': parts['subject'],
-            'date': pd.Timestamp(parts['date']).date(),
-            'number': int(parts['number']),
-            'task_protocol': '' if rec is None else (rec['task_protocol'] or ''),
-            'projects': projects,
-        })  # fmt: skip
+        ses_rows.append(
+            {
+                'id': eid,
+                'lab': lab,
+                'subject': parts['subject'],
+                'date': pd.Timestamp(parts['date']).date(),
+                'number': int(parts['number']),
+                'task_protocol': '' if rec is None else (rec['task_protocol'] or ''),
+                'projects': projects,
+            }
+        )
         for rel in iter_datasets(ses_path):
             rel = Path(rel).as_posix()
-            dset_rows.append({
-                'eid': eid,
-                'id': dataset_id(eid, rel),
-                'rel_path': rel,
-                'file_size': (ses_path / rel).stat().st_size,
-                'hash': file_md5(ses_path / rel) if hashes else None,
-                'exists': True,
-                'qc': 'NOT_SET',
-            })  # fmt: skip
+            dset_rows.append(
+                {
+                    'eid': eid,
+                    'id': dataset_id(eid, rel),
+                    'rel_path': rel,
+                    'file_size': (ses_path / rel).stat().st_size,
+                    'hash': file_md5(ses_path / rel) if hashes else None,
+                    'exists': True,
+                    'qc': 'NOT_SET',
+                }
+            )
     sessions = pd.DataFrame(ses_rows, columns=list(SESSIONS_COLUMNS)).astype(SESSIONS_COLUMNS)
     sessions = sessions.sort_values('id').set_index('id')
     dcols = {k: v for k, v in DATASETS_COLUMNS.items() if k != 'qc'}

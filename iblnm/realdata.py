@@ -53,18 +53,32 @@ def _records(rel, facts, source):
     start = pd.Timestamp(f'{date}T12:00:00')
     end = start + pd.Timedelta(seconds=float(trials['intervals_1'].max()))
     subject_rec = {
-        'id': subject_id(lab, subject), 'nickname': subject, 'lab': lab,
-        'strain': facts['strain'], 'line': facts['line'], 'genotype': [],
-        'sex': None, 'birth_date': None, 'projects': [config.PROJECT_NAME],
+        'id': subject_id(lab, subject),
+        'nickname': subject,
+        'lab': lab,
+        'strain': facts['strain'],
+        'line': facts['line'],
+        'genotype': [],
+        'sex': None,
+        'birth_date': None,
+        'projects': [config.PROJECT_NAME],
         'responsible_user': None,
         'description': 'real IBL test recording; strain/line inferred by iblnm from the targets',
-    }  # fmt: skip
+    }
     session_rec = {
-        'id': eid, 'subject': subject, 'lab': lab, 'start_time': start.isoformat(),
-        'end_time': end.isoformat(), 'number': int(number),
-        'task_protocol': facts['task_protocol'], 'projects': [config.PROJECT_NAME],
-        'users': [], 'qc': 'NOT_SET', 'extended_qc': None, 'json': None,
-    }  # fmt: skip
+        'id': eid,
+        'subject': subject,
+        'lab': lab,
+        'start_time': start.isoformat(),
+        'end_time': end.isoformat(),
+        'number': int(number),
+        'task_protocol': facts['task_protocol'],
+        'projects': [config.PROJECT_NAME],
+        'users': [],
+        'qc': 'NOT_SET',
+        'extended_qc': None,
+        'json': None,
+    }
     return subject_rec, session_rec
 
 

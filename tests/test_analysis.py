@@ -14,12 +14,19 @@ TPTS = np.arange(-30, 30) / 30  # the pipeline's 60-sample window at 30 Hz (s)
 # Magnitudes and features
 # ---------------------------------------------------------------------------
 def _trials(n=4):
-    return pd.DataFrame({
-        'stimOn_times': np.arange(n) * 10.0, 'firstMovement_times': np.arange(n) * 10.0 + 0.3,
-        'stim_side': ['left', 'right'] * (n // 2), 'signed_contrast': [-25.0, 100.0] * (n // 2),
-        'contrast': [25.0, 100.0] * (n // 2), 'choice': [-1.0, 1.0] * (n // 2),
-        'feedbackType': [1.0, -1.0] * (n // 2), 'probabilityLeft': 0.5,
-    }, index=pd.Index(np.arange(n) + 10))  # fmt: skip
+    return pd.DataFrame(
+        {
+            'stimOn_times': np.arange(n) * 10.0,
+            'firstMovement_times': np.arange(n) * 10.0 + 0.3,
+            'stim_side': ['left', 'right'] * (n // 2),
+            'signed_contrast': [-25.0, 100.0] * (n // 2),
+            'contrast': [25.0, 100.0] * (n // 2),
+            'choice': [-1.0, 1.0] * (n // 2),
+            'feedbackType': [1.0, -1.0] * (n // 2),
+            'probabilityLeft': 0.5,
+        },
+        index=pd.Index(np.arange(n) + 10),
+    )
 
 
 def test_magnitude_table_window_mean_and_behaviour():
@@ -46,8 +53,9 @@ def test_condition_labels():
 def test_response_features_contra_ipsi_by_hemisphere():
     rows = []
     for hemi, eid in (('l', 'a'), ('r', 'b')):
-        table = ar.magnitude_table(np.ones((1, 4, 60)) * np.arange(4)[None, :, None], TPTS,
-                                   ['stimOn_times'], _trials())  # fmt: skip
+        table = ar.magnitude_table(
+            np.ones((1, 4, 60)) * np.arange(4)[None, :, None], TPTS, ['stimOn_times'], _trials()
+        )
         rows.append(table.assign(eid=eid, target_NM='VTA-DA', fiber_idx=0, hemisphere=hemi))
     features = ar.response_features(pd.concat(rows, ignore_index=True))
     # trials 0, 2: left 25 % correct (responses 0, 2); trials 1, 3: right 100 % incorrect (1, 3)
@@ -182,12 +190,18 @@ def test_decoder_contributions_informative_feature():
     rng = np.random.default_rng(1)
     y = np.repeat(['A', 'B'], 12)
     groups = np.repeat([f's{i}' for i in range(8)], 3)
-    x = pd.DataFrame({'w': (y == 'A') * 2.0 + rng.normal(scale=0.2, size=24),
-                      'noise': rng.normal(size=24)})  # fmt: skip
+    x = pd.DataFrame(
+        {'w': (y == 'A') * 2.0 + rng.normal(scale=0.2, size=24), 'noise': rng.normal(size=24)}
+    )
     decoder = decoding.TargetNMDecoder(x, y, groups, Cs=(1.0,)).fit()
     contrib = decoder.unique_contribution({'w': ['w'], 'noise': ['noise']})
-    assert list(contrib.columns) == ['feature_group', 'n_features', 'balanced_accuracy_full',
-                                     'balanced_accuracy_without', 'delta']  # fmt: skip
+    assert list(contrib.columns) == [
+        'feature_group',
+        'n_features',
+        'balanced_accuracy_full',
+        'balanced_accuracy_without',
+        'delta',
+    ]
     assert contrib.set_index('feature_group').loc['w', 'delta'] > 0
     assert contrib.set_index('feature_group').loc['noise', 'delta'] <= 0.05
     assert decoder.recall.min() == 1.0
@@ -198,9 +212,13 @@ def test_contributions_use_the_nested_fold_regularisation():
     rng = np.random.default_rng(2)
     y = np.repeat(['A', 'B', 'C'], 16)
     groups = np.tile(np.repeat([f's{i}' for i in range(8)], 2), 3)
-    x = pd.DataFrame({'w': (y == 'A') * 1.0 + (y == 'B') * 0.5 + rng.normal(scale=0.8, size=48),
-                      'v': (y == 'C') * 1.0 + rng.normal(scale=0.9, size=48),
-                      'noise': rng.normal(size=48)})  # fmt: skip
+    x = pd.DataFrame(
+        {
+            'w': (y == 'A') * 1.0 + (y == 'B') * 0.5 + rng.normal(scale=0.8, size=48),
+            'v': (y == 'C') * 1.0 + rng.normal(scale=0.9, size=48),
+            'noise': rng.normal(size=48),
+        }
+    )
     decoder = decoding.TargetNMDecoder(x, y, groups, Cs=(0.01, 0.1, 1.0, 10.0)).fit()
     assert len(set(decoder.fold_C.values())) > 1  # folds chose different C here
     contrib = decoder.unique_contribution({'w': ['w'], 'v': ['v'], 'noise': ['noise']})
@@ -221,10 +239,17 @@ def _lmm_trials(n_subjects=4, n=300, seed=0):
         correct = rng.random(n) < 0.7
         side = rng.choice(['contra', 'ipsi'], n)
         y = 0.3 * np.log(contrast + 1) + 1.0 * correct + rng.normal(0, 0.5) + rng.normal(0, 1, n)
-        frames.append(pd.DataFrame({
-            'subject': f'm{s}', 'contrast': contrast, 'side': side,
-            'feedbackType': np.where(correct, 1, -1), 'response_early': y,
-        }))  # fmt: skip
+        frames.append(
+            pd.DataFrame(
+                {
+                    'subject': f'm{s}',
+                    'contrast': contrast,
+                    'side': side,
+                    'feedbackType': np.where(correct, 1, -1),
+                    'response_early': y,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -252,11 +277,16 @@ def test_response_lmm_single_subject():
 def test_lmm_trials_without_a_stimulus_side_are_left_out():
     from iblnm.analysis.lmm import prepare_lmm_trials
 
-    trials = pd.DataFrame({
-        'response_early': [1.0, 2.0, 3.0, 4.0], 'choice': [1, -1, 1, 1],
-        'reaction_time': [0.3] * 4, 'probabilityLeft': [0.5] * 4,
-        'contrast': [25.0, np.nan, 100.0, 6.25], 'side': ['contra', None, 'ipsi', None],
-    })  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'response_early': [1.0, 2.0, 3.0, 4.0],
+            'choice': [1, -1, 1, 1],
+            'reaction_time': [0.3] * 4,
+            'probabilityLeft': [0.5] * 4,
+            'contrast': [25.0, np.nan, 100.0, 6.25],
+            'side': ['contra', None, 'ipsi', None],
+        }
+    )
     assert list(prepare_lmm_trials(trials)['response_early']) == [1.0, 3.0]
 
 
@@ -272,11 +302,18 @@ def _wheel_trials(effect, n_subjects=4, n_per_subject=150, seed=0):
     choice = rng.choice([-1, 1], n)
     response = rng.normal(0, 1, n)
     rt = 0.5 + offset + 0.05 * (side == 'contra') + 0.03 * choice + effect * response
-    return pd.DataFrame({
-        'subject': subject, 'side': side, 'choice': choice, 'response_early': response,
-        'reaction_time': rt + rng.normal(0, 0.1, n), 'target_NM': 'LC-NE', 'contrast': 25.0,
-        'probabilityLeft': 0.5,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            'subject': subject,
+            'side': side,
+            'choice': choice,
+            'response_early': response,
+            'reaction_time': rt + rng.normal(0, 0.1, n),
+            'target_NM': 'LC-NE',
+            'contrast': 25.0,
+            'probabilityLeft': 0.5,
+        }
+    )
 
 
 def test_wheel_lmm_recovers_a_planted_response_effect():
@@ -288,8 +325,10 @@ def test_wheel_lmm_recovers_a_planted_response_effect():
 
 
 def test_wheel_lmm_finds_nothing_without_an_effect():
-    pvalues = [lmm.fit_wheel_lmm(_wheel_trials(effect=0.0, seed=s), 'reaction_time')['lrt_pvalue']
-               for s in range(10)]  # fmt: skip
+    pvalues = [
+        lmm.fit_wheel_lmm(_wheel_trials(effect=0.0, seed=s), 'reaction_time')['lrt_pvalue']
+        for s in range(10)
+    ]
     assert sum(p < 0.05 for p in pvalues) <= 2  # ~0.5 expected by chance
     fit = lmm.fit_wheel_lmm(_wheel_trials(effect=0.0), 'reaction_time')
     assert abs(fit['nm_coefficient']) < 0.015 and fit['delta_r2'] < 0.01
@@ -321,10 +360,12 @@ def test_marginal_means_recover_the_generating_effects():
     slope = np.polyfit(np.log(contrast['level'].to_numpy(float) + 1), contrast['mean'], 1)[0]
     assert slope == pytest.approx(0.3, abs=0.06)
     assert (contrast['ci_lower'] < contrast['mean']).all() and (
-        contrast['mean'] < contrast['ci_upper']).all()  # fmt: skip
+        contrast['mean'] < contrast['ci_upper']
+    ).all()
     # the averaged factors sit at their centre: the reward means bracket the contrast means
     assert reward['mean'].mean() == pytest.approx(
-        beta['Intercept'] + beta['log_contrast'] * coded_mean)  # fmt: skip
+        beta['Intercept'] + beta['log_contrast'] * coded_mean
+    )
     table = lmm.marginal_means_table({('VTA-DA', 'stimOn_times'): fit})
     assert len(table) == 2 + 2 + 5 and set(table['factor']) == {'reward', 'side', 'contrast'}
     with pytest.raises(ValueError, match='factor'):

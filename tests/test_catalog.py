@@ -49,10 +49,29 @@ def test_real_sessions_catalog(real_one, out_paths):
 def test_schema_types(real_one, out_paths):
     run(real_one, out_paths)
     cat = pd.read_parquet(out_paths['sessions_fpath'])
-    expected = ['eid', 'subject', 'start_time', 'end_time', 'number', 'lab', 'projects', 'users',
-                'task_protocol', 'session_type', 'strain', 'line', 'genotype', 'NM',
-                'brain_region', 'hemisphere', 'target_NM', 'datasets', 'session_length',
-                'day_n', 'session_n']  # fmt: skip
+    expected = [
+        'eid',
+        'subject',
+        'start_time',
+        'end_time',
+        'number',
+        'lab',
+        'projects',
+        'users',
+        'task_protocol',
+        'session_type',
+        'strain',
+        'line',
+        'genotype',
+        'NM',
+        'brain_region',
+        'hemisphere',
+        'target_NM',
+        'datasets',
+        'session_length',
+        'day_n',
+        'session_n',
+    ]
     assert list(cat.columns) == expected
     assert cat['session_length'].dtype == float and cat['session_n'].dtype == float
     assert cat['day_n'].dtype.kind == 'i'

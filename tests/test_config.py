@@ -26,10 +26,15 @@ def test_every_config_constant_is_used_outside_config():
     assert unused == []
 
 
-@pytest.mark.parametrize('location, expected', [
-    ('DRN-l', ('DR-l', 'l')), ('SNC', ('SNc', '')), ('SNc-r', ('SNc-r', 'r')),
-    ('VTA', ('VTA', '')),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    'location, expected',
+    [
+        ('DRN-l', ('DR-l', 'l')),
+        ('SNC', ('SNc', '')),
+        ('SNc-r', ('SNc-r', 'r')),
+        ('VTA', ('VTA', '')),
+    ],
+)
 def test_region_name_fixes_keep_the_hemisphere(location, expected):
     assert parse_location(location) == expected
     assert v.fix_region_name(location) == expected[0]
@@ -44,16 +49,23 @@ def test_loader_columns_use_the_fixed_names():
 
 def test_group_drops_the_eids_to_drop_by_default():
     eids = [config.EIDS_TO_DROP[0], '0e6f9c5a-8d0b-4a8e-9f57-3d1b2c4a5e6f']
-    catalog = pd.DataFrame({
-        'eid': eids, 'subject': ['m1', 'm2'], 'session_type': ['biased', 'biased'],
-        'brain_region': [['VTA'], ['VTA']], 'hemisphere': [['l'], ['l']],
-        'target_NM': [['VTA-DA'], ['VTA-DA']], 'lab': ['lab', 'lab'],
-    })  # fmt: skip
+    catalog = pd.DataFrame(
+        {
+            'eid': eids,
+            'subject': ['m1', 'm2'],
+            'session_type': ['biased', 'biased'],
+            'brain_region': [['VTA'], ['VTA']],
+            'hemisphere': [['l'], ['l']],
+            'target_NM': [['VTA-DA'], ['VTA-DA']],
+            'lab': ['lab', 'lab'],
+        }
+    )
     group = PhotometrySessionGroup(catalog, h5_dir=Path('/nonexistent'))
     kept = group.filter_sessions(min_performance=None, required_contrasts=None, verbose=False)
     assert list(kept['eid']) == eids[1:]
-    kept = group.filter_sessions(min_performance=None, required_contrasts=None, exclude_eids=[],
-                                 verbose=False)  # fmt: skip
+    kept = group.filter_sessions(
+        min_performance=None, required_contrasts=None, exclude_eids=[], verbose=False
+    )
     assert list(kept['eid']) == eids
 
 
@@ -61,8 +73,10 @@ def test_importing_the_plots_keeps_the_users_matplotlib_backend():
     import subprocess
     import sys
 
-    code = ('import matplotlib; matplotlib.use("svg"); import iblnm.vis, iblnm.vis.responses; '
-            'print(matplotlib.get_backend())')  # fmt: skip
+    code = (
+        'import matplotlib; matplotlib.use("svg"); import iblnm.vis, iblnm.vis.responses; '
+        'print(matplotlib.get_backend())'
+    )
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == 'svg'
 
@@ -72,9 +86,17 @@ def test_the_package_logs_and_the_command_line_shows_it(capsys):
 
     from iblnm.pipeline.cli import configure_logging
 
-    catalog = pd.DataFrame({'eid': ['0e6f9c5a-8d0b-4a8e-9f57-3d1b2c4a5e6f'], 'subject': ['m'],
-                            'session_type': ['biased'], 'brain_region': [['VTA']],
-                            'hemisphere': [['l']], 'target_NM': [['VTA-DA']], 'lab': ['x']})  # fmt: skip
+    catalog = pd.DataFrame(
+        {
+            'eid': ['0e6f9c5a-8d0b-4a8e-9f57-3d1b2c4a5e6f'],
+            'subject': ['m'],
+            'session_type': ['biased'],
+            'brain_region': [['VTA']],
+            'hemisphere': [['l']],
+            'target_NM': [['VTA-DA']],
+            'lab': ['x'],
+        }
+    )
     group = PhotometrySessionGroup(catalog, h5_dir=Path('/nonexistent'))
     logger = logging.getLogger('iblnm')
     handlers, level = list(logger.handlers), logger.level

@@ -35,8 +35,13 @@ def test_serial_map_runs_in_this_process_in_order():
 
 
 def test_longest_sessions_are_scheduled_first():
-    jobs = [_job('a', 600.0), _job('b', np.nan), _job('c', 4000.0), _job('d', None),
-            _job('e', 1800.0)]  # fmt: skip
+    jobs = [
+        _job('a', 600.0),
+        _job('b', np.nan),
+        _job('c', 4000.0),
+        _job('d', None),
+        _job('e', 1800.0),
+    ]
     assert [job[0]['eid'] for job in longest_first(jobs)] == ['c', 'e', 'a', 'b', 'd']
     no_length = [({'eid': 'x'}, None, {}), ({'eid': 'y'}, None, {})]
     assert [job[0]['eid'] for job in longest_first(no_length)] == ['x', 'y']
@@ -52,8 +57,10 @@ def test_outcomes_come_back_in_job_order_whatever_the_schedule():
 def test_task_stage_schedules_block_sessions_first():
     from iblnm.pipeline.task import expected_cost
 
-    jobs = [({'eid': 'train', 'session_type': 'training', 'session_length': 5000.0}, None, {}),
-            ({'eid': 'biased', 'session_type': 'biased', 'session_length': 2000.0}, None, {})]  # fmt: skip
+    jobs = [
+        ({'eid': 'train', 'session_type': 'training', 'session_length': 5000.0}, None, {}),
+        ({'eid': 'biased', 'session_type': 'biased', 'session_length': 2000.0}, None, {}),
+    ]
     assert [job[0]['eid'] for job in longest_first(jobs)] == ['train', 'biased']
     assert [job[0]['eid'] for job in longest_first(jobs, expected_cost)] == ['biased', 'train']
 
@@ -90,8 +97,12 @@ def test_transient_failures_are_retried_with_backoff(monkeypatch):
     outcome = stage.with_retries(flaky, _job('a', 1.0), attempts=3, backoff=0.5)
     assert outcome.fatal is None and outcome.attempts == 3 and sleeps == [0.5, 1.0]
     calls.clear()
-    always = stage.with_retries(lambda job: stage.failed('a', TimeoutError()), _job('a', 1.0),
-                                attempts=config.RETRY_ATTEMPTS, backoff=0)  # fmt: skip
+    always = stage.with_retries(
+        lambda job: stage.failed('a', TimeoutError()),
+        _job('a', 1.0),
+        attempts=config.RETRY_ATTEMPTS,
+        backoff=0,
+    )
     assert always.fatal == 'RequestFailed' and always.attempts == config.RETRY_ATTEMPTS
     bug = stage.with_retries(lambda job: stage.failed('a', KeyError('x')), _job('a', 1.0))
     assert bug.fatal == 'UnexpectedError' and bug.attempts == 1  # bugs are not retried

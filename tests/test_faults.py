@@ -55,8 +55,10 @@ def chaos_table():
     yield
     target = os.environ.get('IBLNM_CHAOS_TABLE')
     if target and CHAOS:
-        lines = ['| fault | error type | other sessions unchanged | rerun result |',
-                 '|---|---|---|---|']  # fmt: skip
+        lines = [
+            '| fault | error type | other sessions unchanged | rerun result |',
+            '|---|---|---|---|',
+        ]
         lines += [f'| {" | ".join(row)} |' for row in CHAOS]
         Path(target).write_text('\n'.join(lines) + '\n')
 
@@ -85,23 +87,38 @@ class Outputs:
 
     def photometry(self, catalog, **kwargs):
         return photometry.run_photometry_stage(
-            one=self.one, catalog=catalog, h5_dir=self.h5_dir, qc_fpath=self.root / 'qc.pqt',
-            log_fpath=self.log_fpath('photometry'), sessions_fpath=self.sessions_fpath,
-            upstream_logs=(), progress=False, **kwargs,
-        )  # fmt: skip
+            one=self.one,
+            catalog=catalog,
+            h5_dir=self.h5_dir,
+            qc_fpath=self.root / 'qc.pqt',
+            log_fpath=self.log_fpath('photometry'),
+            sessions_fpath=self.sessions_fpath,
+            upstream_logs=(),
+            progress=False,
+            **kwargs,
+        )
 
     def task(self, catalog, **kwargs):
         return task_stage.run_task_stage(
-            one=self.one, catalog=catalog, performance_fpath=self.root / 'performance.pqt',
-            log_fpath=self.log_fpath('task'), sessions_fpath=self.sessions_fpath,
-            progress=False, **kwargs,
-        )  # fmt: skip
+            one=self.one,
+            catalog=catalog,
+            performance_fpath=self.root / 'performance.pqt',
+            log_fpath=self.log_fpath('task'),
+            sessions_fpath=self.sessions_fpath,
+            progress=False,
+            **kwargs,
+        )
 
     def wheel(self, catalog, **kwargs):
         return wheel.run_wheel_stage(
-            one=self.one, catalog=catalog, h5_dir=self.h5_dir, log_fpath=self.log_fpath('wheel'),
-            sessions_fpath=self.sessions_fpath, progress=False, **kwargs,
-        )  # fmt: skip
+            one=self.one,
+            catalog=catalog,
+            h5_dir=self.h5_dir,
+            log_fpath=self.log_fpath('wheel'),
+            sessions_fpath=self.sessions_fpath,
+            progress=False,
+            **kwargs,
+        )
 
     def h5(self, eid, groups=None):
         return h5.load_h5(self.h5_dir / f'{eid}.h5', groups=groups)
@@ -116,9 +133,12 @@ def reference(small_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp('faults_reference')
     out = Outputs(small_cache, root)
     result = query_database(
-        one=out.one, sessions_fpath=out.sessions_fpath, log_fpath=out.log_fpath('query_database'),
-        qc_fpath=root / 'metadata' / 'sessions_qc.pqt', progress=False,
-    )  # fmt: skip
+        one=out.one,
+        sessions_fpath=out.sessions_fpath,
+        log_fpath=out.log_fpath('query_database'),
+        qc_fpath=root / 'metadata' / 'sessions_qc.pqt',
+        progress=False,
+    )
     full = result.catalog
     catalog = full[full['eid'].isin([FAULTY, CONTROL])].reset_index(drop=True)
     assert len(catalog) == 2
@@ -164,9 +184,12 @@ def same_h5(a, b, eid):
         )
         if sorted(keys_a) != sorted(keys_b):
             return False
-        return all(np.array_equal(fa['photometry'][k][()], fb['photometry'][k][()], equal_nan=True)
-                   if fa['photometry'][k].dtype.kind == 'f' else
-                   list(fa['photometry'][k][()]) == list(fb['photometry'][k][()]) for k in keys_a)  # fmt: skip
+        return all(
+            np.array_equal(fa['photometry'][k][()], fb['photometry'][k][()], equal_nan=True)
+            if fa['photometry'][k].dtype.kind == 'f'
+            else list(fa['photometry'][k][()]) == list(fb['photometry'][k][()])
+            for k in keys_a
+        )
 
 
 def qc_rows(qc, eid):
@@ -187,11 +210,14 @@ def assert_control_unchanged(case, reference, stage='photometry'):
             qc_rows(pd.read_parquet(reference.root / 'qc.pqt'), CONTROL),
         )
     elif stage == 'task':
-        pd.testing.assert_series_equal(performance_row(case.root, CONTROL),
-                                       performance_row(reference.root, CONTROL))  # fmt: skip
+        pd.testing.assert_series_equal(
+            performance_row(case.root, CONTROL), performance_row(reference.root, CONTROL)
+        )
     elif stage == 'wheel':
-        np.testing.assert_array_equal(case.h5(CONTROL, ['wheel'])['wheel']['velocity'],
-                                      reference.h5(CONTROL, ['wheel'])['wheel']['velocity'])  # fmt: skip
+        np.testing.assert_array_equal(
+            case.h5(CONTROL, ['wheel'])['wheel']['velocity'],
+            reference.h5(CONTROL, ['wheel'])['wheel']['velocity'],
+        )
     return True
 
 
@@ -246,8 +272,9 @@ def test_bad_trials_table_is_typed_in_task_and_photometry(case, reference, fault
     assert log_types(rerun, FAULTY) == set()
     assert same_h5(case, reference, FAULTY)
     task = case.task(case.catalog)
-    pd.testing.assert_series_equal(performance_row(case.root, FAULTY),
-                                   performance_row(reference.root, FAULTY))  # fmt: skip
+    pd.testing.assert_series_equal(
+        performance_row(case.root, FAULTY), performance_row(reference.root, FAULTY)
+    )
     chaos(
         fault,
         'InvalidTrialsTable (task, photometry)',
@@ -300,11 +327,15 @@ def test_corrupt_signal_file_names_the_library(case, reference):
 @pytest.mark.parametrize(
     'fault, edit, error_type',
     [
-        ('fiber column missing from the signal table', lambda t: t.drop(columns='G1'), 'MissingFiber'),
+        (
+            'fiber column missing from the signal table',
+            lambda t: t.drop(columns='G1'),
+            'MissingFiber',
+        ),
         ('all-NaN fiber', lambda t: t.assign(G1=np.nan), 'BadFiber'),
     ],
     ids=['missing-column', 'all-nan'],
-)  # fmt: skip
+)
 def test_one_bad_fiber_is_dropped_and_the_other_goes_on(case, reference, fault, edit, error_type):
     path = signal_path(case)
     edit_parquet(path, edit)
@@ -318,8 +349,9 @@ def test_one_bad_fiber_is_dropped_and_the_other_goes_on(case, reference, fault, 
         h5py.File(reference.h5_dir / f'{FAULTY}.h5', 'r') as b,
     ):
         assert set(a['photometry']) == {'SNc'} and set(b['photometry']) == {'SNc', 'VTA'}
-        np.testing.assert_array_equal(a['photometry/SNc/preprocessed/signal'][()],
-                                      b['photometry/SNc/preprocessed/signal'][()])  # fmt: skip
+        np.testing.assert_array_equal(
+            a['photometry/SNc/preprocessed/signal'][()], b['photometry/SNc/preprocessed/signal'][()]
+        )
     assert set(qc_rows(result.table, FAULTY)['brain_region']) == {'SNc'}
     chaos(
         fault,
@@ -343,8 +375,10 @@ def test_non_monotonic_wheel_timestamps(case, reference):
     assert_control_unchanged(case, reference, 'wheel')
     restore(path, original)
     case.wheel(case.catalog)
-    np.testing.assert_array_equal(case.h5(FAULTY, ['wheel'])['wheel']['velocity'],
-                                  reference.h5(FAULTY, ['wheel'])['wheel']['velocity'])  # fmt: skip
+    np.testing.assert_array_equal(
+        case.h5(FAULTY, ['wheel'])['wheel']['velocity'],
+        reference.h5(FAULTY, ['wheel'])['wheel']['velocity'],
+    )
     chaos(
         'non-monotonic wheel timestamps',
         'InvalidWheelData',
@@ -374,8 +408,9 @@ class Outage:
             monkeypatch.setattr(One, name, self._wrap(original))
         records = PhotometrySessionLoader._records
         listing = self._wrap(lambda _one, _eid, loader: records(loader))
-        monkeypatch.setattr(PhotometrySessionLoader, '_records',
-                            lambda loader: listing(None, loader.eid, loader))  # fmt: skip
+        monkeypatch.setattr(
+            PhotometrySessionLoader, '_records', lambda loader: listing(None, loader.eid, loader)
+        )
 
     def _wrap(self, original):
         outage = self
@@ -436,8 +471,13 @@ def test_failed_download_from_alyx_is_transient(reference, tmp_path, monkeypatch
     server = AlyxServer(reference.cache, page_size=50).start()
     try:
         write_one_params(server, tmp_path / 'one_params')
-        one = ONE(base_url=server.base_url, username=server.username, password=server.password,
-                  cache_dir=str(tmp_path / 'one_remote'), silent=True)  # fmt: skip
+        one = ONE(
+            base_url=server.base_url,
+            username=server.username,
+            password=server.password,
+            cache_dir=str(tmp_path / 'one_remote'),
+            silent=True,
+        )
         monkeypatch.setattr(executor, '_connect', lambda mode, cache_dir: one)
         rel = reference.session_dir(FAULTY).relative_to(reference.cache).as_posix()
         server.fail(f'/files/{rel}/alf/photometry/*', times=None, status=503)
@@ -445,10 +485,15 @@ def test_failed_download_from_alyx_is_transient(reference, tmp_path, monkeypatch
 
         def run():
             return photometry.run_photometry_stage(
-                one=one, catalog=reference.catalog, h5_dir=out.h5_dir,
-                qc_fpath=tmp_path / 'qc.pqt', log_fpath=tmp_path / 'log.pqt',
-                sessions_fpath=tmp_path / 'sessions.pqt', upstream_logs=(), progress=False,
-            )  # fmt: skip
+                one=one,
+                catalog=reference.catalog,
+                h5_dir=out.h5_dir,
+                qc_fpath=tmp_path / 'qc.pqt',
+                log_fpath=tmp_path / 'log.pqt',
+                sessions_fpath=tmp_path / 'sessions.pqt',
+                upstream_logs=(),
+                progress=False,
+            )
 
         first = run()
         assert first.exit_code == 0
@@ -514,24 +559,39 @@ def test_programming_error_is_unexpected_and_retried(case, reference, monkeypatc
 # Catalogs: empty, filtered out, malformed
 # ---------------------------------------------------------------------------
 def run_every_stage(case, catalog):
-    results = [case.photometry(catalog), case.task(catalog), case.wheel(catalog),
-               run_video_stage(one=case.one, catalog=catalog, video_fpath=case.root / 'video.pqt',
-                               log_fpath=case.log_fpath('video'),
-                               sessions_fpath=case.sessions_fpath, qc_fpath=None,
-                               upstream_logs=(), progress=False)]  # fmt: skip
+    results = [
+        case.photometry(catalog),
+        case.task(catalog),
+        case.wheel(catalog),
+        run_video_stage(
+            one=case.one,
+            catalog=catalog,
+            video_fpath=case.root / 'video.pqt',
+            log_fpath=case.log_fpath('video'),
+            sessions_fpath=case.sessions_fpath,
+            qc_fpath=None,
+            upstream_logs=(),
+            progress=False,
+        ),
+    ]
     catalog.to_parquet(case.sessions_fpath)
     result = overview.run_dataset_overview(
-        sessions_fpath=case.sessions_fpath, logs={'photometry': case.log_fpath('photometry')},
-        qc_fpath=case.root / 'qc.pqt', errors_fpath=case.root / 'errors.pqt',
+        sessions_fpath=case.sessions_fpath,
+        logs={'photometry': case.log_fpath('photometry')},
+        qc_fpath=case.root / 'qc.pqt',
+        errors_fpath=case.root / 'errors.pqt',
         figure_dir=case.root / 'figures',
-    )  # fmt: skip
+    )
     return results, result
 
 
 @pytest.mark.parametrize('which', ['empty', 'all-filtered'])
 def test_empty_selection_reports_zero_sessions(case, reference, which):
-    catalog = reference.full_catalog.iloc[:0] if which == 'empty' else (
-        reference.catalog.assign(session_type='habituation'))  # fmt: skip
+    catalog = (
+        reference.full_catalog.iloc[:0]
+        if which == 'empty'
+        else (reference.catalog.assign(session_type='habituation'))
+    )
     results, over = run_every_stage(case, catalog)
     for result in results:
         assert result.n_selected == 0 and result.exit_code == 0
@@ -550,8 +610,9 @@ def test_malformed_catalog_is_logged_and_the_overview_runs(case, reference):
     upper = catalog.iloc[[1]].assign(eid=CONTROL.upper())
     twin = catalog.iloc[[0]]
     catalog.at[0, 'hemisphere'] = ['r']  # FAULTY: 2 regions, 1 hemisphere
-    catalog = pd.concat([catalog.iloc[[0]], upper, twin.assign(hemisphere=[['r']]), upper],
-                        ignore_index=True)  # fmt: skip
+    catalog = pd.concat(
+        [catalog.iloc[[0]], upper, twin.assign(hemisphere=[['r']]), upper], ignore_index=True
+    )
     results, over = run_every_stage(case, catalog)
     phot = results[0]
     assert phot.exit_code == 0
@@ -590,8 +651,10 @@ def test_redo_keeps_the_wheel_group(case, reference):
     redo = case.photometry(case.catalog, redo=True)
     assert len(redo.outcomes) == 2
     for eid in (FAULTY, CONTROL):
-        np.testing.assert_array_equal(case.h5(eid, ['wheel'])['wheel']['velocity'],
-                                      reference.h5(eid, ['wheel'])['wheel']['velocity'])  # fmt: skip
+        np.testing.assert_array_equal(
+            case.h5(eid, ['wheel'])['wheel']['velocity'],
+            reference.h5(eid, ['wheel'])['wheel']['velocity'],
+        )
     assert before.shape == case.h5(FAULTY, ['wheel'])['wheel']['velocity'].shape
     chaos(
         'photometry --redo after the wheel stage',
@@ -623,9 +686,14 @@ def test_disk_full_stops_the_stage_cleanly(case, reference, monkeypatch):
     )
 
 
-@pytest.mark.parametrize('error', [PermissionError(errno.EACCES, 'Permission denied'),
-                                   OSError(errno.ENOSPC, 'No space left on device')],
-                         ids=['permission', 'enospc'])  # fmt: skip
+@pytest.mark.parametrize(
+    'error',
+    [
+        PermissionError(errno.EACCES, 'Permission denied'),
+        OSError(errno.ENOSPC, 'No space left on device'),
+    ],
+    ids=['permission', 'enospc'],
+)
 def test_failed_h5_write_is_an_output_error(case, reference, monkeypatch, error):
     original = h5.save_h5
 
@@ -670,19 +738,25 @@ def script_env(case):
 def rerun_in_process(case):
     """The photometry stage on the outputs of ``scripts/photometry.py`` under ``case.root``."""
     return photometry.run_photometry_stage(
-        one=case.one, catalog=None, h5_dir=case.root / 'data' / 'sessions',
+        one=case.one,
+        catalog=None,
+        h5_dir=case.root / 'data' / 'sessions',
         qc_fpath=case.root / 'data' / 'qc_photometry.pqt',
         log_fpath=case.root / 'metadata' / 'photometry_log.pqt',
-        sessions_fpath=case.sessions_fpath, upstream_logs=(), progress=False,
-    )  # fmt: skip
+        sessions_fpath=case.sessions_fpath,
+        upstream_logs=(),
+        progress=False,
+    )
 
 
 def test_runner_exits_zero_when_only_sessions_fail(case, reference):
     edit_parquet(trials_path(case), lambda t: t.drop(columns='feedbackType'))
     result = subprocess.run(
         [sys.executable, str(REPO / 'scripts' / 'run_pipeline.py'), '--from', 'photometry'],
-        env=script_env(case), capture_output=True, text=True,
-    )  # fmt: skip
+        env=script_env(case),
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = result.stdout.split('Pipeline summary')[-1]
     lines = {line.split()[0]: line for line in summary.strip().splitlines() if line.strip()}
@@ -717,8 +791,9 @@ def test_photometry_script_exits_nonzero_on_a_bug_and_the_next_run_retries(case,
     reference.catalog.to_parquet(case.root / 'metadata' / 'sessions.pqt')
     script = str(REPO / 'scripts' / 'photometry.py')
     code = PLANTED.format(eid=FAULTY, script=script)
-    first = subprocess.run([sys.executable, '-c', code], env=script_env(case),
-                           capture_output=True, text=True)  # fmt: skip
+    first = subprocess.run(
+        [sys.executable, '-c', code], env=script_env(case), capture_output=True, text=True
+    )
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     assert 'UNEXPECTED errors' in first.stdout
     log = pd.read_parquet(case.root / 'metadata' / 'photometry_log.pqt')
@@ -742,8 +817,13 @@ def test_real_write_failure_in_libhdf5_is_a_clean_stop(case, reference):
     """A file-size limit makes libhdf5's own writes fail (errno 27, like ENOSPC), past the
     free-space check: the stage stops with an OutputWriteError row and a summary, exit 1."""
     script = str(REPO / 'scripts' / 'photometry.py')
-    first = subprocess.run([sys.executable, script], env=script_env(case), capture_output=True,
-                           text=True, preexec_fn=_file_size_limit(200_000))  # fmt: skip
+    first = subprocess.run(
+        [sys.executable, script],
+        env=script_env(case),
+        capture_output=True,
+        text=True,
+        preexec_fn=_file_size_limit(200_000),
+    )
     assert first.returncode == 1, first.stdout[-3000:] + first.stderr[-3000:]
     assert 'STOPPED: output could not be written' in first.stdout
     assert 'File too large' in first.stdout
@@ -787,8 +867,10 @@ def alive(pid):
 def test_no_worker_outlives_its_runner(case, reference, sig):
     process = subprocess.Popen(
         [sys.executable, str(REPO / 'scripts' / 'photometry.py'), '--workers', '2'],
-        env=script_env(case), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=script_env(case),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 180
     workers = []
     while time.monotonic() < deadline and process.poll() is None and len(workers) < 2:
@@ -826,8 +908,11 @@ def test_catalog_bug_is_unexpected_deferred_and_retried(reference, tmp_path, mon
         return original(session)
 
     monkeypatch.setattr(catalog_stage.util, 'get_session_length', broken)
-    paths = {'sessions_fpath': tmp_path / 'sessions.pqt', 'log_fpath': tmp_path / 'log.pqt',
-             'qc_fpath': tmp_path / 'qc.pqt'}  # fmt: skip
+    paths = {
+        'sessions_fpath': tmp_path / 'sessions.pqt',
+        'log_fpath': tmp_path / 'log.pqt',
+        'qc_fpath': tmp_path / 'qc.pqt',
+    }
     first = query_database(one=reference.one, progress=False, **paths)
     assert first.unexpected == [FAULTY] and FAULTY in first.deferred
     assert FAULTY not in set(first.catalog['eid'])

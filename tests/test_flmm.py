@@ -21,8 +21,9 @@ def _smooth_noise(rng, shape, width=2.0):
     return x * np.sqrt(2 * np.sqrt(np.pi) * width)  # unit variance
 
 
-def _simulate(seed=0, n_subjects=8, n_trials=60, times=TIMES, effect=1.0, slope_sd=0.0,
-              missing=0.0):  # fmt: skip
+def _simulate(
+    seed=0, n_subjects=8, n_trials=60, times=TIMES, effect=1.0, slope_sd=0.0, missing=0.0
+):
     """Trials with a reward effect bump(t) * effect, subject random intercept functions,
     optional subject random reward slopes, autocorrelated trial noise."""
     rng = np.random.default_rng(seed)
@@ -36,9 +37,14 @@ def _simulate(seed=0, n_subjects=8, n_trials=60, times=TIMES, effect=1.0, slope_
     y = y + _smooth_noise(rng, (len(subject), len(times)))
     if missing:
         y[rng.random(y.shape) < missing] = np.nan
-    data = pd.DataFrame({'subject': [f'm{s}' for s in subject], 'reward': reward,
-                         'contrast': contrast,
-                         'session': [f'm{s}-{i % 3}' for i, s in enumerate(subject)]})  # fmt: skip
+    data = pd.DataFrame(
+        {
+            'subject': [f'm{s}' for s in subject],
+            'reward': reward,
+            'contrast': contrast,
+            'session': [f'm{s}-{i % 3}' for i, s in enumerate(subject)],
+        }
+    )
     return y, data, bump * effect
 
 
@@ -56,7 +62,7 @@ def _statsmodels(y, data, s, formula='reward + contrast', polish=('nm', 'powell'
             'powell': {'xtol': 1e-12, 'ftol': 1e-14},
         }
         fits = [model.fit(reml=True, start_params=start, method=m, **options[m]) for m in polish]
-        return max(fits, key=lambda fit: fit.llf)  # fmt: skip
+        return max(fits, key=lambda fit: fit.llf)
 
 
 # ---------------------------------------------------------------------------
@@ -107,15 +113,21 @@ def test_nested_session_raw_fits_equal_statsmodels(session_sd):
 def test_nested_session_fits_are_statsmodels_mixedlm():
     times = TIMES[:2]
     y, data, _ = _simulate(seed=3, times=times)
-    ds = flmm.fit_flmm(y, data, 'reward', times=times, nested='session', n_jobs=1,
-                       method='statsmodels').dataset  # fmt: skip
+    ds = flmm.fit_flmm(
+        y, data, 'reward', times=times, nested='session', n_jobs=1, method='statsmodels'
+    ).dataset
     assert ds.attrs['method'].startswith('statsmodels')
     rows = np.isfinite(y[:, 1])
     df = data[rows].assign(y=y[rows, 1])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        ref = smf.mixedlm('y ~ reward', df, groups=df['subject'], re_formula='1',
-                          vc_formula={'session': '0 + C(session)'}).fit(reml=True)  # fmt: skip
+        ref = smf.mixedlm(
+            'y ~ reward',
+            df,
+            groups=df['subject'],
+            re_formula='1',
+            vc_formula={'session': '0 + C(session)'},
+        ).fit(reml=True)
     np.testing.assert_allclose(ds['raw'].isel(time=1), ref.fe_params, atol=1e-6, rtol=0)
 
 

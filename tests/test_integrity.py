@@ -70,16 +70,25 @@ def test_session_files_verified_once(copied_cache, count_hashing):
         ps.load_trials()
         ps.load_photometry()
         ps.run_raw_qc()
-    assert sorted(count_hashing) == sorted([
-        '_ibl_trials.table.pqt', 'photometry.signal.pqt', 'photometryROI.locations.pqt',
-        '_neurophotometrics_fpData.raw.pqt',
-    ])  # fmt: skip
+    assert sorted(count_hashing) == sorted(
+        [
+            '_ibl_trials.table.pqt',
+            'photometry.signal.pqt',
+            'photometryROI.locations.pqt',
+            '_neurophotometrics_fpData.raw.pqt',
+        ]
+    )
     assert len(list((copied_cache / integrity.MEMO_DIRNAME).glob('*.json'))) == 4
 
 
-@pytest.mark.parametrize('relpath', ['alf/photometry/photometryROI.locations.pqt',
-                                     'alf/task_00/_ibl_trials.table.pqt',
-                                     'raw_photometry_data/_neurophotometrics_fpData.raw.pqt'])  # fmt: skip
+@pytest.mark.parametrize(
+    'relpath',
+    [
+        'alf/photometry/photometryROI.locations.pqt',
+        'alf/task_00/_ibl_trials.table.pqt',
+        'raw_photometry_data/_neurophotometrics_fpData.raw.pqt',
+    ],
+)
 def test_changed_file_is_an_error(copied_cache, count_hashing, relpath):
     one = One(cache_dir=str(copied_cache), mode='local')
     ps = PhotometrySession(CQ002_ROW, one=one)
@@ -181,8 +190,9 @@ def test_trials_from_the_cache_table_are_one_load_objects(real_one, monkeypatch,
     collection = ref_loader._find_behaviour_collection('trials')
     real_one.wildcards = False
     try:
-        expected = real_one.load_object(eid, 'trials', collection=collection,
-                                        attribute=r'(?!itiDuration).*').to_df()  # fmt: skip
+        expected = real_one.load_object(
+            eid, 'trials', collection=collection, attribute=r'(?!itiDuration).*'
+        ).to_df()
     finally:
         real_one.wildcards = True
     loader = PhotometrySessionLoader(one=real_one, eid=eid)
@@ -191,18 +201,26 @@ def test_trials_from_the_cache_table_are_one_load_objects(real_one, monkeypatch,
         raise AssertionError('ONE load_object called in local mode')
 
     monkeypatch.setattr(real_one, 'load_object', refuse)
-    monkeypatch.setattr(real_one, 'list_datasets', lambda *a, details=False, **k: (
-        ref_loader._records() if details else refuse()))  # fmt: skip
+    monkeypatch.setattr(
+        real_one,
+        'list_datasets',
+        lambda *a, details=False, **k: ref_loader._records() if details else refuse(),
+    )
     loader.load_trials()
     pd.testing.assert_frame_equal(loader.trials, expected)
 
 
 def test_has_dataset_is_one_list_datasets(real_one):
     loader = PhotometrySessionLoader(one=real_one, eid=CQ002)
-    cases = [('_ibl_trials.table.pqt', None), ('_ibl_trials.table.pqt', 'alf/task_00'),
-             ('_ibl_trials.table.pqt', 'alf'), ('photometry.signal.pqt', 'alf/photometry'),
-             ('photometry.signal.pqt', 'alf'), ('_ibl_wheel.position.npy', None),
-             ('_neurophotometrics_fpData.raw.pqt', 'raw_photometry_data')]  # fmt: skip
+    cases = [
+        ('_ibl_trials.table.pqt', None),
+        ('_ibl_trials.table.pqt', 'alf/task_00'),
+        ('_ibl_trials.table.pqt', 'alf'),
+        ('photometry.signal.pqt', 'alf/photometry'),
+        ('photometry.signal.pqt', 'alf'),
+        ('_ibl_wheel.position.npy', None),
+        ('_neurophotometrics_fpData.raw.pqt', 'raw_photometry_data'),
+    ]
     for name, collection in cases:
         expected = len(real_one.list_datasets(CQ002, filename=name, collection=collection)) > 0
         assert loader.has_dataset(name, collection) == expected, (name, collection)
@@ -216,9 +234,12 @@ def test_local_object_leaves_the_unusual_cases_to_one(tmp_path):
     (session / 'alf').mkdir(parents=True)
     (session / 'alf' / '_ibl_trials.table.pqt').write_bytes(b'x' * 10)
     (session / 'alf' / '_ibl_trials.itiDuration.npy').write_bytes(b'x' * 3)
-    records = pd.DataFrame({'rel_path': ['alf/_ibl_trials.table.pqt',
-                                         'alf/_ibl_trials.itiDuration.npy'],
-                            'file_size': [10, 3]})  # fmt: skip
+    records = pd.DataFrame(
+        {
+            'rel_path': ['alf/_ibl_trials.table.pqt', 'alf/_ibl_trials.itiDuration.npy'],
+            'file_size': [10, 3],
+        }
+    )
     local = type('LocalOne', (), {'offline': True})()
     found = integrity.local_object(local, records, session, 'trials', 'alf', r'(?!itiDuration).*')
     assert [p.name for p in found] == ['_ibl_trials.table.pqt']
@@ -231,12 +252,24 @@ def test_local_object_leaves_the_unusual_cases_to_one(tmp_path):
     assert integrity.local_object(local, resized, session, 'trials', 'alf') is None
     (session / 'alf' / '#2024-02-01#').mkdir()
     (session / 'alf' / '#2024-02-01#' / '_ibl_trials.table.pqt').write_bytes(b'x' * 10)
-    revised = pd.concat([records, pd.DataFrame({'rel_path': ['alf/#2024-02-01#/_ibl_trials.table.pqt'],
-                                                'file_size': [10]})])  # fmt: skip
+    revised = pd.concat(
+        [
+            records,
+            pd.DataFrame(
+                {'rel_path': ['alf/#2024-02-01#/_ibl_trials.table.pqt'], 'file_size': [10]}
+            ),
+        ]
+    )
     assert integrity.local_object(local, revised, session, 'trials', 'alf') is None
     # AlfBunch.to_df, built in one go
     from one.alf.io import AlfBunch
 
-    bunch = AlfBunch({'a': np.arange(3.0), 'b': np.ones((3, 1)), 'c': np.ones((3, 12)),
-                      'intervals': np.arange(6.0).reshape(3, 2)})  # fmt: skip
+    bunch = AlfBunch(
+        {
+            'a': np.arange(3.0),
+            'b': np.ones((3, 1)),
+            'c': np.ones((3, 12)),
+            'intervals': np.arange(6.0).reshape(3, 2),
+        }
+    )
     pd.testing.assert_frame_equal(alf_dataframe(bunch), bunch.to_df())

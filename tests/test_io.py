@@ -56,8 +56,15 @@ def test_metadata_records_have_alyx_shapes(real_one):
     md = io.get_metadata_source(real_one)
     sessions = md.list_sessions()
     assert {s['id'] for s in sessions} == {CQ002, FIP40}
-    assert set(sessions[0]) == {'id', 'subject', 'start_time', 'number', 'lab', 'projects',
-                                'task_protocol'}  # fmt: skip
+    assert set(sessions[0]) == {
+        'id',
+        'subject',
+        'start_time',
+        'number',
+        'lab',
+        'projects',
+        'task_protocol',
+    }
     detail = md.read_session(CQ002)
     assert detail['end_time'].startswith('2024-11-05')
     names = {d['name'] for d in detail['data_dataset_session_related']}

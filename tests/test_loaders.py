@@ -44,8 +44,9 @@ def test_raw_file_decodes_led_states(real_one, real_data_dir):
     counts = raw['band'].value_counts()
     assert counts['GCaMP'] == counts['Isosbestic'] == 93994
     # version_1: input bits (256/512) on top of Output0 (16) + LED: masking keeps every frame
-    v1 = read_raw_photometry(real_data_dir / 'neurophotometrics_versions/version_1/'
-                             '_neurophotometrics_fpData.raw.pqt')  # fmt: skip
+    v1 = read_raw_photometry(
+        real_data_dir / 'neurophotometrics_versions/version_1/_neurophotometrics_fpData.raw.pqt'
+    )
     assert set(v1['led_state']) >= {273, 274, 529, 530}
     decoded = v1['band'].isin(['GCaMP', 'Isosbestic']).sum()
     assert decoded >= len(v1) - 10  # iblphotometry's table loses 494 of these frames
@@ -55,12 +56,20 @@ def test_raw_file_decodes_led_states(real_one, real_data_dir):
 
 
 def test_normalise_and_roi_names():
-    table = pd.DataFrame({'Region0G': [0.1, 0.2], 'times': [0.0, 0.01], 'wavelength': [0.0, 470.0],
-                          'name': ['None', 'GCaMP'], 'color': [None, 'Blue'],
-                          'include': [False, True]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            'Region0G': [0.1, 0.2],
+            'times': [0.0, 0.01],
+            'wavelength': [0.0, 470.0],
+            'name': ['None', 'GCaMP'],
+            'color': [None, 'Blue'],
+            'include': [False, True],
+        }
+    )
     out = normalise_photometry_table(table)
     assert out['valid'].tolist() == [False, True] and out['name'].tolist() == ['', 'GCaMP']
     assert np.isnan(out['wavelength'].iloc[0])
-    locations = pd.DataFrame({'brain_region': ['VTA-l', 'VTA-r', 'DR']},
-                             index=pd.Index(['G0', 'G1', 'G2'], name='ROI'))  # fmt: skip
+    locations = pd.DataFrame(
+        {'brain_region': ['VTA-l', 'VTA-r', 'DR']}, index=pd.Index(['G0', 'G1', 'G2'], name='ROI')
+    )
     assert roi_to_region(locations) == {'G0': 'VTA-l', 'G1': 'VTA-r', 'G2': 'DR'}

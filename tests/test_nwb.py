@@ -24,8 +24,11 @@ def serious_issues(path):
         config=load_config('dandi'),
         importance_threshold=Importance.BEST_PRACTICE_VIOLATION,
     )
-    return [f'{m.importance.name} {m.check_function_name} {m.object_name}: {m.message}'
-            for m in messages if m is not None]  # fmt: skip
+    return [
+        f'{m.importance.name} {m.check_function_name} {m.object_name}: {m.message}'
+        for m in messages
+        if m is not None
+    ]
 
 
 def synthetic_session(seed=0, dff=True):
@@ -33,16 +36,23 @@ def synthetic_session(seed=0, dff=True):
     rng = np.random.default_rng(seed)
     n_trials = 150
     onsets = np.arange(n_trials) * 3.7 + 20
-    trials = pd.DataFrame({
-        'intervals_0': onsets - 0.5, 'intervals_1': onsets + 2.5, 'stimOn_times': onsets,
-        'goCue_times': onsets + 0.01, 'firstMovement_times': onsets + 0.3,
-        'response_times': onsets + 0.55, 'feedback_times': onsets + 0.6,
-        'feedbackType': np.where(rng.random(n_trials) < 0.7, 1.0, -1.0),
-        'choice': rng.choice([-1.0, 1.0], n_trials), 'probabilityLeft': np.full(n_trials, 0.5),
-        'contrastLeft': np.where(np.arange(n_trials) % 2, 1.0, np.nan),
-        'contrastRight': np.where(np.arange(n_trials) % 2, np.nan, 0.25),
-        'rewardVolume': np.full(n_trials, 1.5),
-    })  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'intervals_0': onsets - 0.5,
+            'intervals_1': onsets + 2.5,
+            'stimOn_times': onsets,
+            'goCue_times': onsets + 0.01,
+            'firstMovement_times': onsets + 0.3,
+            'response_times': onsets + 0.55,
+            'feedback_times': onsets + 0.6,
+            'feedbackType': np.where(rng.random(n_trials) < 0.7, 1.0, -1.0),
+            'choice': rng.choice([-1.0, 1.0], n_trials),
+            'probabilityLeft': np.full(n_trials, 0.5),
+            'contrastLeft': np.where(np.arange(n_trials) % 2, 1.0, np.nan),
+            'contrastRight': np.where(np.arange(n_trials) % 2, np.nan, 0.25),
+            'rewardVolume': np.full(n_trials, 1.5),
+        }
+    )
     trials.index = pd.RangeIndex(n_trials) + 3  # a non-default index survives the trip
     trials['stim_side'] = np.where(np.arange(n_trials) % 2, 'left', 'right')
     trials['contrast'] = np.where(np.arange(n_trials) % 2, 100.0, 25.0)
@@ -56,26 +66,39 @@ def synthetic_session(seed=0, dff=True):
     iso = 0.3 + 0.2 * bleach + rng.normal(0, 1e-3, (t_iso.size, 2))
     gcamp = 0.4 + 0.3 * bleach + reward[:, None] + rng.normal(0, 1e-3, (t_gcamp.size, 2))
     row = {
-        'eid': EID, 'subject': 'ZFM_01', 'session_type': 'biased', 'lab': 'testlab',
-        'start_time': '2024-03-05T09:30:00', 'number': 2, 'strain': 'C57BL/6J',
-        'line': 'Ai148xDat', 'genotype': ['Dat-Cre'], 'NM': 'DA',
+        'eid': EID,
+        'subject': 'ZFM_01',
+        'session_type': 'biased',
+        'lab': 'testlab',
+        'start_time': '2024-03-05T09:30:00',
+        'number': 2,
+        'strain': 'C57BL/6J',
+        'line': 'Ai148xDat',
+        'genotype': ['Dat-Cre'],
+        'NM': 'DA',
         'task_protocol': '_iblrig_tasks_biasedChoiceWorld8.0.0',
-        'brain_region': ['VTA-l', 'VTA-r'], 'hemisphere': ['l', 'r'], 'users': ['olivier'],
-    }  # fmt: skip
+        'brain_region': ['VTA-l', 'VTA-r'],
+        'hemisphere': ['l', 'r'],
+        'users': ['olivier'],
+    }
     ps = PhotometrySession(row, one=object())
     ps.trials = trials
     columns = ['VTA-l', 'VTA-r']
-    ps.photometry = restrict_to_task({
-        'GCaMP': pd.DataFrame(gcamp, index=pd.Index(t_gcamp, name='times'), columns=columns),
-        'Isosbestic': pd.DataFrame(iso, index=pd.Index(t_iso, name='times'), columns=columns),
-    }, trials)  # fmt: skip
+    ps.photometry = restrict_to_task(
+        {
+            'GCaMP': pd.DataFrame(gcamp, index=pd.Index(t_gcamp, name='times'), columns=columns),
+            'Isosbestic': pd.DataFrame(iso, index=pd.Index(t_iso, name='times'), columns=columns),
+        },
+        trials,
+    )
     ps.run_sliding_qc()
     ps.preprocess()
     if dff:  # the ΔF/F helper's key; any processed frame is exported
         ps.photometry['GCaMP_dff'] = ps.photometry[PREPROCESSED_BAND] * 0.01
     ps.extract_responses()
-    ps.wheel = pd.DataFrame({'times': np.arange(0, 600, 0.01),
-                             'velocity': np.sin(np.arange(60000) / 100)})  # fmt: skip
+    ps.wheel = pd.DataFrame(
+        {'times': np.arange(0, 600, 0.01), 'velocity': np.sin(np.arange(60000) / 100)}
+    )
     ps.wheel_fs = 100
     return ps
 
@@ -84,10 +107,20 @@ def synthetic_session(seed=0, dff=True):
 def exported(tmp_path_factory):
     ps = synthetic_session()
     root = tmp_path_factory.mktemp('nwb')
-    fibers = pd.DataFrame({'subject': ['ZFM_01'], 'targeted_region': ['VTA'],
-                           'X-ml_um': [500.0], 'Y-ap_um': [-3100.0], 'Z-dv_um': [-4300.0]})  # fmt: skip
-    path = ps.to_nwb(root / nwb.nwb_relpath(ps), fibers=fibers,
-                     wheel_position=(np.arange(0, 600, 0.5), np.arange(1200) * 0.01))  # fmt: skip
+    fibers = pd.DataFrame(
+        {
+            'subject': ['ZFM_01'],
+            'targeted_region': ['VTA'],
+            'X-ml_um': [500.0],
+            'Y-ap_um': [-3100.0],
+            'Z-dv_um': [-4300.0],
+        }
+    )
+    path = ps.to_nwb(
+        root / nwb.nwb_relpath(ps),
+        fibers=fibers,
+        wheel_position=(np.arange(0, 600, 0.5), np.arange(1200) * 0.01),
+    )
     return ps, path
 
 
@@ -161,8 +194,9 @@ def test_round_trip_detects_a_changed_signal(exported, tmp_path):
     back = PhotometrySession.from_nwb(other.to_nwb(tmp_path / 'x.nwb'))
     back.preprocess()
     with pytest.raises(AssertionError):
-        pd.testing.assert_frame_equal(back.photometry[PREPROCESSED_BAND],
-                                      ps.photometry[PREPROCESSED_BAND], rtol=1e-9)  # fmt: skip
+        pd.testing.assert_frame_equal(
+            back.photometry[PREPROCESSED_BAND], ps.photometry[PREPROCESSED_BAND], rtol=1e-9
+        )
 
 
 def test_pynapple_reads_the_signal(exported):
@@ -213,26 +247,37 @@ def neuroconv_like_file(path, seed=1):
     fs, n = 20.0, 20 * 900
     t = np.arange(n) / fs
     nwbfile = NWBFile(
-        session_description='NPM recording', identifier='npm-session-7',
+        session_description='NPM recording',
+        identifier='npm-session-7',
         session_start_time=pd.Timestamp('2025-01-10T10:00:00Z').to_pydatetime(),
-        session_id='npm-7', lab='Other lab',
+        session_id='npm-7',
+        lab='Other lab',
         subject=Subject(subject_id='mouse7', species='Mus musculus', sex='F', age='P90D'),
-    )  # fmt: skip
-    fiber_model = od.OpticalFiberModel(name='fiber_model', manufacturer='Doric',
-                                       numerical_aperture=0.48, core_diameter_in_um=400.0)  # fmt: skip
+    )
+    fiber_model = od.OpticalFiberModel(
+        name='fiber_model', manufacturer='Doric', numerical_aperture=0.48, core_diameter_in_um=400.0
+    )
     nwbfile.add_device_model(fiber_model)
     fibers = []
     for name, ap in (('Fiber1', -3.1), ('Fiber2', 1.4)):
-        fibers.append(od.OpticalFiber(
-            name=name, model=fiber_model,
-            fiber_insertion=od.FiberInsertion(insertion_position_ap_in_mm=ap,
-                                              hemisphere='right'),
-        ))  # fmt: skip
+        fibers.append(
+            od.OpticalFiber(
+                name=name,
+                model=fiber_model,
+                fiber_insertion=od.FiberInsertion(
+                    insertion_position_ap_in_mm=ap, hemisphere='right'
+                ),
+            )
+        )
         nwbfile.add_device(fibers[-1])
     sources = {}
     for nm in (415.0, 470.0):
-        model = od.ExcitationSourceModel(name=f'led{nm:.0f}_model', manufacturer='NPM',
-                                         source_type='LED', excitation_mode='one-photon')  # fmt: skip
+        model = od.ExcitationSourceModel(
+            name=f'led{nm:.0f}_model',
+            manufacturer='NPM',
+            source_type='LED',
+            excitation_mode='one-photon',
+        )
         nwbfile.add_device_model(model)
         sources[nm] = od.ExcitationSource(name=f'ExcitationSource{nm:.0f}', model=model)
         nwbfile.add_device(sources[nm])
@@ -244,14 +289,22 @@ def neuroconv_like_file(path, seed=1):
     table = FiberPhotometryTable(name='FiberPhotometryTable', description='NPM fibers')
     for nm in (470.0, 415.0):
         for fiber, location in zip(fibers, ('VTA', 'NAc')):
-            table.add_row(location=location, excitation_wavelength_in_nm=nm,
-                          emission_wavelength_in_nm=520.0, indicator=indicator,
-                          optical_fiber=fiber, excitation_source=sources[nm],
-                          photodetector=camera)  # fmt: skip
-    nwbfile.add_lab_meta_data(FiberPhotometry(
-        name='fiber_photometry', fiber_photometry_table=table,
-        fiber_photometry_indicators=FiberPhotometryIndicators(indicators=[indicator]),
-    ))  # fmt: skip
+            table.add_row(
+                location=location,
+                excitation_wavelength_in_nm=nm,
+                emission_wavelength_in_nm=520.0,
+                indicator=indicator,
+                optical_fiber=fiber,
+                excitation_source=sources[nm],
+                photodetector=camera,
+            )
+    nwbfile.add_lab_meta_data(
+        FiberPhotometry(
+            name='fiber_photometry',
+            fiber_photometry_table=table,
+            fiber_photometry_indicators=FiberPhotometryIndicators(indicators=[indicator]),
+        )
+    )
     onsets = np.arange(200) * 4.0 + 30
     feedback = onsets + 0.7
     rewarded = rng.random(200) < 0.6
@@ -263,22 +316,44 @@ def neuroconv_like_file(path, seed=1):
     sig = 0.3 + 0.15 * bleach[:, None] + rng.normal(0, 5e-4, (n, 2))
     sig[:, 1] += kernel
     for name, data, rows in (('Signal', sig, [0, 1]), ('Isosbestic', iso, [2, 3])):
-        nwbfile.add_acquisition(FiberPhotometryResponseSeries(
-            name=name, description=f'{name} channel', data=data, unit='a.u.',
-            fiber_photometry_table_region=table.create_fiber_photometry_table_region(
-                region=rows, description='fibers'),
-            starting_time=0.0, rate=fs,
-        ))  # fmt: skip
-    for col in ('stimOn_times', 'feedback_times', 'firstMovement_times', 'feedbackType',
-                'choice', 'contrastLeft', 'contrastRight', 'probabilityLeft'):  # fmt: skip
+        nwbfile.add_acquisition(
+            FiberPhotometryResponseSeries(
+                name=name,
+                description=f'{name} channel',
+                data=data,
+                unit='a.u.',
+                fiber_photometry_table_region=table.create_fiber_photometry_table_region(
+                    region=rows, description='fibers'
+                ),
+                starting_time=0.0,
+                rate=fs,
+            )
+        )
+    for col in (
+        'stimOn_times',
+        'feedback_times',
+        'firstMovement_times',
+        'feedbackType',
+        'choice',
+        'contrastLeft',
+        'contrastRight',
+        'probabilityLeft',
+    ):
         nwbfile.add_trial_column(col, col)
     for i, (t0, tf, r) in enumerate(zip(onsets, feedback, rewarded)):
         left = i % 2 == 0
-        nwbfile.add_trial(start_time=t0 - 0.5, stop_time=tf + 1.0, stimOn_times=t0,
-                          feedback_times=tf, firstMovement_times=t0 + 0.3,
-                          feedbackType=1.0 if r else -1.0, choice=1.0 if left else -1.0,
-                          contrastLeft=1.0 if left else np.nan,
-                          contrastRight=np.nan if left else 1.0, probabilityLeft=0.5)  # fmt: skip
+        nwbfile.add_trial(
+            start_time=t0 - 0.5,
+            stop_time=tf + 1.0,
+            stimOn_times=t0,
+            feedback_times=tf,
+            firstMovement_times=t0 + 0.3,
+            feedbackType=1.0 if r else -1.0,
+            choice=1.0 if left else -1.0,
+            contrastLeft=1.0 if left else np.nan,
+            contrastRight=np.nan if left else 1.0,
+            probabilityLeft=0.5,
+        )
     with NWBHDF5IO(str(path), 'w') as io:
         io.write(nwbfile)
     return path, rewarded
@@ -311,18 +386,34 @@ def test_reads_a_neuroconv_layout_file(tmp_path):
 # Real sessions (skip when ../shared is absent)
 # ---------------------------------------------------------------------------
 REAL_ROWS = {
-    CQ002: {'subject': 'CQ002', 'lab': 'cortexlab', 'start_time': '2024-11-05T12:00:00',
-            'number': 1, 'strain': 'C57BL/6J', 'line': 'Ai148xChat'},
-    FIP40: {'subject': 'fip_40', 'lab': 'wittenlab', 'start_time': '2023-05-18T12:00:00',
-            'number': 1, 'strain': 'C57BL/6J', 'line': 'Ai148xDat'},
-}  # fmt: skip
+    CQ002: {
+        'subject': 'CQ002',
+        'lab': 'cortexlab',
+        'start_time': '2024-11-05T12:00:00',
+        'number': 1,
+        'strain': 'C57BL/6J',
+        'line': 'Ai148xChat',
+    },
+    FIP40: {
+        'subject': 'fip_40',
+        'lab': 'wittenlab',
+        'start_time': '2023-05-18T12:00:00',
+        'number': 1,
+        'strain': 'C57BL/6J',
+        'line': 'Ai148xDat',
+    },
+}
 
 
 def _processed_real(real_one, eid, h5_dir):
     from iblnm.pipeline.photometry import _run_tiers
 
-    row = {'eid': eid, 'session_type': 'training',
-           'task_protocol': '_iblrig_tasks_trainingChoiceWorld', **REAL_ROWS[eid]}  # fmt: skip
+    row = {
+        'eid': eid,
+        'session_type': 'training',
+        'task_protocol': '_iblrig_tasks_trainingChoiceWorld',
+        **REAL_ROWS[eid],
+    }
     ps = PhotometrySession(row, one=real_one, h5_dir=h5_dir)
     _run_tiers(ps)
     ps.save_h5(mode='w')
@@ -336,17 +427,24 @@ def test_real_session_export_and_round_trip(real_one, tmp_path, eid):
     from iblnm.pipeline.export_nwb import run_export_stage
 
     row, ps = _processed_real(real_one, eid, tmp_path / 'h5')
-    result = run_export_stage(one=real_one, catalog=pd.DataFrame([row]), h5_dir=tmp_path / 'h5',
-                              out_dir=tmp_path / 'nwb', table_fpath=tmp_path / 'nwb.pqt',
-                              log_fpath=tmp_path / 'log.pqt', progress=False)  # fmt: skip
+    result = run_export_stage(
+        one=real_one,
+        catalog=pd.DataFrame([row]),
+        h5_dir=tmp_path / 'h5',
+        out_dir=tmp_path / 'nwb',
+        table_fpath=tmp_path / 'nwb.pqt',
+        log_fpath=tmp_path / 'log.pqt',
+        progress=False,
+    )
     assert result.table['status'].tolist() == ['exported'], result.table
     path = result.table['path'].iloc[0]
     assert serious_issues(path) == []
     back = PhotometrySession.from_nwb(path)
     assert back.trials.shape[0] == ps.trials.shape[0]
     for band in ps.photometry:
-        pd.testing.assert_frame_equal(back.photometry[band], ps.photometry[band],
-                                      check_names=False, rtol=1e-12)  # fmt: skip
+        pd.testing.assert_frame_equal(
+            back.photometry[band], ps.photometry[band], check_names=False, rtol=1e-12
+        )
     assert back.run_raw_qc() == ps.run_raw_qc() or eid == FIP40  # single band: see below
     back.run_sliding_qc()
     back.preprocess()
@@ -357,8 +455,9 @@ def test_real_session_export_and_round_trip(real_one, tmp_path, eid):
         return qc[cols].sort_values(['brain_region', 'band']).reset_index(drop=True)
 
     pd.testing.assert_frame_equal(by_row(back.qc), by_row(ps.qc), rtol=1e-9)
-    pd.testing.assert_frame_equal(back.photometry[PREPROCESSED_BAND],
-                                  ps.photometry[PREPROCESSED_BAND], rtol=1e-9, atol=1e-9)  # fmt: skip
+    pd.testing.assert_frame_equal(
+        back.photometry[PREPROCESSED_BAND], ps.photometry[PREPROCESSED_BAND], rtol=1e-9, atol=1e-9
+    )
     for region in ps.regions:
         xr.testing.assert_allclose(back.responses[region], ps.responses[region])
     signal = nap.load_file(path)['GCaMP_470nm']
@@ -372,9 +471,15 @@ def test_export_stage_on_simulated_pipeline(small_pipeline, small_one, tmp_path)
     from iblnm.pipeline.export_nwb import run_export_stage, summary
 
     catalog = pd.read_parquet(small_pipeline / 'metadata' / 'sessions.pqt')
-    kwargs = dict(one=small_one, catalog=catalog, h5_dir=small_pipeline / 'data' / 'sessions',
-                  out_dir=tmp_path / 'nwb', table_fpath=tmp_path / 'nwb.pqt',
-                  log_fpath=tmp_path / 'log.pqt', progress=False)  # fmt: skip
+    kwargs = dict(
+        one=small_one,
+        catalog=catalog,
+        h5_dir=small_pipeline / 'data' / 'sessions',
+        out_dir=tmp_path / 'nwb',
+        table_fpath=tmp_path / 'nwb.pqt',
+        log_fpath=tmp_path / 'log.pqt',
+        progress=False,
+    )
     result = run_export_stage(**kwargs)
     table = result.table
     exported = table[table['status'] == 'exported']

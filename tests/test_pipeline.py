@@ -114,8 +114,11 @@ def test_error_overview_holds_every_expected_error_and_no_clean_session(
     manifest = load_manifest(small_cache)
     errors = pd.read_parquet(small_pipeline / 'metadata' / 'errors.pqt')
     assert list(errors.columns) == ['eid', 'error_type', 'error_message', 'traceback']
-    logged = {(eid, name) for eid, error_type in zip(errors['eid'], errors['error_type'])
-              for name in v.error_lineage(error_type)}  # fmt: skip
+    logged = {
+        (eid, name)
+        for eid, error_type in zip(errors['eid'], errors['error_type'])
+        for name in v.error_lineage(error_type)
+    }
     for session in manifest['sessions']:
         expected = {e for stage in STAGE_LOGS for e in session['expected_errors'][stage]}
         assert {(session['eid'], e) for e in expected} <= logged
@@ -131,9 +134,17 @@ def long_sessions(tmp_path_factory):
     """Eight fault-free 40-45 min sessions: catalog and task stages only."""
     cache = tmp_path_factory.mktemp('long_cache')
     generate(
-        cache, preset='small', seed=3, n_sessions=8, strainless_sessions=0, task_minutes=(40, 45),
-        fault_fraction=0.0, all_faults=False, camera_fault_fraction=0.0, n_jobs=2,
-    )  # fmt: skip
+        cache,
+        preset='small',
+        seed=3,
+        n_sessions=8,
+        strainless_sessions=0,
+        task_minutes=(40, 45),
+        fault_fraction=0.0,
+        all_faults=False,
+        camera_fault_fraction=0.0,
+        n_jobs=2,
+    )
     root = tmp_path_factory.mktemp('long_out')
     for stage in ('query_database', 'task'):
         result = run_pipeline_on(cache, root, '--only', stage)
@@ -239,14 +250,24 @@ def test_dask_local_cluster_gives_the_same_results(tmp_path, small_cache, small_
     distributed = pytest.importorskip('distributed')
     root = fresh_root_with_catalog(tmp_path, small_pipeline)
     with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1',
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host='127.0.0.1',
         dashboard_address=None,
-    ) as cluster:  # fmt: skip
+    ) as cluster:
         for stage in ('photometry', 'task'):
             result = subprocess.run(
-                [sys.executable, str(SCRIPTS / f'{stage}.py'), '--scheduler', cluster.scheduler_address],
-                env=stage_env(small_cache, root), capture_output=True, text=True,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    str(SCRIPTS / f'{stage}.py'),
+                    '--scheduler',
+                    cluster.scheduler_address,
+                ],
+                env=stage_env(small_cache, root),
+                capture_output=True,
+                text=True,
+            )
             assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert_same_photometry_outputs(root, small_pipeline)
     pd.testing.assert_frame_equal(
@@ -260,9 +281,12 @@ def test_killed_photometry_stage_resumes_to_the_same_outputs(tmp_path, small_cac
     h5_dir = root / 'data' / 'sessions'
     command = [sys.executable, str(SCRIPTS / 'photometry.py'), '--workers', '1']
     process = subprocess.Popen(
-        command, env=stage_env(small_cache, root), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        command,
+        env=stage_env(small_cache, root),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         if h5_dir.exists() and len(list(h5_dir.glob('*.h5'))) >= 4:
@@ -291,8 +315,9 @@ def test_qc_verdicts_in_every_output(small_pipeline):
     assert set(qc['verdict']) <= {'PASS', 'WARNING', 'FAIL'} and qc['verdict'].notna().all()
     assert qc.groupby(['eid', 'brain_region'])['verdict'].nunique().max() == 1
     eid = qc['eid'].iloc[0]
-    data = h5.load_h5(small_pipeline / 'data' / 'sessions' / f'{eid}.h5', groups=['photometry'],
-                      parts=('qc',))  # fmt: skip
+    data = h5.load_h5(
+        small_pipeline / 'data' / 'sessions' / f'{eid}.h5', groups=['photometry'], parts=('qc',)
+    )
     from_h5 = pd.concat([part['qc'] for part in data['photometry'].values()])
     assert set(from_h5['verdict']) == set(qc.loc[qc['eid'] == eid, 'verdict'])
     counts = pd.read_parquet(small_pipeline / 'metadata' / 'qc_verdicts.pqt')

@@ -13,8 +13,14 @@ from iblnm import validation as v
 from iblnm.data import PhotometrySession, PhotometrySessionGroup
 from iblnm.pipeline.catalog import query_database
 
-NO_FILTERS = {'session_types': False, 'exclude_subjects': [], 'qc_blockers': set(),
-              'targetnms': None, 'min_performance': None, 'required_contrasts': None}  # fmt: skip
+NO_FILTERS = {
+    'session_types': False,
+    'exclude_subjects': [],
+    'qc_blockers': set(),
+    'targetnms': None,
+    'min_performance': None,
+    'required_contrasts': None,
+}
 
 
 def test_version_is_the_installed_distribution_version():
@@ -58,12 +64,17 @@ def test_every_stage_table_and_h5_carries_source_version_and_params(small_pipeli
 
 def _catalog(one, root):
     meta = root / 'metadata'
-    return query_database(one=one, progress=False, sessions_fpath=meta / 'sessions.pqt',
-                          log_fpath=meta / 'query_database_log.pqt')  # fmt: skip
+    return query_database(
+        one=one,
+        progress=False,
+        sessions_fpath=meta / 'sessions.pqt',
+        log_fpath=meta / 'query_database_log.pqt',
+    )
 
 
-def test_a_second_source_or_other_parameters_stop_the_run(small_cache, small_one, tmp_path,
-                                                          monkeypatch):  # fmt: skip
+def test_a_second_source_or_other_parameters_stop_the_run(
+    small_cache, small_one, tmp_path, monkeypatch
+):
     root = tmp_path / 'out'
     _catalog(small_one, root)
     assert provenance.record_fpath(root / 'metadata').exists()
@@ -77,8 +88,13 @@ def test_a_second_source_or_other_parameters_stop_the_run(small_cache, small_one
     with pytest.raises(v.ProvenanceMismatch, match='params_hash'):
         _catalog(small_one, root)
     meta = root / 'metadata'
-    query_database(one=small_one, progress=False, sessions_fpath=meta / 'sessions.pqt',
-                   log_fpath=meta / 'query_database_log.pqt', redownload=True)  # fmt: skip
+    query_database(
+        one=small_one,
+        progress=False,
+        sessions_fpath=meta / 'sessions.pqt',
+        log_fpath=meta / 'query_database_log.pqt',
+        redownload=True,
+    )
     assert provenance.read_table_record(meta / 'sessions.pqt')['params_hash'] == (
         provenance.params_hash()
     )

@@ -62,11 +62,22 @@ def test_readme_has_the_blocks_this_test_knows():
 def test_python_block_runs_on_the_demo(index, demo_pipeline, tmp_path):
     root, cache = demo_pipeline
     code = blocks('python')[index]
-    env = {**os.environ, 'IBLNM_ROOT': str(root), 'IBLNM_ONE_CACHE': str(cache),
-           'README_CALLS': str(tmp_path / 'calls.json'), 'MPLBACKEND': 'Agg'}  # fmt: skip
+    env = {
+        **os.environ,
+        'IBLNM_ROOT': str(root),
+        'IBLNM_ONE_CACHE': str(cache),
+        'README_CALLS': str(tmp_path / 'calls.json'),
+        'MPLBACKEND': 'Agg',
+    }
     env.pop('IBLNM_ONE_MODE', None)
-    result = subprocess.run([sys.executable, '-c', STUBS + code], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, '-c', STUBS + code],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, f'README block {index}:\n{code}\n{result.stderr[-3000:]}'
     calls = (tmp_path / 'calls.json').read_text()
     if 'ONE.setup' in code:
@@ -80,9 +91,10 @@ def test_toml_blocks_are_valid_settings_files(tmp_path):
         fpath = tmp_path / f'settings_{i}.toml'
         fpath.write_text(text)
         resolved = settings.resolve(config_file=fpath)
-        assert resolved.sources and set(resolved.sources.values()) <= {'file', *[
-            f'${env}' for env in settings.ENV.values()
-        ]}  # fmt: skip
+        assert resolved.sources and set(resolved.sources.values()) <= {
+            'file',
+            *[f'${env}' for env in settings.ENV.values()],
+        }
 
 
 def test_shell_blocks_name_existing_commands_and_targets():

@@ -71,8 +71,13 @@ def make_server(tmp_path):
 
 def connect(server, cache_dir):
     """The real ONE client in remote mode, logged in with the server's credentials."""
-    return ONE(base_url=server.base_url, username=server.username, password=server.password,
-               cache_dir=str(cache_dir), silent=True)  # fmt: skip
+    return ONE(
+        base_url=server.base_url,
+        username=server.username,
+        password=server.password,
+        cache_dir=str(cache_dir),
+        silent=True,
+    )
 
 
 def write_fibers_csv(cache_dir, path):
@@ -163,8 +168,19 @@ def test_remote_catalog_equals_local(cache, make_server, tmp_path):
     assert all(r.status == 200 for r in server.calls('/files/*'))
 
 
-SESSION_KEYS = ['subject', 'lab', 'start_time', 'end_time', 'number', 'task_protocol',
-                'projects', 'users', 'qc', 'extended_qc', 'json']  # fmt: skip
+SESSION_KEYS = [
+    'subject',
+    'lab',
+    'start_time',
+    'end_time',
+    'number',
+    'task_protocol',
+    'projects',
+    'users',
+    'qc',
+    'extended_qc',
+    'json',
+]
 SUBJECT_KEYS = ['nickname', 'lab', 'strain', 'line', 'genotype', 'projects']
 
 
@@ -231,8 +247,9 @@ def test_http_500_defers_session_and_rerun_completes(
     ],
     ids=['http500', 'second-page-500', 'truncated', 'timeout'],
 )
-def test_unreadable_session_list_raises(real_cache, make_server, fibers_csv, tmp_path,
-                                        fault, error):  # fmt: skip
+def test_unreadable_session_list_raises(
+    real_cache, make_server, fibers_csv, tmp_path, fault, error
+):
     server = make_server(real_cache)
     kind = fault.pop('kind')
     kwargs = {'seconds': 0.1} if kind == 'stall' else {}
@@ -247,8 +264,14 @@ def run_script(home, root):
     """``scripts/query_database.py`` in a subprocess, ONE configured only through ``home``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(('IBLNM_', 'ONE_'))}
     env.update(HOME=str(home), IBLNM_ROOT=str(root), IBLNM_ONE_MODE='remote')
-    return subprocess.run([sys.executable, str(SCRIPT)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(SCRIPT)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope='module')
@@ -289,8 +312,10 @@ def test_script_exit_codes(script_runs):
     rerun = runs['rerun']
     assert rerun.returncode == 0, rerun.stderr
     assert 'sessions found: 2, new: 1, in catalog: 2' in rerun.stdout
-    paths = {'sessions_fpath': metadata / 'sessions.pqt',
-             'log_fpath': metadata / 'query_database_log.pqt'}  # fmt: skip
+    paths = {
+        'sessions_fpath': metadata / 'sessions.pqt',
+        'log_fpath': metadata / 'query_database_log.pqt',
+    }
     assert_complete(paths, [CQ002, FIP40])
 
 

@@ -23,8 +23,13 @@ def remote_one(real_cache, tmp_path, monkeypatch):
     ONE.cache_clear()
     server = AlyxServer(real_cache, page_size=1).start()
     write_one_params(server, tmp_path / 'one_params_cache')
-    one = ONE(base_url=server.base_url, username=server.username, password=server.password,
-              cache_dir=str(tmp_path / 'one_remote'), silent=True)  # fmt: skip
+    one = ONE(
+        base_url=server.base_url,
+        username=server.username,
+        password=server.password,
+        cache_dir=str(tmp_path / 'one_remote'),
+        silent=True,
+    )
     yield one, server
     server.stop()
     ONE.cache_clear()

@@ -36,9 +36,15 @@ def test_every_stage_is_a_command_of_the_package():
 
 
 @pytest.mark.parametrize(
-    'stage, status', [('ok', 'ok'), ('fails', 'failed'), ('crashes', 'failed'),
-                      ('exits', 'failed'), ('absent', 'missing')],
-)  # fmt: skip
+    'stage, status',
+    [
+        ('ok', 'ok'),
+        ('fails', 'failed'),
+        ('crashes', 'failed'),
+        ('exits', 'failed'),
+        ('absent', 'missing'),
+    ],
+)
 def test_run_stage_reports_instead_of_raising(scripts, stage, status):
     assert runner.run_stage(stage, ['--workers', '2'])[0] == status
 
@@ -79,8 +85,9 @@ def test_summary_never_reads_a_log_older_than_the_stage(scripts, tmp_path, monke
     from iblnm import config, util
 
     stale = tmp_path / 'crashes_log.pqt'
-    util.write_log([{'eid': 'old', 'error_type': 'OldError', 'error_message': 'm',
-                     'traceback': None}], stale)  # fmt: skip
+    util.write_log(
+        [{'eid': 'old', 'error_type': 'OldError', 'error_message': 'm', 'traceback': None}], stale
+    )
     past = stale.stat().st_mtime - 3600
     os.utime(stale, (past, past))
     monkeypatch.setitem(config.STAGE_LOG_FPATHS, 'crashes', stale)

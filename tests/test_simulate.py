@@ -26,10 +26,20 @@ from iblnm.simulate import (
 from iblnm.simulate.faults import FLOOR
 
 TRIALS_COLUMNS = {
-    'intervals_0', 'intervals_1', 'stimOn_times', 'goCue_times', 'response_times', 'choice',
-    'firstMovement_times', 'feedback_times', 'feedbackType', 'contrastLeft', 'contrastRight',
-    'probabilityLeft', 'rewardVolume',
-}  # fmt: skip
+    'intervals_0',
+    'intervals_1',
+    'stimOn_times',
+    'goCue_times',
+    'response_times',
+    'choice',
+    'firstMovement_times',
+    'feedback_times',
+    'feedbackType',
+    'contrastLeft',
+    'contrastRight',
+    'probabilityLeft',
+    'rewardVolume',
+}
 
 
 def file_digests(cache):
@@ -52,8 +62,16 @@ def file_digests(cache):
 @pytest.fixture(scope='module')
 def tiny_caches(tmp_path_factory):
     """The same tiny dataset generated twice with one seed, and once with another."""
-    kwargs = dict(preset='small', n_sessions=4, strainless_sessions=0, task_minutes=(4, 5),
-                  min_trials=0, fault_fraction=0.5, all_faults=False, camera_fault_fraction=0.5)  # fmt: skip
+    kwargs = dict(
+        preset='small',
+        n_sessions=4,
+        strainless_sessions=0,
+        task_minutes=(4, 5),
+        min_trials=0,
+        fault_fraction=0.5,
+        all_faults=False,
+        camera_fault_fraction=0.5,
+    )
     caches = [tmp_path_factory.mktemp(f'tiny{i}') for i in range(3)]
     generate(caches[0], seed=7, **kwargs)
     generate(caches[1], seed=7, n_jobs=2, **kwargs)
@@ -120,8 +138,9 @@ def test_clean_session_layouts_load_through_one(small_cache, small_one):
     regions = sorted(loader.photometry['GCaMP'].columns)
     assert regions == sorted(f['brain_region'].split('-')[0] for f in session['fibers'])
 
-    raw = read_raw_photometry(small_one.eid2path(eid) / 'raw_photometry_data'
-                              / '_neurophotometrics_fpData.raw.pqt')  # fmt: skip
+    raw = read_raw_photometry(
+        small_one.eid2path(eid) / 'raw_photometry_data' / '_neurophotometrics_fpData.raw.pqt'
+    )
     assert set(np.unique(raw['led'])) <= {1, 2, 7}
 
 
@@ -133,9 +152,11 @@ def test_alyx_records_describe_every_subject(small_cache, small_one):
     assert set(valid['strain']) <= set(config.VALID_STRAINS)
     assert set(valid['line']) <= set(config.LINE2NM)
     description = yaml.safe_load(
-        (small_one.eid2path(clean_sessions(small_cache)[0]['eid'])
-         / '_ibl_experiment.description.yaml').read_text()
-    )  # fmt: skip
+        (
+            small_one.eid2path(clean_sessions(small_cache)[0]['eid'])
+            / '_ibl_experiment.description.yaml'
+        ).read_text()
+    )
     assert 'devices' in description and 'tasks' in description
 
 
@@ -181,8 +202,11 @@ IBL_CONTRASTS = {0.0, 6.25, 12.5, 25.0, 50.0, 100.0}
 
 @pytest.mark.parametrize('session_type', ['biased', 'ephys', 'training'])
 def test_blocks_and_contrasts_follow_ibl_task_structure(small_cache, small_one, session_type):
-    sessions = [s for s in load_manifest(small_cache)['sessions']
-                if s['session_type'] == session_type and 'missing_trials' not in s['faults']]  # fmt: skip
+    sessions = [
+        s
+        for s in load_manifest(small_cache)['sessions']
+        if s['session_type'] == session_type and 'missing_trials' not in s['faults']
+    ]
     assert sessions
     for session in sessions:
         trials = small_one.load_dataset(session['eid'], '_ibl_trials.table.pqt')
@@ -206,8 +230,9 @@ def test_blocks_and_contrasts_follow_ibl_task_structure(small_cache, small_one, 
 # Messy recordings (issue 12): simulate_fiber, qualities, artefacts, the qc preset
 # ---------------------------------------------------------------------------
 
-EVERYTHING = dict(edge_start=True, edge_end=True, mid_disconnect=True, dropouts=True,
-                  dark_offset=True)  # fmt: skip
+EVERYTHING = dict(
+    edge_start=True, edge_end=True, mid_disconnect=True, dropouts=True, dark_offset=True
+)
 
 
 def _highpass(x, fs=29.99, cutoff=0.01):
@@ -243,8 +268,11 @@ def test_generated_noise_matches_the_manifest(qc_cache):
     manifest = load_manifest(qc_cache)
     assert 0.002 <= min(s['noise']['noise_rel'] for s in manifest['sessions'])
     assert max(s['noise']['noise_rel'] for s in manifest['sessions']) <= 0.005
-    session = next(s for s in manifest['sessions']
-                   if all(not f['artefacts'] and f['quality'] == 'good' for f in s['fibers']))  # fmt: skip
+    session = next(
+        s
+        for s in manifest['sessions']
+        if all(not f['artefacts'] and f['quality'] == 'good' for f in s['fibers'])
+    )
     table = pd.read_parquet(
         _session_dir(qc_cache, session) / 'alf/photometry/photometry.signal.pqt'
     )
@@ -259,8 +287,9 @@ def test_generated_noise_matches_the_manifest(qc_cache):
 def _session_dir(cache, session):
     from iblnm.onecache import session_path
 
-    return session_path(cache, session['lab'], session['subject'], session['date'],
-                        session['number'])  # fmt: skip
+    return session_path(
+        cache, session['lab'], session['subject'], session['date'], session['number']
+    )
 
 
 @pytest.mark.parametrize('seed', [5, 6])  # 5: dark edges; 6: room light through the cord
@@ -395,8 +424,9 @@ def test_qc_preset_has_a_known_mix_of_fiber_qualities(qc_cache):
     fibers = [f for s in manifest['sessions'] for f in s['fibers']]
     assert len(fibers) >= 40
     fractions = get_preset('qc').quality_fractions
-    counts = {q: sum(f['quality'] == q and not f['moderate_artefacts'] for f in fibers)
-              for q in QUALITIES}  # fmt: skip
+    counts = {
+        q: sum(f['quality'] == q and not f['moderate_artefacts'] for f in fibers) for q in QUALITIES
+    }
     for quality in ('no_signal', 'low_light', 'large_artefacts'):
         assert counts[quality] == round(fractions[quality] * len(fibers))
     assert sum(f['moderate_artefacts'] for f in fibers) == round(

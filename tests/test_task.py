@@ -548,9 +548,13 @@ def test_real_sessions_give_plausible_values(real_data_dir, relative_path):
 
 
 def test_wheel_kinematics_per_trial():
-    trials = pd.DataFrame({'stimOn_times': [1.0, 10.0, 20.0],
-                           'firstMovement_times': [1.3, 10.5, np.nan],
-                           'response_times': [1.8, 11.5, 21.0]})  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'stimOn_times': [1.0, 10.0, 20.0],
+            'firstMovement_times': [1.3, 10.5, np.nan],
+            'response_times': [1.8, 11.5, 21.0],
+        }
+    )
     velocity = np.array([[0.1, -2.5, 1.0], [0.5, 0.7, np.nan], [np.nan, np.nan, np.nan]])
     out = task.wheel_kinematics(trials, velocity)
     np.testing.assert_allclose(out['reaction_time'], [0.3, 0.5, np.nan])

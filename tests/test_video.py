@@ -40,7 +40,9 @@ def test_gaps_are_counted_in_frames():
 def test_sparse_single_frame_drops_pass_and_many_fail():
     single = np.delete(clock(), [2000, 9000, 20000])
     assert video.timestamp_qc_outcomes(video.camera_timestamp_metrics(single)) == {
-        'timestamps': 'PASS', 'dropped_frames': 'PASS'}  # fmt: skip
+        'timestamps': 'PASS',
+        'dropped_frames': 'PASS',
+    }
     many = np.delete(clock(), np.arange(100, 36000, 500))  # 72 single drops = 0.2 %
     m = video.camera_timestamp_metrics(many)
     assert m['max_gap_frames'] == 1 and m['dropped_pct'] > config.VIDEO_MAX_DROPPED_PCT
@@ -70,16 +72,24 @@ def test_worst_outcome_and_score():
 
 
 def test_validators_flag_both_length_directions_and_skip_unknown_pin_state():
-    entry = {'eid': 'e', 'length_discrepancy': -30.0, 'qc_videoLeft_timestamps': 'PASS',
-             'qc_videoLeft_dropped_frames': 'PASS', 'qc_videoLeft_pin_state': 'NOT_SET'}  # fmt: skip
+    entry = {
+        'eid': 'e',
+        'length_discrepancy': -30.0,
+        'qc_videoLeft_timestamps': 'PASS',
+        'qc_videoLeft_dropped_frames': 'PASS',
+        'qc_videoLeft_pin_state': 'NOT_SET',
+    }
     assert video.validate_video(entry) == []
     for discrepancy in (-200.0, 200.0):
         log = video.validate_video({**entry, 'length_discrepancy': discrepancy})
         assert [e['error_type'] for e in log] == ['VideoLengthError']
-    log = video.validate_video({**entry, 'qc_videoLeft_pin_state': 'FAIL',
-                                'qc_videoLeft_dropped_frames': 'WARNING'})  # fmt: skip
+    log = video.validate_video(
+        {**entry, 'qc_videoLeft_pin_state': 'FAIL', 'qc_videoLeft_dropped_frames': 'WARNING'}
+    )
     assert sorted(e['error_type'] for e in log) == [
-        'VideoDroppedFramesQCError', 'VideoPinStateQCError']  # fmt: skip
+        'VideoDroppedFramesQCError',
+        'VideoPinStateQCError',
+    ]
 
 
 def test_missing_camera_times_is_a_typed_error():
@@ -92,10 +102,13 @@ def test_missing_camera_times_is_a_typed_error():
 
 
 def test_sort_order():
-    table = pd.DataFrame({
-        'eid': list('abcd'), 'session_type': ['training', 'ephys', 'biased', 'ephys'],
-        'video_qc_score': [1.0, 1.0, -1.0, np.nan],
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            'eid': list('abcd'),
+            'session_type': ['training', 'ephys', 'biased', 'ephys'],
+            'video_qc_score': [1.0, 1.0, -1.0, np.nan],
+        }
+    )
     assert list(video.sort_video_table(table)['eid']) == ['b', 'a', 'c', 'd']
 
 
@@ -107,8 +120,11 @@ def test_video_qc_flags_exactly_the_injected_camera_faults(small_cache, small_pi
     table = pd.read_parquet(small_pipeline / 'metadata' / 'video.pqt')
     log = pd.read_parquet(small_pipeline / 'metadata' / 'video_log.pqt')
     assert list(log.columns) == ['eid', 'error_type', 'error_message', 'traceback']
-    expected = {s['eid']: s['expected_errors']['video'] for s in manifest['sessions']
-                if s['expected_errors']['video']}  # fmt: skip
+    expected = {
+        s['eid']: s['expected_errors']['video']
+        for s in manifest['sessions']
+        if s['expected_errors']['video']
+    }
     assert expected, 'the small preset injects no camera fault'
     got = log.groupby('eid')['error_type'].agg(lambda x: sorted(set(x))).to_dict()
     assert got == expected
@@ -129,13 +145,19 @@ def test_video_stage_reads_extended_qc_table(small_one, small_pipeline, tmp_path
         qc[col] = 'PASS'
     qc.loc[qc['eid'] == eid, 'qc_videoLeft_pin_state'] = 'FAIL'
     qc.to_parquet(tmp_path / 'sessions_qc.pqt')
-    logs = [small_pipeline / 'metadata' / f'{s}_log.pqt' for s in ('query_database', 'photometry',
-                                                                   'task')]  # fmt: skip
+    logs = [
+        small_pipeline / 'metadata' / f'{s}_log.pqt'
+        for s in ('query_database', 'photometry', 'task')
+    ]
     result = video.run_video_stage(
-        one=small_one, catalog=catalog, video_fpath=tmp_path / 'video.pqt',
-        log_fpath=tmp_path / 'video_log.pqt', qc_fpath=tmp_path / 'sessions_qc.pqt',
-        upstream_logs=logs, progress=False,
-    )  # fmt: skip
+        one=small_one,
+        catalog=catalog,
+        video_fpath=tmp_path / 'video.pqt',
+        log_fpath=tmp_path / 'video_log.pqt',
+        qc_fpath=tmp_path / 'sessions_qc.pqt',
+        upstream_logs=logs,
+        progress=False,
+    )
     pin = result.log[result.log['error_type'] == 'VideoPinStateQCError']
     assert list(pin['eid']) == [eid]
     row = result.table.set_index('eid').loc[eid]

@@ -22,17 +22,33 @@ from sklearn.preprocessing import StandardScaler
 
 DEFAULT_CS = (0.01, 0.1, 1.0, 10.0)
 RESULT_KEYS = {
-    'predictions', 'accuracy', 'balanced_accuracy', 'chance', 'confusion', 'coefficients', 'C',
-    'fold_C', 'classes',
-}  # fmt: skip
+    'predictions',
+    'accuracy',
+    'balanced_accuracy',
+    'chance',
+    'confusion',
+    'coefficients',
+    'C',
+    'fold_C',
+    'classes',
+}
 
 
 def make_model(C=1.0, normalize=True, seed=0):
     """Imputer → (StandardScaler) → L1 logistic regression with balanced class weights."""
     steps = [SimpleImputer(strategy='mean', keep_empty_features=True)]
     steps += [StandardScaler()] if normalize else []
-    steps.append(LogisticRegression(C=C, l1_ratio=1.0, solver='saga', class_weight='balanced',
-                                     max_iter=5000, tol=1e-3, random_state=seed))  # fmt: skip
+    steps.append(
+        LogisticRegression(
+            C=C,
+            l1_ratio=1.0,
+            solver='saga',
+            class_weight='balanced',
+            max_iter=5000,
+            tol=1e-3,
+            random_state=seed,
+        )
+    )
     return make_pipeline(*steps)
 
 
@@ -103,8 +119,11 @@ def loso_predictions(x, y, groups, C=None, Cs=DEFAULT_CS, normalize=True, seed=0
         if isinstance(C, dict):
             c = C[held_out]
         else:
-            c = C if C is not None else select_C(x[train], y[train], groups[train], Cs, 3,
-                                                 normalize, seed)  # fmt: skip
+            c = (
+                C
+                if C is not None
+                else select_C(x[train], y[train], groups[train], Cs, 3, normalize, seed)
+            )
         fold_C[held_out] = c
         if len(np.unique(y[train])) < 2:
             predictions[test] = y[train][0]
@@ -164,7 +183,7 @@ def decode_target_nm(features, labels, groups, Cs=DEFAULT_CS, normalize=True, se
             confusion_matrix(y, predictions.astype(str), labels=classes),
             index=pd.Index(classes, name='true'),
             columns=pd.Index(classes, name='predicted'),
-        ),  # fmt: skip
+        ),
         'coefficients': pd.DataFrame(coef, index=model[-1].classes_, columns=names),
         'C': best_C,
         'fold_C': fold_C,
@@ -172,8 +191,9 @@ def decode_target_nm(features, labels, groups, Cs=DEFAULT_CS, normalize=True, se
     }
 
 
-def feature_unique_contribution(features, labels, groups, feature_groups, C, normalize=True,
-                                seed=0):  # fmt: skip
+def feature_unique_contribution(
+    features, labels, groups, feature_groups, C, normalize=True, seed=0
+):
     """Drop in LOSO balanced accuracy when a group of features is left out.
 
     Parameters
@@ -197,8 +217,9 @@ def feature_unique_contribution(features, labels, groups, feature_groups, C, nor
     y, groups = np.asarray(labels).astype(str), np.asarray(groups).astype(str)
 
     def score(frame):
-        pred, _ = loso_predictions(frame.to_numpy(float), y, groups, C, normalize=normalize,
-                                   seed=seed)  # fmt: skip
+        pred, _ = loso_predictions(
+            frame.to_numpy(float), y, groups, C, normalize=normalize, seed=seed
+        )
         return _balanced_accuracy(y, pred)
 
     full = score(features)
@@ -206,9 +227,15 @@ def feature_unique_contribution(features, labels, groups, feature_groups, C, nor
     for name, columns in feature_groups.items():
         kept = features.drop(columns=[c for c in columns if c in features.columns])
         without = score(kept) if kept.shape[1] else 1.0 / len(np.unique(y))
-        rows.append({'feature_group': name, 'n_features': len(columns),
-                     'balanced_accuracy_full': full, 'balanced_accuracy_without': without,
-                     'delta': full - without})  # fmt: skip
+        rows.append(
+            {
+                'feature_group': name,
+                'n_features': len(columns),
+                'balanced_accuracy_full': full,
+                'balanced_accuracy_without': without,
+                'delta': full - without,
+            }
+        )
     out = pd.DataFrame(rows)
     return out.sort_values('delta', ascending=False, ignore_index=True) if len(out) else out
 
@@ -226,8 +253,12 @@ def factor_groups(columns):
             out.setdefault(f'feature={col}', []).append(col)
             continue
         event, contrast, side, outcome = parts
-        for key in (f'event={event}', f'contrast={contrast[1:]}', f'side={side}',
-                    f'outcome={outcome}'):  # fmt: skip
+        for key in (
+            f'event={event}',
+            f'contrast={contrast[1:]}',
+            f'side={side}',
+            f'outcome={outcome}',
+        ):
             out.setdefault(key, []).append(col)
     return out
 
@@ -265,8 +296,9 @@ class TargetNMDecoder:
 
     def fit(self):
         """Run the LOSO decoding; fills the result attributes and returns self."""
-        result = decode_target_nm(self.features, self.labels, self.subjects, self.Cs,
-                                  self.normalize, self.seed)  # fmt: skip
+        result = decode_target_nm(
+            self.features, self.labels, self.subjects, self.Cs, self.normalize, self.seed
+        )
         self.accuracy, self.balanced_accuracy = result['accuracy'], result['balanced_accuracy']
         self.chance, self.confusion = result['chance'], result['confusion']
         self.coefficients, self.C, self.fold_C = (
@@ -274,8 +306,9 @@ class TargetNMDecoder:
             result['C'],
             result['fold_C'],
         )
-        self.predictions = pd.Series(result['predictions'], index=self.features.index,
-                                     name='predicted')  # fmt: skip
+        self.predictions = pd.Series(
+            result['predictions'], index=self.features.index, name='predicted'
+        )
         return self
 
     @property
@@ -289,7 +322,13 @@ class TargetNMDecoder:
         if self.C is None:
             self.fit()
         groups = feature_groups or factor_groups(self.features.columns)
-        self.contributions = feature_unique_contribution(self.features, self.labels,
-                                                         self.subjects, groups, self.fold_C,
-                                                         self.normalize, self.seed)  # fmt: skip
+        self.contributions = feature_unique_contribution(
+            self.features,
+            self.labels,
+            self.subjects,
+            groups,
+            self.fold_C,
+            self.normalize,
+            self.seed,
+        )
         return self.contributions

@@ -38,11 +38,26 @@ from iblnm.task import add_relative_contrast
 
 MOVEMENT_MODELS = ('full', 'drop_contrast', 'drop_movement')
 LOSO_COLUMNS = [
-    'subject', 'n_trials', 'r2_full', 'r2_drop_contrast', 'r2_drop_movement',
-    'delta_r2_contrast', 'delta_r2_timing', 'timing_col',
-]  # fmt: skip
-SLOPE_COLUMNS = ['contrast', 'slope', 'se', 'p_value', 'ci_lower', 'ci_upper', 'r2_marginal',
-                 'n_trials', 'n_subjects']  # fmt: skip
+    'subject',
+    'n_trials',
+    'r2_full',
+    'r2_drop_contrast',
+    'r2_drop_movement',
+    'delta_r2_contrast',
+    'delta_r2_timing',
+    'timing_col',
+]
+SLOPE_COLUMNS = [
+    'contrast',
+    'slope',
+    'se',
+    'p_value',
+    'ci_lower',
+    'ci_upper',
+    'r2_marginal',
+    'n_trials',
+    'n_subjects',
+]
 MIN_RT = 0.05  # s, shortest reaction time kept (anticipatory movements below)
 
 
@@ -56,8 +71,13 @@ def log_timing(values):
         return np.where(values > 0, np.log10(np.where(values > 0, values, 1.0)), np.nan)
 
 
-def prepare_movement_data(responses, event='stimOn_times', timing_vars=('reaction_time',
-                          'movement_time'), min_rt=MIN_RT, response_col='response_early'):  # fmt: skip
+def prepare_movement_data(
+    responses,
+    event='stimOn_times',
+    timing_vars=('reaction_time', 'movement_time'),
+    min_rt=MIN_RT,
+    response_col='response_early',
+):
     """Trials for movement encoding: one event, 50/50 block, a choice, a real reaction time.
 
     Parameters
@@ -104,13 +124,15 @@ def code_movement_predictors(df, resp='response_early', timing='log_reaction_tim
         with NaN dropped.
     """
     coding, _ = config.get_contrast_coding('log2')
-    out = pd.DataFrame({
-        'y': df[resp].to_numpy(float),
-        'contrast': coding(df['contrast'].to_numpy(float)),
-        'timing': df[timing].to_numpy(float),
-        'reward': np.where(df['feedbackType'].to_numpy(float) > 0, 0.5, -0.5),
-        'subject': df['subject'].astype(str).to_numpy(),
-    })  # fmt: skip
+    out = pd.DataFrame(
+        {
+            'y': df[resp].to_numpy(float),
+            'contrast': coding(df['contrast'].to_numpy(float)),
+            'timing': df[timing].to_numpy(float),
+            'reward': np.where(df['feedbackType'].to_numpy(float) > 0, 0.5, -0.5),
+            'subject': df['subject'].astype(str).to_numpy(),
+        }
+    )
     if 'side' in df:
         side = df['side'].to_numpy(object)
         out['side'] = np.select([side == 'contra', side == 'ipsi'], [0.5, -0.5], 0.0)
@@ -201,8 +223,9 @@ def fit_movement_lmm_r2(df, resp='response_early', timing='log_reaction_time'):
         **{f'r2_{k}': v for k, v in r2.items()},
         'delta_r2_contrast': r2['full'] - r2['drop_contrast'],
         'delta_r2_timing': r2['full'] - r2['drop_movement'],
-        'n_trials': len(data), 'n_subjects': data['subject'].nunique(),
-    }  # fmt: skip
+        'n_trials': len(data),
+        'n_subjects': data['subject'].nunique(),
+    }
 
 
 def _loso_fold(data, subject, min_test_trials):
@@ -217,15 +240,21 @@ def _loso_fold(data, subject, min_test_trials):
             return None
         r2[name] = centred_r2(test['y'].to_numpy(float), fixed_prediction(result, test))
     return {
-        'subject': subject, 'n_trials': len(test),
+        'subject': subject,
+        'n_trials': len(test),
         **{f'r2_{k}': v for k, v in r2.items()},
         'delta_r2_contrast': r2['full'] - r2['drop_contrast'],
         'delta_r2_timing': r2['full'] - r2['drop_movement'],
-    }  # fmt: skip
+    }
 
 
-def loso_cv_movement_lmm(df, resp='response_early', timing='log_reaction_time',
-                         min_subjects=config.MIN_SUBJECTS_MOVEMENT, min_test_trials=5):  # fmt: skip
+def loso_cv_movement_lmm(
+    df,
+    resp='response_early',
+    timing='log_reaction_time',
+    min_subjects=config.MIN_SUBJECTS_MOVEMENT,
+    min_test_trials=5,
+):
     """Leave-one-subject-out comparison of the movement models.
 
     Each subject is held out in turn: the three models are fitted (ML, random intercept
@@ -259,8 +288,7 @@ def loso_cv_movement_lmm(df, resp='response_early', timing='log_reaction_time',
     return out
 
 
-def jackknife_movement_lmm(df, resp='response_early', timing='log_reaction_time',
-                           min_subjects=3):  # fmt: skip
+def jackknife_movement_lmm(df, resp='response_early', timing='log_reaction_time', min_subjects=3):
     """In-sample R² (:func:`fit_movement_lmm_r2`) refitted without each subject in turn.
 
     Returns
@@ -297,15 +325,20 @@ def fit_movement_lmm_per_contrast(df, resp='response_early', timing='log_reactio
         return None
     slope, se = float(result.params['timing']), float(result.bse['timing'])
     return {
-        'slope': slope, 'se': se, 'p_value': float(result.pvalues['timing']),
-        'ci_lower': slope - 1.96 * se, 'ci_upper': slope + 1.96 * se,
+        'slope': slope,
+        'se': se,
+        'p_value': float(result.pvalues['timing']),
+        'ci_lower': slope - 1.96 * se,
+        'ci_upper': slope + 1.96 * se,
         'r2_marginal': marginal_r2(result, data),
-        'n_trials': len(data), 'n_subjects': data['subject'].nunique(),
-    }  # fmt: skip
+        'n_trials': len(data),
+        'n_subjects': data['subject'].nunique(),
+    }
 
 
-def per_contrast_slopes(df, resp='response_early', timing='log_reaction_time',
-                        min_trials=config.MIN_TRIALS_MOVEMENT):  # fmt: skip
+def per_contrast_slopes(
+    df, resp='response_early', timing='log_reaction_time', min_trials=config.MIN_TRIALS_MOVEMENT
+):
     """:func:`fit_movement_lmm_per_contrast` at each contrast level (%) of a cohort.
 
     Returns
@@ -338,11 +371,17 @@ def summarise_loso(loso):
         ``preferred``: 'timing' when the mean unique contribution of timing exceeds that
         of contrast, else 'contrast'.
     """
-    cols = ['r2_full', 'r2_drop_contrast', 'r2_drop_movement', 'delta_r2_contrast',
-            'delta_r2_timing']  # fmt: skip
+    cols = [
+        'r2_full',
+        'r2_drop_contrast',
+        'r2_drop_movement',
+        'delta_r2_contrast',
+        'delta_r2_timing',
+    ]
     if loso.empty:
-        return pd.DataFrame(columns=['target_NM', 'timing_col', 'n_subjects', 'n_trials',
-                                     *cols, 'preferred'])  # fmt: skip
+        return pd.DataFrame(
+            columns=['target_NM', 'timing_col', 'n_subjects', 'n_trials', *cols, 'preferred']
+        )
     grouped = loso.groupby(['target_NM', 'timing_col'])
     out = grouped[cols].mean()
     out['n_subjects'] = grouped['subject'].nunique()
@@ -350,15 +389,23 @@ def summarise_loso(loso):
     out['preferred'] = np.where(
         out['delta_r2_timing'] > out['delta_r2_contrast'], 'timing', 'contrast'
     )
-    return out.reset_index()[['target_NM', 'timing_col', 'n_subjects', 'n_trials', *cols,
-                              'preferred']]  # fmt: skip
+    return out.reset_index()[
+        ['target_NM', 'timing_col', 'n_subjects', 'n_trials', *cols, 'preferred']
+    ]
 
 
 # ---------------------------------------------------------------------------
 # Task encoding: per-recording GLM
 # ---------------------------------------------------------------------------
-GLM_TERMS = ['intercept', 'log_contrast', 'side', 'reward', 'log_contrast:side',
-             'log_contrast:reward', 'side:reward']  # fmt: skip
+GLM_TERMS = [
+    'intercept',
+    'log_contrast',
+    'side',
+    'reward',
+    'log_contrast:side',
+    'log_contrast:reward',
+    'side:reward',
+]
 GLM_INDEX = ['eid', 'target_NM', 'brain_region', 'fiber_idx']
 
 
@@ -372,8 +419,7 @@ def glm_design(df, contrast_coding='log'):
     c = coding(df['contrast'].to_numpy(float))
     side = np.where(df['side'].to_numpy(object) == 'contra', 0.5, -0.5)
     reward = np.where(df['feedbackType'].to_numpy(float) > 0, 0.5, -0.5)
-    return np.column_stack([np.ones(len(df)), c, side, reward, c * side, c * reward,
-                            side * reward])  # fmt: skip
+    return np.column_stack([np.ones(len(df)), c, side, reward, c * side, c * reward, side * reward])
 
 
 def ols_with_se(x, y):
@@ -390,8 +436,9 @@ def ols_with_se(x, y):
     return coef, se
 
 
-def fit_response_glm(events_df, event_name, min_trials=20, contrast_coding='log',
-                     response_col='response_early'):  # fmt: skip
+def fit_response_glm(
+    events_df, event_name, min_trials=20, contrast_coding='log', response_col='response_early'
+):
     """Per-recording OLS encoding model of one event's responses (50/50 block trials).
 
     Parameters
@@ -418,8 +465,9 @@ def fit_response_glm(events_df, event_name, min_trials=20, contrast_coding='log'
     if events_df is None or len(events_df) == 0:
         raise ValueError('fit_response_glm: empty response table')
     if event_name not in set(events_df['event']):
-        raise ValueError(f'unknown event {event_name!r}; available: '
-                         f'{sorted(set(events_df["event"]))}')  # fmt: skip
+        raise ValueError(
+            f'unknown event {event_name!r}; available: {sorted(set(events_df["event"]))}'
+        )
     df = events_df[(events_df['event'] == event_name) & (events_df['probabilityLeft'] == 0.5)]
     df = df if 'side' in df else add_relative_contrast(df)
     df = df[np.isfinite(df[response_col].astype(float)) & df['side'].notna()]
@@ -431,15 +479,21 @@ def fit_response_glm(events_df, event_name, min_trials=20, contrast_coding='log'
         if len(rec) < min_trials:
             continue
         if np.linalg.matrix_rank(x) < x.shape[1]:
-            warnings.warn(f'fit_response_glm: rank-deficient design for {key}, skipped',
-                          stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f'fit_response_glm: rank-deficient design for {key}, skipped', stacklevel=2
+            )
             continue
         coef, se = ols_with_se(x, rec[response_col].to_numpy(float))
         coefs.append(coef), ses.append(se), index.append(key)
-    idx = pd.MultiIndex.from_tuples(index, names=GLM_INDEX) if index else pd.MultiIndex.from_tuples(
-        [], names=GLM_INDEX)  # fmt: skip
-    return (pd.DataFrame(coefs, index=idx, columns=GLM_TERMS),
-            pd.DataFrame(ses, index=idx, columns=GLM_TERMS))  # fmt: skip
+    idx = (
+        pd.MultiIndex.from_tuples(index, names=GLM_INDEX)
+        if index
+        else pd.MultiIndex.from_tuples([], names=GLM_INDEX)
+    )
+    return (
+        pd.DataFrame(coefs, index=idx, columns=GLM_TERMS),
+        pd.DataFrame(ses, index=idx, columns=GLM_TERMS),
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -501,9 +555,15 @@ def pca_glm_coefficients(coefs, n_components=3, cohort_weighted=False):
     names = [f'PC{i + 1}' for i in range(n)]
     components = pd.DataFrame(vt[:n], index=names, columns=x_std.columns)
     scores = pd.DataFrame(x_std.to_numpy() @ vt[:n].T, index=x_std.index, columns=names)
-    return GLMPCAResult(scores, components, (s**2 / np.sum(s**2))[:n], list(x_std.columns),
-                        x_std.index.get_level_values('target_NM').to_numpy(), x_std.index,
-                        'pca')  # fmt: skip
+    return GLMPCAResult(
+        scores,
+        components,
+        (s**2 / np.sum(s**2))[:n],
+        list(x_std.columns),
+        x_std.index.get_level_values('target_NM').to_numpy(),
+        x_std.index,
+        'pca',
+    )
 
 
 def ica_glm_coefficients(coefs, n_components=3, cohort_weighted=False):
@@ -531,10 +591,13 @@ def ica_glm_coefficients(coefs, n_components=3, cohort_weighted=False):
     names = [f'IC{i + 1}' for i in range(n)]
     return GLMPCAResult(
         pd.DataFrame(scores[:, order], index=x_std.index, columns=names),
-        pd.DataFrame(comps[order], index=names, columns=x_std.columns), var[order],
-        list(x_std.columns), x_std.index.get_level_values('target_NM').to_numpy(),
-        x_std.index, 'ica',
-    )  # fmt: skip
+        pd.DataFrame(comps[order], index=names, columns=x_std.columns),
+        var[order],
+        list(x_std.columns),
+        x_std.index.get_level_values('target_NM').to_numpy(),
+        x_std.index,
+        'ica',
+    )
 
 
 def _group_tests(values_by_group, component):
@@ -551,12 +614,30 @@ def _group_tests(values_by_group, component):
         h, p = stats.kruskal(*groups.values())
     except ValueError:  # all values identical
         h, p = np.nan, np.nan
-    rows.append({'pc': component, 'kruskal_h': h, 'kruskal_p': p, 'target_a': None,
-                 'target_b': None, 'mwu_u': np.nan, 'mwu_p': np.nan})  # fmt: skip
+    rows.append(
+        {
+            'pc': component,
+            'kruskal_h': h,
+            'kruskal_p': p,
+            'target_a': None,
+            'target_b': None,
+            'mwu_u': np.nan,
+            'mwu_p': np.nan,
+        }
+    )
     for a, b in combinations(sorted(groups), 2):
         u, pu = stats.mannwhitneyu(groups[a], groups[b], alternative='two-sided')
-        rows.append({'pc': component, 'kruskal_h': h, 'kruskal_p': p, 'target_a': a,
-                     'target_b': b, 'mwu_u': u, 'mwu_p': pu})  # fmt: skip
+        rows.append(
+            {
+                'pc': component,
+                'kruskal_h': h,
+                'kruskal_p': p,
+                'target_a': a,
+                'target_b': b,
+                'mwu_u': u,
+                'mwu_p': pu,
+            }
+        )
     return rows
 
 
@@ -597,8 +678,11 @@ def pca_subject_score_stats(result, recordings):
         id_vars=list(result.scores.index.names), var_name='pc', value_name='score'
     )
     long['subject'] = long['eid'].map(subjects)
-    means = (long.groupby(['subject', 'target_NM', 'pc'])['score']
-             .agg(mean='mean', sem='sem').reset_index())  # fmt: skip
+    means = (
+        long.groupby(['subject', 'target_NM', 'pc'])['score']
+        .agg(mean='mean', sem='sem')
+        .reset_index()
+    )
     rows = []
     for comp, sub in means.groupby('pc'):
         rows += _group_tests({k: v['mean'].to_numpy() for k, v in sub.groupby('target_NM')}, comp)
@@ -664,8 +748,13 @@ def _cca_weights(x, y, n_components, sparse=None, seed=None):
         from cca_zoo.sparse import ElasticNetCCA
 
         alpha, l1_ratio = sparse
-        model = ElasticNetCCA(n_components, center=False, alpha=[alpha, alpha],
-                              l1_ratio=[l1_ratio, l1_ratio], random_state=seed)  # fmt: skip
+        model = ElasticNetCCA(
+            n_components,
+            center=False,
+            alpha=[alpha, alpha],
+            l1_ratio=[l1_ratio, l1_ratio],
+            random_state=seed,
+        )
         model.fit([x, y])
         return model.weights_[0], model.weights_[1]
 
@@ -723,8 +812,16 @@ def _prepare_views(X, Y, n_components, scale):
     return X, Y, k, ok
 
 
-def fit_cca(X, Y, n_components=None, n_permutations=0, session_labels=None, seed=None,
-            scale=True, sparse=None):  # fmt: skip
+def fit_cca(
+    X,
+    Y,
+    n_components=None,
+    n_permutations=0,
+    session_labels=None,
+    seed=None,
+    scale=True,
+    sparse=None,
+):
     """CCA of X (n, p) against Y (n, q) with a session-level permutation test.
 
     Parameters
@@ -763,9 +860,13 @@ def fit_cca(X, Y, n_components=None, n_permutations=0, session_labels=None, seed
         pd.DataFrame(wy, index=Y.columns, columns=names),
         pd.DataFrame(x @ wx, index=X.index, columns=names),
         pd.DataFrame(y @ wy, index=Y.index, columns=names),
-        r, p, len(X), int(n_permutations),
-        None if sparse is None else sparse[0], None if sparse is None else sparse[1],
-    )  # fmt: skip
+        r,
+        p,
+        len(X),
+        int(n_permutations),
+        None if sparse is None else sparse[0],
+        None if sparse is None else sparse[1],
+    )
 
 
 def _unit_norm(result):
@@ -778,8 +879,18 @@ def _unit_norm(result):
     return result
 
 
-def fit_sparse_cca(X, Y, n_components=1, n_permutations=0, session_labels=None, seed=None,
-                   alpha=0.01, l1_ratio=0.0, unit_norm=True, scale=True):  # fmt: skip
+def fit_sparse_cca(
+    X,
+    Y,
+    n_components=1,
+    n_permutations=0,
+    session_labels=None,
+    seed=None,
+    alpha=0.01,
+    l1_ratio=0.0,
+    unit_norm=True,
+    scale=True,
+):
     """Elastic-net CCA (cca-zoo ``ElasticNetCCA``) with the same permutation test.
 
     List-valued ``alpha`` or ``l1_ratio`` are grid-searched on the full data: the pair
@@ -846,8 +957,10 @@ def compare_cca_weights(a, b):
     """Cosine similarity of two results' CC1 weights: {neural_cosine, behavioral_cosine}."""
     wx = a.x_weights['CC1'].align(b.x_weights['CC1'], fill_value=0)
     wy = a.y_weights['CC1'].align(b.y_weights['CC1'], fill_value=0)
-    return {'neural_cosine': _cosine(wx[0].to_numpy(), wx[1].to_numpy()),
-            'behavioral_cosine': _cosine(wy[0].to_numpy(), wy[1].to_numpy())}  # fmt: skip
+    return {
+        'neural_cosine': _cosine(wx[0].to_numpy(), wx[1].to_numpy()),
+        'behavioral_cosine': _cosine(wy[0].to_numpy(), wy[1].to_numpy()),
+    }
 
 
 def _zscore(frame):
@@ -855,8 +968,17 @@ def _zscore(frame):
     return (frame - frame.mean()) / sd
 
 
-def fit_cohort_cca(features, psych, n_permutations=1000, seed=42, min_recordings=10,
-                   sparse=False, alpha=ALPHA_GRID, l1_ratio=L1_RATIO_GRID, unit_norm=True):  # fmt: skip
+def fit_cohort_cca(
+    features,
+    psych,
+    n_permutations=1000,
+    seed=42,
+    min_recordings=10,
+    sparse=False,
+    alpha=ALPHA_GRID,
+    l1_ratio=L1_RATIO_GRID,
+    unit_norm=True,
+):
     """One-component CCA per target_NM cohort, signs aligned across cohorts.
 
     Parameters
@@ -893,8 +1015,18 @@ def fit_cohort_cca(features, psych, n_permutations=1000, seed=42, min_recordings
         labels = x.index.get_level_values('eid')
         try:
             if sparse:
-                res = fit_sparse_cca(x_z, y_z, 1, n_permutations, labels, seed, alpha,
-                                     l1_ratio, unit_norm, scale=False)  # fmt: skip
+                res = fit_sparse_cca(
+                    x_z,
+                    y_z,
+                    1,
+                    n_permutations,
+                    labels,
+                    seed,
+                    alpha,
+                    l1_ratio,
+                    unit_norm,
+                    scale=False,
+                )
             else:
                 res = fit_cca(x_z, y_z, 1, n_permutations, labels, seed, scale=False)
         except (ValueError, np.linalg.LinAlgError) as e:

@@ -87,8 +87,17 @@ class FLMMResult:
         yield self.intervals
 
 
-INTERVAL_COLUMNS = ['term', 'start', 'stop', 't_start', 't_stop', 'sign', 'peak', 't_peak',
-                    'p_joint']  # fmt: skip
+INTERVAL_COLUMNS = [
+    'term',
+    'start',
+    'stop',
+    't_start',
+    't_stop',
+    'sign',
+    'peak',
+    't_peak',
+    'p_joint',
+]
 
 
 # ---------------------------------------------------------------------------
@@ -142,13 +151,18 @@ def _build_design(data, formula, groups, re_formula, nested):
     names = list(Zre.columns)
     for a in range(len(names)):
         for b in range(a, len(names)):
-            pairs = [(zre[:, a], zre[:, b])] if a == b else [(zre[:, a], zre[:, b]),
-                                                              (zre[:, b], zre[:, a])]  # fmt: skip
-            comps.append(_Component(f'{groups}:{names[a]}:{names[b]}', subject,
-                                    subject.max() + 1, pairs, 0))  # fmt: skip
+            pairs = (
+                [(zre[:, a], zre[:, b])]
+                if a == b
+                else [(zre[:, a], zre[:, b]), (zre[:, b], zre[:, a])]
+            )
+            comps.append(
+                _Component(f'{groups}:{names[a]}:{names[b]}', subject, subject.max() + 1, pairs, 0)
+            )
     if session is not None:
-        comps.append(_Component(f'{nested}:Intercept', session, session.max() + 1,
-                                [(ones, ones)], 1))  # fmt: skip
+        comps.append(
+            _Component(f'{nested}:Intercept', session, session.max() + 1, [(ones, ones)], 1)
+        )
     comps.append(_Component('residual', obs, n, [(ones, ones)], 2))
     return _Design(X.to_numpy(dtype=float), list(X.columns), subject, session, zre, names, comps)
 
@@ -159,8 +173,9 @@ def _cell_sums(cells, n_cells, values):
         return values
     shape = values.shape
     flat = values.reshape(shape[0], -1)
-    op = sparse.csr_matrix((np.ones(len(cells)), (cells, np.arange(len(cells)))),
-                           shape=(n_cells, len(cells)))  # fmt: skip
+    op = sparse.csr_matrix(
+        (np.ones(len(cells)), (cells, np.arange(len(cells)))), shape=(n_cells, len(cells))
+    )
     return np.asarray(op @ flat).reshape((n_cells, *shape[1:]))
 
 
@@ -352,8 +367,13 @@ def _fit_subject_effects(Y, design, reml=True, influence=True):
             # β̃ = A⁻¹ Σ_j (x_j − X_g'Z_g M_g z_j) y_j
             corr = np.einsum('nq,nqp->np', Z[rows], (mg @ ztx)[gs])
             infl[:, rows, s] = ainv @ (X[rows] - corr).T
-    return {'beta': beta, 'cov': cov, 'theta': theta, 'nobs': m.sum(0).astype(float),
-            'influence': infl}  # fmt: skip
+    return {
+        'beta': beta,
+        'cov': cov,
+        'theta': theta,
+        'nobs': m.sum(0).astype(float),
+        'influence': infl,
+    }
 
 
 def _newton_min2(fun, start, lo, hi, n_iter=60, h=1e-3):
@@ -374,8 +394,12 @@ def _newton_min2(fun, start, lo, hi, n_iter=60, h=1e-3):
         hess = np.empty((len(x), 2, 2))
         hess[:, 0, 0] = (fp[:, 0] - 2 * fx + fm[:, 0]) / h**2
         hess[:, 1, 1] = (fp[:, 1] - 2 * fx + fm[:, 1]) / h**2
-        cross = (fun(x + e[0] + e[1]) - fun(x + e[0] - e[1]) - fun(x - e[0] + e[1])
-                 + fun(x - e[0] - e[1])) / (4 * h**2)  # fmt: skip
+        cross = (
+            fun(x + e[0] + e[1])
+            - fun(x + e[0] - e[1])
+            - fun(x - e[0] + e[1])
+            + fun(x - e[0] - e[1])
+        ) / (4 * h**2)
         hess[:, 0, 1] = hess[:, 1, 0] = cross
         held = ((x <= lo) & (grad > 0)) | ((x >= hi) & (grad < 0))
         grad = np.where(held, 0.0, grad)
@@ -442,8 +466,9 @@ def _fit_nested_intercepts(Y, design, reml=True, influence=True):
     yty = (y0**2).sum(0)
     sxx = np.einsum('jlp,jlq->jlpq', sx, sx)
     sxy = sx * sy[..., None]
-    up = sparse.csr_matrix((np.ones(n_sess), (sess_subj, np.arange(n_sess))),
-                           shape=(n_groups, n_sess))  # fmt: skip
+    up = sparse.csr_matrix(
+        (np.ones(n_sess), (sess_subj, np.arange(n_sess))), shape=(n_groups, n_sess)
+    )
 
     def to_subject(values):  # (J, ...) -> (G, ...)
         return np.asarray(up @ values.reshape(n_sess, -1)).reshape((n_groups, *values.shape[1:]))
@@ -456,8 +481,11 @@ def _fit_nested_intercepts(Y, design, reml=True, influence=True):
         cg = gg / (1.0 + gg * tg)
         ux, uy = to_subject(d[..., None] * sx), to_subject(d * sy)  # (G, L, p), (G, L)
         w = gs * d
-        a = xtx - (w[..., None, None] * sxx).sum(0) - (cg[..., None, None] * ux[..., :, None]
-                                                       * ux[..., None, :]).sum(0)  # fmt: skip
+        a = (
+            xtx
+            - (w[..., None, None] * sxx).sum(0)
+            - (cg[..., None, None] * ux[..., :, None] * ux[..., None, :]).sum(0)
+        )
         b = xty - (w[..., None] * sxy).sum(0) - (cg[..., None] * ux * uy[..., None]).sum(0)
         c = yty - (w * sy**2).sum(0) - (cg * uy**2).sum(0)
         beta_u = np.linalg.solve(a, b[..., None])[..., 0]
@@ -483,13 +511,15 @@ def _fit_nested_intercepts(Y, design, reml=True, influence=True):
     scale = rss / dof
     ainv = np.linalg.inv(a)
     beta[fitted], cov[fitted] = beta_f, scale[:, None, None] * ainv
-    theta[:, fitted] = np.stack([np.exp(params[:, 0]) * scale, np.exp(params[:, 1]) * scale,
-                                 scale])  # fmt: skip
+    theta[:, fitted] = np.stack([np.exp(params[:, 0]) * scale, np.exp(params[:, 1]) * scale, scale])
     if influence:
         # X'V*⁻¹ e_i = x_i − γ_s d_j S_x,j − c_g d_j Σ_j' d_j' S_x,j' (trial i in session j of g)
         gs = np.exp(params[:, 1])
-        xw = (X[:, None, :] - (gs * d)[sess][..., None] * sx[sess]
-              - (cg[g] * d[sess])[..., None] * ux[g])  # fmt: skip
+        xw = (
+            X[:, None, :]
+            - (gs * d)[sess][..., None] * sx[sess]
+            - (cg[g] * d[sess])[..., None] * ux[g]
+        )
         weights = np.einsum('lpq,nlq->pnl', ainv, xw, optimize=True) * mf_f[None]
         out['influence'][:, :, fitted] = weights
     return out
@@ -507,11 +537,22 @@ def _mixedlm_worker(y_block, data, formula, groups, re_formula, vc_formula, reml
             rows = np.isfinite(col)
             df = data.loc[rows].assign(_y=col[rows])
             try:
-                model = smf.mixedlm(f'_y ~ {formula}', df, groups=df[groups], re_formula=re_formula,
-                                    vc_formula=vc_formula)  # fmt: skip
+                model = smf.mixedlm(
+                    f'_y ~ {formula}',
+                    df,
+                    groups=df[groups],
+                    re_formula=re_formula,
+                    vc_formula=vc_formula,
+                )
                 res = model.fit(reml=reml)
-                out.append({'fe': np.asarray(res.fe_params), 'cov_re': np.asarray(res.cov_re),
-                            'vcomp': np.asarray(res.vcomp), 'scale': float(res.scale)})  # fmt: skip
+                out.append(
+                    {
+                        'fe': np.asarray(res.fe_params),
+                        'cov_re': np.asarray(res.cov_re),
+                        'vcomp': np.asarray(res.vcomp),
+                        'scale': float(res.scale),
+                    }
+                )
             except Exception:  # noqa: BLE001 - a failed time point is NaN, not a crash
                 out.append(None)
     return out
@@ -582,8 +623,13 @@ def _fit_general(Y, data, design, rhs, groups, re_formula, nested, reml, n_jobs,
         cov[s] = ainv
         if influence:
             infl[:, :, s] = ainv @ vx.T
-    return {'beta': beta, 'cov': cov, 'theta': theta, 'nobs': m.sum(0).astype(float),
-            'influence': infl}  # fmt: skip
+    return {
+        'beta': beta,
+        'cov': cov,
+        'theta': theta,
+        'nobs': m.sum(0).astype(float),
+        'influence': infl,
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -641,8 +687,11 @@ def pspline_basis(times, n_basis=None, degree=3):
     n_inner = n_basis - degree + 1
     inner = np.linspace(times.min(), times.max(), n_inner)
     step = inner[1] - inner[0]
-    knots = np.r_[inner[0] - step * np.arange(degree, 0, -1), inner,
-                  inner[-1] + step * np.arange(1, degree + 1)]  # fmt: skip
+    knots = np.r_[
+        inner[0] - step * np.arange(degree, 0, -1),
+        inner,
+        inner[-1] + step * np.arange(1, degree + 1),
+    ]
     return BSpline.design_matrix(times, knots, degree).toarray()
 
 
@@ -733,21 +782,45 @@ def significant_intervals(dataset, var='significant'):
         for start, stop in runs(sel[var].to_numpy()):
             seg = est[start:stop]
             top = start + int(np.argmax(np.abs(seg)))
-            rows.append({'term': term, 'start': start, 'stop': stop,
-                         't_start': float(times[start]), 't_stop': float(times[stop - 1]),
-                         'sign': int(np.sign(seg.mean())),
-                         'peak': float(est[top]), 't_peak': float(times[top]),
-                         'p_joint': float(sel['p_joint'].to_numpy()[start:stop].min())})  # fmt: skip
+            rows.append(
+                {
+                    'term': term,
+                    'start': start,
+                    'stop': stop,
+                    't_start': float(times[start]),
+                    't_stop': float(times[stop - 1]),
+                    'sign': int(np.sign(seg.mean())),
+                    'peak': float(est[top]),
+                    't_peak': float(times[top]),
+                    'p_joint': float(sel['p_joint'].to_numpy()[start:stop].min()),
+                }
+            )
     return pd.DataFrame(rows, columns=INTERVAL_COLUMNS)
 
 
 # ---------------------------------------------------------------------------
 # The public function
 # ---------------------------------------------------------------------------
-def fit_flmm(responses, data, formula, groups='subject', times=None, re_formula='1',
-             nested=None, reml=True, smooth=True, n_basis=None, level=0.95,
-             inference='analytic', n_boot=200, n_sim=N_SIM, method='fast', n_jobs=2,
-             seed=0, blas_threads=1):  # fmt: skip
+def fit_flmm(
+    responses,
+    data,
+    formula,
+    groups='subject',
+    times=None,
+    re_formula='1',
+    nested=None,
+    reml=True,
+    smooth=True,
+    n_basis=None,
+    level=0.95,
+    inference='analytic',
+    n_boot=200,
+    n_sim=N_SIM,
+    method='fast',
+    n_jobs=2,
+    seed=0,
+    blas_threads=1,
+):
     """Functional linear mixed model of trial responses (fast univariate inference).
 
     Parameters
@@ -812,13 +885,46 @@ def fit_flmm(responses, data, formula, groups='subject', times=None, re_formula=
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=blas_threads):
-        return _fit_flmm(responses, data, formula, groups, times, re_formula, nested, reml,
-                         smooth, n_basis, level, inference, n_boot, n_sim, method, n_jobs,
-                         seed)  # fmt: skip
+        return _fit_flmm(
+            responses,
+            data,
+            formula,
+            groups,
+            times,
+            re_formula,
+            nested,
+            reml,
+            smooth,
+            n_basis,
+            level,
+            inference,
+            n_boot,
+            n_sim,
+            method,
+            n_jobs,
+            seed,
+        )
 
 
-def _fit_flmm(responses, data, formula, groups, times, re_formula, nested, reml, smooth,
-              n_basis, level, inference, n_boot, n_sim, method, n_jobs, seed):  # fmt: skip
+def _fit_flmm(
+    responses,
+    data,
+    formula,
+    groups,
+    times,
+    re_formula,
+    nested,
+    reml,
+    smooth,
+    n_basis,
+    level,
+    inference,
+    n_boot,
+    n_sim,
+    method,
+    n_jobs,
+    seed,
+):
     """The body of :func:`fit_flmm` (same arguments), under its BLAS thread limit."""
     y = np.atleast_2d(np.asarray(responses, dtype=float))
     data = pd.DataFrame(data).reset_index(drop=True)
@@ -879,10 +985,12 @@ def _fit_flmm(responses, data, formula, groups, times, re_formula, nested, reml,
     with np.errstate(divide='ignore', invalid='ignore'):
         t_stat = est / se
     p_point = 2 * stats.norm.sf(np.abs(t_stat))
-    p_joint = np.stack([
-        (1 + (nulls[r][None, :] >= np.abs(t_stat[r])[:, None]).sum(1)) / (1 + len(nulls[r]))
-        for r in range(p)
-    ])  # fmt: skip
+    p_joint = np.stack(
+        [
+            (1 + (nulls[r][None, :] >= np.abs(t_stat[r])[:, None]).sum(1)) / (1 + len(nulls[r]))
+            for r in range(p)
+        ]
+    )
     raw_se = np.sqrt(np.clip(np.einsum('lpp->pl', raw['cov']), 0, None))
     ds = xr.Dataset(
         {
@@ -916,7 +1024,7 @@ def _fit_flmm(responses, data, formula, groups, times, re_formula, nested, reml,
             )
             if fast
             else 'statsmodels MixedLM per time point',
-        },  # fmt: skip
+        },
     )
     return FLMMResult(ds, significant_intervals(ds), dict(zip(design.terms, covs)))
 
@@ -933,20 +1041,40 @@ def _bootstrap(y, data, design, raw_fit, smoothers, n_boot, seed):
         new_subject = np.concatenate([np.full(len(rows_of[i]), k) for k, i in enumerate(pick)])
         dd = data.iloc[rows].reset_index(drop=True)
         dd['_boot_subject'] = new_subject
-        des = _Design(design.X[rows], design.terms, new_subject,
-                      None if design.session is None else design.session[rows] + 0,
-                      design.Zre[rows], design.re_names, [])  # fmt: skip
+        des = _Design(
+            design.X[rows],
+            design.terms,
+            new_subject,
+            None if design.session is None else design.session[rows] + 0,
+            design.Zre[rows],
+            design.re_names,
+            [],
+        )
         if design.session is not None:  # a subject drawn twice has distinct sessions
-            des.session = _codes(pd.Series(new_subject).astype(str) + ':' +
-                                 pd.Series(design.session[rows]).astype(str))  # fmt: skip
+            des.session = _codes(
+                pd.Series(new_subject).astype(str)
+                + ':'
+                + pd.Series(design.session[rows]).astype(str)
+            )
         fit = raw_fit(y[rows], dd, des, False, '_boot_subject')
         beta = np.nan_to_num(fit['beta'])
         out.append(np.stack([smoothers[r] @ beta[:, r] for r in range(len(smoothers))]))
     return np.stack(out)
 
 
-TABLE_VARIABLES = ['estimate', 'se', 'ci_lower', 'ci_upper', 'joint_lower', 'joint_upper', 'p',
-                   'p_joint', 'significant', 'raw', 'raw_se']  # fmt: skip
+TABLE_VARIABLES = [
+    'estimate',
+    'se',
+    'ci_lower',
+    'ci_upper',
+    'joint_lower',
+    'joint_upper',
+    'p',
+    'p_joint',
+    'significant',
+    'raw',
+    'raw_se',
+]
 
 
 def coefficient_table(results, by=('target_NM', 'event')):

@@ -93,8 +93,10 @@ def variance_explained(result, y, fixed=None):
     y = np.asarray(y, dtype=float)
     fixed = np.asarray(result.fittedvalues if fixed is None else fixed, dtype=float)
     random = np.asarray(result.fittedvalues, dtype=float) - fixed
-    return {'marginal': explained_fraction(y, np.var(fixed)),
-            'conditional': explained_fraction(y, np.var(fixed) + np.var(random))}  # fmt: skip
+    return {
+        'marginal': explained_fraction(y, np.var(fixed)),
+        'conditional': explained_fraction(y, np.var(fixed) + np.var(random)),
+    }
 
 
 def explained_fraction(y, variance):
@@ -105,16 +107,19 @@ def explained_fraction(y, variance):
 
 
 def _summary(result):
-    table = pd.DataFrame({
-        'Coef.': result.params, 'Std.Err.': result.bse,
-        'z': result.tvalues, 'P>|z|': result.pvalues,
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            'Coef.': result.params,
+            'Std.Err.': result.bse,
+            'z': result.tvalues,
+            'P>|z|': result.pvalues,
+        }
+    )
     fixed = result.model.exog_names
     return table.loc[[t for t in fixed if t in table.index], SUMMARY_COLUMNS]
 
 
-def fit_mixedlm(formula, df, groups, re_formula='1', reml=True, methods=('powell',),
-                maxiter=500):  # fmt: skip
+def fit_mixedlm(formula, df, groups, re_formula='1', reml=True, methods=('powell',), maxiter=500):
     """The one way iblnm fits a linear mixed model: a converged statsmodels fit, or None.
 
     The optimisers in ``methods`` are tried in order; a fit is accepted only when it
@@ -159,11 +164,14 @@ def fit_lmm(formula, df, groups, re_formula='1', reml=True):
     model, result = fitted
     fixed = model.exog @ result.fe_params.to_numpy()
     return LMMResult(
-        result=result, summary_df=_summary(result),
+        result=result,
+        summary_df=_summary(result),
         variance_explained=variance_explained(result, model.endog, fixed),
         random_effects={k: pd.Series(v) for k, v in result.random_effects.items()},
-        kind='mixed', n_obs=int(result.nobs), n_subjects=int(df[groups].nunique()),
-    )  # fmt: skip
+        kind='mixed',
+        n_obs=int(result.nobs),
+        n_subjects=int(df[groups].nunique()),
+    )
 
 
 def fit_ols(formula, df):
@@ -172,13 +180,24 @@ def fit_ols(formula, df):
         result = smf.ols(formula, df).fit()
     except Exception:  # noqa: BLE001
         return None
-    return LMMResult(result=result, summary_df=_summary(result),
-                     variance_explained=variance_explained(result, result.model.endog),
-                     kind='ols', n_obs=int(result.nobs))  # fmt: skip
+    return LMMResult(
+        result=result,
+        summary_df=_summary(result),
+        variance_explained=variance_explained(result, result.model.endog),
+        kind='ols',
+        n_obs=int(result.nobs),
+    )
 
 
-def fit_response_lmm(df, response_col='response_early', formula=None, re_formula='1',
-                     contrast_coding='log', min_subjects=2, fallback_ols=False):  # fmt: skip
+def fit_response_lmm(
+    df,
+    response_col='response_early',
+    formula=None,
+    re_formula='1',
+    contrast_coding='log',
+    min_subjects=2,
+    fallback_ols=False,
+):
     """Fit the response model to one group's trials.
 
     Parameters
@@ -212,8 +231,9 @@ def fit_response_lmm(df, response_col='response_early', formula=None, re_formula
     return fit
 
 
-def prepare_lmm_trials(magnitudes, response_col='response_early', probability_left=0.5,
-                       min_reaction_time=0.05):  # fmt: skip
+def prepare_lmm_trials(
+    magnitudes, response_col='response_early', probability_left=0.5, min_reaction_time=0.05
+):
     """Trials entering the model: 50/50 block, a choice, reaction time > 0.05 s, finite response,
     a contrast and a side label (a trial without a stimulus side is not coded as ipsi).
 
@@ -227,8 +247,14 @@ def prepare_lmm_trials(magnitudes, response_col='response_early', probability_le
     return magnitudes[keep]
 
 
-def fit_grouped_lmms(trials, by=('target_NM', 'event'), response_col='response_early',
-                     min_subjects=2, fallback_ols=False, **kwargs):  # fmt: skip
+def fit_grouped_lmms(
+    trials,
+    by=('target_NM', 'event'),
+    response_col='response_early',
+    min_subjects=2,
+    fallback_ols=False,
+    **kwargs,
+):
     """Fit :func:`fit_response_lmm` to every group of ``trials``.
 
     Returns
@@ -238,8 +264,9 @@ def fit_grouped_lmms(trials, by=('target_NM', 'event'), response_col='response_e
     """
     out = {}
     for key, group in trials.groupby(list(by), observed=True, sort=True):
-        fit = fit_response_lmm(group, response_col, min_subjects=min_subjects,
-                               fallback_ols=fallback_ols, **kwargs)  # fmt: skip
+        fit = fit_response_lmm(
+            group, response_col, min_subjects=min_subjects, fallback_ols=fallback_ols, **kwargs
+        )
         if fit is not None:
             out[key if isinstance(key, tuple) else (key,)] = fit
     return out
@@ -265,8 +292,21 @@ def coefficient_table(results, by=('target_NM', 'event')):
         table['r2_marginal'] = fit.variance_explained['marginal']
         table['r2_conditional'] = fit.variance_explained['conditional']
         frames.append(table)
-    columns = [*by, 'term', 'coef', 'se', 'z', 'p', 'ci_lower', 'ci_upper', 'kind', 'n_obs',
-               'n_subjects', 'r2_marginal', 'r2_conditional']  # fmt: skip
+    columns = [
+        *by,
+        'term',
+        'coef',
+        'se',
+        'z',
+        'p',
+        'ci_lower',
+        'ci_upper',
+        'kind',
+        'n_obs',
+        'n_subjects',
+        'r2_marginal',
+        'r2_conditional',
+    ]
     if not frames:
         return pd.DataFrame(columns=columns)
     out = pd.concat(frames, ignore_index=True)
@@ -325,8 +365,10 @@ def predict_grid(fit, contrasts, contrast_coding='log'):
     return grid.drop(columns=['reward', 'log_contrast'])
 
 
-MARGINAL_LEVELS = {'reward': {'correct': 0.5, 'incorrect': -0.5},
-                   'side': {'contra': 0.5, 'ipsi': -0.5}}  # fmt: skip
+MARGINAL_LEVELS = {
+    'reward': {'correct': 0.5, 'incorrect': -0.5},
+    'side': {'contra': 0.5, 'ipsi': -0.5},
+}
 
 
 def compute_marginal_means(fit, factor, contrasts=config.ANALYSIS_CONTRASTS, contrast_coding='log'):
@@ -355,14 +397,23 @@ def compute_marginal_means(fit, factor, contrasts=config.ANALYSIS_CONTRASTS, con
         grid = pd.DataFrame({'log_contrast': coded, 'side': 0.0, 'reward': 0.0})
     elif factor in MARGINAL_LEVELS:
         levels = list(MARGINAL_LEVELS[factor])
-        grid = pd.DataFrame({'log_contrast': np.nanmean(coded), 'side': 0.0, 'reward': 0.0},
-                            index=range(len(levels)))  # fmt: skip
+        grid = pd.DataFrame(
+            {'log_contrast': np.nanmean(coded), 'side': 0.0, 'reward': 0.0},
+            index=range(len(levels)),
+        )
         grid[factor] = list(MARGINAL_LEVELS[factor].values())
     else:
         raise ValueError(f"factor must be 'reward', 'side' or 'contrast', not {factor!r}")
     out = _predict(fit, grid)
-    return pd.DataFrame({'factor': factor, 'level': levels, 'mean': out['predicted'],
-                         'ci_lower': out['ci_lower'], 'ci_upper': out['ci_upper']})  # fmt: skip
+    return pd.DataFrame(
+        {
+            'factor': factor,
+            'level': levels,
+            'mean': out['predicted'],
+            'ci_lower': out['ci_lower'],
+            'ci_upper': out['ci_upper'],
+        }
+    )
 
 
 def marginal_means_table(results, by=('target_NM', 'event'), contrasts=config.ANALYSIS_CONTRASTS):
@@ -383,9 +434,20 @@ def marginal_means_table(results, by=('target_NM', 'event'), contrasts=config.AN
 # ---------------------------------------------------------------------------
 # Does the neural response predict the movement? (wheel kinematics)
 # ---------------------------------------------------------------------------
-WHEEL_LMM_COLUMNS = ['target_NM', 'contrast', 'dv', 'delta_r2', 'r2_base', 'r2_full',
-                     'lrt_chi2', 'lrt_pvalue', 'nm_coefficient', 'nm_pvalue', 'n_trials',
-                     'n_subjects']  # fmt: skip
+WHEEL_LMM_COLUMNS = [
+    'target_NM',
+    'contrast',
+    'dv',
+    'delta_r2',
+    'r2_base',
+    'r2_full',
+    'lrt_chi2',
+    'lrt_pvalue',
+    'nm_coefficient',
+    'nm_pvalue',
+    'n_trials',
+    'n_subjects',
+]
 WHEEL_BASE_FORMULA = '{dv} ~ C(side) * C(choice)'
 
 
@@ -429,14 +491,18 @@ def fit_wheel_lmm(df, dv_col, response_col='response_early', min_subjects=2, min
         'delta_r2': full.variance_explained['marginal'] - base.variance_explained['marginal'],
         'r2_base': base.variance_explained['marginal'],
         'r2_full': full.variance_explained['marginal'],
-        'lrt_chi2': lrt, 'lrt_pvalue': float(stats.chi2.sf(lrt, 1)),
-        'nm_coefficient': float(term['Coef.']), 'nm_pvalue': float(term['P>|z|']),
-        'n_trials': len(data), 'n_subjects': n_subjects,
-    }  # fmt: skip
+        'lrt_chi2': lrt,
+        'lrt_pvalue': float(stats.chi2.sf(lrt, 1)),
+        'nm_coefficient': float(term['Coef.']),
+        'nm_pvalue': float(term['P>|z|']),
+        'n_trials': len(data),
+        'n_subjects': n_subjects,
+    }
 
 
-def fit_wheel_lmms(trials, dvs=tuple(config.TIMING_VARS), response_col='response_early',
-                   min_subjects=2):  # fmt: skip
+def fit_wheel_lmms(
+    trials, dvs=tuple(config.TIMING_VARS), response_col='response_early', min_subjects=2
+):
     """:func:`fit_wheel_lmm` per target-NM x contrast x movement variable.
 
     ``trials`` are stimulus-locked rows (one per recording x trial) with ``side`` labels;

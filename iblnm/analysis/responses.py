@@ -20,12 +20,23 @@ from iblnm import config, task
 from iblnm.signal import responses as sr
 
 BEHAVIOUR_COLUMNS = [
-    'stim_side', 'signed_contrast', 'contrast', 'choice', 'feedbackType', 'probabilityLeft',
-]  # fmt: skip
+    'stim_side',
+    'signed_contrast',
+    'contrast',
+    'choice',
+    'feedbackType',
+    'probabilityLeft',
+]
 RECORDING_COLUMNS = [
-    'eid', 'subject', 'session_type', 'NM', 'target_NM', 'brain_region', 'hemisphere',
+    'eid',
+    'subject',
+    'session_type',
+    'NM',
+    'target_NM',
+    'brain_region',
+    'hemisphere',
     'fiber_idx',
-]  # fmt: skip
+]
 WINDOW_COLUMNS = [f'response_{name}' for name in config.RESPONSE_WINDOWS]
 MAGNITUDE_COLUMNS = RECORDING_COLUMNS + ['event', 'trial'] + BEHAVIOUR_COLUMNS + ['reaction_time']
 MAGNITUDE_COLUMNS += WINDOW_COLUMNS  # response_early, response_late, response_outcome
@@ -154,8 +165,7 @@ def condition_columns(events, contrasts):
     ]
 
 
-def response_features(magnitudes, response_col='response_early', min_trials=1,
-                      index=FEATURE_INDEX):  # fmt: skip
+def response_features(magnitudes, response_col='response_early', min_trials=1, index=FEATURE_INDEX):
     """Mean response per condition, one row per recording.
 
     Parameters
@@ -259,10 +269,16 @@ def similarity_pairs(similarity, labels, subjects=None):
     values = similarity.to_numpy(dtype=float)
     labels = np.asarray(labels)
     i, j = np.triu_indices(len(values), k=1)
-    pairs = pd.DataFrame({
-        'i': i, 'j': j, 'label_i': labels[i], 'label_j': labels[j],
-        'similarity': values[i, j], 'within': labels[i] == labels[j],
-    })  # fmt: skip
+    pairs = pd.DataFrame(
+        {
+            'i': i,
+            'j': j,
+            'label_i': labels[i],
+            'label_j': labels[j],
+            'similarity': values[i, j],
+            'within': labels[i] == labels[j],
+        }
+    )
     if subjects is not None:
         subjects = np.asarray(subjects)
         pairs['same_subject'] = subjects[i] == subjects[j]
@@ -293,12 +309,14 @@ def mean_traces(traces, tpts, meta, events):
     with np.errstate(invalid='ignore', divide='ignore'):
         means = np.where(finite, traces, 0).sum(axis=1) / counts
     n_events, n_samples = means.shape
-    frame = pd.DataFrame({
-        'event': np.repeat(np.asarray(events, dtype=object), n_samples),
-        'time': np.tile(tpts, n_events),
-        'response': means.reshape(-1),
-        'n_trials': counts.reshape(-1),
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            'event': np.repeat(np.asarray(events, dtype=object), n_samples),
+            'time': np.tile(tpts, n_events),
+            'response': means.reshape(-1),
+            'n_trials': counts.reshape(-1),
+        }
+    )
     for key, value in reversed(list(meta.items())):
         frame.insert(0, key, value)
     return frame

@@ -148,8 +148,9 @@ def _max_masses(t_perm, threshold, tail):
     return masses
 
 
-def cluster_permutation_test(a, b, n_permutations=1000, threshold=None, alpha=0.05, tail=0,
-                             seed=0, tpts=None, paired=False):  # fmt: skip
+def cluster_permutation_test(
+    a, b, n_permutations=1000, threshold=None, alpha=0.05, tail=0, seed=0, tpts=None, paired=False
+):
     """Cluster-based permutation test of a difference between two sets of traces.
 
     Parameters
@@ -214,11 +215,24 @@ def cluster_permutation_test(a, b, n_permutations=1000, threshold=None, alpha=0.
         # equal masses count (the running sum of the null and nansum differ by rounding)
         n_ge = np.sum(null >= abs(mass) * (1 - 1e-9))
         p = n_ge / len(null) if exact else (1 + n_ge) / (1 + len(null))
-        rows.append({'start': start, 'stop': stop, 't_start': tpts[start],
-                     't_stop': tpts[stop - 1], 'mass': mass, 'p': float(p)})  # fmt: skip
+        rows.append(
+            {
+                'start': start,
+                'stop': stop,
+                't_start': tpts[start],
+                't_stop': tpts[stop - 1],
+                'mass': mass,
+                'p': float(p),
+            }
+        )
     clusters = pd.DataFrame(rows, columns=['start', 'stop', 't_start', 't_stop', 'mass', 'p'])
-    return {'t': t_obs, 'threshold': threshold, 'clusters': clusters,
-            'significant': significant_samples(clusters, x.shape[1], alpha), 'null': null}  # fmt: skip
+    return {
+        't': t_obs,
+        'threshold': threshold,
+        'clusters': clusters,
+        'significant': significant_samples(clusters, x.shape[1], alpha),
+        'null': null,
+    }
 
 
 def significant_samples(clusters, n_samples, alpha=0.05):

@@ -71,8 +71,9 @@ def apply_settings(args):
     """Resolve and install the run settings from parsed global options."""
     from iblnm import settings
 
-    resolved = settings.resolve(config_file=args.config, root=args.root,
-                                one_cache=args.one_cache, one_mode=args.one_mode)  # fmt: skip
+    resolved = settings.resolve(
+        config_file=args.config, root=args.root, one_cache=args.one_cache, one_mode=args.one_mode
+    )
     if args.demo:
         resolved = resolved.replace(one_cache=resolved.path('DEMO_CACHE_DIR'), one_mode='local')
     return settings.use(resolved)
@@ -84,12 +85,17 @@ def main(argv=None):
     configure_logging()
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        prog='iblnm', description='IBL neuromodulators fiber-photometry pipeline',
+        prog='iblnm',
+        description='IBL neuromodulators fiber-photometry pipeline',
         parents=[settings_parser()],
-    )  # fmt: skip
+    )
     parser.add_argument('--version', action='store_true', help='print the iblnm version')
-    parser.add_argument('command', nargs='?', metavar='COMMAND',
-                        help=f'one of: {", ".join(COMMANDS)} (underscores work too)')  # fmt: skip
+    parser.add_argument(
+        'command',
+        nargs='?',
+        metavar='COMMAND',
+        help=f'one of: {", ".join(COMMANDS)} (underscores work too)',
+    )
     parser.add_argument('args', nargs=argparse.REMAINDER, help='arguments of the command')
     args = parser.parse_args(argv)
     if args.version:

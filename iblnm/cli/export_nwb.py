@@ -20,8 +20,9 @@ def main(argv=None):
     if require_catalog():
         return 1
     out = args.out or Path(config.NWB_DIR)
-    result = run_export_stage(redo=args.redo, workers=args.workers, scheduler=args.scheduler,
-                              out_dir=out)  # fmt: skip
+    result = run_export_stage(
+        redo=args.redo, workers=args.workers, scheduler=args.scheduler, out_dir=out
+    )
     print(summary(result))
     print(f'outputs: {out}, {config.NWB_EXPORT_FPATH}, {config.NWB_LOG_FPATH}')
     return 0

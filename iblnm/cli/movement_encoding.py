@@ -48,10 +48,14 @@ def main(argv=None):
         print(f'{config.SESSIONS_FPATH} not found: run the pipeline first', file=sys.stderr)
         return 1
     run_movement_encoding(
-        event=args.event, timing_vars=args.timing_vars, group_by=args.group_by,
-        targetnms=None if args.all_targets else config.TARGETNMS_TO_ANALYZE, mask=args.mask,
-        min_subjects=args.min_subjects, plot_only=args.plot_only,
-    )  # fmt: skip
+        event=args.event,
+        timing_vars=args.timing_vars,
+        group_by=args.group_by,
+        targetnms=None if args.all_targets else config.TARGETNMS_TO_ANALYZE,
+        mask=args.mask,
+        min_subjects=args.min_subjects,
+        plot_only=args.plot_only,
+    )
     print(f'outputs: {config.MOVEMENT_ENCODING_DIR}, {config.FIGURES_DIR / "movement_encoding"}')
     return 0
 

@@ -24,8 +24,9 @@ def main(argv=None):
     one = get_connection()  # builds the demo dataset on first use when no Alyx is configured
     print(f'data source: {"local cache " + str(one.cache_dir) if one.offline else "Alyx"}')
     stage_args = executor_args(args.workers, args.scheduler)
-    code = run_pipeline(start=args.start, only=args.only, skip_errors=args.skip_errors,
-                        stage_args=stage_args)  # fmt: skip
+    code = run_pipeline(
+        start=args.start, only=args.only, skip_errors=args.skip_errors, stage_args=stage_args
+    )
     print(f'outputs: {config.METADATA_DIR}, {config.DATA_DIR}, figures in {config.FIGURES_DIR}')
     return code
 

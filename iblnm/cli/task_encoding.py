@@ -57,13 +57,20 @@ def main(argv=None):
         print(f'{config.SESSIONS_FPATH} not found: run the pipeline first', file=sys.stderr)
         return 1
     run_task_encoding(
-        events=args.events, contrast_coding=args.contrast_coding,
-        cohort_weighted=args.cohort_weighted, ica=args.ica,
-        n_permutations=args.n_permutations, params=args.params, seed=args.seed,
-        weight_by_se=args.weight_by_se, sparse=args.sparse, unit_norm=args.unit_norm,
-        plot_only=args.plot_only, min_recordings=args.min_recordings,
+        events=args.events,
+        contrast_coding=args.contrast_coding,
+        cohort_weighted=args.cohort_weighted,
+        ica=args.ica,
+        n_permutations=args.n_permutations,
+        params=args.params,
+        seed=args.seed,
+        weight_by_se=args.weight_by_se,
+        sparse=args.sparse,
+        unit_norm=args.unit_norm,
+        plot_only=args.plot_only,
+        min_recordings=args.min_recordings,
         targetnms=None if args.all_targets else config.TARGETNMS_TO_ANALYZE,
-    )  # fmt: skip
+    )
     print(f'outputs: {config.TASK_ENCODING_DIR}, {config.FIGURES_DIR / "task_encoding"}')
     return 0
 

@@ -13,8 +13,9 @@ def stage_parser(doc, parallel=True):
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     if parallel:
         parser.add_argument('--workers', type=int, default=1, help='local worker processes')
-        parser.add_argument('--scheduler', default=None,
-                            help='address of a running Dask distributed scheduler')  # fmt: skip
+        parser.add_argument(
+            '--scheduler', default=None, help='address of a running Dask distributed scheduler'
+        )
     return parser
 
 

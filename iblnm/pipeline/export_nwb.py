@@ -34,10 +34,18 @@ STAGE = 'export_nwb'
 EXPORT_COLUMNS = ['eid', 'subject', 'status', 'reason', 'path', 'size_mb', 'seconds']
 
 
-def _row(eid, status, reason=None, path=None, size_mb=float('nan'), seconds=float('nan'),
-         subject=None):  # fmt: skip
-    return {'eid': eid, 'subject': subject, 'status': status, 'reason': reason,
-            'path': None if path is None else str(path), 'size_mb': size_mb, 'seconds': seconds}  # fmt: skip
+def _row(
+    eid, status, reason=None, path=None, size_mb=float('nan'), seconds=float('nan'), subject=None
+):
+    return {
+        'eid': eid,
+        'subject': subject,
+        'status': status,
+        'reason': reason,
+        'path': None if path is None else str(path),
+        'size_mb': size_mb,
+        'seconds': seconds,
+    }
 
 
 def _wheel_position(ps):
@@ -113,10 +121,19 @@ def exported_path(row, out_dir):
     return Path(out_dir) / nwb.nwb_relpath(PhotometrySession(row, one=object()))
 
 
-def run_export_stage(one=None, catalog=None, redo=False, workers=1, scheduler=None,
-                     h5_dir=config.SESSIONS_H5_DIR, out_dir=config.NWB_DIR,
-                     table_fpath=config.NWB_EXPORT_FPATH, log_fpath=config.NWB_LOG_FPATH,
-                     sessions_fpath=config.SESSIONS_FPATH, progress=True):  # fmt: skip
+def run_export_stage(
+    one=None,
+    catalog=None,
+    redo=False,
+    workers=1,
+    scheduler=None,
+    h5_dir=config.SESSIONS_H5_DIR,
+    out_dir=config.NWB_DIR,
+    table_fpath=config.NWB_EXPORT_FPATH,
+    log_fpath=config.NWB_LOG_FPATH,
+    sessions_fpath=config.SESSIONS_FPATH,
+    progress=True,
+):
     """Export the analysable sessions' NWB files; always writes the table and the log.
 
     Returns
@@ -135,8 +152,17 @@ def run_export_stage(one=None, catalog=None, redo=False, workers=1, scheduler=No
     jobs = make_jobs(todo, one, {'h5_dir': str(h5_dir), 'out_dir': str(out_dir), 'fibers': fibers})
     outcomes = run_jobs(export_session, jobs, workers, scheduler, STAGE, progress)
     table, log = gather(outcomes)
-    previous = [_row(r['eid'], 'skipped', 'already exported', exported_path(r, out_dir),
-                     subject=r.get('subject')) for r in rows if r['eid'] in done]  # fmt: skip
+    previous = [
+        _row(
+            r['eid'],
+            'skipped',
+            'already exported',
+            exported_path(r, out_dir),
+            subject=r.get('subject'),
+        )
+        for r in rows
+        if r['eid'] in done
+    ]
     table = pd.concat([table, pd.DataFrame(previous)], ignore_index=True).reindex(
         columns=EXPORT_COLUMNS
     )
@@ -152,6 +178,8 @@ def summary(result):
     lines += [f'    {status:<9} {reason or "-"}: {n}' for (status, reason), n in counts.items()]
     exported = result.table[result.table['status'] == 'exported']
     if len(exported):
-        lines.append(f'  export time {exported["seconds"].median():.2f} s/session (median), '
-                     f'size {exported["size_mb"].median():.2f} MB (median)')  # fmt: skip
+        lines.append(
+            f'  export time {exported["seconds"].median():.2f} s/session (median), '
+            f'size {exported["size_mb"].median():.2f} MB (median)'
+        )
     return '\n'.join(lines)

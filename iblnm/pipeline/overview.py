@@ -37,8 +37,9 @@ def read_table(path):
     return pd.read_parquet(path) if path.exists() else pd.DataFrame()
 
 
-def gcamp_qc_pass(qc, threshold=config.N_UNIQUE_SAMPLES_THRESHOLD,
-                  exclude=config.QC_VERDICT_EXCLUDE):  # fmt: skip
+def gcamp_qc_pass(
+    qc, threshold=config.N_UNIQUE_SAMPLES_THRESHOLD, exclude=config.QC_VERDICT_EXCLUDE
+):
     """Per (eid, brain_region): True when the recording passed QC.
 
     With a ``verdict`` column (tables of this version): the verdict is not in ``exclude``
@@ -97,13 +98,25 @@ def derived_errors(flags, qc):
     entries = []
     for flag, etype in FLAG_ERRORS.items():
         for eid in flags.loc[~flags[flag], 'eid']:
-            entries.append({'eid': eid, 'error_type': etype, 'error_message': f'{flag} is False',
-                            'traceback': None})  # fmt: skip
+            entries.append(
+                {
+                    'eid': eid,
+                    'error_type': etype,
+                    'error_message': f'{flag} is False',
+                    'traceback': None,
+                }
+            )
     for col, etype in (('n_band_inversions', 'BandInversion'), ('n_early_samples', 'EarlySamples')):
         if not qc.empty and col in qc:
             for eid in qc.loc[qc[col].fillna(0) > 0, 'eid'].unique():
-                entries.append({'eid': eid, 'error_type': etype, 'error_message': f'{col} > 0',
-                                'traceback': None})  # fmt: skip
+                entries.append(
+                    {
+                        'eid': eid,
+                        'error_type': etype,
+                        'error_message': f'{col} > 0',
+                        'traceback': None,
+                    }
+                )
     return entries
 
 
@@ -129,27 +142,40 @@ class OverviewResult:
 
     def summary(self):
         counts = self.errors['error_type'].value_counts()
-        lines = [f'dataset_overview: {len(self.recordings)} complete recordings, '
-                 f'{self.errors["eid"].nunique()} sessions with errors; figures:']  # fmt: skip
+        lines = [
+            f'dataset_overview: {len(self.recordings)} complete recordings, '
+            f'{self.errors["eid"].nunique()} sessions with errors; figures:'
+        ]
         lines += [f'  {f}' for f in self.figures]
         lines += [f'  {etype}: {n}' for etype, n in counts.items()]
         if self.verdicts is not None and len(self.verdicts):
             n = self.verdicts['verdict'].value_counts()
-            lines.append('  QC verdicts (recordings): ' + ', '.join(
-                f'{v} {int(n.get(v, 0))}' for v in config.QC_VERDICTS))  # fmt: skip
+            lines.append(
+                '  QC verdicts (recordings): '
+                + ', '.join(f'{v} {int(n.get(v, 0))}' for v in config.QC_VERDICTS)
+            )
         return '\n'.join(lines)
 
 
 def _figures(flags, recordings, figure_dir, verdicts=None):
     panels = [
         ('1_all_sessions', None, 'All sessions'),
-        ('2_raw_data', flags['has_raw_task'] & flags['has_raw_photometry_signals'],
-         'Raw task and photometry data (faded: missing)'),
-        ('3_extracted_data', flags['has_extracted_task'] & flags['has_extracted_photometry_signal'],
-         'Extracted task and photometry (faded: missing)'),
-        ('4_qc_criteria', flags['passes_basic_qc'] & flags['trials_in_photometry_time'],
-         'Basic QC passed and trials within photometry (faded: failed)'),
-    ]  # fmt: skip
+        (
+            '2_raw_data',
+            flags['has_raw_task'] & flags['has_raw_photometry_signals'],
+            'Raw task and photometry data (faded: missing)',
+        ),
+        (
+            '3_extracted_data',
+            flags['has_extracted_task'] & flags['has_extracted_photometry_signal'],
+            'Extracted task and photometry (faded: missing)',
+        ),
+        (
+            '4_qc_criteria',
+            flags['passes_basic_qc'] & flags['trials_in_photometry_time'],
+            'Basic QC passed and trials within photometry (faded: failed)',
+        ),
+    ]
     paths = []
     if flags.empty:  # no session in the catalog: nothing to draw
         return paths
@@ -167,10 +193,14 @@ def _figures(flags, recordings, figure_dir, verdicts=None):
     return paths
 
 
-def run_dataset_overview(sessions_fpath=config.SESSIONS_FPATH, logs=None,
-                         qc_fpath=config.QCPHOTOMETRY_FPATH, errors_fpath=config.ERRORS_FPATH,
-                         figure_dir=FIGURE_DIR,
-                         verdicts_fpath=config.QC_VERDICTS_FPATH):  # fmt: skip
+def run_dataset_overview(
+    sessions_fpath=config.SESSIONS_FPATH,
+    logs=None,
+    qc_fpath=config.QCPHOTOMETRY_FPATH,
+    errors_fpath=config.ERRORS_FPATH,
+    figure_dir=FIGURE_DIR,
+    verdicts_fpath=config.QC_VERDICTS_FPATH,
+):
     """Build the overview tables and figures; returns an :class:`OverviewResult`.
 
     Also writes ``verdicts_fpath`` (``metadata/qc_verdicts.pqt``): recordings per target-NM,
@@ -193,14 +223,14 @@ def run_dataset_overview(sessions_fpath=config.SESSIONS_FPATH, logs=None,
     if verdicts is not None:
         util.df2pqt(verdict_count_table(verdicts[0]), verdicts_fpath)
     figures = _figures(flags, recordings, figure_dir, verdicts)
-    return OverviewResult(errors, recordings, figures,
-                          None if verdicts is None else verdicts[0])  # fmt: skip
+    return OverviewResult(errors, recordings, figures, None if verdicts is None else verdicts[0])
 
 
 def verdict_count_table(recordings):
     """Long table target_NM, verdict, reason, n_recordings ('' reason: none fired)."""
-    long = recordings.assign(reason=recordings['verdict_reasons'].map(
-        lambda text: sv.split_reasons(text) or ['']))  # fmt: skip
+    long = recordings.assign(
+        reason=recordings['verdict_reasons'].map(lambda text: sv.split_reasons(text) or [''])
+    )
     long = long.explode('reason')
     columns = ['target_NM', 'verdict', 'reason']
     if long.empty:

@@ -96,8 +96,12 @@ def _run_tiers(ps):
         ps.log_error(error)
 
 
-INPUT_FILES = ('_ibl_trials.table.pqt', 'photometry.signal.pqt', 'photometryROI.locations.pqt',
-               '_neurophotometrics_fpData.raw.pqt')  # fmt: skip
+INPUT_FILES = (
+    '_ibl_trials.table.pqt',
+    'photometry.signal.pqt',
+    'photometryROI.locations.pqt',
+    '_neurophotometrics_fpData.raw.pqt',
+)
 FINGERPRINT_KEY = 'input_fingerprint'
 
 
@@ -114,8 +118,9 @@ def input_fingerprint(one, eid, names=INPUT_FILES):
     datasets = one.list_datasets(eid, details=True)
     root = Path(one.eid2path(eid)) if is_local(one) else None
     out = {}
-    for rel_path, size, digest in zip(datasets['rel_path'], datasets['file_size'],
-                                      datasets['hash']):  # fmt: skip
+    for rel_path, size, digest in zip(
+        datasets['rel_path'], datasets['file_size'], datasets['hash']
+    ):
         if Path(rel_path).name not in names:
             continue
         entry = [None if size is None or size != size else int(size), None, digest]
@@ -206,8 +211,12 @@ def process_session(job):
 def outcome_from_h5(eid, h5_dir):
     """Rebuild a finished session's outcome from its HDF5 file (for resumed runs)."""
     data = h5.load_h5(Path(h5_dir) / f'{eid}.h5', groups=['errors', 'photometry'], parts=('qc',))
-    qc = [row for part in data.get('photometry', {}).values() if 'qc' in part
-          for row in part['qc'].to_dict('records')]  # fmt: skip
+    qc = [
+        row
+        for part in data.get('photometry', {}).values()
+        if 'qc' in part
+        for row in part['qc'].to_dict('records')
+    ]
     errors = data['errors'].to_dict('records') if 'errors' in data else []
     return SessionOutcome(eid, rows=qc, errors=errors)
 
@@ -260,21 +269,28 @@ def _done_sessions(eids, h5_dir, one):
     return done
 
 
-def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, scheduler=None,
-                         h5_dir=config.SESSIONS_H5_DIR, qc_fpath=config.QCPHOTOMETRY_FPATH,
-                         log_fpath=config.PHOTOMETRY_LOG_FPATH,
-                         sessions_fpath=config.SESSIONS_FPATH,
-                         upstream_logs=(config.QUERY_DATABASE_LOG_FPATH,),
-                         progress=True):  # fmt: skip
+def run_photometry_stage(
+    one=None,
+    catalog=None,
+    redo=False,
+    workers=1,
+    scheduler=None,
+    h5_dir=config.SESSIONS_H5_DIR,
+    qc_fpath=config.QCPHOTOMETRY_FPATH,
+    log_fpath=config.PHOTOMETRY_LOG_FPATH,
+    sessions_fpath=config.SESSIONS_FPATH,
+    upstream_logs=(config.QUERY_DATABASE_LOG_FPATH,),
+    progress=True,
+):
     """Run the photometry stage over the catalog and write its tables atomically.
 
     Sessions with a readable HDF5 file written from the same inputs are skipped unless
     ``redo``; their QC rows and errors are read back from the file so the tables always
     cover every session.
     """
-    one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath, upstream_logs,
-                                                blockers=v.PHOTOMETRY_BLOCKERS,
-                                                redo=redo)  # fmt: skip
+    one, selected, catalog_log = stage_sessions(
+        one, catalog, sessions_fpath, upstream_logs, blockers=v.PHOTOMETRY_BLOCKERS, redo=redo
+    )
     eids = list(selected['eid'])
     util.remove_stale_temporaries(h5_dir)  # left by a killed run; never read as valid
     done = set() if redo else _done_sessions(eids, h5_dir, one)
@@ -286,5 +302,6 @@ def run_photometry_stage(one=None, catalog=None, redo=False, workers=1, schedule
     qc, log = gather(everything, catalog_log)
     qc = order_qc_columns(qc)
     problem = write_outputs([(util.df2pqt, qc, qc_fpath), (util.write_log, log, log_fpath)])
-    return StageResult(STAGE, outcomes, len(eids), qc, log, n_skipped=len(done),
-                       write_error=problem)  # fmt: skip
+    return StageResult(
+        STAGE, outcomes, len(eids), qc, log, n_skipped=len(done), write_error=problem
+    )

@@ -58,9 +58,13 @@ def failed(eid, error):
     )
 
 
-def select_sessions(catalog, upstream_logs=(), blockers=frozenset(),
-                    session_types=config.SESSION_TYPES_TO_ANALYZE,
-                    exclude_subjects=config.SUBJECTS_TO_EXCLUDE):  # fmt: skip
+def select_sessions(
+    catalog,
+    upstream_logs=(),
+    blockers=frozenset(),
+    session_types=config.SESSION_TYPES_TO_ANALYZE,
+    exclude_subjects=config.SUBJECTS_TO_EXCLUDE,
+):
     """Sessions of analysable types and subjects whose upstream logs hold no blocker.
 
     A logged error blocks when its type or one of its base classes is in ``blockers``
@@ -84,8 +88,9 @@ def read_catalog(sessions_fpath):
         raise v.wrap(v.InvalidCatalog, error, str(sessions_fpath)) from error
 
 
-def stage_sessions(one, catalog, sessions_fpath, upstream_logs=(), blockers=frozenset(),
-                   redo=False):  # fmt: skip
+def stage_sessions(
+    one, catalog, sessions_fpath, upstream_logs=(), blockers=frozenset(), redo=False
+):
     """A stage's ONE connection, selected sessions and the catalog's log entries.
 
     ``one`` defaults to :func:`iblnm.io.get_connection` (cached per process); ``catalog``
@@ -152,8 +157,16 @@ def with_retries(fn, job, attempts=None, backoff=None):
     return outcome
 
 
-def run_jobs(fn, jobs, workers=1, scheduler=None, desc=None, progress=True,
-             cost=session_length, stop_on=(v.OutputWriteError.__name__,)):  # fmt: skip
+def run_jobs(
+    fn,
+    jobs,
+    workers=1,
+    scheduler=None,
+    desc=None,
+    progress=True,
+    cost=session_length,
+    stop_on=(v.OutputWriteError.__name__,),
+):
     """Run a stage function over jobs, costliest first; outcomes in the jobs' order.
 
     ``cost(row)`` estimates a session's relative cost for the scheduling (any unit). A
@@ -167,9 +180,14 @@ def run_jobs(fn, jobs, workers=1, scheduler=None, desc=None, progress=True,
 
     order = {job[0]['eid']: i for i, job in enumerate(jobs)}
     outcomes = []
-    results = map_sessions(functools.partial(with_retries, fn), longest_first(jobs, cost),
-                           workers=workers, scheduler=scheduler, desc=desc,
-                           progress=progress)  # fmt: skip
+    results = map_sessions(
+        functools.partial(with_retries, fn),
+        longest_first(jobs, cost),
+        workers=workers,
+        scheduler=scheduler,
+        desc=desc,
+        progress=progress,
+    )
     try:
         for outcome in results:
             outcomes.append(outcome)
@@ -231,15 +249,20 @@ class StageResult:
         transient = Counter(o.fatal for o in self.of_kind('transient'))
         if transient:
             detail = ', '.join(f'{etype} {n}' for etype, n in transient.most_common())
-            lines.append(f'  transient (retried {config.RETRY_ATTEMPTS}x, not done: the next run '
-                         f'retries them): {sum(transient.values())} ({detail})')  # fmt: skip
+            lines.append(
+                f'  transient (retried {config.RETRY_ATTEMPTS}x, not done: the next run '
+                f'retries them): {sum(transient.values())} ({detail})'
+            )
         unexpected = self.of_kind('unexpected')
         if unexpected:
-            lines.append(f'  UNEXPECTED errors (bugs, tracebacks in the log; retried by the next '
-                         f'run): {len(unexpected)}')  # fmt: skip
+            lines.append(
+                f'  UNEXPECTED errors (bugs, tracebacks in the log; retried by the next '
+                f'run): {len(unexpected)}'
+            )
         for outcome in self.of_kind('output'):
-            message = next((e['error_message'] for e in outcome.errors
-                            if e['error_type'] == outcome.fatal), '')  # fmt: skip
+            message = next(
+                (e['error_message'] for e in outcome.errors if e['error_type'] == outcome.fatal), ''
+            )
             lines.append(f'  STOPPED: output could not be written ({outcome.eid}): {message}')
         if self.n_not_run:
             lines.append(f'  not run (stage stopped; the next run does them): {self.n_not_run}')

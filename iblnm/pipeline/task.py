@@ -44,8 +44,12 @@ def process_session(job):
                 check()
             except v.IblnmError as error:
                 ps.log_error(error)
-        performance = {'eid': eid, 'n_trials': len(ps.trials),
-                       'contrasts': task.get_contrast_set(ps.trials), **ps.basic_performance()}  # fmt: skip
+        performance = {
+            'eid': eid,
+            'n_trials': len(ps.trials),
+            'contrasts': task.get_contrast_set(ps.trials),
+            **ps.basic_performance(),
+        }
         performance.update(ps.block_performance())
     except Exception as error:  # noqa: BLE001 - fatal: no performance row
         outcome = failed(eid, error)
@@ -63,15 +67,24 @@ def expected_cost(row):
     return float('nan') if length is None else n_fits * float(length)
 
 
-def run_task_stage(one=None, catalog=None, workers=1, scheduler=None,
-                   performance_fpath=config.PERFORMANCE_FPATH, log_fpath=config.TASK_LOG_FPATH,
-                   sessions_fpath=config.SESSIONS_FPATH, progress=True):  # fmt: skip
+def run_task_stage(
+    one=None,
+    catalog=None,
+    workers=1,
+    scheduler=None,
+    performance_fpath=config.PERFORMANCE_FPATH,
+    log_fpath=config.TASK_LOG_FPATH,
+    sessions_fpath=config.SESSIONS_FPATH,
+    progress=True,
+):
     """Run the task stage over the analysable sessions and write its outputs atomically."""
     one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath)
     jobs = make_jobs(selected, one)
-    outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress,
-                        cost=expected_cost)  # fmt: skip
+    outcomes = run_jobs(
+        process_session, jobs, workers, scheduler, STAGE, progress, cost=expected_cost
+    )
     table, log = gather(outcomes, catalog_log)
-    problem = write_outputs([(util.df2pqt, table, performance_fpath),
-                             (util.write_log, log, log_fpath)])  # fmt: skip
+    problem = write_outputs(
+        [(util.df2pqt, table, performance_fpath), (util.write_log, log, log_fpath)]
+    )
     return StageResult(STAGE, outcomes, len(selected), table, log, write_error=problem)

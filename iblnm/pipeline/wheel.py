@@ -53,9 +53,16 @@ def process_session(job):
     )
 
 
-def run_wheel_stage(one=None, catalog=None, workers=1, scheduler=None,
-                    h5_dir=config.SESSIONS_H5_DIR, log_fpath=config.WHEEL_LOG_FPATH,
-                    sessions_fpath=config.SESSIONS_FPATH, progress=True):  # fmt: skip
+def run_wheel_stage(
+    one=None,
+    catalog=None,
+    workers=1,
+    scheduler=None,
+    h5_dir=config.SESSIONS_H5_DIR,
+    log_fpath=config.WHEEL_LOG_FPATH,
+    sessions_fpath=config.SESSIONS_FPATH,
+    progress=True,
+):
     """Run the wheel stage over the analysable sessions; always writes the log."""
     one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath)
     util.remove_stale_temporaries(h5_dir)

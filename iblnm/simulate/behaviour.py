@@ -13,10 +13,20 @@ from psychofit import erf_psycho_2gammas
 from iblnm import config
 
 TRIALS_COLUMNS = [
-    'intervals_0', 'intervals_1', 'goCue_times', 'response_times', 'choice',
-    'stimOn_times', 'contrastLeft', 'contrastRight', 'feedback_times', 'feedbackType',
-    'rewardVolume', 'probabilityLeft', 'firstMovement_times',
-]  # fmt: skip
+    'intervals_0',
+    'intervals_1',
+    'goCue_times',
+    'response_times',
+    'choice',
+    'stimOn_times',
+    'contrastLeft',
+    'contrastRight',
+    'feedback_times',
+    'feedbackType',
+    'rewardVolume',
+    'probabilityLeft',
+    'firstMovement_times',
+]
 FIRST_BLOCK_TRIALS = 90  # trials of the initial 0.5 block (biased / ephys)
 BLOCK_SCALE, BLOCK_MIN, BLOCK_MAX = 60.0, 20, 100  # truncated exponential (trials)
 RESPONSE_WINDOW = 60.0  # s, no-go timeout
@@ -168,21 +178,23 @@ def simulate_trials(plan, n_max, rng):
     feedback = stim_on + response + rng.uniform(0.0001, 0.0004, n_max)
     first_move = stim_on + rt
     detected = np.where((choice == 0) & (rng.random(n_max) < NOGO_FIRST_MOVEMENT_NAN), np.nan, 1)
-    trials = pd.DataFrame({
-        'intervals_0': starts,
-        'intervals_1': feedback + iti,
-        'goCue_times': stim_on + rng.normal(0.0004, 0.0002, n_max),
-        'response_times': stim_on + response,
-        'choice': choice,
-        'stimOn_times': stim_on,
-        'contrastLeft': np.where(is_left, contrast, np.nan),
-        'contrastRight': np.where(is_left, np.nan, contrast),
-        'feedback_times': feedback,
-        'feedbackType': np.where(correct, 1, -1).astype(np.int64),
-        'rewardVolume': np.where(correct, REWARD_UL[stype], 0.0),
-        'probabilityLeft': p_left,
-        'firstMovement_times': np.where(choice == 0, first_move * detected, first_move),
-    })  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'intervals_0': starts,
+            'intervals_1': feedback + iti,
+            'goCue_times': stim_on + rng.normal(0.0004, 0.0002, n_max),
+            'response_times': stim_on + response,
+            'choice': choice,
+            'stimOn_times': stim_on,
+            'contrastLeft': np.where(is_left, contrast, np.nan),
+            'contrastRight': np.where(is_left, np.nan, contrast),
+            'feedback_times': feedback,
+            'feedbackType': np.where(correct, 1, -1).astype(np.int64),
+            'rewardVolume': np.where(correct, REWARD_UL[stype], 0.0),
+            'probabilityLeft': p_left,
+            'firstMovement_times': np.where(choice == 0, first_move * detected, first_move),
+        }
+    )
     extra = {
         'block_lengths': lengths,
         'block_priors': priors,

@@ -83,17 +83,19 @@ def _fibers(nm, rng, min_fibers=1):
     for i, region in enumerate(regions):
         hemi = 'l' if rng.random() < 0.5 else 'r'
         ml, ap, dv = (c + rng.normal(0, 80) for c in REGION_COORDS[region])
-        fibers.append({
-            'roi': f'G{i}',
-            'fiber': f'fiber{i:02d}',
-            'region': str(region),
-            'hemisphere': hemi,
-            'location': f'{region}-{hemi}',
-            'X-ml_um': round(float(abs(ml) if hemi == 'l' else -abs(ml)), 1),
-            'Y-ap_um': round(float(ap), 1),
-            'Z-dv_um': round(float(dv), 1),
-            'gain': round(float(np.clip(rng.lognormal(0.0, 0.3), 0.7, 2.0)), 3),
-        })  # fmt: skip
+        fibers.append(
+            {
+                'roi': f'G{i}',
+                'fiber': f'fiber{i:02d}',
+                'region': str(region),
+                'hemisphere': hemi,
+                'location': f'{region}-{hemi}',
+                'X-ml_um': round(float(abs(ml) if hemi == 'l' else -abs(ml)), 1),
+                'Y-ap_um': round(float(ap), 1),
+                'Z-dv_um': round(float(dv), 1),
+                'gain': round(float(np.clip(rng.lognormal(0.0, 0.3), 0.7, 2.0)), 3),
+            }
+        )
     return fibers
 
 
@@ -134,18 +136,20 @@ def plan_mice(preset, rng):
         genetics = NM_GENETICS[nm]
         line, strain, genotype = genetics[int(rng.integers(len(genetics)))]
         strainless = bool(preset.strainless_sessions) and i == len(nms) - 1
-        mice.append({
-            'lab': lab,
-            'subject': prefix + fmt.format(counts[lab]),
-            'NM': nm,
-            'line': None if strainless else line,
-            'strain': None if strainless else strain,
-            'genotype': [] if strainless else list(genotype),
-            'sex': 'F' if rng.random() < 0.5 else 'M',
-            'fibers': _fibers(nm, rng, preset.min_fibers),
-            'profile': _learning_profile(rng),
-            'strainless': strainless,
-        })  # fmt: skip
+        mice.append(
+            {
+                'lab': lab,
+                'subject': prefix + fmt.format(counts[lab]),
+                'NM': nm,
+                'line': None if strainless else line,
+                'strain': None if strainless else strain,
+                'genotype': [] if strainless else list(genotype),
+                'sex': 'F' if rng.random() < 0.5 else 'M',
+                'fibers': _fibers(nm, rng, preset.min_fibers),
+                'profile': _learning_profile(rng),
+                'strainless': strainless,
+            }
+        )
     return mice
 
 
@@ -156,19 +160,21 @@ def subject_records(mice, first_date):
     rows = []
     for i, m in enumerate(mice):
         birth = pd.Timestamp(first_date) - pd.Timedelta(days=90 + 5 * i)
-        rows.append({
-            'id': subject_id(m['lab'], m['subject']),
-            'nickname': m['subject'],
-            'lab': m['lab'],
-            'strain': m['strain'],
-            'line': m['line'],
-            'genotype': list(m['genotype']),
-            'sex': m['sex'],
-            'birth_date': birth.date().isoformat(),
-            'projects': [config.PROJECT_NAME],
-            'responsible_user': USERS[i % len(USERS)],
-            'description': '',
-        })  # fmt: skip
+        rows.append(
+            {
+                'id': subject_id(m['lab'], m['subject']),
+                'nickname': m['subject'],
+                'lab': m['lab'],
+                'strain': m['strain'],
+                'line': m['line'],
+                'genotype': list(m['genotype']),
+                'sex': m['sex'],
+                'birth_date': birth.date().isoformat(),
+                'projects': [config.PROJECT_NAME],
+                'responsible_user': USERS[i % len(USERS)],
+                'description': '',
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -272,26 +278,28 @@ def plan_sessions(mouse, n_sessions, first_day, preset, rng):
             else BIASED_CONTRASTS
         )
         start_s = rng.uniform(8.5, 15.5) * 3600  # s after midnight
-        plans.append({
-            'lab': mouse['lab'],
-            'subject': mouse['subject'],
-            'date': date.date().isoformat(),
-            'number': 1,
-            'day': day,
-            'session_type': stype,
-            'task_protocol': f'{PROTOCOL_PREFIX}{stype}ChoiceWorld{version}',
-            'contrast_set': [float(c) for c in contrasts],
-            'psychometrics': psychometric_params(mouse['profile'], day, stype, rng),
-            'rt_fast': float(mouse['profile']['rt_fast'] * (1 + np.exp(-day / 2.0))),
-            'nogo_rate': float(0.005 + 0.02 * np.exp(-day / 2.0)),
-            'task_minutes': float(rng.uniform(*preset.task_minutes)),
-            'min_trials': int(preset.min_trials),
-            'pre_task_s': float(rng.uniform(*preset.pre_task_s)),
-            'noise_rel': float(rng.uniform(*preset.noise_rel)),
-            'start_clock_s': float(start_s),
-            'fault': 'missing_strain_line' if mouse['strainless'] else None,
-            'camera_fault': None,
-        })  # fmt: skip
+        plans.append(
+            {
+                'lab': mouse['lab'],
+                'subject': mouse['subject'],
+                'date': date.date().isoformat(),
+                'number': 1,
+                'day': day,
+                'session_type': stype,
+                'task_protocol': f'{PROTOCOL_PREFIX}{stype}ChoiceWorld{version}',
+                'contrast_set': [float(c) for c in contrasts],
+                'psychometrics': psychometric_params(mouse['profile'], day, stype, rng),
+                'rt_fast': float(mouse['profile']['rt_fast'] * (1 + np.exp(-day / 2.0))),
+                'nogo_rate': float(0.005 + 0.02 * np.exp(-day / 2.0)),
+                'task_minutes': float(rng.uniform(*preset.task_minutes)),
+                'min_trials': int(preset.min_trials),
+                'pre_task_s': float(rng.uniform(*preset.pre_task_s)),
+                'noise_rel': float(rng.uniform(*preset.noise_rel)),
+                'start_clock_s': float(start_s),
+                'fault': 'missing_strain_line' if mouse['strainless'] else None,
+                'camera_fault': None,
+            }
+        )
     return plans
 
 
@@ -367,16 +375,21 @@ def assign_mess(plans, mice, preset, seed):
         n = int(round(getattr(preset, attr) * len(plans)))
         for i in rng.permutation(len(plans))[:n]:
             plans[i]['mess'][flag] = True
-    slots = [(i, j) for i, p in enumerate(plans) if p['fault'] is None
-             for j in range(n_fibers[p['subject']])]  # fmt: skip
+    slots = [
+        (i, j)
+        for i, p in enumerate(plans)
+        if p['fault'] is None
+        for j in range(n_fibers[p['subject']])
+    ]
     order = rng.permutation(len(slots))
     k = 0
     for quality in BAD_QUALITIES:
         n = int(round(preset.quality_fractions.get(quality, 0.0) * len(slots)))
         for s in order[k : k + n]:
             i, j = slots[s]
-            plans[i]['fiber_quality'][j] = ['good', True] if quality == 'moderate' else [
-                quality, False]  # fmt: skip
+            plans[i]['fiber_quality'][j] = (
+                ['good', True] if quality == 'moderate' else [quality, False]
+            )
         k += n
 
 

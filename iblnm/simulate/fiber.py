@@ -38,14 +38,16 @@ def pseudo_trials(duration_s, rng, interval_s=(3.0, 6.0), p_correct=0.75):
     correct = rng.random(n) < p_correct
     movement = starts + 0.25 * rng.lognormal(0.0, 0.4, n)
     feedback = movement + 0.2
-    trials = pd.DataFrame({
-        'contrastLeft': np.where(left, contrast, np.nan),
-        'contrastRight': np.where(left, np.nan, contrast),
-        'feedbackType': np.where(correct, 1, -1),
-        'choice': np.where(correct == left, 1, -1),
-        'stimOn_times': starts,
-        'feedback_times': feedback,
-    })  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'contrastLeft': np.where(left, contrast, np.nan),
+            'contrastRight': np.where(left, np.nan, contrast),
+            'feedbackType': np.where(correct, 1, -1),
+            'choice': np.where(correct == left, 1, -1),
+            'stimOn_times': starts,
+            'feedback_times': feedback,
+        }
+    )
     events = {'stimOn_times': starts, 'firstMovement_times': movement, 'feedback_times': feedback}
     return trials, events
 
@@ -139,10 +141,12 @@ def simulate_fiber(
     }
     span = times[-1] - times[0]
     session = art.session_events(
-        flags, times, rng,
+        flags,
+        times,
+        rng,
         first_task_s=times[0] + min(0.3 * span, 200.0),
         last_task_s=times[-1] - min(0.2 * span, 130.0),
-    )  # fmt: skip
+    )
     if dark_offset is not True and dark_offset:
         session['dark_offset'] = float(dark_offset)
     optics = sg.fiber_optics(rng, quality, noise_rel)

@@ -133,14 +133,24 @@ def fiber_signals(times, led, dff, motion, haemo, optics, quality, moderate, eve
     for band, name, sel in (('gcamp', 'GCaMP', is_gcamp), ('isosbestic', 'Isosbestic', ~is_gcamp)):
         level = optics[f'level_{band}']
         light = sg.band_light(
-            t_rec[sel], level, optics[f'bleach_{band}'], shared[sel], rng,
+            t_rec[sel],
+            level,
+            optics[f'bleach_{band}'],
+            shared[sel],
+            rng,
             dff=dff[sel] if band == 'gcamp' else None,
-        )  # fmt: skip
+        )
         values[sel], clean[sel] = art.compose(
-            light, c[sel], ambient[sel], optics['level_gcamp'],
-            optics[f'noise_{band}'] * level, dark, rng, amp[name][sel],
+            light,
+            c[sel],
+            ambient[sel],
+            optics['level_gcamp'],
+            optics[f'noise_{band}'] * level,
+            dark,
+            rng,
+            amp[name][sel],
             amp[f'{name}_settled'][sel],
-        )  # fmt: skip
+        )
     first = FLOOR + dark + 0.8 * optics['level_gcamp']
     values[0], clean[0] = FLOOR + dark + c[0] * 0.8 * optics['level_gcamp'], first
     arts += shared_arts
@@ -194,10 +204,12 @@ def simulate_photometry(plan, fibers, trials, extra, t_span, rng):
     grid_t = grid['t0'] + np.arange(grid['n']) / kn.GRID_FS
     trial_events = true_event_times(trials, extra)
     events = art.session_events(
-        plan.get('mess', {}), times, rng,
+        plan.get('mess', {}),
+        times,
+        rng,
         first_task_s=float(trials['intervals_0'].iloc[0]),
         last_task_s=float(trials['intervals_1'].iloc[-1]),
-    )  # fmt: skip
+    )
     qualities = plan.get('fiber_quality') or [['good', False]] * len(fibers)
     values, dffs, motions, masks, masks_iso, info = {}, [], [], [], [], []
     for fiber, (quality, moderate) in zip(fibers, qualities):
@@ -214,11 +226,17 @@ def simulate_photometry(plan, fibers, trials, extra, t_span, rng):
         motions.append(motion[is_gcamp])
         masks.append(mask_g)
         masks_iso.append(mask_i)
-        info.append({
-            **optics, **finfo, 'quality': quality, 'moderate_artefacts': bool(moderate),
-            'expected_verdict': art.expected_verdict(quality, moderate),
-            'dark_offset': events['dark_offset'], 'artefacts': arts,
-        })  # fmt: skip
+        info.append(
+            {
+                **optics,
+                **finfo,
+                'quality': quality,
+                'moderate_artefacts': bool(moderate),
+                'expected_verdict': art.expected_verdict(quality, moderate),
+                'dark_offset': events['dark_offset'],
+                'artefacts': arts,
+            }
+        )
     frames['values'] = values
     frames['events'] = events
     truth = {
@@ -255,27 +273,37 @@ def mark_roi_fault(info, truth, roi, fault):
     carries the artefact (``disconnected`` / ``saturated``).
     """
     j = list(truth['rois']).index(roi)
-    kind, quality = ('saturated', 'no_signal') if fault == 'saturated_channel' else (
-        'disconnected', 'low_light')  # fmt: skip
+    kind, quality = (
+        ('saturated', 'no_signal')
+        if fault == 'saturated_channel'
+        else ('disconnected', 'low_light')
+    )
     t0 = min(truth['times'][0], truth['times_iso'][0])
     t1 = max(truth['times'][-1], truth['times_iso'][-1])
-    info[j].update({
-        'quality': quality, 'moderate_artefacts': False,
-        'expected_verdict': art.expected_verdict(quality),
-        'artefacts': [art.artefact(kind, t0, t1, **({} if kind == 'saturated' else {'ambient_rel': 0.0}))],
-    })  # fmt: skip
+    info[j].update(
+        {
+            'quality': quality,
+            'moderate_artefacts': False,
+            'expected_verdict': art.expected_verdict(quality),
+            'artefacts': [
+                art.artefact(kind, t0, t1, **({} if kind == 'saturated' else {'ambient_rel': 0.0}))
+            ],
+        }
+    )
     truth['artefact'][:, j] = True
     truth['artefact_iso'][:, j] = True
 
 
 def raw_table(frames, rng):
     """Raw Neurophotometrics frame table (version-5 layout), shape (n_frames, 4 + n_rois)."""
-    table = pd.DataFrame({
-        'FrameCounter': np.arange(len(frames['sys']), dtype=np.int64),
-        'SystemTimestamp': frames['sys'],
-        'LedState': frames['led'].astype(np.int16),
-        'ComputerTimestamp': sg.computer_timestamps(frames['sys'], frames['comp_offset'], rng),
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            'FrameCounter': np.arange(len(frames['sys']), dtype=np.int64),
+            'SystemTimestamp': frames['sys'],
+            'LedState': frames['led'].astype(np.int16),
+            'ComputerTimestamp': sg.computer_timestamps(frames['sys'], frames['comp_offset'], rng),
+        }
+    )
     for roi in sorted(frames['values']):
         table[roi] = frames['values'][roi]
     return table
@@ -320,10 +348,12 @@ def digital_inputs(trials, frames, sync_channel, rng):
     clock = frames['clock']
     sys_t = (task_t - clock['b']) / clock['a'] + rng.normal(0, 5e-5, len(task_t))
     sys_t = np.round(sys_t / sg.CLOCK_TICK) * sg.CLOCK_TICK
-    return pd.DataFrame({
-        'ChannelName': pd.Series([f'Input{sync_channel}'] * len(sys_t), dtype=object),
-        'Channel': np.full(len(sys_t), sync_channel, dtype=np.int8),
-        'AlwaysTrue': np.ones(len(sys_t), dtype=bool),
-        'SystemTimestamp': sys_t,
-        'ComputerTimestamp': sg.computer_timestamps(sys_t, frames['comp_offset'], rng),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            'ChannelName': pd.Series([f'Input{sync_channel}'] * len(sys_t), dtype=object),
+            'Channel': np.full(len(sys_t), sync_channel, dtype=np.int8),
+            'AlwaysTrue': np.ones(len(sys_t), dtype=bool),
+            'SystemTimestamp': sys_t,
+            'ComputerTimestamp': sg.computer_timestamps(sys_t, frames['comp_offset'], rng),
+        }
+    )

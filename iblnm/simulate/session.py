@@ -192,22 +192,24 @@ def task_data_lines(trials, extra):
             'no_go': _state(tr.feedback_times if nogo else np.nan, t0),
             'exit_state': _state(tr.intervals_1, t0, 0.0),
         }
-        lines.append({
-            'trial_num': i + 1,
-            'stim_probability_left': float(pl[i]),
-            'contrast': float(tr.contrastLeft if left else tr.contrastRight),
-            'position': -35 if left else 35,
-            'trial_correct': bool(correct),
-            'response_side': int(tr.choice),
-            'response_time': float(tr.response_times - tr.stimOn_times),
-            'reward_amount': float(tr.rewardVolume),
-            'behavior_data': {
-                'Bpod start timestamp': 0.0,
-                'Trial start timestamp': float(t0),
-                'Trial end timestamp': float(tr.intervals_1),
-                'States timestamps': states,
-            },
-        })  # fmt: skip
+        lines.append(
+            {
+                'trial_num': i + 1,
+                'stim_probability_left': float(pl[i]),
+                'contrast': float(tr.contrastLeft if left else tr.contrastRight),
+                'position': -35 if left else 35,
+                'trial_correct': bool(correct),
+                'response_side': int(tr.choice),
+                'response_time': float(tr.response_times - tr.stimOn_times),
+                'reward_amount': float(tr.rewardVolume),
+                'behavior_data': {
+                    'Bpod start timestamp': 0.0,
+                    'Trial start timestamp': float(t0),
+                    'Trial end timestamp': float(tr.intervals_1),
+                    'States timestamps': states,
+                },
+            }
+        )
     return lines
 
 

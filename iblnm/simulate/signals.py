@@ -213,9 +213,11 @@ def band_light(t_rec, level, bleach, shared, rng, dff=None):
 def bpod_sync_times(trials):
     """Bpod sync TTL times (s, task clock): trial start, reward valve opening and trial end."""
     rewarded = trials['feedbackType'].to_numpy() == 1
-    times = np.concatenate([
-        trials['intervals_0'].to_numpy(),
-        trials['feedback_times'].to_numpy()[rewarded],
-        trials['intervals_1'].to_numpy() - 0.0001,
-    ])  # fmt: skip
+    times = np.concatenate(
+        [
+            trials['intervals_0'].to_numpy(),
+            trials['feedback_times'].to_numpy()[rewarded],
+            trials['intervals_1'].to_numpy() - 0.0001,
+        ]
+    )
     return np.sort(times[np.isfinite(times)])

@@ -154,9 +154,11 @@ def simulate_wheel(trials, extra, t0, t1, rng):
     -------
     timestamps, position : ndarray of float64
     """
-    moves = np.concatenate([
-        response_movements(trials, extra['true_first_movement'], rng),
-        iti_movements(trials, extra['quiescence_reset'], rng),
-    ])  # fmt: skip
+    moves = np.concatenate(
+        [
+            response_movements(trials, extra['true_first_movement'], rng),
+            iti_movements(trials, extra['quiescence_reset'], rng),
+        ]
+    )
     t, pos = render_trajectory(moves, t0, t1, rng)
     return encoder_samples(t, pos, rng)

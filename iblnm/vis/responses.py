@@ -12,8 +12,11 @@ from iblnm.vis import order_target_nms, target_nm_color
 
 OUTCOME_COLORS = {1.0: '#1a9850', -1.0: '#d73027'}
 OUTCOME_NAMES = {1.0: 'correct', -1.0: 'incorrect'}
-EVENT_NAMES = {'stimOn_times': 'stimulus onset', 'firstMovement_times': 'first movement',
-               'feedback_times': 'feedback'}  # fmt: skip
+EVENT_NAMES = {
+    'stimOn_times': 'stimulus onset',
+    'firstMovement_times': 'first movement',
+    'feedback_times': 'feedback',
+}
 
 
 MIN_TRIAL_FRACTION = 0.25  # a recording's mean trace is drawn where >= 25 % of its trials remain
@@ -25,8 +28,12 @@ def _shade_windows(ax, event):
         ax.axvspan(*config.TRIAL_BASELINE_WINDOW, color='#9ecae1', alpha=0.35, lw=0)
     for name in ('late', 'outcome'):
         if name in config.RESPONSE_WINDOWS:
-            ax.axvspan(*config.RESPONSE_WINDOWS[name], color='#bdbdbd',
-                       alpha=0.25 if name == 'late' else 0.12, lw=0)  # fmt: skip
+            ax.axvspan(
+                *config.RESPONSE_WINDOWS[name],
+                color='#bdbdbd',
+                alpha=0.25 if name == 'late' else 0.12,
+                lw=0,
+            )
 
 
 def _counts(sub):
@@ -57,8 +64,13 @@ def plot_mean_traces(traces, tests=None, n_boot=1000):
     """
     targets = order_target_nms(traces['target_NM'].unique())
     events = [e for e in config.RESPONSE_EVENTS if e in set(traces['event'])]
-    fig, axes = plt.subplots(len(targets), len(events), figsize=(4.2 * len(events), 2.6 * len(targets)),
-                             sharex=True, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(targets),
+        len(events),
+        figsize=(4.2 * len(events), 2.6 * len(targets)),
+        sharex=True,
+        squeeze=False,
+    )
     for r, target in enumerate(targets):
         for c, event in enumerate(events):
             ax = axes[r, c]
@@ -70,17 +82,23 @@ def plot_mean_traces(traces, tests=None, n_boot=1000):
                 if wide.empty:
                     continue
                 if 'n_trials' in rows:  # hide samples left to few trials by the masking
-                    counts = rows.pivot(index=['eid', 'fiber_idx'], columns='time',
-                                        values='n_trials')  # fmt: skip
+                    counts = rows.pivot(
+                        index=['eid', 'fiber_idx'], columns='time', values='n_trials'
+                    )
                     few = counts.lt(MIN_TRIAL_FRACTION * counts.max(axis=1), axis=0)
                     wide = wide.mask(few.reindex_like(wide).fillna(True).astype(bool))
                 mean, lo, hi = waveforms.bootstrap_ci(wide.to_numpy(), n_boot=n_boot)
                 t = wide.columns.to_numpy(dtype=float)
                 n_rec, n_mice, n_trials = _counts(rows)
                 ax.fill_between(t, lo, hi, color=color, alpha=0.25, lw=0)
-                ax.plot(t, mean, color=color, lw=1.5,
-                        label=f'{OUTCOME_NAMES[outcome]}: {n_rec} rec, {n_mice} mice, '
-                              f'{n_trials} trials')  # fmt: skip
+                ax.plot(
+                    t,
+                    mean,
+                    color=color,
+                    lw=1.5,
+                    label=f'{OUTCOME_NAMES[outcome]}: {n_rec} rec, {n_mice} mice, '
+                    f'{n_trials} trials',
+                )
             _mark_significance(ax, (tests or {}).get((target, event)), sub)
             ax.axvline(0, color='k', lw=0.6, ls='--')
             ax.axhline(0, color='grey', lw=0.5)
@@ -102,8 +120,12 @@ def plot_mean_traces(traces, tests=None, n_boot=1000):
     return fig
 
 
-CONDITION_NAMES = {'mean': 'average trial', 'contrast': 'per unit ln(contrast + 1)',
-                   'side': 'contra - ipsi', 'reward': 'correct - error'}  # fmt: skip
+CONDITION_NAMES = {
+    'mean': 'average trial',
+    'contrast': 'per unit ln(contrast + 1)',
+    'side': 'contra - ipsi',
+    'reward': 'correct - error',
+}
 
 
 def plot_kernels(kernels, target, n_boot=1000):
@@ -124,8 +146,13 @@ def plot_kernels(kernels, target, n_boot=1000):
     color = target_nm_color(target)
     n_rec = kernels.groupby(['eid', 'fiber_idx']).ngroups
     n_mice = kernels['subject'].nunique() if 'subject' in kernels else np.nan
-    fig, axes = plt.subplots(len(conditions), len(events), figsize=(3.8 * len(events), 2.1 * len(conditions)),
-                             sharex=True, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(conditions),
+        len(events),
+        figsize=(3.8 * len(events), 2.1 * len(conditions)),
+        sharex=True,
+        squeeze=False,
+    )
     for r, cond in enumerate(conditions):
         for c, event in enumerate(events):
             ax = axes[r, c]
@@ -134,9 +161,16 @@ def plot_kernels(kernels, target, n_boot=1000):
             ax.axvline(0, color='k', lw=0.6, ls='--')
             ax.axhline(0, color='grey', lw=0.5)
             if wide.empty:
-                ax.text(0.5, 0.5, 'not modelled' if sub['kernel'].isna().all() else 'no data',
-                        transform=ax.transAxes, ha='center', va='center', fontsize=8,
-                        color='#777')  # fmt: skip
+                ax.text(
+                    0.5,
+                    0.5,
+                    'not modelled' if sub['kernel'].isna().all() else 'no data',
+                    transform=ax.transAxes,
+                    ha='center',
+                    va='center',
+                    fontsize=8,
+                    color='#777',
+                )
             else:
                 t = wide.columns.to_numpy(dtype=float)
                 if len(wide) > 1:
@@ -153,9 +187,12 @@ def plot_kernels(kernels, target, n_boot=1000):
                 ax.set_ylabel(f'{cond}\n({CONDITION_NAMES[cond]})\nkernel (z)', fontsize=8)
             if r == len(conditions) - 1:
                 ax.set_xlabel('lag from event (s)')
-    fig.suptitle(f'{target}: event kernels (regression of the continuous signal), mean over '
-                 f'{n_rec} recordings / {n_mice} mice, 95 % band (bootstrap over recordings, '
-                 'or ±1.96 SE for one)', fontsize=9)  # fmt: skip
+    fig.suptitle(
+        f'{target}: event kernels (regression of the continuous signal), mean over '
+        f'{n_rec} recordings / {n_mice} mice, 95 % band (bootstrap over recordings, '
+        'or ±1.96 SE for one)',
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
@@ -182,10 +219,18 @@ def plot_lmm_coefficients(coefficients, group_col='target_NM', terms=None):
     """
     terms = terms or [t for t in coefficients['term'].unique() if t != 'Intercept']
     events = [e for e in config.RESPONSE_EVENTS if e in set(coefficients['event'])]
-    groups = order_target_nms(coefficients[group_col].unique()) if group_col == 'target_NM' \
-        else sorted(coefficients[group_col].unique())  # fmt: skip
-    fig, axes = plt.subplots(1, len(events), figsize=(4.2 * len(events), 0.45 * len(terms) * len(groups) / 2 + 2),
-                             sharey=True, squeeze=False)  # fmt: skip
+    groups = (
+        order_target_nms(coefficients[group_col].unique())
+        if group_col == 'target_NM'
+        else sorted(coefficients[group_col].unique())
+    )
+    fig, axes = plt.subplots(
+        1,
+        len(events),
+        figsize=(4.2 * len(events), 0.45 * len(terms) * len(groups) / 2 + 2),
+        sharey=True,
+        squeeze=False,
+    )
     offsets = np.linspace(-0.3, 0.3, len(groups)) if len(groups) > 1 else [0.0]
     for ax, event in zip(axes[0], events):
         sub = coefficients[coefficients['event'] == event]
@@ -193,11 +238,17 @@ def plot_lmm_coefficients(coefficients, group_col='target_NM', terms=None):
             rows = sub[sub[group_col] == g].set_index('term').reindex(terms)
             y = np.arange(len(terms)) + offset
             kind = rows['kind'].dropna().iloc[0] if rows['kind'].notna().any() else ''
-            ax.errorbar(rows['coef'], y, xerr=[rows['coef'] - rows['ci_lower'],
-                                                rows['ci_upper'] - rows['coef']],
-                        fmt='o' if kind != 'ols' else 's', ms=4, color=target_nm_color(g), lw=1,
-                        mfc='white' if kind == 'ols' else target_nm_color(g),
-                        label=f'{g}' + (' (OLS)' if kind == 'ols' else ''))  # fmt: skip
+            ax.errorbar(
+                rows['coef'],
+                y,
+                xerr=[rows['coef'] - rows['ci_lower'], rows['ci_upper'] - rows['coef']],
+                fmt='o' if kind != 'ols' else 's',
+                ms=4,
+                color=target_nm_color(g),
+                lw=1,
+                mfc='white' if kind == 'ols' else target_nm_color(g),
+                label=f'{g}' + (' (OLS)' if kind == 'ols' else ''),
+            )
         ax.axvline(0, color='k', lw=0.6)
         ax.set_yticks(range(len(terms)), terms)
         ax.invert_yaxis()
@@ -248,8 +299,14 @@ def plot_confusion_matrix(confusion, title='LOSO decoding confusion matrix'):
     fig.colorbar(im, ax=ax, label='fraction of true class')
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
-            ax.text(j, i, f'{counts[i, j]}', ha='center', va='center',
-                    color='white' if frac[i, j] > 0.5 else 'black')  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f'{counts[i, j]}',
+                ha='center',
+                va='center',
+                color='white' if frac[i, j] > 0.5 else 'black',
+            )
     ax.set_xticks(range(len(confusion.columns)), confusion.columns, rotation=45, ha='right')
     ax.set_yticks(range(len(confusion.index)), confusion.index)
     ax.set_xlabel('predicted')
@@ -266,8 +323,12 @@ def plot_decoding_summary(decoder, n_top=10):
     ax = axes[0]
     ax.bar(range(len(recall)), recall.to_numpy(), color=[target_nm_color(c) for c in recall.index])
     ax.axhline(decoder.chance, color='k', ls='--', lw=1, label=f'chance = {decoder.chance:.2f}')
-    ax.axhline(decoder.balanced_accuracy, color='#444', lw=1.5,
-               label=f'balanced accuracy = {decoder.balanced_accuracy:.2f}')  # fmt: skip
+    ax.axhline(
+        decoder.balanced_accuracy,
+        color='#444',
+        lw=1.5,
+        label=f'balanced accuracy = {decoder.balanced_accuracy:.2f}',
+    )
     n_per_class = decoder.confusion.sum(axis=1)
     ax.set_xticks(range(len(recall)), [f'{c}\n(n={n_per_class[c]})' for c in recall.index])
     ax.set_ylim(0, 1.35)
@@ -283,10 +344,17 @@ def plot_decoding_summary(decoder, n_top=10):
         ax.set_yticks(range(len(top)), top['feature_group'])
         ax.axvline(0, color='k', lw=0.6)
         if np.allclose(top['delta'], 0):
-            ax.text(0.5, 0.5, 'no feature group carries unique information:\n'
-                    'leaving any one out does not change the accuracy',
-                    transform=ax.transAxes, ha='center', va='center', fontsize=9,
-                    bbox={'facecolor': 'white', 'edgecolor': '#999'})  # fmt: skip
+            ax.text(
+                0.5,
+                0.5,
+                'no feature group carries unique information:\n'
+                'leaving any one out does not change the accuracy',
+                transform=ax.transAxes,
+                ha='center',
+                va='center',
+                fontsize=9,
+                bbox={'facecolor': 'white', 'edgecolor': '#999'},
+            )
     ax.set_xlabel('drop in balanced accuracy when left out')
     ax.set_title('Unique contribution of feature groups')
     fig.tight_layout()
@@ -302,8 +370,15 @@ def plot_lmm_predictions(predictions, title):
     for (side, outcome), sub in predictions.groupby(['side', 'outcome']):
         color = OUTCOME_COLORS[1.0 if outcome == 'correct' else -1.0]
         x = np.log1p(sub['contrast'].to_numpy())
-        ax.plot(x, sub['predicted'], color=color, ls='-' if side == 'contra' else ':',
-                marker='o', ms=3, label=f'{side}, {outcome}')  # fmt: skip
+        ax.plot(
+            x,
+            sub['predicted'],
+            color=color,
+            ls='-' if side == 'contra' else ':',
+            marker='o',
+            ms=3,
+            label=f'{side}, {outcome}',
+        )
         ax.fill_between(x, sub['ci_lower'], sub['ci_upper'], color=color, alpha=0.15, lw=0)
     contrasts = np.sort(predictions['contrast'].unique())
     ax.set_xticks(np.log1p(contrasts), [f'{c:g}' for c in contrasts])
@@ -315,8 +390,11 @@ def plot_lmm_predictions(predictions, title):
     return fig
 
 
-WHEEL_DV_LABELS = {'reaction_time': 'reaction time', 'movement_time': 'movement time',
-                   'peak_velocity': 'peak wheel speed'}  # fmt: skip
+WHEEL_DV_LABELS = {
+    'reaction_time': 'reaction time',
+    'movement_time': 'movement time',
+    'peak_velocity': 'peak wheel speed',
+}
 
 
 def plot_wheel_lmm(summary, alpha=0.05):
@@ -331,8 +409,7 @@ def plot_wheel_lmm(summary, alpha=0.05):
     dvs = [dv for dv in config.TIMING_VARS if dv in set(summary['dv'])]
     targets = order_target_nms(summary['target_NM'].unique())
     contrasts = sorted(summary['contrast'].unique())
-    fig, axes = plt.subplots(1, len(dvs), figsize=(4.2 * len(dvs), 3.6), sharey=True,
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(1, len(dvs), figsize=(4.2 * len(dvs), 3.6), sharey=True, squeeze=False)
     width = 0.8 / max(len(targets), 1)
     for ax, dv in zip(axes[0], dvs):
         sub = summary[summary['dv'] == dv]
@@ -349,14 +426,18 @@ def plot_wheel_lmm(summary, alpha=0.05):
         ax.set_title(WHEEL_DV_LABELS.get(dv, dv))
     axes[0, 0].set_ylabel('Δ marginal R² (response added)')
     axes[0, -1].legend(fontsize=8, frameon=False, bbox_to_anchor=(1.02, 1), loc='upper left')
-    fig.suptitle(f'Does the stimulus response predict the movement? dv ~ side * choice '
-                 f'(+ response) + (1|subject); * likelihood ratio p < {alpha:g}')  # fmt: skip
+    fig.suptitle(
+        f'Does the stimulus response predict the movement? dv ~ side * choice '
+        f'(+ response) + (1|subject); * likelihood ratio p < {alpha:g}'
+    )
     fig.tight_layout()
     return fig
 
 
-FLMM_PANELS = (('feedback_times', 'reward', 'outcome (correct − incorrect)'),
-               ('stimOn_times', 'log_contrast', 'contrast (per unit coded contrast)'))  # fmt: skip
+FLMM_PANELS = (
+    ('feedback_times', 'reward', 'outcome (correct − incorrect)'),
+    ('stimOn_times', 'log_contrast', 'contrast (per unit coded contrast)'),
+)
 
 
 def plot_flmm(coefficients, cluster_masks=None, panels=FLMM_PANELS):
@@ -374,34 +455,57 @@ def plot_flmm(coefficients, cluster_masks=None, panels=FLMM_PANELS):
     panels : sequence of (event, term, label)
     """
     targets = order_target_nms(coefficients['target_NM'].unique())
-    fig, axes = plt.subplots(len(targets), len(panels), squeeze=False, sharex=True,
-                             figsize=(4.4 * len(panels), 2.5 * len(targets)))  # fmt: skip
+    fig, axes = plt.subplots(
+        len(targets),
+        len(panels),
+        squeeze=False,
+        sharex=True,
+        figsize=(4.4 * len(panels), 2.5 * len(targets)),
+    )
     for r, target in enumerate(targets):
         for c, (event, term, label) in enumerate(panels):
             ax = axes[r, c]
-            sub = coefficients[(coefficients['target_NM'] == target) & (coefficients['event'] == event)
-                               & (coefficients['term'] == term)].sort_values('time')  # fmt: skip
+            sub = coefficients[
+                (coefficients['target_NM'] == target)
+                & (coefficients['event'] == event)
+                & (coefficients['term'] == term)
+            ].sort_values('time')
             if sub.empty:
-                ax.text(0.5, 0.5, 'not fitted (< 2 subjects)', ha='center', va='center',
-                        transform=ax.transAxes, fontsize=8, color='grey')  # fmt: skip
+                ax.text(
+                    0.5,
+                    0.5,
+                    'not fitted (< 2 subjects)',
+                    ha='center',
+                    va='center',
+                    transform=ax.transAxes,
+                    fontsize=8,
+                    color='grey',
+                )
             else:
-                _flmm_panel(ax, sub, target, (cluster_masks or {}).get((target, event))
-                            if term == 'reward' else None)  # fmt: skip
+                _flmm_panel(
+                    ax,
+                    sub,
+                    target,
+                    (cluster_masks or {}).get((target, event)) if term == 'reward' else None,
+                )
             if r == 0:
                 ax.set_title(f'{EVENT_NAMES.get(event, event)}: {label}', fontsize=9)
             if c == 0:
                 ax.set_ylabel(f'{target}\ncoefficient (z)', color=target_nm_color(target))
             if r == len(targets) - 1:
                 ax.set_xlabel('time from event (s)')
-    handles = [plt.Rectangle((0, 0), 1, 1, color='0.55', alpha=0.35, label='pointwise 95 %'),
-               plt.Rectangle((0, 0), 1, 1, color='0.55', alpha=0.15, label='joint 95 %'),
-               plt.Rectangle((0, 0), 1, 1, color='gold', alpha=0.35,
-                             label='joint band excludes 0'),
-               plt.Line2D([], [], color='k', lw=3, label='cluster test p < 0.05'),
-               plt.Line2D([], [], color='tab:orange', lw=3, label='FLMM and cluster test disagree')]  # fmt: skip
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color='0.55', alpha=0.35, label='pointwise 95 %'),
+        plt.Rectangle((0, 0), 1, 1, color='0.55', alpha=0.15, label='joint 95 %'),
+        plt.Rectangle((0, 0), 1, 1, color='gold', alpha=0.35, label='joint band excludes 0'),
+        plt.Line2D([], [], color='k', lw=3, label='cluster test p < 0.05'),
+        plt.Line2D([], [], color='tab:orange', lw=3, label='FLMM and cluster test disagree'),
+    ]
     fig.legend(handles=handles, loc='lower center', ncol=5, fontsize=8, frameon=False)
-    fig.suptitle('Functional mixed models: response(t) ~ reward + log_contrast + side + '
-                 '(1 | subject), fast univariate inference')  # fmt: skip
+    fig.suptitle(
+        'Functional mixed models: response(t) ~ reward + log_contrast + side + '
+        '(1 | subject), fast univariate inference'
+    )
     fig.tight_layout(rect=(0, 0.04, 1, 0.97))
     return fig
 
@@ -425,6 +529,11 @@ def _flmm_panel(ax, sub, target, cluster):
         for start, stop in waveforms.runs(cluster):
             ax.plot([t[start], t[stop - 1]], [y, y], color='k', lw=3, solid_capstyle='butt')
         for start, stop in waveforms.runs(np.asarray(cluster, bool) != significant):
-            ax.plot([t[start], t[stop - 1]], [y + 0.04 * (ymax - ymin)] * 2, color='tab:orange',
-                    lw=3, solid_capstyle='butt')  # fmt: skip
+            ax.plot(
+                [t[start], t[stop - 1]],
+                [y + 0.04 * (ymax - ymin)] * 2,
+                color='tab:orange',
+                lw=3,
+                solid_capstyle='butt',
+            )
     ax.legend(fontsize=7, frameon=False, loc='upper left')

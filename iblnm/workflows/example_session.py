@@ -78,9 +78,12 @@ def load_session(row, source='h5', one=None, h5_dir=config.SESSIONS_H5_DIR):
 # 4. Look at it -------------------------------------------------------------------
 def describe_session(ps):
     """Print the session, its regions, trials, QC rows and logged errors; return the text."""
-    lines = [repr(ps), f'  regions: {", ".join(ps.regions)}',
-             f'  trials: {0 if ps.trials is None else len(ps.trials)}',
-             f'  events with responses: {_events(ps)}']  # fmt: skip
+    lines = [
+        repr(ps),
+        f'  regions: {", ".join(ps.regions)}',
+        f'  trials: {0 if ps.trials is None else len(ps.trials)}',
+        f'  events with responses: {_events(ps)}',
+    ]
     if not ps.qc.empty:
         cols = ['brain_region', 'band', 'n_unique_samples', 'bleaching_tau', 'iso_correlation']
         lines += ['  QC:'] + [f'    {line}' for line in ps.qc[cols].to_string().splitlines()]
@@ -117,10 +120,16 @@ def plot_signal(ps, zoom_s=60.0):
             times, y0, y1, color=color, lw=1, ls='--', label=event.removesuffix('_times')
         )
     axes[1].set_ylim(y0, y1)
-    axes[0].set(title='Preprocessed signal (isosbestic-corrected, z-scored, 30 Hz)',
-                xlabel='time (s)', ylabel='z-score')  # fmt: skip
-    axes[1].set(title=f'Zoom {zoom[0]:.0f}-{zoom[1]:.0f} s with the trial events',
-                xlabel='time (s)', ylabel='z-score')  # fmt: skip
+    axes[0].set(
+        title='Preprocessed signal (isosbestic-corrected, z-scored, 30 Hz)',
+        xlabel='time (s)',
+        ylabel='z-score',
+    )
+    axes[1].set(
+        title=f'Zoom {zoom[0]:.0f}-{zoom[1]:.0f} s with the trial events',
+        xlabel='time (s)',
+        ylabel='z-score',
+    )
     axes[0].legend(title='region', fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
     axes[1].legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1))
     fig.suptitle(_title(ps))
@@ -150,8 +159,9 @@ def outcome_traces(ps, region, event='feedback_times'):
 def plot_feedback_responses(ps, event='feedback_times'):
     """Per region: mean ± SEM of the feedback response, correct vs incorrect trials."""
     regions = list(ps.responses)
-    fig, axes = plt.subplots(1, len(regions), figsize=(4.2 * len(regions) + 1, 3.6),
-                             squeeze=False, sharey=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        1, len(regions), figsize=(4.2 * len(regions) + 1, 3.6), squeeze=False, sharey=True
+    )
     for ax, region in zip(axes[0], regions):
         times, traces = outcome_traces(ps, region, event)
         _shade_response_windows(ax)
@@ -178,12 +188,25 @@ def plot_psychometric(ps):
     rightward = (trials['choice'] == -1).groupby(trials['signed_contrast'].round(6) + 0.0)
     fit = task.fit_psychometric(ps.trials)
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot(rightward.mean().index, rightward.mean().to_numpy(), 'o', color='k',
-            label=f'data ({len(trials)} go trials)')  # fmt: skip
-    ax.plot(CONTRAST_GRID, psychometric_curve(fit), color='#d62728',
-            label=f'fit: bias {fit["bias"]:.1f} %, threshold {fit["threshold"]:.1f} %')  # fmt: skip
-    ax.set(xlabel='signed contrast (%)  (< 0: left stimulus)', ylabel='P(rightward choice)',
-           ylim=(-0.02, 1.02), title=f'Choices — {_title(ps)}')  # fmt: skip
+    ax.plot(
+        rightward.mean().index,
+        rightward.mean().to_numpy(),
+        'o',
+        color='k',
+        label=f'data ({len(trials)} go trials)',
+    )
+    ax.plot(
+        CONTRAST_GRID,
+        psychometric_curve(fit),
+        color='#d62728',
+        label=f'fit: bias {fit["bias"]:.1f} %, threshold {fit["threshold"]:.1f} %',
+    )
+    ax.set(
+        xlabel='signed contrast (%)  (< 0: left stimulus)',
+        ylabel='P(rightward choice)',
+        ylim=(-0.02, 1.02),
+        title=f'Choices — {_title(ps)}',
+    )
     ax.legend(fontsize=8, frameon=False, loc='upper left')
     fig.tight_layout()
     return fig
@@ -194,10 +217,15 @@ def _title(ps):
 
 
 # The whole walk-through ----------------------------------------------------------
-def run_example_session(eid=None, source='h5', sessions_fpath=config.SESSIONS_FPATH,
-                        h5_dir=config.SESSIONS_H5_DIR,
-                        figure_dir=config.EXAMPLE_SESSION_FIGURES_DIR, one=None,
-                        formats=('svg', 'png')):  # fmt: skip
+def run_example_session(
+    eid=None,
+    source='h5',
+    sessions_fpath=config.SESSIONS_FPATH,
+    h5_dir=config.SESSIONS_H5_DIR,
+    figure_dir=config.EXAMPLE_SESSION_FIGURES_DIR,
+    one=None,
+    formats=('svg', 'png'),
+):
     """Steps 1-7 on one session; returns (session, list of figure paths)."""
     row = pick_session(pd.read_parquet(sessions_fpath), eid=eid, h5_dir=h5_dir)
     ps = load_session(row, source=source, one=one, h5_dir=h5_dir)
