@@ -596,25 +596,18 @@ class PhotometrySession:
         return self.qc
 
     def _preprocessing_qc(self):
-        """GCaMP-row metrics: bleaching τ, iso correlation, "no signal" and "artefact"."""
+        """GCaMP-row metrics: bleaching τ, iso correlation, "no signal" and "artefact"
+        (:func:`iblnm.signal.qc.recording_qc`)."""
         if 'GCaMP' not in self.photometry:
             return
         gcamp = self.photometry['GCaMP']
-        times = gcamp.index.to_numpy()
-        bleach = config.QC_BLEACH
+        reference = self.photometry.get('Isosbestic')
         for region in gcamp.columns:
-            values = {'bleaching_tau': sq.bleaching_tau(times, gcamp[region].to_numpy())}
-            t, sig, ref = times, gcamp[region].to_numpy(), None
-            if 'Isosbestic' in self.photometry:
-                t, sig, ref = sp.pair_by_position(
-                    times,
-                    gcamp[region].to_numpy(),
-                    self.photometry['Isosbestic'][region].to_numpy(),
-                )
-                values['iso_correlation'] = sq.iso_correlation(
-                    sp.bleach_correct(t, sig, **bleach), sp.bleach_correct(t, ref, **bleach)
-                )
-            values.update(sq.signal_qc(t, sig, ref))
+            values = sq.recording_qc(
+                gcamp.index.to_numpy(),
+                gcamp[region].to_numpy(),
+                None if reference is None else reference[region].to_numpy(),
+            )
             self._upsert_qc(values, region=region, band='GCaMP')
 
     # ------------------------------------------------------------------ artefacts
@@ -625,6 +618,10 @@ class PhotometrySession:
         self.floors = {region: af.estimate_floor(dark.get(region), default=default)
                        for region in self.regions}  # fmt: skip
         return self.floors
+
+    def _floor(self, region):
+        """The dark level of a region (:meth:`estimate_floors`; ``config.DARK_LEVEL`` if unknown)."""
+        return self.floors.get(region, (config.DARK_LEVEL, 'config'))[0]
 
     def _paired(self, region, signal_band='GCaMP', reference_band='Isosbestic'):
         """(times, signal, reference or None) of one region, paired by position."""
@@ -651,7 +648,7 @@ class PhotometrySession:
             self.estimate_floors()
         for region in self.photometry[signal_band].columns:
             times, signal, reference = self._paired(region, signal_band, reference_band)
-            floor = self.floors.get(region, (config.DARK_LEVEL, 'config'))[0]
+            floor = self._floor(region)
             result = af.detect_artefacts(times, signal, reference, floor=floor, params=params)
             self.artefacts[region] = result
             for band in (b for b in ('GCaMP', 'Isosbestic') if b in self.photometry):
@@ -711,7 +708,7 @@ class PhotometrySession:
             self.detect_artefacts(signal_band, reference_band if isosbestic else None)
         if not self.floors:
             self.estimate_floors()
-        floor = [self.floors.get(r, (config.DARK_LEVEL, 'config'))[0] for r in signal.columns]
+        floor = [self._floor(r) for r in signal.columns]
         if isosbestic:
             reference = self.photometry[reference_band][signal.columns].to_numpy()
             n = min(len(times), len(reference))

@@ -46,7 +46,7 @@ from scipy import ndimage
 
 from iblnm import config
 from iblnm.signal.preprocess import sampling_rate
-from iblnm.signal.robust import MAD_TO_SD, median
+from iblnm.signal.robust import mad_sd, median
 
 KINDS = ('valid', 'saturated', 'floor', 'dropout', 'step', 'excursion', 'disconnected')
 _CODE = {kind: i for i, kind in enumerate(KINDS)}
@@ -76,7 +76,7 @@ def robust_noise_sd(values, where=None):
     d = d[np.isfinite(d)]
     if d.size < 10:
         return 0.0
-    return float(MAD_TO_SD * median(np.abs(d - median(d))) / np.sqrt(2))
+    return float(mad_sd(d) / np.sqrt(2))
 
 
 def running_median(values, n, block=1):

@@ -18,6 +18,7 @@ from iblnm.signal.preprocess import (
     bleach_correct,
     fit_reference,
     median_interval,
+    pair_by_position,
     r_squared,
     sampling_rate,
 )
@@ -158,8 +159,12 @@ def percentile_distance(a, pc=(50, 95)):
     """
     a = np.asarray(a, dtype=float)
     low, high = np.percentile(a, pc, axis=-1)
+    return _sd_units(high - low, a.std(axis=-1))
+
+
+def _sd_units(distance, sd):
     with np.errstate(invalid='ignore', divide='ignore'):
-        return (high - low) / a.std(axis=-1)
+        return distance / sd
 
 
 def percentile_asymmetry(a, pc_comp=95):
@@ -171,6 +176,10 @@ def percentile_asymmetry(a, pc_comp=95):
     low, median, high = np.percentile(
         np.asarray(a, dtype=float), (100 - pc_comp, 50, pc_comp), axis=-1
     )
+    return _asymmetry(low, median, high)
+
+
+def _asymmetry(low, median, high):
     with np.errstate(invalid='ignore', divide='ignore'):
         return np.abs(high - median) / np.abs(median - low)
 
@@ -320,8 +329,16 @@ def relative_mad(a, fs=None, floor=config.QC_CAMERA_FLOOR, target_fs=config.QC_F
         Camera floor (data units).
     """
     a = np.asarray(a, dtype=float)
-    level = nanmedian(a) - floor
-    spread = mad_sd(detrend_windows(block_average(a, decimation_factor(fs, target_fs))))
+    return _relative_mad(nanmedian(a), block_average(a, decimation_factor(fs, target_fs)), floor)
+
+
+def _relative_mad(raw_median, blocks, floor):
+    """:func:`relative_mad` from the raw windows' median and their block averages."""
+    return _per_light(mad_sd(detrend_windows(blocks)), raw_median - floor)
+
+
+def _per_light(spread, level):
+    """``spread / level``, NaN where there is no light above the floor (level ≤ 0)."""
     with np.errstate(invalid='ignore', divide='ignore'):
         return np.where(level > 0, spread / level, np.nan)[()]
 
@@ -336,10 +353,12 @@ def relative_noise(a, fs=None, floor=config.QC_CAMERA_FLOOR, target_fs=config.QC
     without light above the floor.
     """
     a = np.asarray(a, dtype=float)
-    level = nanmedian(a) - floor
-    noise = mad_sd(np.diff(block_average(a, decimation_factor(fs, target_fs)), axis=-1))
-    with np.errstate(invalid='ignore', divide='ignore'):
-        return np.where(level > 0, noise / np.sqrt(2) / level, np.nan)[()]
+    return _relative_noise(nanmedian(a), block_average(a, decimation_factor(fs, target_fs)), floor)
+
+
+def _relative_noise(raw_median, blocks, floor):
+    """:func:`relative_noise` from the raw windows' median and their block averages."""
+    return _per_light(mad_sd(np.diff(blocks, axis=-1)) / np.sqrt(2), raw_median - floor)
 
 
 def ar_score_10hz(a, fs=None, order=2, target_fs=config.QC_FIXED_FS):
@@ -470,21 +489,21 @@ def bleaching_tau(times, values, fit_fs=1.0, tau_bounds=config.QC_BLEACHING_TAU_
     if not ss_total > 0:
         return np.nan
 
-    def sse(log_tau):  # profile SSE: the best A ≥ 0 and b for this τ
+    def profile(log_tau):  # (SSE, A) of the best A ≥ 0 and b for this τ
         e = np.exp(-t_fit / np.exp(log_tau))
         e -= e.mean()
         ee, ey = float(e @ e), float(e @ y_centred)
-        return ss_total - ey * ey / ee if ee > 0 and ey > 0 else ss_total
+        if not (ee > 0 and ey > 0):
+            return ss_total, 0.0
+        return ss_total - ey * ey / ee, ey / ee
 
     grid = np.linspace(np.log(low), np.log(high), 21)
-    best = int(np.argmin([sse(g) for g in grid]))
+    best = int(np.argmin([profile(g)[0] for g in grid]))
     bracket = (grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)])
-    result = optimize.minimize_scalar(sse, bounds=bracket, method='bounded',
-                                      options={'xatol': 1e-7})  # fmt: skip
+    result = optimize.minimize_scalar(lambda g: profile(g)[0], bounds=bracket,
+                                      method='bounded', options={'xatol': 1e-7})  # fmt: skip
     tau = float(np.exp(result.x))
-    e = np.exp(-t_fit / tau)
-    ec = e - e.mean()
-    amplitude = float(ec @ y_centred) / float(ec @ ec) if float(ec @ ec) > 0 else 0.0
+    amplitude = profile(result.x)[1]
     if not np.isfinite(tau) or tau <= low * 1.01 or tau >= high * 0.99 or amplitude <= 0:
         return np.nan
     # the exponential must explain clearly more than a straight line (curvature): F-test of
@@ -576,33 +595,22 @@ def _fused_mad(st, which):
 def _fused_percentile_distance(st, which, pc=(50, 95)):
     s = st.sorted(which)
     low, high = (_sorted_percentile(s, q) for q in pc)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        return (high - low) / s.std(axis=-1)
+    return _sd_units(high - low, s.std(axis=-1))
 
 
 def _fused_percentile_asymmetry(st, which, pc_comp=95):
     s = st.sorted(which)
-    low, median, high = (_sorted_percentile(s, q) for q in (100 - pc_comp, 50, pc_comp))
-    with np.errstate(invalid='ignore', divide='ignore'):
-        return np.abs(high - median) / np.abs(median - low)
-
-
-def _fused_level_ratio(st, which, spread, floor):
-    level = st.median('raw') - floor
-    with np.errstate(invalid='ignore', divide='ignore'):
-        return np.where(level > 0, spread / level, np.nan)[()]
+    return _asymmetry(*(_sorted_percentile(s, q) for q in (100 - pc_comp, 50, pc_comp)))
 
 
 def _fused_relative_mad(st, which, fs=None, floor=config.QC_CAMERA_FLOOR,
                         target_fs=config.QC_FIXED_FS):  # fmt: skip
-    spread = mad_sd(detrend_windows(st.blocks(target_fs)))
-    return _fused_level_ratio(st, which, spread, floor)
+    return _relative_mad(st.median('raw'), st.blocks(target_fs), floor)
 
 
 def _fused_relative_noise(st, which, fs=None, floor=config.QC_CAMERA_FLOOR,
                           target_fs=config.QC_FIXED_FS):  # fmt: skip
-    noise = mad_sd(np.diff(st.blocks(target_fs), axis=-1)) / np.sqrt(2)
-    return _fused_level_ratio(st, which, noise, floor)
+    return _relative_noise(st.median('raw'), st.blocks(target_fs), floor)
 
 
 # The default kernels computed from shared window statistics (raw-window metrics only where
@@ -1116,13 +1124,39 @@ def fiber_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
         if values is not None:
             _, per_window = sliding_qc(times, values, floor=floor)
             rows[band] = aggregate_windows(per_window, how=config.QC_AGGREGATION)
-    gcamp = rows['GCaMP']
-    gcamp['bleaching_tau'] = bleaching_tau(times, signal)
-    gcamp['iso_correlation'] = np.nan
-    if reference is not None:
-        bleach = config.QC_BLEACH
-        gcamp['iso_correlation'] = iso_correlation(
-            bleach_correct(times, signal, **bleach), bleach_correct(times, reference, **bleach)
-        )
-    gcamp.update(signal_qc(times, signal, reference, floor=floor))
+    rows['GCaMP'].update(recording_qc(times, signal, reference, floor=floor))
     return rows
+
+
+def recording_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
+    """Whole-recording metrics of the GCaMP row of one fiber.
+
+    ``bleaching_tau`` of the raw GCaMP, ``iso_correlation`` of the pair bleach-corrected
+    with ``config.QC_BLEACH`` (NaN without a reference) and the :func:`signal_qc` metrics;
+    the reference is paired by position (:func:`iblnm.signal.preprocess.pair_by_position`).
+
+    Parameters
+    ----------
+    times : ndarray, shape (n_samples,)
+        Sample times (s) of the signal band.
+    signal : ndarray, shape (n_samples,)
+        Raw GCaMP band.
+    reference : ndarray, shape (n_reference,), optional
+        Raw isosbestic band.
+    floor : float
+        Camera floor (data units).
+
+    Returns
+    -------
+    dict of str → float
+    """
+    out = {'bleaching_tau': bleaching_tau(times, signal), 'iso_correlation': np.nan}
+    t, sig = np.asarray(times, float), np.asarray(signal)
+    if reference is not None:
+        t, sig, reference = pair_by_position(t, sig, reference)
+        bleach = config.QC_BLEACH
+        out['iso_correlation'] = iso_correlation(
+            bleach_correct(t, sig, **bleach), bleach_correct(t, reference, **bleach)
+        )
+    out.update(signal_qc(t, sig, reference, floor=floor))
+    return out
