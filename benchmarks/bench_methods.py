@@ -89,6 +89,15 @@ def combo_params(fit, lowpass, bleach):
     }
 
 
+def methods():
+    """Every row of the table: ``(fit, lowpass, bleach, mask, name)`` for each combination,
+    then iblnm before issue 12 and ibl-photometry 0.3.4."""
+    for fit, lowpass, bleach, mask in itertools.product(FITS, LOWPASS, BLEACH, MASK):
+        yield fit, lowpass, bleach, mask, combo_name(fit, lowpass, bleach, mask)
+    yield 'old', None, None, False, 'iblnm before issue 12'
+    yield 'ibl', None, None, False, 'ibl-photometry 0.3.4'
+
+
 def combo_name(fit, lowpass, bleach, mask):
     lp = {None: '—', 3.0: '3 Hz', 'fit': '3 Hz fit only'}[lowpass]
     return f'{fit} | {lp} | {"dexp" if bleach == "double_exponential" else "LP 0.01"} | {"mask" if mask else "—"}'
@@ -214,21 +223,9 @@ def _adapt_sim(out):
 
 def evaluate_simulated(fibers):
     rows = []
-    combos = list(itertools.product(FITS, LOWPASS, BLEACH, MASK))
     for f_i, (source, clean, dirty) in enumerate(fibers):
         truth_mask = dirty['mask']
-        for fit, lowpass, bleach, mask in [
-            *combos,
-            ('old', None, None, False),
-            ('ibl', None, None, False),
-        ]:
-            name = (
-                'iblnm before issue 12'
-                if fit == 'old'
-                else 'ibl-photometry 0.3.4'
-                if fit == 'ibl'
-                else combo_name(fit, lowpass, bleach, mask)
-            )
+        for fit, lowpass, bleach, mask, name in methods():
             t0 = time.process_time()  # CPU time: robust to the load of the shared machine
             out = {}
             for label, fiber in (('clean', clean), ('dirty', dirty)):
@@ -298,22 +295,10 @@ def evaluate_real(real):
     t_stop = trials['intervals_1'].iloc[-1] + config.PHOTOMETRY_RESTRICT_POST
     feedback = trials['feedback_times'].to_numpy(float)
     rows = []
-    combos = list(itertools.product(FITS, LOWPASS, BLEACH, MASK))
     for column, (times, gcamp, iso) in fibers.items():
         task = (times > t_start) & (times < t_stop)
         full_mask = af.detect_artefacts(times, gcamp, iso).valid
-        for fit, lowpass, bleach, mask in [
-            *combos,
-            ('old', None, None, False),
-            ('ibl', None, None, False),
-        ]:
-            name = (
-                'iblnm before issue 12'
-                if fit == 'old'
-                else 'ibl-photometry 0.3.4'
-                if fit == 'ibl'
-                else combo_name(fit, lowpass, bleach, mask)
-            )
+        for fit, lowpass, bleach, mask, name in methods():
             row = {
                 'fiber': column,
                 'method': name,
