@@ -88,8 +88,10 @@ def fiber_columns(entry):
     from iblnm.loaders import roi_to_region
 
     rois = [f['ROI'] for f in entry['fibers']]
-    locations = pd.DataFrame({'brain_region': [f['brain_region'] for f in entry['fibers']]},
-                             index=pd.Index(rois, name='ROI'))  # fmt: skip
+    locations = pd.DataFrame(
+        {'brain_region': [f['brain_region'] for f in entry['fibers']]},
+        index=pd.Index(rois, name='ROI'),
+    )
     return roi_to_region(locations)
 
 
@@ -192,8 +194,9 @@ def early_magnitudes(times, values, trials, events=EVENTS):
 
     out = []
     for event in events:
-        resp, tpts = sr.peri_event(times, values, trials[event].to_numpy(float),
-                                   window=config.RESPONSE_WINDOW)  # fmt: skip
+        resp, tpts = sr.peri_event(
+            times, values, trials[event].to_numpy(float), window=config.RESPONSE_WINDOW
+        )
         resp = sr.subtract_baseline(resp, tpts, window=config.BASELINE_WINDOW)
         out.append(sr.response_magnitude(resp, tpts, window=EARLY))
     return np.array(out)
@@ -206,9 +209,11 @@ def session_magnitudes(ps, column, events=EVENTS):
     # the per-event baseline, as early_magnitudes applies to the truth (compare like with like)
     resp = ps.subtract_baseline(ps.responses[column].sel(event=list(events)), mode='event')
     tpts = resp['time'].to_numpy()
-    return sr.response_magnitude(resp.transpose('event', 'trial', 'time').to_numpy()
-                                 .reshape(-1, len(tpts)), tpts, window=EARLY
-                                 ).reshape(len(events), -1)  # fmt: skip
+    return sr.response_magnitude(
+        resp.transpose('event', 'trial', 'time').to_numpy().reshape(-1, len(tpts)),
+        tpts,
+        window=EARLY,
+    ).reshape(len(events), -1)
 
 
 def trial_design(trials):
@@ -241,8 +246,9 @@ def _highpass_like_bleach(times, values):
 
     bleach = config.QC_BLEACH  # the fixed 0.01 Hz low-pass (ibl-photometry's and our default)
     fs = 1 / np.median(np.diff(times))
-    return values - lowpass_baseline(values, fs, order=bleach['order'],
-                                     cutoff_hz=bleach['cutoff_hz'])  # fmt: skip
+    return values - lowpass_baseline(
+        values, fs, order=bleach['order'], cutoff_hz=bleach['cutoff_hz']
+    )
 
 
 def _slope(x, y):
@@ -306,24 +312,33 @@ def evaluate_session(cache, one, entry, extras=True):
         true_i = np.interp(t_i, truth['times'], true_dff)
         true_hp_o = _highpass_like_bleach(t_o, true_o)
         rec = {
-            'eid': entry['eid'], 'NM': entry['NM'], 'session_type': entry['session_type'],
-            'region': col, 'ROI': fiber['ROI'], 'duration_s': float(t_o[-1] - t_o[0]),
-            'noise_rel': entry['noise']['noise_rel'], 'level_gcamp': fiber['level_gcamp'],
-            'gain': fiber['gain'], 'n_dips': fiber['motion']['n_dips'],
+            'eid': entry['eid'],
+            'NM': entry['NM'],
+            'session_type': entry['session_type'],
+            'region': col,
+            'ROI': fiber['ROI'],
+            'duration_s': float(t_o[-1] - t_o[0]),
+            'noise_rel': entry['noise']['noise_rel'],
+            'level_gcamp': fiber['level_gcamp'],
+            'gain': fiber['gain'],
+            'n_dips': fiber['motion']['n_dips'],
             'n_steps': fiber['motion']['n_steps'],
             'kappa': float(np.mean(expected_kappa(fiber, t_o - t_first))),
             'true_sd': float(true_o.std()),
-            'r_ours': _corr(z_ours, true_o), 'r_ibl': _corr(dff_i, true_i),
+            'r_ours': _corr(z_ours, true_o),
+            'r_ibl': _corr(dff_i, true_i),
             'r_ours_hp': _corr(z_ours, true_hp_o),
             'r_truth_hp': _corr(true_o, true_hp_o),
             'best_lag': _best_lag(z_ours, true_hp_o),
-            'r_ours_motion_resid': _motion_leak(z_ours, true_o, np.interp(t_o, truth['times'],
-                                                                          motion)),
-            'slope_ours': float(slope_o), 'slope_ibl': slope_i,
+            'r_ours_motion_resid': _motion_leak(
+                z_ours, true_o, np.interp(t_o, truth['times'], motion)
+            ),
+            'slope_ours': float(slope_o),
+            'slope_ibl': slope_i,
             # ΔF/F gain: output on the truth without what a 0.01 Hz bleach correction removes
             'dff_slope_ours': _slope(true_hp_o, dff_o),
             'dff_slope_ibl': _slope(_highpass_like_bleach(t_i, true_i), dff_i),
-        }  # fmt: skip
+        }
         if extras:
             rec.update(_extras(ps, col, sig, ref, truth['times'], true_dff))
         fibers.append(rec)
@@ -335,24 +350,46 @@ def evaluate_session(cache, one, entry, extras=True):
         }
         kappa_trials = expected_kappa(fiber, ps.trials['stimOn_times'].to_numpy(float) - t_first)
         for k, event in enumerate(EVENTS):
-            trials.append(pd.DataFrame({
-                'eid': entry['eid'], 'NM': entry['NM'], 'region': col, 'event': event,
-                'trial': np.arange(len(ps.trials)), 'valid': design['valid'],
-                'kappa': kappa_trials, **{name: m[k] for name, m in mags.items()},
-            }))  # fmt: skip
+            trials.append(
+                pd.DataFrame(
+                    {
+                        'eid': entry['eid'],
+                        'NM': entry['NM'],
+                        'region': col,
+                        'event': event,
+                        'trial': np.arange(len(ps.trials)),
+                        'valid': design['valid'],
+                        'kappa': kappa_trials,
+                        **{name: m[k] for name, m in mags.items()},
+                    }
+                )
+            )
         fitted = {name: fit_effects(m, design) for name, m in mags.items()}
         for k, event in enumerate(EVENTS):
             for c, coef in enumerate(COEFS):
-                effects.append({
-                    'eid': entry['eid'], 'NM': entry['NM'], 'region': col, 'event': event,
-                    'coef': coef, 'true': fiber['true_effects'][event][coef],
-                    'kappa': rec['kappa'], **{f'{name}': f[k, c] for name, f in fitted.items()},
-                })  # fmt: skip
+                effects.append(
+                    {
+                        'eid': entry['eid'],
+                        'NM': entry['NM'],
+                        'region': col,
+                        'event': event,
+                        'coef': coef,
+                        'true': fiber['true_effects'][event][coef],
+                        'kappa': rec['kappa'],
+                        **{f'{name}': f[k, c] for name, f in fitted.items()},
+                    }
+                )
         if example is None:
-            example = {'eid': entry['eid'], 'NM': entry['NM'], 'region': col, 'times': t_o,
-                       'truth': zscore(true_o), 'ours': z_ours,
-                       'ibl': np.interp(t_o, t_i, zscore(dff_i)),
-                       'events': {e: ps.trials[e].to_numpy(float) for e in EVENTS}}  # fmt: skip
+            example = {
+                'eid': entry['eid'],
+                'NM': entry['NM'],
+                'region': col,
+                'times': t_o,
+                'truth': zscore(true_o),
+                'ours': z_ours,
+                'ibl': np.interp(t_o, t_i, zscore(dff_i)),
+                'events': {e: ps.trials[e].to_numpy(float) for e in EVENTS},
+            }
     return {'fibers': fibers, 'trials': trials, 'effects': effects, 'example': example}
 
 
@@ -414,8 +451,12 @@ def evaluate_cache(cache, sessions=None, extras=True, progress=True):
             print(f'\r  session {i + 1}/{len(entries)}', end='', flush=True)
     if progress:
         print()
-    return pd.DataFrame(fibers), pd.concat(trials, ignore_index=True), pd.DataFrame(effects), \
-        examples  # fmt: skip
+    return (
+        pd.DataFrame(fibers),
+        pd.concat(trials, ignore_index=True),
+        pd.DataFrame(effects),
+        examples,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -450,8 +491,17 @@ def summarise(fibers, trials, effects):
     out['effect_truthgrid'] = line_fit(effects['true'], effects['truth'])
     out['n_fibers_lag0'] = int((fibers['best_lag'] == 0).sum())
     out['max_abs_r_diff'] = float((fibers['r_ours'] - fibers['r_ibl']).abs().max())
-    for col in ('r_ours_hp', 'r_truth_hp', 'r_ours_single', 'r_ours_huber', 'r_ibl_sliding_mad',
-                'r_ibl_sort_bug', 'r_ours_motion_resid', 'kappa', 'dff_slope_ours'):  # fmt: skip
+    for col in (
+        'r_ours_hp',
+        'r_truth_hp',
+        'r_ours_single',
+        'r_ours_huber',
+        'r_ibl_sliding_mad',
+        'r_ibl_sort_bug',
+        'r_ours_motion_resid',
+        'kappa',
+        'dff_slope_ours',
+    ):
         if col in fibers:
             out[f'median_{col}'] = float(fibers[col].median())
     if 'ibl_slope_p0' in fibers:
@@ -505,7 +555,7 @@ def report(s, fibers, effects):
             'its OLS start: '
             + ', '.join(
                 f'{m} {s[f"ibl_{m}_max_rel_change"]:.1e}' for m in ('mse', 'huber', 'mae', 'irls')
-            )  # fmt: skip
+            )
             + '.',
         ]
         lines += [
@@ -539,7 +589,7 @@ def report(s, fibers, effects):
         )
         + '.'
     )
-    return '\n'.join(lines)  # fmt: skip
+    return '\n'.join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -577,29 +627,43 @@ def make_figure(fibers, trials, effects, examples, path=FIGURE, span_s=40.0):
         ax_trace.text(span_s * 1.005, off, names[key], color=colors[key], va='center', fontsize=9)
     ax_trace.plot(t[sel] - t0, ex['truth'][sel] - 5.0, color='k', lw=0.6, alpha=0.35)
     ax_trace.plot(t[sel] - t0, ex['truth'][sel] - 10.0, color='k', lw=0.6, alpha=0.35)
-    markers = {'stimOn_times': ('stimOn', '#2ca02c'), 'firstMovement_times': ('move', '#9467bd'),
-               'feedback_times': ('feedback', '#ff7f0e')}  # fmt: skip
+    markers = {
+        'stimOn_times': ('stimOn', '#2ca02c'),
+        'firstMovement_times': ('move', '#9467bd'),
+        'feedback_times': ('feedback', '#ff7f0e'),
+    }
     bottom = ax_trace.get_ylim()[0]
     for event, (label, color) in markers.items():
         ev = ex['events'][event]
         ev = ev[(ev >= t0) & (ev < t0 + span_s)] - t0
-        ax_trace.plot(ev, np.full(len(ev), bottom - 0.6), '|', color=color, ms=8, mew=1.5,
-                      label=label)  # fmt: skip
+        ax_trace.plot(
+            ev, np.full(len(ev), bottom - 0.6), '|', color=color, ms=8, mew=1.5, label=label
+        )
     r_ex = fibers[(fibers['eid'] == ex['eid']) & (fibers['region'] == ex['region'])].iloc[0]
-    ax_trace.set(xlim=(0, span_s * 1.17), ylim=(bottom - 1.2, None),
-                 xlabel='time (s)', ylabel='z-score (offset by 5)',
-                 yticks=[], title=f'A  example fiber ({ex["NM"]}, {ex["region"]}): r = '
-                 f'{r_ex.r_ours:.3f} (iblnm), {r_ex.r_ibl:.3f} (ibl-phot.); truth in grey',
-                 )  # fmt: skip
-    ax_trace.legend(loc='upper right', ncols=1, fontsize=7.5, frameon=False, handletextpad=0.1,
-                    borderaxespad=0)  # fmt: skip
+    ax_trace.set(
+        xlim=(0, span_s * 1.17),
+        ylim=(bottom - 1.2, None),
+        xlabel='time (s)',
+        ylabel='z-score (offset by 5)',
+        yticks=[],
+        title=f'A  example fiber ({ex["NM"]}, {ex["region"]}): r = '
+        f'{r_ex.r_ours:.3f} (iblnm), {r_ex.r_ibl:.3f} (ibl-phot.); truth in grey',
+    )
+    ax_trace.legend(
+        loc='upper right', ncols=1, fontsize=7.5, frameon=False, handletextpad=0.1, borderaxespad=0
+    )
     ax_trace.spines[['top', 'right', 'left']].set_visible(False)
 
     # B: r per fiber, both pipelines + diagnostics
-    cols = [('r_ours', 'iblnm'), ('r_ibl', 'ibl-phot.'), ('r_truth_hp', 'truth vs\nHP truth'),
-            ('r_ours_hp', 'iblnm vs\nHP truth'),
-            ('r_ours_single', 'iblnm\nno iso'), ('r_ibl_sliding_mad', 'ibl-phot.\nsliding MAD'),
-            ('r_ibl_sort_bug', 'ibl-phot.\nsort bug')]  # fmt: skip
+    cols = [
+        ('r_ours', 'iblnm'),
+        ('r_ibl', 'ibl-phot.'),
+        ('r_truth_hp', 'truth vs\nHP truth'),
+        ('r_ours_hp', 'iblnm vs\nHP truth'),
+        ('r_ours_single', 'iblnm\nno iso'),
+        ('r_ibl_sliding_mad', 'ibl-phot.\nsliding MAD'),
+        ('r_ibl_sort_bug', 'ibl-phot.\nsort bug'),
+    ]
     cols = [(c, label) for c, label in cols if c in fibers]
     rng = np.random.default_rng(0)
     for i, (col, _) in enumerate(cols):
@@ -609,58 +673,104 @@ def make_figure(fibers, trials, effects, examples, path=FIGURE, span_s=40.0):
         ax_r.plot(x, fibers[col], 'o', ms=3, color=color, alpha=0.6)
         ax_r.plot([i - 0.3, i + 0.3], [fibers[col].median()] * 2, color='k', lw=2)
     ax_r.axhline(0.9, color='grey', ls=':', lw=1)
-    ax_r.set_xticks(range(len(cols)), [label.replace('\n', ' ') for _, label in cols],
-                    fontsize=8, rotation=35, ha='right', rotation_mode='anchor')  # fmt: skip
+    ax_r.set_xticks(
+        range(len(cols)),
+        [label.replace('\n', ' ') for _, label in cols],
+        fontsize=8,
+        rotation=35,
+        ha='right',
+        rotation_mode='anchor',
+    )
     low = np.floor(np.nanmin(fibers[[c for c, _ in cols]].to_numpy()) * 20) / 20
-    ax_r.set(ylabel='r with the true ΔF/F (per fiber)', ylim=(min(low, 0.85), 1.0),
-             title=f'B  signal fidelity, {len(fibers)} fibers')  # fmt: skip
+    ax_r.set(
+        ylabel='r with the true ΔF/F (per fiber)',
+        ylim=(min(low, 0.85), 1.0),
+        title=f'B  signal fidelity, {len(fibers)} fibers',
+    )
     ax_r.spines[['top', 'right']].set_visible(False)
 
     # C, D: per-trial magnitudes (ΔF/F, %), iblnm as is and divided by κ
     valid = trials[trials['valid']]
     lim = np.nanpercentile(np.abs(valid[['truth', 'ours']].to_numpy()), 99.8) * 100
-    panels = ((ax_trial, valid['ours'], 'C  per trial, iblnm', 'recovered'),
-              (ax_trial_i, valid['ours'] / valid['kappa'], 'D  per trial, iblnm ÷ κ',
-               'recovered ÷ κ'))  # fmt: skip
+    panels = (
+        (ax_trial, valid['ours'], 'C  per trial, iblnm', 'recovered'),
+        (ax_trial_i, valid['ours'] / valid['kappa'], 'D  per trial, iblnm ÷ κ', 'recovered ÷ κ'),
+    )
     for ax, recovered, title, ylabel in panels:
         slope, r, n = line_fit(valid['truth'], recovered)
         slope_i, r_i, _ = line_fit(
             valid['truth'], valid['ibl'] / (1 if ax is ax_trial else valid['kappa'])
         )
-        ax.plot(valid['truth'] * 100, recovered * 100, '.', ms=1.5, alpha=0.25,
-                color=colors['ours'], rasterized=True)  # fmt: skip
+        ax.plot(
+            valid['truth'] * 100,
+            recovered * 100,
+            '.',
+            ms=1.5,
+            alpha=0.25,
+            color=colors['ours'],
+            rasterized=True,
+        )
         ax.plot([-lim, lim], [-lim, lim], 'k--', lw=0.8, label='identity')
-        ax.plot([-lim, lim], [-lim * slope, lim * slope], color='k', lw=1.2,
-                label=f'OLS slope {slope:.2f}')  # fmt: skip
-        ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel='true early-window ΔF/F (%)',
-               ylabel=f'{ylabel} early-window ΔF/F (%)',
-               title=f'{title}\nr = {r:.3f}, n = {n} (ibl-phot.: {slope_i:.2f}, {r_i:.3f})')  # fmt: skip
+        ax.plot(
+            [-lim, lim],
+            [-lim * slope, lim * slope],
+            color='k',
+            lw=1.2,
+            label=f'OLS slope {slope:.2f}',
+        )
+        ax.set(
+            xlim=(-lim, lim),
+            ylim=(-lim, lim),
+            xlabel='true early-window ΔF/F (%)',
+            ylabel=f'{ylabel} early-window ΔF/F (%)',
+            title=f'{title}\nr = {r:.3f}, n = {n} (ibl-phot.: {slope_i:.2f}, {r_i:.3f})',
+        )
         ax.legend(loc='upper left', fontsize=8, frameon=False)
         ax.spines[['top', 'right']].set_visible(False)
-    ax_trial.text(0.98, 0.03, 'κ = L/(floor + L): the pipelines\' ΔF/F is relative to\n'
-                  'all light, the true ΔF/F to the light above\nthe camera floor (1/255)',
-                  transform=ax_trial.transAxes, ha='right', va='bottom', fontsize=7.5)  # fmt: skip
+    ax_trial.text(
+        0.98,
+        0.03,
+        "κ = L/(floor + L): the pipelines' ΔF/F is relative to\n"
+        'all light, the true ΔF/F to the light above\nthe camera floor (1/255)',
+        transform=ax_trial.transAxes,
+        ha='right',
+        va='bottom',
+        fontsize=7.5,
+    )
 
     # E: effects vs generating true effects
     shapes = {'intercept': 'o', 'log_contrast': 's', 'reward': '^'}
     for name, fill in (('ours', True), ('ibl', False)):
         for coef, marker in shapes.items():
             d = effects[effects['coef'] == coef]
-            ax_eff.plot(d['true'] * 100, d[name] * 100, marker, ms=4, alpha=0.7,
-                        color=colors[name], mfc=colors[name] if fill else 'none',
-                        label=f'{coef} ({SHORT[name]})')  # fmt: skip
+            ax_eff.plot(
+                d['true'] * 100,
+                d[name] * 100,
+                marker,
+                ms=4,
+                alpha=0.7,
+                color=colors[name],
+                mfc=colors[name] if fill else 'none',
+                label=f'{coef} ({SHORT[name]})',
+            )
     emax = np.nanmax(np.abs(effects[['true', 'ours', 'ibl']].to_numpy())) * 105
     slope, r, _ = line_fit(effects['true'], effects['ours'])
     slope_k, r_k, _ = line_fit(effects['true'], effects['ours'] / effects['kappa'])
     ax_eff.plot([-emax, emax], [-emax, emax], 'k--', lw=0.8)
-    ax_eff.set(xlim=(-emax, emax), ylim=(-emax, emax), xlabel='generating effect (ΔF/F, %)',
-               ylabel='recovered effect (ΔF/F, %)',
-               title=f'E  effects (fiber × event × term)\niblnm slope {slope:.2f}, r {r:.3f}; '
-                     f'÷κ: slope {slope_k:.2f}')  # fmt: skip
+    ax_eff.set(
+        xlim=(-emax, emax),
+        ylim=(-emax, emax),
+        xlabel='generating effect (ΔF/F, %)',
+        ylabel='recovered effect (ΔF/F, %)',
+        title=f'E  effects (fiber × event × term)\niblnm slope {slope:.2f}, r {r:.3f}; '
+        f'÷κ: slope {slope_k:.2f}',
+    )
     ax_eff.legend(fontsize=6.5, frameon=False, loc='upper left', ncols=2)
     ax_eff.spines[['top', 'right']].set_visible(False)
-    fig.suptitle('Ground-truth validation on simulated sessions: preprocessed signal vs true ΔF/F',
-                 fontsize=12)  # fmt: skip
+    fig.suptitle(
+        'Ground-truth validation on simulated sessions: preprocessed signal vs true ΔF/F',
+        fontsize=12,
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path.with_suffix('.svg'))
     fig.savefig(path.with_suffix('.png'), dpi=config.FIGURE_DPI)
@@ -696,14 +806,30 @@ def main():
     text = report(summary, fibers, effects)
     print(text)
     with pd.option_context('display.width', 200, 'display.max_columns', 30):
-        print(fibers[['NM', 'region', 'noise_rel', 'kappa', 'r_ours', 'r_ibl', 'r_ours_hp',
-                      'r_ours_motion_resid', 'slope_ours', 'slope_ibl']].round(3))  # fmt: skip
+        print(
+            fibers[
+                [
+                    'NM',
+                    'region',
+                    'noise_rel',
+                    'kappa',
+                    'r_ours',
+                    'r_ibl',
+                    'r_ours_hp',
+                    'r_ours_motion_resid',
+                    'slope_ours',
+                    'slope_ibl',
+                ]
+            ].round(3)
+        )
     if not args.no_figure:
         make_figure(fibers, trials, effects, examples)
         print(f'figure: {FIGURE.with_suffix(".svg")} (.png)')
     if not args.no_readme:
-        command = (f'.venv/bin/python benchmarks/bench_groundtruth.py --preset {args.preset} '
-                   f'--seed {args.seed}')  # fmt: skip
+        command = (
+            f'.venv/bin/python benchmarks/bench_groundtruth.py --preset {args.preset} '
+            f'--seed {args.seed}'
+        )
         write_readme(
             f'{datetime.date.today().isoformat()} · `{command}` · {machine()} · '
             f'evaluation {elapsed:.0f} s.\n\n{text}\n\n'

@@ -86,13 +86,15 @@ def cleaned_magnitudes(sim, fit):
     """{event: (n_trials, n_windows)} overlap-free magnitudes (as PhotometrySession does)."""
     times, values, trials = sim['times'], sim['values'], sim['trials']
     residual = values - np.nansum(fit.contributions, axis=0)
-    tr, tb = sr.peri_event(times, residual, trials['stimOn_times'].to_numpy(),
-                           window=config.TRIAL_BASELINE_WINDOW)  # fmt: skip
+    tr, tb = sr.peri_event(
+        times, residual, trials['stimOn_times'].to_numpy(), window=config.TRIAL_BASELINE_WINDOW
+    )
     base = sr.baseline_mean(tr, tb, config.TRIAL_BASELINE_WINDOW)
     out = {}
     for e, event in enumerate(EVENTS):
-        traces, tpts = sr.peri_event(times, residual + fit.contributions[e],
-                                     trials[event].to_numpy(), window=(0.0, 2.0))  # fmt: skip
+        traces, tpts = sr.peri_event(
+            times, residual + fit.contributions[e], trials[event].to_numpy(), window=(0.0, 2.0)
+        )
         out[event] = np.column_stack(
             [sr.response_magnitude(traces, tpts, window=w) - base for w in WINDOWS.values()]
         )
@@ -101,22 +103,29 @@ def cleaned_magnitudes(sim, fit):
 
 def analyse(nm, seed, n_trials, delays, compare=False):
     kernels = UNTUNED['kernels'] if nm == 'X' else None
-    sim = simulate_overlapping_session(nm, n_trials=n_trials, seed=seed, delays=delays,
-                                       kernels=kernels)  # fmt: skip
+    sim = simulate_overlapping_session(
+        nm, n_trials=n_trials, seed=seed, delays=delays, kernels=kernels
+    )
     trials = sim['trials']
     weights = ek.condition_weights(trials, hemisphere='l')
     event_times = [trials[e].to_numpy() for e in EVENTS]
     t0 = time.process_time()
-    fit = ek.fit_event_kernels(sim['times'], sim['values'], event_times, weights,
-                               events=list(EVENTS))  # fmt: skip
+    fit = ek.fit_event_kernels(
+        sim['times'], sim['values'], event_times, weights, events=list(EVENTS)
+    )
     seconds = time.process_time() - t0
     lags = fit.lags
     truth = true_condition_kernels(sim, lags, weights)
     fits = {'default': fit}
     if compare:  # the same session with AR prewhitening (GLS)
-        fits['prewhitened'] = ek.fit_event_kernels(sim['times'], sim['values'], event_times,
-                                                   weights, events=list(EVENTS),
-                                                   ar_order=PREWHITEN_ORDER)  # fmt: skip
+        fits['prewhitened'] = ek.fit_event_kernels(
+            sim['times'],
+            sim['values'],
+            event_times,
+            weights,
+            events=list(EVENTS),
+            ar_order=PREWHITEN_ORDER,
+        )
     rows, kern = [], []
     for method, f in fits.items():
         for e, event in enumerate(EVENTS):
@@ -125,14 +134,26 @@ def analyse(nm, seed, n_trials, delays, compare=False):
                 if np.abs(tk).max() < 1e-3 or not np.isfinite(k).all():
                     continue
                 half = np.abs(tk) >= 0.5 * np.abs(tk).max()
-                kern.append({'nm': nm, 'event': event, 'condition': cond, 'seed': seed,
-                             'method': method, 'r': np.corrcoef(tk, k)[0, 1],
-                             'amp': k[half].mean() / tk[half].mean(), 'kernel': k, 'truth': tk,
-                             'se_rel': np.mean(f.se[e, c][half]) / np.abs(tk[half].mean()),
-                             'z': np.nanmean(((k - tk) / f.se[e, c])[::6] ** 2)})  # fmt: skip
-    estimates = {'psth_event': psth_magnitudes(sim, 'event'),
-                 'psth_trial': psth_magnitudes(sim, 'trial'),
-                 'cleaned': cleaned_magnitudes(sim, fit)}  # fmt: skip
+                kern.append(
+                    {
+                        'nm': nm,
+                        'event': event,
+                        'condition': cond,
+                        'seed': seed,
+                        'method': method,
+                        'r': np.corrcoef(tk, k)[0, 1],
+                        'amp': k[half].mean() / tk[half].mean(),
+                        'kernel': k,
+                        'truth': tk,
+                        'se_rel': np.mean(f.se[e, c][half]) / np.abs(tk[half].mean()),
+                        'z': np.nanmean(((k - tk) / f.se[e, c])[::6] ** 2),
+                    }
+                )
+    estimates = {
+        'psth_event': psth_magnitudes(sim, 'event'),
+        'psth_trial': psth_magnitudes(sim, 'trial'),
+        'cleaned': cleaned_magnitudes(sim, fit),
+    }
     fine = np.arange(0, 2.0, 1 / 120)
     correct = trials['feedbackType'].to_numpy() == 1
     for e, event in enumerate(EVENTS):
@@ -140,8 +161,11 @@ def analyse(nm, seed, n_trials, delays, compare=False):
         true_w = np.column_stack([_window_mean(true_trial, fine, w) for w in WINDOWS.values()])
         model = np.einsum('tc,cl->tl', weights, np.nan_to_num(fit.kernels[e]))
         model_w = np.column_stack([_window_mean(model, lags, w) for w in WINDOWS.values()])
-        for subset, sel in (('all', np.ones(len(trials), bool)), ('correct', correct),
-                            ('error', ~correct)):  # fmt: skip
+        for subset, sel in (
+            ('all', np.ones(len(trials), bool)),
+            ('correct', correct),
+            ('error', ~correct),
+        ):
             row = {'nm': nm, 'event': event, 'subset': subset, 'seed': seed}
             for w, name in enumerate(WINDOWS):
                 row[f'truth_{name}'] = true_w[sel, w].mean()
@@ -214,8 +238,13 @@ def fit_time_one_hour(n_repeats=3):
         for t_event in events:
             sr.peri_event(sim['times'], sim['values'], t_event)
         cuts.append(time.perf_counter() - t0)
-    return (len(sim['times']) / 30 / 60, float(np.median(fits)), float(np.median(cuts)),
-            float(np.median(cpus)), float(np.median(pre)))  # fmt: skip
+    return (
+        len(sim['times']) / 30 / 60,
+        float(np.median(fits)),
+        float(np.median(cuts)),
+        float(np.median(cpus)),
+        float(np.median(pre)),
+    )
 
 
 def report(rows, kern, seconds, n_samples, real, timing, args):
@@ -250,8 +279,9 @@ def report(rows, kern, seconds, n_samples, real, timing, args):
         'r per session | amplitude per session | SD / prewhitened | SE/amp | z² |',
         '|---|---|---|---|---:|---:|---|---|---|---|---:|---:|',
     ]
-    for (delays, nm, event, cond), both in kdf.groupby(['delays', 'nm', 'event', 'condition'],
-                                                       sort=False):  # fmt: skip
+    for (delays, nm, event, cond), both in kdf.groupby(
+        ['delays', 'nm', 'event', 'condition'], sort=False
+    ):
         sub = both[both['method'] == 'default']
         gls = both[both['method'] == 'prewhitened']
         mk, mt = np.mean(np.stack(sub['kernel']), 0), np.mean(np.stack(sub['truth']), 0)
@@ -286,10 +316,12 @@ def report(rows, kern, seconds, n_samples, real, timing, args):
             d = (sub[col] - truth) * 100
             return f'{d.mean():+.2f} ({d.std():.2f})'
 
-        lines.append(f'| {delays} | {nm} | {event.removesuffix("_times")} | '
-                     f'{truth.mean() * 100:.2f} | {cell("psth_event_early")} | '
-                     f'{cell("psth_trial_early")} | {cell("kernel_early")} | '
-                     f'{cell("cleaned_early")} |')  # fmt: skip
+        lines.append(
+            f'| {delays} | {nm} | {event.removesuffix("_times")} | '
+            f'{truth.mean() * 100:.2f} | {cell("psth_event_early")} | '
+            f'{cell("psth_trial_early")} | {cell("kernel_early")} | '
+            f'{cell("cleaned_early")} |'
+        )
     lines += [
         '',
         '### Outcome effect at feedback (correct - error, ΔF/F x 100), per window',
@@ -303,12 +335,19 @@ def report(rows, kern, seconds, n_samples, real, timing, args):
         corr = sub[sub['subset'] == 'correct'].set_index('seed')
         err = sub[sub['subset'] == 'error'].set_index('seed')
         for name in WINDOWS:
-            diff = {est: (corr[f'{est}_{name}'] - err[f'{est}_{name}']) * 100
-                    for est in ('truth', 'psth_event', 'psth_trial', 'kernel', 'cleaned')}  # fmt: skip
-            lines.append(f'| {delays} | {nm} | {name} {WINDOWS[name]} | '
-                         f'{diff["truth"].mean():+.2f} | ' + ' | '.join(
-                             f'{diff[e].mean():+.2f}' for e in ('psth_event', 'psth_trial',
-                                                                 'kernel', 'cleaned')) + ' |')  # fmt: skip
+            diff = {
+                est: (corr[f'{est}_{name}'] - err[f'{est}_{name}']) * 100
+                for est in ('truth', 'psth_event', 'psth_trial', 'kernel', 'cleaned')
+            }
+            lines.append(
+                f'| {delays} | {nm} | {name} {WINDOWS[name]} | '
+                f'{diff["truth"].mean():+.2f} | '
+                + ' | '.join(
+                    f'{diff[e].mean():+.2f}'
+                    for e in ('psth_event', 'psth_trial', 'kernel', 'cleaned')
+                )
+                + ' |'
+            )
     lines += [
         '',
         '### Per-trial reliability: r(early-window magnitude, true response), median over sessions',
@@ -319,9 +358,11 @@ def report(rows, kern, seconds, n_samples, real, timing, args):
     for (delays, nm, event), sub in allrows.groupby(['delays', 'nm', 'event'], sort=False):
         if sub['rel_psth_event'].isna().all():
             continue
-        lines.append(f'| {delays} | {nm} | {event.removesuffix("_times")} | '
-                     f'{sub["rel_psth_event"].median():.3f} | {sub["rel_psth_trial"].median():.3f} | '
-                     f'{sub["rel_cleaned"].median():.3f} |')  # fmt: skip
+        lines.append(
+            f'| {delays} | {nm} | {event.removesuffix("_times")} | '
+            f'{sub["rel_psth_event"].median():.3f} | {sub["rel_psth_trial"].median():.3f} | '
+            f'{sub["rel_cleaned"].median():.3f} |'
+        )
     if real:
         rdf = pd.DataFrame(real)
         lines += [
@@ -337,10 +378,14 @@ def report(rows, kern, seconds, n_samples, real, timing, args):
             '|---|---|---|' + '---:|' * len(WINDOWS),
         ]
         for r in rdf.itertuples():
-            cells = [f'{getattr(r, "event_" + w):.2f} -> {getattr(r, "trial_" + w):.2f}'
-                     for w in WINDOWS]  # fmt: skip
-            lines.append(f'| {r.session} | {r.region} | {r.event.removesuffix("_times")} | '
-                         + ' | '.join(cells) + ' |')  # fmt: skip
+            cells = [
+                f'{getattr(r, "event_" + w):.2f} -> {getattr(r, "trial_" + w):.2f}' for w in WINDOWS
+            ]
+            lines.append(
+                f'| {r.session} | {r.region} | {r.event.removesuffix("_times")} | '
+                + ' | '.join(cells)
+                + ' |'
+            )
     minutes, fit_s, cut_s, cpu_s, pre_s = timing
     lines += [
         '',
@@ -362,8 +407,14 @@ def _mean_amplitudes(sim, ar_order=None):
     trials = sim['trials']
     weights = ek.condition_weights(trials, hemisphere='l')
     options = {} if ar_order is None else {'ar_order': ar_order}
-    fit = ek.fit_event_kernels(sim['times'], sim['values'], [trials[e].to_numpy() for e in EVENTS],
-                               weights, events=list(EVENTS), **options)  # fmt: skip
+    fit = ek.fit_event_kernels(
+        sim['times'],
+        sim['values'],
+        [trials[e].to_numpy() for e in EVENTS],
+        weights,
+        events=list(EVENTS),
+        **options,
+    )
     truth = true_condition_kernels(sim, fit.lags, weights)
     out = {}
     for e, event in enumerate(EVENTS):
@@ -381,24 +432,37 @@ def diagnose(n_seeds, n_trials):
     with and without prewhitening; real sessions: kernels of the first vs second half."""
     from iblnm.simulate import kernels as sk
 
-    lines = ['### Noise-free sessions (no noise, no trial gain; seed 0): amplitude / truth', '',
-             f'| NM | kernel | ar_order=0 (default) | ar_order={PREWHITEN_ORDER} |', '|---|---|---:|---:|']  # fmt: skip
+    lines = [
+        '### Noise-free sessions (no noise, no trial gain; seed 0): amplitude / truth',
+        '',
+        f'| NM | kernel | ar_order=0 (default) | ar_order={PREWHITEN_ORDER} |',
+        '|---|---|---:|---:|',
+    ]
     gain_sd = sk.TRIAL_GAIN_SD
     sk.TRIAL_GAIN_SD = 0.0
     try:
         for nm in NMS:
-            sim = simulate_overlapping_session(nm, n_trials=n_trials, seed=0, noise_sd=0,
-                                               spontaneous_sd=0)  # fmt: skip
+            sim = simulate_overlapping_session(
+                nm, n_trials=n_trials, seed=0, noise_sd=0, spontaneous_sd=0
+            )
             ols, gls = _mean_amplitudes(sim, 0), _mean_amplitudes(sim, PREWHITEN_ORDER)
             for key in ols:
                 lines.append(f'| {nm} | {" ".join(key)} | {ols[key]:.4f} | {gls[key]:.4f} |')
     finally:
         sk.TRIAL_GAIN_SD = gain_sd
-    lines += ['', f'### Per-session amplitude / truth, mean ± SD over {n_seeds} sessions, by noise',
-              '', f'| NM | kernel | noise | ar_order=0 (default) | ar_order={PREWHITEN_ORDER} |', '|---|---|---|---|---|']  # fmt: skip
+    lines += [
+        '',
+        f'### Per-session amplitude / truth, mean ± SD over {n_seeds} sessions, by noise',
+        '',
+        f'| NM | kernel | noise | ar_order=0 (default) | ar_order={PREWHITEN_ORDER} |',
+        '|---|---|---|---|---|',
+    ]
     for nm in ('NE', 'DA'):
-        for noise, opts in (('all', {}), ('no slow fluctuations', {'spontaneous_sd': 0.0}),
-                            ('no white noise', {'noise_sd': 0.0})):  # fmt: skip
+        for noise, opts in (
+            ('all', {}),
+            ('no slow fluctuations', {'spontaneous_sd': 0.0}),
+            ('no white noise', {'noise_sd': 0.0}),
+        ):
             res = {0: [], PREWHITEN_ORDER: []}
             for seed in range(n_seeds):
                 sim = simulate_overlapping_session(nm, n_trials=n_trials, seed=seed, **opts)
@@ -412,12 +476,17 @@ def diagnose(n_seeds, n_trials):
                     a = np.array([r[key] for r in res[order]])
                     cells.append(f'{a.mean():.3f} ± {a.std(ddof=1):.3f}')
                 lines.append(f'| {nm} | {" ".join(key)} | {noise} | {cells[0]} | {cells[1]} |')
-    lines += ['', '### Real sessions: kernels of the first vs the second half of the recording', '',
-              'Median [min] over the event x condition kernels of r(first half, second half); '
-              'feedback reward kernel, early window (z), whole recording.', '',
-              f'| session | region | ar_order=0 | ar_order={PREWHITEN_ORDER} | reward ar_order=0 | '
-              f'reward ar_order={PREWHITEN_ORDER} |',
-              '|---|---|---|---|---:|---:|']  # fmt: skip
+    lines += [
+        '',
+        '### Real sessions: kernels of the first vs the second half of the recording',
+        '',
+        'Median [min] over the event x condition kernels of r(first half, second half); '
+        'feedback reward kernel, early window (z), whole recording.',
+        '',
+        f'| session | region | ar_order=0 | ar_order={PREWHITEN_ORDER} | reward ar_order=0 | '
+        f'reward ar_order={PREWHITEN_ORDER} |',
+        '|---|---|---|---|---:|---:|',
+    ]
     for row in real_split_kernels():
         lines.append('| {session} | {region} | {r0} | {r1} | {w0:+.2f} | {w1:+.2f} |'.format(**row))
     return '\n'.join(lines)
@@ -439,16 +508,28 @@ def real_split_kernels():
             row = {'session': name, 'region': region}
             for key, order in (('0', 0), ('1', PREWHITEN_ORDER)):
                 options = {'ar_order': order}
-                fits = [ek.fit_event_kernels(times, np.where(half, values, np.nan), event_times,
-                                             weights, events=events, **options)
-                        for half in (times < middle, times >= middle)]  # fmt: skip
-                r = [np.corrcoef(fits[0].kernels[e, c], fits[1].kernels[e, c])[0, 1]
-                     for e in range(len(events)) for c in range(len(ek.CONDITIONS))
-                     if np.isfinite(fits[0].kernels[e, c]).all()
-                     and np.isfinite(fits[1].kernels[e, c]).all()]  # fmt: skip
+                fits = [
+                    ek.fit_event_kernels(
+                        times,
+                        np.where(half, values, np.nan),
+                        event_times,
+                        weights,
+                        events=events,
+                        **options,
+                    )
+                    for half in (times < middle, times >= middle)
+                ]
+                r = [
+                    np.corrcoef(fits[0].kernels[e, c], fits[1].kernels[e, c])[0, 1]
+                    for e in range(len(events))
+                    for c in range(len(ek.CONDITIONS))
+                    if np.isfinite(fits[0].kernels[e, c]).all()
+                    and np.isfinite(fits[1].kernels[e, c]).all()
+                ]
                 row[f'r{key}'] = f'{np.median(r):.2f} [{np.min(r):.2f}]'
-                whole = ek.fit_event_kernels(times, values, event_times, weights, events=events,
-                                             **options)  # fmt: skip
+                whole = ek.fit_event_kernels(
+                    times, values, event_times, weights, events=events, **options
+                )
                 row[f'w{key}'] = float(ek.kernel_amplitude(whole.kernels[fb, rw], whole.lags))
             rows.append(row)
     return rows
@@ -470,8 +551,10 @@ def _real_sessions():
     cache = Path(tempfile.mkdtemp())
     add_real_sessions(cache, source=source)
     one = One(cache_dir=str(cache), mode='local')
-    for name, eid in (('fip_40', session_eid('wittenlab', 'fip_40', '2023-05-18', 1)),
-                      ('CQ002', session_eid('cortexlab', 'CQ002', '2024-11-05', 1))):  # fmt: skip
+    for name, eid in (
+        ('fip_40', session_eid('wittenlab', 'fip_40', '2023-05-18', 1)),
+        ('CQ002', session_eid('cortexlab', 'CQ002', '2024-11-05', 1)),
+    ):
         ps = PhotometrySession({'eid': eid, 'session_type': 'training'}, one=one)
         ps.load_trials()
         ps.load_photometry()
@@ -499,16 +582,21 @@ def main():
         )
         print(text)
         if not args.no_readme:
-            write_section('bench_responses_diagnose', 'bench_responses.py --diagnose — where the '
-                          'kernel-amplitude errors come from (issue 13)', text)  # fmt: skip
+            write_section(
+                'bench_responses_diagnose',
+                'bench_responses.py --diagnose — where the '
+                'kernel-amplitude errors come from (issue 13)',
+                text,
+            )
         return
     rows, kern, seconds = [], [], []
     n_samples = 0
     for regime, (delays, nms) in REGIMES.items():
         for nm in nms:
             for seed in range(args.seeds):
-                r, k, s, n_samples = analyse(nm, seed, args.trials, delays,
-                                             compare=regime != 'tight')  # fmt: skip
+                r, k, s, n_samples = analyse(
+                    nm, seed, args.trials, delays, compare=regime != 'tight'
+                )
                 rows += [dict(x, delays=regime) for x in r]
                 kern += [dict(x, delays=regime) for x in k]
                 seconds.append(s)
@@ -518,8 +606,12 @@ def main():
     text = report(rows, kern, seconds, n_samples, real, timing, args)
     print(text)
     if not args.no_readme:
-        write_section('bench_responses', 'bench_responses.py — event kernels vs PSTH '
-                      'magnitudes on overlapping events (issue 13)', text)  # fmt: skip
+        write_section(
+            'bench_responses',
+            'bench_responses.py — event kernels vs PSTH '
+            'magnitudes on overlapping events (issue 13)',
+            text,
+        )
 
 
 if __name__ == '__main__':

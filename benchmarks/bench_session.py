@@ -54,8 +54,12 @@ from iblnm import config  # noqa: E402
 
 DATASETS = ('CQ002', 'simulated 1 h')
 IMPLEMENTATIONS = ('iblnm', 'ibl-photometry', 'floor')
-INPUTS = ('_ibl_trials.table.pqt', 'photometry.signal.pqt', 'photometryROI.locations.pqt',
-          '_neurophotometrics_fpData.raw.pqt')  # fmt: skip
+INPUTS = (
+    '_ibl_trials.table.pqt',
+    'photometry.signal.pqt',
+    'photometryROI.locations.pqt',
+    '_neurophotometrics_fpData.raw.pqt',
+)
 
 
 # ---------------------------------------------------------------------------
@@ -78,9 +82,18 @@ def build_simulated(root):
     from iblnm.simulate import generate
 
     for seed in range(20):
-        generate(root, preset='small', seed=seed, mice_per_nm={'DA': 1}, n_sessions=1,
-                 strainless_sessions=0, task_minutes=(60.0, 60.0), fault_fraction=0.0,
-                 all_faults=False, camera_fault_fraction=0.0)  # fmt: skip
+        generate(
+            root,
+            preset='small',
+            seed=seed,
+            mice_per_nm={'DA': 1},
+            n_sessions=1,
+            strainless_sessions=0,
+            task_minutes=(60.0, 60.0),
+            fault_fraction=0.0,
+            all_faults=False,
+            camera_fault_fraction=0.0,
+        )
         eid = pd.read_parquet(Path(root) / 'sessions.pqt').index[0]
         locations = list(Path(root).rglob('photometryROI.locations.pqt'))
         if len(locations) == 1 and len(pd.read_parquet(locations[0])) == 2:
@@ -259,8 +272,11 @@ def worker(implementation, cache, eid, repeats):
         legacy = write_legacy_copy(path, h5_dir / 'legacy.h5')
         for key, file in (('h5', path), ('h5_legacy', legacy)):
             reads = [run_h5_reads(file, row['brain_region'][0]) for _ in range(repeats + 1)][1:]
-            out[key] = {**h5_report(file), 'reads_s': _medians(reads, cpu=False)[0],
-                        'reads_cpu_s': _medians(reads, cpu=True)[0]}  # fmt: skip
+            out[key] = {
+                **h5_report(file),
+                'reads_s': _medians(reads, cpu=False)[0],
+                'reads_cpu_s': _medians(reads, cpu=True)[0],
+            }
     out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     shutil.rmtree(h5_dir, ignore_errors=True)
     return out
@@ -350,8 +366,18 @@ def h5_report(path):
 
 
 def spawn(implementation, cache, eid, repeats):
-    cmd = [sys.executable, __file__, '--worker', implementation, '--cache', str(cache),
-           '--eid', eid, '--repeats', str(repeats)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        '--worker',
+        implementation,
+        '--cache',
+        str(cache),
+        '--eid',
+        eid,
+        '--repeats',
+        str(repeats),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode:
         raise RuntimeError(f'{implementation} worker failed:\n{out.stderr[-3000:]}')
@@ -374,10 +400,13 @@ def report(results, repeats, load):
         for impl in IMPLEMENTATIONS:
             r = res[impl]
             for step, sec in r['steps_s'].items():
-                lines.append(f'| {dataset} | {impl} | {step} | {sec:.4f} | '
-                             f'{r["steps_cpu_s"][step]:.4f} |')  # fmt: skip
-            lines.append(f'| {dataset} | {impl} | **total** | **{r["total_s"]:.3f}** | '
-                         f'**{r["total_cpu_s"]:.3f}** |')  # fmt: skip
+                lines.append(
+                    f'| {dataset} | {impl} | {step} | {sec:.4f} | {r["steps_cpu_s"][step]:.4f} |'
+                )
+            lines.append(
+                f'| {dataset} | {impl} | **total** | **{r["total_s"]:.3f}** | '
+                f'**{r["total_cpu_s"]:.3f}** |'
+            )
     lines += [
         '',
         'Summary (wall seconds; in brackets CPU seconds, which do not depend on the load):',
@@ -421,8 +450,10 @@ def report(results, repeats, load):
             h5 = res['iblnm'][key]
             wall, cpu = h5['reads_s'], h5['reads_cpu_s']
             values = sum(g['values'] for g in h5['groups'].values())
-            groups = ', '.join(f'{g} {v["stored"] / 1e6:.2f} / {v["values"] / 1e6:.2f}'
-                               for g, v in h5['groups'].items())  # fmt: skip
+            groups = ', '.join(
+                f'{g} {v["stored"] / 1e6:.2f} / {v["values"] / 1e6:.2f}'
+                for g, v in h5['groups'].items()
+            )
             lines.append(
                 f'| {dataset} | {name} | {h5["file_bytes"] / 1e6:.2f} | {values / 1e6:.2f} | '
                 f'{h5["file_bytes"] / values:.2f} | {wall["load_h5 whole file"]:.4f} '
@@ -443,8 +474,9 @@ def h5_dir_report(h5_dir):
     if not reports:
         raise SystemExit(f'no .h5 files in {h5_dir}')
     sizes = np.array([r['file_bytes'] for r in reports.values()])
-    ratios = np.array([r['file_bytes'] / sum(g['values'] for g in r['groups'].values())
-                       for r in reports.values()])  # fmt: skip
+    ratios = np.array(
+        [r['file_bytes'] / sum(g['values'] for g in r['groups'].values()) for r in reports.values()]
+    )
     groups = sorted({g for r in reports.values() for g in r['groups']})
     lines = [
         f'{datetime.date.today().isoformat()} · `.venv/bin/python benchmarks/bench_session.py '
@@ -465,8 +497,10 @@ def h5_dir_report(h5_dir):
         stored = [r['groups'][group]['stored'] for r in reports.values() if group in r['groups']]
         values = [r['groups'][group]['values'] for r in reports.values() if group in r['groups']]
         ratio = max(a / b for a, b in zip(stored, values) if b) if any(values) else float('nan')
-        lines.append(f'| {group} | {np.median(stored) / 1e6:.3f} | {np.median(values) / 1e6:.3f} '
-                     f'| {ratio:.2f} |')  # fmt: skip
+        lines.append(
+            f'| {group} | {np.median(stored) / 1e6:.3f} | {np.median(values) / 1e6:.3f} '
+            f'| {ratio:.2f} |'
+        )
     return '\n'.join(lines)
 
 
@@ -501,8 +535,9 @@ def main():
                 continue
             cache = Path(tmp) / dataset.replace(' ', '_')
             eid = builders[dataset](cache)
-            results[dataset] = {impl: spawn(impl, cache, eid, args.repeats)
-                                for impl in IMPLEMENTATIONS}  # fmt: skip
+            results[dataset] = {
+                impl: spawn(impl, cache, eid, args.repeats) for impl in IMPLEMENTATIONS
+            }
             print(dataset, {k: round(v['total_s'], 4) for k, v in results[dataset].items()})
     text = report(results, args.repeats, (load_start, os.getloadavg()[0]))
     print(text)

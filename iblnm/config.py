@@ -119,15 +119,32 @@ PARALLEL_LIST_COLUMNS = ('brain_region', 'hemisphere', 'target_NM')
 # Subjects, strains, lines, neuromodulators
 # ---------------------------------------------------------------------------
 SUBJECTS_TO_EXCLUDE = [
-    'SP076', 'SP075', 'SP074', 'SP073', 'SP072', 'SP066',
-    'VIV-47627', 'VIV-47615', 'VIV-45598', 'VIV-45585',
-    'photometry_test_subject_A', 'photometry_test_subject_B', 'test_mouse',
-]  # fmt: skip
+    'SP076',
+    'SP075',
+    'SP074',
+    'SP073',
+    'SP072',
+    'SP066',
+    'VIV-47627',
+    'VIV-47615',
+    'VIV-45598',
+    'VIV-45585',
+    'photometry_test_subject_A',
+    'photometry_test_subject_B',
+    'test_mouse',
+]
 
 VALID_STRAINS = [
-    'B6.Cg', 'B6.129S2', 'B6J.Cg-Gt', 'B6.Cg-Igs7', 'C57BL/6J',
-    'B6.129(Cg)-Slc6a4', 'B6.SJL-Slc6a3t', 'B6;129S6-Chat', 'B6.Cg-Dbh',
-]  # fmt: skip
+    'B6.Cg',
+    'B6.129S2',
+    'B6J.Cg-Gt',
+    'B6.Cg-Igs7',
+    'C57BL/6J',
+    'B6.129(Cg)-Slc6a4',
+    'B6.SJL-Slc6a3t',
+    'B6;129S6-Chat',
+    'B6.Cg-Dbh',
+]
 
 STRAIN2NM = {
     'Ai148xSERTCre': '5HT',
@@ -160,11 +177,16 @@ VALID_NEUROMODULATORS = ['DA', '5HT', 'NE', 'ACh']
 # NAc (dopamine axon terminals) is an addition to the original list: the project records there too.
 VALID_TARGETS = ['VTA', 'SNc', 'NAc', 'DR', 'MR', 'LC', 'NBM', 'SI', 'PPT']
 TARGET2NM = {
-    'VTA': 'DA', 'SNc': 'DA', 'NAc': 'DA',
-    'DR': '5HT', 'MR': '5HT',
+    'VTA': 'DA',
+    'SNc': 'DA',
+    'NAc': 'DA',
+    'DR': '5HT',
+    'MR': '5HT',
     'LC': 'NE',
-    'NBM': 'ACh', 'SI': 'ACh', 'PPT': 'ACh',
-}  # fmt: skip
+    'NBM': 'ACh',
+    'SI': 'ACh',
+    'PPT': 'ACh',
+}
 VALID_TARGETNMS = [
     'VTA-DA',
     'SNc-DA',
@@ -209,9 +231,15 @@ REQUIRED_DATASET_CATEGORIES = (
 # Session types
 # ---------------------------------------------------------------------------
 SESSION_TYPES = [
-    'habituation', 'training', 'advanced', 'neuromodulator',
-    'biased', 'ephys', 'passive', 'histology',
-]  # fmt: skip
+    'habituation',
+    'training',
+    'advanced',
+    'neuromodulator',
+    'biased',
+    'ephys',
+    'passive',
+    'histology',
+]
 SESSION_TYPES_TO_ANALYZE = ('training', 'biased', 'ephys')
 BLOCK_SESSION_TYPES = ('biased', 'ephys')  # sessions with 20/80 probability blocks
 EXCLUDE_SESSION_TYPES = (
@@ -274,30 +302,49 @@ EIDS_TO_DROP = [  # huge photometry artefacts (IBL sessions); PhotometrySessionG
 # ---------------------------------------------------------------------------
 QC_RAW_METRICS = ['n_early_samples', 'n_band_inversions']
 QC_SLIDING_METRICS = [
-    'n_unique_samples', 'median_absolute_deviance', 'percentile_distance',
-    'percentile_asymmetry', 'ar_score',
+    'n_unique_samples',
+    'median_absolute_deviance',
+    'percentile_distance',
+    'percentile_asymmetry',
+    'ar_score',
     # rate- and ADC-independent metrics (docs/methods.md §2.2)
-    'n_noise_levels', 'light_above_floor', 'relative_mad', 'relative_noise', 'ar_score_10hz',
-]  # fmt: skip
+    'n_noise_levels',
+    'light_above_floor',
+    'relative_mad',
+    'relative_noise',
+    'ar_score_10hz',
+]
 QC_PREPROCESSING = ['bleaching_tau', 'iso_correlation', 'iso_slope', 'iso_intercept', 'iso_r2']
 # Whole-recording metrics of the GCaMP row: "no signal" and "artefact" (docs/methods.md §2.4)
 QC_SIGNAL_METRICS = [
-    'iso_explained', 'residual_power_ratio', 'upper_tail_excess', 'transient_rate',
-    'frac_shared_excursion', 'n_shared_steps',
-]  # fmt: skip
+    'iso_explained',
+    'residual_power_ratio',
+    'upper_tail_excess',
+    'transient_rate',
+    'frac_shared_excursion',
+    'n_shared_steps',
+]
 QC_METRICS_KWARGS = {'percentile_asymmetry': {'pc_comp': 75}}
 QC_SLIDING_KWARGS = {'w_len': 120, 'step_len': 60, 'detrend': True}  # s, s
 # Metrics computed on the raw (not detrended) windows: detrending makes every value unique,
 # and the light level needs the raw values.
-QC_UNDETRENDED_METRICS = ('n_unique_samples', 'n_noise_levels', 'light_above_floor',
-                          'relative_mad', 'relative_noise')  # fmt: skip
+QC_UNDETRENDED_METRICS = (
+    'n_unique_samples',
+    'n_noise_levels',
+    'light_above_floor',
+    'relative_mad',
+    'relative_noise',
+)
 # How window values are reduced to one per recording (others: the mean, as the original).
 # The new metrics take the median over windows: a few windows of a disconnected edge do not
 # move it.
 QC_AGGREGATION = {
-    'n_noise_levels': 'median', 'light_above_floor': 'median', 'relative_mad': 'median',
-    'relative_noise': 'median', 'ar_score_10hz': 'median',
-}  # fmt: skip
+    'n_noise_levels': 'median',
+    'light_above_floor': 'median',
+    'relative_mad': 'median',
+    'relative_noise': 'median',
+    'ar_score_10hz': 'median',
+}
 N_UNIQUE_SAMPLES_THRESHOLD = 0.05  # fraction of unique values per window (mean over windows)
 # "No light" level of the Neurophotometrics ROIs: 1/255 of the normalised camera range.
 QC_CAMERA_FLOOR = 1 / 255
@@ -335,48 +382,144 @@ QC_BLEACH = {'method': 'lowpass', 'order': 3, 'cutoff_hz': 0.01, 'mode': 'subtra
 # (PASS when none). Keys 'Isosbestic:<metric>' read the isosbestic row of the recording,
 # bare names the GCaMP row. Thresholds justified in docs/methods.md §2.5.
 QC_VERDICT_RULES = [
-    {'name': 'band_inversions', 'metric': 'n_band_inversions', 'op': '>', 'threshold': 0,
-     'severity': 'FAIL'},
-    {'name': 'early_samples', 'metric': 'n_early_samples', 'op': '>', 'threshold': 0,
-     'severity': 'FAIL'},
-    {'name': 'quantised_gcamp', 'metric': 'n_noise_levels', 'op': '<',
-     'threshold': N_NOISE_LEVELS_THRESHOLD, 'severity': 'FAIL'},
-    {'name': 'quantised_isosbestic', 'metric': 'Isosbestic:n_noise_levels', 'op': '<',
-     'threshold': N_NOISE_LEVELS_THRESHOLD, 'severity': 'FAIL'},
-    {'name': 'no_light_gcamp', 'metric': 'light_above_floor', 'op': '<', 'threshold': 0.15,
-     'severity': 'FAIL'},
-    {'name': 'no_light_isosbestic', 'metric': 'Isosbestic:light_above_floor', 'op': '<',
-     'threshold': 0.15, 'severity': 'FAIL'},
-    {'name': 'noisy_isosbestic', 'metric': 'Isosbestic:relative_noise', 'op': '>',
-     'threshold': 0.01, 'severity': 'FAIL'},
+    {
+        'name': 'band_inversions',
+        'metric': 'n_band_inversions',
+        'op': '>',
+        'threshold': 0,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'early_samples',
+        'metric': 'n_early_samples',
+        'op': '>',
+        'threshold': 0,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'quantised_gcamp',
+        'metric': 'n_noise_levels',
+        'op': '<',
+        'threshold': N_NOISE_LEVELS_THRESHOLD,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'quantised_isosbestic',
+        'metric': 'Isosbestic:n_noise_levels',
+        'op': '<',
+        'threshold': N_NOISE_LEVELS_THRESHOLD,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'no_light_gcamp',
+        'metric': 'light_above_floor',
+        'op': '<',
+        'threshold': 0.15,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'no_light_isosbestic',
+        'metric': 'Isosbestic:light_above_floor',
+        'op': '<',
+        'threshold': 0.15,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'noisy_isosbestic',
+        'metric': 'Isosbestic:relative_noise',
+        'op': '>',
+        'threshold': 0.01,
+        'severity': 'FAIL',
+    },
     # no GCaMP-specific fluctuation: no positive transients in the corrected signal, and the
     # isosbestic band explains most of the GCaMP band's variance
-    {'name': 'no_signal', 'metric': 'upper_tail_excess', 'op': '<', 'threshold': 0.002,
-     'and': [{'metric': 'iso_explained', 'op': '>', 'threshold': 0.5}], 'severity': 'FAIL'},
-    {'name': 'white_noise_only', 'metric': 'residual_power_ratio', 'op': '<', 'threshold': 1.1,
-     'severity': 'FAIL'},
-    {'name': 'shared_artefacts', 'metric': 'frac_shared_excursion', 'op': '>',
-     'threshold': 0.05, 'severity': 'FAIL'},
-    {'name': 'negative_iso_slope', 'metric': 'iso_slope', 'op': '<', 'threshold': 0.0,
-     'severity': 'FAIL'},
-    {'name': 'mostly_invalid', 'metric': 'frac_valid', 'op': '<', 'threshold': 0.5,
-     'severity': 'FAIL'},
-    {'name': 'saturated', 'metric': 'frac_saturated', 'op': '>', 'threshold': 0.01,
-     'severity': 'FAIL'},
-    {'name': 'implausible_iso_slope', 'metric': 'iso_slope', 'op': '>', 'threshold': 3.0,
-     'severity': 'WARNING'},
+    {
+        'name': 'no_signal',
+        'metric': 'upper_tail_excess',
+        'op': '<',
+        'threshold': 0.002,
+        'and': [{'metric': 'iso_explained', 'op': '>', 'threshold': 0.5}],
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'white_noise_only',
+        'metric': 'residual_power_ratio',
+        'op': '<',
+        'threshold': 1.1,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'shared_artefacts',
+        'metric': 'frac_shared_excursion',
+        'op': '>',
+        'threshold': 0.05,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'negative_iso_slope',
+        'metric': 'iso_slope',
+        'op': '<',
+        'threshold': 0.0,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'mostly_invalid',
+        'metric': 'frac_valid',
+        'op': '<',
+        'threshold': 0.5,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'saturated',
+        'metric': 'frac_saturated',
+        'op': '>',
+        'threshold': 0.01,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'implausible_iso_slope',
+        'metric': 'iso_slope',
+        'op': '>',
+        'threshold': 3.0,
+        'severity': 'WARNING',
+    },
     # > 20 % masked between the first and the last valid sample (unusable edges are routine)
-    {'name': 'partly_invalid', 'metric': 'frac_valid_inner', 'op': '<', 'threshold': 0.8,
-     'severity': 'WARNING'},
-    {'name': 'weak_signal', 'metric': 'residual_power_ratio', 'op': '<', 'threshold': 2.0,
-     'severity': 'WARNING'},
-    {'name': 'no_positive_transients', 'metric': 'upper_tail_excess', 'op': '<',
-     'threshold': 0.002, 'severity': 'WARNING'},
-    {'name': 'shared_excursions', 'metric': 'frac_shared_excursion', 'op': '>',
-     'threshold': 0.005, 'severity': 'WARNING'},
-    {'name': 'shared_steps', 'metric': 'n_shared_steps', 'op': '>', 'threshold': 2,
-     'severity': 'WARNING'},
-]  # fmt: skip
+    {
+        'name': 'partly_invalid',
+        'metric': 'frac_valid_inner',
+        'op': '<',
+        'threshold': 0.8,
+        'severity': 'WARNING',
+    },
+    {
+        'name': 'weak_signal',
+        'metric': 'residual_power_ratio',
+        'op': '<',
+        'threshold': 2.0,
+        'severity': 'WARNING',
+    },
+    {
+        'name': 'no_positive_transients',
+        'metric': 'upper_tail_excess',
+        'op': '<',
+        'threshold': 0.002,
+        'severity': 'WARNING',
+    },
+    {
+        'name': 'shared_excursions',
+        'metric': 'frac_shared_excursion',
+        'op': '>',
+        'threshold': 0.005,
+        'severity': 'WARNING',
+    },
+    {
+        'name': 'shared_steps',
+        'metric': 'n_shared_steps',
+        'op': '>',
+        'threshold': 2,
+        'severity': 'WARNING',
+    },
+]
 QC_VERDICTS = ('PASS', 'WARNING', 'FAIL')  # increasing severity
 # Recordings with these verdicts are left out of group analyses by default.
 QC_VERDICT_EXCLUDE = ('FAIL',)
@@ -404,9 +547,18 @@ ARTEFACT_PARAMS = {
     'min_segment_s': 5.0,  # s, shorter valid runs between two artefacts are masked
 }
 QC_ARTEFACT_METRICS = [
-    'frac_valid', 'frac_valid_inner', 'frac_disconnected', 'frac_floor', 'frac_saturated', 'frac_dropout',
-    'frac_excursion', 'frac_step', 'n_dropouts', 'n_steps', 'n_excursions',
-]  # fmt: skip
+    'frac_valid',
+    'frac_valid_inner',
+    'frac_disconnected',
+    'frac_floor',
+    'frac_saturated',
+    'frac_dropout',
+    'frac_excursion',
+    'frac_step',
+    'n_dropouts',
+    'n_steps',
+    'n_excursions',
+]
 
 # ---------------------------------------------------------------------------
 # Preprocessing (recorded with every output)
@@ -476,10 +628,15 @@ KERNEL_AR_MAX_ORDER = 0
 # ---------------------------------------------------------------------------
 LENGTH_MISMATCH_THRESHOLD = 120  # s
 VIDEO_QC_COLS = [
-    'qc_videoLeft_focus', 'qc_videoLeft_position', 'qc_videoLeft_brightness',
-    'qc_videoLeft_resolution', 'qc_videoLeft_wheel_alignment',
-    'qc_videoLeft_timestamps', 'qc_videoLeft_dropped_frames', 'qc_videoLeft_pin_state',
-]  # fmt: skip
+    'qc_videoLeft_focus',
+    'qc_videoLeft_position',
+    'qc_videoLeft_brightness',
+    'qc_videoLeft_resolution',
+    'qc_videoLeft_wheel_alignment',
+    'qc_videoLeft_timestamps',
+    'qc_videoLeft_dropped_frames',
+    'qc_videoLeft_pin_state',
+]
 VIDEO_QUALITY_COLS = VIDEO_QC_COLS[:5]
 
 # ---------------------------------------------------------------------------

@@ -51,21 +51,52 @@ PREPROCESSED_BAND = 'GCaMP_preprocessed'
 MIN_KERNEL_FIT_S = 60.0  # s of valid signal below which a region gets no event kernels
 DFF_BAND = 'GCaMP_dff'  # ΔF/F beside the z-scores (issue 12); responses_dff when present
 TRIAL_H5_COLUMNS = [
-    'stimOn_times', 'firstMovement_times', 'feedback_times', 'response_times', 'choice',
-    'feedbackType', 'probabilityLeft', 'signed_contrast', 'contrast', 'stim_side',
-    'intervals_0', 'intervals_1', 'goCue_times',
-]  # fmt: skip
+    'stimOn_times',
+    'firstMovement_times',
+    'feedback_times',
+    'response_times',
+    'choice',
+    'feedbackType',
+    'probabilityLeft',
+    'signed_contrast',
+    'contrast',
+    'stim_side',
+    'intervals_0',
+    'intervals_1',
+    'goCue_times',
+]
 METADATA_FIELDS = [
-    'eid', 'subject', 'start_time', 'number', 'task_protocol', 'session_type', 'lab', 'NM',
-    'strain', 'line', 'end_time', 'session_length', 'day_n', 'session_n', 'url',
-    'genotype', 'projects', 'users', 'brain_region', 'hemisphere', 'target_NM', 'datasets',
-]  # fmt: skip
+    'eid',
+    'subject',
+    'start_time',
+    'number',
+    'task_protocol',
+    'session_type',
+    'lab',
+    'NM',
+    'strain',
+    'line',
+    'end_time',
+    'session_length',
+    'day_n',
+    'session_n',
+    'url',
+    'genotype',
+    'projects',
+    'users',
+    'brain_region',
+    'hemisphere',
+    'target_NM',
+    'datasets',
+]
 QC_COLUMNS = (
     ['eid', 'brain_region', 'band']
-    + config.QC_SLIDING_METRICS + config.QC_RAW_METRICS + config.QC_PREPROCESSING
+    + config.QC_SLIDING_METRICS
+    + config.QC_RAW_METRICS
+    + config.QC_PREPROCESSING
     + config.QC_SIGNAL_METRICS
     + config.QC_ARTEFACT_METRICS
-)  # fmt: skip
+)
 
 
 def _listify(value):
@@ -234,8 +265,9 @@ class PhotometrySession:
             return transient
         if isinstance(error, v.IblnmError):
             return error
-        return v.wrap(v.MissingExtractedData if isinstance(error, ALFObjectNotFound) else cls,
-                      error, what)  # fmt: skip
+        return v.wrap(
+            v.MissingExtractedData if isinstance(error, ALFObjectNotFound) else cls, error, what
+        )
 
     def _has_dataset(self, name, collection=None):
         return self.loader.has_dataset(name, collection)
@@ -260,12 +292,14 @@ class PhotometrySession:
         trials = self.loader.trials.copy()
         v.validate_trials_table(trials)
         contrasts = task.compute_trial_contrasts(trials)
-        self.trials = pd.concat([trials, contrasts[['stim_side', 'contrast', 'signed_contrast']]],
-                                axis=1)  # fmt: skip
+        self.trials = pd.concat(
+            [trials, contrasts[['stim_side', 'contrast', 'signed_contrast']]], axis=1
+        )
         return self.trials
 
-    def load_photometry(self, pre=config.PHOTOMETRY_RESTRICT_PRE,
-                        post=config.PHOTOMETRY_RESTRICT_POST):  # fmt: skip
+    def load_photometry(
+        self, pre=config.PHOTOMETRY_RESTRICT_PRE, post=config.PHOTOMETRY_RESTRICT_POST
+    ):
         """Load extracted photometry restricted to the task ± (pre, post) s.
 
         Sets ``photometry = {'GCaMP': DataFrame(times x regions), 'Isosbestic': ...}``
@@ -452,10 +486,14 @@ class PhotometrySession:
             column = self.qc.get(name, pd.Series(dtype=float))
             values = pd.to_numeric(column, errors='coerce').fillna(0)
             counts[name] = int(values.max()) if len(values) else 0
-        issues = [f'{label} detected (n={counts[name]})'
-                  for name, label in (('n_band_inversions', 'band inversions'),
-                                      ('n_early_samples', 'early samples'))
-                  if counts[name] > 0]  # fmt: skip
+        issues = [
+            f'{label} detected (n={counts[name]})'
+            for name, label in (
+                ('n_band_inversions', 'band inversions'),
+                ('n_early_samples', 'early samples'),
+            )
+            if counts[name] > 0
+        ]
         if counts['n_band_inversions'] > 0:
             raise v.BandInversion('; '.join(issues))
         if counts['n_early_samples'] > 0:
@@ -477,20 +515,27 @@ class PhotometrySession:
         >>> ps.validate_few_unique_samples()  # a good fiber: many distinct values
         """
         qc = self.qc
-        metric = 'n_noise_levels' if 'n_noise_levels' in qc and qc['n_noise_levels'].notna().any() \
-            else 'n_unique_samples'  # fmt: skip
+        metric = (
+            'n_noise_levels'
+            if 'n_noise_levels' in qc and qc['n_noise_levels'].notna().any()
+            else 'n_unique_samples'
+        )
         if qc.empty or metric not in qc:
             return
         if threshold is None:
-            threshold = (config.N_NOISE_LEVELS_THRESHOLD if metric == 'n_noise_levels'
-                         else config.N_UNIQUE_SAMPLES_THRESHOLD)  # fmt: skip
+            threshold = (
+                config.N_NOISE_LEVELS_THRESHOLD
+                if metric == 'n_noise_levels'
+                else config.N_UNIQUE_SAMPLES_THRESHOLD
+            )
         low = qc[pd.to_numeric(qc[metric], errors='coerce') < threshold]
         if len(low):
             items = [
                 f'{r.brain_region}/{r.band}={getattr(r, metric):.3g}' for r in low.itertuples()
             ]
-            raise v.FewUniqueSamples(f'few distinct values ({metric} < {threshold}): '
-                                     f'{", ".join(items)}')  # fmt: skip
+            raise v.FewUniqueSamples(
+                f'few distinct values ({metric} < {threshold}): {", ".join(items)}'
+            )
 
     # ------------------------------------------------------------------ QC
     def _raw_frames(self):
@@ -535,18 +580,25 @@ class PhotometrySession:
         0          VTA       GCaMP    PASS
         1          VTA  Isosbestic    PASS
         """
-        keys = self._qc_rows or {(r, b): {} for b, frame in self.photometry.items()
-                                 if b in ('GCaMP', 'Isosbestic') for r in frame.columns}  # fmt: skip
-        rows = [{'eid': self.eid, 'brain_region': r, 'band': b, **m, **self._raw_qc}
-                for (r, b), m in keys.items()]  # fmt: skip
+        keys = self._qc_rows or {
+            (r, b): {}
+            for b, frame in self.photometry.items()
+            if b in ('GCaMP', 'Isosbestic')
+            for r in frame.columns
+        }
+        rows = [
+            {'eid': self.eid, 'brain_region': r, 'band': b, **m, **self._raw_qc}
+            for (r, b), m in keys.items()
+        ]
         if not rows and self._raw_qc:
             rows = [{'eid': self.eid, 'brain_region': None, 'band': None, **self._raw_qc}]
         extra = list(dict.fromkeys(k for row in rows for k in row if k not in QC_COLUMNS))
         extra = [k for k in extra if k not in sv.VERDICT_COLUMNS]
         table = pd.DataFrame(rows, columns=QC_COLUMNS + extra)
         if not rows:
-            return table.assign(verdict=pd.Series(dtype=object),
-                                verdict_reasons=pd.Series(dtype=object))  # fmt: skip
+            return table.assign(
+                verdict=pd.Series(dtype=object), verdict_reasons=pd.Series(dtype=object)
+            )
         return sv.add_verdicts(table)
 
     @qc.setter
@@ -615,8 +667,9 @@ class PhotometrySession:
         """Camera dark level per region: median of the dark frames when the file has them
         (older Neurophotometrics layouts), else ``default`` (the rig's value in config)."""
         dark = getattr(self._loader, 'dark', None) or {}
-        self.floors = {region: af.estimate_floor(dark.get(region), default=default)
-                       for region in self.regions}  # fmt: skip
+        self.floors = {
+            region: af.estimate_floor(dark.get(region), default=default) for region in self.regions
+        }
         return self.floors
 
     def _floor(self, region):
@@ -683,8 +736,14 @@ class PhotometrySession:
         return np.column_stack([self.artefacts[r].valid[:n] for r in columns])
 
     # ------------------------------------------------------------------ preprocessing
-    def preprocess(self, signal_band='GCaMP', reference_band='Isosbestic', params=None,
-                   output_band=PREPROCESSED_BAND, mask_artefacts=True):  # fmt: skip
+    def preprocess(
+        self,
+        signal_band='GCaMP',
+        reference_band='Isosbestic',
+        params=None,
+        output_band=PREPROCESSED_BAND,
+        mask_artefacts=True,
+    ):
         """Bleach correction → isosbestic regression → z-score → resample to 30 Hz.
 
         All regions are processed at once. Without a reference band (or with
@@ -713,33 +772,52 @@ class PhotometrySession:
             reference = self.photometry[reference_band][signal.columns].to_numpy()
             n = min(len(times), len(reference))
             valid = self._valid_masks(signal.columns, n) if mask_artefacts else None
-            result = sp.preprocess_isosbestic(times, signal.to_numpy(), reference, params=params,
-                                              compute_qc=False, valid=valid, floor=floor)  # fmt: skip
+            result = sp.preprocess_isosbestic(
+                times,
+                signal.to_numpy(),
+                reference,
+                params=params,
+                compute_qc=False,
+                valid=valid,
+                floor=floor,
+            )
             self._store_fit_qc(signal.columns, result)
         else:
             valid = self._valid_masks(signal.columns, len(times)) if mask_artefacts else None
-            result = sp.preprocess_single_band(times, signal.to_numpy(), params=params,
-                                               compute_qc=False, valid=valid, floor=floor)  # fmt: skip
+            result = sp.preprocess_single_band(
+                times, signal.to_numpy(), params=params, compute_qc=False, valid=valid, floor=floor
+            )
         index = pd.Index(result.times, name='times')
         for band, values in ((output_band, result.values), (DFF_BAND, result.dff)):
             values = np.asarray(values).reshape(len(result.times), -1)
             self.photometry[band] = pd.DataFrame(values, index=index, columns=signal.columns)
         self.preprocessing_params = {
-            **result.params, 'reference_band': reference_band if isosbestic else None,
+            **result.params,
+            'reference_band': reference_band if isosbestic else None,
             'artefacts': getattr(self, '_artefact_params', None) if valid is not None else None,
-        }  # fmt: skip
+        }
         return self.photometry[output_band]
 
     def _store_fit_qc(self, regions, result):
         for i, region in enumerate(regions):
-            values = {name: float(np.atleast_1d(getattr(result, attr))[i])
-                      for name, attr in (('iso_slope', 'slope'), ('iso_intercept', 'intercept'),
-                                         ('iso_r2', 'r2'))}  # fmt: skip
+            values = {
+                name: float(np.atleast_1d(getattr(result, attr))[i])
+                for name, attr in (
+                    ('iso_slope', 'slope'),
+                    ('iso_intercept', 'intercept'),
+                    ('iso_r2', 'r2'),
+                )
+            }
             self._upsert_qc(values, region=region, band='GCaMP')
 
     # ------------------------------------------------------------------ responses
-    def extract_responses(self, events=config.RESPONSE_EVENTS, band=PREPROCESSED_BAND,
-                          window=config.RESPONSE_WINDOW, align=config.RESPONSE_ALIGN):  # fmt: skip
+    def extract_responses(
+        self,
+        events=config.RESPONSE_EVENTS,
+        band=PREPROCESSED_BAND,
+        window=config.RESPONSE_WINDOW,
+        align=config.RESPONSE_ALIGN,
+    ):
         """Peri-event responses per region: ``{region: DataArray(event, trial, time)}``.
 
         Window [t0, t1) s around each event at the band's rate (120 samples for [-1, 3) at
@@ -763,8 +841,14 @@ class PhotometrySession:
         times, values = frame.index.to_numpy(), frame.to_numpy()
         stacked, masked, tpts = [], [], None
         for event in events:
-            resp, tpts, lost = sr.peri_event(times, values, self.trials[event].to_numpy(float),
-                                             window=window, align=align, return_masked=True)  # fmt: skip
+            resp, tpts, lost = sr.peri_event(
+                times,
+                values,
+                self.trials[event].to_numpy(float),
+                window=window,
+                align=align,
+                return_masked=True,
+            )
             stacked.append(resp.reshape(len(self.trials), len(tpts), -1))
             masked.append(lost.reshape(len(self.trials), -1).sum(axis=0))
         n_regions = len(frame.columns)
@@ -782,7 +866,7 @@ class PhotometrySession:
                     'band': band,
                     'n_masked': {e: int(m[i]) for e, m in zip(events, masked)},
                 },
-            )  # fmt: skip
+            )
             for i, region in enumerate(frame.columns)
         }
         if band == DFF_BAND:
@@ -791,8 +875,9 @@ class PhotometrySession:
             self.responses = out
         return out
 
-    def trial_baseline(self, responses, window=config.TRIAL_BASELINE_WINDOW,
-                       event=config.TRIAL_BASELINE_EVENT):  # fmt: skip
+    def trial_baseline(
+        self, responses, window=config.TRIAL_BASELINE_WINDOW, event=config.TRIAL_BASELINE_EVENT
+    ):
         """Per-trial baseline: mean of ``event``'s trace over ``window`` (s), shape (trial,).
 
         Raises MissingResponses when ``responses`` holds no trace of ``event``.
@@ -811,8 +896,9 @@ class PhotometrySession:
         if event not in responses['event'].values:
             raise v.MissingResponses(f'the trial baseline needs {event} responses')
         anchor = responses.sel(event=event)
-        return sr.baseline_mean(anchor.transpose('trial', 'time').to_numpy(),
-                                anchor['time'].to_numpy(), window=window)  # fmt: skip
+        return sr.baseline_mean(
+            anchor.transpose('trial', 'time').to_numpy(), anchor['time'].to_numpy(), window=window
+        )
 
     def subtract_baseline(self, responses, mode=config.BASELINE_MODE, window=None):
         """Baseline-subtracted copy of ``responses`` (event, trial, time).
@@ -839,11 +925,15 @@ class PhotometrySession:
         tpts = ordered['time'].to_numpy()
         if mode == 'trial':
             base = self.trial_baseline(responses, window=window or config.TRIAL_BASELINE_WINDOW)
-            data = sr.subtract_baseline(ordered.to_numpy(), tpts,
-                                        baseline=np.repeat(base[:, None], ordered.sizes['event'], 1))  # fmt: skip
+            data = sr.subtract_baseline(
+                ordered.to_numpy(),
+                tpts,
+                baseline=np.repeat(base[:, None], ordered.sizes['event'], 1),
+            )
         elif mode == 'event':
-            data = sr.subtract_baseline(ordered.to_numpy(), tpts,
-                                        window=window or config.BASELINE_WINDOW)  # fmt: skip
+            data = sr.subtract_baseline(
+                ordered.to_numpy(), tpts, window=window or config.BASELINE_WINDOW
+            )
         else:
             raise ValueError(f"baseline mode must be 'trial', 'event' or None, not {mode!r}")
         return ordered.copy(data=data).transpose(*responses.dims)
@@ -859,8 +949,13 @@ class PhotometrySession:
             return hemi if hemi in config.HEMISPHERES else None
         return None
 
-    def fit_event_kernels(self, events=config.RESPONSE_EVENTS, band=PREPROCESSED_BAND,
-                          windows=config.RESPONSE_WINDOWS, **options):  # fmt: skip
+    def fit_event_kernels(
+        self,
+        events=config.RESPONSE_EVENTS,
+        band=PREPROCESSED_BAND,
+        windows=config.RESPONSE_WINDOWS,
+        **options,
+    ):
         """Event-kernel regression of each region's continuous signal (docs/methods.md §4.4).
 
         The signal (valid samples only) is modelled as the sum of time-lagged kernels per
@@ -901,21 +996,35 @@ class PhotometrySession:
                 log.warning('%s %s: %d valid samples, no event kernels', self.eid, region, n_valid)
                 continue  # a fiber masked (nearly) entirely: its QC says why
             weights = ek.condition_weights(self.trials, self._region_hemisphere(region))
-            fit = ek.fit_event_kernels(times, values, event_times, weights, events=list(events),
-                                       **options)  # fmt: skip
+            fit = ek.fit_event_kernels(
+                times, values, event_times, weights, events=list(events), **options
+            )
             magnitudes = self._cleaned_magnitudes(times, values, fit, event_times, windows)
             self.kernels[region] = xr.Dataset(
-                {'kernel': (('event', 'condition', 'lag'), fit.kernels.astype(np.float32)),
-                 'se': (('event', 'condition', 'lag'), fit.se.astype(np.float32)),
-                 'trial_magnitudes': (('event', 'trial', 'window'), magnitudes)},
-                coords={'event': list(events), 'condition': fit.conditions, 'lag': fit.lags,
-                        'trial': self.trials.index.to_numpy(), 'window': list(windows)},
-                attrs={'lambda': fit.fit.lam, 'df': fit.fit.df, 'r2': fit.fit.r2,
-                       'n_samples': fit.fit.n_samples, 'ar1': fit.fit.ar1, 'band': band,
-                       'windows': {k: list(w) for k, w in windows.items()},
-                       'kernel_lags': list(options.get('lags', config.KERNEL_LAGS)),
-                       'spacing': options.get('spacing', config.KERNEL_SPACING)},
-            )  # fmt: skip
+                {
+                    'kernel': (('event', 'condition', 'lag'), fit.kernels.astype(np.float32)),
+                    'se': (('event', 'condition', 'lag'), fit.se.astype(np.float32)),
+                    'trial_magnitudes': (('event', 'trial', 'window'), magnitudes),
+                },
+                coords={
+                    'event': list(events),
+                    'condition': fit.conditions,
+                    'lag': fit.lags,
+                    'trial': self.trials.index.to_numpy(),
+                    'window': list(windows),
+                },
+                attrs={
+                    'lambda': fit.fit.lam,
+                    'df': fit.fit.df,
+                    'r2': fit.fit.r2,
+                    'n_samples': fit.fit.n_samples,
+                    'ar1': fit.fit.ar1,
+                    'band': band,
+                    'windows': {k: list(w) for k, w in windows.items()},
+                    'kernel_lags': list(options.get('lags', config.KERNEL_LAGS)),
+                    'spacing': options.get('spacing', config.KERNEL_SPACING),
+                },
+            )
         return self.kernels
 
     def _cleaned_magnitudes(self, times, values, fit, event_times, windows):
@@ -1064,14 +1173,22 @@ class PhotometrySession:
             times, values, starts, window=(0, 1), fs=self.wheel_fs, t1=ends, align='sample'
         )
         velocity[np.isnan(starts)] = np.nan
-        self.wheel_velocity = {'velocity': velocity.astype(np.float32), 'fs': self.wheel_fs,
-                               't0_event': t0_event, 't1_event': t1_event}  # fmt: skip
+        self.wheel_velocity = {
+            'velocity': velocity.astype(np.float32),
+            'fs': self.wheel_fs,
+            't0_event': t0_event,
+            't1_event': t1_event,
+        }
         return self.wheel_velocity
 
     # ------------------------------------------------------------------ HDF5
     def _photometry_h5(self):
-        if (PREPROCESSED_BAND not in self.photometry and not self.responses and not self._qc_rows
-                and not self._raw_qc):  # fmt: skip
+        if (
+            PREPROCESSED_BAND not in self.photometry
+            and not self.responses
+            and not self._qc_rows
+            and not self._raw_qc
+        ):
             return None
         out = {}
         qc = self.qc
@@ -1082,9 +1199,11 @@ class PhotometrySession:
             entry = {}
             if pre is not None and region in pre:
                 entry['preprocessed'] = {
-                    'times': pre.index.to_numpy(), 'signal': pre[region].to_numpy(),
-                    'fs': config.TARGET_FS, 'params': self.preprocessing_params or {},
-                }  # fmt: skip
+                    'times': pre.index.to_numpy(),
+                    'signal': pre[region].to_numpy(),
+                    'fs': config.TARGET_FS,
+                    'params': self.preprocessing_params or {},
+                }
                 if dff is not None and region in dff:
                     entry['preprocessed']['dff'] = dff[region].to_numpy()
             if region in set(segments['brain_region']):

@@ -229,8 +229,9 @@ def _write_responses(group, responses, name='responses'):
         if key in responses.attrs:
             sub.attrs[key] = str(responses.attrs[key])
     if 'n_masked' in responses.attrs:
-        sub.attrs['n_masked'] = json.dumps({str(k): int(n) for k, n
-                                            in responses.attrs['n_masked'].items()})  # fmt: skip
+        sub.attrs['n_masked'] = json.dumps(
+            {str(k): int(n) for k, n in responses.attrs['n_masked'].items()}
+        )
 
 
 def _write_kernels(group, kernels):
@@ -248,11 +249,14 @@ def _read_kernels(group):
     names = {n: json.loads(group.attrs[f'{n}s']) for n in ('event', 'condition', 'window')}
     dims = ('event', 'condition', 'lag')
     return xr.Dataset(
-        {'kernel': (dims, group['kernel'][()]), 'se': (dims, group['se'][()]),
-         'trial_magnitudes': (('event', 'trial', 'window'), group['trial_magnitudes'][()])},
+        {
+            'kernel': (dims, group['kernel'][()]),
+            'se': (dims, group['se'][()]),
+            'trial_magnitudes': (('event', 'trial', 'window'), group['trial_magnitudes'][()]),
+        },
         coords={**names, 'lag': group['lags'][()], 'trial': group['trials'][()]},
         attrs=json.loads(group.attrs['fit']),
-    )  # fmt: skip
+    )
 
 
 def _write_columns(group, frame):
@@ -272,8 +276,9 @@ def _read_columns(group):
     Groups written before the order was recorded fall back to HDF5's (alphabetical) order.
     """
     columns = json.loads(group.attrs['columns']) if 'columns' in group.attrs else list(group)
-    return {c: _read_strings(group[c]) if group[c].dtype.kind == 'O' else group[c][()]
-            for c in columns}  # fmt: skip
+    return {
+        c: _read_strings(group[c]) if group[c].dtype.kind == 'O' else group[c][()] for c in columns
+    }
 
 
 def _write_qc(group, qc):
@@ -293,11 +298,14 @@ def write_photometry(h5, photometry):
     root = h5.require_group('photometry')
     for region, parts in photometry.items():
         group = root.require_group(str(region))
-        for part, writer in (('preprocessed', _write_preprocessed),
-                             ('responses', _write_responses),
-                             ('responses_dff', partial(_write_responses, name='responses_dff')),
-                             ('kernels', _write_kernels), ('qc', _write_qc),
-                             ('artefacts', _write_artefacts)):  # fmt: skip
+        for part, writer in (
+            ('preprocessed', _write_preprocessed),
+            ('responses', _write_responses),
+            ('responses_dff', partial(_write_responses, name='responses_dff')),
+            ('kernels', _write_kernels),
+            ('qc', _write_qc),
+            ('artefacts', _write_artefacts),
+        ):
             if parts.get(part) is not None:
                 if part in group:
                     del group[part]
@@ -312,15 +320,21 @@ def _read_responses(group):
         if events
         else np.empty((0, len(trials), len(times)), dtype=np.float32)
     )
-    attrs = {'fs': float(group.attrs['fs']),
-             'response_window': tuple(group.attrs['response_window'])}  # fmt: skip
+    attrs = {
+        'fs': float(group.attrs['fs']),
+        'response_window': tuple(group.attrs['response_window']),
+    }
     for key in ('align', 'band'):
         if key in group.attrs:
             attrs[key] = _from_attr(group.attrs[key])
     if 'n_masked' in group.attrs:
         attrs['n_masked'] = json.loads(group.attrs['n_masked'])
-    return xr.DataArray(data, dims=('event', 'trial', 'time'),
-                        coords={'event': events, 'trial': trials, 'time': times}, attrs=attrs)  # fmt: skip
+    return xr.DataArray(
+        data,
+        dims=('event', 'trial', 'time'),
+        coords={'event': events, 'trial': trials, 'time': times},
+        attrs=attrs,
+    )
 
 
 def _read_qc(group):
@@ -335,10 +349,12 @@ def _read_artefacts(group):
     return frame
 
 
-def read_photometry(h5, regions=None,
-                    parts=('preprocessed', 'responses', 'responses_dff', 'kernels', 'qc',
-                           'artefacts'),
-                    **_):  # fmt: skip
+def read_photometry(
+    h5,
+    regions=None,
+    parts=('preprocessed', 'responses', 'responses_dff', 'kernels', 'qc', 'artefacts'),
+    **_,
+):
     """Read some or all regions; only the requested subgroups are touched on disk."""
     root = h5['photometry']
     out = {}
@@ -349,9 +365,11 @@ def read_photometry(h5, regions=None,
         if 'preprocessed' in parts and 'preprocessed' in group:
             pre = group['preprocessed']
             entry['preprocessed'] = {
-                'times': pre['times'][()], 'signal': pre['signal'][()],
-                'fs': float(pre.attrs['fs']), 'params': json.loads(pre.attrs['params']),
-            }  # fmt: skip
+                'times': pre['times'][()],
+                'signal': pre['signal'][()],
+                'fs': float(pre.attrs['fs']),
+                'params': json.loads(pre.attrs['params']),
+            }
             if 'dff' in pre:
                 entry['preprocessed']['dff'] = pre['dff'][()]
         for name in ('responses', 'responses_dff'):
@@ -437,8 +455,9 @@ def read_wheel(h5, **_):
     attrs = {k: _from_attr(v) for k, v in sub.attrs.items() if k not in ('n_samples', 'layout')}
     if 'velocity' in sub:  # files written before the ragged layout
         return {'velocity': sub['velocity'][()], **attrs}
-    velocity = padded_rows(sub['velocity_values'][()], sub['velocity_offsets'][()],
-                           sub.attrs['n_samples'])  # fmt: skip
+    velocity = padded_rows(
+        sub['velocity_values'][()], sub['velocity_offsets'][()], sub.attrs['n_samples']
+    )
     return {'velocity': velocity, **attrs}
 
 

@@ -15,15 +15,30 @@ FIP40 = session_eid('wittenlab', 'fip_40', '2023-05-18', 1)
 
 
 def make_session(session_type='biased', n_trials=200, **row):
-    ps = PhotometrySession({'eid': EID, 'subject': 'm', 'session_type': session_type,
-                            'brain_region': ['VTA'], 'hemisphere': ['l'], **row}, one=object())  # fmt: skip
+    ps = PhotometrySession(
+        {
+            'eid': EID,
+            'subject': 'm',
+            'session_type': session_type,
+            'brain_region': ['VTA'],
+            'hemisphere': ['l'],
+            **row,
+        },
+        one=object(),
+    )
     t = np.arange(n_trials) * 3.0 + 10
-    ps.trials = pd.DataFrame({
-        'stimOn_times': t, 'firstMovement_times': t + 0.3, 'feedback_times': t + 0.6,
-        'feedbackType': np.where(np.arange(n_trials) % 2, 1, -1),
-        'probabilityLeft': np.full(n_trials, 0.5), 'signed_contrast': np.full(n_trials, 25.0),
-        'contrast': np.full(n_trials, 25.0), 'choice': np.ones(n_trials),
-    })  # fmt: skip
+    ps.trials = pd.DataFrame(
+        {
+            'stimOn_times': t,
+            'firstMovement_times': t + 0.3,
+            'feedback_times': t + 0.6,
+            'feedbackType': np.where(np.arange(n_trials) % 2, 1, -1),
+            'probabilityLeft': np.full(n_trials, 0.5),
+            'signed_contrast': np.full(n_trials, 25.0),
+            'contrast': np.full(n_trials, 25.0),
+            'choice': np.ones(n_trials),
+        }
+    )
     return ps
 
 
@@ -36,8 +51,10 @@ def preprocessed_session():
     ps = make_session()
     ps.photometry = {
         'GCaMP': pd.DataFrame({'VTA': bleach + rng.normal(0, 1, t.size) + 500}, index=t),
-        'Isosbestic': pd.DataFrame({'VTA': 0.8 * bleach + rng.normal(0, 0.5, t.size) + 400}, index=t),
-    }  # fmt: skip
+        'Isosbestic': pd.DataFrame(
+            {'VTA': 0.8 * bleach + rng.normal(0, 0.5, t.size) + 400}, index=t
+        ),
+    }
     return ps
 
 
@@ -142,8 +159,15 @@ def test_validate_qc_and_unique_samples():
     ps = make_session()
     ps.validate_qc()
     ps.validate_few_unique_samples()  # empty qc: no-op
-    ps.qc = pd.DataFrame({'brain_region': ['VTA'], 'band': ['GCaMP'], 'n_unique_samples': [0.01],
-                          'n_band_inversions': [2], 'n_early_samples': [3]})  # fmt: skip
+    ps.qc = pd.DataFrame(
+        {
+            'brain_region': ['VTA'],
+            'band': ['GCaMP'],
+            'n_unique_samples': [0.01],
+            'n_band_inversions': [2],
+            'n_early_samples': [3],
+        }
+    )
     with pytest.raises(v.BandInversion, match=r'band inversions detected \(n=2\); early samples'):
         ps.validate_qc()
     with pytest.raises(v.FewUniqueSamples, match='VTA/GCaMP'):
@@ -154,14 +178,26 @@ def test_validate_qc_and_unique_samples():
 
 def test_validate_qc_raises_typed_subclasses():
     ps = make_session()
-    ps.qc = pd.DataFrame({'brain_region': ['VTA'], 'band': ['GCaMP'],
-                          'n_band_inversions': [0], 'n_early_samples': [4]})  # fmt: skip
+    ps.qc = pd.DataFrame(
+        {
+            'brain_region': ['VTA'],
+            'band': ['GCaMP'],
+            'n_band_inversions': [0],
+            'n_early_samples': [4],
+        }
+    )
     with pytest.raises(v.EarlySamples, match=r'early samples detected \(n=4\)') as info:
         ps.validate_qc()
     assert isinstance(info.value, v.QCValidationError)
     assert not isinstance(info.value, v.BandInversion)
-    ps.qc = pd.DataFrame({'brain_region': ['VTA'], 'band': ['GCaMP'],
-                          'n_band_inversions': [1], 'n_early_samples': [np.nan]})  # fmt: skip
+    ps.qc = pd.DataFrame(
+        {
+            'brain_region': ['VTA'],
+            'band': ['GCaMP'],
+            'n_band_inversions': [1],
+            'n_early_samples': [np.nan],
+        }
+    )
     with pytest.raises(v.BandInversion) as info:
         ps.validate_qc()
     assert isinstance(info.value, v.QCValidationError)
@@ -170,9 +206,14 @@ def test_validate_qc_raises_typed_subclasses():
 def test_few_unique_samples_uses_noise_levels_not_the_fraction():
     """A healthy channel with a small fraction of unique values (fast rig, coarse ADC) passes."""
     ps = make_session()
-    ps.qc = pd.DataFrame({'brain_region': ['VTA', 'VTA'], 'band': ['GCaMP', 'Isosbestic'],
-                          'n_unique_samples': [0.044, 0.5],
-                          'n_noise_levels': [120.0, 2.0]})  # fmt: skip
+    ps.qc = pd.DataFrame(
+        {
+            'brain_region': ['VTA', 'VTA'],
+            'band': ['GCaMP', 'Isosbestic'],
+            'n_unique_samples': [0.044, 0.5],
+            'n_noise_levels': [120.0, 2.0],
+        }
+    )
     with pytest.raises(v.FewUniqueSamples, match='VTA/Isosbestic=2') as info:
         ps.validate_few_unique_samples()
     assert 'GCaMP' not in str(info.value)
@@ -184,8 +225,9 @@ def test_raw_qc_counts_kept_when_validate_qc_fails(tmp_path):
     """Before the sliding QC, qc has one row per region x band with the raw counts and a FAIL."""
     ps = make_session()
     t = np.arange(0, 600, 1 / 30)
-    ps.photometry = {band: pd.DataFrame({'VTA': np.ones(t.size)}, index=t)
-                     for band in ('GCaMP', 'Isosbestic')}  # fmt: skip
+    ps.photometry = {
+        band: pd.DataFrame({'VTA': np.ones(t.size)}, index=t) for band in ('GCaMP', 'Isosbestic')
+    }
     ps._raw_qc = {'n_band_inversions': 3, 'n_early_samples': 0}
     with pytest.raises(v.BandInversion):
         ps.validate_qc()
@@ -213,8 +255,9 @@ def test_preprocess_and_qc(preprocessed_session):
     assert np.isfinite(gcamp[['iso_slope', 'iso_intercept', 'iso_r2']].to_numpy()).all()
     assert set(ps.qc['verdict']) <= {'PASS', 'WARNING', 'FAIL'}
     assert ps.qc['verdict'].nunique() == 1  # one verdict per recording, on each of its rows
-    assert np.isfinite(gcamp[['n_noise_levels', 'light_above_floor', 'residual_power_ratio']]
-                       .to_numpy(float)).all()  # fmt: skip
+    assert np.isfinite(
+        gcamp[['n_noise_levels', 'light_above_floor', 'residual_power_ratio']].to_numpy(float)
+    ).all()
 
 
 def _correlation_with_truth(reference=True, seed=0):
@@ -324,9 +367,19 @@ def test_real_sessions_end_to_end(real_one, tmp_path, eid):
     ps.preprocess()
     ps.extract_responses()
     ps.save_h5()
-    always = ['n_unique_samples', 'median_absolute_deviance', 'percentile_distance',
-              'percentile_asymmetry', 'ar_score', 'n_noise_levels', 'light_above_floor',
-              'relative_mad', 'ar_score_10hz', 'n_early_samples', 'n_band_inversions']  # fmt: skip
+    always = [
+        'n_unique_samples',
+        'median_absolute_deviance',
+        'percentile_distance',
+        'percentile_asymmetry',
+        'ar_score',
+        'n_noise_levels',
+        'light_above_floor',
+        'relative_mad',
+        'ar_score_10hz',
+        'n_early_samples',
+        'n_band_inversions',
+    ]
     assert np.isfinite(ps.qc[always].to_numpy(float)).all()
     # real fibers with signal (CQ002: SI, PPT; fip_40: DLS, DMS, NAcc) must not FAIL
     assert (ps.qc['verdict'] != 'FAIL').all(), ps.verdicts.to_dict('records')
@@ -353,8 +406,9 @@ def test_fip40_nacc_reward_response(real_one, tmp_path):
     with the trial baseline; the late and outcome windows are in the H5."""
     from iblnm.analysis import responses as ar
 
-    ps = PhotometrySession({'eid': FIP40, 'session_type': 'training'}, one=real_one,
-                           h5_dir=tmp_path)  # fmt: skip
+    ps = PhotometrySession(
+        {'eid': FIP40, 'session_type': 'training'}, one=real_one, h5_dir=tmp_path
+    )
     ps.load_trials()
     ps.load_photometry()
     ps.preprocess()
@@ -380,16 +434,18 @@ def test_fip40_nacc_reward_response(real_one, tmp_path):
     stored = back.responses['NAcc']
     assert stored.attrs['response_window'] == (-1.0, 3.0) and stored['time'].values[-1] > 2.9
     traces = back.subtract_baseline(stored)
-    table = ar.magnitude_table(traces.values, traces['time'].values, list(traces['event'].values),
-                               back.trials)  # fmt: skip
+    table = ar.magnitude_table(
+        traces.values, traces['time'].values, list(traces['event'].values), back.trials
+    )
     fb = table[table['event'] == 'feedback_times'].groupby('feedbackType')
     means = fb[['response_early', 'response_late', 'response_outcome']].mean()
     assert means.notna().all().all()
     assert means.loc[1.0, 'response_early'] > means.loc[-1.0, 'response_early'] + 1.0
     assert means.loc[1.0, 'response_late'] > means.loc[-1.0, 'response_late']  # +0.63 z
     back.load_h5(regions=['NAcc'], parts=['responses_dff'])
-    np.testing.assert_array_equal(back.responses_dff['NAcc'].values,
-                                  ps.responses_dff['NAcc'].values)  # fmt: skip
+    np.testing.assert_array_equal(
+        back.responses_dff['NAcc'].values, ps.responses_dff['NAcc'].values
+    )
     assert back.responses_dff['NAcc'].attrs['band'] == DFF_BAND
 
 
@@ -402,8 +458,9 @@ def _overlap_session(nm='DA', seed=0, n_trials=300):
     sim = simulate_overlapping_session(nm, n_trials=n_trials, seed=seed)
     ps = make_session(n_trials=n_trials)
     ps.trials = sim['trials']
-    ps.photometry[PREPROCESSED_BAND] = pd.DataFrame({'VTA': sim['values']},
-                                                    index=pd.Index(sim['times'], name='times'))  # fmt: skip
+    ps.photometry[PREPROCESSED_BAND] = pd.DataFrame(
+        {'VTA': sim['values']}, index=pd.Index(sim['times'], name='times')
+    )
     return ps, sim
 
 
@@ -459,8 +516,11 @@ def test_masked_samples_blank_whole_windows_and_are_counted(preprocessed_session
     da = ps.extract_responses()['VTA']
     stim = ps.trials['stimOn_times'].to_numpy()
     # windows [-1, 3) s around stimOn (t), movement (t + 0.3) and feedback (t + 0.6)
-    for event, delay in (('stimOn_times', 0.0), ('firstMovement_times', 0.3),
-                         ('feedback_times', 0.6)):  # fmt: skip
+    for event, delay in (
+        ('stimOn_times', 0.0),
+        ('firstMovement_times', 0.3),
+        ('feedback_times', 0.6),
+    ):
         onset = stim + delay
         touched = (onset - 1 < 100.4) & (onset + 3 > 100.2)
         assert da.attrs['n_masked'][event] == touched.sum() > 0

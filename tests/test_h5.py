@@ -36,30 +36,45 @@ def responses(draw):
             n_masked={e: draw(st.integers(0, 50)) for e in events},
         )
     return xr.DataArray(
-        data, dims=('event', 'trial', 'time'),
+        data,
+        dims=('event', 'trial', 'time'),
         coords={'event': events, 'trial': trials, 'time': np.arange(n_time) / 30 - 1},
         attrs=attrs,
-    )  # fmt: skip
+    )
 
 
 @st.composite
 def segments(draw):
     n = draw(st.integers(0, 6))
     stops = np.cumsum(draw(arrays(np.int64, n, elements=st.integers(1, 1000))))
-    return pd.DataFrame({
-        'start': np.r_[0, stops[:-1]].astype(np.int64)[:n], 'stop': stops.astype(np.int64),
-        'start_time': draw(arrays(np.float64, n, elements=floats)),
-        'stop_time': draw(arrays(np.float64, n, elements=floats)),
-        'kind': draw(st.lists(st.sampled_from(['valid', 'floor', 'dropout', 'disconnected']),
-                              min_size=n, max_size=n)),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            'start': np.r_[0, stops[:-1]].astype(np.int64)[:n],
+            'stop': stops.astype(np.int64),
+            'start_time': draw(arrays(np.float64, n, elements=floats)),
+            'stop_time': draw(arrays(np.float64, n, elements=floats)),
+            'kind': draw(
+                st.lists(
+                    st.sampled_from(['valid', 'floor', 'dropout', 'disconnected']),
+                    min_size=n,
+                    max_size=n,
+                )
+            ),
+        }
+    )
 
 
 @st.composite
 def session_data(draw):
     n = draw(st.integers(0, 50))
-    regions = draw(st.lists(st.sampled_from(['VTA', 'DR', 'LC-l', 'LC-r', 'NBM']),
-                            min_size=1, max_size=3, unique=True))  # fmt: skip
+    regions = draw(
+        st.lists(
+            st.sampled_from(['VTA', 'DR', 'LC-l', 'LC-r', 'NBM']),
+            min_size=1,
+            max_size=3,
+            unique=True,
+        )
+    )
     photometry = {}
     for region in regions:
         photometry[region] = {
@@ -67,30 +82,61 @@ def session_data(draw):
                 'times': draw(arrays(np.float64, n, elements=floats)),
                 'signal': draw(arrays(np.float64, n, elements=floats)),
                 'dff': draw(arrays(np.float64, n, elements=floats)),
-                'fs': 30, 'params': {'bleach': {'cutoff_hz': 0.01}},
+                'fs': 30,
+                'params': {'bleach': {'cutoff_hz': 0.01}},
             },
             'artefacts': draw(segments()),
             'responses': draw(responses()),
-            'qc': pd.DataFrame({'band': ['GCaMP', 'Isosbestic'],
-                                'ar_score': draw(arrays(np.float64, 2, elements=floats))}),
-        }  # fmt: skip
+            'qc': pd.DataFrame(
+                {
+                    'band': ['GCaMP', 'Isosbestic'],
+                    'ar_score': draw(arrays(np.float64, 2, elements=floats)),
+                }
+            ),
+        }
     n_trials = draw(st.integers(0, 20))
-    trials = pd.DataFrame({
-        'stimOn_times': draw(arrays(np.float64, n_trials, elements=floats)),
-        'choice': draw(arrays(np.float64, n_trials, elements=st.sampled_from([-1.0, 0.0, 1.0]))),
-        'stim_side': draw(st.lists(st.sampled_from(['left', 'right', None]),
-                                   min_size=n_trials, max_size=n_trials)),
-    })  # fmt: skip
-    metadata = {'eid': 'e', 'subject': draw(text), 'number': 1,
-                'session_length': draw(floats), 'NM': None,
-                'brain_region': regions, 'hemisphere': ['l'] * len(regions)}  # fmt: skip
-    errors = [{'eid': 'e', 'error_type': 'X', 'error_message': draw(text),
-               'traceback': None}]  # fmt: skip
-    wheel = {'velocity': draw(arrays(np.float32, (n_trials, 5), elements=st.floats(
-        allow_nan=True, allow_infinity=False, width=32))), 'fs': 100,
-        't0_event': 'stimOn_times', 't1_event': 'feedback_times'}  # fmt: skip
-    return {'metadata': metadata, 'errors': errors, 'photometry': photometry,
-            'trials': trials, 'wheel': wheel}  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'stimOn_times': draw(arrays(np.float64, n_trials, elements=floats)),
+            'choice': draw(
+                arrays(np.float64, n_trials, elements=st.sampled_from([-1.0, 0.0, 1.0]))
+            ),
+            'stim_side': draw(
+                st.lists(
+                    st.sampled_from(['left', 'right', None]), min_size=n_trials, max_size=n_trials
+                )
+            ),
+        }
+    )
+    metadata = {
+        'eid': 'e',
+        'subject': draw(text),
+        'number': 1,
+        'session_length': draw(floats),
+        'NM': None,
+        'brain_region': regions,
+        'hemisphere': ['l'] * len(regions),
+    }
+    errors = [{'eid': 'e', 'error_type': 'X', 'error_message': draw(text), 'traceback': None}]
+    wheel = {
+        'velocity': draw(
+            arrays(
+                np.float32,
+                (n_trials, 5),
+                elements=st.floats(allow_nan=True, allow_infinity=False, width=32),
+            )
+        ),
+        'fs': 100,
+        't0_event': 'stimOn_times',
+        't1_event': 'feedback_times',
+    }
+    return {
+        'metadata': metadata,
+        'errors': errors,
+        'photometry': photometry,
+        'trials': trials,
+        'wheel': wheel,
+    }
 
 
 @settings(
@@ -121,15 +167,19 @@ def test_roundtrip_is_exact(tmp_path, data):
 
 
 def test_single_region_read_and_groups(tmp_path):
-    resp = xr.DataArray(np.ones((1, 2, 3)), dims=('event', 'trial', 'time'),
-                        coords={'event': ['stimOn_times'], 'trial': [0, 1], 'time': [0.0, 0.1, 0.2]},
-                        attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)})  # fmt: skip
+    resp = xr.DataArray(
+        np.ones((1, 2, 3)),
+        dims=('event', 'trial', 'time'),
+        coords={'event': ['stimOn_times'], 'trial': [0, 1], 'time': [0.0, 0.1, 0.2]},
+        attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)},
+    )
     data = {'photometry': {r: {'responses': resp} for r in ('VTA', 'DR')}, 'errors': []}
     path = h5.save_h5(tmp_path / 'x.h5', data, mode='w')
     only = h5.load_h5(path, groups=['photometry'], regions=['DR'])
     assert list(only) == ['photometry'] and list(only['photometry']) == ['DR']
-    h5.save_h5(path, {'wheel': {'velocity': np.zeros((2, 3)), 'fs': 100, 't0_event': 'a',
-                                't1_event': 'b'}})  # fmt: skip
+    h5.save_h5(
+        path, {'wheel': {'velocity': np.zeros((2, 3)), 'fs': 100, 't0_event': 'a', 't1_event': 'b'}}
+    )
     assert set(h5.h5_groups(path)) == {'photometry', 'errors', 'wheel'}  # append kept the rest
     with pytest.raises(ValueError, match='unknown H5 groups'):
         h5.save_h5(path, {'bogus': 1})
@@ -188,9 +238,11 @@ def test_missing_and_corrupt_files(tmp_path):
 
 
 def test_failed_write_keeps_previous_file(tmp_path):
-    path = h5.save_h5(tmp_path / 'x.h5', {'errors': [{'eid': 'e', 'error_type': 'A',
-                                                      'error_message': 'm', 'traceback': None}]},
-                      mode='w')  # fmt: skip
+    path = h5.save_h5(
+        tmp_path / 'x.h5',
+        {'errors': [{'eid': 'e', 'error_type': 'A', 'error_message': 'm', 'traceback': None}]},
+        mode='w',
+    )
     with pytest.raises(AttributeError):
         h5.save_h5(path, {'trials': 'not a frame'})
     assert h5.load_h5(path)['errors']['error_type'].tolist() == ['A']
@@ -232,8 +284,12 @@ def _padded_wheel(rng, n_trials=300, fs=100):
 
 def test_wheel_stored_ragged_and_old_padded_files_still_load(tmp_path):
     velocity = _padded_wheel(np.random.default_rng(0))
-    wheel = {'velocity': velocity, 'fs': 100, 't0_event': 'stimOn_times',
-             't1_event': 'feedback_times'}  # fmt: skip
+    wheel = {
+        'velocity': velocity,
+        'fs': 100,
+        't0_event': 'stimOn_times',
+        't1_event': 'feedback_times',
+    }
     path = h5.save_h5(tmp_path / 'new.h5', {'wheel': wheel}, mode='w')
     with h5py.File(path, 'r') as f:
         sub = f['wheel/responses']
@@ -243,7 +299,10 @@ def test_wheel_stored_ragged_and_old_padded_files_still_load(tmp_path):
     np.testing.assert_array_equal(back['velocity'], velocity)
     assert back['velocity'].dtype == np.float32
     assert {k: back[k] for k in ('fs', 't0_event', 't1_event')} == {
-        'fs': 100, 't0_event': 'stimOn_times', 't1_event': 'feedback_times'}  # fmt: skip
+        'fs': 100,
+        't0_event': 'stimOn_times',
+        't1_event': 'feedback_times',
+    }
     # a file of the previous layout (padded T x W matrix), written as the old writer did
     old = tmp_path / 'old.h5'
     with h5py.File(old, 'w') as f:
@@ -262,16 +321,28 @@ def test_no_padding_and_compression_only_where_it_pays(tmp_path):
     n = 108_000  # 1 h at 30 Hz
     times = 20 + np.arange(n) / 30
     trials = pd.DataFrame({'stimOn_times': np.sort(rng.uniform(0, 3600, 400))})
-    resp = xr.DataArray(rng.normal(size=(1, 400, 60)), dims=('event', 'trial', 'time'),
-                        coords={'event': ['stimOn_times'], 'trial': np.arange(400),
-                                'time': np.arange(60) / 30 - 1},
-                        attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)})  # fmt: skip
-    photometry = {r: {'preprocessed': {'times': times, 'signal': rng.normal(size=n), 'fs': 30},
-                      'responses': resp} for r in ('VTA', 'DR')}  # fmt: skip
-    wheel = {'velocity': _padded_wheel(rng, n_trials=1000), 'fs': 100, 't0_event': 'a',
-             't1_event': 'b'}  # fmt: skip
-    path = h5.save_h5(tmp_path / 'x.h5', {'photometry': photometry, 'trials': trials,
-                                          'wheel': wheel}, mode='w')  # fmt: skip
+    resp = xr.DataArray(
+        rng.normal(size=(1, 400, 60)),
+        dims=('event', 'trial', 'time'),
+        coords={'event': ['stimOn_times'], 'trial': np.arange(400), 'time': np.arange(60) / 30 - 1},
+        attrs={'fs': 30.0, 'response_window': (-1.0, 1.0)},
+    )
+    photometry = {
+        r: {
+            'preprocessed': {'times': times, 'signal': rng.normal(size=n), 'fs': 30},
+            'responses': resp,
+        }
+        for r in ('VTA', 'DR')
+    }
+    wheel = {
+        'velocity': _padded_wheel(rng, n_trials=1000),
+        'fs': 100,
+        't0_event': 'a',
+        't1_event': 'b',
+    }
+    path = h5.save_h5(
+        tmp_path / 'x.h5', {'photometry': photometry, 'trials': trials, 'wheel': wheel}, mode='w'
+    )
     values = 0
     with h5py.File(path, 'r') as f:
         assert f['photometry/VTA/preprocessed/times'].compression is None  # float: contiguous

@@ -317,8 +317,14 @@ def resolve_params(params=None):
     return {**config.ARTEFACT_PARAMS, **(params or {})}
 
 
-def detect_artefacts(times, signal, reference=None, floor=config.DARK_LEVEL,
-                     saturation=config.SATURATION_LEVEL, params=None):  # fmt: skip
+def detect_artefacts(
+    times,
+    signal,
+    reference=None,
+    floor=config.DARK_LEVEL,
+    saturation=config.SATURATION_LEVEL,
+    params=None,
+):
     """Find artefacts and disconnected stretches in one fiber's recording.
 
     Parameters
@@ -364,8 +370,9 @@ def detect_artefacts(times, signal, reference=None, floor=config.DARK_LEVEL,
     codes = _drop_short_valid(codes, int(round(p['min_segment_s'] * fs)))
     kind = np.asarray(KINDS, dtype=object)[codes]
     segments = segment_table(times, codes)
-    result = ArtefactResult(codes == 0, kind, segments, n_steps=int(points.size),
-                            n_dropouts=int(runs(dropout)[0].size))  # fmt: skip
+    result = ArtefactResult(
+        codes == 0, kind, segments, n_steps=int(points.size), n_dropouts=int(runs(dropout)[0].size)
+    )
     result.summary = summarise(result)
     return result
 
@@ -389,13 +396,16 @@ def segment_table(times, codes):
     """Runs of equal kind codes as a table (see :class:`ArtefactResult`)."""
     starts, stops, values = _rle(np.asarray(codes))
     times = np.asarray(times, dtype=float)
-    return pd.DataFrame({
-        'start': starts.astype(np.int64),
-        'stop': stops.astype(np.int64),
-        'start_time': times[starts] if starts.size else np.array([], float),
-        'stop_time': times[stops - 1] if stops.size else np.array([], float),
-        'kind': [KINDS[v] for v in values],
-    }, columns=SEGMENT_COLUMNS)  # fmt: skip
+    return pd.DataFrame(
+        {
+            'start': starts.astype(np.int64),
+            'stop': stops.astype(np.int64),
+            'start_time': times[starts] if starts.size else np.array([], float),
+            'stop_time': times[stops - 1] if stops.size else np.array([], float),
+            'kind': [KINDS[v] for v in values],
+        },
+        columns=SEGMENT_COLUMNS,
+    )
 
 
 def summarise(result):

@@ -94,8 +94,15 @@ def pd_notna(values):
     return np.array([v is not None and v == v for v in values], dtype=bool)
 
 
-def event_design(times, event_times, weights, lags=config.KERNEL_LAGS,
-                 spacing=config.KERNEL_SPACING, allowed=None, rows=None):  # fmt: skip
+def event_design(
+    times,
+    event_times,
+    weights,
+    lags=config.KERNEL_LAGS,
+    spacing=config.KERNEL_SPACING,
+    allowed=None,
+    rows=None,
+):
     """Sparse design matrix of time-lagged, condition-weighted event regressors.
 
     Parameters
@@ -155,8 +162,9 @@ def event_design(times, event_times, weights, lags=config.KERNEL_LAGS,
     shape = (int(keep_rows.sum()), len(event_times) * n_cond * n_basis)
     if not out_r:
         return sparse.csc_matrix(shape)
-    return sparse.csc_matrix((np.concatenate(out_v), (np.concatenate(out_r),
-                                                      np.concatenate(out_c))), shape=shape)  # fmt: skip
+    return sparse.csc_matrix(
+        (np.concatenate(out_v), (np.concatenate(out_r), np.concatenate(out_c))), shape=shape
+    )
 
 
 def difference_penalty(n_blocks, n_basis, ridge=config.KERNEL_RIDGE):
@@ -280,10 +288,20 @@ def fit_penalised(X, y, penalty, lambdas=None, times=None, block_s=config.KERNEL
     G -= np.outer(np.bincount(block, weights=resid, minlength=n_blocks), col_mean[active])
     M = (V * shrink[best]) @ V.T
     cov[np.ix_(active, active)] = M @ (G.T @ G) @ M * n / max(n - df[best], 1)
-    return PenalisedFit(beta=beta, cov=cov, intercept=float(intercept), lam=float(lam_grid[best]),
-                        df=float(df[best]), gcv=gcv, lambdas=lam_grid, sigma2=sigma2, ar1=ar1,
-                        r2=float(1 - rss[best] / yy) if yy > 0 else np.nan, n_samples=n,
-                        fitted=fitted)  # fmt: skip
+    return PenalisedFit(
+        beta=beta,
+        cov=cov,
+        intercept=float(intercept),
+        lam=float(lam_grid[best]),
+        df=float(df[best]),
+        gcv=gcv,
+        lambdas=lam_grid,
+        sigma2=sigma2,
+        ar1=ar1,
+        r2=float(1 - rss[best] / yy) if yy > 0 else np.nan,
+        n_samples=n,
+        fitted=fitted,
+    )
 
 
 def ar_coefficients(resid, max_order=config.KERNEL_AR_MAX_ORDER):
@@ -312,8 +330,12 @@ def ar_coefficients(resid, max_order=config.KERNEL_AR_MAX_ORDER):
     if max_order < 1:
         return np.zeros(0)
     x = np.where(ok, r - np.nanmean(r), 0.0)
-    acov = np.array([x[k:] @ x[: len(x) - k] / max((ok[k:] & ok[: len(x) - k]).sum(), 1)
-                     for k in range(max_order + 1)])  # fmt: skip
+    acov = np.array(
+        [
+            x[k:] @ x[: len(x) - k] / max((ok[k:] & ok[: len(x) - k]).sum(), 1)
+            for k in range(max_order + 1)
+        ]
+    )
     if acov[0] <= 0:
         return np.zeros(0)
     res = levinson_durbin(acov, nlags=max_order, isacov=True)
@@ -355,8 +377,9 @@ def whitening_matrix(valid, ar):
     cols = [compact[t]] + [compact[t - k] for k in range(1, p + 1)]
     vals = [np.ones(len(t))] + [np.full(len(t), -a) for a in ar]
     row = np.tile(np.arange(len(t)), p + 1)
-    L = sparse.csr_matrix((np.concatenate(vals), (row, np.concatenate(cols))),
-                          shape=(len(t), int(valid.sum())))  # fmt: skip
+    L = sparse.csr_matrix(
+        (np.concatenate(vals), (row, np.concatenate(cols))), shape=(len(t), int(valid.sum()))
+    )
     return L, compact[t]
 
 
@@ -385,11 +408,20 @@ class KernelFit:
     fit: PenalisedFit = field(repr=False)
 
 
-def fit_event_kernels(times, values, event_times, weights, events=None, conditions=CONDITIONS,
-                      lags=config.KERNEL_LAGS, spacing=config.KERNEL_SPACING,
-                      ridge=config.KERNEL_RIDGE, lambdas=None,
-                      event_conditions=config.KERNEL_CONDITIONS,
-                      ar_order=config.KERNEL_AR_MAX_ORDER):  # fmt: skip
+def fit_event_kernels(
+    times,
+    values,
+    event_times,
+    weights,
+    events=None,
+    conditions=CONDITIONS,
+    lags=config.KERNEL_LAGS,
+    spacing=config.KERNEL_SPACING,
+    ridge=config.KERNEL_RIDGE,
+    lambdas=None,
+    event_conditions=config.KERNEL_CONDITIONS,
+    ar_order=config.KERNEL_AR_MAX_ORDER,
+):
     """Fit the event kernels of one continuous signal.
 
     Parameters
@@ -440,8 +472,9 @@ def fit_event_kernels(times, values, event_times, weights, events=None, conditio
     centres = basis_centres(lags, spacing)
     n_basis, n_cond, n_ev = len(centres), weights.shape[1], len(event_times)
     event_conditions = event_conditions or {}
-    allowed = np.array([[c in event_conditions.get(e, conditions) for c in conditions]
-                        for e in events])  # fmt: skip
+    allowed = np.array(
+        [[c in event_conditions.get(e, conditions) for c in conditions] for e in events]
+    )
     valid = np.isfinite(values)
     X = event_design(times, event_times, weights, lags, spacing, allowed=allowed, rows=valid)
     penalty = difference_penalty(n_ev * n_cond, n_basis, ridge)
@@ -462,8 +495,15 @@ def fit_event_kernels(times, values, event_times, weights, events=None, conditio
             block = slice((e * n_cond + c) * n_basis, (e * n_cond + c + 1) * n_basis)
             kernels[e, c] = B @ fit.beta[block]
             se[e, c] = np.sqrt(np.einsum('lj,jk,lk->l', B, fit.cov[block, block], B))
-    return KernelFit(kernels=kernels, se=se, lags=lag_grid, events=events,
-                     conditions=list(conditions), contributions=contributions, fit=fit)  # fmt: skip
+    return KernelFit(
+        kernels=kernels,
+        se=se,
+        lags=lag_grid,
+        events=events,
+        conditions=list(conditions),
+        contributions=contributions,
+        fit=fit,
+    )
 
 
 def _prewhitened_fit(X, y, penalty, lambdas, times, valid, fit, ar_order):
@@ -482,9 +522,15 @@ def _prewhitened_fit(X, y, penalty, lambdas, times, valid, fit, ar_order):
     fitted = X @ np.nan_to_num(wfit.beta) + intercept
     r = y - fitted
     yy = float(np.sum((y - y.mean()) ** 2))
-    return replace(wfit, intercept=float(intercept), fitted=fitted, n_samples=len(y), ar=ar,
-                   r2=float(1 - r @ r / yy) if yy > 0 else np.nan,
-                   ar1=float(np.corrcoef(r[:-1], r[1:])[0, 1]) if len(r) > 3 else 0.0)  # fmt: skip
+    return replace(
+        wfit,
+        intercept=float(intercept),
+        fitted=fitted,
+        n_samples=len(y),
+        ar=ar,
+        r2=float(1 - r @ r / yy) if yy > 0 else np.nan,
+        ar1=float(np.corrcoef(r[:-1], r[1:])[0, 1]) if len(r) > 3 else 0.0,
+    )
 
 
 def kernel_amplitude(kernels, lags, window=config.KERNEL_AMPLITUDE_WINDOW):

@@ -222,8 +222,15 @@ def _valid_block_means(t, y, valid, n_per_bin, min_fraction=0.5):
 
 def _double_decay_jac(t, a_fast, tau_fast, a_slow, tau_slow, offset):
     e_fast, e_slow = np.exp(-t / tau_fast), np.exp(-t / tau_slow)
-    return np.column_stack([e_fast, a_fast * t * e_fast / tau_fast**2, e_slow,
-                            a_slow * t * e_slow / tau_slow**2, np.ones_like(t)])  # fmt: skip
+    return np.column_stack(
+        [
+            e_fast,
+            a_fast * t * e_fast / tau_fast**2,
+            e_slow,
+            a_slow * t * e_slow / tau_slow**2,
+            np.ones_like(t),
+        ]
+    )
 
 
 def _grid_start(tb, yb, tau_fast_range, tau_slow_range, n_grid=12):
@@ -288,9 +295,15 @@ def fit_double_exponential(times, values, valid=None, fit_fs=0.2, loss='soft_l1'
     p0 = np.clip(p0, np.add(lower, 1e-9), np.subtract(upper, 1e-9))
     try:
         fit = optimize.least_squares(
-            lambda q: _double_decay(tb, *q) - yb, p0, jac=lambda q: _double_decay_jac(tb, *q),
-            bounds=(lower, upper), loss=loss, f_scale=f_scale, max_nfev=100, x_scale='jac',
-        )  # fmt: skip
+            lambda q: _double_decay(tb, *q) - yb,
+            p0,
+            jac=lambda q: _double_decay_jac(tb, *q),
+            bounds=(lower, upper),
+            loss=loss,
+            f_scale=f_scale,
+            max_nfev=100,
+            x_scale='jac',
+        )
     except (ValueError, np.linalg.LinAlgError):
         return (np.nan,) * 5
     q = fit.x
@@ -308,8 +321,16 @@ def double_exponential_baseline(times, values, valid=None, fit_fs=0.2):
     return _double_decay(t - t[0], *q)
 
 
-def bleach_correct(times, values, method='lowpass', mode='subtract-divide', order=3,
-                   cutoff_hz=0.01, fit_fs='auto', valid=None):  # fmt: skip
+def bleach_correct(
+    times,
+    values,
+    method='lowpass',
+    mode='subtract-divide',
+    order=3,
+    cutoff_hz=0.01,
+    fit_fs='auto',
+    valid=None,
+):
     """Remove photobleaching from a signal.
 
     Parameters
@@ -425,8 +446,9 @@ def _fit_line(x, y, method, huber_c, bisquare_c):
     return _bisquare_line(x, y, c=bisquare_c)
 
 
-def fit_reference(signal, reference, method='ols', huber_c=HUBER_C, bisquare_c=BISQUARE_C,
-                  valid=None):  # fmt: skip
+def fit_reference(
+    signal, reference, method='ols', huber_c=HUBER_C, bisquare_c=BISQUARE_C, valid=None
+):
     """Fit ``signal ≈ m·reference + b``.
 
     Parameters
@@ -465,26 +487,38 @@ def fit_reference(signal, reference, method='ols', huber_c=HUBER_C, bisquare_c=B
         return _fit_line(x, y, method, huber_c, bisquare_c)
     if valid is None and method == 'ols':
         return _weighted_line(x, y, np.ones_like(y))
-    masks = [None] * y.shape[1] if valid is None else (
-        [valid] * y.shape[1] if np.ndim(valid) == 1 else list(np.asarray(valid).T))  # fmt: skip
-    fits = np.array([
-        _fit_line(x[:, i] if m is None else x[m, i], y[:, i] if m is None else y[m, i],
-                  method, huber_c, bisquare_c)
-        for i, m in enumerate(masks)
-    ])  # fmt: skip
+    masks = (
+        [None] * y.shape[1]
+        if valid is None
+        else ([valid] * y.shape[1] if np.ndim(valid) == 1 else list(np.asarray(valid).T))
+    )
+    fits = np.array(
+        [
+            _fit_line(
+                x[:, i] if m is None else x[m, i],
+                y[:, i] if m is None else y[m, i],
+                method,
+                huber_c,
+                bisquare_c,
+            )
+            for i, m in enumerate(masks)
+        ]
+    )
     return fits[:, 0], fits[:, 1]
 
 
-def isosbestic_correct(signal, reference, method='ols', mode='subtract', huber_c=HUBER_C,
-                       bisquare_c=BISQUARE_C):  # fmt: skip
+def isosbestic_correct(
+    signal, reference, method='ols', mode='subtract', huber_c=HUBER_C, bisquare_c=BISQUARE_C
+):
     """Remove the part of ``signal`` explained by the isosbestic ``reference``.
 
     The fitted reference ``m·reference + b`` is evaluated sample by sample in the original
     time order (iblphotometry's development branch sorted it by amplitude) and removed
     with :func:`correct`. Shapes as in :func:`fit_reference`; returns the shape of ``signal``.
     """
-    slope, intercept = fit_reference(signal, reference, method=method, huber_c=huber_c,
-                                     bisquare_c=bisquare_c)  # fmt: skip
+    slope, intercept = fit_reference(
+        signal, reference, method=method, huber_c=huber_c, bisquare_c=bisquare_c
+    )
     return correct(signal, slope * np.asarray(reference, dtype=float) + intercept, mode)
 
 
@@ -546,8 +580,9 @@ def anti_alias(values, fs, target_fs, order=8, fraction=0.8):
     return lowpass(values, fs, fraction * target_fs / 2, order=order)
 
 
-def resample(times, values, fs=config.TARGET_FS, method='pchip', anti_alias_filter=False,
-             valid=None):  # fmt: skip
+def resample(
+    times, values, fs=config.TARGET_FS, method='pchip', anti_alias_filter=False, valid=None
+):
     """Interpolate a signal onto a uniform grid.
 
     Parameters
@@ -680,8 +715,9 @@ def _prefit_lowpass(values, fs, valid, p):
     highpass = p['regression'].get('highpass_hz')
     out = values
     if cutoff and cutoff < fs / 2:
-        out = lowpass(fill_invalid(out, valid), fs, cutoff,
-                      order=p['regression'].get('lowpass_order', 4))  # fmt: skip
+        out = lowpass(
+            fill_invalid(out, valid), fs, cutoff, order=p['regression'].get('lowpass_order', 4)
+        )
     if highpass:
         filled = fill_invalid(out, valid)
         out = filled - lowpass_baseline(filled, fs, cutoff_hz=highpass)
@@ -718,8 +754,11 @@ def _too_few(times, valid):
 
 
 def _empty_result(times, p, floor):
-    new_times, _ = resample(times, np.zeros(len(times)), **{
-        k: v for k, v in p['resample'].items() if k in ('fs', 'method')})  # fmt: skip
+    new_times, _ = resample(
+        times,
+        np.zeros(len(times)),
+        **{k: v for k, v in p['resample'].items() if k in ('fs', 'method')},
+    )
     nan = np.full(new_times.size, np.nan)
     return PreprocessResult(new_times, nan, dff=nan.copy(), params=_with_floor(p, floor))
 
@@ -739,8 +778,9 @@ def _isosbestic_1d(times, signal, reference, p, compute_qc, valid=None, floor=No
     fit_valid = _subsample(valid, len(times), p['regression'].get('max_fit_samples'))
     slope, intercept = fit_reference(signal_f, reference_f, valid=fit_valid, **regression)
     fitted = slope * reference_f + intercept
-    r2 = r_squared(signal_f if valid is None else signal_f[valid],
-                   fitted if valid is None else fitted[valid])  # fmt: skip
+    r2 = r_squared(
+        signal_f if valid is None else signal_f[valid], fitted if valid is None else fitted[valid]
+    )
     if not p['regression'].get('highpass_hz'):
         if p['regression'].get('lowpass_output', True):
             corrected = correct(signal_f, fitted, mode)
@@ -754,8 +794,15 @@ def _isosbestic_1d(times, signal, reference, p, compute_qc, valid=None, floor=No
         intercept = float(np.mean(residual if valid is None else residual[valid]))
         corrected = correct(s_out, slope * r_out + intercept, mode)
     new_times, dff, z = _output(times, corrected, valid, p, fs)
-    result = PreprocessResult(new_times, z, dff=dff, slope=slope, intercept=intercept,
-                              r2=float(r2), params=_with_floor(p, floor))  # fmt: skip
+    result = PreprocessResult(
+        new_times,
+        z,
+        dff=dff,
+        slope=slope,
+        intercept=intercept,
+        r2=float(r2),
+        params=_with_floor(p, floor),
+    )
     if compute_qc:
         keep = slice(None) if valid is None else valid
         result.bleaching_tau = fit_exponential_decay(times[keep], signal[keep])[1]
@@ -797,10 +844,14 @@ def _stack_fibers(results):
             name: np.array([getattr(r, name) for r in results], dtype=float)
             for name in ('bleaching_tau', 'iso_correlation', 'slope', 'intercept', 'r2')
         },
-        params={**first.params,
-                'floor': {**first.params.get('floor', {}),
-                          'value': [r.params['floor']['value'] for r in results]}},
-    )  # fmt: skip
+        params={
+            **first.params,
+            'floor': {
+                **first.params.get('floor', {}),
+                'value': [r.params['floor']['value'] for r in results],
+            },
+        },
+    )
 
 
 def _columns(values):
@@ -823,8 +874,9 @@ def _per_fiber(option, n_fibers, n_samples=None):
     return [np.ascontiguousarray(option[:n_samples, i]) for i in range(option.shape[1])]
 
 
-def preprocess_isosbestic(times, signal, reference, params=None, compute_qc=True, valid=None,
-                          floor=None):  # fmt: skip
+def preprocess_isosbestic(
+    times, signal, reference, params=None, compute_qc=True, valid=None, floor=None
+):
     """Bleach-correct both bands → regress out the reference → resample → z-score.
 
     Parameters
@@ -857,10 +909,14 @@ def preprocess_isosbestic(times, signal, reference, params=None, compute_qc=True
     n_fibers = 1 if signal.ndim == 1 else signal.shape[1]
     results = [
         _isosbestic_1d(times, s, r, p, compute_qc, valid=m, floor=f)
-        for s, r, m, f in zip(_columns(signal), _columns(reference),
-                              _per_fiber(valid, n_fibers, len(times)),
-                              _per_fiber(floor, n_fibers), strict=True)
-    ]  # fmt: skip
+        for s, r, m, f in zip(
+            _columns(signal),
+            _columns(reference),
+            _per_fiber(valid, n_fibers, len(times)),
+            _per_fiber(floor, n_fibers),
+            strict=True,
+        )
+    ]
     return results[0] if signal.ndim == 1 else _stack_fibers(results)
 
 
@@ -875,7 +931,11 @@ def preprocess_single_band(times, signal, params=None, compute_qc=True, valid=No
     n_fibers = 1 if np.ndim(signal) == 1 else np.shape(signal)[1]
     results = [
         _single_band_1d(times, s, p, compute_qc, valid=m, floor=f)
-        for s, m, f in zip(_columns(signal), _per_fiber(valid, n_fibers, len(times)),
-                           _per_fiber(floor, n_fibers), strict=True)
-    ]  # fmt: skip
+        for s, m, f in zip(
+            _columns(signal),
+            _per_fiber(valid, n_fibers, len(times)),
+            _per_fiber(floor, n_fibers),
+            strict=True,
+        )
+    ]
     return results[0] if np.ndim(signal) == 1 else _stack_fibers(results)

@@ -200,8 +200,9 @@ def ar_score(a, order=2):
     gram = np.empty((*a.shape[:-1], order + 1, order + 1))  # (..., order + 1, order + 1)
     for i in range(order + 1):  # one dot product per pair of lags (a strided matmul copies)
         for j in range(i, order + 1):
-            gram[..., i, j] = gram[..., j, i] = np.einsum('...n,...n->...', lags[..., i, :],
-                                                          lags[..., j, :])  # fmt: skip
+            gram[..., i, j] = gram[..., j, i] = np.einsum(
+                '...n,...n->...', lags[..., i, :], lags[..., j, :]
+            )
     xtx, xty = gram[..., :order, :order], gram[..., :order, order]
     sv = np.sqrt(np.abs(np.linalg.svd(xtx, compute_uv=False)))  # singular values of X
     full_rank = sv[..., -1] > sv[..., 0] * np.finfo(float).eps * max(n_lagged, order)
@@ -435,8 +436,13 @@ def n_band_inversions(led_codes, channel_codes=(1, 2)):
     return int(np.count_nonzero(sequence[1:] == sequence[:-1]))
 
 
-def bleaching_tau(times, values, fit_fs=1.0, tau_bounds=config.QC_BLEACHING_TAU_BOUNDS,
-                  min_f=config.QC_BLEACHING_MIN_F):  # fmt: skip
+def bleaching_tau(
+    times,
+    values,
+    fit_fs=1.0,
+    tau_bounds=config.QC_BLEACHING_TAU_BOUNDS,
+    min_f=config.QC_BLEACHING_MIN_F,
+):
     """Bleaching time constant τ (s) of ``A·exp(−(t − t0)/τ) + b`` fitted to a raw signal.
 
     Bounded least squares on block averages at ``fit_fs`` Hz: A ≥ 0 (a decay) and τ within
@@ -500,8 +506,9 @@ def bleaching_tau(times, values, fit_fs=1.0, tau_bounds=config.QC_BLEACHING_TAU_
     grid = np.linspace(np.log(low), np.log(high), 21)
     best = int(np.argmin([profile(g)[0] for g in grid]))
     bracket = (grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)])
-    result = optimize.minimize_scalar(lambda g: profile(g)[0], bounds=bracket,
-                                      method='bounded', options={'xatol': 1e-7})  # fmt: skip
+    result = optimize.minimize_scalar(
+        lambda g: profile(g)[0], bounds=bracket, method='bounded', options={'xatol': 1e-7}
+    )
     tau = float(np.exp(result.x))
     amplitude = profile(result.x)[1]
     if not np.isfinite(tau) or tau <= low * 1.01 or tau >= high * 0.99 or amplitude <= 0:
@@ -603,13 +610,15 @@ def _fused_percentile_asymmetry(st, which, pc_comp=95):
     return _asymmetry(*(_sorted_percentile(s, q) for q in (100 - pc_comp, 50, pc_comp)))
 
 
-def _fused_relative_mad(st, which, fs=None, floor=config.QC_CAMERA_FLOOR,
-                        target_fs=config.QC_FIXED_FS):  # fmt: skip
+def _fused_relative_mad(
+    st, which, fs=None, floor=config.QC_CAMERA_FLOOR, target_fs=config.QC_FIXED_FS
+):
     return _relative_mad(st.median('raw'), st.blocks(target_fs), floor)
 
 
-def _fused_relative_noise(st, which, fs=None, floor=config.QC_CAMERA_FLOOR,
-                          target_fs=config.QC_FIXED_FS):  # fmt: skip
+def _fused_relative_noise(
+    st, which, fs=None, floor=config.QC_CAMERA_FLOOR, target_fs=config.QC_FIXED_FS
+):
     return _relative_noise(st.median('raw'), st.blocks(target_fs), floor)
 
 
@@ -940,8 +949,9 @@ def _shared(d_signal, d_reference, k, min_rel):
     return out & np.isfinite(d_signal) & np.isfinite(d_reference)
 
 
-def shared_excursion_fraction(signal, reference, fs, floor=config.QC_CAMERA_FLOOR,
-                              baseline_s=60.0, k=5.0, min_rel=0.02):  # fmt: skip
+def shared_excursion_fraction(
+    signal, reference, fs, floor=config.QC_CAMERA_FLOOR, baseline_s=60.0, k=5.0, min_rel=0.02
+):
     """Fraction of samples where both bands leave their running median together.
 
     Each band's deviation from its ``baseline_s`` running median is taken relative to the
@@ -971,8 +981,9 @@ def _step_statistic(x, half_width):
     return out
 
 
-def n_shared_steps(signal, reference, fs, floor=config.QC_CAMERA_FLOOR, step_s=2.0, k=8.0,
-                   min_rel=0.05):  # fmt: skip
+def n_shared_steps(
+    signal, reference, fs, floor=config.QC_CAMERA_FLOOR, step_s=2.0, k=8.0, min_rel=0.05
+):
     """Number of steps both bands take at the same time, in the same direction.
 
     The step statistic (median of the next ``step_s`` s − median of the previous ``step_s``
@@ -1017,8 +1028,7 @@ def corrected_signal(times, signal, reference=None, bleach=None):
     return signal_bc - (slope * reference_bc + intercept), float(slope), signal_bc
 
 
-def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_FLOOR,
-              kwargs=None):  # fmt: skip
+def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_FLOOR, kwargs=None):
     """ "No signal" and "artefact" metrics of one fiber (whole recording).
 
     Dark stretches of either band (:func:`dark_samples`: disconnection, LED off) are left
@@ -1059,8 +1069,9 @@ def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_
     if times.size < 10:
         return out
     fs = sampling_rate(times)
-    bands = [np.asarray(b, dtype=float) for b in ([signal] if reference is None else
-                                                   [signal, reference])]  # fmt: skip
+    bands = [
+        np.asarray(b, dtype=float) for b in ([signal] if reference is None else [signal, reference])
+    ]
     valid = np.ones(times.size, bool) if valid is None else np.asarray(valid, bool).copy()
     if not all(np.isfinite(b).any() for b in bands):
         return out

@@ -17,8 +17,17 @@ def _as_float(values):
     return values if np.issubdtype(values.dtype, np.floating) else values.astype(float)
 
 
-def peri_event(times, values, events, window=config.RESPONSE_WINDOW, fs=None, t1=None,
-               align='linear', nan_rows=None, return_masked=False):  # fmt: skip
+def peri_event(
+    times,
+    values,
+    events,
+    window=config.RESPONSE_WINDOW,
+    fs=None,
+    t1=None,
+    align='linear',
+    nan_rows=None,
+    return_masked=False,
+):
     """Cut a uniformly sampled signal around events.
 
     Parameters
@@ -148,8 +157,7 @@ def baseline_mean(responses, tpts, window=config.TRIAL_BASELINE_WINDOW):
     return _nanmean(responses[tuple(index)], axis=axis)
 
 
-def subtract_baseline(responses, tpts, window=config.BASELINE_WINDOW, divide=False,
-                      baseline=None):  # fmt: skip
+def subtract_baseline(responses, tpts, window=config.BASELINE_WINDOW, divide=False, baseline=None):
     """Subtract each trial's baseline: its own mean over a window, or given values.
 
     Parameters

@@ -29,9 +29,18 @@ UNTUNED = {
 }
 
 
-def simulate_overlapping_session(nm='DA', n_trials=600, fs=30.0, seed=0, delays='ibl',
-                                 noise_sd=0.003, spontaneous_sd=sk.SPONTANEOUS_SD, gain=1.0,
-                                 p_correct=0.75, kernels=None):  # fmt: skip
+def simulate_overlapping_session(
+    nm='DA',
+    n_trials=600,
+    fs=30.0,
+    seed=0,
+    delays='ibl',
+    noise_sd=0.003,
+    spontaneous_sd=sk.SPONTANEOUS_SD,
+    gain=1.0,
+    p_correct=0.75,
+    kernels=None,
+):
     """One simulated recording.
 
     Parameters
@@ -79,8 +88,11 @@ def simulate_overlapping_session(nm='DA', n_trials=600, fs=30.0, seed=0, delays=
         raise ValueError(f"delays must be 'ibl', 'tight' or a dict, not {delays!r}")
     iti = np.where(correct, 1.0, 2.0) + rng.uniform(0.5, 1.5, n_trials)  # feedback -> next stim
     stim = 5.0 + np.concatenate([[0.0], np.cumsum(rt + mt + iti)[:-1]])
-    events = {'stimOn_times': stim, 'firstMovement_times': stim + rt,
-              'feedback_times': stim + rt + mt}  # fmt: skip
+    events = {
+        'stimOn_times': stim,
+        'firstMovement_times': stim + rt,
+        'feedback_times': stim + rt + mt,
+    }
     t_end = events['feedback_times'][-1] + 6.0
     n_grid = int(t_end * sk.GRID_FS)
     amplitudes, shapes = {}, {}
@@ -101,11 +113,23 @@ def simulate_overlapping_session(nm='DA', n_trials=600, fs=30.0, seed=0, delays=
     values = np.interp(times, np.arange(n_grid) / sk.GRID_FS, grid)
     values = values + noise_sd * rng.standard_normal(len(times))
     signed = np.where(side == 'left', -contrast, contrast)
-    trials = pd.DataFrame({**events, 'contrast': contrast, 'stim_side': side,
-                           'signed_contrast': signed,
-                           'feedbackType': np.where(correct, 1.0, -1.0)})  # fmt: skip
-    return {'times': times, 'values': values, 'trials': trials, 'amplitudes': amplitudes,
-            'shapes': shapes, 'nm': nm}  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            **events,
+            'contrast': contrast,
+            'stim_side': side,
+            'signed_contrast': signed,
+            'feedbackType': np.where(correct, 1.0, -1.0),
+        }
+    )
+    return {
+        'times': times,
+        'values': values,
+        'trials': trials,
+        'amplitudes': amplitudes,
+        'shapes': shapes,
+        'nm': nm,
+    }
 
 
 def true_condition_kernels(sim, lags, weights):

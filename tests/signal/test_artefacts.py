@@ -96,9 +96,12 @@ def test_rules_are_scale_free(fs):
     fiber = _synth.inject_artefacts(clean, 2)
     base = _detect(fiber)
     scaled = af.detect_artefacts(
-        fiber['times'], 1000 * fiber['gcamp'], 1000 * fiber['iso'], floor=1000 * FLOOR,
+        fiber['times'],
+        1000 * fiber['gcamp'],
+        1000 * fiber['iso'],
+        floor=1000 * FLOOR,
         saturation=1000.0,
-    )  # fmt: skip
+    )
     assert np.mean(base.valid == scaled.valid) > 0.999
     truth = fiber['mask']
     assert np.mean(~base.valid[truth]) >= 0.95 and np.mean(~base.valid[~truth]) <= 0.01

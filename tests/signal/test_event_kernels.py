@@ -17,8 +17,9 @@ from iblnm.simulate.overlap import (
 def _fit(sim, **options):
     weights = ek.condition_weights(sim['trials'], hemisphere='l')
     event_times = [sim['trials'][e].to_numpy() for e in EVENTS]
-    fit = ek.fit_event_kernels(sim['times'], sim['values'], event_times, weights,
-                               events=list(EVENTS), **options)  # fmt: skip
+    fit = ek.fit_event_kernels(
+        sim['times'], sim['values'], event_times, weights, events=list(EVENTS), **options
+    )
     return fit, true_condition_kernels(sim, fit.lags, weights)
 
 
@@ -40,8 +41,13 @@ def test_tent_basis_is_a_partition_of_unity():
 def test_condition_weights_effect_coding():
     import pandas as pd
 
-    trials = pd.DataFrame({'contrast': [0.0, 100.0, np.nan], 'stim_side': ['left', 'right', None],
-                           'feedbackType': [1.0, -1.0, 1.0]})  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            'contrast': [0.0, 100.0, np.nan],
+            'stim_side': ['left', 'right', None],
+            'feedbackType': [1.0, -1.0, 1.0],
+        }
+    )
     left = ek.condition_weights(trials, hemisphere='l')
     np.testing.assert_allclose(left[:, 0], 1.0)
     np.testing.assert_allclose(left[:, 1], [-np.log(101) / 2, np.log(101) / 2, 0.0])
@@ -80,8 +86,15 @@ def test_kernels_the_defaults_were_not_tuned_on_are_recovered_without_noise(monk
     other delays: only the tent basis limits the recovery (measured r 0.990-0.997,
     half-peak amplitude 0.979-0.995)."""
     monkeypatch.setattr(sk, 'TRIAL_GAIN_SD', 0.0)
-    sim = simulate_overlapping_session('X', n_trials=300, seed=3, noise_sd=0, spontaneous_sd=0,
-                                       delays=UNTUNED['delays'], kernels=UNTUNED['kernels'])  # fmt: skip
+    sim = simulate_overlapping_session(
+        'X',
+        n_trials=300,
+        seed=3,
+        noise_sd=0,
+        spontaneous_sd=0,
+        delays=UNTUNED['delays'],
+        kernels=UNTUNED['kernels'],
+    )
     fit, truth = _fit(sim)
     checked = 0
     for e in range(len(EVENTS)):
@@ -160,8 +173,9 @@ def test_whitening_matrix_never_filters_across_a_gap():
     L, rows = ek.whitening_matrix(valid, a)
     y = np.arange(50.0)[valid]
     # kept: valid samples with both predecessors valid (not 0, 1, 23, 24)
-    np.testing.assert_array_equal(np.flatnonzero(valid)[rows],
-                                  [t for t in range(50) if valid[t - 2 : t + 1].all() and t >= 2])  # fmt: skip
+    np.testing.assert_array_equal(
+        np.flatnonzero(valid)[rows], [t for t in range(50) if valid[t - 2 : t + 1].all() and t >= 2]
+    )
     t = np.flatnonzero(valid)[rows]
     np.testing.assert_allclose(L @ y, t - 0.5 * (t - 1) - 0.25 * (t - 2))
 

@@ -331,8 +331,10 @@ def test_bisquare_ignores_one_band_artefacts_that_bias_ols_and_huber():
     reference_art = reference.copy()
     for start in rng.integers(0, n - 60, 15):  # large excursions in the isosbestic band only
         reference_art[start : start + 60] += 6.0
-    errors = {m: abs(pp.fit_reference(signal, reference_art, method=m)[0] - 1.2)
-              for m in ('ols', 'huber', 'bisquare')}  # fmt: skip
+    errors = {
+        m: abs(pp.fit_reference(signal, reference_art, method=m)[0] - 1.2)
+        for m in ('ols', 'huber', 'bisquare')
+    }
     assert errors['bisquare'] < 0.02
     assert errors['bisquare'] < errors['huber'] / 3 < errors['ols'] / 3
 
@@ -350,8 +352,9 @@ def test_fit_reference_uses_valid_samples_only():
             pp.fit_reference(garbage, x, method=method, valid=valid),
             pp.fit_reference(y[valid], x[valid], method=method),
         )
-    two = pp.fit_reference(np.column_stack([garbage, garbage]), np.column_stack([x, x]),
-                           valid=valid)  # fmt: skip
+    two = pp.fit_reference(
+        np.column_stack([garbage, garbage]), np.column_stack([x, x]), valid=valid
+    )
     np.testing.assert_allclose(two[0], [2, 2], rtol=0.01)
 
 
@@ -438,8 +441,11 @@ def test_floor_subtraction_gives_the_true_dff_amplitude():
 def test_preprocess_masks_are_nan_and_left_out_of_the_fits():
     rng = np.random.default_rng(17)
     times, gcamp, iso, dff = _floor_fiber(rng)
-    params = {'floor': {'subtract': True}, 'regression': {'method': 'bisquare', 'lowpass_hz': 3},
-              'bleach': {'method': 'double_exponential'}}  # fmt: skip
+    params = {
+        'floor': {'subtract': True},
+        'regression': {'method': 'bisquare', 'lowpass_hz': 3},
+        'bleach': {'method': 'double_exponential'},
+    }
     clean = pp.preprocess_isosbestic(times, gcamp, iso, params=params)
     valid = np.ones(times.size, bool)
     valid[:1500] = valid[20_000:20_030] = False
@@ -460,8 +466,11 @@ def test_preprocess_masks_are_nan_and_left_out_of_the_fits():
     truth = np.interp(masked.times[ok], times, dff)
     unmasked = pp.preprocess_isosbestic(times, dirty_g, dirty_i, params=params)
     assert np.corrcoef(unmasked.dff[ok], truth)[0, 1] < r_masked  # robust fits: a little
-    plain = {'floor': {'subtract': True}, 'bleach': {'method': 'lowpass'},
-             'regression': {'method': 'ols', 'lowpass_hz': None}}  # fmt: skip
+    plain = {
+        'floor': {'subtract': True},
+        'bleach': {'method': 'lowpass'},
+        'regression': {'method': 'ols', 'lowpass_hz': None},
+    }
     plain_masked = pp.preprocess_isosbestic(times, dirty_g, dirty_i, params=plain, valid=valid)
     plain_unmasked = pp.preprocess_isosbestic(times, dirty_g, dirty_i, params=plain)
     r_plain = np.corrcoef(plain_masked.dff[ok], truth)[0, 1]

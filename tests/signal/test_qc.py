@@ -353,8 +353,9 @@ def test_n_noise_levels_counts_levels_per_noise_sd_whatever_the_rate():
     fast = _quantised_noise(120 * 130, sigma_over_q=100)
     assert qc.n_unique_samples(fast) < 0.05 < 100 < qc.n_noise_levels(fast)
     coarse_adc = _quantised_noise(3600, sigma_over_q=10, q=2.0**-8)  # 8-bit, same σ/q
-    assert qc.n_noise_levels(coarse_adc) == pytest.approx(qc.n_noise_levels(
-        _quantised_noise(3600, sigma_over_q=10, q=2.0**-16)), abs=2)  # fmt: skip
+    assert qc.n_noise_levels(coarse_adc) == pytest.approx(
+        qc.n_noise_levels(_quantised_noise(3600, sigma_over_q=10, q=2.0**-16)), abs=2
+    )
 
 
 def test_n_noise_levels_of_dead_and_saturated_channels():
@@ -387,7 +388,8 @@ def test_relative_mad_is_unit_free_and_rate_independent():
     assert values[30] == pytest.approx(0.01 / np.sqrt(3), rel=0.05)
     assert values[120] == pytest.approx(values[30], rel=0.05)
     assert qc.relative_mad(5 * (1 + 0.01 * rng.normal(size=3600)), fs=30, floor=0) == (
-        pytest.approx(0.01 / np.sqrt(3), rel=0.05))  # fmt: skip
+        pytest.approx(0.01 / np.sqrt(3), rel=0.05)
+    )
     assert np.isnan(qc.relative_mad(np.full(100, floor)))
 
 
@@ -464,8 +466,10 @@ def test_fiber_qc_equals_the_session_qc():
     times, values = _session(duration=900)
     iso = 0.8 * values + 1e-3
     ps = PhotometrySession({'eid': '6b1f3c52-9a0e-4a47-8d7e-1f0b6a1c2e11'}, one=object())
-    ps.photometry = {'GCaMP': pd.DataFrame({'VTA': values}, index=times),
-                     'Isosbestic': pd.DataFrame({'VTA': iso}, index=times)}  # fmt: skip
+    ps.photometry = {
+        'GCaMP': pd.DataFrame({'VTA': values}, index=times),
+        'Isosbestic': pd.DataFrame({'VTA': iso}, index=times),
+    }
     ps.run_sliding_qc()
     rows = qc.fiber_qc(times, values, iso)
     for band, metrics in rows.items():

@@ -62,8 +62,9 @@ def test_ramp_values():
 
 def test_sample_alignment_anchor_is_first_sample_at_or_after_the_event():
     times = np.arange(0, 10, 0.1)
-    responses, tpts = rs.peri_event(times, times, [5.0, 5.04], window=(0, 0.3), fs=10,
-                                    align='sample')  # fmt: skip
+    responses, tpts = rs.peri_event(
+        times, times, [5.0, 5.04], window=(0, 0.3), fs=10, align='sample'
+    )
     np.testing.assert_allclose(responses, [[5.0, 5.1, 5.2], [5.1, 5.2, 5.3]])
 
 

@@ -35,8 +35,9 @@ def test_each_rule_flips_at_its_threshold(rule):
     assert inside == ('PASS', [])
 
 
-@pytest.mark.parametrize('rule', [r for r in RULES if r.get('and')],
-                         ids=[r['name'] for r in RULES if r.get('and')])  # fmt: skip
+@pytest.mark.parametrize(
+    'rule', [r for r in RULES if r.get('and')], ids=[r['name'] for r in RULES if r.get('and')]
+)
 def test_each_condition_of_a_compound_rule_flips_it(rule):
     assert rule['and'], 'config has a compound rule (no_signal)'
     firing = {**_conditions_met(rule), rule['metric']: _just(rule, inside=False)}
@@ -84,12 +85,15 @@ def test_config_rules_are_valid_and_name_the_required_reasons():
 
 
 def test_add_verdicts_per_recording_with_band_prefixed_metrics():
-    qc_table = pd.DataFrame({
-        'eid': ['e'] * 4, 'brain_region': ['A', 'A', 'B', 'B'],
-        'band': ['GCaMP', 'Isosbestic'] * 2,
-        'light_above_floor': [0.5, 0.001, 0.5, 0.5],  # A: isosbestic band without light
-        'n_band_inversions': [0, 0, 0, 0],
-    })  # fmt: skip
+    qc_table = pd.DataFrame(
+        {
+            'eid': ['e'] * 4,
+            'brain_region': ['A', 'A', 'B', 'B'],
+            'band': ['GCaMP', 'Isosbestic'] * 2,
+            'light_above_floor': [0.5, 0.001, 0.5, 0.5],  # A: isosbestic band without light
+            'n_band_inversions': [0, 0, 0, 0],
+        }
+    )
     out = sv.add_verdicts(qc_table)
     assert list(out['verdict']) == ['FAIL', 'FAIL', 'PASS', 'PASS']
     assert list(out['verdict_reasons']) == ['no_light_isosbestic'] * 2 + [''] * 2
@@ -153,10 +157,14 @@ def _verdict(t, gcamp, iso):
 
 @pytest.mark.parametrize(
     ('kind', 'verdict', 'reason'),
-    [('clean', 'PASS', None), ('no_signal', 'FAIL', 'white_noise_only'),
-     ('artefact', 'FAIL', 'shared_artefacts'), ('dark', 'FAIL', 'no_light_gcamp'),
-     ('haemo', 'FAIL', 'no_signal')],
-)  # fmt: skip
+    [
+        ('clean', 'PASS', None),
+        ('no_signal', 'FAIL', 'white_noise_only'),
+        ('artefact', 'FAIL', 'shared_artefacts'),
+        ('dark', 'FAIL', 'no_light_gcamp'),
+        ('haemo', 'FAIL', 'no_signal'),
+    ],
+)
 def test_synthetic_fibers_of_known_quality(kind, verdict, reason):
     got, reasons = _verdict(*_fiber(kind))
     assert got == verdict, reasons
@@ -170,9 +178,11 @@ def test_synthetic_fibers_of_known_quality(kind, verdict, reason):
 REAL = {
     'version_5': ('neurophotometrics_versions/version_5', ['G0', 'G1']),
     'version_2': ('neurophotometrics_versions/version_2', ['Region1G', 'Region4G']),
-    'fip_40': ('wittenlab/Subjects/fip_40/2023-05-18/001/raw_photometry_data',
-               ['Region0G', 'Region1G', 'Region2G']),
-}  # fmt: skip
+    'fip_40': (
+        'wittenlab/Subjects/fip_40/2023-05-18/001/raw_photometry_data',
+        ['Region0G', 'Region1G', 'Region2G'],
+    ),
+}
 
 
 def _raw_verdicts(real_data_dir, name):
@@ -219,14 +229,24 @@ def test_real_cq002_fibers_with_signal_do_not_fail(cq002_bands):
 def test_overview_verdict_tables():
     from iblnm.pipeline.overview import verdict_count_table, verdict_tables
 
-    catalog = pd.DataFrame({
-        'eid': ['e1', 'e2'], 'subject': ['m1', 'm2'], 'brain_region': [['VTA', 'DR'], ['VTA']],
-        'hemisphere': [['l', 'r'], ['l']], 'target_NM': [['VTA-DA', 'DR-5HT'], ['VTA-DA']],
-    })  # fmt: skip
-    qc_table = pd.DataFrame({
-        'eid': ['e1', 'e1', 'e2'], 'brain_region': ['VTA', 'DR', 'VTA'], 'band': ['GCaMP'] * 3,
-        'light_above_floor': [1.0, 0.0, 1.0], 'n_noise_levels': [100.0, 1.0, 100.0],
-    })  # fmt: skip
+    catalog = pd.DataFrame(
+        {
+            'eid': ['e1', 'e2'],
+            'subject': ['m1', 'm2'],
+            'brain_region': [['VTA', 'DR'], ['VTA']],
+            'hemisphere': [['l', 'r'], ['l']],
+            'target_NM': [['VTA-DA', 'DR-5HT'], ['VTA-DA']],
+        }
+    )
+    qc_table = pd.DataFrame(
+        {
+            'eid': ['e1', 'e1', 'e2'],
+            'brain_region': ['VTA', 'DR', 'VTA'],
+            'band': ['GCaMP'] * 3,
+            'light_above_floor': [1.0, 0.0, 1.0],
+            'n_noise_levels': [100.0, 1.0, 100.0],
+        }
+    )
     recordings, by_verdict, by_reason = verdict_tables(catalog, sv.add_verdicts(qc_table))
     assert by_verdict.loc['VTA-DA', 'PASS'] == 2 and by_verdict.loc['DR-5HT', 'FAIL'] == 1
     counts = verdict_count_table(recordings)
