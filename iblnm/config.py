@@ -262,6 +262,11 @@ EVENT_COMPLETENESS_THRESHOLD = 0.9  # fraction of non-NaN event times required
 # Photometry is restricted to the task: [first trial start + PRE, last trial end + POST] (s).
 PHOTOMETRY_RESTRICT_PRE = -5.0
 PHOTOMETRY_RESTRICT_POST = 5.0
+# Missing frames: an interval longer than this many median intervals is a time gap (frames
+# not recorded: acquisition paused, frames lost). PhotometrySession.load_photometry fills
+# each gap with NaN frames at the median interval, so that filters (index-based) see the
+# real time and the gap is masked ('missing' artefact kind), never interpolated over.
+PHOTOMETRY_GAP_FACTOR = 3.0
 
 # ---------------------------------------------------------------------------
 # Failures: retries of transient errors, free space before an HDF5 write
@@ -552,6 +557,7 @@ QC_ARTEFACT_METRICS = [
     'frac_disconnected',
     'frac_floor',
     'frac_saturated',
+    'frac_missing',
     'frac_dropout',
     'frac_excursion',
     'frac_step',

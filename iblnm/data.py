@@ -99,6 +99,42 @@ QC_COLUMNS = (
 )
 
 
+def _fill_time_gaps(bands, factor=config.PHOTOMETRY_GAP_FACTOR):
+    """Bands with NaN frames where frames are missing (:func:`iblnm.signal.preprocess.time_gaps`).
+
+    Parameters
+    ----------
+    bands : dict of str → pandas.DataFrame
+        Frame times (s, index) × regions per band; the bands are paired by position.
+    factor : float
+        An interval longer than ``factor`` × the median interval is a gap.
+
+    Returns
+    -------
+    dict of str → pandas.DataFrame
+        The same frames (unchanged objects when there is no gap). When every band has its
+        gaps after the same frames, the first band's frame counts fill all of them, so the
+        pairs by position stay pairs.
+    """
+    gaps = {band: sp.time_gaps(frame.index.to_numpy(), factor) for band, frame in bands.items()}
+    if not any(after.size for after, _ in gaps.values()):
+        return bands
+    first = next(iter(gaps.values()))
+    if all(np.array_equal(after, first[0]) for after, _ in gaps.values()):
+        gaps = dict.fromkeys(gaps, first)
+    out = {}
+    for band, frame in bands.items():
+        times, values = sp.fill_time_gaps(frame.index.to_numpy(), frame.to_numpy(), gaps[band])
+        index = pd.Index(times, name=frame.index.name)
+        out[band] = pd.DataFrame(values, index=index, columns=frame.columns)
+    log.info(
+        'photometry: %d time gap(s), %d missing frames filled with NaN',
+        first[0].size,
+        int(first[1].sum()),
+    )
+    return out
+
+
 def _listify(value):
     return list(value) if isinstance(value, list | tuple | np.ndarray) else []
 
@@ -303,7 +339,9 @@ class PhotometrySession:
         """Load extracted photometry restricted to the task ± (pre, post) s.
 
         Sets ``photometry = {'GCaMP': DataFrame(times x regions), 'Isosbestic': ...}``
-        (no 'Isosbestic' key for recordings without an isosbestic channel).
+        (no 'Isosbestic' key for recordings without an isosbestic channel). Time gaps (frames
+        not recorded, :func:`_fill_time_gaps`) hold NaN frames: the artefact masks call them
+        ``missing`` and the preprocessed signal is NaN there.
         """
         if not self._has_dataset(SIGNAL_DATASET, PHOTOMETRY_COLLECTION):
             raise self._missing_data(SIGNAL_DATASET, ['_neurophotometrics_fpData.raw.pqt'])
@@ -317,9 +355,9 @@ class PhotometrySession:
         bands = self._validated_bands(table, locations)
         bands = restrict_to_task(bands, self.trials, pre=pre, post=post)
         self.loader.photometry = bands
-        self.photometry = {
-            band: frame for band, frame in bands.items() if band in ('GCaMP', 'Isosbestic')
-        }
+        self.photometry = _fill_time_gaps(
+            {band: frame for band, frame in bands.items() if band in ('GCaMP', 'Isosbestic')}
+        )
         self._match_photometry_to_metadata()
         return self.photometry
 

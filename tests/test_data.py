@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from iblnm import config
+from iblnm import data as data_module
 from iblnm import validation as v
 from iblnm.data import DFF_BAND, PREPROCESSED_BAND, PhotometrySession
 from iblnm.onecache import session_eid
@@ -543,3 +544,45 @@ def test_the_qc_table_keeps_the_session_qc_column_order():
     ps.run_sliding_qc()
     ps.preprocess()
     assert list(order_qc_columns(ps.qc).columns) == list(ps.qc.columns)
+
+
+def _cq002_session(real_one):
+    ps = PhotometrySession({'eid': CQ002, 'session_type': 'training'}, one=real_one)
+    ps.load_trials()
+    ps.load_photometry()
+    ps.run_sliding_qc()
+    ps.preprocess()
+    return ps
+
+
+def test_a_time_gap_in_a_real_recording_is_masked_not_interpolated(real_one, monkeypatch):
+    """CQ002 with 10 minutes not recorded (1200-1800 s): NaN frames, masked, never filled."""
+    reference = _cq002_session(real_one)
+    restrict = data_module.restrict_to_task
+
+    def with_gap(bands, trials, **kwargs):
+        cut = {b: f[(f.index < 1200) | (f.index > 1800)] for b, f in bands.items()}
+        return restrict(cut, trials, **kwargs)
+
+    monkeypatch.setattr(data_module, 'restrict_to_task', with_gap)
+    ps = _cq002_session(real_one)
+    gcamp = ps.photometry['GCaMP']
+    assert abs(len(gcamp) - len(reference.photometry['GCaMP'])) <= 2  # the gap holds frames
+    inside = (gcamp.index > 1200) & (gcamp.index < 1800)
+    assert gcamp[inside].isna().all().all() and gcamp[~inside].notna().all().all()
+    missing = ps.segments[ps.segments['kind'] == 'missing']
+    assert len(missing) == 2  # one stretch per fiber
+    assert (missing['start_time'] < 1200.1).all() and (missing['stop_time'] > 1799.9).all()
+    out = ps.photometry[PREPROCESSED_BAND]
+    in_gap = (out.index > 1201) & (out.index < 1799)
+    assert out[in_gap].isna().all().all()
+    assert out[(out.index < 1190) | (out.index > 1810)].notna().mean().min() > 0.99
+    # the QC sees the same recording: same verdict reasons plus the missing stretch
+    for region in ps.regions:
+        row = ps.qc.set_index(['brain_region', 'band']).loc[(region, 'GCaMP')]
+        ref = reference.qc.set_index(['brain_region', 'band']).loc[(region, 'GCaMP')]
+        reasons = set(str(row['verdict_reasons']).split(';'))
+        assert reasons == set(str(ref['verdict_reasons']).split(';')) | {'partly_invalid'}
+        assert row['frac_missing'] == pytest.approx(600 / (gcamp.index[-1] - gcamp.index[0]), 0.05)
+        assert abs(row['iso_explained'] - ref['iso_explained']) < 0.05
+        assert abs(row['iso_correlation'] - ref['iso_correlation']) < 0.05

@@ -13,6 +13,10 @@ rate, the ADC resolution or the units of the recording:
 
 Kinds of artefact (one kind per masked sample, in this priority):
 
+``missing``
+    no value: a non-finite sample of a band, e.g. the NaN frames that
+    :meth:`iblnm.data.PhotometrySession.load_photometry` inserts where frames were not
+    recorded (a time gap, :func:`iblnm.signal.preprocess.time_gaps`).
 ``saturated``
     a band at or above the saturation value (1.0 for Neurophotometrics' normalised range).
 ``floor``
@@ -48,7 +52,7 @@ from iblnm import config
 from iblnm.signal.preprocess import sampling_rate
 from iblnm.signal.robust import mad_sd, median
 
-KINDS = ('valid', 'saturated', 'floor', 'dropout', 'step', 'excursion', 'disconnected')
+KINDS = ('valid', 'saturated', 'floor', 'dropout', 'step', 'excursion', 'disconnected', 'missing')
 _CODE = {kind: i for i, kind in enumerate(KINDS)}
 SEGMENT_COLUMNS = ['start', 'stop', 'start_time', 'stop_time', 'kind']
 
@@ -137,6 +141,7 @@ class BandStats:
     typical: float  # median level of the lit samples
     noise: float  # robust white-noise SD
     saturated: np.ndarray  # bool (n,)
+    missing: np.ndarray  # bool (n,): no value (NaN frames)
     floor: np.ndarray  # bool (n,)
     dropout: np.ndarray  # bool (n,)
 
@@ -146,11 +151,13 @@ def band_stats(values, fs, floor, saturation, p):
     x = np.asarray(values, dtype=float)
     # the saturation value bounds the rig's range: data above it are in other units
     applies = not np.any(x[np.isfinite(x)] > saturation)
-    saturated = ~np.isfinite(x) | ((x >= saturation) if applies else False)
-    if saturated.any() and not saturated.all():  # levels and steps ignore saturated samples
+    missing = ~np.isfinite(x)
+    saturated = (x >= saturation) & ~missing if applies else np.zeros(x.size, bool)
+    unusable = saturated | missing
+    if unusable.any() and not unusable.all():  # levels and steps ignore these samples
         idx = np.arange(x.size)
         x = x.copy()
-        x[saturated] = np.interp(idx[saturated], idx[~saturated], x[~saturated])
+        x[unusable] = np.interp(idx[unusable], idx[~unusable], x[~unusable])
     light = x - floor
     n_med = int(round(p['median_window_s'] * fs))
     level = running_median(light, n_med, block=int(round(p['level_block_s'] * fs)))
@@ -163,7 +170,7 @@ def band_stats(values, fs, floor, saturation, p):
     dropout = (deficit > p['dropout_depth'] * level) & (deficit > p['dropout_k'] * noise)
     dropout &= ~at_floor
     dropout = _dilate(dropout, p['dropout_dilate'])
-    return BandStats(light, level, typical, noise, saturated, at_floor, dropout)
+    return BandStats(light, level, typical, noise, saturated, missing, at_floor, dropout)
 
 
 def _relative_change(level, h):
@@ -354,11 +361,12 @@ def detect_artefacts(
     fs = sampling_rate(times) if n > 1 else 1.0
     arrays = [signal] if reference is None else [signal, reference]
     bands = [band_stats(np.asarray(a, dtype=float)[:n], fs, floor, saturation, p) for a in arrays]
-    saturated = np.any([b.saturated for b in bands], axis=0)
-    at_floor = np.any([b.floor for b in bands], axis=0) & ~saturated
+    missing = np.any([b.missing for b in bands], axis=0)
+    saturated = np.any([b.saturated for b in bands], axis=0) & ~missing
+    at_floor = np.any([b.floor for b in bands], axis=0) & ~saturated & ~missing
     dropout = np.any([b.dropout for b in bands], axis=0)
     points, step_zone = change_points(bands, fs, p)
-    breaks = saturated | at_floor | step_zone
+    breaks = missing | saturated | at_floor | step_zone
     connected = keep_connected(bands, breaks, ~dropout, fs, p)
     codes = np.zeros(n, dtype=np.int8)
     # lowest priority first: later assignments win
@@ -367,6 +375,7 @@ def detect_artefacts(
     codes[dropout & (codes == 0)] = _CODE['dropout']
     codes[at_floor] = _CODE['floor']
     codes[saturated] = _CODE['saturated']
+    codes[missing] = _CODE['missing']
     codes = _drop_short_valid(codes, int(round(p['min_segment_s'] * fs)))
     kind = np.asarray(KINDS, dtype=object)[codes]
     segments = segment_table(times, codes)
@@ -425,7 +434,7 @@ def summarise(result):
     valid_index = np.flatnonzero(result.valid)
     if valid_index.size:
         out['frac_valid_inner'] = float(valid_index.size / (valid_index[-1] - valid_index[0] + 1))
-    for kind in ('disconnected', 'floor', 'saturated', 'dropout', 'excursion', 'step'):
+    for kind in ('disconnected', 'floor', 'saturated', 'dropout', 'excursion', 'step', 'missing'):
         out[f'frac_{kind}'] = float(counts.get(kind, 0) / n)
     out['n_dropouts'] = float(result.n_dropouts)
     out['n_steps'] = float(result.n_steps)

@@ -54,6 +54,65 @@ def sampling_rate(times):
     return 1.0 / median_interval(times)
 
 
+def time_gaps(times, factor=config.PHOTOMETRY_GAP_FACTOR):
+    """Where frames are missing from a series of frame times.
+
+    Parameters
+    ----------
+    times : ndarray, shape (n,)
+        Frame times (s), increasing.
+    factor : float
+        An interval longer than ``factor`` × the median interval is a gap.
+
+    Returns
+    -------
+    after : ndarray of int, shape (n_gaps,)
+        Index of the last frame before each gap.
+    n_missing : ndarray of int, shape (n_gaps,)
+        Frames missing in each gap at the mean interval outside the gaps (≥ 1).
+    """
+    t = np.asarray(times, dtype=float)
+    if t.size < 3:
+        return np.array([], int), np.array([], int)
+    dt = np.diff(t)
+    is_gap = dt > factor * median_interval(t)
+    after = np.flatnonzero(is_gap)
+    if after.size == 0:
+        return after, np.array([], int)
+    step = dt[~is_gap].mean()  # the frame period (the median's jitter is ~0.1 %)
+    return after, np.maximum(np.rint(dt[after] / step).astype(int) - 1, 1)
+
+
+def fill_time_gaps(times, values, gaps):
+    """Insert NaN frames into the time gaps of a series (see :func:`time_gaps`).
+
+    Parameters
+    ----------
+    times : ndarray, shape (n,)
+        Frame times (s).
+    values : ndarray, shape (n,) or (n, n_signals)
+    gaps : tuple (after, n_missing)
+        Output of :func:`time_gaps` (of this series or of a band paired with it by
+        position, so that both keep their pairs).
+
+    Returns
+    -------
+    new_times : ndarray, shape (n + n_missing.sum(),)
+        The frames inserted after ``times[after[j]]``, evenly spaced across the gap.
+    new_values : ndarray
+        NaN on the inserted frames.
+    """
+    after, n_missing = (np.asarray(g, dtype=int) for g in gaps)
+    t, x = np.asarray(times, dtype=float), np.asarray(values, dtype=float)
+    if after.size == 0:
+        return t, x
+    fill = [
+        t[i] + (t[i + 1] - t[i]) / (k + 1) * np.arange(1, k + 1) for i, k in zip(after, n_missing)
+    ]
+    at = np.repeat(after + 1, n_missing)
+    return np.insert(t, at, np.concatenate(fill)), np.insert(x, at, np.nan, axis=0)
+
+
 # ---------------------------------------------------------------------------
 # Bleach correction
 # ---------------------------------------------------------------------------
@@ -581,7 +640,13 @@ def anti_alias(values, fs, target_fs, order=8, fraction=0.8):
 
 
 def resample(
-    times, values, fs=config.TARGET_FS, method='pchip', anti_alias_filter=False, valid=None
+    times,
+    values,
+    fs=config.TARGET_FS,
+    method='pchip',
+    anti_alias_filter=False,
+    valid=None,
+    max_gap=config.PHOTOMETRY_GAP_FACTOR,
 ):
     """Interpolate a signal onto a uniform grid.
 
@@ -599,6 +664,10 @@ def resample(
     valid : ndarray of bool, shape (n_samples,), optional
         Grid points not between two valid input samples are NaN (masked samples are
         interpolated over first, never used).
+    max_gap : float, optional
+        Grid points between two input samples further apart than ``max_gap`` × the median
+        interval are NaN (default ``config.PHOTOMETRY_GAP_FACTOR``): a time gap is never
+        interpolated over.
 
     Returns
     -------
@@ -621,9 +690,15 @@ def resample(
         new_values = _linear_interp(times, values, new_times)
     else:
         raise ValueError(f"unknown resampling method {method!r}; expected 'pchip' or 'linear'")
-    if valid is not None and not np.all(valid):
+    gaps = time_gaps(times, max_gap)[0] if max_gap else np.array([], int)
+    if (valid is not None and not np.all(valid)) or gaps.size:
         i = np.clip(np.searchsorted(times, new_times, side='right') - 1, 0, len(times) - 1)
-        ok = valid[i] & valid[np.minimum(i + 1, len(times) - 1)]
+        j = np.minimum(i + 1, len(times) - 1)
+        ok = np.ones(new_times.size, bool) if valid is None else valid[i] & valid[j]
+        if gaps.size:  # grid points inside a gap: between the gap's two frames
+            gap = np.zeros(len(times), bool)
+            gap[gaps] = True
+            ok &= ~(gap[i] & (new_times > times[i]))
         new_values = np.where(ok if new_values.ndim == 1 else ok[:, None], new_values, np.nan)
     return new_times, new_values
 

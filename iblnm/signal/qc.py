@@ -697,25 +697,30 @@ def sliding_qc(
     centres : ndarray, shape (n_windows,)
         Window centre times (s).
     per_window : dict of str → ndarray, shape (n_windows,)
-        Metric values per window.
+        Metric values per window; NaN for a window holding a NaN frame (missing frames).
     """
     metrics_kwargs = config.QC_METRICS_KWARGS if metrics_kwargs is None else metrics_kwargs
     times = np.asarray(times, dtype=float)
     fs = sampling_rate(times) if times.size > 1 else None
     centres, first, n_per_window = window_index(times, w_len, step_len, fs=fs)
     raw = _gather(np.asarray(values, dtype=float), first, n_per_window)
-    detrended = detrend_windows(raw, _gather(times, first, n_per_window)) if detrend else raw
+    # a window holding a NaN frame (missing frames, a time gap) is not scored: NaN
+    complete = ~np.isnan(raw).any(axis=-1)
+    n_windows = len(raw)
+    raw = raw[complete]
+    detrended = (
+        detrend_windows(raw, _gather(times, first[complete], n_per_window)) if detrend else raw
+    )
     constant = np.ptp(raw, axis=-1) == 0 if raw.size else np.zeros(len(raw), bool)
     kernels = dict(_metric_kernel(metric) for metric in metrics)
-    # default kernels share one sort per kind of window (and one median, one block average);
-    # windows with NaN take the kernels themselves (NaN-aware medians)
+    # default kernels share one sort per kind of window (and one median, one block average)
     stats = _WindowStats({'raw': raw, 'detrended': detrended}, fs)
-    fused = raw.size > 0 and not np.isnan(raw).any()
+    fused = raw.size > 0
     per_window = {}
     for name, kernel in kernels.items():  # a handful of metrics, each scores all windows at once
         which = 'raw' if name in undetrended else 'detrended'
         if len(raw) == 0:
-            per_window[name] = np.full(0, np.nan)
+            per_window[name] = np.full(n_windows, np.nan)
             continue
         default = kernel is SLIDING_METRIC_KERNELS.get(name)
         kwargs = dict(metrics_kwargs.get(name, {}))
@@ -729,7 +734,8 @@ def sliding_qc(
             values_ = np.asarray(kernel(stats.windows[which], **kwargs), dtype=float)
         if detrend and name not in undetrended:  # a constant raw window has no spread
             values_ = np.where(constant, np.nan, values_)
-        per_window[name] = values_
+        per_window[name] = np.full(n_windows, np.nan)
+        per_window[name][complete] = values_
     return centres, per_window
 
 
@@ -1011,20 +1017,22 @@ def n_shared_steps(
     return int(1 + np.count_nonzero(np.diff(index) > half_width))
 
 
-def corrected_signal(times, signal, reference=None, bleach=None):
+def corrected_signal(times, signal, reference=None, bleach=None, valid=None):
     """Bleach-corrected GCaMP ΔF/F minus its OLS fit on the bleach-corrected isosbestic.
 
     Returns ``(values, slope, signal_bc)``: without a reference, values is the
     bleach-corrected signal and slope NaN; ``signal_bc`` is the bleach-corrected signal
     (before the reference is subtracted). ``bleach``: keyword arguments of
     :func:`iblnm.signal.preprocess.bleach_correct` (default ``config.QC_BLEACH``).
+    ``valid`` (bool, shape (n,)): the samples the baselines and the fit may use (the
+    baselines run over the others interpolated, in real time).
     """
     bleach = config.QC_BLEACH if bleach is None else bleach
-    signal_bc = bleach_correct(times, signal, **bleach)
+    signal_bc = bleach_correct(times, signal, valid=valid, **bleach)
     if reference is None:
         return signal_bc, np.nan, signal_bc
-    reference_bc = bleach_correct(times, reference, **bleach)
-    slope, intercept = fit_reference(signal_bc, reference_bc, method='ols')
+    reference_bc = bleach_correct(times, reference, valid=valid, **bleach)
+    slope, intercept = fit_reference(signal_bc, reference_bc, method='ols', valid=valid)
     return signal_bc - (slope * reference_bc + intercept), float(slope), signal_bc
 
 
@@ -1084,11 +1092,21 @@ def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_
     n_per_bin = decimation_factor(fs)
     fs_fixed = fs / n_per_bin
     keep = block_average(valid.astype(float), n_per_bin) == 1  # blocks of valid samples only
-    fixed = [block_average(b, n_per_bin)[keep] for b in bands]
-    t_fixed = np.arange(keep.sum()) / fs_fixed  # valid blocks joined on one uniform clock
-    if t_fixed.size < 2 * p['window_s'] * fs_fixed:  # at least two z-score windows
+    blocks = [block_average(b, n_per_bin) for b in bands]
+    fixed = [b[keep] for b in blocks]
+    if keep.sum() < 2 * p['window_s'] * fs_fixed:  # at least two z-score windows
         return out
-    corrected, _, signal_bc = corrected_signal(t_fixed, *fixed)
+    # from the first to the last valid block, the baselines run in real time over the
+    # invalid blocks (interpolated, as the preprocessing does), so that the bleaching across
+    # a dark stretch or a time gap is not a step shared by both bands; the metrics read the
+    # valid blocks joined
+    inner = slice(np.argmax(keep), keep.size - np.argmax(keep[::-1]))
+    keep_inner = keep[inner]
+    t_inner = np.arange(keep_inner.size) / fs_fixed
+    corrected, _, signal_bc = corrected_signal(
+        t_inner, *(b[inner] for b in blocks), valid=None if keep_inner.all() else keep_inner
+    )
+    corrected, signal_bc = corrected[keep_inner], signal_bc[keep_inner]
     if reference is not None:
         total = float(np.var(signal_bc))
         out['iso_explained'] = 1.0 - float(np.var(corrected)) / total if total > 0 else np.nan
@@ -1166,8 +1184,11 @@ def recording_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
     if reference is not None:
         t, sig, reference = pair_by_position(t, sig, reference)
         bleach = config.QC_BLEACH
-        out['iso_correlation'] = iso_correlation(
-            bleach_correct(t, sig, **bleach), bleach_correct(t, reference, **bleach)
-        )
+        ok = np.isfinite(sig) & np.isfinite(reference)  # NaN frames (time gaps) left out
+        if ok.any():
+            valid = None if ok.all() else ok
+            signal_bc = bleach_correct(t, sig, valid=valid, **bleach)
+            reference_bc = bleach_correct(t, reference, valid=valid, **bleach)
+            out['iso_correlation'] = iso_correlation(signal_bc[ok], reference_bc[ok])
     out.update(signal_qc(t, sig, reference, floor=floor))
     return out

@@ -209,3 +209,21 @@ def test_unusable_edges_count_against_frac_valid_only():
     g[middle] = i[middle] = FLOOR
     gap = af.detect_artefacts(fiber['times'], g, i).summary
     assert gap['frac_valid'] < 0.8 and gap['frac_valid_inner'] < 0.8
+
+
+def test_nan_frames_are_missing_not_saturated():
+    fiber = _synth.make_fiber(2, duration=600)
+    clean = _detect(fiber)
+    gap = {**fiber, 'gcamp': fiber['gcamp'].copy(), 'iso': fiber['iso'].copy()}
+    lost = slice(6000, 9000)  # 100 s of NaN frames (a time gap filled by the session)
+    gap['gcamp'][lost] = np.nan
+    gap['iso'][lost] = np.nan
+    result = _detect(gap)
+    assert set(result.kind[lost]) == {'missing'}
+    assert result.summary['frac_missing'] == pytest.approx(3000 / fiber['times'].size)
+    assert result.summary['frac_saturated'] == 0
+    # the rest of the recording keeps the clean recording's mask
+    assert result.valid[:6000].all() and result.valid[9000:].all() and clean.valid.all()
+    # one band's NaN is enough
+    one = {**fiber, 'iso': gap['iso']}
+    assert set(_detect(one).kind[lost]) == {'missing'}

@@ -475,3 +475,38 @@ def test_preprocess_masks_are_nan_and_left_out_of_the_fits():
     plain_unmasked = pp.preprocess_isosbestic(times, dirty_g, dirty_i, params=plain)
     r_plain = np.corrcoef(plain_masked.dff[ok], truth)[0, 1]
     assert np.corrcoef(plain_unmasked.dff[ok], truth)[0, 1] < r_plain - 0.05  # OLS: a lot
+
+
+def test_time_gaps_are_found_and_filled_with_nan_frames():
+    t = np.arange(3000) / 30.0
+    t = np.concatenate([t[:1000], t[1600:]])  # 20 s not recorded after frame 999
+    x = np.sin(t)
+    after, n_missing = pp.time_gaps(t)
+    assert after.tolist() == [999] and n_missing.tolist() == [600]
+    new_t, new_x = pp.fill_time_gaps(t, np.column_stack([x, x]), (after, n_missing))
+    assert new_t.size == 3000 and np.all(np.diff(new_t) > 0)
+    assert np.isnan(new_x[1000:1600]).all() and np.isfinite(new_x[:1000]).all()
+    assert np.isfinite(new_x[1600:]).all()
+    np.testing.assert_allclose(new_t, np.arange(3000) / 30.0, atol=1e-9)
+    # one dropped frame (2 intervals) is not a gap, three (4 intervals) are (factor 3)
+    assert pp.time_gaps(np.delete(t, [10]))[0].tolist() == [998]
+    assert pp.time_gaps(np.delete(t, [10, 11, 12]))[0].tolist() == [9, 996]
+    same_t, same_x = pp.fill_time_gaps(t, x, (np.array([], int), np.array([], int)))
+    assert np.array_equal(same_t, t) and np.array_equal(same_x, x)
+
+
+def test_resample_never_interpolates_over_a_time_gap():
+    t = np.arange(3000) / 30.0
+    keep = (t < 40) | (t >= 60)
+    t, x = t[keep], np.cos(t[keep])
+    new_t, new_x = pp.resample(t, x, fs=30.0)
+    inside = (new_t > 40 - 1 / 30) & (new_t < 60)
+    assert np.isnan(new_x[inside]).all()
+    assert np.isfinite(new_x[~inside]).all()
+    # max_gap=None interpolates across (the old behaviour); on a regular grid nothing changes
+    assert np.isfinite(pp.resample(t, x, fs=30.0, max_gap=None)[1]).all()
+    reg = np.arange(900) / 30.0
+    np.testing.assert_array_equal(
+        pp.resample(reg, np.sin(reg), fs=30.0)[1],
+        pp.resample(reg, np.sin(reg), fs=30.0, max_gap=None)[1],
+    )

@@ -534,3 +534,18 @@ def test_distinct_codes_equals_np_unique():
         got = qc.distinct_codes(codes)
         np.testing.assert_array_equal(got, expected)
         assert got.dtype == expected.dtype
+
+
+def test_sliding_windows_with_missing_frames_are_not_scored():
+    rng = np.random.default_rng(4)
+    t = np.arange(int(900 * 30)) / 30.0
+    x = 0.05 + 0.001 * rng.standard_normal(t.size) + 1e-4 * np.sin(t / 7)
+    _, clean = qc.sliding_qc(t, x)
+    gap = x.copy()
+    gap[(t >= 400) & (t < 430)] = np.nan  # 30 s of NaN frames
+    centres, scored = qc.sliding_qc(t, gap)
+    hit = (centres + 60 > 400) & (centres - 60 < 430)  # windows (120 s) touching the NaN
+    assert hit.sum() >= 2
+    for name in config.QC_SLIDING_METRICS:
+        assert np.isnan(scored[name][hit]).all(), name
+        np.testing.assert_array_equal(scored[name][~hit], clean[name][~hit], err_msg=name)
