@@ -222,6 +222,7 @@ class PhotometrySession:
         self.provenance = None  # read from the HDF5 file by load_h5
         self.artefacts = {}  # region -> ArtefactResult on the paired raw samples
         self.floors = {}  # region -> (dark level, source)
+        self._recorded_span = None  # (first, last) frame time (s) before the task restriction
         self._segments = {}  # region -> segments table read from the HDF5 file
         self._loader = None
         if load_data:
@@ -352,12 +353,16 @@ class PhotometrySession:
             table, locations = self.loader.load_photometry_table()
         except Exception as error:  # noqa: BLE001 - ArrowInvalid, KeyError ... named in the log
             raise self._load_error(error, 'photometry', v.InvalidPhotometryTable) from error
-        bands = self._validated_bands(table, locations)
-        bands = restrict_to_task(bands, self.trials, pre=pre, post=post)
-        self.loader.photometry = bands
-        self.photometry = _fill_time_gaps(
-            {band: frame for band, frame in bands.items() if band in ('GCaMP', 'Isosbestic')}
+        bands = _fill_time_gaps(self._validated_bands(table, locations))  # before the bands
+        recorded = [f.index for f in bands.values() if len(f)]
+        self._recorded_span = (
+            (min(i[0] for i in recorded), max(i[-1] for i in recorded)) if recorded else None
         )
+        bands = restrict_to_task(bands, self.trials, pre=pre, post=post)  # are cut to one length
+        self.loader.photometry = bands
+        self.photometry = {
+            band: frame for band, frame in bands.items() if band in ('GCaMP', 'Isosbestic')
+        }
         self._match_photometry_to_metadata()
         return self.photometry
 
@@ -506,10 +511,14 @@ class PhotometrySession:
         first = np.nanmin(self.trials['stimOn_times'].to_numpy(float))
         last = np.nanmax(self.trials['feedback_times'].to_numpy(float))
         if len(times) == 0 or first < times[0] or last > times[-1]:
-            t0, t1 = (times[0], times[-1]) if len(times) else (np.nan, np.nan)
-            raise v.TrialsNotInPhotometryTime(
-                f'trials {first:.1f}-{last:.1f} s, photometry {t0:.1f}-{t1:.1f} s'
-            )
+            span = self._recorded_span
+            if len(times):
+                where = f'photometry {times[0]:.1f}-{times[-1]:.1f} s'
+            elif span is not None:  # nothing left within the task: say what was recorded
+                where = f'photometry {span[0]:.1f}-{span[1]:.1f} s, none within the task'
+            else:
+                where = 'no photometry samples'
+            raise v.TrialsNotInPhotometryTime(f'trials {first:.1f}-{last:.1f} s, {where}')
 
     @session_validator
     def validate_qc(self):

@@ -558,16 +558,17 @@ def _cq002_session(real_one):
 def test_a_time_gap_in_a_real_recording_is_masked_not_interpolated(real_one, monkeypatch):
     """CQ002 with 10 minutes not recorded (1200-1800 s): NaN frames, masked, never filled."""
     reference = _cq002_session(real_one)
-    restrict = data_module.restrict_to_task
+    split = data_module.split_bands
 
-    def with_gap(bands, trials, **kwargs):
-        cut = {b: f[(f.index < 1200) | (f.index > 1800)] for b, f in bands.items()}
-        return restrict(cut, trials, **kwargs)
+    def with_gap(*args, **kwargs):
+        bands = split(*args, **kwargs)
+        return {b: f[(f.index < 1200) | (f.index > 1800)] for b, f in bands.items()}
 
-    monkeypatch.setattr(data_module, 'restrict_to_task', with_gap)
+    monkeypatch.setattr(data_module, 'split_bands', with_gap)
     ps = _cq002_session(real_one)
     gcamp = ps.photometry['GCaMP']
     assert abs(len(gcamp) - len(reference.photometry['GCaMP'])) <= 2  # the gap holds frames
+    assert len(ps.photometry['Isosbestic']) == len(gcamp)
     inside = (gcamp.index > 1200) & (gcamp.index < 1800)
     assert gcamp[inside].isna().all().all() and gcamp[~inside].notna().all().all()
     missing = ps.segments[ps.segments['kind'] == 'missing']
@@ -586,3 +587,18 @@ def test_a_time_gap_in_a_real_recording_is_masked_not_interpolated(real_one, mon
         assert row['frac_missing'] == pytest.approx(600 / (gcamp.index[-1] - gcamp.index[0]), 0.05)
         assert abs(row['iso_explained'] - ref['iso_explained']) < 0.05
         assert abs(row['iso_correlation'] - ref['iso_correlation']) < 0.05
+
+
+def test_trials_in_another_clock_say_what_was_recorded(real_one, monkeypatch):
+    ps = PhotometrySession({'eid': CQ002, 'session_type': 'training'}, one=real_one)
+    ps.load_trials()
+    for column in [c for c in ps.trials.columns if c.endswith('_times') or 'intervals' in c]:
+        ps.trials[column] += 5000.0  # the task clock is not the photometry clock
+    ps.load_photometry()
+    log = []
+    ps.validate_trials_in_photometry_time(exlog=log)
+    assert log[0]['error_type'] == 'TrialsNotInPhotometryTime'
+    assert 'photometry 0.' in log[0]['error_message'] or 'photometry 1' in log[0]['error_message']
+    assert (
+        'none within the task' in log[0]['error_message'] and 'nan' not in log[0]['error_message']
+    )
