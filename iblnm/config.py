@@ -201,6 +201,10 @@ VALID_TARGETNMS = [
 TARGETNMS_TO_ANALYZE = ['VTA-DA', 'SNc-DA', 'DR-5HT', 'LC-NE', 'NBM-ACh']
 REGION_NAME_FIXES = {'DRN': 'DR', 'SNC': 'SNc'}  # applied wherever a location is read
 HEMISPHERES = ('l', 'r')
+# Midline nuclei: one nucleus astride the midline, so a fiber in it is lateral to no side
+# (neither contra- nor ipsilateral to any stimulus), whatever its ML offset (a DR fiber 200 µm
+# off the midline is still in the DR). The other targets are bilateral (one per hemisphere).
+MIDLINE_REGIONS = ('DR', 'MR')
 
 # ---------------------------------------------------------------------------
 # Datasets: category -> accepted relative paths (any one satisfies the category)

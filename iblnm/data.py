@@ -27,7 +27,7 @@ import pandas as pd
 import xarray as xr
 from one.alf.exceptions import ALFObjectNotFound
 
-from iblnm import config, h5, provenance, task
+from iblnm import config, h5, provenance, recordings, task
 from iblnm import validation as v
 from iblnm.loaders import (
     PHOTOMETRY_COLLECTION,
@@ -986,15 +986,18 @@ class PhotometrySession:
         return ordered.copy(data=data).transpose(*responses.dims)
 
     def _region_hemisphere(self, region):
-        """'l'/'r' of a photometry column ('VTA-l', or 'VTA' via the catalog lists), else None."""
-        suffix = str(region).rsplit('-', 1)[-1] if '-' in str(region) else None
-        if suffix in config.HEMISPHERES:
-            return suffix
-        bare = v.strip_hemisphere_suffix(region)
-        if bare in self.brain_region and len(self.hemisphere) == len(self.brain_region):
-            hemi = self.hemisphere[self.brain_region.index(bare)]
-            return hemi if hemi in config.HEMISPHERES else None
-        return None
+        """The side recording ``region`` (its key) is lateral to: 'l', 'r' or None.
+
+        :func:`iblnm.recordings.laterality` of the session's recordings-table row with that
+        key (the catalog's region and hemisphere of the fiber): None for a midline region
+        (DR, MR), an unknown hemisphere, or a key the catalog lists do not give.
+        """
+        session = {'eid': self.eid, 'subject': self.subject, 'NM': None}
+        session.update(brain_region=self.brain_region, hemisphere=self.hemisphere)
+        rows = [r for r in recordings.session_recordings(session) if r['recording'] == region]
+        if len(rows) != 1:
+            return None
+        return recordings.laterality(rows[0]['brain_region'], rows[0]['hemisphere'])
 
     def fit_event_kernels(
         self,

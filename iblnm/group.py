@@ -1089,7 +1089,7 @@ class PhotometrySessionGroup:
         baseline-subtracted); trials are those of the mixed models
         (:func:`iblnm.analysis.lmm.prepare_lmm_trials`: 50/50 block, a choice, reaction time
         > 0.05 s), coded by :func:`iblnm.analysis.lmm.code_predictors` (``reward`` ±0.5,
-        ``side`` ±0.5 contra/ipsi, ``log_contrast``).
+        ``side`` ±0.5 contra/ipsi, 0 for a midline recording, ``log_contrast``).
 
         Returns
         -------
@@ -1138,7 +1138,9 @@ class PhotometrySessionGroup:
         Parameters
         ----------
         formula : str
-            Fixed effects over the coded covariates of :meth:`get_flmm_inputs`.
+            Fixed effects over the coded covariates of :meth:`get_flmm_inputs`; its side
+            terms are dropped for a group with no recording lateral to a side (a midline
+            region such as the DR, :func:`iblnm.analysis.lmm.without_side`).
         groups : str
             Random-effect grouping (a trials column, default the subject).
         min_subjects : int
@@ -1152,14 +1154,16 @@ class PhotometrySessionGroup:
         dict
             ``{(group value, event): FLMMResult}``, also stored in :attr:`flmm_results`.
         """
-        from iblnm.analysis import flmm
+        from iblnm.analysis import flmm, lmm
 
         results = {}
         for key, (y, data, times) in sorted(self.get_flmm_inputs(event, by).items()):
             if data['subject'].nunique() < min_subjects:
                 continue
+            # a group lateral to no side (a midline region: side coded 0) has no side terms
+            model = formula if (data['side'] != 0).any() else lmm.without_side(formula)
             try:
-                results[(key, event)] = flmm.fit_flmm(y, data, formula, groups, times, **kwargs)
+                results[(key, event)] = flmm.fit_flmm(y, data, model, groups, times, **kwargs)
             except (ValueError, np.linalg.LinAlgError) as error:  # one group never stops the rest
                 self.errors.append(v.make_log_entry(f'{key}/{event}', error=error))
         self.flmm_results = {**(self.flmm_results or {}), **results}

@@ -20,6 +20,11 @@ position of the fiber in its session (the order of ``photometryROI.locations.pqt
 the catalog's list columns). Coordinates come from the fibers table
 (``metadata/fibers.csv``, ``X-ml_um`` > 0 = left: see :func:`iblnm.validation.fiber_side`)
 when one insertion of the subject matches the region and hemisphere; NaN otherwise.
+
+``hemisphere`` is the fiber's physical side where known ('l', 'r'; '' unknown), also for a
+midline nucleus (``midline`` True: a region of ``config.MIDLINE_REGIONS``, e.g. the DR).
+Contra / ipsi labels are relative to :func:`laterality`, the one definition: the hemisphere
+of a fiber in a bilateral region, None for a midline region or an unknown side.
 """
 
 import numpy as np
@@ -38,6 +43,7 @@ RECORDING_COLUMNS = [
     'subject',
     'brain_region',
     'hemisphere',
+    'midline',
     'NM',
     'target_NM',
     *COORDINATE_COLUMNS,
@@ -89,6 +95,52 @@ def recording_keys(regions, hemispheres=None, rois=None):
         labels = [str(r) for r in rois] if rois is not None else [str(i) for i in range(len(names))]
         names = [f'{n}_{roi}' for n, roi in zip(names, labels)]
     return names
+
+
+def is_midline(region):
+    """Is ``region`` (bare or with a ``-l``/``-r`` suffix) a midline nucleus
+    (``config.MIDLINE_REGIONS``)?
+
+    Examples
+    --------
+    >>> is_midline('DR'), is_midline('DRN-l'), is_midline('VTA-l')
+    (True, True, False)
+    """
+    if not isinstance(region, str):
+        return False
+    return v.strip_hemisphere_suffix(v.fix_region_name(region)) in config.MIDLINE_REGIONS
+
+
+def laterality(brain_region, hemisphere):
+    """The side a recording is lateral to, for contra / ipsi labels: 'l', 'r' or None.
+
+    None for a midline region (:func:`is_midline`: a DR fiber is contralateral to no
+    stimulus, whatever its physical side) and for an unknown hemisphere ('' or None).
+
+    Examples
+    --------
+    >>> laterality('VTA', 'l'), laterality('DR', 'l'), laterality('VTA', '')
+    ('l', None, None)
+    """
+    if is_midline(brain_region) or hemisphere not in config.HEMISPHERES:
+        return None
+    return hemisphere
+
+
+def lateralities(brain_regions, hemispheres):
+    """:func:`laterality` of each row (object array of 'l', 'r', None).
+
+    Parameters
+    ----------
+    brain_regions, hemispheres : array-like, same length
+        Per-row region (bare or suffixed) and hemisphere ('l', 'r', '' or None).
+    """
+    regions = pd.Series(np.asarray(brain_regions, dtype=object))
+    hemis = pd.Series(np.asarray(hemispheres, dtype=object))
+    codes, uniques = pd.factorize(regions)  # one lookup per distinct region (-1: missing)
+    midline = np.array([is_midline(u) for u in uniques] + [False], dtype=bool)[codes]
+    lateral = ~midline & hemis.isin(config.HEMISPHERES).to_numpy()
+    return np.where(lateral, hemis.to_numpy(), None).astype(object)
 
 
 def _coordinates(fibers, subject, region, hemisphere):
@@ -145,6 +197,7 @@ def session_recordings(session, rois=None, fibers=None):
                 'subject': session.get('subject'),
                 'brain_region': region,
                 'hemisphere': hemi or '',
+                'midline': is_midline(region),
                 'NM': session.get('NM'),
                 'target_NM': targets[i] if i < len(targets) else None,
                 **dict(zip(COORDINATE_COLUMNS, xyz)),
@@ -178,6 +231,7 @@ def recordings_table(sessions, rois=None, fibers=None):
     ]
     table = pd.DataFrame(rows, columns=RECORDING_COLUMNS)
     table['fiber_idx'] = table['fiber_idx'].astype(np.int64)
+    table['midline'] = table['midline'].astype(bool)
     for col in COORDINATE_COLUMNS:
         table[col] = table[col].astype(float)
     return table

@@ -28,6 +28,7 @@ import pandas as pd
 import psychofit
 
 from iblnm import config
+from iblnm.recordings import lateralities
 
 # ---------------------------------------------------------------------------
 # Module constants (candidates for config.py)
@@ -133,22 +134,34 @@ def add_relative_contrast(df):
     Parameters
     ----------
     df : pandas.DataFrame
-        Rows with ``signed_contrast`` (%) and ``hemisphere`` ('l', 'r', '' or None); a
-        ``stim_side`` column, when present, sets the side of zero-contrast stimuli.
+        Rows with ``signed_contrast`` (%), ``brain_region`` and ``hemisphere`` ('l', 'r',
+        '' or None); a ``stim_side`` column, when present, sets the side of zero-contrast
+        stimuli.
 
     Returns
     -------
     pandas.DataFrame
         A copy with three more columns:
 
-        - ``hemi_sign``: +1 for 'l', -1 for 'r', +1 for anything else (midline, '' or None).
+        - ``hemi_sign``: +1 for a left fiber, -1 for a right one, NaN for a recording lateral
+          to no side (:func:`iblnm.recordings.laterality`: a midline region such as the DR,
+          or an unknown hemisphere).
         - ``relative_contrast`` (%): ``signed_contrast * hemi_sign``; for a left-hemisphere fiber
           right stimuli (positive signed contrast) are contralateral and stay positive.
         - ``side``: 'contra' or 'ipsi', decided with ``np.signbit`` so that a zero-contrast
-          stimulus keeps its side (-0.0 counts as ipsi); None where the contrast is NaN.
+          stimulus keeps its side (-0.0 counts as ipsi); None where the contrast is NaN or the
+          recording is lateral to no side (neither contra nor ipsi).
+
+    Raises
+    ------
+    KeyError
+        Without a ``brain_region`` column (a midline region could not be told apart).
     """
+    if 'brain_region' not in df:
+        raise KeyError('add_relative_contrast needs brain_region (midline regions get no side)')
     out = df.copy()
-    hemi_sign = np.where(out['hemisphere'].to_numpy() == 'r', -1.0, 1.0)
+    lateral = lateralities(out['brain_region'], out['hemisphere'])
+    hemi_sign = np.select([lateral == 'l', lateral == 'r'], [1.0, -1.0], np.nan)
     relative_contrast = _signed_contrast(out) * hemi_sign
     side = np.where(np.signbit(relative_contrast), 'ipsi', 'contra').astype(object)
     side[np.isnan(relative_contrast)] = None

@@ -56,7 +56,11 @@ def test_response_features_contra_ipsi_by_hemisphere():
         table = ar.magnitude_table(
             np.ones((1, 4, 60)) * np.arange(4)[None, :, None], TPTS, ['stimOn_times'], _trials()
         )
-        rows.append(table.assign(eid=eid, target_NM='VTA-DA', fiber_idx=0, hemisphere=hemi))
+        rows.append(
+            table.assign(
+                eid=eid, target_NM='VTA-DA', fiber_idx=0, brain_region='VTA', hemisphere=hemi
+            )
+        )
     features = ar.response_features(pd.concat(rows, ignore_index=True))
     # trials 0, 2: left 25 % correct (responses 0, 2); trials 1, 3: right 100 % incorrect (1, 3)
     assert features.loc[('a', 'VTA-DA', 0), 'stimOn_c25_ipsi_correct'] == 1.0
@@ -274,7 +278,7 @@ def test_response_lmm_single_subject():
     assert fit.kind == 'ols' and fit.summary_df.loc['log_contrast', 'Coef.'] > 0
 
 
-def test_lmm_trials_without_a_stimulus_side_are_left_out():
+def test_lmm_trials_without_a_stimulus_are_left_out():
     from iblnm.analysis.lmm import prepare_lmm_trials
 
     trials = pd.DataFrame(
@@ -285,9 +289,13 @@ def test_lmm_trials_without_a_stimulus_side_are_left_out():
             'probabilityLeft': [0.5] * 4,
             'contrast': [25.0, np.nan, 100.0, 6.25],
             'side': ['contra', None, 'ipsi', None],
+            'feedbackType': [1, 1, -1, 1],
         }
     )
-    assert list(prepare_lmm_trials(trials)['response_early']) == [1.0, 3.0]
+    # no stimulus (contrast NaN): out; a stimulus without contra/ipsi (a midline recording,
+    # side None) stays, coded 0 by code_predictors
+    assert list(prepare_lmm_trials(trials)['response_early']) == [1.0, 3.0, 4.0]
+    assert list(lmm.code_predictors(prepare_lmm_trials(trials))['side']) == [0.5, -0.5, 0.0]
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,13 @@ import importlib
 
 import pytest
 
-MODULES = ['iblnm.data', 'iblnm.group', 'iblnm.recordings', 'iblnm.simulate.example']
+MODULES = [
+    'iblnm.analysis.lmm',
+    'iblnm.data',
+    'iblnm.group',
+    'iblnm.recordings',
+    'iblnm.simulate.example',
+]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

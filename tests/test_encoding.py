@@ -30,6 +30,7 @@ def movement_table(driver='timing', n_subjects=3, n_trials=150, seed=0):
                     'eid': f'e{s}',
                     'subject': f's{s}',
                     'target_NM': 'X-DA',
+                    'brain_region': 'X',
                     'hemisphere': 'l',
                     'event': 'stimOn_times',
                     'trial': np.arange(n_trials),

@@ -426,6 +426,7 @@ def test_stored_contrast_columns_are_used_without_raw_contrasts():
             'contrastRight': [np.nan, 0.25, np.nan, 0.0],
             'choice': [1, -1, 1, -1],
             'feedbackType': [1, 1, 1, 1],
+            'brain_region': 'VTA',
             'hemisphere': 'l',
         }
     )
@@ -448,14 +449,17 @@ def test_stored_contrast_columns_are_used_without_raw_contrasts():
 def test_add_relative_contrast():
     df = pd.DataFrame(
         {
-            'signed_contrast': [25.0, -25.0, -0.0, 0.0, 25.0, -0.0, 6.25, np.nan],
-            'hemisphere': ['l', 'l', 'l', 'l', 'r', 'r', None, 'l'],
+            'signed_contrast': [25.0, -25.0, -0.0, 0.0, 25.0, -0.0, 6.25, np.nan, 25.0],
+            'brain_region': 'VTA',
+            'hemisphere': ['l', 'l', 'l', 'l', 'r', 'r', None, 'l', ''],
         }
     )
     out = task.add_relative_contrast(df)
     assert 'relative_contrast' not in df  # input untouched
-    assert out['hemi_sign'].tolist() == [1, 1, 1, 1, -1, -1, 1, 1]
-    np.testing.assert_array_equal(out['relative_contrast'], [25, -25, 0, 0, -25, 0, 6.25, np.nan])
+    np.testing.assert_array_equal(out['hemi_sign'], [1, 1, 1, 1, -1, -1, np.nan, 1, np.nan])
+    np.testing.assert_array_equal(
+        out['relative_contrast'], [25, -25, 0, 0, -25, 0, np.nan, np.nan, np.nan]
+    )
     assert out['side'].tolist() == [
         'contra',
         'ipsi',
@@ -463,7 +467,8 @@ def test_add_relative_contrast():
         'contra',
         'ipsi',
         'contra',  # left zero-contrast stimulus, right hemisphere
-        'contra',
+        None,  # unknown hemisphere: neither (tests/test_midline.py: midline regions too)
+        None,
         None,
     ]
 

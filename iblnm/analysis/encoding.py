@@ -407,17 +407,20 @@ GLM_TERMS = [
     'side:reward',
 ]
 GLM_INDEX = ['eid', 'target_NM', 'brain_region', 'fiber_idx']
+_NO_SIDE_TERMS = np.array([i for i, t in enumerate(GLM_TERMS) if 'side' not in t.split(':')])
 
 
 def glm_design(df, contrast_coding='log'):
     """Design matrix of the per-recording GLM, shape (n_trials, 7), columns :data:`GLM_TERMS`.
 
-    c = coded contrast (%), side = contra +0.5 / ipsi −0.5, reward = correct +0.5 /
-    incorrect −0.5, plus the three pairwise products.
+    c = coded contrast (%), side = contra +0.5 / ipsi −0.5 (0 for a recording lateral to
+    no side, ``side`` None), reward = correct +0.5 / incorrect −0.5, plus the three pairwise
+    products.
     """
     coding, _ = config.get_contrast_coding(contrast_coding)
     c = coding(df['contrast'].to_numpy(float))
-    side = np.where(df['side'].to_numpy(object) == 'contra', 0.5, -0.5)
+    side = df['side'].to_numpy(object)
+    side = np.select([side == 'contra', side == 'ipsi'], [0.5, -0.5], 0.0)
     reward = np.where(df['feedbackType'].to_numpy(float) > 0, 0.5, -0.5)
     return np.column_stack([np.ones(len(df)), c, side, reward, c * side, c * reward, side * reward])
 
@@ -455,7 +458,8 @@ def fit_response_glm(
     coefs, ses : pandas.DataFrame
         One row per recording, index (eid, target_NM, brain_region, fiber_idx), columns
         :data:`GLM_TERMS` (response units per coded unit). Rank-deficient designs are
-        skipped with a warning.
+        skipped with a warning. A recording lateral to no side (a midline region, ``side``
+        None) is fitted without the side terms, which are NaN.
 
     Raises
     ------
@@ -470,7 +474,7 @@ def fit_response_glm(
         )
     df = events_df[(events_df['event'] == event_name) & (events_df['probabilityLeft'] == 0.5)]
     df = df if 'side' in df else add_relative_contrast(df)
-    df = df[np.isfinite(df[response_col].astype(float)) & df['side'].notna()]
+    df = df[np.isfinite(df[response_col].astype(float)) & df['contrast'].notna()]
     coefs, ses, index = [], [], []
     for key, rec in df.groupby(GLM_INDEX, sort=True):
         x = glm_design(rec, contrast_coding)
@@ -478,12 +482,15 @@ def fit_response_glm(
         x, rec = x[coded], rec[coded]
         if len(rec) < min_trials:
             continue
-        if np.linalg.matrix_rank(x) < x.shape[1]:
+        # a recording lateral to no side (midline region): no side terms, NaN in the tables
+        terms = _NO_SIDE_TERMS if rec['side'].isna().all() else np.arange(len(GLM_TERMS))
+        if np.linalg.matrix_rank(x[:, terms]) < len(terms):
             warnings.warn(
                 f'fit_response_glm: rank-deficient design for {key}, skipped', stacklevel=2
             )
             continue
-        coef, se = ols_with_se(x, rec[response_col].to_numpy(float))
+        coef, se = np.full(len(GLM_TERMS), np.nan), np.full(len(GLM_TERMS), np.nan)
+        coef[terms], se[terms] = ols_with_se(x[:, terms], rec[response_col].to_numpy(float))
         coefs.append(coef), ses.append(se), index.append(key)
     idx = (
         pd.MultiIndex.from_tuples(index, names=GLM_INDEX)
@@ -1006,6 +1013,7 @@ def fit_cohort_cca(
     results, views = {}, {}
     for cohort in sorted(features.index.get_level_values('target_NM').unique()):
         x = features.xs(cohort, level='target_NM', drop_level=False)
+        x = x.loc[:, x.notna().any()]  # a midline cohort has no side terms (all NaN)
         y = psych.loc[x.index]
         ok = x.notna().all(axis=1) & y.notna().all(axis=1)
         x, y = x[ok], y[ok].loc[:, y[ok].std(ddof=0) > 0]

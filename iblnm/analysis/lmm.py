@@ -72,16 +72,46 @@ def code_predictors(df, contrast_coding='log'):
     Returns
     -------
     pandas.DataFrame
-        With ``log_contrast`` (coded contrast), ``side`` (+0.5 contra / -0.5 ipsi; the
+        With ``log_contrast`` (coded contrast), ``side`` (+0.5 contra / -0.5 ipsi, 0 for a
+        recording lateral to no side, e.g. a midline region: the mean of the two levels; the
         label is kept in ``side_label``) and ``reward`` (+0.5 correct / -0.5 incorrect).
     """
     transform, _ = config.get_contrast_coding(contrast_coding)
     out = df.copy()
     out['side_label'] = out['side']
     out['log_contrast'] = transform(out['contrast'].to_numpy(dtype=float))
-    out['side'] = np.where(out['side_label'] == 'contra', 0.5, -0.5)
+    out['side'] = np.select(
+        [out['side_label'] == 'contra', out['side_label'] == 'ipsi'], [0.5, -0.5], 0.0
+    )
     out['reward'] = np.where(out['feedbackType'] == 1, 0.5, -0.5)
     return out
+
+
+def without_side(formula):
+    """``formula`` (patsy) without its terms involving ``side``: the model of a group whose
+    recordings are lateral to no side (a midline region such as the DR).
+
+    Examples
+    --------
+    >>> without_side('{response} ~ log_contrast * side * reward')
+    '{response} ~ log_contrast + reward + log_contrast:reward'
+    >>> without_side('reward + log_contrast + side')
+    'reward + log_contrast'
+    """
+    import patsy
+
+    lhs, _, rhs = formula.rpartition('~')
+    desc = patsy.ModelDesc.from_formula(rhs)
+    desc.rhs_termlist = [
+        t for t in desc.rhs_termlist if not any(f.name() == 'side' for f in t.factors)
+    ]
+    kept = desc.describe().lstrip('~ ').strip()
+    return f'{lhs.strip()} ~ {kept}' if lhs.strip() else kept
+
+
+def has_side_term(fit):
+    """Does a fitted :class:`LMMResult` model the side (a term involving ``side``)?"""
+    return any('side' in name.split(':') for name in fit.summary_df.index)
 
 
 def variance_explained(result, y, fixed=None):
@@ -213,11 +243,17 @@ def fit_response_lmm(
     Returns
     -------
     LMMResult or None
-        None also when side or reward has fewer than 2 levels or the response SD is 0.
+        None also when reward has fewer than 2 levels, the recordings lateral to a side have
+        fewer than 2 sides, or the response SD is 0. A group with no recording lateral to a
+        side (a midline region: every ``side`` None) is fitted without the side terms
+        (:func:`without_side`).
     """
     data = code_predictors(df.dropna(subset=[response_col]), contrast_coding)
     formula = (formula or DEFAULT_FORMULA).format(response=response_col)
-    if len(data) < 10 or data['side'].nunique() < 2 or data['reward'].nunique() < 2:
+    sides = set(data['side']) - {0.0}  # 0: lateral to no side
+    if not sides:
+        formula = without_side(formula)
+    if len(data) < 10 or len(sides) == 1 or data['reward'].nunique() < 2:
         return None
     if data[response_col].std() == 0:
         return None
@@ -234,13 +270,15 @@ def fit_response_lmm(
 def prepare_lmm_trials(
     magnitudes, response_col='response_early', probability_left=0.5, min_reaction_time=0.05
 ):
-    """Trials entering the model: 50/50 block, a choice, reaction time > 0.05 s, finite response,
-    a contrast and a side label (a trial without a stimulus side is not coded as ipsi).
+    """Trials entering the model: 50/50 block, a choice, reaction time > 0.05 s, finite response
+    and a stimulus (a contrast; a trial without a stimulus is not coded as ipsi).
 
-    ``magnitudes`` must already carry ``side`` labels.
+    ``magnitudes`` must already carry ``side`` labels; a recording lateral to no side (a
+    midline region) keeps its trials with ``side`` None (coded 0 by :func:`code_predictors`).
     """
     keep = magnitudes[response_col].notna() & (magnitudes['choice'] != 0)
-    keep &= magnitudes['contrast'].notna() & magnitudes['side'].isin(['contra', 'ipsi'])
+    has_side = magnitudes['side'].isin(['contra', 'ipsi'])
+    keep &= magnitudes['contrast'].notna() & (has_side | magnitudes['side'].isna())
     keep &= magnitudes['reaction_time'] > min_reaction_time
     if probability_left is not None:
         keep &= np.isclose(magnitudes['probabilityLeft'], probability_left)
@@ -350,17 +388,19 @@ def predict_grid(fit, contrasts, contrast_coding='log'):
     Returns
     -------
     pandas.DataFrame
-        ``contrast``, ``side`` (label), ``outcome`` (label), ``predicted``, ``ci_lower``,
+        ``contrast``, ``side`` (label: 'contra'/'ipsi'; 'neither' for a fit without side
+        terms, a midline region), ``outcome`` (label), ``predicted``, ``ci_lower``,
         ``ci_upper``; CI = ±1.96·sqrt(x'Σx) with Σ the fixed-effect covariance.
     """
     transform, _ = config.get_contrast_coding(contrast_coding)
+    sides = (0.5, -0.5) if has_side_term(fit) else (0.0,)
     grid = pd.DataFrame(
-        [(c, s, r) for c in contrasts for s in (0.5, -0.5) for r in (0.5, -0.5)],
+        [(c, s, r) for c in contrasts for s in sides for r in (0.5, -0.5)],
         columns=['contrast', 'side', 'reward'],
     )
     grid['log_contrast'] = transform(grid['contrast'].to_numpy(dtype=float))
     grid = _predict(fit, grid)
-    grid['side'] = np.where(grid['side'] > 0, 'contra', 'ipsi')
+    grid['side'] = np.select([grid['side'] > 0, grid['side'] < 0], ['contra', 'ipsi'], 'neither')
     grid['outcome'] = np.where(grid['reward'] > 0, 'correct', 'incorrect')
     return grid.drop(columns=['reward', 'log_contrast'])
 
@@ -417,10 +457,13 @@ def compute_marginal_means(fit, factor, contrasts=config.ANALYSIS_CONTRASTS, con
 
 
 def marginal_means_table(results, by=('target_NM', 'event'), contrasts=config.ANALYSIS_CONTRASTS):
-    """:func:`compute_marginal_means` of every grouped fit and factor, in long form."""
+    """:func:`compute_marginal_means` of every grouped fit and factor, in long form (no 'side'
+    rows for a fit without side terms: a midline region)."""
     frames = []
     for key, fit in results.items():
-        for factor in ('reward', 'side', 'contrast'):
+        for factor in (
+            ('reward', 'side', 'contrast') if has_side_term(fit) else ('reward', 'contrast')
+        ):
             table = compute_marginal_means(fit, factor, contrasts, fit.contrast_coding)
             for name, value in zip(by, key):
                 table.insert(0, name, value)
@@ -506,7 +549,11 @@ def fit_wheel_lmms(
     """:func:`fit_wheel_lmm` per target-NM x contrast x movement variable.
 
     ``trials`` are stimulus-locked rows (one per recording x trial) with ``side`` labels;
-    only 50/50-block trials with a choice are used (as in the spec).
+    only 50/50-block trials with a choice are used (as in the spec). The base model's
+    stimulus covariate is the side relative to the fiber, and for a recording lateral to no
+    side (``side`` None: a midline region) the stimulus side itself (``stim_side``
+    'left'/'right'): it absorbs how the movement depends on the stimulus, which needs no
+    fiber side.
 
     Returns
     -------
@@ -514,6 +561,10 @@ def fit_wheel_lmms(
         Columns :data:`WHEEL_LMM_COLUMNS`, one row per fitted group.
     """
     keep = np.isclose(trials['probabilityLeft'], 0.5) & (trials['choice'] != 0)
+    if 'stim_side' in trials:
+        trials = trials.assign(
+            side=trials['side'].where(trials['side'].notna(), trials['stim_side'])
+        )
     rows = []
     for (target, contrast), group in trials[keep].groupby(['target_NM', 'contrast']):
         for dv in dvs:

@@ -127,7 +127,8 @@ def add_side(magnitudes):
     """Add ``side`` ('contra'/'ipsi' relative to the fiber's hemisphere) to a trial table.
 
     Uses :func:`iblnm.task.add_relative_contrast` (left fiber: right stimuli are contra;
-    midline or unknown hemispheres count as left). Returns a copy.
+    a recording lateral to no side, a midline region such as the DR or an unknown
+    hemisphere, gets None: neither contra nor ipsi). Returns a copy.
     """
     return task.add_relative_contrast(magnitudes).drop(columns=['hemi_sign', 'relative_contrast'])
 
@@ -183,10 +184,19 @@ def response_features(magnitudes, response_col='response_early', min_trials=1, i
     -------
     pandas.DataFrame, shape (n_recordings, n_conditions)
         Columns :func:`condition_columns` over the events and the union of the contrasts
-        present (in that order); NaN where a recording lacks the condition.
+        present (in that order); NaN where a recording lacks the condition. A recording
+        lateral to no side (:func:`add_side` None: a midline region) has the same value,
+        its mean over both stimulus sides, in the contra and the ipsi column.
     """
     df = add_side(magnitudes[magnitudes['feedbackType'].isin(list(OUTCOMES))])
-    df = df[df['side'].notna() & df['contrast'].notna()]
+    df = df[df['contrast'].notna()]
+    # a recording lateral to no side (midline, unknown hemisphere) has no contra/ipsi split:
+    # both columns of a condition hold its mean over both stimulus sides (same columns for
+    # every recording, so it stays in the feature matrix)
+    neither = df['side'].isna()
+    if neither.any():
+        pooled = df[neither]
+        df = pd.concat([df[~neither], *(pooled.assign(side=s) for s in SIDES)])
     label = [
         condition_label(e, c, s, f)
         for e, c, s, f in zip(df['event'], df['contrast'], df['side'], df['feedbackType'])

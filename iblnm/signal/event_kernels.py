@@ -61,7 +61,9 @@ def condition_weights(trials, hemisphere=None, conditions=CONDITIONS):
     trials : pandas.DataFrame
         Columns ``contrast`` (%), ``stim_side`` ('left'/'right') and ``feedbackType``.
     hemisphere : {'l', 'r'} or None
-        Fiber hemisphere; right stimuli are contralateral to a left (or unknown) fiber.
+        The side the fiber is lateral to (:func:`iblnm.recordings.laterality`); right stimuli
+        are contralateral to a left fiber. None (a midline region, an unknown side): no
+        trial is contra or ipsi, every 'side' weight is 0 (its kernel is not estimated).
 
     Returns
     -------
@@ -80,8 +82,9 @@ def condition_weights(trials, hemisphere=None, conditions=CONDITIONS):
         log_c - np.nanmean(log_c) if np.isfinite(log_c).any() else log_c
     )
     side = trials['stim_side'].to_numpy(dtype=object) if 'stim_side' in trials else np.full(n, None)
-    contra = 'left' if hemisphere == 'r' else 'right'
-    out['side'] = np.select([side == contra, pd_notna(side)], [0.5, -0.5], 0.0)
+    contra = {'l': 'right', 'r': 'left'}.get(hemisphere)
+    lateral = pd_notna(side) & (contra is not None)
+    out['side'] = np.select([lateral & (side == contra), lateral], [0.5, -0.5], 0.0)
     outcome = (
         trials['feedbackType'].to_numpy(dtype=float) if 'feedbackType' in trials else np.zeros(n)
     )
