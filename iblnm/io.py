@@ -161,9 +161,23 @@ class AlyxMetadata:
         kwargs = {'nickname': nickname} if nickname else {}
         return list(self._rest('subjects', 'list', **kwargs))
 
-    def fibers(self):
-        """Fiber insertions known to the database (not served by Alyx here: empty)."""
-        return pd.DataFrame(columns=['subject', 'targeted_region', 'X-ml_um'])
+    def fibers(self, subjects=None):
+        """Fiber insertions of ``subjects`` from Alyx (the fibers table, X-ml_um > 0 = left).
+
+        Alyx ``chronic-insertions`` of each subject (named by the targeted region, as the
+        original's ``fibers.csv``) and their ``trajectories`` (iblatlas coordinates, x right
+        positive), converted by :func:`fibers_from_alyx`. ``subjects`` None: every chronic
+        insertion of the database. Insertions without a trajectory give no row; a subject's
+        non-fiber insertions (named after a probe, not a region) match no recording.
+        """
+        filters = [{}] if subjects is None else [{'subject': s} for s in sorted(set(subjects))]
+        insertions = [ins for f in filters for ins in self._rest('chronic-insertions', 'list', **f)]
+        trajectories = [
+            t
+            for ins in insertions
+            for t in self._rest('trajectories', 'list', chronic_insertion=str(ins['id']))
+        ]
+        return fibers_from_alyx(insertions, trajectories)
 
 
 class LocalMetadata:
@@ -255,12 +269,14 @@ class LocalMetadata:
                 rec[key] = list(rec[key]) if rec.get(key) is not None else []
         return records
 
-    def fibers(self):
-        """Fiber insertions recorded in the cache (``alyx/fibers.pqt``)."""
+    def fibers(self, subjects=None):
+        """Fiber insertions recorded in the cache (``alyx/fibers.pqt``, X-ml_um > 0 = left),
+        of ``subjects`` (None: all)."""
         path = self.cache_dir / config.ALYX_RECORDS_DIRNAME / 'fibers.pqt'
         if not path.exists():
             return pd.DataFrame(columns=['subject', 'targeted_region', 'X-ml_um'])
-        return pd.read_parquet(path)
+        table = pd.read_parquet(path)
+        return table if subjects is None else table[table['subject'].isin(list(subjects))]
 
 
 def _json_or_none(value):
@@ -278,6 +294,13 @@ def get_metadata_source(one, no_cache=False):
 
 
 FIBER_COLUMNS = ['subject', 'fiber', 'targeted_region', 'X-ml_um', 'Y-ap_um', 'Z-dv_um']
+# Alyx trajectory provenances, least to most refined (Alyx's own ordering)
+TRAJECTORY_PROVENANCE = {
+    'Planned': 10,
+    'Micro-manipulator': 30,
+    'Histology track': 50,
+    'Ephys aligned histology track': 70,
+}
 
 
 def fibers_from_alyx(insertions, trajectories):
@@ -301,19 +324,27 @@ def fibers_from_alyx(insertions, trajectories):
         targeted region, a hemisphere suffix ('VTA-l') and known misspellings are removed.
     trajectories : list of dict
         ``trajectories`` records with ``chronic_insertion`` (an insertion's id), ``x``, ``y``,
-        ``z``; trajectories of unknown insertions, or without ``x``, are skipped.
+        ``z`` and ``provenance``; trajectories of unknown insertions, or without ``x``, are
+        skipped. Of an insertion's trajectories the most refined is used (histology over
+        micro-manipulator over planned, :data:`TRAJECTORY_PROVENANCE`).
 
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`FIBER_COLUMNS`, one row per trajectory.
+        Columns :data:`FIBER_COLUMNS`, one row per insertion with a trajectory.
     """
     by_id = {str(ins['id']): ins for ins in insertions}
-    rows = []
+    best = {}  # insertion id -> its most refined trajectory
     for trajectory in trajectories:
-        insertion = by_id.get(str(trajectory.get('chronic_insertion')))
-        if insertion is None or trajectory.get('x') is None:
+        key = str(trajectory.get('chronic_insertion'))
+        if key not in by_id or trajectory.get('x') is None:
             continue
+        rank = TRAJECTORY_PROVENANCE.get(trajectory.get('provenance'), -1)
+        if key not in best or rank > best[key][0]:
+            best[key] = (rank, trajectory)
+    rows = []
+    for key, (_, trajectory) in best.items():
+        insertion = by_id[key]
         region = strip_hemisphere_suffix(fix_region_name(insertion['name']))
         rows.append(
             {
@@ -328,17 +359,26 @@ def fibers_from_alyx(insertions, trajectories):
     return pd.DataFrame(rows, columns=FIBER_COLUMNS)
 
 
-def get_fiber_table(one=None, fibers_fpath=config.FIBERS_FPATH):
-    """Fiber insertions: the tracked ``metadata/fibers.csv`` plus the database's records."""
+def get_fiber_table(one=None, fibers_fpath=config.FIBERS_FPATH, subjects=None, metadata=None):
+    """Fiber insertions: the tracked ``metadata/fibers.csv`` plus the database's records.
+
+    The database's (``metadata`` default :func:`get_metadata_source` of ``one``): the local
+    cache's ``alyx/fibers.pqt``, or Alyx's chronic insertions and trajectories
+    (:meth:`AlyxMetadata.fibers`, converted to the fibers-table sign), of ``subjects``
+    (None: all).
+    """
     frames = []
     if Path(fibers_fpath).exists():
         frames.append(pd.read_csv(fibers_fpath))
-    if one is not None:
-        frames.append(get_metadata_source(one).fibers())
+    if metadata is None and one is not None:
+        metadata = get_metadata_source(one)
+    if metadata is not None:
+        frames.append(metadata.fibers(subjects))
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=['subject', 'targeted_region', 'X-ml_um'])
-    return pd.concat(frames, ignore_index=True)
+    # a fiber in both sources is one insertion (else its coordinates would be ambiguous)
+    return pd.concat(frames, ignore_index=True).drop_duplicates(ignore_index=True)
 
 
 # ---------------------------------------------------------------------------

@@ -13,6 +13,11 @@ It answers the REST endpoints the catalog stage reaches through the real ONE cli
 ``GET /subjects``         SubjectList records; filters ``nickname``, ``lab``, ``project``
 ``GET /datasets``         Dataset records with ``file_records``; filter ``session``
 ``GET /datasets/<id>``    one Dataset record
+``GET /chronic-insertions`` ChronicInsertionList records of the cache's ``alyx/fibers.pqt``
+                          (named by the targeted region); filters ``subject``, ``id``
+``GET /trajectories``     TrajectoryEstimate records of those insertions in IBL's atlas
+                          convention (``x`` = ML, right positive: ``x = -X-ml_um``); filter
+                          ``chronic_insertion``
 ``GET /data-repository/`` 404 (no AWS repository: ONE falls back to HTTP downloads)
 ``GET /files/<path>``     dataset files, named ``<name>.<dataset uuid>.<ext>`` as on the
                           IBL file server; ``HTTP_DATA_SERVER`` is ``<base_url>/files``
@@ -94,6 +99,8 @@ LIST_PARAMETERS = {
         'session',
         'subject',
     ],
+    'chronic-insertions': ['id', 'lab', 'limit', 'model', 'name', 'offset', 'subject'],
+    'trajectories': ['chronic_insertion', 'id', 'limit', 'offset', 'provenance', 'subject'],
 }
 DETAIL_PATHS = {
     'sessions': '/sessions/{id}',
@@ -255,6 +262,52 @@ class CacheRecords:
             rec['genotype'] = rec.get('genotype') or []
             rec['projects'] = rec.get('projects') or []
         return records
+
+    def fibers(self):
+        """``(chronic insertion, trajectory)`` records of the cache's ``alyx/fibers.pqt``.
+
+        The fibers table has ``X-ml_um`` > 0 = left; Alyx trajectories follow IBL's atlas
+        (x right positive), so ``x = -X-ml_um`` (AP and DV as they are).
+        """
+        path = self.cache_dir / 'alyx' / 'fibers.pqt'
+        if not path.exists():
+            return []
+        labs = {s['nickname']: s.get('lab') for s in self.subjects()}
+        out = []
+        for rec in _read_table(path).to_dict('records'):
+            rec = _jsonable(rec)
+            key = f'{rec["subject"]}/{rec["fiber"]}'
+            insertion = {
+                'id': str(uuid.uuid5(uuid.NAMESPACE_URL, f'chronic-insertion/{key}')),
+                'name': rec['targeted_region'],
+                'subject': rec['subject'],
+                'lab': labs.get(rec['subject']),
+                'model': 'Fiber',
+                'start_time': None,
+                'serial': '',
+                'json': None,
+                'probe_insertion': None,
+            }
+            trajectory = {
+                'id': str(uuid.uuid5(uuid.NAMESPACE_URL, f'trajectory/{key}')),
+                'probe_insertion': None,
+                'chronic_insertion': insertion['id'],
+                'x': -rec['X-ml_um'],
+                'y': rec.get('Y-ap_um'),
+                'z': rec.get('Z-dv_um'),
+                'depth': None,
+                'theta': None,
+                'phi': None,
+                'roll': None,
+                'provenance': 'Histology track',
+                'session': None,
+                'probe_name': rec['fiber'],
+                'coordinate_system': 'IBL-Allen',
+                'datetime': None,
+                'json': None,
+            }
+            out.append((insertion, trajectory))
+        return out
 
     def session_datasets(self, eid):
         """Datasets of a session, sorted by relative path."""
@@ -622,7 +675,8 @@ class AlyxServer:
         """Pass every served record of ``kind`` through ``function(record) -> record``.
 
         ``kind``: 'session' (list entries), 'session_detail', 'session_dataset' (entries of
-        ``data_dataset_session_related``), 'dataset' or 'subject'; e.g. to add fields a newer
+        ``data_dataset_session_related``), 'dataset', 'subject', 'chronic_insertion' or
+        'trajectory'; e.g. to add fields a newer
         Alyx has, or to null or drop fields, as records of the real database can differ
         from the local cache's.
         """
@@ -677,6 +731,8 @@ class AlyxServer:
             'sessions': self._sessions,
             'subjects': self._subjects,
             'datasets': self._datasets,
+            'chronic-insertions': self._chronic_insertions,
+            'trajectories': self._trajectories,
         }.get(parts[0] if parts else None)
         if handler is None or len(parts) > 2:
             return 404, NOT_FOUND
@@ -742,6 +798,24 @@ class AlyxServer:
             for d in dsets
         ]
         return 200, paginate(results, query, page_url, self.page_size)
+
+    def _fiber_records(self, which, rid, query, page_url, filters):
+        records = [pair[which] for pair in self.records.fibers()]
+        if rid is not None:
+            found = [r for r in records if r['id'] == rid]
+            return (200, self._out(KINDS[which], found[0])) if found else (404, NOT_FOUND)
+        records = [r for r in records if all(str(r[k]) == query[k] for k in filters if k in query)]
+        results = [self._out(KINDS[which], r) for r in records]
+        return 200, paginate(results, query, page_url, self.page_size)
+
+    def _chronic_insertions(self, rid, query, page_url):
+        return self._fiber_records(0, rid, query, page_url, ('subject', 'id', 'name', 'lab'))
+
+    def _trajectories(self, rid, query, page_url):
+        return self._fiber_records(1, rid, query, page_url, ('chronic_insertion', 'id'))
+
+
+KINDS = ('chronic_insertion', 'trajectory')  # rewrite kinds of the fiber records
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

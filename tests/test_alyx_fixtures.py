@@ -321,3 +321,18 @@ def test_alyx_coordinates_give_the_fiber_hemisphere(schemas):
     with pytest.raises(v.HemisphereMismatch):
         v.validate_hemisphere(pd.Series({**session, 'hemisphere': ['l']}), fiber_lookup=lookup)
     assert io.fibers_from_alyx([insertion], [{**trajectory, 'chronic_insertion': 'other'}]).empty
+
+
+def test_the_most_refined_trajectory_of_an_insertion_is_used(schemas):
+    """Alyx keeps several trajectories per insertion (planned, histology...): one fiber row,
+    from the most refined, whatever their order."""
+    from iblnm import io
+
+    insertion, histology = alyx_fiber_records(-650.0)
+    histology = {**histology, 'provenance': 'Histology track'}
+    planned = {**histology, 'id': '51d6b8b6-4a16-4f0a-9a33-6f1b2a0f7c23', 'x': 600.0}
+    planned['provenance'] = 'Planned'
+    assert_matches(histology, 'TrajectoryEstimate', schemas)
+    for order in ([planned, histology], [histology, planned]):
+        fibers = io.fibers_from_alyx([insertion], order)
+        assert fibers['X-ml_um'].tolist() == [650.0]  # left: iblatlas x < 0

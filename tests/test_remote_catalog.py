@@ -168,6 +168,40 @@ def test_remote_catalog_equals_local(cache, make_server, tmp_path):
     assert all(r.status == 200 for r in server.calls('/files/*'))
 
 
+def test_remote_fibers_come_from_alyx_insertions_with_the_atlas_sign(
+    small_cache, make_server, tmp_path
+):
+    """No fibers.csv: the local run reads the cache's fibers table (X-ml_um > 0 = left), the
+    remote run Alyx's chronic insertions and trajectories (iblatlas x, right positive):
+    same hemispheres, coordinates and recordings."""
+    from iblnm import io
+
+    no_csv = tmp_path / 'absent_fibers.csv'
+    local_paths = outputs(tmp_path / 'local', no_csv)
+    local = run(One(cache_dir=str(small_cache), mode='local'), local_paths)
+    server = make_server(small_cache)
+    remote_paths = outputs(tmp_path / 'remote', no_csv)
+    remote = run(connect(server, tmp_path / 'one_remote'), remote_paths)
+    pd.testing.assert_frame_equal(remote.catalog, local.catalog)
+    pd.testing.assert_frame_equal(remote.recordings, local.recordings)
+    assert log_entries(remote.log) == log_entries(local.log)
+    sided = remote.recordings[remote.recordings['X-ml_um'].notna()]
+    assert len(sided) > 0.8 * len(remote.recordings)  # coordinates found for most fibers
+    assert ((sided['X-ml_um'] > 0) == (sided['hemisphere'] == 'l')).all()
+    assert server.calls('/chronic-insertions') and server.calls('/trajectories')
+    # the served trajectories are in the atlas convention: x = -X-ml_um
+    fibers = pd.read_parquet(small_cache / 'alyx' / 'fibers.pqt')
+    served = io.get_metadata_source(connect(server, tmp_path / 'one_remote')).fibers()
+    cols = ['subject', 'targeted_region', 'X-ml_um', 'Y-ap_um', 'Z-dv_um']
+    pd.testing.assert_frame_equal(
+        served[cols].sort_values(cols, ignore_index=True).astype({'Y-ap_um': float}),
+        fibers[cols].sort_values(cols, ignore_index=True),
+        check_dtype=False,
+    )
+    x = {(i['subject'], t['probe_name']): t['x'] for i, t in server.records.fibers()}
+    assert [x[k] for k in zip(fibers['subject'], fibers['fiber'])] == list(-fibers['X-ml_um'])
+
+
 SESSION_KEYS = [
     'subject',
     'lab',

@@ -340,7 +340,8 @@ def query_database(
         None if redownload or not sessions_fpath.exists() else pd.read_parquet(sessions_fpath)
     )
     new_records = list_new_records(records, existing, redownload)
-    fibers = io.get_fiber_table(one, fibers_fpath=fibers_fpath)
+    subjects = {r.get('subject') for r in records}
+    fibers = io.get_fiber_table(fibers_fpath=fibers_fpath, subjects=subjects, metadata=metadata)
     ctx = CatalogContext(one=one, metadata=metadata, fiber_lookup=v.fiber_hemisphere_lookup(fibers))
     rows, new_log, deferred, unexpected = _query_records(new_records, ctx, progress)
     queried = {record_eid(r) for r in new_records}

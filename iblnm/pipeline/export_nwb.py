@@ -148,7 +148,7 @@ def run_export_stage(
     rows = [r for _, r in selected.iterrows()]
     done = set() if redo else {r['eid'] for r in rows if exported_path(r, out_dir).exists()}
     todo = selected[~selected['eid'].isin(done)]
-    fibers = io.get_fiber_table(one)
+    fibers = io.get_fiber_table(one, subjects=set(todo['subject']))
     jobs = make_jobs(todo, one, {'h5_dir': str(h5_dir), 'out_dir': str(out_dir), 'fibers': fibers})
     outcomes = run_jobs(export_session, jobs, workers, scheduler, STAGE, progress)
     table, log = gather(outcomes)
