@@ -112,3 +112,25 @@ def test_shell_blocks_name_existing_commands_and_targets():
                 rest = iter(words[1:])
                 command = next(w for w in rest if not (w in valued and next(rest)) and w[0] != '-')
                 assert cli.command_module(command).main, line
+
+
+def test_the_layout_names_every_module_of_the_package_and_nothing_else():
+    """The README's layout tree lists every module and sub-package of ``iblnm/`` (a newcomer
+    finds any behaviour from it), and each module the command table points to exists."""
+    text = README.read_text()
+    tree = text[text.index('## Layout') :]
+    tree = tree[tree.index('```') + 3 :]
+    tree = tree[: tree.index('```')]
+    listed = set(re.findall(r'^  (\w+)(?:\.py|/)', tree, re.M))
+    package = config.PACKAGE_DIR
+    present = {
+        p.stem if p.suffix == '.py' else p.name
+        for p in package.iterdir()
+        if (p.suffix == '.py' or (p.is_dir() and not p.name.startswith('__')))
+        and p.name not in ('__init__.py', '__main__.py')
+    }
+    assert listed == present, {'not listed': present - listed, 'not in iblnm/': listed - present}
+    table = text[text.index('| command | module: entry point |') :].split('\n\n', 1)[0]
+    for module, entry in re.findall(r'\| `([\w/]+\.py)`: `(\w+)`', table):
+        source = (package / module).read_text()
+        assert re.search(rf'^def {entry}\(', source, re.M), (module, entry)
