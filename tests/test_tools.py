@@ -231,7 +231,13 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
         assert 'responses_log.pqt' in out
     means = pd.read_csv(tables / 'lmm_marginal_means.csv')
     coefficients = pd.read_csv(tables / 'lmm_coefficients.csv')
-    assert len(means) == 9 * len(coefficients[['target_NM', 'event']].drop_duplicates())
+    # per fitted group: 2 reward + 5 contrast levels, + 2 side levels when the model has a
+    # side term (not for a midline region such as the DR: neither contra nor ipsi)
+    groups = coefficients.groupby(['target_NM', 'event'])['term']
+    expected = sum(9 if (terms == 'side').any() else 7 for _, terms in groups)
+    assert len(means) == expected
+    midline = means[means['target_NM'].str.startswith(('DR', 'MR'))]
+    assert 'side' not in set(midline['factor'])
     figures = sorted(p.name for p in (tool_root / 'figures' / 'responses').iterdir())
     assert {'mean_traces.png', 'lmm_coefficients.svg'} <= set(figures)
     targets = set(kernels['target_NM'])
