@@ -1241,10 +1241,12 @@ class PhotometrySession:
         ):
             return None
         out = {}
-        qc = self.qc
+        qc = self.qc  # its columns once, then each region's rows (not a table per region)
+        qc_region = qc['brain_region'].to_numpy()
+        qc_columns = {col: values.to_numpy() for col, values in qc.items()}
         pre = self.photometry.get(PREPROCESSED_BAND)
         dff = self.photometry.get(DFF_BAND)
-        segments = self.segments
+        segments = {r: a.segments for r, a in self.artefacts.items()} or self._segments
         for region in self.regions or list(self.responses):
             entry = {}
             if pre is not None and region in pre:
@@ -1256,17 +1258,17 @@ class PhotometrySession:
                 }
                 if dff is not None and region in dff:
                     entry['preprocessed']['dff'] = dff[region].to_numpy()
-            if region in set(segments['brain_region']):
-                rows = segments[segments['brain_region'] == region].drop(columns='brain_region')
-                entry['artefacts'] = rows.reset_index(drop=True)
+            if region in segments:  # the rows of :attr:`segments` of this region
+                entry['artefacts'] = segments[region].reindex(columns=af.SEGMENT_COLUMNS)
             if region in self.responses:
                 entry['responses'] = self.responses[region]
             if region in self.responses_dff:
                 entry['responses_dff'] = self.responses_dff[region]
             if region in self.kernels:
                 entry['kernels'] = self.kernels[region]
-            if len(qc) and region in set(qc['brain_region']):
-                entry['qc'] = qc[qc['brain_region'] == region].reset_index(drop=True)
+            rows = np.flatnonzero(qc_region == region)
+            if len(rows):
+                entry['qc'] = {col: values[rows] for col, values in qc_columns.items()}
             out[region] = entry
         return out
 
@@ -1284,8 +1286,13 @@ class PhotometrySession:
         """The run record, the processing parameters and the session's input datasets."""
         parameters = provenance.processing_parameters()
         record = provenance.current() or provenance.make_record(self.one, parameters)
-        try:
-            inputs = self.one.list_datasets(self.eid, details=True).reset_index()
+        try:  # the records the loader verified the files against, else listed now
+            listed = self._loader is not None and self._loader._dataset_records is not None
+            inputs = (
+                self._loader._dataset_records
+                if listed
+                else self.one.list_datasets(self.eid, details=True)
+            ).reset_index()
             inputs = inputs.reindex(
                 columns=['rel_path', 'id', 'hash', 'file_size', 'default_revision']
             )

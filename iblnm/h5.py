@@ -52,6 +52,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import xarray as xr
+from h5py import h5d, h5p, h5s, h5t
 
 from iblnm.util import atomic_write
 from iblnm.validation import LOG_COLUMNS, CorruptH5, MissingH5
@@ -99,6 +100,44 @@ def _chunks(array):
     return (max(1, min(array.shape[0], MAX_CHUNK_BYTES // row_bytes)), *array.shape[1:])
 
 
+# The creation properties h5py's ``create_dataset`` gives a contiguous dataset (no modification
+# times), made once. h5py's high-level call costs ~0.13 ms a dataset in Python (property lists,
+# dtype checks, the Dataset object) on top of HDF5's own ~0.1 ms, and a session file holds ~130
+# datasets (one per QC column of each region: the original layout), so the contiguous ones are
+# written with the same low-level calls it makes (see :func:`_write_contiguous`).
+_CONTIGUOUS = h5p.create(h5p.DATASET_CREATE)
+_CONTIGUOUS.set_obj_track_times(False)
+_TYPES = {}
+
+
+def _h5_type(dtype):
+    """HDF5 file type of a numpy dtype, as h5py's ``create_dataset`` makes it (cached)."""
+    if dtype not in _TYPES:
+        _TYPES[dtype] = h5t.py_create(dtype, logical=1)
+    return _TYPES[dtype]
+
+
+def _write_contiguous(group, name, array, dtype=None):
+    """``group.create_dataset(name, data=array, dtype=dtype)`` of a contiguous dataset: the same
+    HDF5 calls (type, dataspace, creation properties, one write), without the Python wrapping.
+
+    ``array`` is a C-contiguous ndarray; ``dtype`` the stored dtype when it differs from the
+    array's (h5py's string dtype for object arrays of str). A name with a '/' (a path)
+    goes through h5py, which creates the intermediate groups.
+    """
+    if '/' in name:
+        group.create_dataset(name, data=array, dtype=dtype)
+        return
+    dsid = h5d.create(
+        group.id,
+        name.encode(),
+        _h5_type(dtype or array.dtype),
+        h5s.create_simple(array.shape),
+        dcpl=_CONTIGUOUS,
+    )
+    dsid.write(h5s.ALL, h5s.ALL, array)
+
+
 def create_dataset(group, name, data, dtype=None):
     """Write a numeric array, compressed when that pays (the one dataset writer of the layout).
 
@@ -110,20 +149,19 @@ def create_dataset(group, name, data, dtype=None):
     dtype : numpy dtype, optional
         Stored dtype (default: the array's).
 
-    Returns
-    -------
-    h5py.Dataset
-        Chunked and compressed (:data:`COMPRESSION`: gzip 1 + shuffle, readable by any HDF5
-        tool) when the array is of a :data:`COMPRESSED_KINDS` kind (or a float array more
-        than :data:`MOSTLY_NAN` NaN), holds at least
-        :data:`MIN_COMPRESSED_BYTES` and a sample compresses at least 2×; contiguous otherwise.
+    Notes
+    -----
+    The dataset is chunked and compressed (:data:`COMPRESSION`: gzip 1 + shuffle, readable by
+    any HDF5 tool) when the array is of a :data:`COMPRESSED_KINDS` kind (or a float array more
+    than :data:`MOSTLY_NAN` NaN), holds at least :data:`MIN_COMPRESSED_BYTES` and a sample
+    compresses at least 2×; contiguous otherwise.
     """
-    array = np.asarray(data, dtype=dtype)
-    options = {}
+    array = np.ascontiguousarray(data, dtype=dtype)
     if array.ndim and array.nbytes >= MIN_COMPRESSED_BYTES and _compressible_kind(array):
         if _compresses(array):
-            options = {'chunks': _chunks(array), **COMPRESSION}
-    return group.create_dataset(name, data=array, **options)
+            group.create_dataset(name, data=array, chunks=_chunks(array), **COMPRESSION)
+            return
+    _write_contiguous(group, name, array)
 
 
 def _replace_group(parent, name):
@@ -144,7 +182,7 @@ def _clean(text):
 
 def _write_strings(group, name, values):
     values = [NONE_STR if v is None else _clean(v) for v in values]
-    group.create_dataset(name, data=np.array(values, dtype=object), dtype=STR)
+    _write_contiguous(group, name, np.array(values, dtype=object), dtype=STR)
 
 
 def _read_strings(dataset):
@@ -193,9 +231,13 @@ def read_metadata(h5, **_):
 
 def write_errors(h5, errors):
     """Error-log entries (list of dicts or DataFrame) as four string datasets."""
+    group = _replace_group(h5, 'errors')
+    if not len(errors):  # the usual case: four empty datasets, without building a table
+        for col in LOG_COLUMNS:
+            _write_strings(group, col, [])
+        return
     frame = pd.DataFrame(list(errors) if not isinstance(errors, pd.DataFrame) else errors)
     frame = frame.reindex(columns=LOG_COLUMNS)
-    group = _replace_group(h5, 'errors')
     for col in LOG_COLUMNS:
         _write_strings(group, col, [None if pd.isna(v) else v for v in frame[col]])
 
@@ -260,14 +302,20 @@ def _read_kernels(group):
 
 
 def _write_columns(group, frame):
-    """One dataset per column (numbers as float64, text as strings); column order in attrs."""
-    for col in frame.columns:
-        values = frame[col].to_numpy()
+    """One dataset per column (numbers as float64, text as strings); column order in attrs.
+
+    ``frame``: a DataFrame, or ``{column: 1-D array}`` (the same columns, without building
+    the table).
+    """
+    names = []
+    for col, values in frame.items():
+        values = values.to_numpy() if isinstance(values, pd.Series) else np.asarray(values)
         if values.dtype.kind in 'fiub':
             create_dataset(group, col, values, dtype=np.float64)
         else:
             _write_strings(group, col, [None if pd.isna(v) else v for v in values])
-    group.attrs['columns'] = json.dumps([str(c) for c in frame.columns])
+        names.append(str(col))
+    group.attrs['columns'] = json.dumps(names)
 
 
 def _read_columns(group):

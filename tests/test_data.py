@@ -400,6 +400,21 @@ def test_real_sessions_end_to_end(real_one, tmp_path, eid):
     np.testing.assert_array_equal(back.photometry['GCaMP_dff'][ps.regions[0]], dff[ps.regions[0]])
     expected = segments[segments['brain_region'] == ps.regions[0]].reset_index(drop=True)
     pd.testing.assert_frame_equal(back.segments, expected)
+    # every region's QC rows and artefact segments, and the input datasets, as in memory
+    from iblnm import h5
+
+    stored = h5.load_h5(ps.h5_path)
+    for region in ps.regions:
+        parts = stored['photometry'][region]
+        rows = ps.qc[ps.qc['brain_region'] == region].reset_index(drop=True)
+        pd.testing.assert_frame_equal(parts['qc'], rows, check_dtype=False)
+        rows = segments[segments['brain_region'] == region].drop(columns='brain_region')
+        pd.testing.assert_frame_equal(parts['artefacts'], rows.reset_index(drop=True))
+    listed = real_one.list_datasets(eid, details=True).reset_index()
+    inputs = stored['provenance']['inputs']
+    assert list(inputs['rel_path']) == list(listed['rel_path'])
+    assert list(inputs['hash']) == list(listed['hash'])
+    np.testing.assert_array_equal(inputs['file_size'], listed['file_size'].astype(float))
 
 
 def test_fip40_nacc_reward_response(real_one, tmp_path):

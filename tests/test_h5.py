@@ -377,3 +377,137 @@ def test_all_nan_float_arrays_are_compressed_and_read_back(tmp_path):
         assert f['noisy'].compression is None
         assert np.isnan(f['masked'][()]).all()
         np.testing.assert_array_equal(f['noisy'][()], noisy)
+
+
+# ---------------------------------------------------------------------------
+# The low-level writer (issue 19, session 7): the files h5py's high-level calls made
+# ---------------------------------------------------------------------------
+def _objects(path):
+    """{name: (kind, dtype, shape, values, attrs, storage, creation properties, type class,
+    string encoding, link encoding, object header)} of every object of a file: what two files
+    holding "the same datasets" agree on (storage and timestamps included)."""
+    out = {}
+    with h5py.File(path, 'r') as f:
+
+        def visit(name, obj):
+            parent = obj.parent  # held: the link proxy does not keep its group open
+            link = parent.id.links.get_info(name.rsplit('/', 1)[-1].encode()).cset
+            attrs = {k: np.asarray(v).tolist() for k, v in obj.attrs.items()}
+            if isinstance(obj, h5py.Group):
+                out[name] = ('group', list(obj), attrs, link)
+                return
+            dcpl, tid = obj.id.get_create_plist(), obj.id.get_type()
+            info = h5py.h5o.get_info(obj.id)  # header messages: timestamps, fill value, ...
+            header = (info.hdr.version, info.hdr.nmesgs, info.hdr.flags, info.ctime != 0)
+            values = obj.asstr()[()] if obj.dtype.kind == 'O' else obj[()]
+            out[name] = (
+                'dataset',
+                obj.dtype.str,
+                obj.shape,
+                np.asarray(values).tolist(),
+                attrs,
+                (obj.chunks, obj.compression, obj.compression_opts, obj.shuffle),
+                (dcpl.get_layout(), dcpl.get_obj_track_times(), dcpl.fill_value_defined()),
+                (dcpl.get_fill_time(), dcpl.get_alloc_time(), tid.get_class()),
+                tid.get_cset() if isinstance(tid, h5py.h5t.TypeStringID) else None,
+                link,
+                header,
+            )
+
+        f.visititems(visit)
+        out['/'] = ('group', list(f), {k: np.asarray(v).tolist() for k, v in f.attrs.items()})
+    return out
+
+
+def _high_level_contiguous(group, name, array, dtype=None):
+    """The writer before session 7: h5py's ``create_dataset`` (the reference)."""
+    group.create_dataset(name, data=array, dtype=dtype)
+
+
+def _nan_to_none(values):
+    """NaN -> None in nested dicts and lists, so that NaN compares equal to NaN."""
+    if isinstance(values, dict):
+        return {k: _nan_to_none(v) for k, v in values.items()}
+    if isinstance(values, list | tuple):
+        return [_nan_to_none(v) for v in values]
+    return None if isinstance(values, float) and np.isnan(values) else values
+
+
+numeric_arrays = st.one_of(
+    *(
+        arrays(
+            dtype,
+            st.one_of(
+                st.just(()),
+                st.tuples(st.integers(0, 9)),
+                (st.tuples(st.integers(0, 4), st.integers(1, 4))),
+            ),
+        )
+        for dtype in (np.float64, np.float32, np.int64, np.int32, np.uint8, np.bool_)
+    )
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(array=numeric_arrays, strings=st.lists(st.one_of(text, st.none()), max_size=5))
+def test_low_level_writer_makes_what_h5py_create_dataset_makes(tmp_path_factory, array, strings):
+    """Same dataset (dtype, shape, values, layout, creation properties, encodings) as
+    ``group.create_dataset`` for every dtype and shape the layout stores, strings included."""
+    folder = tmp_path_factory.mktemp('writer')
+    for path, write in (('fast.h5', h5._write_contiguous), ('ref.h5', _high_level_contiguous)):
+        with h5py.File(folder / path, 'w') as f:
+            write(f.create_group('g'), 'values', np.ascontiguousarray(array))
+            values = [h5.NONE_STR if s is None else s for s in strings]
+            write(f['g'], 'text', np.array(values, dtype=object), dtype=h5.STR)
+    assert _nan_to_none(_objects(folder / 'fast.h5')) == _nan_to_none(_objects(folder / 'ref.h5'))
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=session_data(), no_errors=st.booleans())
+def test_files_equal_those_of_the_previous_writer(tmp_path, monkeypatch, data, no_errors):
+    """A session written now holds the datasets and attributes the writer before session 7
+    (h5py's high-level ``create_dataset``, per-column tables) wrote, and loads identically."""
+    if no_errors:
+        data = {**data, 'errors': []}
+    fast = h5.save_h5(tmp_path / 'fast.h5', data, mode='w')
+    with monkeypatch.context() as patch:
+        patch.setattr(h5, '_write_contiguous', _high_level_contiguous)
+        ref = h5.save_h5(tmp_path / 'ref.h5', data, mode='w')
+    assert _nan_to_none(_objects(fast)) == _nan_to_none(_objects(ref))
+    got, want = h5.load_h5(fast), h5.load_h5(ref)
+    pd.testing.assert_frame_equal(got['errors'], want['errors'])
+    pd.testing.assert_frame_equal(got['trials'], want['trials'])
+    for region, parts in want['photometry'].items():
+        pd.testing.assert_frame_equal(got['photometry'][region]['qc'], parts['qc'])
+        pd.testing.assert_frame_equal(got['photometry'][region]['artefacts'], parts['artefacts'])
+        xr.testing.assert_identical(got['photometry'][region]['responses'], parts['responses'])
+
+
+def test_empty_error_log_and_column_mappings(tmp_path):
+    """No errors: four empty string datasets (read back as an empty log with its columns);
+    a {column: array} mapping is stored as the DataFrame of the same columns is."""
+    from iblnm.validation import LOG_COLUMNS
+
+    qc = pd.DataFrame({'band': ['GCaMP', None], 'ar_score': [0.5, np.nan], 'n': [1, 2]})
+    as_frame = h5.save_h5(
+        tmp_path / 'frame.h5', {'errors': [], 'photometry': {'VTA': {'qc': qc}}}, mode='w'
+    )
+    as_dict = h5.save_h5(
+        tmp_path / 'dict.h5',
+        {
+            'errors': pd.DataFrame(columns=LOG_COLUMNS),
+            'photometry': {'VTA': {'qc': {c: qc[c].to_numpy() for c in qc}}},
+        },
+        mode='w',
+    )
+    assert _nan_to_none(_objects(as_frame)) == _nan_to_none(_objects(as_dict))
+    with h5py.File(as_frame, 'r') as f:
+        assert list(f['errors']) == sorted(LOG_COLUMNS)
+        assert all(
+            f['errors'][c].shape == (0,) and f['errors'][c].dtype.kind == 'O' for c in LOG_COLUMNS
+        )
+    back = h5.load_h5(as_frame)
+    assert list(back['errors'].columns) == list(LOG_COLUMNS) and back['errors'].empty
+    pd.testing.assert_frame_equal(back['photometry']['VTA']['qc'], qc.assign(n=[1.0, 2.0]))
