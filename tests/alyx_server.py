@@ -973,3 +973,17 @@ def write_one_params(server, cache_dir, store_password=False):
     if store_password:
         par = par.set('ALYX_PWD', server.password)
     one.params.save(par, server.base_url)
+
+
+def connect(server, cache_dir):
+    """The real ONE client in remote mode, logged in to ``server`` with its credentials
+    (the REST cache and downloads under ``cache_dir``)."""
+    from one.api import ONE
+
+    return ONE(
+        base_url=server.base_url,
+        username=server.username,
+        password=server.password,
+        cache_dir=str(cache_dir),
+        silent=True,
+    )

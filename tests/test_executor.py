@@ -106,3 +106,66 @@ def test_transient_failures_are_retried_with_backoff(monkeypatch):
     assert always.fatal == 'RequestFailed' and always.attempts == config.RETRY_ATTEMPTS
     bug = stage.with_retries(lambda job: stage.failed('a', KeyError('x')), _job('a', 1.0))
     assert bug.fatal == 'UnexpectedError' and bug.attempts == 1  # bugs are not retried
+
+
+def test_run_stage_resumes_orders_finishes_and_writes(monkeypatch, tmp_path):
+    """The one stage sequence: sessions found done are not run but enter the tables, in
+    catalog order with the catalog's log first; ``finish`` shapes the table; a failed
+    write is reported, not raised."""
+    import pandas as pd
+
+    from iblnm import util
+    from iblnm.pipeline import stage
+
+    selected = pd.DataFrame({'eid': list('dcba'), 'session_length': [10.0, 40.0, 20.0, 30.0]})
+    catalog_log = [{'eid': 'x', 'error_type': 'InvalidSessionType', 'error_message': 'm'}]
+    monkeypatch.setattr(stage, 'stage_sessions', lambda *a, **k: (None, selected, catalog_log))
+    monkeypatch.setattr(
+        stage,
+        'make_jobs',
+        lambda todo, one, options: [(row.to_dict(), None, options) for _, row in todo.iterrows()],
+    )
+    ran, cleaned = [], []
+    monkeypatch.setattr(stage.util, 'remove_stale_temporaries', cleaned.append)
+
+    def fn(job):
+        ran.append(job[0]['eid'])
+        assert job[2] == {'k': 1}
+        return SessionOutcome(job[0]['eid'], rows=[{'eid': job[0]['eid'], 'how': 'run'}])
+
+    def resume(sel, one):
+        return {'c': SessionOutcome('c', rows=[{'eid': 'c', 'how': 'resumed'}])}
+
+    def finish(table):
+        return table[['how', 'eid']]
+
+    outputs = [
+        (util.df2pqt, 'table', tmp_path / 't.pqt'),
+        (util.write_log, 'log', tmp_path / 'l.pqt'),
+    ]
+    result = stage.run_stage(
+        'demo',
+        fn,
+        outputs=outputs,
+        options={'k': 1},
+        temporaries=tmp_path,
+        resume=resume,
+        finish=finish,
+    )
+    assert sorted(ran) == ['a', 'b', 'd'] and cleaned == [tmp_path]
+    assert list(result.table['eid']) == list('dcba')  # catalog order, the resumed one included
+    assert list(result.table.columns) == ['how', 'eid']
+    assert result.table.set_index('eid').loc['c', 'how'] == 'resumed'
+    assert result.n_selected == 4 and result.n_skipped == 1 and len(result.outcomes) == 3
+    assert list(result.log['eid'])[0] == 'x' and result.write_error is None
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / 't.pqt'), result.table)
+    redo = stage.run_stage('demo', fn, outputs=[], options={'k': 1}, resume=resume, redo=True)
+    assert redo.n_skipped == 0 and redo.table['how'].eq('run').all()
+
+    def full(table, path):
+        raise OSError('disk full')
+
+    broken = [(full, 'table', tmp_path / 't.pqt'), (util.write_log, 'log', tmp_path / 'l2.pqt')]
+    failed = stage.run_stage('demo', fn, outputs=broken, options={'k': 1})
+    assert 'disk full' in failed.write_error and failed.exit_code == 1
+    assert not (tmp_path / 'l2.pqt').exists()  # the writes after a failed one are not tried

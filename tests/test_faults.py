@@ -462,7 +462,7 @@ def test_failed_download_from_alyx_is_transient(reference, tmp_path, monkeypatch
     """Remote mode against the loopback Alyx: HTTP 503 on FAULTY's photometry files."""
     from types import SimpleNamespace
 
-    from alyx_server import AlyxServer, write_one_params
+    from alyx_server import AlyxServer, connect, write_one_params
     from one.api import ONE
 
     monkeypatch.setenv('HOME', str(tmp_path / 'home'))
@@ -471,13 +471,7 @@ def test_failed_download_from_alyx_is_transient(reference, tmp_path, monkeypatch
     server = AlyxServer(reference.cache, page_size=50).start()
     try:
         write_one_params(server, tmp_path / 'one_params')
-        one = ONE(
-            base_url=server.base_url,
-            username=server.username,
-            password=server.password,
-            cache_dir=str(tmp_path / 'one_remote'),
-            silent=True,
-        )
+        one = connect(server, tmp_path / 'one_remote')
         monkeypatch.setattr(executor, '_connect', lambda mode, cache_dir: one)
         rel = reference.session_dir(FAULTY).relative_to(reference.cache).as_posix()
         server.fail(f'/files/{rel}/alf/photometry/*', times=None, status=503)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import requests
-from alyx_server import AlyxServer, write_one_params
+from alyx_server import AlyxServer, connect, write_one_params
 from one.api import ONE, One
 
 from iblnm.io import AlyxMetadata, LocalMetadata, get_metadata_source
@@ -67,17 +67,6 @@ def make_server(tmp_path):
     yield make
     for server in servers:
         server.stop()
-
-
-def connect(server, cache_dir):
-    """The real ONE client in remote mode, logged in with the server's credentials."""
-    return ONE(
-        base_url=server.base_url,
-        username=server.username,
-        password=server.password,
-        cache_dir=str(cache_dir),
-        silent=True,
-    )
 
 
 def write_fibers_csv(cache_dir, path):

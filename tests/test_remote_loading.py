@@ -2,7 +2,7 @@
 downloaded by ONE, verified once, and a local copy that no longer matches is fetched again."""
 
 import pytest
-from alyx_server import AlyxServer, write_one_params
+from alyx_server import AlyxServer, connect, write_one_params
 from one.api import ONE
 
 from iblnm import integrity
@@ -23,13 +23,7 @@ def remote_one(real_cache, tmp_path, monkeypatch):
     ONE.cache_clear()
     server = AlyxServer(real_cache, page_size=1).start()
     write_one_params(server, tmp_path / 'one_params_cache')
-    one = ONE(
-        base_url=server.base_url,
-        username=server.username,
-        password=server.password,
-        cache_dir=str(tmp_path / 'one_remote'),
-        silent=True,
-    )
+    one = connect(server, tmp_path / 'one_remote')
     yield one, server
     server.stop()
     ONE.cache_clear()

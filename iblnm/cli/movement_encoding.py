@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from iblnm import config
+from iblnm.pipeline.cli import require_catalog
 from iblnm.workflows.encoding import run_movement_encoding
 
 
@@ -44,8 +45,7 @@ def main(argv=None):
     parser.add_argument('--min-subjects', type=int, default=config.MIN_SUBJECTS_MOVEMENT)
     parser.add_argument('--plot-only', action='store_true', help='redraw from saved tables')
     args = parser.parse_args(argv)
-    if not args.plot_only and not config.SESSIONS_FPATH.exists():
-        print(f'{config.SESSIONS_FPATH} not found: run the pipeline first', file=sys.stderr)
+    if not args.plot_only and require_catalog('run the pipeline first'):
         return 1
     run_movement_encoding(
         event=args.event,

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from iblnm import config
+from iblnm.pipeline.cli import require_catalog
 from iblnm.workflows.responses import plot_saved_responses, run_responses
 
 
@@ -37,8 +38,7 @@ def main(argv=None):
         files = plot_saved_responses(n_boot=args.n_boot)
         print(f'{len(files)} figure files redrawn from {config.RESPONSES_DIR}')
         return 0 if files else 1
-    if not config.SESSIONS_FPATH.exists():
-        print(f'{config.SESSIONS_FPATH} not found: run the pipeline first', file=sys.stderr)
+    if require_catalog('run the pipeline first'):
         return 1
     result = run_responses(
         targetnms=args.targetnms,

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from iblnm import config
+from iblnm.pipeline.cli import require_catalog
 from iblnm.workflows.encoding import DEFAULT_PARAMS, run_task_encoding
 
 
@@ -53,8 +54,7 @@ def main(argv=None):
         help='every valid target-NM, not only config.TARGETNMS_TO_ANALYZE',
     )
     args = parser.parse_args(argv)
-    if not args.plot_only and not config.SESSIONS_FPATH.exists():
-        print(f'{config.SESSIONS_FPATH} not found: run the pipeline first', file=sys.stderr)
+    if not args.plot_only and require_catalog('run the pipeline first'):
         return 1
     run_task_encoding(
         events=args.events,

@@ -46,6 +46,9 @@ CATALOG_COLUMNS = [
     'session_n',
 ]
 
+# text columns (the schema's str columns), missing values as None; eids are never missing
+TEXT_COLUMNS = [c for c, (t, _) in config.SESSION_SCHEMA.items() if t is str and c != 'eid']
+
 
 @dataclass
 class CatalogContext:
@@ -153,18 +156,7 @@ def _finalise(df):
     df = util.add_day_and_session_numbers(df)
     df['number'] = df['number'].astype('Int64')
     df['session_length'] = pd.to_numeric(df['session_length'], errors='coerce').astype(float)
-    for col in (
-        'subject',
-        'lab',
-        'start_time',
-        'end_time',
-        'task_protocol',
-        'session_type',
-        'strain',
-        'line',
-        'genotype',
-        'NM',
-    ):
+    for col in TEXT_COLUMNS:
         df[col] = df[col].astype(object).where(df[col].notna(), None)
     cols = CATALOG_COLUMNS + [c for c in df.columns if c not in CATALOG_COLUMNS]
     return df[cols].sort_values(['subject', 'start_time']).reset_index(drop=True)

@@ -19,13 +19,11 @@ def stage_parser(doc, parallel=True):
     return parser
 
 
-def require_catalog():
-    """Return 1 (and say why) when the catalog does not exist yet, else 0."""
+def require_catalog(hint='run scripts/query_database.py first'):
+    """Return 1 (and say why: ``hint``) when the catalog does not exist yet, else 0."""
     if config.SESSIONS_FPATH.exists():
         return 0
-    print(
-        f'{config.SESSIONS_FPATH} not found: run scripts/query_database.py first', file=sys.stderr
-    )
+    print(f'{config.SESSIONS_FPATH} not found: {hint}', file=sys.stderr)
     return 1
 
 

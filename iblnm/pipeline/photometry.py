@@ -47,13 +47,8 @@ from iblnm import validation as v
 from iblnm.data import DFF_BAND, QC_COLUMNS, PhotometrySession
 from iblnm.pipeline.stage import (
     SessionOutcome,
-    StageResult,
     failed,
-    gather,
-    make_jobs,
-    run_jobs,
-    stage_sessions,
-    write_outputs,
+    run_stage,
 )
 from iblnm.signal import verdict as sv
 
@@ -288,20 +283,26 @@ def run_photometry_stage(
     ``redo``; their QC rows and errors are read back from the file so the tables always
     cover every session.
     """
-    one, selected, catalog_log = stage_sessions(
-        one, catalog, sessions_fpath, upstream_logs, blockers=v.PHOTOMETRY_BLOCKERS, redo=redo
-    )
-    eids = list(selected['eid'])
-    util.remove_stale_temporaries(h5_dir)  # left by a killed run; never read as valid
-    done = set() if redo else _done_sessions(eids, h5_dir, one)
-    jobs = make_jobs(selected[~selected['eid'].isin(done)], one, {'h5_dir': str(h5_dir)})
-    outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
-    previous = [outcome_from_h5(e, h5_dir) for e in eids if e in done]
-    position = {eid: i for i, eid in enumerate(eids)}  # catalog order, whatever finished first
-    everything = sorted(outcomes + previous, key=lambda o: position[o.eid])
-    qc, log = gather(everything, catalog_log)
-    qc = order_qc_columns(qc)
-    problem = write_outputs([(util.df2pqt, qc, qc_fpath), (util.write_log, log, log_fpath)])
-    return StageResult(
-        STAGE, outcomes, len(eids), qc, log, n_skipped=len(done), write_error=problem
+
+    def resume(selected, one):
+        done = _done_sessions(list(selected['eid']), h5_dir, one)
+        return {eid: outcome_from_h5(eid, h5_dir) for eid in selected['eid'] if eid in done}
+
+    return run_stage(
+        STAGE,
+        process_session,
+        one,
+        catalog,
+        sessions_fpath,
+        outputs=[(util.df2pqt, 'table', qc_fpath), (util.write_log, 'log', log_fpath)],
+        upstream_logs=upstream_logs,
+        blockers=v.PHOTOMETRY_BLOCKERS,
+        redo=redo,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        options={'h5_dir': str(h5_dir)},
+        temporaries=h5_dir,
+        resume=resume,
+        finish=order_qc_columns,
     )

@@ -279,6 +279,88 @@ def gather(outcomes, catalog_log=()):
     return table, log
 
 
+def run_stage(
+    name,
+    fn,
+    one=None,
+    catalog=None,
+    sessions_fpath=config.SESSIONS_FPATH,
+    *,
+    outputs,
+    upstream_logs=(),
+    blockers=frozenset(),
+    redo=False,
+    workers=1,
+    scheduler=None,
+    progress=True,
+    options=None,
+    cost=session_length,
+    temporaries=None,
+    prepare=None,
+    resume=None,
+    finish=None,
+):
+    """The sequence of every per-session stage: select, skip what is done, run, gather, write.
+
+    :func:`stage_sessions` (connection, provenance, validated catalog, selection) ->
+    stale temporaries removed -> ``prepare`` -> the sessions ``resume`` finds done are not run again (unless ``redo``) ->
+    :func:`make_jobs` / :func:`run_jobs` over the others -> :func:`gather` (catalog log
+    first, then every session in catalog order, the resumed ones included) -> ``finish`` ->
+    :func:`write_outputs`. Each stage module calls it with its own parts.
+
+    Parameters
+    ----------
+    name : str
+        The stage's name (progress bar, summary).
+    fn : callable
+        ``fn(job) -> SessionOutcome``, module-level (picklable for worker processes).
+    outputs : list of (callable, {'table', 'log'}, path)
+        Written in order by ``write(frame, path)`` (each atomic); a failed write stops the
+        others and is reported in :attr:`StageResult.write_error`.
+    upstream_logs, blockers, redo
+        See :func:`stage_sessions` (``redo`` also runs the sessions ``resume`` finds done).
+    options : dict or callable, optional
+        The jobs' stage options, or ``options(todo, one) -> dict`` of the sessions to run.
+    cost : callable
+        ``cost(row)``, the scheduling order of :func:`run_jobs`.
+    temporaries : path, optional
+        Folder whose temporary files left by a killed run are removed first (they are never
+        read as valid outputs; :func:`iblnm.util.remove_stale_temporaries`).
+    prepare : callable, optional
+        ``prepare(selected, one) -> selected`` before anything runs (columns to add, stale
+        temporary files to remove).
+    resume : callable, optional
+        ``resume(selected, one) -> {eid: SessionOutcome}`` of the sessions already done,
+        read back from their outputs so that the tables always cover every session.
+    finish : callable, optional
+        ``finish(table) -> table`` before writing (column order, sorting).
+
+    Returns
+    -------
+    StageResult
+    """
+    one, selected, catalog_log = stage_sessions(
+        one, catalog, sessions_fpath, upstream_logs, blockers=blockers, redo=redo
+    )
+    if temporaries is not None:
+        util.remove_stale_temporaries(temporaries)
+    if prepare is not None:
+        selected = prepare(selected, one)
+    previous = {} if redo or resume is None else resume(selected, one)
+    todo = selected[~selected['eid'].isin(list(previous))]
+    jobs = make_jobs(todo, one, options(todo, one) if callable(options) else options)
+    outcomes = run_jobs(fn, jobs, workers, scheduler, name, progress, cost=cost)
+    position = {eid: i for i, eid in enumerate(selected['eid'])}  # catalog order
+    everything = sorted([*outcomes, *previous.values()], key=lambda o: position[o.eid])
+    table, log = gather(everything, catalog_log)
+    table = table if finish is None else finish(table)
+    frames = {'table': table, 'log': log}
+    problem = write_outputs([(write, frames[what], path) for write, what, path in outputs])
+    return StageResult(
+        name, outcomes, len(selected), table, log, n_skipped=len(previous), write_error=problem
+    )
+
+
 def write_outputs(writes):
     """Run ``[(write_fn, table, path), ...]``; return None, or the message of the first
     write that failed (:class:`OutputWriteError`: disk full, permissions ...)."""

@@ -12,13 +12,8 @@ from iblnm import validation as v
 from iblnm.data import PhotometrySession
 from iblnm.pipeline.stage import (
     SessionOutcome,
-    StageResult,
     failed,
-    gather,
-    make_jobs,
-    run_jobs,
-    stage_sessions,
-    write_outputs,
+    run_stage,
 )
 
 STAGE = 'task'
@@ -78,13 +73,15 @@ def run_task_stage(
     progress=True,
 ):
     """Run the task stage over the analysable sessions and write its outputs atomically."""
-    one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath)
-    jobs = make_jobs(selected, one)
-    outcomes = run_jobs(
-        process_session, jobs, workers, scheduler, STAGE, progress, cost=expected_cost
+    return run_stage(
+        STAGE,
+        process_session,
+        one,
+        catalog,
+        sessions_fpath,
+        outputs=[(util.df2pqt, 'table', performance_fpath), (util.write_log, 'log', log_fpath)],
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        cost=expected_cost,
     )
-    table, log = gather(outcomes, catalog_log)
-    problem = write_outputs(
-        [(util.df2pqt, table, performance_fpath), (util.write_log, log, log_fpath)]
-    )
-    return StageResult(STAGE, outcomes, len(selected), table, log, write_error=problem)

@@ -33,12 +33,7 @@ from iblnm import config, util
 from iblnm import validation as v
 from iblnm.pipeline.stage import (
     SessionOutcome,
-    StageResult,
-    gather,
-    make_jobs,
-    run_jobs,
-    stage_sessions,
-    write_outputs,
+    run_stage,
 )
 
 STAGE = 'video'
@@ -277,14 +272,18 @@ def run_video_stage(
     StageResult
         ``table`` is what was written to ``video_fpath`` (columns :data:`VIDEO_COLUMNS`).
     """
-    one, selected, catalog_log = stage_sessions(
-        one, catalog, sessions_fpath, upstream_logs, blockers=v.VIDEO_BLOCKERS
+    return run_stage(
+        STAGE,
+        process_session,
+        one,
+        catalog,
+        sessions_fpath,
+        outputs=[(util.df2pqt, 'table', video_fpath), (util.write_log, 'log', log_fpath)],
+        upstream_logs=upstream_logs,
+        blockers=v.VIDEO_BLOCKERS,
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        prepare=lambda selected, one: _with_extended_qc(selected, qc_fpath),
+        finish=sort_video_table,
     )
-    selected = _with_extended_qc(selected, qc_fpath)
-    outcomes = run_jobs(
-        process_session, make_jobs(selected, one), workers, scheduler, STAGE, progress
-    )
-    table, log = gather(outcomes, catalog_log)
-    table = sort_video_table(table)
-    problem = write_outputs([(util.df2pqt, table, video_fpath), (util.write_log, log, log_fpath)])
-    return StageResult(STAGE, outcomes, len(selected), table, log, write_error=problem)

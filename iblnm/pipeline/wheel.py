@@ -13,13 +13,8 @@ from iblnm.data import PhotometrySession
 from iblnm.pipeline.photometry import check_free_space
 from iblnm.pipeline.stage import (
     SessionOutcome,
-    StageResult,
     failed,
-    gather,
-    make_jobs,
-    run_jobs,
-    stage_sessions,
-    write_outputs,
+    run_stage,
 )
 
 STAGE = 'wheel'
@@ -64,10 +59,16 @@ def run_wheel_stage(
     progress=True,
 ):
     """Run the wheel stage over the analysable sessions; always writes the log."""
-    one, selected, catalog_log = stage_sessions(one, catalog, sessions_fpath)
-    util.remove_stale_temporaries(h5_dir)
-    jobs = make_jobs(selected, one, {'h5_dir': str(h5_dir)})
-    outcomes = run_jobs(process_session, jobs, workers, scheduler, STAGE, progress)
-    table, log = gather(outcomes, catalog_log)
-    problem = write_outputs([(util.write_log, log, log_fpath)])
-    return StageResult(STAGE, outcomes, len(selected), table, log, write_error=problem)
+    return run_stage(
+        STAGE,
+        process_session,
+        one,
+        catalog,
+        sessions_fpath,
+        outputs=[(util.write_log, 'log', log_fpath)],
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        options={'h5_dir': str(h5_dir)},
+        temporaries=h5_dir,
+    )
