@@ -1185,10 +1185,9 @@ def recording_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
         t, sig, reference = pair_by_position(t, sig, reference)
         bleach = config.QC_BLEACH
         ok = np.isfinite(sig) & np.isfinite(reference)  # NaN frames (time gaps) left out
-        if ok.any():
-            valid = None if ok.all() else ok
-            signal_bc = bleach_correct(t, sig, valid=valid, **bleach)
-            reference_bc = bleach_correct(t, reference, valid=valid, **bleach)
+        if ok.any():  # bleach_correct fills the others (none when every sample is finite)
+            signal_bc = bleach_correct(t, sig, valid=ok, **bleach)
+            reference_bc = bleach_correct(t, reference, valid=ok, **bleach)
             out['iso_correlation'] = iso_correlation(signal_bc[ok], reference_bc[ok])
     out.update(signal_qc(t, sig, reference, floor=floor))
     return out
