@@ -59,3 +59,60 @@ def test_median_interval_is_numpys_median_of_the_intervals():
     assert median_interval(grid) == np.median(np.diff(grid))
     assert sampling_rate(grid) == pytest.approx(30)
     assert np.isnan(sampling_rate([1.0])) and np.isnan(sampling_rate([0.0, np.nan, 1.0]))
+
+
+def _long_arrays(n):
+    """Long 1-D arrays (the bracketed selection) of the shapes recordings have, and some
+    built so that the sample's brackets miss the middle (the full partition must run)."""
+    rng = np.random.default_rng(11)
+    grid = np.arange(n + 1) / 30
+    cases = {
+        'gaussian': rng.normal(size=n),
+        'gaussian, even n': rng.normal(size=n + 1),
+        'quantised (ADC levels)': np.round(rng.normal(size=n) * 3),
+        'jittered intervals': np.diff(np.cumsum(rng.uniform(0.03, 0.04, n + 1))),
+        'uniform grid intervals': np.diff(grid),
+        'absolute deviations': np.abs(rng.standard_t(3, size=n)),
+        'constant': np.full(n, 2.5),
+        'two values, split at the middle': np.repeat([1.0, 2.0], n // 2),
+        'sorted': np.sort(rng.normal(size=n)),
+    }
+    for parity in (0, 1):  # the sampled positions hold the extremes: brackets miss the middle
+        a = rng.normal(size=n + parity)
+        idx = robust._sample_index(a.size)
+        a[idx[::2]] = -1e9
+        a[idx[1::2]] = 1e9
+        cases[f'adversarial sample, n % 2 = {(n + parity) % 2}'] = a
+        b = rng.normal(size=n + parity)
+        b[idx] = 0.0  # every sampled value equal: lo == hi, but not the middle
+        cases[f'adversarial constant sample, n % 2 = {(n + parity) % 2}'] = b
+        c = rng.normal(size=n + parity)
+        c[idx] = -1e9 + np.arange(idx.size)  # distinct, all below the rest: lo < hi, too low
+        cases[f'adversarial low sample, n % 2 = {(n + parity) % 2}'] = c
+    return cases
+
+
+@pytest.mark.parametrize('n', [robust._BRACKET_MIN, 27403, 82213])
+@pytest.mark.parametrize('name', list(_long_arrays(robust._BRACKET_MIN)))
+def test_long_arrays_median_is_numpys_to_the_bit(name, n):
+    a = _long_arrays(n)[name]
+    assert a.size >= robust._BRACKET_MIN
+    assert robust.median(a) == np.median(a)
+    assert robust.nanmedian(a) == np.median(a)
+    assert robust.mad_sd(a) == 1.4826 * np.median(np.abs(a - np.median(a)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(robust._BRACKET_MIN, robust._BRACKET_MIN + 50),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(['normal', 'integers', 'few']),
+)
+def test_long_random_arrays_median_is_numpys(n, seed, kind):
+    rng = np.random.default_rng(seed)
+    a = {
+        'normal': lambda: rng.normal(size=n),
+        'integers': lambda: rng.integers(-20, 20, n).astype(float),
+        'few': lambda: rng.choice([0.1, 0.2, 0.30000000000000004], n, p=[0.45, 0.1, 0.45]),
+    }[kind]()
+    assert robust.median(a) == np.median(a)
