@@ -528,9 +528,9 @@ class PhotometrySession:
         samples if there are some), else EarlySamples when frames came early. The counts stay
         in :attr:`qc` (and so in ``qc_photometry.pqt`` and the H5 file).
         """
-        counts = {}
+        counts, qc = {}, self.qc
         for name in ('n_band_inversions', 'n_early_samples'):
-            column = self.qc.get(name, pd.Series(dtype=float))
+            column = qc.get(name, pd.Series(dtype=float))
             values = pd.to_numeric(column, errors='coerce').fillna(0)
             counts[name] = int(values.max()) if len(values) else 0
         issues = [

@@ -22,7 +22,7 @@ from iblnm.signal.preprocess import (
     r_squared,
     sampling_rate,
 )
-from iblnm.signal.robust import mad_sd, median, nanmedian
+from iblnm.signal.robust import mad_sd, median, nanmedian, sorted_abs_deviation_median
 
 LED_CODE_MASK = 0b111  # LED bits of the NPM LedState (1 = 415 nm, 2 = 470 nm, 4 = 560 nm)
 
@@ -295,7 +295,10 @@ def n_noise_levels(a):
 def _n_noise_levels_sorted(s, median=None):
     """:func:`n_noise_levels` of windows sorted along the last axis (``median``: theirs, shape (..., 1))."""
     median = nanmedian(s, keepdims=True) if median is None else median
-    sigma = 1.4826 * nanmedian(np.abs(s - median), keepdims=True)
+    if s.shape[-1] and not np.isnan(s[..., -1]).any():  # sorted: a NaN would be last
+        sigma = 1.4826 * sorted_abs_deviation_median(s, median[..., 0])[..., None]
+    else:
+        sigma = 1.4826 * nanmedian(np.abs(s - median), keepdims=True)
     inside = np.abs(s - median) <= sigma  # NaN compares False; a contiguous run of s
     new = inside[..., 1:] & inside[..., :-1] & (s[..., 1:] != s[..., :-1])
     count = np.count_nonzero(new, axis=-1) + inside.any(axis=-1)
@@ -595,8 +598,7 @@ class _WindowStats:
 
 
 def _fused_mad(st, which):
-    s = st.sorted(which)
-    return median(np.abs(s - st.median(which)[..., None]))
+    return sorted_abs_deviation_median(st.sorted(which), st.median(which))
 
 
 def _fused_percentile_distance(st, which, pc=(50, 95)):

@@ -116,3 +116,31 @@ def test_long_random_arrays_median_is_numpys(n, seed, kind):
         'few': lambda: rng.choice([0.1, 0.2, 0.30000000000000004], n, p=[0.45, 0.1, 0.45]),
     }[kind]()
     assert robust.median(a) == np.median(a)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 300),
+    st.integers(0, 2**32 - 1),
+    st.sampled_from(['normal', 'few', 'constant']),
+    st.sampled_from(['median', 'first', 'last', 'offset', 'outside']),
+)
+def test_sorted_abs_deviation_median_is_numpys(rows, n, seed, kind, where):
+    rng = np.random.default_rng(seed)
+    a = {
+        'normal': lambda: rng.normal(size=(rows, n)),
+        'few': lambda: rng.integers(-2, 3, (rows, n)).astype(float) / 3,
+        'constant': lambda: np.full((rows, n), 0.7),
+    }[kind]()
+    s = np.sort(a, axis=-1)
+    centre = {
+        'median': lambda: np.median(s, axis=-1),
+        'first': lambda: s[:, 0],
+        'last': lambda: s[:, -1],
+        'offset': lambda: np.median(s, axis=-1) + 0.1,
+        'outside': lambda: s[:, -1] + 5.0,
+    }[where]()
+    expected = np.median(np.abs(s - centre[:, None]), axis=-1)
+    np.testing.assert_array_equal(robust.sorted_abs_deviation_median(s, centre), expected)
+    np.testing.assert_array_equal(robust.sorted_abs_deviation_median(s[0], centre[0]), expected[0])
