@@ -44,6 +44,7 @@ from iblnm.signal import preprocess as sp
 from iblnm.signal import qc as sq
 from iblnm.signal import responses as sr
 from iblnm.signal import verdict as sv
+from iblnm.util import thread_map
 
 log = logging.getLogger(__name__)
 
@@ -678,36 +679,41 @@ class PhotometrySession:
     def _upsert_qc(self, values, region, band):
         self._qc_rows.setdefault((region, band), {}).update(values)
 
-    def run_sliding_qc(self, bands=('GCaMP', 'Isosbestic')):
-        """Sliding-window QC (120 s windows, 60 s steps) per region x band, plus bleaching τ
-        of the raw GCaMP and the iso correlation of the bleach-corrected pair.
+    def run_sliding_qc(self, bands=('GCaMP', 'Isosbestic'), threads=None):
+        """Sliding-window QC (120 s windows, 60 s steps) per region x band, plus the
+        whole-recording metrics of each GCaMP row (:func:`iblnm.signal.qc.recording_qc`:
+        bleaching τ of the raw GCaMP, iso correlation of the bleach-corrected pair, the "no
+        signal" and "artefact" metrics).
 
-        Fills one ``qc`` row per (brain_region, band); window values are averaged.
+        Fills one ``qc`` row per (brain_region, band); window values are averaged. The
+        (region, band) windows and the recordings are scored on up to ``threads`` threads
+        (default :func:`iblnm.util.session_threads`; the values do not depend on it).
         """
-        for band in (b for b in bands if b in self.photometry):
-            frame = self.photometry[band]
-            times = frame.index.to_numpy()
-            for region in frame.columns:
-                _, per_window = sq.sliding_qc(times, frame[region].to_numpy())
-                metrics = sq.aggregate_windows(per_window, how=config.QC_AGGREGATION)
-                self._upsert_qc(metrics, region=region, band=band)
-        self._preprocessing_qc()
+        jobs = [
+            ('sliding', band, region)
+            for band in bands
+            if band in self.photometry
+            for region in self.photometry[band].columns
+        ]
+        if 'GCaMP' in self.photometry:  # the longer jobs first
+            jobs = [('recording', 'GCaMP', r) for r in self.photometry['GCaMP'].columns] + jobs
+        results = dict(zip(jobs, thread_map(self._qc_job, jobs, threads), strict=True))
+        for job in sorted(jobs, key=lambda job: job[0] == 'recording'):  # sliding rows first
+            self._upsert_qc(results[job], region=job[2], band=job[1])
         return self.qc
 
-    def _preprocessing_qc(self):
-        """GCaMP-row metrics: bleaching τ, iso correlation, "no signal" and "artefact"
-        (:func:`iblnm.signal.qc.recording_qc`)."""
-        if 'GCaMP' not in self.photometry:
-            return
-        gcamp = self.photometry['GCaMP']
+    def _qc_job(self, job):
+        """QC metrics of one ``('sliding', band, region)`` or ``('recording', 'GCaMP', region)``."""
+        kind, band, region = job
+        frame = self.photometry[band]
+        times, values = frame.index.to_numpy(), frame[region].to_numpy()
+        if kind == 'sliding':
+            _, per_window = sq.sliding_qc(times, values)
+            return sq.aggregate_windows(per_window, how=config.QC_AGGREGATION)
         reference = self.photometry.get('Isosbestic')
-        for region in gcamp.columns:
-            values = sq.recording_qc(
-                gcamp.index.to_numpy(),
-                gcamp[region].to_numpy(),
-                None if reference is None else reference[region].to_numpy(),
-            )
-            self._upsert_qc(values, region=region, band='GCaMP')
+        return sq.recording_qc(
+            times, values, None if reference is None else reference[region].to_numpy()
+        )
 
     # ------------------------------------------------------------------ artefacts
     def estimate_floors(self, default=config.DARK_LEVEL):

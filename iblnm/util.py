@@ -28,6 +28,62 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------
 # Atomic file writes
 # ---------------------------------------------------------------------------
+SESSION_THREADS_ENV = 'IBLNM_SESSION_THREADS'
+
+
+def session_threads():
+    """Threads one session may use for its independent per-(region, band) kernels.
+
+    ``IBLNM_SESSION_THREADS`` when set (the pipeline's local worker processes set 1: the runner
+    already runs one session per core), else the cores this process may use. Read at each call.
+
+    Returns
+    -------
+    int
+        ≥ 1.
+    """
+    value = os.environ.get(SESSION_THREADS_ENV, '').strip()
+    if value:
+        try:
+            threads = int(value)
+        except ValueError:
+            threads = 0
+        if threads < 1:
+            raise ValueError(f'{SESSION_THREADS_ENV} must be a positive integer, got {value!r}')
+        return threads
+    if hasattr(os, 'sched_getaffinity'):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def thread_map(fn, items, threads=None):
+    """``[fn(item) for item in items]``, on up to ``threads`` threads, results in item order.
+
+    For kernels that spend their time in numpy calls that release the GIL (sorts, partitions:
+    the sliding-window QC), so that a session uses the cores a lone user has. One thread (or one
+    item) runs in this thread. The first exception, in item order, is raised.
+
+    Parameters
+    ----------
+    fn : callable
+    items : sequence
+    threads : int, optional
+        Default :func:`session_threads`.
+
+    Returns
+    -------
+    list
+    """
+    items = list(items)
+    threads = min(session_threads() if threads is None else int(threads), len(items))
+    if threads <= 1:
+        return [fn(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, thread_name_prefix='iblnm-session') as pool:
+        return list(pool.map(fn, items))
+
+
 def atomic_write(fpath, write_fn, suffix=None):
     """Write a file atomically: ``write_fn(tmp_path)`` then rename over ``fpath``.
 

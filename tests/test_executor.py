@@ -169,3 +169,16 @@ def test_run_stage_resumes_orders_finishes_and_writes(monkeypatch, tmp_path):
     failed = stage.run_stage('demo', fn, outputs=broken, options={'k': 1})
     assert 'disk full' in failed.write_error and failed.exit_code == 1
     assert not (tmp_path / 'l2.pqt').exists()  # the writes after a failed one are not tried
+
+
+def _session_threads(_item):
+    from iblnm.util import session_threads
+
+    return session_threads()
+
+
+def test_local_workers_run_each_session_on_one_thread(monkeypatch):
+    from iblnm.util import SESSION_THREADS_ENV
+
+    monkeypatch.delenv(SESSION_THREADS_ENV, raising=False)
+    assert set(map_sessions(_session_threads, range(2), workers=2, progress=False)) == {1}

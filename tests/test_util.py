@@ -217,3 +217,43 @@ def test_resolve_duplicate_group():
     assert util.resolve_duplicate_group(one_good)['eid'] == 'b'
     none_good = group.iloc[:1]
     assert util.resolve_duplicate_group(none_good)['eid'] == 'a'
+
+
+def test_session_threads_reads_the_environment_at_each_call(monkeypatch):
+    monkeypatch.delenv(util.SESSION_THREADS_ENV, raising=False)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    assert util.session_threads() == cores
+    monkeypatch.setenv(util.SESSION_THREADS_ENV, '3')
+    assert util.session_threads() == 3
+    for bad in ('0', '-1', 'two'):
+        monkeypatch.setenv(util.SESSION_THREADS_ENV, bad)
+        with pytest.raises(ValueError, match=util.SESSION_THREADS_ENV):
+            util.session_threads()
+
+
+def test_thread_map_keeps_item_order_and_uses_threads():
+    import threading
+    import time
+
+    def work(x):
+        time.sleep(0.02 * (5 - x))  # the first items finish last
+        return x * 10, threading.current_thread().name
+
+    out = util.thread_map(work, range(5), threads=2)
+    assert [v for v, _ in out] == [0, 10, 20, 30, 40]
+    assert all(name.startswith('iblnm-session') for _, name in out)
+    serial = util.thread_map(work, range(3), threads=1)
+    assert {name for _, name in serial} == {threading.current_thread().name}
+    with pytest.raises(ZeroDivisionError):
+        util.thread_map(lambda x: 1 / x, [1, 0, 2], threads=2)
+
+
+def test_session_qc_is_the_same_on_one_and_two_threads():
+    from iblnm.simulate import example_session
+
+    tables = []
+    for threads in (1, 2):
+        ps = example_session()
+        ps.run_sliding_qc(threads=threads)
+        tables.append(ps.qc)
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)

@@ -87,14 +87,19 @@ def _die_with_parent(parent_pid):
 def init_worker(parent_pid):
     """Initializer of the local worker processes.
 
-    One BLAS thread (:func:`limit_native_threads`); the default SIGTERM action and SIGINT
-    ignored (the runner handles both and terminates its workers, so a Ctrl-C never leaves
-    a half-stopped pool); the worker ends with its parent (:func:`_die_with_parent`).
+    One BLAS thread (:func:`limit_native_threads`) and one thread per session
+    (:func:`iblnm.util.session_threads`: the workers already use the cores); the default
+    SIGTERM action and SIGINT ignored (the runner handles both and terminates its workers, so
+    a Ctrl-C never leaves a half-stopped pool); the worker ends with its parent
+    (:func:`_die_with_parent`).
     """
+    from iblnm.util import SESSION_THREADS_ENV
+
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid)
     limit_native_threads()
+    os.environ[SESSION_THREADS_ENV] = '1'
 
 
 class Terminated(KeyboardInterrupt):
