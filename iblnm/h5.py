@@ -58,7 +58,8 @@ from iblnm.util import atomic_write
 from iblnm.validation import LOG_COLUMNS, CorruptH5, MissingH5
 
 GROUPS = ('metadata', 'errors', 'photometry', 'trials', 'wheel', 'provenance')
-NONE_STR = '__none__'
+NONE_STR = '__none__'  # a stored None (strings and attributes)
+ESCAPE_STR = '__str__'  # prefix of a real string that reads as NONE_STR or starts with this
 STR = h5py.string_dtype(encoding='utf-8')
 
 
@@ -180,20 +181,35 @@ def _clean(text):
     return text.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 
+def _to_stored(value):
+    """A string (or None) as stored: None is :data:`NONE_STR`; a real string that would read
+    back as something else (``NONE_STR`` itself, or one starting with :data:`ESCAPE_STR`) gets
+    the :data:`ESCAPE_STR` prefix."""
+    if value is None:
+        return NONE_STR
+    value = _clean(value)
+    return ESCAPE_STR + value if value == NONE_STR or value.startswith(ESCAPE_STR) else value
+
+
+def _from_stored(value):
+    """Inverse of :func:`_to_stored`."""
+    if value == NONE_STR:
+        return None
+    return value[len(ESCAPE_STR) :] if value.startswith(ESCAPE_STR) else value
+
+
 def _write_strings(group, name, values):
-    values = [NONE_STR if v is None else _clean(v) for v in values]
+    values = [_to_stored(v) for v in values]
     _write_contiguous(group, name, np.array(values, dtype=object), dtype=STR)
 
 
 def _read_strings(dataset):
-    return [None if v == NONE_STR else v for v in dataset.asstr()[()]]
+    return [_from_stored(v) for v in dataset.asstr()[()]]
 
 
 def _scalar_attr(value):
-    if value is None:
-        return NONE_STR
-    if isinstance(value, str):
-        return _clean(value)
+    if value is None or isinstance(value, str):
+        return _to_stored(value)
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, pd.Timestamp):
@@ -206,7 +222,7 @@ def _from_attr(value):
         value = value.decode()
     if isinstance(value, np.generic):
         value = value.item()
-    return None if value == NONE_STR else value
+    return _from_stored(value) if isinstance(value, str) else value
 
 
 # ---------------------------------------------------------------------------

@@ -269,6 +269,21 @@ def test_lone_surrogates_are_escaped_not_fatal(tmp_path):
     assert back['metadata']['subject'] == '\\ud800'
 
 
+@pytest.mark.parametrize(
+    'text', [h5.NONE_STR, h5.ESCAPE_STR, h5.ESCAPE_STR + h5.NONE_STR, h5.ESCAPE_STR * 2, '', 'x']
+)
+def test_strings_that_look_like_the_none_marker_read_back_as_written(tmp_path, text):
+    entries = [
+        {'eid': 'e', 'error_type': 'X', 'error_message': text, 'traceback': None},
+        {'eid': 'e', 'error_type': text, 'error_message': None, 'traceback': 'tb'},
+    ]
+    path = h5.save_h5(tmp_path / 'x.h5', {'errors': entries, 'metadata': {'subject': text}})
+    back = h5.load_h5(path)
+    assert back['errors']['error_message'].tolist() == [text, None]
+    assert back['errors']['error_type'].tolist() == ['X', text]
+    assert back['metadata']['subject'] == text
+
+
 def _padded_wheel(rng, n_trials=300, fs=100):
     """Per-trial velocity as the wheel stage makes it: rows of 0.3-6 s, NaN-padded to the longest
     row, a few all-NaN rows (NaN events) and NaNs inside rows past the end of the recording."""
