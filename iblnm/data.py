@@ -215,6 +215,8 @@ class PhotometrySession:
         self.kernels = {}
         self._qc_rows = {}  # (brain_region, band) -> {metric: value}
         self._raw_qc = {}  # whole-recording metrics, copied onto every row
+        self._qc_version = 0  # bumped by every _upsert_qc (the qc table's cache key)
+        self._qc_table = (None, None)  # (key, table) of the last qc table built
         self.wheel = None
         self.wheel_fs = None
         self.wheel_velocity = None
@@ -605,6 +607,7 @@ class PhotometrySession:
             'n_early_samples': sq.n_early_samples(times),
         }
         self._raw_qc = raw_qc
+        self._qc_version += 1
         return raw_qc
 
     @property
@@ -628,6 +631,16 @@ class PhotometrySession:
         0          VTA       GCaMP    PASS
         1          VTA  Isosbestic    PASS
         """
+        # built once per state of the rows (a few ms with the verdicts; the stage reads it
+        # ~5 times per session); without rows it follows the loaded bands, so is not kept
+        key = (id(self._qc_rows), id(self._raw_qc), self._qc_version, self.eid)
+        if self._qc_rows and self._qc_table[0] == key:
+            return self._qc_table[1].copy()
+        table = self._build_qc_table()
+        self._qc_table = (key, table) if self._qc_rows else (None, None)
+        return table.copy()
+
+    def _build_qc_table(self):
         keys = self._qc_rows or {
             (r, b): {}
             for b, frame in self.photometry.items()
@@ -653,6 +666,7 @@ class PhotometrySession:
     def qc(self, table):
         self._raw_qc = {}
         self._qc_rows = {}
+        self._qc_version += 1
         for row in pd.DataFrame(table).to_dict('records'):
             key = (row.pop('brain_region', None), row.pop('band', None))
             row.pop('eid', None)
@@ -678,6 +692,7 @@ class PhotometrySession:
 
     def _upsert_qc(self, values, region, band):
         self._qc_rows.setdefault((region, band), {}).update(values)
+        self._qc_version += 1
 
     def run_sliding_qc(self, bands=('GCaMP', 'Isosbestic'), threads=None):
         """Sliding-window QC (120 s windows, 60 s steps) per region x band, plus the

@@ -777,6 +777,7 @@ class NWBPhotometrySession(PhotometrySession):
             'n_band_inversions': np.nan if inversions is None else inversions,
             'n_early_samples': early,
         }
+        self._qc_version += 1
         return self._raw_qc
 
     def load_wheel(self, fs=None):

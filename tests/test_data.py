@@ -616,3 +616,21 @@ def test_trials_in_another_clock_say_what_was_recorded(real_one, monkeypatch):
     assert log[0]['error_message'] == (
         'trials 5030.2-7755.3 s, photometry -370.2-2762.8 s, none within the task'
     )
+
+
+def test_qc_table_is_rebuilt_after_every_change_and_callers_get_copies():
+    from iblnm.simulate import example_session
+
+    ps = example_session()
+    assert len(ps.qc) == 2 and ps.qc['frac_valid'].isna().all()  # no rows yet: the bands
+    ps.run_sliding_qc()
+    first = ps.qc
+    first.loc[:, 'verdict'] = 'EDITED'  # a caller's copy: the session's table is unchanged
+    assert (ps.qc['verdict'] != 'EDITED').all()
+    ps._upsert_qc({'frac_valid': 0.01}, region=ps.regions[0], band='GCaMP')
+    assert ps.qc.loc[ps.qc['band'] == 'GCaMP', 'frac_valid'].iloc[0] == 0.01
+    table = ps.qc.assign(n_early_samples=3)
+    ps.qc = table
+    assert (ps.qc['n_early_samples'] == 3).all()
+    ps.qc = table.assign(n_early_samples=5)
+    assert (ps.qc['n_early_samples'] == 5).all()
