@@ -51,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_report.p
 from _report import machine, write_section  # noqa: E402
 
 from iblnm import config  # noqa: E402
+from iblnm.util import session_threads  # noqa: E402
 
 DATASETS = ('CQ002', 'simulated 1 h')
 IMPLEMENTATIONS = ('iblnm', 'ibl-photometry', 'floor')
@@ -391,7 +392,10 @@ def report(results, repeats, load):
         f'at end {load[1]:.1f} (shared machine: absolute times are upper bounds; ratios are '
         'of the same run)',
         '',
-        f'Median of {repeats} runs after a warm-up; each implementation in its own process.',
+        f'Median of {repeats} runs after a warm-up; each implementation in its own process. '
+        f'iblnm runs as a lone user runs it: its sliding QC step on {session_threads()} '
+        'thread(s) (`IBLNM_SESSION_THREADS`; its CPU time is then above its wall time), '
+        'pyarrow reads on its own threads, ibl-photometry on one.',
         '',
         '| dataset | implementation | step | wall s | CPU s |',
         '|---|---|---|---|---|',
