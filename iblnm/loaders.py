@@ -112,12 +112,8 @@ def read_photometry_table(path):
     columns = [c for c in READ_COLUMNS if c in names] + data_columns(names)
     dictionary = ['name'] if 'name' in names else None
     arrow = pq.read_table(path, columns=columns, read_dictionary=dictionary)
-    table = pd.DataFrame(
-        {
-            c: arrow.column(c).to_pandas() if c == 'name' else arrow.column(c).to_numpy()
-            for c in columns
-        }
-    )
+    # one block per column (no consolidation copy: half the time of building it from arrays)
+    table = arrow.to_pandas(split_blocks=True, ignore_metadata=True)
     return normalise_photometry_table(table, copy=False)
 
 
@@ -156,15 +152,24 @@ def split_bands(table, locations=None, names=None):
     cat = pd.Categorical(table['name'])[1:]  # a Categorical already after normalisation
     codes, categories = cat.codes, cat.categories
     times = table['times'].to_numpy()[1:]
-    values = table[rois].to_numpy(dtype=float)[1:]
+    values = (
+        np.column_stack([table[c].to_numpy(dtype=float)[1:] for c in rois])
+        if rois
+        else np.empty((len(times), 0))
+    )
+    counts = np.bincount(codes.astype(np.int64) + 1, minlength=len(categories) + 1)
+    present = np.flatnonzero(counts) - 1  # the codes that occur (-1: no name) ...
+    first = [int(np.argmax(codes == code)) for code in present]
     bands = {}
-    for code in pd.unique(codes):
+    for code in present[np.argsort(first)]:  # ... in order of appearance
         band = '' if code < 0 else str(categories[code])
         if band in ('', 'None'):
             continue
-        rows = codes == code
+        rows = np.flatnonzero(codes == code)  # indices: a take, 10x faster than a mask
         bands[band] = pd.DataFrame(
-            values[rows], index=pd.Index(times[rows], name='times'), columns=columns
+            values.take(rows, axis=0),
+            index=pd.Index(times.take(rows), name='times'),
+            columns=columns,
         )
     return bands
 

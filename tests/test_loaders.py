@@ -3,6 +3,8 @@
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from iblnm.loaders import (
     PhotometrySessionLoader,
@@ -73,3 +75,47 @@ def test_normalise_and_roi_names():
         {'brain_region': ['VTA-l', 'VTA-r', 'DR']}, index=pd.Index(['G0', 'G1', 'G2'], name='ROI')
     )
     assert roi_to_region(locations) == {'G0': 'VTA-l', 'G1': 'VTA-r', 'G2': 'DR'}
+
+
+def _split_by_masks(table):
+    """split_bands as written before session 8 (boolean masks, pandas' order of appearance):
+    the reference its index-based version must equal."""
+    from iblnm.loaders import data_columns
+
+    rois = data_columns(table)
+    cat = pd.Categorical(table['name'])[1:]
+    codes, categories = cat.codes, cat.categories
+    times, values = table['times'].to_numpy()[1:], table[rois].to_numpy(dtype=float)[1:]
+    bands = {}
+    for code in pd.unique(codes):
+        band = '' if code < 0 else str(categories[code])
+        if band not in ('', 'None'):
+            rows = codes == code
+            index = pd.Index(times[rows], name='times')
+            bands[band] = pd.DataFrame(values[rows], index=index, columns=rois)
+    return bands
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(['GCaMP', 'Isosbestic', 'RCaMP', '', 'None', None]), max_size=40),
+    st.integers(0, 3),
+)
+def test_split_bands_equals_the_mask_based_split(names, n_rois):
+    from iblnm.loaders import split_bands
+
+    n = len(names)
+    table = pd.DataFrame(
+        {
+            'times': np.arange(n, dtype=float) / 30,
+            'valid': True,
+            'wavelength': 470.0,
+            'name': pd.Categorical(names),
+            **{f'G{i}': np.arange(n, dtype=float) * (i + 1) for i in range(n_rois)},
+        }
+    )
+    got, want = split_bands(table), _split_by_masks(table)
+    assert list(got) == list(want)  # bands in order of first appearance
+    for band in want:
+        pd.testing.assert_frame_equal(got[band], want[band], check_exact=True)
+        assert got[band].to_numpy().flags['C_CONTIGUOUS']
