@@ -19,13 +19,15 @@ Per dataset, in the same run, each in its own subprocess (its own peak memory):
 - **floor**: ``pyarrow.parquet.read_table`` of the same input files (all columns), and
   ``hashlib`` md5 of them.
 
-Times are medians of ``--repeats`` runs after one warm-up, on a fresh session object
-each time with the same ONE instance (as a stage worker). "First run" is the first run
+Times are medians of ``--rounds`` × ``--repeats`` runs: the implementations run in turn
+(iblnm, ibl-photometry, floor, iblnm, ...) ``--rounds`` times (default 3), each time in a
+fresh process with one warm-up, on a fresh session object each run with the same ONE
+instance (as a stage worker). "First run" is the first run
 of a fresh process (modules imported beforehand) with an empty hash memo: every file is
 hashed once. Peak memory: max
 RSS of the process (imports included) and the tracemalloc peak of one run.
 
-Usage: ``.venv/bin/python benchmarks/bench_session.py [--repeats 5] [--no-readme]``;
+Usage: ``.venv/bin/python benchmarks/bench_session.py [--repeats 5] [--rounds 3] [--no-readme]``;
 ``--h5-dir data/sessions`` only reports the sizes of a pipeline run's HDF5 files.
 """
 
@@ -265,6 +267,7 @@ def worker(implementation, cache, eid, repeats):
     run()
     out['traced_peak_mb'] = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
+    out['runs'] = runs
     out['steps_s'], out['total_s'] = _medians(runs, cpu=False)
     out['steps_cpu_s'], out['total_cpu_s'] = _medians(runs, cpu=True)
     if implementation == 'iblnm':
@@ -385,14 +388,36 @@ def spawn(implementation, cache, eid, repeats):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def report(results, repeats, load):
+def spawn_rounds(cache, eid, repeats, rounds):
+    """Every implementation ``rounds`` times, alternating (iblnm, ibl-photometry, floor, iblnm,
+    ...), so that a drift of the machine's speed during the run (a shared host) weighs on all
+    of them alike; the step and total medians are over the runs of all rounds, the first-run
+    time, memory and file figures those of the first round."""
+    outs = {impl: [] for impl in IMPLEMENTATIONS}
+    for _ in range(rounds):
+        for impl in IMPLEMENTATIONS:
+            outs[impl].append(spawn(impl, cache, eid, repeats))
+    merged = {}
+    for impl, rounds_out in outs.items():
+        runs = [run for out in rounds_out for run in out.pop('runs')]
+        out = rounds_out[0]
+        out['steps_s'], out['total_s'] = _medians(runs, cpu=False)
+        out['steps_cpu_s'], out['total_cpu_s'] = _medians(runs, cpu=True)
+        out['n_runs'] = len(runs)
+        merged[impl] = out
+    return merged
+
+
+def report(results, repeats, load, rounds=1):
     lines = [
         f'{datetime.date.today().isoformat()} · `.venv/bin/python benchmarks/bench_session.py '
-        f'--repeats {repeats}` · {machine()} · load average at start {load[0]:.1f}, '
+        f'--repeats {repeats} --rounds {rounds}` · {machine()} · load average at start '
+        f'{load[0]:.1f}, '
         f'at end {load[1]:.1f} (shared machine: absolute times are upper bounds; ratios are '
         'of the same run)',
         '',
-        f'Median of {repeats} runs after a warm-up; each implementation in its own process. '
+        f'Median of {rounds} × {repeats} runs: {rounds} round(s), each implementation in its '
+        f'own process in turn, {repeats} runs after a warm-up per process. '
         f'iblnm runs as a lone user runs it: its sliding QC step on {session_threads()} '
         'thread(s) (`IBLNM_SESSION_THREADS`; its CPU time is then above its wall time), '
         'pyarrow reads on its own threads, ibl-photometry on one.',
@@ -511,6 +536,9 @@ def h5_dir_report(h5_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument(
+        '--rounds', type=int, default=3, help='alternating rounds of the implementations'
+    )
     parser.add_argument('--no-readme', action='store_true', help='do not update the README')
     parser.add_argument('--h5-dir', help='only report the sizes of the .h5 files of a run')
     parser.add_argument('--worker', choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
@@ -539,11 +567,9 @@ def main():
                 continue
             cache = Path(tmp) / dataset.replace(' ', '_')
             eid = builders[dataset](cache)
-            results[dataset] = {
-                impl: spawn(impl, cache, eid, args.repeats) for impl in IMPLEMENTATIONS
-            }
+            results[dataset] = spawn_rounds(cache, eid, args.repeats, args.rounds)
             print(dataset, {k: round(v['total_s'], 4) for k, v in results[dataset].items()})
-    text = report(results, args.repeats, (load_start, os.getloadavg()[0]))
+    text = report(results, args.repeats, (load_start, os.getloadavg()[0]), args.rounds)
     print(text)
     if not args.no_readme:
         write_section('bench_session', 'bench_session.py — the whole per-session path', text)
