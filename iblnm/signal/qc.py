@@ -119,9 +119,16 @@ def detrend_windows(windows, x=None):
     x = np.arange(y.shape[-1], dtype=float) if x is None else np.asarray(x, dtype=float)
     xc = x - x.mean(axis=-1, keepdims=True)
     yc = y - y.mean(axis=-1, keepdims=True)
+    # the same operations in the same order, into one scratch buffer (no fresh temporaries)
+    work = np.multiply(xc, yc)
+    sxy = work.sum(axis=-1, keepdims=True)
+    sxx = np.multiply(xc, xc, out=work if xc.shape == work.shape else None).sum(
+        axis=-1, keepdims=True
+    )
     with np.errstate(invalid='ignore', divide='ignore'):
-        slope = (xc * yc).sum(axis=-1, keepdims=True) / (xc * xc).sum(axis=-1, keepdims=True)
-    return yc - slope * xc
+        slope = sxy / sxx
+    work = np.multiply(slope, xc, out=work if np.broadcast(slope, xc).shape == work.shape else None)
+    return np.subtract(yc, work, out=yc)
 
 
 # ---------------------------------------------------------------------------
@@ -213,13 +220,17 @@ def ar_score(a, order=2):
     except np.linalg.LinAlgError:  # numerically singular despite the rank test (round-off data)
         coefs, ok = _solve_each(np.where(ok[..., None, None], xtx, eye), xty, ok)
     y = lags[..., order, :]
-    fitted = coefs[..., :1] * lags[..., 0, :]
+    # the same operations in the same order, in two scratch buffers (no fresh temporaries)
+    fitted = np.multiply(coefs[..., :1], lags[..., 0, :])
+    work = np.empty_like(fitted)
     for i in range(1, order):
-        fitted += coefs[..., i : i + 1] * lags[..., i, :]
-    residuals = y - fitted
-    ss_tot = ((y - y.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1)
+        fitted += np.multiply(coefs[..., i : i + 1], lags[..., i, :], out=work)
+    residuals = np.subtract(y, fitted, out=fitted)
+    ss_res = np.square(residuals, out=residuals).sum(axis=-1)
+    centred = np.subtract(y, y.mean(axis=-1, keepdims=True), out=work)
+    ss_tot = np.square(centred, out=centred).sum(axis=-1)
     with np.errstate(invalid='ignore', divide='ignore'):
-        score = 1.0 - (residuals**2).sum(axis=-1) / ss_tot
+        score = 1.0 - ss_res / ss_tot
     return np.where(ok, score, np.nan)[()]
 
 
@@ -709,7 +720,7 @@ def sliding_qc(
     # a window holding a NaN frame (missing frames, a time gap) is not scored: NaN
     complete = ~np.isnan(raw).any(axis=-1)
     n_windows = len(raw)
-    raw = raw[complete]
+    raw = raw if complete.all() else raw[complete]  # (a mask would copy every window)
     detrended = (
         detrend_windows(raw, _gather(times, first[complete], n_per_window)) if detrend else raw
     )
