@@ -215,7 +215,7 @@ class PhotometrySession:
         self.kernels = {}
         self._qc_rows = {}  # (brain_region, band) -> {metric: value}
         self._raw_qc = {}  # whole-recording metrics, copied onto every row
-        self._qc_version = 0  # bumped by every _upsert_qc (the qc table's cache key)
+        self._qc_version = 0  # bumped by every change of the rows (the qc table's cache key)
         self._qc_table = (None, None)  # (key, table) of the last qc table built
         self.wheel = None
         self.wheel_fs = None
@@ -606,6 +606,10 @@ class PhotometrySession:
             'n_band_inversions': sq.n_band_inversions(led, channel_codes=channels),
             'n_early_samples': sq.n_early_samples(times),
         }
+        return self._set_raw_qc(raw_qc)
+
+    def _set_raw_qc(self, raw_qc):
+        """Keep the whole-recording counts of raw QC (copied onto every ``qc`` row)."""
         self._raw_qc = raw_qc
         self._qc_version += 1
         return raw_qc

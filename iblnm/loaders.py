@@ -158,17 +158,16 @@ def split_bands(table, locations=None, names=None):
         else np.empty((len(times), 0))
     )
     counts = np.bincount(codes.astype(np.int64) + 1, minlength=len(categories) + 1)
-    present = np.flatnonzero(counts) - 1  # the codes that occur (-1: no name) ...
-    first = [int(np.argmax(codes == code)) for code in present]
-    bands = {}
-    for code in present[np.argsort(first)]:  # ... in order of appearance
+    rows = {}  # band -> its row indices (a take: 10x faster than a boolean mask)
+    for code in np.flatnonzero(counts) - 1:  # the codes that occur (-1: no name)
         band = '' if code < 0 else str(categories[code])
-        if band in ('', 'None'):
-            continue
-        rows = np.flatnonzero(codes == code)  # indices: a take, 10x faster than a mask
+        if band not in ('', 'None'):
+            rows[band] = np.flatnonzero(codes == code)
+    bands = {}
+    for band in sorted(rows, key=lambda b: rows[b][0]):  # in order of appearance
         bands[band] = pd.DataFrame(
-            values.take(rows, axis=0),
-            index=pd.Index(times.take(rows), name='times'),
+            values.take(rows[band], axis=0),
+            index=pd.Index(times.take(rows[band]), name='times'),
             columns=columns,
         )
     return bands

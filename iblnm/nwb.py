@@ -773,12 +773,12 @@ class NWBPhotometrySession(PhotometrySession):
         if early is None:
             early = max(sq.n_early_samples(f.index.to_numpy()) for f in raw.values())
         inversions = from_file('n_band_inversions')
-        self._raw_qc = {
-            'n_band_inversions': np.nan if inversions is None else inversions,
-            'n_early_samples': early,
-        }
-        self._qc_version += 1
-        return self._raw_qc
+        return self._set_raw_qc(
+            {
+                'n_band_inversions': np.nan if inversions is None else inversions,
+                'n_early_samples': early,
+            }
+        )
 
     def load_wheel(self, fs=None):
         """The file's wheel velocity (rad/s)."""
