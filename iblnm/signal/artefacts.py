@@ -146,13 +146,35 @@ class BandStats:
     dropout: np.ndarray  # bool (n,)
 
 
+def saturated_samples(values, saturation=config.SATURATION_LEVEL):
+    """Samples at or above the saturation value (the top of the rig's range).
+
+    The value bounds the rig's range, so a band with a finite value above it is in other
+    units and has no saturated samples. NaN is never saturated.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n,)
+        One band (data units).
+    saturation : float
+        The saturation value (inf disables the rule).
+
+    Returns
+    -------
+    ndarray of bool, shape (n,)
+    """
+    x = np.asarray(values, dtype=float)
+    finite = np.isfinite(x)
+    if np.any(x[finite] > saturation):
+        return np.zeros(x.size, bool)
+    return (x >= saturation) & finite
+
+
 def band_stats(values, fs, floor, saturation, p):
     """Levels, noise and the sample-level rules (saturated, floor, dropout) of one band."""
     x = np.asarray(values, dtype=float)
-    # the saturation value bounds the rig's range: data above it are in other units
-    applies = not np.any(x[np.isfinite(x)] > saturation)
     missing = ~np.isfinite(x)
-    saturated = (x >= saturation) & ~missing if applies else np.zeros(x.size, bool)
+    saturated = saturated_samples(x, saturation)
     unusable = saturated | missing
     if unusable.any() and not unusable.all():  # levels and steps ignore these samples
         idx = np.arange(x.size)

@@ -14,6 +14,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from iblnm import config
+from iblnm.signal.artefacts import saturated_samples
 from iblnm.signal.preprocess import (
     bleach_correct,
     fit_reference,
@@ -1049,11 +1050,19 @@ def corrected_signal(times, signal, reference=None, bleach=None, valid=None):
     return signal_bc - (slope * reference_bc + intercept), float(slope), signal_bc
 
 
-def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_FLOOR, kwargs=None):
+def signal_qc(
+    times,
+    signal,
+    reference=None,
+    valid=None,
+    floor=config.QC_CAMERA_FLOOR,
+    kwargs=None,
+    saturation=config.SATURATION_LEVEL,
+):
     """ "No signal" and "artefact" metrics of one fiber (whole recording).
 
-    Dark stretches of either band (:func:`dark_samples`: disconnection, LED off) are left
-    out, both bands are despiked (:func:`despike`: dropout frames), averaged in blocks to
+    Dark stretches of either band (:func:`dark_samples`: disconnection, LED off) and its
+    saturated samples (:func:`iblnm.signal.artefacts.saturated_samples`) are left out, both bands are despiked (:func:`despike`: dropout frames), averaged in blocks to
     ≈ ``config.QC_FIXED_FS`` (10 Hz), and the GCaMP band is corrected with the isosbestic
     band (:func:`corrected_signal`, over the valid samples joined). Then:
 
@@ -1078,6 +1087,8 @@ def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_
         Camera floor (data units).
     kwargs : dict, optional
         Overrides of ``config.QC_SIGNAL_KWARGS``.
+    saturation : float
+        Saturation value (data units; inf disables the rule).
 
     Returns
     -------
@@ -1098,7 +1109,9 @@ def signal_qc(times, signal, reference=None, valid=None, floor=config.QC_CAMERA_
         return out
     bases = [_running_median(_fill_invalid(b, None), int(round(fs))) for b in bands]  # 1 s
     for band, base in zip(bands, bases):
-        valid &= np.isfinite(band) & ~dark_samples(base, floor)
+        valid &= (
+            np.isfinite(band) & ~dark_samples(base, floor) & ~saturated_samples(band, saturation)
+        )
     if valid.sum() < 10:
         return out
     bands = [despike(_fill_invalid(b, valid), fs, base=base)[0] for b, base in zip(bands, bases)]
@@ -1197,7 +1210,9 @@ def recording_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
     if reference is not None:
         t, sig, reference = pair_by_position(t, sig, reference)
         bleach = config.QC_BLEACH
-        ok = np.isfinite(sig) & np.isfinite(reference)  # NaN frames (time gaps) left out
+        # NaN frames (time gaps) and saturated frames left out
+        ok = np.isfinite(sig) & np.isfinite(reference)
+        ok &= ~saturated_samples(sig) & ~saturated_samples(reference)
         if ok.any():  # bleach_correct fills the others (none when every sample is finite)
             signal_bc = bleach_correct(t, sig, valid=ok, **bleach)
             reference_bc = bleach_correct(t, reference, valid=ok, **bleach)

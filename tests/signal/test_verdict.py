@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from iblnm import config
+from iblnm.signal import artefacts as af
 from iblnm.signal import qc
 from iblnm.signal import verdict as sv
 
@@ -172,6 +173,38 @@ def test_synthetic_fibers_of_known_quality(kind, verdict, reason):
         assert reason in sv.split_reasons(reasons)
 
 
+def _saturate(values, t, start_s=300.0, duration_s=120.0):
+    """A copy of ``values`` at the saturation value for ``duration_s`` from ``start_s``."""
+    out = np.array(values, dtype=float)
+    out[(t >= start_s) & (t < start_s + duration_s)] = config.SATURATION_LEVEL
+    return out
+
+
+@pytest.mark.parametrize('band', ['gcamp', 'iso'])
+def test_a_saturated_stretch_is_left_out_of_the_no_signal_metrics(band):
+    """2 min of a clean fiber's band at the saturation value: the artefact masks count it
+    (``frac_saturated``); the "no signal" metrics leave it out, so the fiber does not also
+    read as white noise or as no signal (they used to: iso_explained 0.17 → 0.00)."""
+    t, gcamp, iso = _fiber('clean')
+    clean = qc.signal_qc(t, gcamp, iso)
+    if band == 'gcamp':
+        gcamp = _saturate(gcamp, t)
+    else:
+        iso = _saturate(iso, t)
+    saturated = qc.signal_qc(t, gcamp, iso)
+    for metric in ('iso_explained', 'residual_power_ratio', 'upper_tail_excess'):
+        assert saturated[metric] == pytest.approx(clean[metric], rel=0.1, abs=0.01), metric
+    assert _verdict(t, gcamp, iso) == ['PASS', '']
+
+
+def test_values_above_the_saturation_value_are_other_units_not_saturated():
+    t, gcamp, iso = _fiber('clean')
+    scaled = gcamp * 1000  # data in other units: above 1.0 everywhere
+    assert not af.saturated_samples(scaled).any()
+    assert af.saturated_samples(_saturate(gcamp, t)).sum() == 120 * 30
+    assert not af.saturated_samples(np.array([np.nan, np.inf, 0.5])).any()
+
+
 # ---------------------------------------------------------------------------
 # Real recordings (raw Neurophotometrics files, whole recordings)
 # ---------------------------------------------------------------------------
@@ -224,6 +257,14 @@ def test_real_cq002_fibers_with_signal_do_not_fail(cq002_bands):
     for fiber in range(2):
         verdict, reasons = _verdict(times[:n], gcamp[:n, fiber], iso[:n, fiber])
         assert verdict != 'FAIL', (fiber, reasons)
+
+
+def test_real_cq002_saturated_stretch_keeps_the_no_signal_verdict(cq002_bands):
+    """CQ002 with 2 min of SI's GCaMP band saturated: the same "no signal" reasons as without."""
+    (times, gcamp), (_, iso) = cq002_bands['GCaMP'], cq002_bands['Isosbestic']
+    n = min(len(gcamp), len(iso))
+    t, g, i = times[:n], gcamp[:n, 0], iso[:n, 0]
+    assert _verdict(t, _saturate(g, t, start_s=t[0] + 1000), i) == _verdict(t, g, i)
 
 
 def test_overview_verdict_tables():
