@@ -378,3 +378,42 @@ def test_marginal_means_recover_the_generating_effects():
     assert len(table) == 2 + 2 + 5 and set(table['factor']) == {'reward', 'side', 'contrast'}
     with pytest.raises(ValueError, match='factor'):
         lmm.compute_marginal_means(fit, 'block')
+
+
+def test_marginal_means_figure_draws_every_mean_of_the_table(tmp_path):
+    """One panel per event x factor; each group's points are the table's means at its levels
+    (contrasts in order), read back from the CSV as well; a midline group has no side points."""
+    import matplotlib.pyplot as plt
+
+    from iblnm.vis import responses as vr
+
+    fit = lmm.fit_response_lmm(_lmm_trials())
+    midline = lmm.fit_response_lmm(_lmm_trials().assign(side=0.0))
+    results = {('VTA-DA', 'stimOn_times'): fit, ('DR-5HT', 'stimOn_times'): midline}
+    results[('VTA-DA', 'feedback_times')] = fit
+    table = lmm.marginal_means_table(results)
+    assert 'side' not in set(table.loc[table['target_NM'] == 'DR-5HT', 'factor'])
+    table.to_csv(tmp_path / 'means.csv', index=False)
+    for means in (table, pd.read_csv(tmp_path / 'means.csv')):
+        fig = vr.plot_marginal_means(means)
+        axes = fig.axes
+        assert len(axes) == 2 * 3  # 2 events x (contrast, reward, side)
+        for ax in axes:
+            event_name, factor = ax.get_title().split(': ')
+            event = {v: k for k, v in vr.EVENT_NAMES.items()}[event_name]
+            # contrast: a line per group; outcome and side: error bars
+            drawn = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+            drawn.update({c.get_label(): c.lines[0].get_ydata() for c in ax.containers})
+            for target in ('VTA-DA', 'DR-5HT'):
+                rows = table[
+                    (table['target_NM'] == target)
+                    & (table['event'] == event)
+                    & (table['factor'] == factor)
+                ]
+                if rows.empty:
+                    assert target not in drawn
+                    continue
+                np.testing.assert_allclose(
+                    np.asarray(drawn[target], float), rows['mean'].to_numpy(float), rtol=1e-12
+                )
+        plt.close(fig)

@@ -239,7 +239,12 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
     midline = means[means['target_NM'].str.startswith(('DR', 'MR'))]
     assert 'side' not in set(midline['factor'])
     figures = sorted(p.name for p in (tool_root / 'figures' / 'responses').iterdir())
-    assert {'mean_traces.png', 'lmm_coefficients.svg'} <= set(figures)
+    assert {'mean_traces.png', 'lmm_coefficients.svg', 'lmm_marginal_means.png'} <= set(figures)
+    texts = svg_texts(tool_root / 'figures' / 'responses' / 'lmm_marginal_means.svg')
+    for target, rows in coefficients.groupby('target_NM'):  # legend: each fit's n
+        n_mice = rows['n_subjects'].max()
+        mice = 'mouse' if n_mice == 1 else 'mice'
+        assert f'{target} ({n_mice} {mice}, up to {rows["n_obs"].max()} trials)' in texts
     targets = set(kernels['target_NM'])
     assert {f'kernels_{t}.png' for t in targets} <= set(figures)  # one figure per target-NM
     # mean traces: a row per target-NM, a legend entry per outcome with its n

@@ -8,6 +8,7 @@ import numpy as np
 
 from iblnm import config
 from iblnm.analysis import waveforms
+from iblnm.analysis.lmm import MARGINAL_LEVELS
 from iblnm.vis import order_target_nms, target_nm_color
 
 OUTCOME_COLORS = {1.0: '#1a9850', -1.0: '#d73027'}
@@ -388,6 +389,129 @@ def plot_lmm_predictions(predictions, title):
     ax.legend(fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
+
+
+MARGINAL_FACTORS = (
+    ('contrast', 'contrast (%)'),
+    ('reward', 'outcome'),
+    ('side', 'stimulus side'),
+)
+
+
+def _group_labels(groups, coefficients, group_col):
+    """Legend label per group: the group with its n subjects and n trials (from the fits)."""
+    labels = {g: str(g) for g in groups}
+    if coefficients is None or not {'n_subjects', 'n_obs'} <= set(coefficients.columns):
+        return labels
+    for g in groups:
+        rows = coefficients[coefficients[group_col] == g]
+        if len(rows):
+            n_subjects, n_obs = rows['n_subjects'].max(), rows['n_obs'].max()
+            mice = 'mouse' if n_subjects == 1 else 'mice'
+            labels[g] = f'{g} ({n_subjects:.0f} {mice}, up to {n_obs:.0f} trials)'
+    return labels
+
+
+def plot_marginal_means(means, coefficients=None, group_col='target_NM', response='response_early'):
+    """Model means of the response per contrast, outcome and side (95 % CI).
+
+    One row per event and one column per factor; in each panel the mixed model's mean at
+    each level of the factor, the other factors averaged (side and outcome at their
+    midpoints, contrast at the mean coded contrast), one colour per group.
+
+    Parameters
+    ----------
+    means : pandas.DataFrame
+        :func:`iblnm.analysis.lmm.marginal_means_table` output (``group_col``, event, factor,
+        level, mean, ci_lower, ci_upper, kind), in memory or read back from its CSV.
+    coefficients : pandas.DataFrame, optional
+        The fits' :func:`iblnm.analysis.lmm.coefficient_table` (``n_subjects``, ``n_obs``
+        for the legend).
+    group_col : str
+        Column distinguishing the fits within an event (colour).
+    response : str
+        Name of the modelled response (axis label; z units).
+    """
+    events = [e for e in config.RESPONSE_EVENTS if e in set(means['event'])]
+    factors = [(f, label) for f, label in MARGINAL_FACTORS if f in set(means['factor'])]
+    groups = (
+        order_target_nms(means[group_col].unique())
+        if group_col == 'target_NM'
+        else sorted(means[group_col].unique())
+    )
+    colors = {g: target_nm_color(g) for g in groups}
+    labels = _group_labels(groups, coefficients, group_col)
+    fig, axes = plt.subplots(
+        len(events),
+        len(factors),
+        figsize=(3.6 * len(factors) + 2.4, 2.7 * len(events) + 0.6),
+        sharey='row',
+        squeeze=False,
+        gridspec_kw={'width_ratios': [2 if f == 'contrast' else 1 for f, _ in factors]},
+    )
+    offsets = np.linspace(-0.2, 0.2, len(groups)) if len(groups) > 1 else [0.0]
+    for row, event in zip(axes, events):
+        for ax, (factor, xlabel) in zip(row, factors):
+            sub = means[(means['event'] == event) & (means['factor'] == factor)]
+            levels = _factor_levels(sub['level'], factor)
+            for g, offset in zip(groups, offsets):
+                rows = sub[sub[group_col] == g]
+                if rows.empty:
+                    continue
+                x = np.array([levels.index(str(v)) for v in rows['level']], float)
+                kw = dict(color=colors[g], ms=4, lw=1.2, label=labels[g])
+                if factor == 'contrast':
+                    order = np.argsort(x)
+                    ax.plot(x[order], rows['mean'].to_numpy()[order], marker='o', **kw)
+                    ax.fill_between(
+                        x[order],
+                        rows['ci_lower'].to_numpy()[order],
+                        rows['ci_upper'].to_numpy()[order],
+                        color=colors[g],
+                        alpha=0.15,
+                        lw=0,
+                    )
+                else:
+                    ax.errorbar(
+                        x + offset,
+                        rows['mean'],
+                        yerr=[rows['mean'] - rows['ci_lower'], rows['ci_upper'] - rows['mean']],
+                        fmt='o',
+                        **kw,
+                    )
+            ax.axhline(0, color='k', lw=0.5)
+            ax.set_xticks(range(len(levels)), [_level_label(v, factor) for v in levels])
+            ax.set_xlim(-0.5, len(levels) - 0.5)
+            if event == events[-1]:
+                ax.set_xlabel(xlabel)
+            ax.set_title(f'{EVENT_NAMES.get(event, event)}: {factor}', fontsize=9)
+        row[0].set_ylabel(f'model mean\n{response} (z)')
+    handles, names = [], []
+    for ax in axes.flat:  # one legend entry per group, wherever it was drawn
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    fig.legend(handles, names, fontsize=8, frameon=False, loc='center right')
+    fig.suptitle(
+        f'Mixed-model means of {response} (95 % CI), other factors averaged, by {group_col}\n'
+        f'{response} ~ log_contrast * side * reward + (1|subject); a midline region has no side'
+    )
+    fig.tight_layout(rect=(0, 0, 0.8, 1))
+    return fig
+
+
+def _factor_levels(levels, factor):
+    """The levels of a factor in plotting order, as strings (the CSV reads them back as text)."""
+    unique = {str(v) for v in levels}
+    if factor == 'contrast':
+        return sorted(unique, key=float)
+    order = list(MARGINAL_LEVELS.get(factor, ()))
+    return [v for v in order if v in unique] + sorted(unique - set(order))
+
+
+def _level_label(level, factor):
+    return f'{float(level):g}' if factor == 'contrast' else level
 
 
 WHEEL_DV_LABELS = {

@@ -14,7 +14,8 @@ when given, else the ``config`` paths):
 | ``response_similarity_matrix.pqt`` | cosine similarity of the complete feature rows |
 | ``lmm_coefficients.pqt/.csv`` | fixed effects per (target_NM, event) (OLS when 1 subject) |
 | ``lmm_coefficients_by_NM.pqt/.csv`` | fixed effects per (NM, event), regions pooled |
-| ``lmm_marginal_means(_by_NM).csv`` | model means per reward, side and contrast level (95 % CI) |
+| ``lmm_marginal_means(_by_NM).csv`` | model means per reward, side and contrast level (95 % CI);
+  figure ``lmm_marginal_means(_by_NM)`` |
 | ``confusion_matrix.pqt``, ``decoding_coefficients.pqt``, ``feature_contributions.pqt``,
   ``decoding_summary.json`` | LOSO decoding of target-NM |
 | ``waveform_tests.pqt`` | clusters of the correct-vs-incorrect permutation tests |
@@ -299,6 +300,11 @@ def plot_saved_responses(root=None, n_boot=1000):
         table = read(f'{name}.pqt')
         if table is not None and len(table):
             write(vr.plot_lmm_coefficients(table, group_col=group_col), name)
+        means_name = name.replace('coefficients', 'marginal_means')
+        if (paths['tables'] / f'{means_name}.csv').exists():
+            means = pd.read_csv(paths['tables'] / f'{means_name}.csv')
+            if len(means):
+                write(vr.plot_marginal_means(means, table, group_col=group_col), means_name)
     wheel = read('wheel_lmm_summary.pqt')
     if wheel is not None and len(wheel):
         write(vr.plot_wheel_lmm(wheel), 'wheel_lmm_delta_r2')
@@ -332,9 +338,12 @@ def _lmms(group, write, result):
         write(table, f'{name}.pqt')
         write(table, f'{name}.csv')
         means = lmm.marginal_means_table(group.lmm_results, by)
-        write(means, f'{name.replace("coefficients", "marginal_means")}.csv')
+        means_name = name.replace('coefficients', 'marginal_means')
+        write(means, f'{means_name}.csv')
         if len(table):
             write(vr.plot_lmm_coefficients(table, group_col=by[0]), name)
+        if len(means):
+            write(vr.plot_marginal_means(means, table, group_col=by[0]), means_name)
     table = group.lmm_coefficients
     if len(table):
         result.lmm_signs = table[table['term'].isin(['log_contrast', 'reward'])].reset_index(
