@@ -362,35 +362,6 @@ def plot_decoding_summary(decoder, n_top=10):
     return fig
 
 
-def plot_lmm_predictions(predictions, title):
-    """Predicted response vs contrast (fixed effects, 95 % CI), contra/ipsi x outcome.
-
-    ``predictions``: :func:`iblnm.analysis.lmm.predict_grid` output.
-    """
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    for (side, outcome), sub in predictions.groupby(['side', 'outcome']):
-        color = OUTCOME_COLORS[1.0 if outcome == 'correct' else -1.0]
-        x = np.log1p(sub['contrast'].to_numpy())
-        ax.plot(
-            x,
-            sub['predicted'],
-            color=color,
-            ls='-' if side == 'contra' else ':',
-            marker='o',
-            ms=3,
-            label=f'{side}, {outcome}',
-        )
-        ax.fill_between(x, sub['ci_lower'], sub['ci_upper'], color=color, alpha=0.15, lw=0)
-    contrasts = np.sort(predictions['contrast'].unique())
-    ax.set_xticks(np.log1p(contrasts), [f'{c:g}' for c in contrasts])
-    ax.set_xlabel('contrast (%)')
-    ax.set_ylabel('predicted response_early (z)')
-    ax.set_title(title)
-    ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
-    return fig
-
-
 MARGINAL_FACTORS = (
     ('contrast', 'contrast (%)'),
     ('reward', 'outcome'),
