@@ -14,7 +14,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from iblnm import config
-from iblnm.signal.artefacts import saturated_samples
+from iblnm.signal.artefacts import running_median, saturated_samples
 from iblnm.signal.preprocess import (
     bleach_correct,
     fit_reference,
@@ -806,13 +806,6 @@ def _fill_invalid(values, valid):
     return y
 
 
-def _running_median(x, size):
-    """Running median of odd length ``size`` along a 1-D array (edges: nearest)."""
-    from scipy import ndimage
-
-    return ndimage.median_filter(x, size=max(1, int(size) | 1), mode='nearest')
-
-
 def _slow_baseline(x, fs, seconds):
     """Running median over ``seconds`` (s), computed on 1-s block medians and interpolated.
 
@@ -827,7 +820,7 @@ def _slow_baseline(x, fs, seconds):
     ok = np.isfinite(medians)
     if not ok.any():
         return np.full(x.shape, np.nan)
-    smooth = _running_median(medians[ok], int(round(seconds)))
+    smooth = running_median(medians[ok], int(round(seconds)))
     return np.interp(np.arange(x.size), centres[ok], smooth)
 
 
@@ -841,7 +834,7 @@ def dark_samples(values, floor=config.QC_CAMERA_FLOOR, fraction=0.2, width_s=1.0
     """
     y = np.asarray(values, dtype=float)
     if fs is not None:
-        y = _running_median(y, int(round(width_s * fs)))
+        y = running_median(y, int(round(width_s * fs)))
     light = y - floor
     median_ = nanmedian(light, axis=None) if np.isfinite(light).any() else np.nan
     if not median_ > 0:
@@ -857,7 +850,7 @@ def despike(values, fs, k=8.0, width_s=1.0, base=None):
     Returns ``(despiked values, spike mask)``.
     """
     y = np.asarray(values, dtype=float)
-    base = _running_median(y, int(round(width_s * fs))) if base is None else base
+    base = running_median(y, int(round(width_s * fs))) if base is None else base
     deviation = y - base
     sigma = mad_sd(deviation)
     spikes = np.abs(deviation) > k * sigma if sigma > 0 else np.zeros(y.size, bool)
@@ -994,7 +987,7 @@ def _step_statistic(x, half_width):
     out = np.zeros(x.size)
     if x.size < 2 * w + 1:
         return out
-    centred = _running_median(x, w)  # centred[c]: median of x[c − r : c + r + 1], r = w // 2
+    centred = running_median(x, w)  # centred[c]: median of x[c − r : c + r + 1], r = w // 2
     r = w // 2
     t = np.arange(w, x.size - w)
     out[t] = centred[t + r] - centred[t - 1 - r]
@@ -1107,7 +1100,7 @@ def signal_qc(
     valid = np.ones(times.size, bool) if valid is None else np.asarray(valid, bool).copy()
     if not all(np.isfinite(b).any() for b in bands):
         return out
-    bases = [_running_median(_fill_invalid(b, None), int(round(fs))) for b in bands]  # 1 s
+    bases = [running_median(_fill_invalid(b, None), int(round(fs))) for b in bands]  # 1 s
     for band, base in zip(bands, bases):
         valid &= (
             np.isfinite(band) & ~dark_samples(base, floor) & ~saturated_samples(band, saturation)
