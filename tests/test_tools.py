@@ -244,7 +244,8 @@ def test_responses_script_and_redraw_from_saved_tables(small_cache, tool_root, t
     for target, rows in coefficients.groupby('target_NM'):  # legend: each fit's n
         n_mice = rows['n_subjects'].max()
         mice = 'mouse' if n_mice == 1 else 'mice'
-        assert f'{target} ({n_mice} {mice}, up to {rows["n_obs"].max()} trials)' in texts
+        ols = '; OLS' if (rows['kind'] == 'ols').any() else ''
+        assert f'{target} ({n_mice} {mice}, up to {rows["n_obs"].max()} trials{ols})' in texts
     targets = set(kernels['target_NM'])
     assert {f'kernels_{t}.png' for t in targets} <= set(figures)  # one figure per target-NM
     # mean traces: a row per target-NM, a legend entry per outcome with its n

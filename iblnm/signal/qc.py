@@ -1054,9 +1054,10 @@ def signal_qc(
 ):
     """ "No signal" and "artefact" metrics of one fiber (whole recording).
 
-    Dark stretches of either band (:func:`dark_samples`: disconnection, LED off) and its
-    saturated samples (:func:`iblnm.signal.artefacts.saturated_samples`) are left out, both bands are despiked (:func:`despike`: dropout frames), averaged in blocks to
-    ≈ ``config.QC_FIXED_FS`` (10 Hz), and the GCaMP band is corrected with the isosbestic
+    Dark stretches of either band (:func:`dark_samples`: disconnection, LED off) and the
+    saturated samples of either band (:func:`iblnm.signal.artefacts.saturated_samples`) are
+    left out, both bands are despiked (:func:`despike`: dropout frames), averaged in blocks
+    to ≈ ``config.QC_FIXED_FS`` (10 Hz), and the GCaMP band is corrected with the isosbestic
     band (:func:`corrected_signal`, over the valid samples joined). Then:
 
     - ``iso_explained``: fraction of the bleach-corrected GCaMP variance (valid samples,

@@ -370,7 +370,8 @@ MARGINAL_FACTORS = (
 
 
 def _group_labels(groups, coefficients, group_col):
-    """Legend label per group: the group with its n subjects and n trials (from the fits)."""
+    """Legend label per group: the group with its n subjects and n trials (from the fits),
+    and 'OLS' for a group fitted without the subject term (one mouse)."""
     labels = {g: str(g) for g in groups}
     if coefficients is None or not {'n_subjects', 'n_obs'} <= set(coefficients.columns):
         return labels
@@ -379,7 +380,8 @@ def _group_labels(groups, coefficients, group_col):
         if len(rows):
             n_subjects, n_obs = rows['n_subjects'].max(), rows['n_obs'].max()
             mice = 'mouse' if n_subjects == 1 else 'mice'
-            labels[g] = f'{g} ({n_subjects:.0f} {mice}, up to {n_obs:.0f} trials)'
+            ols = '; OLS' if 'kind' in rows and (rows['kind'] == 'ols').any() else ''
+            labels[g] = f'{g} ({n_subjects:.0f} {mice}, up to {n_obs:.0f} trials{ols})'
     return labels
 
 
