@@ -27,7 +27,7 @@ from iblnm import config
 from iblnm.integrity import local_dataset, local_object, mismatched, verified
 from iblnm.recordings import recording_keys
 from iblnm.signal.qc import LED_CODE_MASK  # the one LED mask (LedState & 7)
-from iblnm.validation import DatasetHashMismatch
+from iblnm.validation import AmbiguousTaskCollection, DatasetHashMismatch
 
 SIGNAL_DATASET = 'photometry.signal.pqt'
 LOCATIONS_DATASET = 'photometryROI.locations.pqt'
@@ -337,12 +337,21 @@ class PhotometrySessionLoader(_SessionLoaderBase):
         return bool(found) if collection is None else collection in found
 
     def _find_behaviour_collection(self, obj):
-        """brainbox's lookup of the trials/wheel collection, from the records listed once."""
+        """brainbox's lookup of the trials/wheel collection, from the records listed once.
+
+        One collection is used; none gives 'alf'. Several (a session with several task runs,
+        e.g. ``alf/task_00`` and ``alf/task_01``) raise :class:`AmbiguousTaskCollection`
+        naming them, where brainbox raises ``ALFMultipleCollectionsFound``: the task run the
+        photometry belongs to is not guessed.
+        """
         name = '_ibl_trials.table.pqt' if obj == 'trials' else '_ibl_wheel.position.npy'
         collections = set(self._collections_of(name))
         if len(collections) <= 1:
             return collections.pop() if collections else 'alf'
-        return super()._find_behaviour_collection(obj)  # several: brainbox logs and raises
+        raise AmbiguousTaskCollection(
+            f'{name} in {len(collections)} collections ({", ".join(sorted(collections))}): '
+            'the session has several task runs and iblnm does not choose one'
+        )
 
     def _dataset_path(self, name, collection):
         """Local path of a verified dataset, through ONE (downloads it in remote mode).

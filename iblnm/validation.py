@@ -103,6 +103,11 @@ class MissingRawData(IblnmError):
     """Neither raw nor extracted data exist."""
 
 
+class AmbiguousTaskCollection(IblnmError):
+    """A behaviour object (trials, wheel) is in several collections (several task runs in one
+    session): which one goes with the photometry is not decided for the user."""
+
+
 class DatasetHashMismatch(IblnmError):
     """A dataset file's md5 differs from its ONE record (changed or corrupt file)."""
 

@@ -324,6 +324,43 @@ def test_corrupt_signal_file_names_the_library(case, reference):
     )
 
 
+def test_trials_of_two_task_runs_are_ambiguous_not_missing(case, reference):
+    """A session with two task collections (alf/task_00 and alf/task_01, each with trials and
+    wheel): typed AmbiguousTaskCollection naming both, in photometry and task (the wheel stage
+    then finds no trials in the HDF5 file); before, it read as MissingExtractedData
+    (brainbox's ALFMultipleCollectionsFound wrapped)."""
+    from iblnm.onecache import build_one_tables
+
+    task_00 = case.session_dir(FAULTY) / 'alf' / 'task_00'
+    task_01 = task_00.with_name('task_01')
+    shutil.copytree(task_00, task_01)
+    build_one_tables(case.cache)
+    case.one = One(cache_dir=str(case.cache), mode='local')
+    executor._connect.cache_clear()
+    for stage in (case.photometry, case.task):
+        result = stage(case.catalog)
+        assert result.exit_code == 0
+        assert log_types(result, FAULTY) == {'AmbiguousTaskCollection'}, stage
+        message = log_messages(result, FAULTY, 'AmbiguousTaskCollection')
+        assert 'alf/task_00, alf/task_01' in message
+    wheel_result = case.wheel(case.catalog)  # reads the trials the photometry stage saves
+    assert log_types(wheel_result, FAULTY) == {'MissingExtractedData'}
+    assert_control_unchanged(case, reference)
+    shutil.rmtree(task_01)
+    build_one_tables(case.cache)
+    case.one = One(cache_dir=str(case.cache), mode='local')
+    executor._connect.cache_clear()  # the stages' connection holds the tables it read
+    rerun = case.photometry(case.catalog)
+    assert log_types(rerun, FAULTY) == set()
+    assert same_h5(case, reference, FAULTY)
+    chaos(
+        'trials and wheel in two task collections',
+        'AmbiguousTaskCollection (photometry, task; both collections named)',
+        True,
+        'one collection again: reprocessed, equal to the reference',
+    )
+
+
 @pytest.mark.parametrize(
     'fault, edit, error_type',
     [
