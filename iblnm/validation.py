@@ -264,6 +264,7 @@ class UnexpectedError(Exception):
 PHOTOMETRY_BLOCKERS = (
     MissingRawData,
     MissingExtractedData,
+    AmbiguousTaskCollection,
     InsufficientTrials,
     TrialsNotInPhotometryTime,
     QCValidationError,
@@ -272,12 +273,14 @@ PHOTOMETRY_BLOCKERS = (
 VIDEO_BLOCKERS = (
     MissingRawData,
     MissingExtractedData,
+    AmbiguousTaskCollection,
     InsufficientTrials,
     TrialsNotInPhotometryTime,
     QCValidationError,
 )
 ANALYSIS_QC_BLOCKERS = (
     MissingExtractedData,
+    AmbiguousTaskCollection,
     MissingRawData,
     InsufficientTrials,
     IncompleteEventTimes,
