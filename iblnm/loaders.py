@@ -78,6 +78,7 @@ def normalise_photometry_table(table, copy=True):
     wavelength = table['wavelength'].to_numpy(dtype=float, copy=True)
     wavelength[wavelength == 0.0] = np.nan
     table['wavelength'] = wavelength
+    check_band_wavelengths(table['name'], wavelength)
     for col, dtype in (
         ('valid', bool),
         ('times', float),
@@ -86,6 +87,31 @@ def normalise_photometry_table(table, copy=True):
         if table[col].dtype != dtype:
             table[col] = table[col].astype(dtype)
     return table
+
+
+BAND_WAVELENGTHS = {'GCaMP': 470.0, 'Isosbestic': 415.0}  # nm, the LED of each named band
+
+
+def check_band_wavelengths(names, wavelength):
+    """``ValueError`` when a frame named 'GCaMP' or 'Isosbestic' has another LED's wavelength.
+
+    The name and the wavelength of a frame are written together by the extraction; when
+    they disagree (e.g. the names swapped), which one is right cannot be told from the data
+    (on these rigs the 415 nm band is often the brighter), so the table is not used. Frames
+    without a wavelength (dark frames, NaN) are not checked.
+    """
+    names = pd.Categorical(names)
+    for band, expected in BAND_WAVELENGTHS.items():
+        if band not in names.categories:
+            continue
+        at = wavelength[np.asarray(names == band)]
+        wrong = np.isfinite(at) & (at != expected)
+        if wrong.any():
+            found = ', '.join(f'{w:g}' for w in np.unique(at[wrong]))
+            raise ValueError(
+                f"{int(wrong.sum())} frames named '{band}' have wavelength {found} nm, not "
+                f'{expected:g} nm: band names and LEDs disagree'
+            )
 
 
 def data_columns(table):

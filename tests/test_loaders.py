@@ -77,6 +77,22 @@ def test_normalise_and_roi_names():
     assert roi_to_region(locations) == {'G0': 'VTA-l', 'G1': 'VTA-r', 'G2': 'DR'}
 
 
+def test_band_names_that_contradict_the_leds_are_rejected(real_data_dir):
+    """CQ002 with 'GCaMP' and 'Isosbestic' swapped (wavelengths kept): a ValueError naming the
+    disagreement (the photometry stage logs it as InvalidPhotometryTable); the file as it is,
+    dark frames without a wavelength and other band names pass."""
+    path = real_data_dir / 'cortexlab/Subjects/CQ002/2024-11-05/001/alf/photometry'
+    table = pd.read_parquet(path / 'photometry.signal.pqt')
+    normalise_photometry_table(table)  # consistent as recorded
+    swapped = table.assign(name=table['name'].map({'GCaMP': 'Isosbestic', 'Isosbestic': 'GCaMP'}))
+    with pytest.raises(ValueError, match="named 'GCaMP' have wavelength 415 nm"):
+        normalise_photometry_table(swapped)
+    dark = pd.DataFrame(
+        {'G0': [0.1] * 3, 'times': [0.0, 1.0, 2.0], 'wavelength': [0.0, 560.0, np.nan]}
+    ).assign(name=['GCaMP', 'RCaMP', 'Isosbestic'])
+    normalise_photometry_table(dark)
+
+
 def _split_by_masks(table):
     """split_bands as written before session 8 (boolean masks, pandas' order of appearance):
     the reference its index-based version must equal."""
