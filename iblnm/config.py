@@ -540,6 +540,8 @@ EARLY_SAMPLE_TOLERANCE = 0.001  # s, a frame this much earlier than the median i
 # camera sets its own values here (or passes them to PhotometrySession.detect_artefacts).
 DARK_LEVEL = 1 / 255
 SATURATION_LEVEL = 1.0
+# nm, the excitation LED of each named band of the extracted table (IBL's extraction)
+BAND_WAVELENGTHS = {'GCaMP': 470.0, 'Isosbestic': 415.0, 'RCaMP': 560.0}
 ARTEFACT_PARAMS = {
     'median_window_s': 1.0,  # s, running median giving each band's local level
     'level_block_s': 0.1,  # s, ... of block medians (the level's time resolution)

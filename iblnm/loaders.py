@@ -89,9 +89,6 @@ def normalise_photometry_table(table, copy=True):
     return table
 
 
-BAND_WAVELENGTHS = {'GCaMP': 470.0, 'Isosbestic': 415.0}  # nm, the LED of each named band
-
-
 def check_band_wavelengths(names, wavelength):
     """``ValueError`` when a frame named 'GCaMP' or 'Isosbestic' has another LED's wavelength.
 
@@ -101,7 +98,8 @@ def check_band_wavelengths(names, wavelength):
     without a wavelength (dark frames, NaN) are not checked.
     """
     names = pd.Categorical(names)
-    for band, expected in BAND_WAVELENGTHS.items():
+    for band in ('GCaMP', 'Isosbestic'):
+        expected = config.BAND_WAVELENGTHS[band]
         if band not in names.categories:
             continue
         at = wavelength[np.asarray(names == band)]

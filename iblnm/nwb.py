@@ -46,7 +46,7 @@ from iblnm import validation as v
 from iblnm.data import PhotometrySession
 from iblnm.util import atomic_write
 
-RAW_BANDS = {'GCaMP': 470.0, 'Isosbestic': 415.0, 'RCaMP': 560.0}
+RAW_BANDS = config.BAND_WAVELENGTHS  # the raw bands exported, nm
 EMISSION_NM = {'GCaMP': 525.0, 'Isosbestic': 525.0, 'RCaMP': 600.0}
 PROCESSED_UNITS = {'preprocessed': 'z-score', 'dff': 'dF/F'}
 SPECIES = 'Mus musculus'
