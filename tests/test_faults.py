@@ -331,12 +331,15 @@ def test_trials_of_two_task_runs_are_ambiguous_not_missing(case, reference):
     (brainbox's ALFMultipleCollectionsFound wrapped)."""
     from iblnm.onecache import build_one_tables
 
+    def relist():  # the ONE tables from the folders on disk; connections that read them anew
+        build_one_tables(case.cache)
+        case.one = One(cache_dir=str(case.cache), mode='local')
+        executor._connect.cache_clear()
+
     task_00 = case.session_dir(FAULTY) / 'alf' / 'task_00'
     task_01 = task_00.with_name('task_01')
     shutil.copytree(task_00, task_01)
-    build_one_tables(case.cache)
-    case.one = One(cache_dir=str(case.cache), mode='local')
-    executor._connect.cache_clear()
+    relist()
     for stage in (case.photometry, case.task):
         result = stage(case.catalog)
         assert result.exit_code == 0
@@ -347,9 +350,7 @@ def test_trials_of_two_task_runs_are_ambiguous_not_missing(case, reference):
     assert log_types(wheel_result, FAULTY) == {'MissingExtractedData'}
     assert_control_unchanged(case, reference)
     shutil.rmtree(task_01)
-    build_one_tables(case.cache)
-    case.one = One(cache_dir=str(case.cache), mode='local')
-    executor._connect.cache_clear()  # the stages' connection holds the tables it read
+    relist()
     rerun = case.photometry(case.catalog)
     assert log_types(rerun, FAULTY) == set()
     assert same_h5(case, reference, FAULTY)
