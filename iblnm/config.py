@@ -310,6 +310,9 @@ EIDS_TO_DROP = [  # huge photometry artefacts (IBL sessions); PhotometrySessionG
 # Photometry QC
 # ---------------------------------------------------------------------------
 QC_RAW_METRICS = ['n_early_samples', 'n_band_inversions']
+# 1 on the rows of a fiber dropped at load (all NaN, constant or no column: BadFiber,
+# MissingFiber), NaN otherwise: the verdict counts it as FAIL (rule 'dropped_fiber')
+QC_LOAD_METRICS = ['dropped_fiber']
 QC_SLIDING_METRICS = [
     'n_unique_samples',
     'median_absolute_deviance',
@@ -401,6 +404,13 @@ QC_VERDICT_RULES = [
     {
         'name': 'early_samples',
         'metric': 'n_early_samples',
+        'op': '>',
+        'threshold': 0,
+        'severity': 'FAIL',
+    },
+    {
+        'name': 'dropped_fiber',
+        'metric': 'dropped_fiber',
         'op': '>',
         'threshold': 0,
         'severity': 'FAIL',

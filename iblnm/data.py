@@ -94,10 +94,17 @@ QC_COLUMNS = (
     ['eid', 'brain_region', 'band']
     + config.QC_SLIDING_METRICS
     + config.QC_RAW_METRICS
+    + config.QC_LOAD_METRICS
     + config.QC_PREPROCESSING
     + config.QC_SIGNAL_METRICS
     + config.QC_ARTEFACT_METRICS
 )
+
+
+def _signal_bands(names):
+    """The GCaMP/isosbestic band names present in a table's ``name`` column, in that order."""
+    present = set(pd.unique(pd.Series(names, dtype=object)))
+    return [band for band in ('GCaMP', 'Isosbestic') if band in present]
 
 
 def _fill_time_gaps(bands, factor=config.PHOTOMETRY_GAP_FACTOR):
@@ -215,6 +222,7 @@ class PhotometrySession:
         self.kernels = {}
         self._qc_rows = {}  # (brain_region, band) -> {metric: value}
         self._raw_qc = {}  # whole-recording metrics, copied onto every row
+        self._dropped_qc = {}  # (brain_region, band) -> {'dropped_fiber': 1.0}: fibers dropped at load
         self._qc_version = 0  # bumped by every change of the rows (the qc table's cache key)
         self._qc_table = (None, None)  # (key, table) of the last qc table built
         self.wheel = None
@@ -375,19 +383,40 @@ class PhotometrySession:
         logged as MissingFiber/BadFiber and dropped; the other fibers go on)."""
         v.validate_photometry_times(table['times'])
         columns = data_columns(table)
-        kept, dropped = v.validate_photometry_fibers(table, locations, columns)
+        names = self.recording_names(locations)  # keys over all fibers: stable when one drops
+        self._set_dropped_fibers({}, ())
+        try:
+            kept, dropped = v.validate_photometry_fibers(table, locations, columns)
+        except (v.BadFiber, v.MissingFiber):  # no fiber left: each gets its FAIL row
+            self._set_dropped_fibers(names, _signal_bands(table['name']))
+            raise
         for error in dropped:
             self.log_error(error)
         bad = set(locations.index.astype(str)) - set(kept.index.astype(str))
         dropped_columns = [c for c in columns if c in bad]
         if dropped_columns:  # drop copies the table: only when a fiber is dropped
             table = table.drop(columns=dropped_columns)
-        names = self.recording_names(locations)  # keys over all fibers: stable when one drops
         try:
             self.loader.dark = dark_frames(table, kept, names)  # older layouts' LED-off frames
-            return split_bands(table, kept, names)
+            bands = split_bands(table, kept, names)
         except Exception as error:  # noqa: BLE001 - pandera SchemaError ...: named in the log
             raise v.wrap(v.InvalidPhotometryTable, error, 'photometry') from error
+        if bad:
+            self._set_dropped_fibers({r: k for r, k in names.items() if r in bad}, bands)
+        return bands
+
+    def _set_dropped_fibers(self, names, bands):
+        """QC rows of the fibers dropped at load (:class:`BadFiber`: all NaN or constant;
+        :class:`MissingFiber`: no column): ``dropped_fiber = 1`` on each (recording, band) of
+        the session's GCaMP/isosbestic bands, so that the verdicts count them as FAIL
+        (rule ``dropped_fiber``) rather than leaving them out. ``names``: {ROI: recording key}."""
+        self._dropped_qc = {
+            (key, band): {'dropped_fiber': 1.0}
+            for key in names.values()
+            for band in bands
+            if band in ('GCaMP', 'Isosbestic')
+        }
+        self._qc_version += 1
 
     def recording_names(self, locations):
         """{ROI column: recording key} of a locations table (:mod:`iblnm.recordings`), with
@@ -638,10 +667,10 @@ class PhotometrySession:
         # built once per state of the rows (a few ms with the verdicts; the stage reads it
         # ~5 times per session); without rows it follows the loaded bands, so is not kept
         key = (id(self._qc_rows), id(self._raw_qc), self._qc_version, self.eid)
-        if self._qc_rows and self._qc_table[0] == key:
+        if self._has_qc_rows and self._qc_table[0] == key:
             return self._qc_table[1].copy()
         table = self._build_qc_table()
-        self._qc_table = (key, table) if self._qc_rows else (None, None)
+        self._qc_table = (key, table) if self._has_qc_rows else (None, None)
         return table.copy()
 
     def _build_qc_table(self):
@@ -651,6 +680,7 @@ class PhotometrySession:
             if b in ('GCaMP', 'Isosbestic')
             for r in frame.columns
         }
+        keys = {**keys, **{k: m for k, m in self._dropped_qc.items() if k not in keys}}
         rows = [
             {'eid': self.eid, 'brain_region': r, 'band': b, **m, **self._raw_qc}
             for (r, b), m in keys.items()
@@ -666,10 +696,16 @@ class PhotometrySession:
             )
         return sv.add_verdicts(table)
 
+    @property
+    def _has_qc_rows(self):
+        """True once a QC step (or a fiber dropped at load) has written rows of its own."""
+        return bool(self._qc_rows or self._dropped_qc)
+
     @qc.setter
     def qc(self, table):
         self._raw_qc = {}
         self._qc_rows = {}
+        self._dropped_qc = {}
         self._qc_version += 1
         for row in pd.DataFrame(table).to_dict('records'):
             key = (row.pop('brain_region', None), row.pop('band', None))
@@ -1261,7 +1297,7 @@ class PhotometrySession:
         if (
             PREPROCESSED_BAND not in self.photometry
             and not self.responses
-            and not self._qc_rows
+            and not self._has_qc_rows
             and not self._raw_qc
         ):
             return None
@@ -1272,7 +1308,9 @@ class PhotometrySession:
         pre = self.photometry.get(PREPROCESSED_BAND)
         dff = self.photometry.get(DFF_BAND)
         segments = {r: a.segments for r, a in self.artefacts.items()} or self._segments
-        for region in self.regions or list(self.responses):
+        # regions with QC rows but no signal (fibers dropped at load) keep their rows
+        qc_only = [r for r in dict.fromkeys(qc_region) if isinstance(r, str)]
+        for region in dict.fromkeys([*(self.regions or list(self.responses)), *qc_only]):
             entry = {}
             if pre is not None and region in pre:
                 entry['preprocessed'] = {

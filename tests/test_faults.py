@@ -348,6 +348,8 @@ def test_trials_of_two_task_runs_are_ambiguous_not_missing(case, reference):
         assert 'alf/task_00, alf/task_01' in message
     wheel_result = case.wheel(case.catalog)  # reads the trials the photometry stage saves
     assert log_types(wheel_result, FAULTY) == {'MissingExtractedData'}
+    cause = log_messages(wheel_result, FAULTY, 'MissingExtractedData')
+    assert 'no trials' in cause and 'the photometry stage logged AmbiguousTaskCollection' in cause
     assert_control_unchanged(case, reference)
     shutil.rmtree(task_01)
     relist()
@@ -371,8 +373,9 @@ def test_trials_of_two_task_runs_are_ambiguous_not_missing(case, reference):
             'MissingFiber',
         ),
         ('all-NaN fiber', lambda t: t.assign(G1=np.nan), 'BadFiber'),
+        ('constant fiber (dead channel at the floor)', lambda t: t.assign(G1=1 / 255), 'BadFiber'),
     ],
-    ids=['missing-column', 'all-nan'],
+    ids=['missing-column', 'all-nan', 'constant'],
 )
 def test_one_bad_fiber_is_dropped_and_the_other_goes_on(case, reference, fault, edit, error_type):
     path = signal_path(case)
@@ -386,14 +389,32 @@ def test_one_bad_fiber_is_dropped_and_the_other_goes_on(case, reference, fault, 
         h5py.File(case.h5_dir / f'{FAULTY}.h5', 'r') as a,
         h5py.File(reference.h5_dir / f'{FAULTY}.h5', 'r') as b,
     ):
-        assert set(a['photometry']) == {'SNc'} and set(b['photometry']) == {'SNc', 'VTA'}
+        assert set(b['photometry']) == {'SNc', 'VTA'}
+        assert set(a['photometry']) == {'SNc', 'VTA'} and set(a['photometry/VTA']) == {'qc'}
         np.testing.assert_array_equal(
             a['photometry/SNc/preprocessed/signal'][()], b['photometry/SNc/preprocessed/signal'][()]
         )
-    assert set(qc_rows(result.table, FAULTY)['brain_region']) == {'SNc'}
+    # the dropped fiber is counted: a FAIL row per band, and the same after a resumed run
+    rows = qc_rows(result.table, FAULTY)
+    dropped = rows[rows['brain_region'] == 'VTA']
+    assert list(dropped['band']) == ['GCaMP', 'Isosbestic']
+    assert set(dropped['verdict']) == {'FAIL'} and set(dropped['verdict_reasons']) == {
+        'dropped_fiber'
+    }
+
+    def saved_rows(out):  # what a resumed run reads back from the HDF5 file
+        saved = photometry.outcome_from_h5(FAULTY, out.h5_dir).rows
+        return qc_rows(photometry.order_qc_columns(pd.DataFrame(saved)), FAULTY)
+
+    pd.testing.assert_frame_equal(saved_rows(case)[rows.columns], rows)
+    kept, expected = (
+        table[table['brain_region'] == 'SNc'].drop(columns=['dropped_fiber'], errors='ignore')
+        for table in (rows, saved_rows(reference))
+    )
+    pd.testing.assert_frame_equal(kept.reset_index(drop=True), expected[kept.columns])
     chaos(
         fault,
-        f'{error_type} (fiber dropped)',
+        f'{error_type} (fiber dropped; a FAIL row `dropped_fiber` per band)',
         True,
         "the session's other fiber processed, identical to the reference",
     )

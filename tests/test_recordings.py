@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from iblnm import recordings as rt
+from iblnm import validation as v
 from iblnm.data import PhotometrySession
 from iblnm.loaders import normalise_photometry_table, roi_to_region
 from iblnm.validation import fix_region_name, strip_hemisphere_suffix
@@ -95,6 +96,34 @@ def test_a_dropped_fiber_does_not_rename_the_other():
         'GCaMP': ['VTA-r'],
         'Isosbestic': ['VTA-r'],
     }
+
+
+def test_dropped_fibers_are_counted_as_fail():
+    """A fiber dropped at load has a FAIL row (``dropped_fiber``) per band, beside the kept
+    fiber's rows; when every fiber is dropped the session fails (BadFiber) with a FAIL row for
+    each, so the verdict counts hold every recording the locations table names."""
+    locations = pd.DataFrame(
+        {'fiber': ['fiber00', 'fiber01'], 'brain_region': ['VTA-l', 'VTA-r']},
+        index=pd.Index(['G0', 'G1'], name='ROI'),
+    )
+    ps = _session(['VTA', 'VTA'], ['l', 'r'])
+    ps.photometry = ps._validated_bands(_table(2, nan_roi=0), locations)
+    verdicts = ps.verdicts.set_index('brain_region')
+    assert verdicts.loc['VTA-l', 'verdict'] == 'FAIL'
+    assert verdicts.loc['VTA-l', 'verdict_reasons'] == 'dropped_fiber'
+    assert verdicts.loc['VTA-r', 'verdict'] == 'PASS'  # no metric yet: its placeholder rows
+    assert sorted(map(tuple, ps.qc[['brain_region', 'band']].to_numpy())) == [
+        ('VTA-l', 'GCaMP'),
+        ('VTA-l', 'Isosbestic'),
+        ('VTA-r', 'GCaMP'),
+        ('VTA-r', 'Isosbestic'),
+    ]
+    table = _table(2, nan_roi=0).assign(G1=0.5)  # the other one constant: none left
+    ps = _session(['VTA', 'VTA'], ['l', 'r'])
+    with pytest.raises(v.BadFiber):
+        ps._validated_bands(table, locations)
+    assert list(ps.verdicts['verdict']) == ['FAIL', 'FAIL']
+    assert set(ps.qc['verdict_reasons']) == {'dropped_fiber'}
 
 
 def test_the_catalog_hemispheres_name_the_columns():

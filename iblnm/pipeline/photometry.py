@@ -199,7 +199,7 @@ def process_session(job):
             ps.log_error(error)
             fatal = type(error).__name__
     # raw counts are kept also when validate_qc stopped the session (one row per region x band)
-    qc = ps.qc.to_dict('records') if ps._qc_rows or ps._raw_qc else []
+    qc = ps.qc.to_dict('records') if ps._has_qc_rows or ps._raw_qc else []
     return SessionOutcome(eid, rows=qc, errors=list(ps.errors), fatal=fatal)
 
 

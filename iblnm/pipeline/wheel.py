@@ -28,9 +28,9 @@ def process_session(job):
         ps = PhotometrySession(row, one=connection.connect(), h5_dir=options['h5_dir'])
         if not Path(ps.h5_path).exists():
             raise v.MissingH5(f'{eid}.h5 not found: run scripts/photometry.py first')
-        ps.load_h5(groups=['trials'])
+        ps.load_h5(groups=['trials', 'errors'])
         if ps.trials is None:
-            raise v.MissingExtractedData('no trials in the HDF5 file')
+            raise v.MissingExtractedData(f'no trials in the HDF5 file{_photometry_cause(ps)}')
         ps.load_wheel()  # validated: InvalidWheelData for non-monotonic timestamps
         velocity = ps.extract_wheel_velocity()
     except Exception as error:  # noqa: BLE001 - every failure becomes a typed log row
@@ -45,6 +45,18 @@ def process_session(job):
     n_samples = velocity['velocity'].shape[1]
     return SessionOutcome(
         eid, rows=[{'eid': eid, 'n_trials': len(ps.trials), 'n_samples': n_samples}]
+    )
+
+
+def _photometry_cause(ps, max_chars=300):
+    """'; the photometry stage logged T: message' for a file without trials: what the
+    photometry stage logged (its errors group), so the wheel row names the cause ('' if none)."""
+    logged = [f'{e["error_type"]}: {e["error_message"]}' for e in ps.errors if e.get('error_type')]
+    if not logged:
+        return ''
+    text = ' | '.join(logged)
+    return '; the photometry stage logged ' + (
+        text if len(text) <= max_chars else text[: max_chars - 1] + '…'
     )
 
 
