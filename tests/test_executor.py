@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from iblnm.pipeline.executor import map_sessions
 from iblnm.pipeline.stage import SessionOutcome, longest_first, run_jobs
@@ -32,6 +33,17 @@ def test_local_workers_use_one_blas_thread_each():
 
 def test_serial_map_runs_in_this_process_in_order():
     assert list(map_sessions(lambda x: x * 2, [3, 1, 2], workers=1, progress=False)) == [6, 2, 4]
+
+
+def test_the_serial_map_uses_one_blas_thread_and_restores_the_pools():
+    """As in the workers (small per-session problems; serial and parallel alike), only while
+    the map runs. Skipped where this process has a single thread anyway."""
+    before, pid = _blas_threads_and_pid(None)
+    if before == 1:
+        pytest.skip('the BLAS pools of this process already have one thread')
+    results = list(map_sessions(_blas_threads_and_pid, range(2), workers=1, progress=False))
+    assert results == [(1, pid), (1, pid)]
+    assert _blas_threads_and_pid(None) == (before, pid)
 
 
 def test_longest_sessions_are_scheduled_first():
