@@ -402,7 +402,7 @@ class PhotometrySession:
         except Exception as error:  # noqa: BLE001 - pandera SchemaError ...: named in the log
             raise v.wrap(v.InvalidPhotometryTable, error, 'photometry') from error
         if bad:
-            self._set_dropped_fibers({r: k for r, k in names.items() if r in bad}, bands)
+            self._set_dropped_fibers({r: k for r, k in names.items() if str(r) in bad}, bands)
         return bands
 
     def _set_dropped_fibers(self, names, bands):
