@@ -355,6 +355,7 @@ class PhotometrySession:
         not recorded, :func:`_fill_time_gaps`) hold NaN frames: the artefact masks call them
         ``missing`` and the preprocessed signal is NaN there.
         """
+        self._set_dropped_fibers({}, ())  # a reload that fails keeps no earlier drop
         if not self._has_dataset(SIGNAL_DATASET, PHOTOMETRY_COLLECTION):
             raise self._missing_data(SIGNAL_DATASET, ['_neurophotometrics_fpData.raw.pqt'])
         if self.trials is None:
@@ -381,13 +382,15 @@ class PhotometrySession:
         """Per-band frames of a photometry table checked at the boundary: unique increasing
         timestamps (fatal), fibers named by the locations table (a missing or all-NaN fiber is
         logged as MissingFiber/BadFiber and dropped; the other fibers go on)."""
+        self._set_dropped_fibers({}, ())
         v.validate_photometry_times(table['times'])
         columns = data_columns(table)
         names = self.recording_names(locations)  # keys over all fibers: stable when one drops
-        self._set_dropped_fibers({}, ())
         try:
             kept, dropped = v.validate_photometry_fibers(table, locations, columns)
-        except (v.BadFiber, v.MissingFiber):  # no fiber left: each gets its FAIL row
+        except (v.BadFiber, v.MissingFiber) as error:  # no fiber left: each gets its FAIL row
+            for other in getattr(error, 'dropped', [error])[1:]:  # the first is the fatal row
+                self.log_error(other)
             self._set_dropped_fibers(names, _signal_bands(table['name']))
             raise
         for error in dropped:
@@ -667,10 +670,10 @@ class PhotometrySession:
         # built once per state of the rows (a few ms with the verdicts; the stage reads it
         # ~5 times per session); without rows it follows the loaded bands, so is not kept
         key = (id(self._qc_rows), id(self._raw_qc), self._qc_version, self.eid)
-        if self._has_qc_rows and self._qc_table[0] == key:
+        if self._qc_rows and self._qc_table[0] == key:
             return self._qc_table[1].copy()
         table = self._build_qc_table()
-        self._qc_table = (key, table) if self._has_qc_rows else (None, None)
+        self._qc_table = (key, table) if self._qc_rows else (None, None)
         return table.copy()
 
     def _build_qc_table(self):
@@ -680,7 +683,7 @@ class PhotometrySession:
             if b in ('GCaMP', 'Isosbestic')
             for r in frame.columns
         }
-        keys = {**keys, **{k: m for k, m in self._dropped_qc.items() if k not in keys}}
+        keys = {**keys, **self._dropped_qc}  # a dropped fiber has no other metric
         rows = [
             {'eid': self.eid, 'brain_region': r, 'band': b, **m, **self._raw_qc}
             for (r, b), m in keys.items()

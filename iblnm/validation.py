@@ -903,7 +903,7 @@ def validate_photometry_fibers(table, locations, columns):
         The locations of the usable fibers, and one :class:`MissingFiber` (a ROI of the
         locations table with no signal column) or :class:`BadFiber` (all NaN or constant
         over the valid frames) per dropped fiber. Raises the first of them when no fiber
-        is left.
+        is left, with all of them as its ``dropped`` attribute.
     """
     if 'brain_region' not in getattr(locations, 'columns', ()):
         raise InvalidPhotometryTable('the locations table has no brain_region column')
@@ -921,7 +921,10 @@ def validate_photometry_fibers(table, locations, columns):
             continue
         keep.append(roi)
     if not keep:
-        raise errors[0] if errors else InvalidPhotometryTable('the locations table is empty')
+        if not errors:
+            raise InvalidPhotometryTable('the locations table is empty')
+        errors[0].dropped = errors  # every dropped fiber, for the caller's log
+        raise errors[0]
     return locations.loc[locations.index.astype(str).isin(keep)], errors
 
 

@@ -561,6 +561,32 @@ def test_the_qc_table_keeps_the_session_qc_column_order():
     assert list(order_qc_columns(ps.qc).columns) == list(ps.qc.columns)
 
 
+def test_the_qc_table_rows_are_in_region_order_within_each_session():
+    """Fresh rows follow the session's fibers (a dropped fiber last), rows read back from an
+    HDF5 file its regions in name order: the stage's table sorts each session's rows by region
+    and band, and keeps the sessions in their order."""
+    from iblnm.pipeline.photometry import order_qc_columns
+
+    rows = pd.DataFrame(
+        {
+            'eid': ['b', 'b', 'b', 'b', 'a', 'a'],
+            'brain_region': ['VTA', 'VTA', 'SNc', 'SNc', 'DR', 'DR'],
+            'band': ['Isosbestic', 'GCaMP', 'GCaMP', 'Isosbestic', 'GCaMP', 'Isosbestic'],
+            'n_early_samples': [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        }
+    )
+    out = order_qc_columns(rows)
+    assert list(zip(out['eid'], out['brain_region'], out['band'])) == [
+        ('b', 'SNc', 'GCaMP'),
+        ('b', 'SNc', 'Isosbestic'),
+        ('b', 'VTA', 'GCaMP'),
+        ('b', 'VTA', 'Isosbestic'),
+        ('a', 'DR', 'GCaMP'),
+        ('a', 'DR', 'Isosbestic'),
+    ]
+    assert list(out['n_early_samples']) == [2.0, 3.0, 1.0, 0.0, 4.0, 5.0]  # rows kept whole
+
+
 def _cq002_session(real_one):
     ps = PhotometrySession({'eid': CQ002, 'session_type': 'training'}, one=real_one)
     ps.load_trials()

@@ -407,6 +407,12 @@ def test_one_bad_fiber_is_dropped_and_the_other_goes_on(case, reference, fault, 
         return qc_rows(photometry.order_qc_columns(pd.DataFrame(saved)), FAULTY)
 
     pd.testing.assert_frame_equal(saved_rows(case)[rows.columns], rows)
+    # and in the same order as the fresh table (the HDF5 file holds regions in name order)
+    fresh = result.table[result.table['eid'] == FAULTY].reset_index(drop=True)
+    resumed = photometry.order_qc_columns(
+        pd.DataFrame(photometry.outcome_from_h5(FAULTY, case.h5_dir).rows)
+    )
+    pd.testing.assert_frame_equal(resumed[fresh.columns], fresh)
     kept, expected = (
         table[table['brain_region'] == 'SNc'].drop(columns=['dropped_fiber'], errors='ignore')
         for table in (rows, saved_rows(reference))

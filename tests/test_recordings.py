@@ -107,7 +107,9 @@ def test_dropped_fibers_are_counted_as_fail():
         index=pd.Index(['G0', 'G1'], name='ROI'),
     )
     ps = _session(['VTA', 'VTA'], ['l', 'r'])
-    ps.photometry = ps._validated_bands(_table(2, nan_roi=0), locations)
+    bands = ps._validated_bands(_table(2, nan_roi=0), locations)
+    assert len(ps.qc) == 2  # read before the bands are set: not kept as the session's table
+    ps.photometry = bands
     verdicts = ps.verdicts.set_index('brain_region')
     assert verdicts.loc['VTA-l', 'verdict'] == 'FAIL'
     assert verdicts.loc['VTA-l', 'verdict_reasons'] == 'dropped_fiber'
@@ -118,12 +120,19 @@ def test_dropped_fibers_are_counted_as_fail():
         ('VTA-r', 'GCaMP'),
         ('VTA-r', 'Isosbestic'),
     ]
+    bad_times = _table(2).assign(times=0.0)  # a reload that fails early: no stale drop
+    with pytest.raises(v.InvalidPhotometryTimes):
+        ps._validated_bands(bad_times, locations)
+    assert 'VTA-l' not in set(ps.qc['brain_region'])
     table = _table(2, nan_roi=0).assign(G1=0.5)  # the other one constant: none left
     ps = _session(['VTA', 'VTA'], ['l', 'r'])
-    with pytest.raises(v.BadFiber):
+    with pytest.raises(v.BadFiber) as raised:
         ps._validated_bands(table, locations)
     assert list(ps.verdicts['verdict']) == ['FAIL', 'FAIL']
     assert set(ps.qc['verdict_reasons']) == {'dropped_fiber'}
+    # the raised error is the stage's fatal row; the other fiber's error is logged beside it
+    assert 'G0 (VTA-l)' in str(raised.value)
+    assert [e['error_message'][:10] for e in ps.errors] == ['G1 (VTA-r)']
 
 
 def test_the_catalog_hemispheres_name_the_columns():

@@ -41,6 +41,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from iblnm import config, h5, util
 from iblnm import validation as v
@@ -224,12 +225,19 @@ def order_qc_columns(qc):
     that of :attr:`PhotometrySession.qc`), then unknown ones, then ``verdict`` and
     ``verdict_reasons``.
 
-    Metrics are float64 (counts included: NaN where a metric could not be computed), so the
-    table is the same whether its rows were computed now or read back from HDF5 files. Rows
-    without a verdict (tables of earlier runs) get one from their metrics.
+    Metrics are float64 (counts included: NaN where a metric could not be computed) and each
+    session's rows are sorted by region and band (sessions stay in their order), so the table
+    is the same whether its rows were computed now or read back from HDF5 files (which hold
+    regions in name order). Rows without a verdict (tables of earlier runs) get one from their
+    metrics.
     """
     if len(qc) and ('verdict' not in qc or qc['verdict'].isna().any()):
         qc = sv.add_verdicts(qc)
+    if len(qc) and {'eid', 'brain_region', 'band'} <= set(qc.columns):
+        session = pd.Series(pd.factorize(qc['eid'])[0], index=qc.index, name='_session')
+        order = pd.concat([session, qc[['brain_region', 'band']].astype(str)], axis=1)
+        qc = qc.loc[order.sort_values(list(order.columns), kind='stable').index]
+        qc = qc.reset_index(drop=True)
     known = [c for c in QC_COLUMNS if c in qc.columns]
     rest = [c for c in qc.columns if c not in known and c not in sv.VERDICT_COLUMNS]
     qc = qc[known + rest + [c for c in sv.VERDICT_COLUMNS if c in qc.columns]]
