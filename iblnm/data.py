@@ -101,12 +101,6 @@ QC_COLUMNS = (
 )
 
 
-def _signal_bands(names):
-    """The GCaMP/isosbestic band names present in a table's ``name`` column, in that order."""
-    present = set(pd.unique(pd.Series(names, dtype=object)))
-    return [band for band in ('GCaMP', 'Isosbestic') if band in present]
-
-
 def _fill_time_gaps(bands, factor=config.PHOTOMETRY_GAP_FACTOR):
     """Bands with NaN frames where frames are missing (:func:`iblnm.signal.preprocess.time_gaps`).
 
@@ -382,16 +376,15 @@ class PhotometrySession:
         """Per-band frames of a photometry table checked at the boundary: unique increasing
         timestamps (fatal), fibers named by the locations table (a missing or all-NaN fiber is
         logged as MissingFiber/BadFiber and dropped; the other fibers go on)."""
-        self._set_dropped_fibers({}, ())
         v.validate_photometry_times(table['times'])
         columns = data_columns(table)
         names = self.recording_names(locations)  # keys over all fibers: stable when one drops
         try:
             kept, dropped = v.validate_photometry_fibers(table, locations, columns)
         except (v.BadFiber, v.MissingFiber) as error:  # no fiber left: each gets its FAIL row
-            for other in getattr(error, 'dropped', [error])[1:]:  # the first is the fatal row
+            for other in error.dropped[1:]:  # the first is the stage's fatal row
                 self.log_error(other)
-            self._set_dropped_fibers(names, _signal_bands(table['name']))
+            self._set_dropped_fibers(names, set(pd.unique(table['name'])))
             raise
         for error in dropped:
             self.log_error(error)
@@ -412,12 +405,13 @@ class PhotometrySession:
         """QC rows of the fibers dropped at load (:class:`BadFiber`: all NaN or constant;
         :class:`MissingFiber`: no column): ``dropped_fiber = 1`` on each (recording, band) of
         the session's GCaMP/isosbestic bands, so that the verdicts count them as FAIL
-        (rule ``dropped_fiber``) rather than leaving them out. ``names``: {ROI: recording key}."""
+        (rule ``dropped_fiber``) rather than leaving them out. ``names``: {ROI: recording key};
+        ``bands``: the band names the session has (any container)."""
         self._dropped_qc = {
             (key, band): {'dropped_fiber': 1.0}
             for key in names.values()
-            for band in bands
-            if band in ('GCaMP', 'Isosbestic')
+            for band in ('GCaMP', 'Isosbestic')
+            if band in bands
         }
         self._qc_version += 1
 

@@ -1,5 +1,7 @@
 """The recordings table and the one rule naming a recording (iblnm.recordings)."""
 
+from types import SimpleNamespace
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -120,9 +122,13 @@ def test_dropped_fibers_are_counted_as_fail():
         ('VTA-r', 'GCaMP'),
         ('VTA-r', 'Isosbestic'),
     ]
-    bad_times = _table(2).assign(times=0.0)  # a reload that fails early: no stale drop
+    # a reload that fails early (here: repeated times) keeps no drop of the earlier load
+    bad_times = _table(2).assign(times=0.0)
+    ps.trials = pd.DataFrame()  # what load_photometry needs besides the table
+    ps._has_dataset = lambda *args, **kwargs: True
+    ps._loader = SimpleNamespace(load_photometry_table=lambda: (bad_times, locations))
     with pytest.raises(v.InvalidPhotometryTimes):
-        ps._validated_bands(bad_times, locations)
+        ps.load_photometry()
     assert 'VTA-l' not in set(ps.qc['brain_region'])
     table = _table(2, nan_roi=0).assign(G1=0.5)  # the other one constant: none left
     ps = _session(['VTA', 'VTA'], ['l', 'r'])
