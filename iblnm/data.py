@@ -791,11 +791,15 @@ class PhotometrySession:
             times, values, self.photometry[reference_band][region].to_numpy()
         )
 
-    def detect_artefacts(self, signal_band='GCaMP', reference_band='Isosbestic', params=None):
+    def detect_artefacts(
+        self, signal_band='GCaMP', reference_band='Isosbestic', params=None, threads=None
+    ):
         """Artefact masks and segments per region (:func:`iblnm.signal.artefacts.detect_artefacts`).
 
         Stores :attr:`artefacts` (``{region: ArtefactResult}``) and copies the fractions and
         counts by kind (``config.QC_ARTEFACT_METRICS``) onto every ``qc`` row of the region.
+        Regions are scored on up to ``threads`` threads (default
+        :func:`iblnm.util.session_threads`; the values do not depend on it).
 
         Returns
         -------
@@ -804,10 +808,15 @@ class PhotometrySession:
         """
         if not self.floors:
             self.estimate_floors()
-        for region in self.photometry[signal_band].columns:
+        regions = list(self.photometry[signal_band].columns)
+
+        def detect(region):
             times, signal, reference = self._paired(region, signal_band, reference_band)
-            floor = self._floor(region)
-            result = af.detect_artefacts(times, signal, reference, floor=floor, params=params)
+            return af.detect_artefacts(
+                times, signal, reference, floor=self._floor(region), params=params
+            )
+
+        for region, result in zip(regions, thread_map(detect, regions, threads), strict=True):
             self.artefacts[region] = result
             for band in (b for b in ('GCaMP', 'Isosbestic') if b in self.photometry):
                 self._upsert_qc(result.summary, region=region, band=band)

@@ -248,12 +248,35 @@ def test_thread_map_keeps_item_order_and_uses_threads():
         util.thread_map(lambda x: 1 / x, [1, 0, 2], threads=2)
 
 
-def test_session_qc_is_the_same_on_one_and_two_threads():
+def _two_fiber_session(seed=0):
+    """The example session with a second fiber (another simulated recording, an artefact-laden
+    one) so that per-fiber work has two items to share out."""
     from iblnm.simulate import example_session
 
-    tables = []
-    for threads in (1, 2):
-        ps = example_session()
-        ps.run_sliding_qc(threads=threads)
-        tables.append(ps.qc)
-    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)
+    ps = example_session(seed=seed)
+    other = example_session(seed=seed + 1, quality='large_artefacts')
+    for band, frame in ps.photometry.items():
+        values = other.photometry[band]['VTA'].to_numpy()
+        n = min(len(frame), len(values))
+        ps.photometry[band] = frame.iloc[:n].assign(NAc=values[:n])
+    return ps
+
+
+def test_session_is_the_same_on_one_and_two_threads(monkeypatch):
+    outputs = []
+    for threads in ('1', '2'):
+        monkeypatch.setenv(util.SESSION_THREADS_ENV, threads)
+        ps = _two_fiber_session()
+        assert ps.regions == ['VTA', 'NAc']
+        ps.run_sliding_qc()
+        ps.detect_artefacts()
+        ps.preprocess()
+        outputs.append((ps.qc, ps.segments, {k: v.copy() for k, v in ps.photometry.items()}))
+    (qc1, seg1, ph1), (qc2, seg2, ph2) = outputs
+    pd.testing.assert_frame_equal(qc1, qc2, check_exact=True)
+    pd.testing.assert_frame_equal(seg1, seg2, check_exact=True)
+    assert ph1.keys() == ph2.keys()
+    for band in ph1:
+        pd.testing.assert_frame_equal(ph1[band], ph2[band], check_exact=True)
+    # the fibers differ (the test would not see fibers swapped between threads otherwise)
+    assert not np.allclose(ph1['GCaMP_preprocessed']['VTA'], ph1['GCaMP_preprocessed']['NAc'])

@@ -29,6 +29,7 @@ from scipy.interpolate import PchipInterpolator
 
 from iblnm import config
 from iblnm.signal.robust import MAD_TO_SD, median, nanmedian
+from iblnm.util import thread_map
 
 HUBER_C = 1.345  # Huber tuning constant, in units of the robust residual SD (95 % efficiency)
 BISQUARE_C = 4.685  # Tukey bisquare constant (95 % efficiency; statsmodels' TukeyBiweight default)
@@ -126,6 +127,59 @@ def _butter_lowpass(order, cutoff_hz, fs):
     return sps.butter(order, cutoff_hz, btype='lowpass', fs=fs, output='sos')
 
 
+@functools.lru_cache(maxsize=64)
+def _butter_lowpass_zi(order, cutoff_hz, fs):
+    """``sosfilt_zi`` of :func:`_butter_lowpass`: (n_sections, 2), designed once like the sos."""
+    return sps.sosfilt_zi(_butter_lowpass(order, cutoff_hz, fs))
+
+
+def zero_phase_lowpass(values, fs, cutoff_hz, order):
+    """Zero-phase Butterworth low-pass along axis 0: ``scipy.signal.sosfiltfilt`` with its defaults.
+
+    The same operations as ``sosfiltfilt(butter(order, cutoff_hz, fs=fs, output='sos'), x,
+    axis=0)`` (odd extension of 3 × the taps at each end, forward pass from the first value's
+    steady state, backward pass from the last), so the result is equal to the bit (tested), with
+    the filter's design and its initial state computed once per (order, corner, rate): scipy
+    solves for the state at every call, a tenth of the cost of filtering a session.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_samples,) or (n_samples, n_signals)
+        Uniformly sampled signal.
+    fs, cutoff_hz : float
+        Sampling rate and corner frequency (Hz).
+    order : int
+        Butterworth order (applied twice: the magnitude is that of order 2 · ``order``).
+
+    Returns
+    -------
+    ndarray, same shape as ``values``
+
+    Raises
+    ------
+    ValueError
+        When ``values`` has no more samples than the padding (as ``sosfiltfilt``).
+    """
+    key = int(order), float(cutoff_hz), float(fs)
+    sos, zi = _butter_lowpass(*key), _butter_lowpass_zi(*key)
+    x = np.asarray(values, dtype=float)
+    taps = (
+        2 * len(sos) + 1 - min(np.count_nonzero(sos[:, 2] == 0), np.count_nonzero(sos[:, 5] == 0))
+    )
+    edge = 3 * taps
+    if x.shape[0] <= edge:
+        raise ValueError(
+            f'The length of the input vector x must be greater than padlen, which is {edge}.'
+        )
+    ext = np.concatenate(
+        (2 * x[:1] - x[edge:0:-1], x, 2 * x[-1:] - x[-2 : -(edge + 2) : -1]), axis=0
+    )
+    zi = zi.reshape((len(sos), 2) + (1,) * (x.ndim - 1))
+    y, _ = sps.sosfilt(sos, ext, axis=0, zi=zi * ext[:1])
+    y, _ = sps.sosfilt(sos, y[::-1], axis=0, zi=zi * y[-1:])
+    return y[::-1][edge:-edge]
+
+
 def lowpass_baseline(values, fs, order=3, cutoff_hz=0.01):
     """Slow baseline of a signal: zero-phase Butterworth low-pass.
 
@@ -145,8 +199,7 @@ def lowpass_baseline(values, fs, order=3, cutoff_hz=0.01):
     -------
     ndarray, same shape as ``values``
     """
-    sos = butter_lowpass(order, cutoff_hz, fs)
-    return sps.sosfiltfilt(sos, np.asarray(values, dtype=float), axis=0)
+    return zero_phase_lowpass(values, fs, cutoff_hz, order)
 
 
 def correct(signal, fit, mode='subtract'):
@@ -255,8 +308,7 @@ def fill_invalid(values, valid):
 
 def lowpass(values, fs, cutoff_hz, order=4):
     """Zero-phase Butterworth low-pass (``sosfiltfilt``) along axis 0; ``cutoff_hz`` in Hz."""
-    sos = butter_lowpass(order, cutoff_hz, fs)
-    return sps.sosfiltfilt(sos, np.asarray(values, dtype=float), axis=0)
+    return zero_phase_lowpass(values, fs, cutoff_hz, order)
 
 
 def _double_decay(t, a_fast, tau_fast, a_slow, tau_slow, offset):
@@ -948,7 +1000,7 @@ def _per_fiber(option, n_fibers, n_samples=None):
 
 
 def preprocess_isosbestic(
-    times, signal, reference, params=None, compute_qc=True, valid=None, floor=None
+    times, signal, reference, params=None, compute_qc=True, valid=None, floor=None, threads=None
 ):
     """Bleach-correct both bands → regress out the reference → resample → z-score.
 
@@ -970,6 +1022,9 @@ def preprocess_isosbestic(
     floor : float or sequence of float (one per fiber), optional
         Camera dark level subtracted from both bands when ``params['floor']['subtract']``
         (default ``config.DARK_LEVEL``).
+    threads : int, optional
+        Fibers processed on up to this many threads (:func:`iblnm.util.thread_map`; default
+        :func:`iblnm.util.session_threads`). The values do not depend on it.
 
     Returns
     -------
@@ -980,20 +1035,26 @@ def preprocess_isosbestic(
     p = resolve_params(params)
     times, signal, reference = pair_by_position(times, signal, reference)
     n_fibers = 1 if signal.ndim == 1 else signal.shape[1]
-    results = [
-        _isosbestic_1d(times, s, r, p, compute_qc, valid=m, floor=f)
-        for s, r, m, f in zip(
-            _columns(signal),
-            _columns(reference),
-            _per_fiber(valid, n_fibers, len(times)),
-            _per_fiber(floor, n_fibers),
-            strict=True,
-        )
-    ]
+    fibers = zip(
+        _columns(signal),
+        _columns(reference),
+        _per_fiber(valid, n_fibers, len(times)),
+        _per_fiber(floor, n_fibers),
+        strict=True,
+    )
+    results = thread_map(
+        lambda fiber: _isosbestic_1d(
+            times, fiber[0], fiber[1], p, compute_qc, valid=fiber[2], floor=fiber[3]
+        ),
+        fibers,
+        threads,
+    )
     return results[0] if signal.ndim == 1 else _stack_fibers(results)
 
 
-def preprocess_single_band(times, signal, params=None, compute_qc=True, valid=None, floor=None):
+def preprocess_single_band(
+    times, signal, params=None, compute_qc=True, valid=None, floor=None, threads=None
+):
     """Bleach-correct → resample → z-score, for recordings without an isosbestic band.
 
     Same parameters and output as :func:`preprocess_isosbestic` (the 'regression' step is
@@ -1002,13 +1063,17 @@ def preprocess_single_band(times, signal, params=None, compute_qc=True, valid=No
     p = resolve_params(params)
     times = np.asarray(times, dtype=float)
     n_fibers = 1 if np.ndim(signal) == 1 else np.shape(signal)[1]
-    results = [
-        _single_band_1d(times, s, p, compute_qc, valid=m, floor=f)
-        for s, m, f in zip(
-            _columns(signal),
-            _per_fiber(valid, n_fibers, len(times)),
-            _per_fiber(floor, n_fibers),
-            strict=True,
-        )
-    ]
+    fibers = zip(
+        _columns(signal),
+        _per_fiber(valid, n_fibers, len(times)),
+        _per_fiber(floor, n_fibers),
+        strict=True,
+    )
+    results = thread_map(
+        lambda fiber: _single_band_1d(
+            times, fiber[0], p, compute_qc, valid=fiber[1], floor=fiber[2]
+        ),
+        fibers,
+        threads,
+    )
     return results[0] if np.ndim(signal) == 1 else _stack_fibers(results)

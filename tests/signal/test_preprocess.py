@@ -68,6 +68,33 @@ def test_lowpass_baseline_equals_iblphotometry_filt_and_handles_columns():
         np.testing.assert_allclose(ours[:, i], theirs.to_numpy(), atol=1e-10 * np.abs(ours).max())
 
 
+@pytest.mark.parametrize(
+    ('order', 'cutoff_hz', 'fs'), [(3, 0.01, 30.0), (4, 1.0, 30.0), (4, 7.5, 20.0), (1, 3.0, 50.0)]
+)
+def test_zero_phase_lowpass_equals_scipy_sosfiltfilt_to_the_bit(order, cutoff_hz, fs):
+    rng = np.random.default_rng(order)
+    values = rng.normal(size=(5000, 3)).cumsum(axis=0)
+    sos = sps.butter(order, cutoff_hz, btype='lowpass', fs=fs, output='sos')
+    expected = sps.sosfiltfilt(sos, values, axis=0)
+    np.testing.assert_array_equal(pp.zero_phase_lowpass(values, fs, cutoff_hz, order), expected)
+    np.testing.assert_array_equal(
+        pp.zero_phase_lowpass(values[:, 1], fs, cutoff_hz, order), expected[:, 1]
+    )
+    padlen = 3 * (2 * len(sos) + 1)
+    for n in (padlen, padlen + 1):  # scipy refuses the first and filters the second
+        short = values[:n, 0]
+        try:
+            expected_short = sps.sosfiltfilt(sos, short)
+        except ValueError as error:
+            with pytest.raises(ValueError) as ours:
+                pp.zero_phase_lowpass(short, fs, cutoff_hz, order)
+            assert str(ours.value) == str(error)
+        else:
+            np.testing.assert_array_equal(
+                pp.zero_phase_lowpass(short, fs, cutoff_hz, order), expected_short
+            )
+
+
 def test_correct_modes():
     s, f = np.array([4.0, 6.0]), np.array([2.0, 3.0])
     np.testing.assert_array_equal(pp.correct(s, f, 'subtract'), [2, 3])
