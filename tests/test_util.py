@@ -280,3 +280,46 @@ def test_session_is_the_same_on_one_and_two_threads(monkeypatch):
         pd.testing.assert_frame_equal(ph1[band], ph2[band], check_exact=True)
     # the fibers differ (the test would not see fibers swapped between threads otherwise)
     assert not np.allclose(ph1['GCaMP_preprocessed']['VTA'], ph1['GCaMP_preprocessed']['NAc'])
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return {info['num_threads'] for info in threadpool_info() if info['user_api'] == 'blas'}
+
+
+def test_native_threads_limits_the_pools_and_restores_them():
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2):
+        if _blas_threads() != {2}:
+            pytest.skip('no BLAS pool of this process can run 2 threads')
+        with util.native_threads(1):
+            assert _blas_threads() == {1}
+        assert _blas_threads() == {2}
+        with util.native_threads(None):
+            assert _blas_threads() == {2}
+
+
+def test_event_kernels_are_fitted_on_one_blas_thread(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    from iblnm.signal import event_kernels as ek
+    from iblnm.simulate import example_session
+
+    ps = example_session()
+    ps.run_sliding_qc()
+    ps.preprocess()
+    seen, fit = [], ek.fit_event_kernels
+
+    def recording_fit(*args, **kwargs):
+        seen.append(_blas_threads())
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(ek, 'fit_event_kernels', recording_fit)
+    with threadpool_limits(2):
+        if _blas_threads() != {2}:
+            pytest.skip('no BLAS pool of this process can run 2 threads')
+        kernels = ps.fit_event_kernels()
+        assert _blas_threads() == {2}  # restored
+    assert list(kernels) == ['VTA'] and seen == [{1}]

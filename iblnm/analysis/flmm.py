@@ -528,10 +528,11 @@ def _fit_nested_intercepts(Y, design, reml=True, influence=True):
 def _mixedlm_worker(y_block, data, formula, groups, re_formula, vc_formula, reml):
     """statsmodels MixedLM at each column of ``y_block``: list of parameter dicts (or None)."""
     import statsmodels.formula.api as smf
-    from threadpoolctl import threadpool_limits
+
+    from iblnm.util import native_threads
 
     out = []
-    with threadpool_limits(limits=1), warnings.catch_warnings():
+    with native_threads(1), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         for col in y_block.T:
             rows = np.isfinite(col)
@@ -882,9 +883,9 @@ def fit_flmm(
     ValueError
         Mismatched shapes, fewer than 2 subjects, or an unknown ``inference``.
     """
-    from threadpoolctl import threadpool_limits
+    from iblnm.util import native_threads
 
-    with threadpool_limits(limits=blas_threads):
+    with native_threads(blas_threads):
         return _fit_flmm(
             responses,
             data,

@@ -196,9 +196,9 @@ def map_sessions(fn, items, workers=1, scheduler=None, desc=None, progress=True)
             # one BLAS thread, as in the local workers: the per-session problems are small
             # (event-kernel fits: 212 ms with 2 OpenBLAS threads, 148 ms with 1 on CQ002), and
             # the serial and parallel runs then compute alike
-            from threadpoolctl import threadpool_limits
+            from iblnm.util import native_threads
 
-            with threadpool_limits(limits=1):
+            with native_threads(1):
                 for item in items:
                     yield fn(item)
                     bar.update()
