@@ -274,12 +274,16 @@ def worker(implementation, cache, eid, repeats):
         path = h5_dir / f'{eid}.h5'
         out['wheel'] = add_wheel(one, row, h5_dir)
         legacy = write_legacy_copy(path, h5_dir / 'legacy.h5')
-        for key, file in (('h5', path), ('h5_legacy', legacy)):
-            reads = [run_h5_reads(file, row['brain_region'][0]) for _ in range(repeats + 1)][1:]
+        files = {'h5': path, 'h5_legacy': legacy}
+        reads = {key: [] for key in files}
+        for i in range(repeats + 1):  # interleaved, the order alternating: a fair A/B
+            for key in list(files)[:: 1 if i % 2 == 0 else -1]:
+                reads[key].append(run_h5_reads(files[key], row['brain_region'][0]))
+        for key, file in files.items():
             out[key] = {
                 **h5_report(file),
-                'reads_s': _medians(reads, cpu=False)[0],
-                'reads_cpu_s': _medians(reads, cpu=True)[0],
+                'reads_s': _medians(reads[key][1:], cpu=False)[0],
+                'reads_cpu_s': _medians(reads[key][1:], cpu=True)[0],
             }
     out['peak_rss_mb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     shutil.rmtree(h5_dir, ignore_errors=True)
@@ -468,7 +472,7 @@ def report(results, repeats, load, rounds=1):
         'issue 19 (the same data rewritten contiguous, uncompressed, wheel velocity NaN-padded): '
         'bytes on disk against the bytes of the non-NaN values at the stored dtypes (strings as '
         'UTF-8), and `h5.load_h5` of the whole file and of one region (median wall s; CPU s in '
-        'brackets).',
+        'brackets; the two layouts read in turn, the order alternating).',
         '',
         '| dataset | layout | file (MB) | non-NaN values (MB) | file ÷ values | '
         'load_h5 whole (s) | load_h5 one region (s) | per group: stored / values (MB) |',
