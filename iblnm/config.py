@@ -390,8 +390,8 @@ QC_SIGNAL_KWARGS = {
 # calibrated with (docs/methods.md §2.3).
 QC_BLEACH = {'method': 'lowpass', 'order': 3, 'cutoff_hz': 0.01, 'mode': 'subtract-divide'}
 # QC verdict (iblnm.signal.verdict.qc_verdict): each rule fires when its metric is present,
-# finite and compares true with the threshold; the verdict is the worst severity that fired
-# (PASS when none). Keys 'Isosbestic:<metric>' read the isosbestic row of the recording,
+# finite and compares true with the threshold (op 'missing': when it is absent or NaN and no
+# FAIL rule fired); the verdict is the worst severity that fired (PASS when none). Keys 'Isosbestic:<metric>' read the isosbestic row of the recording,
 # bare names the GCaMP row. Thresholds justified in docs/methods.md §2.5.
 QC_VERDICT_RULES = [
     {
@@ -537,6 +537,16 @@ QC_VERDICT_RULES = [
         'op': '>',
         'threshold': 2,
         'severity': 'WARNING',
+    },
+    # No evidence is not a PASS: the sliding QC writes the GCaMP row's light above the floor
+    # for every recording with data; without it (the QC did not run, a table of an older
+    # version) no rule could clear the recording. Fires only when no FAIL rule has.
+    {
+        'name': 'not_assessed',
+        'metric': 'light_above_floor',
+        'op': 'missing',
+        'threshold': None,
+        'severity': 'FAIL',
     },
 ]
 QC_VERDICTS = ('PASS', 'WARNING', 'FAIL')  # increasing severity

@@ -115,7 +115,11 @@ def test_dropped_fibers_are_counted_as_fail():
     verdicts = ps.verdicts.set_index('brain_region')
     assert verdicts.loc['VTA-l', 'verdict'] == 'FAIL'
     assert verdicts.loc['VTA-l', 'verdict_reasons'] == 'dropped_fiber'
-    assert verdicts.loc['VTA-r', 'verdict'] == 'PASS'  # no metric yet: its placeholder rows
+    # no metric yet (its placeholder rows): not assessed, not a PASS
+    assert verdicts.loc['VTA-r', ['verdict', 'verdict_reasons']].tolist() == [
+        'FAIL',
+        'not_assessed',
+    ]
     assert sorted(map(tuple, ps.qc[['brain_region', 'band']].to_numpy())) == [
         ('VTA-l', 'GCaMP'),
         ('VTA-l', 'Isosbestic'),

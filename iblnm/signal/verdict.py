@@ -5,8 +5,11 @@ A rule is a mapping ``{'name', 'metric', 'op', 'threshold', 'severity'}`` (see
 it *fires* when ``metrics[metric]`` is present, finite and ``value <op> threshold`` holds (and
 so do its extra conditions). A missing or NaN metric never fires (a rule on a metric a
 recording does not have, e.g. the isosbestic slope of a single-band recording, does not
-apply). The verdict is the most severe severity among the rules that fired, PASS when none
-did; the reasons are the names of the rules that fired, in rule order.
+apply), except in a rule whose op is ``'missing'``: it fires when its metric is absent or
+NaN and no FAIL rule has fired (``not_assessed``: a recording without the metrics every
+assessed recording has is not a PASS; one that already failed needs no second reason). The
+verdict is the most severe severity among the rules that fired, PASS when none did; the
+reasons are the names of the rules that fired, in rule order.
 
 The functions are pure: mappings and tables in, verdicts out.
 """
@@ -20,6 +23,7 @@ import pandas as pd
 from iblnm import config
 
 OPERATORS = {'<': operator.lt, '<=': operator.le, '>': operator.gt, '>=': operator.ge}
+MISSING = 'missing'  # the op of a rule that fires on an absent or NaN metric
 SEVERITY = {name: i for i, name in enumerate(config.QC_VERDICTS)}  # PASS 0, WARNING 1, FAIL 2
 REASON_SEPARATOR = ';'
 KEY_COLUMNS = ('eid', 'brain_region', 'band')
@@ -34,9 +38,13 @@ def validate_rules(rules):
         missing = {'name', 'metric', 'op', 'threshold', 'severity'} - set(rule)
         if missing:
             raise ValueError(f'QC rule {rule!r} lacks {sorted(missing)}')
-        for condition in (rule, *rule.get('and', ())):
+        for condition in rule.get('and', ()):
             if condition['op'] not in OPERATORS:
                 raise ValueError(f'QC rule {rule["name"]}: unknown op {condition["op"]!r}')
+        if rule['op'] not in OPERATORS and rule['op'] != MISSING:
+            raise ValueError(f'QC rule {rule["name"]}: unknown op {rule["op"]!r}')
+        if rule['op'] == MISSING and rule.get('and'):
+            raise ValueError(f'QC rule {rule["name"]}: a {MISSING!r} rule has no conditions')
         if rule['severity'] not in SEVERITY or rule['severity'] == 'PASS':
             raise ValueError(f'QC rule {rule["name"]}: severity must be WARNING or FAIL')
         if rule['name'] in names:
@@ -60,7 +68,9 @@ def _condition_holds(condition, metrics):
 def rule_fires(rule, metrics):
     """True when ``rule``'s metric is present, finite and compares true with its threshold,
     and so does every extra condition of its ``'and'`` list (same keys: metric, op,
-    threshold)."""
+    threshold); for op ``'missing'``, when the metric is absent or not finite."""
+    if rule['op'] == MISSING:
+        return not np.isfinite(_as_float(metrics.get(rule['metric'], np.nan)))
     return all(_condition_holds(c, metrics) for c in (rule, *rule.get('and', ())))
 
 
@@ -81,7 +91,9 @@ def qc_verdict(metrics: Mapping, rules=None):
         Names of the rules that fired, in rule order.
     """
     rules = config.QC_VERDICT_RULES if rules is None else rules
-    fired = [rule for rule in rules if rule_fires(rule, metrics)]
+    fires = [rule_fires(rule, metrics) for rule in rules]
+    failed = any(f and r['severity'] == 'FAIL' and r['op'] != MISSING for r, f in zip(rules, fires))
+    fired = [r for r, f in zip(rules, fires) if f and not (failed and r['op'] == MISSING)]
     if not fired:
         return 'PASS', []
     verdict = max((rule['severity'] for rule in fired), key=SEVERITY.__getitem__)

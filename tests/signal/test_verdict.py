@@ -13,7 +13,10 @@ RULES = config.QC_VERDICT_RULES
 
 
 def _just(rule, inside):
-    """A value just inside (rule does not fire) or just outside (fires) the rule's threshold."""
+    """A value just inside (rule does not fire) or just outside (fires) the rule's threshold
+    (for a 'missing' rule: a value, or NaN)."""
+    if rule['op'] == sv.MISSING:
+        return 1.0 if inside else np.nan
     threshold = float(rule['threshold'])
     step = max(abs(threshold) * 1e-3, 1e-6)
     fires_above = rule['op'] in ('>', '>=')
@@ -61,9 +64,32 @@ def test_each_rule_flips_the_verdict_with_all_rules(rule):
 
 
 def test_missing_or_nan_metrics_do_not_apply():
-    assert sv.qc_verdict({}) == ('PASS', [])
-    assert sv.qc_verdict(dict.fromkeys({r['metric'] for r in RULES}, np.nan)) == ('PASS', [])
-    assert sv.qc_verdict({'residual_power_ratio': None, 'iso_slope': 'n/a'}) == ('PASS', [])
+    threshold_rules = [r for r in RULES if r['op'] != sv.MISSING]
+    assert sv.qc_verdict({}, threshold_rules) == ('PASS', [])
+    nan = dict.fromkeys({r['metric'] for r in RULES}, np.nan)
+    assert sv.qc_verdict(nan, threshold_rules) == ('PASS', [])
+    assert sv.qc_verdict({'residual_power_ratio': None, 'iso_slope': 'n/a'}, threshold_rules) == (
+        'PASS',
+        [],
+    )
+
+
+def test_a_recording_without_the_sliding_qc_is_not_assessed_unless_it_already_failed():
+    raw_only = {'n_early_samples': 0, 'n_band_inversions': 0}
+    assert sv.qc_verdict({}) == ('FAIL', ['not_assessed'])
+    assert sv.qc_verdict(raw_only) == ('FAIL', ['not_assessed'])
+    assert sv.qc_verdict({**raw_only, 'light_above_floor': np.nan}) == ('FAIL', ['not_assessed'])
+    assert sv.qc_verdict({**raw_only, 'light_above_floor': 0.5}) == ('PASS', [])
+    # a FAIL already says the recording is not usable: no second reason
+    assert sv.qc_verdict({'dropped_fiber': 1.0}) == ('FAIL', ['dropped_fiber'])
+    assert sv.qc_verdict({**raw_only, 'n_band_inversions': 2}) == ('FAIL', ['band_inversions'])
+    # a WARNING does not clear it: both reasons, in rule order
+    assert sv.qc_verdict({'n_shared_steps': 5}) == ('FAIL', ['shared_steps', 'not_assessed'])
+    rule = next(r for r in RULES if r['name'] == 'not_assessed')
+    with pytest.raises(ValueError, match='no conditions'):
+        sv.validate_rules([{**rule, 'and': [{'metric': 'x', 'op': '>', 'threshold': 0}]}])
+    with pytest.raises(ValueError, match='unknown op'):
+        sv.validate_rules([{**rule, 'op': 'absent'}])
 
 
 def test_worst_severity_wins_and_reasons_keep_rule_order():
