@@ -306,7 +306,7 @@ def plot(sim, real, fpath_stem):
             {**c, 'name': r['name'], 'severity': r['severity']}
             for r in rules
             for c in (r, *r.get('and', ()))
-            if c['metric'] == metric
+            if c['metric'] == metric and c['op'] != sv.MISSING  # no threshold to draw
         ]
         for rule in conditions:
             style = '-' if rule['severity'] == 'FAIL' else '--'
@@ -365,10 +365,12 @@ def rules_markdown(rules=None):
         extra = ''.join(
             f' and `{c["metric"]}` {c["op"]} {c["threshold"]:g}' for c in r.get('and', ())
         )
-        lines.append(
-            f'| `{r["name"]}` | `{r["metric"]}` | {r["op"]} {r["threshold"]:g}{extra} | '
-            f'{r["severity"]} |'
+        fires = (
+            'absent or NaN, and no FAIL fired'
+            if r['op'] == sv.MISSING
+            else f'{r["op"]} {r["threshold"]:g}{extra}'
         )
+        lines.append(f'| `{r["name"]}` | `{r["metric"]}` | {fires} | {r["severity"]} |')
     return '\n'.join(lines)
 
 
