@@ -999,6 +999,25 @@ def _per_fiber(option, n_fibers, n_samples=None):
     return [np.ascontiguousarray(option[:n_samples, i]) for i in range(option.shape[1])]
 
 
+def _map_fibers(fit_one, bands, valid, floor, threads):
+    """``fit_one(*band columns, valid, floor)`` for each fiber, on up to ``threads`` threads.
+
+    ``bands``: arrays of shape (n_samples,) or (n_samples, n_signals), one per band; ``valid``
+    and ``floor`` are split per fiber (:func:`_per_fiber`). One result for 1-D bands, the
+    results stacked (:func:`_stack_fibers`) for 2-D bands.
+    """
+    one_fiber = np.ndim(bands[0]) == 1
+    n_fibers = 1 if one_fiber else np.shape(bands[0])[1]
+    fibers = zip(
+        *(_columns(band) for band in bands),
+        _per_fiber(valid, n_fibers, len(bands[0])),
+        _per_fiber(floor, n_fibers),
+        strict=True,
+    )
+    results = thread_map(lambda fiber: fit_one(*fiber), fibers, threads)
+    return results[0] if one_fiber else _stack_fibers(results)
+
+
 def preprocess_isosbestic(
     times, signal, reference, params=None, compute_qc=True, valid=None, floor=None, threads=None
 ):
@@ -1034,22 +1053,13 @@ def preprocess_isosbestic(
     """
     p = resolve_params(params)
     times, signal, reference = pair_by_position(times, signal, reference)
-    n_fibers = 1 if signal.ndim == 1 else signal.shape[1]
-    fibers = zip(
-        _columns(signal),
-        _columns(reference),
-        _per_fiber(valid, n_fibers, len(times)),
-        _per_fiber(floor, n_fibers),
-        strict=True,
-    )
-    results = thread_map(
-        lambda fiber: _isosbestic_1d(
-            times, fiber[0], fiber[1], p, compute_qc, valid=fiber[2], floor=fiber[3]
-        ),
-        fibers,
+    return _map_fibers(
+        lambda s, r, v, f: _isosbestic_1d(times, s, r, p, compute_qc, valid=v, floor=f),
+        (signal, reference),
+        valid,
+        floor,
         threads,
     )
-    return results[0] if signal.ndim == 1 else _stack_fibers(results)
 
 
 def preprocess_single_band(
@@ -1062,18 +1072,10 @@ def preprocess_single_band(
     """
     p = resolve_params(params)
     times = np.asarray(times, dtype=float)
-    n_fibers = 1 if np.ndim(signal) == 1 else np.shape(signal)[1]
-    fibers = zip(
-        _columns(signal),
-        _per_fiber(valid, n_fibers, len(times)),
-        _per_fiber(floor, n_fibers),
-        strict=True,
-    )
-    results = thread_map(
-        lambda fiber: _single_band_1d(
-            times, fiber[0], p, compute_qc, valid=fiber[1], floor=fiber[2]
-        ),
-        fibers,
+    return _map_fibers(
+        lambda s, v, f: _single_band_1d(times, s, p, compute_qc, valid=v, floor=f),
+        (signal,),
+        valid,
+        floor,
         threads,
     )
-    return results[0] if np.ndim(signal) == 1 else _stack_fibers(results)
