@@ -80,10 +80,19 @@ def thread_map(fn, items, threads=None):
     threads = min(session_threads() if threads is None else int(threads), len(items))
     if threads <= 1:
         return [fn(item) for item in items]
+    import warnings
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(threads, thread_name_prefix='iblnm-session') as pool:
-        return list(pool.map(fn, items))
+    # warnings.catch_warnings is not thread-safe before Python 3.14: blocks that overlap in
+    # two threads can leave the process with a filter of one of them ('ignore' for good);
+    # the caller's filters are put back when the pool ends
+    filters = list(warnings.filters)
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix='iblnm-session') as pool:
+            return list(pool.map(fn, items))
+    finally:
+        warnings.filters[:] = filters
+        warnings._filters_mutated()
 
 
 @functools.lru_cache(maxsize=1)

@@ -248,6 +248,21 @@ def test_thread_map_keeps_item_order_and_uses_threads():
         util.thread_map(lambda x: 1 / x, [1, 0, 2], threads=2)
 
 
+def test_thread_map_puts_back_the_warning_filters_that_overlapping_threads_leave():
+    import time
+    import warnings
+
+    def silenced(delay):  # thread 0: enters at 0, leaves at 0.1; thread 1: 0.05 to 0.15
+        time.sleep(delay)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            time.sleep(0.1)
+
+    before = list(warnings.filters)
+    util.thread_map(silenced, [0.0, 0.05], threads=2)
+    assert warnings.filters == before  # without the fix: ('ignore', …) first, for good
+
+
 def _two_fiber_session(seed=0):
     """The example session with a second fiber (another simulated recording, an artefact-laden
     one) so that per-fiber work has two items to share out."""

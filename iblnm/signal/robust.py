@@ -14,7 +14,6 @@ uniform grid's intervals.
 """
 
 import functools
-import warnings
 
 import numpy as np
 
@@ -127,9 +126,17 @@ def nanmedian(a, axis=-1, keepdims=False):
     a = np.asarray(a, dtype=float)
     if a.size and not np.isnan(a).any():
         return median(a, axis=axis, keepdims=keepdims)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', RuntimeWarning)
-        return np.nanmedian(a, axis=axis, keepdims=keepdims)
+    # all-NaN (or empty) slices are set aside rather than silenced with catch_warnings, which
+    # is not thread-safe (the QC and preprocessing kernels run on threads)
+    empty = np.isnan(a).all(axis=axis, keepdims=True)
+    if empty.all():
+        out = np.full(empty.shape, np.nan)
+    else:
+        out = np.nanmedian(np.where(empty, 0.0, a), axis=axis, keepdims=True)
+        out = np.where(empty, np.nan, out)
+    if not keepdims:
+        out = out.reshape(()) if axis is None else np.squeeze(out, axis=axis)
+    return out[()] if out.ndim == 0 else out
 
 
 def mad_sd(a, axis=-1, keepdims=False):

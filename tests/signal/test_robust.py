@@ -1,5 +1,7 @@
 """Fast medians: the values of np.median / np.nanmedian, to the last bit."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -33,6 +35,33 @@ def test_median_propagates_nan_and_nanmedian_ignores_it():
     all_nan = np.full((2, 3), np.nan)
     with np.errstate(all='raise'):
         np.testing.assert_array_equal(robust.nanmedian(all_nan), [np.nan, np.nan])
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=6),
+        elements=st.one_of(st.just(np.nan), st.floats(-1e6, 1e6, allow_nan=False)),
+    ),
+    st.booleans(),
+)
+def test_nanmedian_equals_numpy_and_warns_nothing(a, keepdims):
+    """All-NaN and empty slices included; no warning filter is touched (catch_warnings is not
+    thread-safe, and the kernels run on threads)."""
+    import warnings
+
+    for axis in [None, *range(a.ndim)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            expected = np.nanmedian(a, axis=axis, keepdims=keepdims)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            with mock.patch('warnings.catch_warnings', side_effect=AssertionError('not safe')):
+                got = robust.nanmedian(a, axis=axis, keepdims=keepdims)
+        assert caught == []
+        assert np.shape(got) == np.shape(expected)
+        np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize('n', [1000, 1001])
