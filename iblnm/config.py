@@ -338,6 +338,10 @@ QC_SIGNAL_METRICS = [
 ]
 QC_METRICS_KWARGS = {'percentile_asymmetry': {'pc_comp': 75}}
 QC_SLIDING_KWARGS = {'w_len': 120, 'step_len': 60, 'detrend': True}  # s, s
+# A sliding window with at most this fraction of missing (NaN) frames (time gaps the loader
+# filled with NaN) is scored with each missing frame holding the previous frame's value (on the
+# ADC's grid, so that the quantisation metrics stay true); a window with more is not scored.
+QC_SLIDING_MAX_MISSING = 0.01
 # Metrics computed on the raw (not detrended) windows: detrending makes every value unique,
 # and the light level needs the raw values.
 QC_UNDETRENDED_METRICS = (

@@ -669,6 +669,17 @@ def _metric_kernel(metric):
     return metric, SLIDING_METRIC_KERNELS[metric]
 
 
+def _hold_missing(values):
+    """``values`` with each NaN replaced by the last finite value before it (the first finite
+    value for leading NaNs; all NaN stays NaN)."""
+    finite = ~np.isnan(values)
+    if not finite.any():
+        return values.copy()
+    last = np.maximum.accumulate(np.where(finite, np.arange(values.size), -1))
+    last[last < 0] = np.flatnonzero(finite)[0]
+    return values[last]
+
+
 def sliding_qc(
     times,
     values,
@@ -679,6 +690,7 @@ def sliding_qc(
     metrics_kwargs=None,
     undetrended=config.QC_UNDETRENDED_METRICS,
     floor=config.QC_CAMERA_FLOOR,
+    max_missing=config.QC_SLIDING_MAX_MISSING,
 ):
     """QC metrics in sliding windows of one band of one fiber.
 
@@ -705,21 +717,29 @@ def sliding_qc(
     floor : float
         Camera floor (data units) for ``light_above_floor`` and ``relative_mad``; those and
         ``ar_score_10hz`` also receive the sampling rate ``fs`` (Hz) of ``times``.
+    max_missing : float
+        A window with at most this fraction of NaN frames (missing frames) is scored with each
+        of them holding the previous frame's value (default ``config.QC_SLIDING_MAX_MISSING``).
 
     Returns
     -------
     centres : ndarray, shape (n_windows,)
         Window centre times (s).
     per_window : dict of str → ndarray, shape (n_windows,)
-        Metric values per window; NaN for a window holding a NaN frame (missing frames).
+        Metric values per window; NaN for a window with more NaN frames than ``max_missing``.
     """
     metrics_kwargs = config.QC_METRICS_KWARGS if metrics_kwargs is None else metrics_kwargs
     times = np.asarray(times, dtype=float)
     fs = sampling_rate(times) if times.size > 1 else None
     centres, first, n_per_window = window_index(times, w_len, step_len, fs=fs)
-    raw = _gather(np.asarray(values, dtype=float), first, n_per_window)
-    # a window holding a NaN frame (missing frames, a time gap) is not scored: NaN
-    complete = ~np.isnan(raw).any(axis=-1)
+    values = np.asarray(values, dtype=float)
+    raw = _gather(values, first, n_per_window)
+    # a window with more than a few NaN frames (missing frames, a time gap) is not scored:
+    # NaN; one with a few is scored with them holding the previous value
+    n_missing = np.isnan(raw).sum(axis=-1)
+    complete = n_missing <= max_missing * n_per_window
+    if n_missing[complete].any():
+        raw = _gather(_hold_missing(values), first, n_per_window)
     n_windows = len(raw)
     raw = raw if complete.all() else raw[complete]  # (a mask would copy every window)
     detrended = (

@@ -549,3 +549,30 @@ def test_sliding_windows_with_missing_frames_are_not_scored():
     for name in config.QC_SLIDING_METRICS:
         assert np.isnan(scored[name][hit]).all(), name
         np.testing.assert_array_equal(scored[name][~hit], clean[name][~hit], err_msg=name)
+
+
+def test_sliding_windows_with_a_few_missing_frames_are_scored_holding_the_last_value():
+    rng = np.random.default_rng(5)
+    fs = 30.0
+    t = np.arange(int(600 * fs)) / fs
+    levels = np.round((0.05 + 0.001 * rng.standard_normal(t.size)) / 2e-4) * 2e-4  # ADC grid
+    _, clean = qc.sliding_qc(t, levels)
+    n_per_window = int(120 * fs)
+    limit = int(config.QC_SLIDING_MAX_MISSING * n_per_window)  # 36 frames of a 3600
+    for n_missing, scored_expected in ((limit, True), (limit + 1, False)):
+        x = levels.copy()
+        x[int(10 * fs) : int(10 * fs) + n_missing] = np.nan  # in the first window only
+        centres, scored = qc.sliding_qc(t, x)
+        first = centres - 60 <= 10
+        assert first.sum() == 1
+        for name in config.QC_SLIDING_METRICS:
+            assert np.isfinite(scored[name][first]).all() == scored_expected, (name, n_missing)
+            np.testing.assert_array_equal(scored[name][~first], clean[name][~first])
+        if scored_expected:  # held frames stay on the grid: the quantisation metric is unmoved
+            assert scored['n_noise_levels'][0] == clean['n_noise_levels'][0]
+            assert abs(scored['light_above_floor'][0] / clean['light_above_floor'][0] - 1) < 1e-3
+    assert np.isnan(qc._hold_missing(np.full(3, np.nan))).all()
+    np.testing.assert_array_equal(
+        qc._hold_missing(np.array([np.nan, 1.0, np.nan, np.nan, 2.0, np.nan])),
+        [1.0, 1.0, 1.0, 1.0, 2.0, 2.0],
+    )
