@@ -395,8 +395,9 @@ QC_SIGNAL_KWARGS = {
 QC_BLEACH = {'method': 'lowpass', 'order': 3, 'cutoff_hz': 0.01, 'mode': 'subtract-divide'}
 # QC verdict (iblnm.signal.verdict.qc_verdict): each rule fires when its metric is present,
 # finite and compares true with the threshold (op 'missing': when it is absent or NaN and no
-# FAIL rule fired); the verdict is the worst severity that fired (PASS when none). Keys 'Isosbestic:<metric>' read the isosbestic row of the recording,
-# bare names the GCaMP row. Thresholds justified in docs/methods.md §2.5.
+# FAIL rule fired); the verdict is the worst severity that fired (PASS when none). Keys
+# 'Isosbestic:<metric>' read the isosbestic row of the recording, bare names the GCaMP row.
+# Thresholds justified in docs/methods.md §2.5.
 QC_VERDICT_RULES = [
     {
         'name': 'band_inversions',

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,6 @@ def thread_map(fn, items, threads=None):
     threads = min(session_threads() if threads is None else int(threads), len(items))
     if threads <= 1:
         return [fn(item) for item in items]
-    import warnings
     from concurrent.futures import ThreadPoolExecutor
 
     # warnings.catch_warnings is not thread-safe before Python 3.14: blocks that overlap in

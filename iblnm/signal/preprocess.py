@@ -115,15 +115,11 @@ def fill_time_gaps(times, values, gaps):
 # ---------------------------------------------------------------------------
 # Bleach correction
 # ---------------------------------------------------------------------------
-def butter_lowpass(order, cutoff_hz, fs):
-    """Second-order sections, shape (n_sections, 6), of a Butterworth low-pass
-    (``scipy.signal.butter``; corner and rate in Hz), designed once per (order, corner, rate):
-    the design costs half as much as filtering 40 min at 30 Hz. Each call returns a copy."""
-    return _butter_lowpass(int(order), float(cutoff_hz), float(fs)).copy()
-
-
 @functools.lru_cache(maxsize=64)
 def _butter_lowpass(order, cutoff_hz, fs):
+    """Second-order sections, shape (n_sections, 6), of a Butterworth low-pass
+    (``scipy.signal.butter``; corner and rate in Hz), designed once per (order, corner, rate):
+    the design costs half as much as filtering 40 min at 30 Hz. Shared: never written."""
     return sps.butter(order, cutoff_hz, btype='lowpass', fs=fs, output='sos')
 
 
