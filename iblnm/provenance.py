@@ -5,13 +5,15 @@ Every stage table (parquet key-value metadata, key ``iblnm``) and every session 
 
     {'iblnm_version': '0.2.0', 'schema_version': 4,
      'source': 'demo' | 'local' | 'alyx', 'source_location': path or base URL,
-     'params_hash': 'sha256 of the processing parameters (first 16 hex digits)'}
+     'params_hash': 'sha256 of the processing parameters (first 16 hex digits)',
+     'scoring_hash': 'sha256 of the QC verdict rules'}
 
-An output root remembers the record of its first run (``metadata/provenance.json``). A
-later run on another source or with other parameters stops with
-:class:`iblnm.validation.ProvenanceMismatch` before writing anything, so simulated and real
+An output root remembers the record and the parameters of its first run
+(``metadata/provenance.json``). A later run on another source or with other parameters
+stops with :class:`iblnm.validation.ProvenanceMismatch` before writing anything, so simulated and real
 sessions, or outputs of two parameter sets, never mix; ``--redo`` (``allow_change=True``)
-adopts the new record and reprocesses.
+adopts the new record and reprocesses. Other verdict rules alone do not stop it: verdicts
+are re-scored from the stored metrics wherever they are read.
 """
 
 import hashlib
@@ -82,11 +84,36 @@ def processing_parameters():
     }
 
 
-def params_hash(params=None):
+# config constants that only score metrics already computed (the QC verdict rules): every
+# reader re-scores the verdicts from the stored metrics with the rules in force
+# (:func:`iblnm.signal.verdict.recording_verdicts`, the photometry stage's table), so a change
+# to them needs no reprocessing; they have a hash of their own (``scoring_hash``)
+SCORING_PARAMETERS = ('QC_VERDICTS', 'QC_VERDICT_EXCLUDE', 'QC_VERDICT_RULES')
+
+
+def _hash(params):
     """First 16 hex digits of the SHA-256 of the canonical JSON of ``params``."""
-    params = processing_parameters() if params is None else params
     text = json.dumps(_jsonable(params), sort_keys=True, separators=(',', ':'))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def params_hash(params=None):
+    """Hash of the processing parameters (``params``: :func:`processing_parameters`) but the
+    :data:`SCORING_PARAMETERS`: equal hashes, equal computed outputs."""
+    params = processing_parameters() if params is None else params
+    return _hash({k: val for k, val in params.items() if k not in SCORING_PARAMETERS})
+
+
+def scoring_hash(params=None):
+    """Hash of the :data:`SCORING_PARAMETERS` (the QC verdict rules) of ``params``."""
+    params = processing_parameters() if params is None else params
+    return _hash({k: params[k] for k in SCORING_PARAMETERS if k in params})
+
+
+def changed_parameters(before, after):
+    """Names of the parameters whose values differ between two parameter dicts (sorted)."""
+    before, after = _jsonable(before), _jsonable(after)
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
 
 
 def data_source(one):
@@ -117,6 +144,7 @@ def make_record(one, params=None):
         'source': kind,
         'source_location': location,
         'params_hash': params_hash(params),
+        'scoring_hash': scoring_hash(params),
     }
 
 
@@ -125,7 +153,7 @@ def record_fpath(metadata_dir):
     return Path(metadata_dir) / 'provenance.json'
 
 
-def check_output_root(record, metadata_dir, allow_change=False):
+def check_output_root(record, metadata_dir, allow_change=False, params=None):
     """Stop when an output root already holds outputs of another source or parameter set.
 
     Parameters
@@ -134,32 +162,54 @@ def check_output_root(record, metadata_dir, allow_change=False):
         From :func:`make_record`.
     metadata_dir : path
         The output root's ``metadata/`` folder (where the catalog lives). The first run
-        writes ``provenance.json`` there; with ``allow_change`` (``--redo``) a differing
-        record replaces it.
+        writes ``provenance.json`` there (the record and the parameters); with
+        ``allow_change`` (``--redo``) a differing record replaces it.
+    params : dict, optional
+        The run's parameters (default :func:`processing_parameters`): kept in
+        ``provenance.json`` so that a later mismatch names the parameters that changed.
+
+    A change of the QC verdict rules alone (``scoring_hash``) does not stop the run: the
+    verdicts are re-scored from the stored metrics; the new record is adopted with a warning.
+    A record written before ``scoring_hash`` existed (its ``params_hash`` covered the rules
+    too) is the same parameter set when that older hash of the current parameters equals it.
 
     Raises
     ------
     iblnm.validation.ProvenanceMismatch
-        Naming what differs and how to proceed.
+        Naming what differs (and which parameters, when the root kept them) and how to
+        proceed.
     """
+    params = processing_parameters() if params is None else params
     fpath = record_fpath(metadata_dir)
-    if fpath.exists():
-        held = json.loads(fpath.read_text())
-        differ = [
-            k for k in ('source', 'source_location', 'params_hash') if held.get(k) != record.get(k)
-        ]
-        if not differ:
+    held = json.loads(fpath.read_text()) if fpath.exists() else None
+    if held is not None:
+        same_params = held.get('params_hash') == record.get('params_hash') or (
+            'scoring_hash' not in held and held.get('params_hash') == _hash(params)
+        )
+        differ = [k for k in ('source', 'source_location') if held.get(k) != record.get(k)]
+        differ += [] if same_params else ['params_hash']
+        if not differ and held.get('scoring_hash') == record.get('scoring_hash'):
             return held
-        if not allow_change:
+        if differ and not allow_change:
             detail = '; '.join(f'{k}: {held.get(k)!r} there, {record.get(k)!r} now' for k in differ)
+            if 'params_hash' in differ and 'parameters' in held:
+                names = changed_parameters(held['parameters'], params)
+                detail += '; parameters changed: ' + ', '.join(names)
             raise v.ProvenanceMismatch(
                 f'{fpath.parent} holds outputs of another run ({detail}). Use another output '
                 'root (IBLNM_ROOT), or --redo to reprocess everything with this source and '
                 'these parameters.'
             )
+        if not differ and 'scoring_hash' in held:
+            log.warning(
+                'The QC verdict rules changed since the first run in %s: the verdicts are '
+                're-scored from the stored metrics (no reprocessing needed).',
+                fpath.parent,
+            )
     from iblnm.util import atomic_write
 
-    atomic_write(fpath, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    text = json.dumps({**record, 'parameters': _jsonable(params)}, indent=1)
+    atomic_write(fpath, lambda tmp: Path(tmp).write_text(text))
     return record
 
 

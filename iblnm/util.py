@@ -1,11 +1,13 @@
 """Table utilities: atomic parquet I/O, schema enforcement, error logs, catalog derivations."""
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -104,21 +106,70 @@ def _threadpool_controller(n_modules):
     return ThreadpoolController()
 
 
+_native_lock = threading.Lock()
+_native_open = []  # the limits of the native_threads blocks open now, in any thread
+_native_first = None  # (controller, limiter of the first open block: the pools' original state)
+
+
+def _apply_native_limits(limits=None):
+    """Set the pools to the smallest open limit, or back to their state before the first.
+
+    Called under ``_native_lock``. threadpoolctl lets one "controlling" thread at a time set
+    a process-wide OpenBLAS pool (another thread's call is ignored); the blocks here are
+    serialised by the lock, so the thread that opens or closes one takes the control for
+    the call and leaves it free.
+    """
+    global _native_first
+    from threadpoolctl import OpenBLASController
+
+    release = getattr(OpenBLASController, 'clear_controlling_thread', None)
+    if release is not None:
+        release(force=True)
+    try:
+        if _native_first is None:
+            controller = _threadpool_controller(len(sys.modules))
+            _native_first = (controller, controller.limit(limits=limits))
+        elif _native_open:
+            _native_first[0].limit(limits=min(_native_open))
+        else:
+            _native_first[1].restore_original_limits()
+            _native_first = None
+    finally:
+        if release is not None:
+            release(force=True)
+
+
+@contextlib.contextmanager
 def native_threads(limits=1):
     """Context manager: the native thread pools (BLAS, OpenMP) limited to ``limits`` threads.
 
     For the many small dense problems of a session (event-kernel fits, mixed models at each
-    time point), where a second BLAS thread costs more than it saves. The pools are restored
-    on exit; ``None`` leaves them as they are. Through a cached ``threadpoolctl`` controller,
-    renewed after an import (entering then costs ~0.02 ms instead of ~5 ms for
-    ``threadpool_limits``).
+    time point), where a second BLAS thread costs more than it saves. ``None`` leaves the
+    pools as they are. Through a cached ``threadpoolctl`` controller, renewed after an import
+    (entering then costs ~0.02 ms instead of ~5 ms for ``threadpool_limits``).
+
+    The pools belong to the process, so the blocks open in all threads are counted: while
+    any is open the pools run the smallest of their limits, and the state from before the
+    first block comes back when the last one closes, whatever order the threads close them
+    in (one ``threadpool_limits`` per thread would restore another thread's limit).
 
     Parameters
     ----------
     limits : int or None
         Threads per native pool.
     """
-    return _threadpool_controller(len(sys.modules)).limit(limits=limits)
+    if limits is None:
+        yield
+        return
+    with _native_lock:
+        _native_open.append(limits)
+        _apply_native_limits(limits)
+    try:
+        yield
+    finally:
+        with _native_lock:
+            _native_open.remove(limits)
+            _apply_native_limits()
 
 
 def atomic_write(fpath, write_fn, suffix=None):

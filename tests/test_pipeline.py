@@ -327,3 +327,44 @@ def test_qc_verdicts_in_every_output(small_pipeline):
     assert passed == (n_recordings['verdict_reasons'] == '').sum()
     figure = small_pipeline / 'figures' / 'dataset_overview' / '7_qc_verdicts.png'
     assert figure.exists()
+
+
+def test_other_verdict_rules_rescore_a_done_root_without_reprocessing(
+    tmp_path, small_cache, small_pipeline, monkeypatch
+):
+    """A root processed under other QC verdict rules resumes without --redo: no session is
+    reprocessed, and the QC table holds the verdicts of the rules in force."""
+    from one.api import One
+
+    from iblnm.pipeline.photometry import run_photometry_stage
+    from iblnm.signal import verdict as sv
+
+    root = tmp_path / 'out'
+    shutil.copytree(small_pipeline / 'metadata', root / 'metadata')
+    shutil.copytree(small_pipeline / 'data' / 'sessions', root / 'data' / 'sessions')
+    h5_files = sorted((root / 'data' / 'sessions').glob('*.h5'))
+    mtimes = [f.stat().st_mtime_ns for f in h5_files]
+    strict = {
+        'name': 'strict',
+        'metric': 'light_above_floor',
+        'op': '>',
+        'threshold': -1.0,
+        'severity': 'WARNING',
+    }  # fires on every assessed recording: no PASS is left
+    monkeypatch.setattr(config, 'QC_VERDICT_RULES', [*config.QC_VERDICT_RULES, strict])
+    result = run_photometry_stage(
+        one=One(cache_dir=str(small_cache), mode='local'),
+        h5_dir=root / 'data' / 'sessions',
+        qc_fpath=root / 'data' / 'qc_photometry.pqt',
+        log_fpath=root / 'metadata' / 'photometry_log.pqt',
+        sessions_fpath=root / 'metadata' / 'sessions.pqt',
+        upstream_logs=(),
+        progress=False,
+    )
+    assert result.n_skipped == len(h5_files)
+    assert [f.stat().st_mtime_ns for f in h5_files] == mtimes
+    qc = pd.read_parquet(root / 'data' / 'qc_photometry.pqt')
+    before = pd.read_parquet(small_pipeline / 'data' / 'qc_photometry.pqt')
+    assert (before['verdict'] == 'PASS').any() and not (qc['verdict'] == 'PASS').any()
+    rescored = sv.add_verdicts(qc.drop(columns=list(sv.VERDICT_COLUMNS)))
+    pd.testing.assert_series_equal(qc['verdict'], rescored['verdict'])

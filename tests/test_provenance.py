@@ -1,5 +1,6 @@
 """Provenance of outputs, the public API of the README (issue 15): source, version, params."""
 
+import json
 import shutil
 
 import h5py
@@ -39,6 +40,7 @@ def test_every_stage_table_and_h5_carries_source_version_and_params(small_pipeli
         'iblnm_version': iblnm.__version__,
         'schema_version': provenance.SCHEMA_VERSION,
         'params_hash': provenance.params_hash(),
+        'scoring_hash': provenance.scoring_hash(),
     }
     for fpath in tables:
         assert provenance.read_table_record(fpath) == expected, fpath.name
@@ -85,7 +87,7 @@ def test_a_second_source_or_other_parameters_stop_the_run(
         _catalog(One(cache_dir=str(other), mode='local'), root)
     params = {**config.PREPROCESSING_PARAMS, 'zscore': {'mode': 'median'}}
     monkeypatch.setattr(config, 'PREPROCESSING_PARAMS', params)
-    with pytest.raises(v.ProvenanceMismatch, match='params_hash'):
+    with pytest.raises(v.ProvenanceMismatch, match=r'parameters changed: PREPROCESSING_PARAMS\)'):
         _catalog(small_one, root)
     meta = root / 'metadata'
     query_database(
@@ -98,6 +100,35 @@ def test_a_second_source_or_other_parameters_stop_the_run(
     assert provenance.read_table_record(meta / 'sessions.pqt')['params_hash'] == (
         provenance.params_hash()
     )
+
+
+def test_other_verdict_rules_alone_do_not_stop_the_run(tmp_path, monkeypatch, caplog):
+    """The verdicts are re-scored from the stored metrics: no --redo for a rule change; a
+    record of the older kind (params_hash over the rules too) with the same parameters is
+    the same run; one of other parameters still stops it."""
+    meta = tmp_path / 'metadata'
+    record = {'source': 'demo', 'source_location': 'x'}
+    first = {**record, 'params_hash': provenance.params_hash()}
+    provenance.check_output_root({**first, 'scoring_hash': provenance.scoring_hash()}, meta)
+    rules = [r for r in config.QC_VERDICT_RULES if r['name'] != 'not_assessed']
+    monkeypatch.setattr(config, 'QC_VERDICT_RULES', rules)
+    now = {**first, 'scoring_hash': provenance.scoring_hash()}
+    assert provenance.params_hash() == first['params_hash']
+    with caplog.at_level('WARNING', logger='iblnm.provenance'):
+        provenance.check_output_root(now, meta)
+    assert 'verdict rules changed' in caplog.text
+    held = json.loads(provenance.record_fpath(meta).read_text())
+    assert held['scoring_hash'] == now['scoring_hash']
+    assert held['parameters']['QC_VERDICT_RULES'] == provenance._jsonable(rules)
+    # a root of the older record: its params_hash covered every parameter
+    legacy = {**record, 'params_hash': provenance._hash(provenance.processing_parameters())}
+    provenance.record_fpath(meta).write_text(json.dumps(legacy))
+    assert provenance.check_output_root(now, meta) == now
+    legacy['params_hash'] = '0' * 16  # other parameters (unknown, the root did not keep them)
+    provenance.record_fpath(meta).write_text(json.dumps(legacy))
+    with pytest.raises(v.ProvenanceMismatch, match='params_hash') as caught:
+        provenance.check_output_root(now, meta)
+    assert 'parameters changed' not in str(caught.value)
 
 
 def test_params_hash_changes_with_any_processing_parameter(monkeypatch):

@@ -316,6 +316,46 @@ def test_native_threads_limits_the_pools_and_restores_them():
             assert _blas_threads() == {2}
 
 
+def test_native_threads_overlapping_in_two_threads_restore_the_pools_last():
+    """Thread A opens, B opens, A closes, B closes: BLAS stays at 1 until B closes, then 2.
+
+    (One ``threadpool_limits`` per thread left the pools at 1: B saved A's limit as the
+    original and restored it last.)"""
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    steps = {name: threading.Event() for name in ('a_in', 'b_in', 'a_out', 'b_check')}
+    seen = {}
+
+    def a():
+        with util.native_threads(1):
+            steps['a_in'].set()
+            steps['b_in'].wait(5)
+        steps['a_out'].set()
+
+    def b():
+        steps['a_in'].wait(5)
+        with util.native_threads(1):
+            steps['b_in'].set()
+            steps['a_out'].wait(5)
+            seen['after_a_closed'] = _blas_threads()
+
+    with threadpool_limits(2):
+        if _blas_threads() != {2}:
+            pytest.skip('no BLAS pool of this process can run 2 threads')
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert seen['after_a_closed'] == {1}
+        assert _blas_threads() == {2}
+        with util.native_threads(1), util.native_threads(3):  # the smallest open limit
+            assert _blas_threads() == {1}
+        assert _blas_threads() == {2}
+
+
 def test_event_kernels_are_fitted_on_one_blas_thread(monkeypatch):
     from threadpoolctl import threadpool_limits
 

@@ -228,10 +228,11 @@ def order_qc_columns(qc):
     Metrics are float64 (counts included: NaN where a metric could not be computed) and each
     session's rows are sorted by region and band (sessions stay in their order), so the table
     is the same whether its rows were computed now or read back from HDF5 files (which hold
-    regions in name order). Rows without a verdict (tables of earlier runs) get one from their
-    metrics.
+    regions in name order). The verdicts are scored from the metrics with the rules in force,
+    also for the rows of sessions done by an earlier run (whose files may hold verdicts of
+    other rules: :data:`iblnm.provenance.SCORING_PARAMETERS`).
     """
-    if len(qc) and ('verdict' not in qc or qc['verdict'].isna().any()):
+    if len(qc):
         qc = sv.add_verdicts(qc)
     if len(qc) and {'eid', 'brain_region', 'band'} <= set(qc.columns):
         session = pd.Series(pd.factorize(qc['eid'])[0], index=qc.index, name='_session')

@@ -14,6 +14,7 @@ reasons are the names of the rules that fired, in rule order.
 The functions are pure: mappings and tables in, verdicts out.
 """
 
+import logging
 import operator
 from collections.abc import Mapping
 
@@ -21,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from iblnm import config
+
+log = logging.getLogger(__name__)
 
 OPERATORS = {'<': operator.lt, '<=': operator.le, '>': operator.gt, '>=': operator.ge}
 MISSING = 'missing'  # the op of a rule that fires on an absent or NaN metric
@@ -189,17 +192,49 @@ def _group_key(value):
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else value
 
 
-def recording_verdicts(qc, signal_band=SIGNAL_BAND):
+def recording_verdicts(qc, signal_band=SIGNAL_BAND, rules=None):
     """One row per recording: eid, brain_region, verdict, verdict_reasons (from a qc table).
 
-    Uses the table's verdict columns when present (computed by :func:`add_verdicts` otherwise).
+    The verdicts are scored from the table's metrics with ``rules`` (default
+    ``config.QC_VERDICT_RULES``), as :attr:`iblnm.data.PhotometrySession.qc` scores them, so
+    a session, a group and the overview give a recording the same verdict. A table with
+    verdict columns whose verdicts differ (one written with earlier rules) is re-scored with a
+    warning naming how many changed; one without a metric column (verdicts only) keeps its
+    verdicts.
     """
     if qc is None or len(qc) == 0:
         return pd.DataFrame(columns=['eid', 'brain_region', *VERDICT_COLUMNS])
-    if 'verdict' not in qc:
-        qc = add_verdicts(qc, signal_band=signal_band)
+    rules = config.QC_VERDICT_RULES if rules is None else rules
+    stored = qc if set(VERDICT_COLUMNS) <= set(qc.columns) else None
+    if stored is None or _has_rule_metrics(qc, rules):
+        qc = add_verdicts(qc, rules=rules, signal_band=signal_band)
     table = qc[['eid', 'brain_region', *VERDICT_COLUMNS]]
-    return table.drop_duplicates(['eid', 'brain_region']).reset_index(drop=True)
+    table = table.drop_duplicates(['eid', 'brain_region']).reset_index(drop=True)
+    if stored is not None and stored is not qc:
+        _warn_changed_verdicts(stored, table)
+    return table
+
+
+def _has_rule_metrics(qc, rules):
+    """True when a column of ``qc`` holds a metric one of ``rules`` reads."""
+    metrics = {c['metric'] for rule in rules for c in (rule, *rule.get('and', ()))}
+    bare = {m.split(':', 1)[-1] for m in metrics}  # 'Isosbestic:m' is column m of that band
+    return bool(bare & set(qc.columns))
+
+
+def _warn_changed_verdicts(stored, scored):
+    """Log how many recordings' stored verdicts differ from the ones scored now."""
+    before = stored[['eid', 'brain_region', 'verdict']].drop_duplicates(['eid', 'brain_region'])
+    both = before.merge(scored, on=['eid', 'brain_region'], suffixes=('_stored', ''))
+    changed = both['verdict_stored'].astype(str) != both['verdict'].astype(str)
+    if changed.any():
+        log.warning(
+            '%d of %d recordings: the stored QC verdict differs from the one the current rules '
+            'give (a table of an earlier run); using the current rules. Re-run the photometry '
+            'stage with --redo to store them.',
+            int(changed.sum()),
+            len(both),
+        )
 
 
 def verdict_counts(verdicts, by='target_NM'):

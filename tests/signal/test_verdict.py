@@ -142,6 +142,54 @@ def test_add_verdicts_per_recording_with_band_prefixed_metrics():
     assert sv.split_reasons('') == [] and sv.split_reasons(None) == []
 
 
+def test_a_table_of_earlier_rules_is_rescored_alike_by_session_group_and_overview(caplog):
+    """Stored verdicts written with earlier rules (here: PASS for a recording without the
+    sliding QC, before ``not_assessed``) are re-scored from the metrics, with a warning,
+    wherever a verdict is read; a table of verdicts without metrics keeps them."""
+    from iblnm.data import PhotometrySession
+    from iblnm.group import _verdict_lookup
+    from iblnm.pipeline.overview import verdict_tables
+
+    e1, e2 = '11111111-1111-4111-8111-111111111111', '22222222-2222-4222-8222-222222222222'
+    qc_table = pd.DataFrame(
+        {
+            'eid': [e1, e1, e2, e2],
+            'brain_region': ['VTA', 'VTA', 'DR', 'DR'],
+            'band': ['GCaMP', 'Isosbestic'] * 2,
+            'light_above_floor': [0.5, 0.5, np.nan, np.nan],  # DR: stopped before the sliding QC
+            'n_band_inversions': [0.0] * 4,
+            'verdict': ['PASS'] * 4,  # as an earlier run stored them
+            'verdict_reasons': [''] * 4,
+        }
+    )
+    expected = {(e1, 'VTA'): 'PASS', (e2, 'DR'): 'FAIL'}
+    with caplog.at_level('WARNING', logger='iblnm.signal.verdict'):
+        assert _verdict_lookup(qc_table) == expected
+    assert '1 of 2 recordings: the stored QC verdict differs' in caplog.text
+    session = PhotometrySession({'eid': e2}, one=object())
+    session.qc = qc_table[qc_table['eid'] == e2]
+    assert set(session.verdicts['verdict']) == {'FAIL'}
+    catalog = pd.DataFrame(
+        {
+            'eid': [e1, e2],
+            'subject': ['m1', 'm2'],
+            'brain_region': [['VTA'], ['DR']],
+            'hemisphere': [['l'], ['r']],
+            'target_NM': [['VTA-DA'], ['DR-5HT']],
+        }
+    )
+    recordings = verdict_tables(catalog, qc_table)[0]
+    assert dict(zip(zip(recordings['eid'], recordings['brain_region']), recordings['verdict'])) == (
+        expected
+    )
+    only_verdicts = qc_table[['eid', 'brain_region', 'band', 'verdict', 'verdict_reasons']]
+    assert set(sv.recording_verdicts(only_verdicts)['verdict']) == {'PASS'}
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='iblnm.signal.verdict'):
+        sv.recording_verdicts(sv.add_verdicts(qc_table))  # a table of these rules: no warning
+    assert caplog.text == ''
+
+
 # ---------------------------------------------------------------------------
 # Synthetic fibers of known quality
 # ---------------------------------------------------------------------------
