@@ -74,14 +74,19 @@ def _jsonable(value):
 
 
 def processing_parameters():
-    """The config constants that change what the stages compute, as a JSON-able dict."""
-    return {
+    """The config constants that change what the stages compute, as a JSON-able dict
+    (``QC_VERDICT_RULES``: the rules in force, with the settings' overrides)."""
+    from iblnm.signal.verdict import active_rules
+
+    params = {
         name: _jsonable(getattr(config, name))
         for name in sorted(vars(config))
         if name.isupper()
         and name.startswith(PARAM_PREFIXES)
         and not name.endswith(('_DIR', 'FPATH'))
     }
+    params['QC_VERDICT_RULES'] = _jsonable(active_rules())
+    return params
 
 
 # config constants that only score metrics already computed (the QC verdict rules): every
@@ -202,7 +207,7 @@ def check_output_root(record, metadata_dir, allow_change=False, params=None):
             )
         if not differ and 'scoring_hash' in held:
             log.warning(
-                'The QC verdict rules changed since the first run in %s: the verdicts are '
+                'The QC verdict rules changed since the last run in %s: the verdicts are '
                 're-scored from the stored metrics (no reprocessing needed).',
                 fpath.parent,
             )

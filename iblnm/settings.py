@@ -12,7 +12,15 @@ environment variables, an optional settings file, the defaults::
     IBLNM_CONFIG       a settings file (TOML; default ``iblnm.toml`` in the current folder)
 
 The settings file holds the same keys in lower case (``root``, ``one_mode``, ``one_cache``,
-``demo_cache``, ``workers``). The default output root is the source checkout when iblnm
+``demo_cache``, ``workers``), and, in the file only, the lab's QC verdict thresholds: a table
+per rule of ``iblnm.config.QC_VERDICT_RULES`` with its ``threshold`` and/or ``severity``::
+
+    [qc_rules.weak_signal]
+    threshold = 1.3        # the rule's own comparison; extra 'and' conditions keep theirs
+    severity = "FAIL"      # WARNING or FAIL
+
+Verdicts are scored from the stored metrics wherever they are read, so other rules need no
+reprocessing (see :mod:`iblnm.provenance`). The default output root is the source checkout when iblnm
 runs from one (a folder with ``pyproject.toml`` above the package), else the current
 working folder: an installed package never writes inside site-packages.
 
@@ -34,6 +42,8 @@ ENV = {
     'demo_cache': 'IBLNM_DEMO_CACHE',
     'workers': 'IBLNM_WORKERS',
 }
+FILE_ONLY = ('qc_rules',)  # settings with no environment variable
+RULE_KEYS = {'threshold', 'severity'}  # what a [qc_rules.<name>] table may set
 CONFIG_ENV = 'IBLNM_CONFIG'
 CONFIG_FILENAME = 'iblnm.toml'
 
@@ -103,10 +113,35 @@ def _read_file(path=None):
         return {}
     with open(path, 'rb') as file:
         values = tomllib.load(file)
-    unknown = sorted(set(values) - set(ENV))
+    unknown = sorted(set(values) - set(ENV) - set(FILE_ONLY))
     if unknown:
-        raise ValueError(f'{path}: unknown settings {unknown}; known: {sorted(ENV)}')
+        raise ValueError(
+            f'{path}: unknown settings {unknown}; known: {sorted(ENV) + list(FILE_ONLY)}'
+        )
     return values
+
+
+def _rule_overrides(value):
+    """``{name: {'threshold': x, 'severity': s}}`` as sorted, hashable pairs (validated)."""
+    if not isinstance(value, dict):
+        raise ValueError(f'qc_rules must be a table of rule tables, not {value!r}')
+    out = []
+    for name, fields in sorted(value.items()):
+        if not isinstance(fields, dict) or not fields or set(fields) - RULE_KEYS:
+            raise ValueError(
+                f'qc_rules.{name} must set {sorted(RULE_KEYS)} (one or both), not {fields!r}'
+            )
+        threshold = fields.get('threshold')
+        if 'threshold' in fields and (
+            isinstance(threshold, bool) or not isinstance(threshold, int | float)
+        ):
+            raise ValueError(f'qc_rules.{name}.threshold must be a number, not {threshold!r}')
+        if 'severity' in fields and fields['severity'] not in ('WARNING', 'FAIL'):
+            raise ValueError(
+                f'qc_rules.{name}.severity must be "WARNING" or "FAIL", not {fields["severity"]!r}'
+            )
+        out.append((str(name), tuple(sorted(fields.items()))))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -125,6 +160,10 @@ class Settings:
         Where the simulated demo cache lives (generated on first use).
     workers : int
         Worker processes per parallel stage.
+    qc_rules : tuple
+        The QC verdict rule overrides, ``((name, ((field, value), ...)), ...)`` (the
+        ``[qc_rules.<name>]`` tables of the settings file; applied by
+        :func:`iblnm.signal.verdict.active_rules`).
     """
 
     root: Path
@@ -132,6 +171,7 @@ class Settings:
     one_cache: Path | None = None
     demo_cache: Path | None = None
     workers: int = 1
+    qc_rules: tuple = ()
     sources: dict = field(default_factory=dict, compare=False)  # setting -> where it came from
 
     def path(self, name):
@@ -162,8 +202,8 @@ def resolve(config_file=None, **overrides):
         if os.environ.get(env):
             values[name], sources[name] = os.environ[env], f'${env}'
     for name, value in overrides.items():
-        if name not in ENV:
-            raise TypeError(f'unknown setting {name!r}; known: {sorted(ENV)}')
+        if name not in ENV and name not in FILE_ONLY:
+            raise TypeError(f'unknown setting {name!r}; known: {sorted(ENV) + list(FILE_ONLY)}')
         if value is not None:
             values[name], sources[name] = value, 'argument'
     root = Path(values.get('root') or default_root()).expanduser().resolve()
@@ -178,6 +218,7 @@ def resolve(config_file=None, **overrides):
         one_cache=Path(cache).expanduser().resolve() if cache else None,
         demo_cache=Path(demo).expanduser().resolve() if demo else None,
         workers=int(values.get('workers') or 1),
+        qc_rules=_rule_overrides(values.get('qc_rules') or {}),
         sources=sources,
     )
 

@@ -55,6 +55,29 @@ def validate_rules(rules):
         names.add(rule['name'])
 
 
+def active_rules():
+    """The verdict rules in force: ``config.QC_VERDICT_RULES`` with the run settings'
+    overrides (the ``[qc_rules.<name>]`` tables of the settings file, :mod:`iblnm.settings`).
+
+    Raises
+    ------
+    ValueError
+        When an override names no rule.
+    """
+    from iblnm import settings
+
+    overrides = {name: dict(fields) for name, fields in settings.current().qc_rules}
+    if not overrides:
+        return config.QC_VERDICT_RULES
+    known = [rule['name'] for rule in config.QC_VERDICT_RULES]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(f'qc_rules: no QC verdict rule named {unknown}; the rules: {known}')
+    rules = [{**rule, **overrides.get(rule['name'], {})} for rule in config.QC_VERDICT_RULES]
+    validate_rules(rules)
+    return rules
+
+
 def _as_float(value):
     try:
         value = float(value)
@@ -85,7 +108,7 @@ def qc_verdict(metrics: Mapping, rules=None):
     metrics : Mapping of str → float
         Metric values (see :func:`recording_metrics` for a recording's qc rows).
     rules : sequence of dict, optional
-        Default ``config.QC_VERDICT_RULES``.
+        Default :func:`active_rules` (``config.QC_VERDICT_RULES`` with the settings' overrides).
 
     Returns
     -------
@@ -93,7 +116,7 @@ def qc_verdict(metrics: Mapping, rules=None):
     reasons : list of str
         Names of the rules that fired, in rule order.
     """
-    rules = config.QC_VERDICT_RULES if rules is None else rules
+    rules = active_rules() if rules is None else rules
     fires = [rule_fires(rule, metrics) for rule in rules]
     failed = any(f and r['severity'] == 'FAIL' and r['op'] != MISSING for r, f in zip(rules, fires))
     fired = [r for r, f in zip(rules, fires) if f and not (failed and r['op'] == MISSING)]
@@ -170,6 +193,7 @@ def add_verdicts(qc, rules=None, signal_band=SIGNAL_BAND):
     pandas.DataFrame
         A copy with the two columns (replaced if present).
     """
+    rules = active_rules() if rules is None else rules  # once per table, not per recording
     qc = qc.drop(columns=[c for c in VERDICT_COLUMNS if c in qc]).copy()
     keys = [c for c in ('eid', 'brain_region') if c in qc]
     groups = {}  # recording → row positions, in order of first appearance
@@ -196,7 +220,7 @@ def recording_verdicts(qc, signal_band=SIGNAL_BAND, rules=None):
     """One row per recording: eid, brain_region, verdict, verdict_reasons (from a qc table).
 
     The verdicts are scored from the table's metrics with ``rules`` (default
-    ``config.QC_VERDICT_RULES``), as :attr:`iblnm.data.PhotometrySession.qc` scores them, so
+    :func:`active_rules`), as :attr:`iblnm.data.PhotometrySession.qc` scores them, so
     a session, a group and the overview give a recording the same verdict. A table with
     verdict columns whose verdicts differ (one written with earlier rules) is re-scored with a
     warning naming how many changed; one without a metric column (verdicts only) keeps its
@@ -204,7 +228,7 @@ def recording_verdicts(qc, signal_band=SIGNAL_BAND, rules=None):
     """
     if qc is None or len(qc) == 0:
         return pd.DataFrame(columns=['eid', 'brain_region', *VERDICT_COLUMNS])
-    rules = config.QC_VERDICT_RULES if rules is None else rules
+    rules = active_rules() if rules is None else rules
     stored = qc if set(VERDICT_COLUMNS) <= set(qc.columns) else None
     if stored is None or _has_rule_metrics(qc, rules):
         qc = add_verdicts(qc, rules=rules, signal_band=signal_band)

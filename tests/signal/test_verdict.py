@@ -372,3 +372,55 @@ def test_overview_verdict_tables():
     assert vta.to_dict('records') == [
         {'target_NM': 'VTA-DA', 'verdict': 'PASS', 'reason': '', 'n_recordings': 2}
     ]
+
+
+@pytest.fixture
+def rules_file(tmp_path):
+    """Install the settings of a TOML file for one test: ``use(text)``; reset afterwards."""
+    from iblnm import settings
+
+    def use(text):
+        fpath = tmp_path / 'iblnm.toml'
+        fpath.write_text(text)
+        return settings.use(settings.resolve(config_file=fpath))
+
+    yield use
+    settings.reset()
+
+
+def test_a_lab_sets_verdict_thresholds_in_the_settings_file(rules_file):
+    """``[qc_rules.<name>]`` changes a rule's threshold / severity for every reader; the
+    scoring hash follows, the processing hash does not."""
+    import copy
+
+    from iblnm import provenance
+
+    defaults = copy.deepcopy(config.QC_VERDICT_RULES)
+    metrics = {'light_above_floor': 0.5, 'residual_power_ratio': 1.5}
+    assert sv.qc_verdict(metrics) == ('WARNING', ['weak_signal'])  # default: < 2.0 warns
+    before = provenance.params_hash(), provenance.scoring_hash()
+    rules_file('[qc_rules.weak_signal]\nthreshold = 1.4\n')
+    assert sv.qc_verdict(metrics) == ('PASS', [])
+    assert next(r for r in sv.active_rules() if r['name'] == 'weak_signal')['threshold'] == 1.4
+    rules_file('[qc_rules.weak_signal]\nseverity = "FAIL"\n')
+    assert sv.qc_verdict(metrics) == ('FAIL', ['weak_signal'])
+    table = pd.DataFrame([{'eid': 'e', 'brain_region': 'A', 'band': 'GCaMP', **metrics}])
+    assert list(sv.recording_verdicts(table)['verdict']) == ['FAIL']
+    assert provenance.params_hash() == before[0] and provenance.scoring_hash() != before[1]
+    assert config.QC_VERDICT_RULES == defaults  # the defaults are not modified
+
+
+@pytest.mark.parametrize(
+    ('text', 'match'),
+    [
+        ('[qc_rules.no_such_rule]\nthreshold = 1\n', 'no QC verdict rule named'),
+        ('[qc_rules.weak_signal]\nthreshold = "high"\n', 'must be a number'),
+        ('[qc_rules.weak_signal]\nseverity = "PASS"\n', 'WARNING" or "FAIL'),
+        ('[qc_rules.weak_signal]\nmetric = "x"\n', 'must set'),
+        ('qc_rules = 3\n', 'table of rule tables'),
+    ],
+)
+def test_bad_verdict_rule_settings_say_what_is_wrong(rules_file, text, match):
+    with pytest.raises(ValueError, match=match):
+        rules_file(text)
+        sv.active_rules()
