@@ -223,6 +223,23 @@ def resolve(config_file=None, **overrides):
     )
 
 
+def describe(resolved):
+    """Lines saying each setting's value and where it came from (argument, $VARIABLE, file,
+    default), for ``iblnm settings``."""
+    values = {
+        'root': resolved.root,
+        'one_mode': resolved.one_mode or 'auto (remote when ONE is set up for Alyx)',
+        'one_cache': resolved.one_cache or f'the demo ({resolved.path("DEMO_CACHE_DIR")})',
+        'demo_cache': resolved.path('DEMO_CACHE_DIR'),
+        'workers': resolved.workers,
+        'qc_rules': ', '.join(name for name, _ in resolved.qc_rules) or 'none',
+    }
+    return [
+        f'{name:<11} {value}  [{resolved.sources.get(name, "default")}]'
+        for name, value in values.items()
+    ]
+
+
 _ACTIVE = []  # settings installed by use(); empty: resolved from the environment on each read
 
 

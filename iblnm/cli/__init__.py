@@ -7,6 +7,7 @@
     iblnm photometry --redo   # one stage
     iblnm responses           # an analysis
     iblnm demo --out DIR      # write a simulated dataset
+    iblnm settings            # the settings in force and the QC verdict rules
 
 The global options are run settings (:mod:`iblnm.settings`), resolved here when the run
 starts: arguments > environment (``IBLNM_ROOT``, ``IBLNM_ONE_CACHE`` …) > ``iblnm.toml`` >
@@ -37,6 +38,7 @@ COMMANDS = {
     'viewer': 'session_viewer',
     'demo': 'simulate',
     'add-real-sessions': 'add_real_sessions',
+    'settings': 'show_settings',
 }
 # the original script names, where they differ from the command
 ALIASES = {

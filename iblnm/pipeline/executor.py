@@ -174,7 +174,8 @@ def map_sessions(fn, items, workers=1, scheduler=None, desc=None, progress=True)
     (the signal is re-raised as :class:`Terminated`/``KeyboardInterrupt``), and each worker
     ends when its parent dies (:func:`init_worker`).
     """
-    bar = tqdm(total=len(items), desc=desc, disable=not progress, unit='session')
+    # no bar without work (a resumed stage with every session done): the summary says so
+    bar = tqdm(total=len(items), desc=desc, disable=not progress or not items, unit='session')
     try:
         if scheduler:
             client = _dask_client(scheduler)

@@ -78,6 +78,24 @@ def active_rules():
     return rules
 
 
+def rules_table(rules=None):
+    """The rules as a table (name, metric, op, threshold, severity, conditions, set_by):
+    ``set_by`` is 'settings' where the rule differs from ``config.QC_VERDICT_RULES``."""
+    rules = active_rules() if rules is None else rules
+    defaults = {rule['name']: rule for rule in config.QC_VERDICT_RULES}
+    rows = [
+        {
+            **{k: rule[k] for k in ('name', 'metric', 'op', 'threshold', 'severity')},
+            'conditions': ' and '.join(
+                f'{c["metric"]} {c["op"]} {c["threshold"]}' for c in rule.get('and', ())
+            ),
+            'set_by': 'default' if defaults.get(rule['name']) == rule else 'settings',
+        }
+        for rule in rules
+    ]
+    return pd.DataFrame(rows)
+
+
 def _as_float(value):
     try:
         value = float(value)

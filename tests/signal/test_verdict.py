@@ -424,3 +424,23 @@ def test_bad_verdict_rule_settings_say_what_is_wrong(rules_file, text, match):
     with pytest.raises(ValueError, match=match):
         rules_file(text)
         sv.active_rules()
+
+
+def test_the_settings_command_shows_the_rules_in_force(tmp_path, capsys):
+    from iblnm import settings
+    from iblnm.cli import main
+
+    fpath = tmp_path / 'iblnm.toml'
+    fpath.write_text('[qc_rules.weak_signal]\nthreshold = 1.4\n')
+    try:
+        assert main(['--config', str(fpath), 'settings']) == 0
+        out = capsys.readouterr().out
+        assert 'qc_rules    weak_signal  [file]' in out
+        lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+        assert lines['weak_signal'].split()[-1] == 'settings' and ' 1.4 ' in lines['weak_signal']
+        assert lines['no_signal'].split()[-1] == 'default'
+        fpath.write_text('[qc_rules.weak]\nthreshold = 1.4\n')
+        assert main(['--config', str(fpath), 'settings']) == 1
+        assert "no QC verdict rule named ['weak']" in capsys.readouterr().out
+    finally:
+        settings.reset()
