@@ -115,6 +115,14 @@ def scoring_hash(params=None):
     return _hash({k: params[k] for k in SCORING_PARAMETERS if k in params})
 
 
+def _legacy_hashes(params):
+    """The ``params_hash`` a record written before ``scoring_hash`` existed would hold for
+    ``params``: the hash of every parameter, with the rules in force or the default rules (a
+    settings file's ``[qc_rules]`` did not exist then)."""
+    defaults = {**params, 'QC_VERDICT_RULES': _jsonable(config.QC_VERDICT_RULES)}
+    return {_hash(params), _hash(defaults)}
+
+
 def changed_parameters(before, after):
     """Names of the parameters whose values differ between two parameter dicts (sorted)."""
     before, after = _jsonable(before), _jsonable(after)
@@ -189,7 +197,7 @@ def check_output_root(record, metadata_dir, allow_change=False, params=None):
     held = json.loads(fpath.read_text()) if fpath.exists() else None
     if held is not None:
         same_params = held.get('params_hash') == record.get('params_hash') or (
-            'scoring_hash' not in held and held.get('params_hash') == _hash(params)
+            'scoring_hash' not in held and held.get('params_hash') in _legacy_hashes(params)
         )
         differ = [k for k in ('source', 'source_location') if held.get(k) != record.get(k)]
         differ += [] if same_params else ['params_hash']

@@ -98,45 +98,75 @@ def thread_map(fn, items, threads=None):
 
 
 @functools.lru_cache(maxsize=1)
-def _threadpool_controller(n_modules):
-    """A controller of the native pools loaded now (finding them costs ~5 ms): kept until
-    ``n_modules`` (the number of imported modules) changes, as an import may load a library."""
+def _native_pools(n_modules):
+    """``(per_thread, shared)`` controllers of the native pools loaded now (finding them costs
+    ~5 ms): kept until ``n_modules`` (the number of imported modules) changes, as an import
+    may load a library.
+
+    ``per_thread``: OpenMP runtimes and BLAS on an OpenMP threading layer, whose limit is the
+    calling thread's; ``shared``: the other BLAS pools (OpenBLAS on pthreads, MKL, BLIS),
+    one per process.
+    """
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    controller = ThreadpoolController()
+    per_thread = controller.select(user_api='openmp', threading_layer='openmp')
+    own = {lib.filepath for lib in per_thread.lib_controllers}
+    shared = controller.select(
+        filepath=[lib.filepath for lib in controller.lib_controllers if lib.filepath not in own]
+    )
+    return per_thread, shared
 
 
-_native_lock = threading.Lock()
+_native_lock = threading.RLock()
 _native_open = []  # the limits of the native_threads blocks open now, in any thread
-_native_first = None  # (controller, limiter of the first open block: the pools' original state)
+_native_saved = {}  # filepath -> threads of each shared pool before the first open block
 
 
-def _apply_native_limits(limits=None):
-    """Set the pools to the smallest open limit, or back to their state before the first.
+def _apply_shared_limits():
+    """Set the shared pools to the smallest open limit, or back to their saved state.
 
-    Called under ``_native_lock``. threadpoolctl lets one "controlling" thread at a time set
-    a process-wide OpenBLAS pool (another thread's call is ignored); the blocks here are
-    serialised by the lock, so the thread that opens or closes one takes the control for
-    the call and leaves it free.
+    Called under ``_native_lock``. A pool loaded while blocks are open is saved when first
+    seen. threadpoolctl lets one "controlling" thread at a time set a process-wide OpenBLAS
+    pool (another thread's call is ignored); the calls here are serialised by the lock, so
+    the thread that opens or closes a block takes the control for the call and leaves it free.
     """
-    global _native_first
     from threadpoolctl import OpenBLASController
 
     release = getattr(OpenBLASController, 'clear_controlling_thread', None)
     if release is not None:
         release(force=True)
     try:
-        if _native_first is None:
-            controller = _threadpool_controller(len(sys.modules))
-            _native_first = (controller, controller.limit(limits=limits))
-        elif _native_open:
-            _native_first[0].limit(limits=min(_native_open))
-        else:
-            _native_first[1].restore_original_limits()
-            _native_first = None
+        for lib in _native_pools(len(sys.modules))[1].lib_controllers:
+            if _native_open:
+                _native_saved.setdefault(lib.filepath, lib.get_num_threads())
+                lib.set_num_threads(min(_native_open))
+            elif lib.filepath in _native_saved:
+                lib.set_num_threads(_native_saved[lib.filepath])
+        if not _native_open:
+            _native_saved.clear()
     finally:
         if release is not None:
             release(force=True)
+
+
+@contextlib.contextmanager
+def _shared_limit(limits):
+    """The process-wide pools at ``limits`` while this block (and any other) is open."""
+    with _native_lock:
+        _native_open.append(limits)
+        try:
+            _apply_shared_limits()
+        except BaseException:
+            _native_open.remove(limits)
+            _apply_shared_limits()
+            raise
+    try:
+        yield
+    finally:
+        with _native_lock:
+            _native_open.remove(limits)
+            _apply_shared_limits()
 
 
 @contextlib.contextmanager
@@ -145,31 +175,29 @@ def native_threads(limits=1):
 
     For the many small dense problems of a session (event-kernel fits, mixed models at each
     time point), where a second BLAS thread costs more than it saves. ``None`` leaves the
-    pools as they are. Through a cached ``threadpoolctl`` controller, renewed after an import
-    (entering then costs ~0.02 ms instead of ~5 ms for ``threadpool_limits``).
+    pools as they are. Through cached ``threadpoolctl`` controllers, renewed after an import
+    (entering then costs ~0.03 ms instead of ~5 ms for ``threadpool_limits``).
 
-    The pools belong to the process, so the blocks open in all threads are counted: while
-    any is open the pools run the smallest of their limits, and the state from before the
-    first block comes back when the last one closes, whatever order the threads close them
-    in (one ``threadpool_limits`` per thread would restore another thread's limit).
+    A pool whose limit is per thread (OpenMP) is limited and restored by the calling thread.
+    A process-wide pool (OpenBLAS on pthreads, MKL) is shared, so the blocks open in all
+    threads are counted: while any is open it runs the smallest of their limits, and its
+    state from before the first block comes back when the last one closes, whatever order
+    the threads close them in (one ``threadpool_limits`` per thread would restore another
+    thread's limit).
 
     Parameters
     ----------
     limits : int or None
-        Threads per native pool.
+        Threads per native pool (≥ 1).
     """
     if limits is None:
         yield
         return
-    with _native_lock:
-        _native_open.append(limits)
-        _apply_native_limits(limits)
-    try:
+    if isinstance(limits, bool) or not isinstance(limits, int) or limits < 1:
+        raise ValueError(f'native_threads takes a number of threads ≥ 1 or None, not {limits!r}')
+    per_thread = _native_pools(len(sys.modules))[0]
+    with per_thread.limit(limits=limits), _shared_limit(limits):
         yield
-    finally:
-        with _native_lock:
-            _native_open.remove(limits)
-            _apply_native_limits()
 
 
 def atomic_write(fpath, write_fn, suffix=None):

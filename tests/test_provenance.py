@@ -131,6 +131,34 @@ def test_other_verdict_rules_alone_do_not_stop_the_run(tmp_path, monkeypatch, ca
     assert 'parameters changed' not in str(caught.value)
 
 
+def test_a_root_of_the_older_record_resumes_under_a_settings_files_rules(tmp_path):
+    """The older record's params_hash covered the default rules; a lab's [qc_rules] in the
+    settings file (which did not exist then) must not make it another parameter set."""
+    from iblnm import settings
+
+    meta = tmp_path / 'metadata'
+    meta.mkdir()
+    legacy = {
+        'source': 'demo',
+        'source_location': 'x',
+        'params_hash': provenance._hash(provenance.processing_parameters()),
+    }
+    provenance.record_fpath(meta).write_text(json.dumps(legacy))
+    fpath = tmp_path / 'iblnm.toml'
+    fpath.write_text('[qc_rules.weak_signal]\nthreshold = 1.5\n')
+    settings.use(settings.resolve(config_file=fpath))
+    try:
+        now = {
+            'source': 'demo',
+            'source_location': 'x',
+            'params_hash': provenance.params_hash(),
+            'scoring_hash': provenance.scoring_hash(),
+        }
+        assert provenance.check_output_root(now, meta) == now
+    finally:
+        settings.reset()
+
+
 def test_params_hash_changes_with_any_processing_parameter(monkeypatch):
     before = provenance.params_hash()
     monkeypatch.setattr(config, 'RESPONSE_WINDOW', (-1.0, 2.0))

@@ -356,6 +356,74 @@ def test_native_threads_overlapping_in_two_threads_restore_the_pools_last():
         assert _blas_threads() == {2}
 
 
+def test_native_threads_restores_each_threads_openmp_limit():
+    """OpenMP limits are per thread: each thread gets its own back, in any closing order."""
+    import threading
+
+    pytest.importorskip('sklearn')  # loads an OpenMP runtime (libgomp)
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def omp():
+        return {i['num_threads'] for i in threadpool_info() if i['user_api'] == 'openmp'}
+
+    a_in, a_out, b_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def a():
+        with threadpool_limits(2, user_api='openmp'):
+            seen['a_before'] = omp()
+            with util.native_threads(1):
+                seen['a_inside'] = omp()
+                a_in.set()
+                b_out.wait(5)  # B opened while A's block is open (below), then A closes first
+            a_out.set()
+            seen['a_after'] = omp()
+
+    def b():
+        with threadpool_limits(2, user_api='openmp'):
+            a_in.wait(5)
+            with util.native_threads(1):
+                b_out.set()
+                a_out.wait(5)
+            seen['b_after'] = omp()
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    if seen.get('a_before') != {2}:
+        pytest.skip('no OpenMP pool of this process can run 2 threads')
+    assert seen['a_inside'] == {1}
+    assert seen['a_after'] == {2} and seen['b_after'] == {2}
+
+
+def test_native_threads_failing_to_enter_leaves_no_block_open(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(2):
+        if _blas_threads() != {2}:
+            pytest.skip('no BLAS pool of this process can run 2 threads')
+        real, calls = util._apply_shared_limits, []
+
+        def flaky():
+            calls.append(1)
+            if len(calls) == 1:
+                raise OSError('the pool could not be set')
+            real()
+
+        monkeypatch.setattr(util, '_apply_shared_limits', flaky)
+        with pytest.raises(OSError), util.native_threads(1):
+            pass
+        assert util._native_open == [] and _blas_threads() == {2}
+        with util.native_threads(1):
+            assert _blas_threads() == {1}
+        assert _blas_threads() == {2}
+    for bad in (0, 1.5, True, {'blas': 1}):
+        with pytest.raises(ValueError, match='number of threads'), util.native_threads(bad):
+            pass
+
+
 def test_event_kernels_are_fitted_on_one_blas_thread(monkeypatch):
     from threadpoolctl import threadpool_limits
 

@@ -240,28 +240,28 @@ def recording_verdicts(qc, signal_band=SIGNAL_BAND, rules=None):
     The verdicts are scored from the table's metrics with ``rules`` (default
     :func:`active_rules`), as :attr:`iblnm.data.PhotometrySession.qc` scores them, so
     a session, a group and the overview give a recording the same verdict. A table with
-    verdict columns whose verdicts differ (one written with earlier rules) is re-scored with a
-    warning naming how many changed; one without a metric column (verdicts only) keeps its
-    verdicts.
+    verdict columns whose verdicts differ from those of the rules in force (one written with
+    earlier rules) is re-scored with a warning naming how many changed (no warning for
+    explicit ``rules``); one without a metric column (keys and verdicts only)
+    keeps its verdicts.
     """
     if qc is None or len(qc) == 0:
         return pd.DataFrame(columns=['eid', 'brain_region', *VERDICT_COLUMNS])
+    in_force = rules is None
     rules = active_rules() if rules is None else rules
     stored = qc if set(VERDICT_COLUMNS) <= set(qc.columns) else None
-    if stored is None or _has_rule_metrics(qc, rules):
+    if stored is None or _has_metrics(qc):
         qc = add_verdicts(qc, rules=rules, signal_band=signal_band)
     table = qc[['eid', 'brain_region', *VERDICT_COLUMNS]]
     table = table.drop_duplicates(['eid', 'brain_region']).reset_index(drop=True)
-    if stored is not None and stored is not qc:
+    if in_force and stored is not None and stored is not qc:
         _warn_changed_verdicts(stored, table)
     return table
 
 
-def _has_rule_metrics(qc, rules):
-    """True when a column of ``qc`` holds a metric one of ``rules`` reads."""
-    metrics = {c['metric'] for rule in rules for c in (rule, *rule.get('and', ()))}
-    bare = {m.split(':', 1)[-1] for m in metrics}  # 'Isosbestic:m' is column m of that band
-    return bool(bare & set(qc.columns))
+def _has_metrics(qc):
+    """True when ``qc`` has a column besides the keys and the verdicts (a metric)."""
+    return bool(set(qc.columns) - {*KEY_COLUMNS, *VERDICT_COLUMNS})
 
 
 def _warn_changed_verdicts(stored, scored):
@@ -271,9 +271,9 @@ def _warn_changed_verdicts(stored, scored):
     changed = both['verdict_stored'].astype(str) != both['verdict'].astype(str)
     if changed.any():
         log.warning(
-            '%d of %d recordings: the stored QC verdict differs from the one the current rules '
-            'give (a table of an earlier run); using the current rules. Re-run the photometry '
-            'stage with --redo to store them.',
+            '%d of %d recordings: the stored QC verdict differs from the one the rules in force '
+            'give (a table of an earlier run, or other [qc_rules] settings); using the rules in '
+            'force. Running the photometry stage again stores them (no reprocessing).',
             int(changed.sum()),
             len(both),
         )

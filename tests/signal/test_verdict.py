@@ -187,6 +187,17 @@ def test_a_table_of_earlier_rules_is_rescored_alike_by_session_group_and_overvie
     caplog.clear()
     with caplog.at_level('WARNING', logger='iblnm.signal.verdict'):
         sv.recording_verdicts(sv.add_verdicts(qc_table))  # a table of these rules: no warning
+        # explicit rules score the metrics even when they read none of the table's columns
+        mine = [
+            {
+                'name': 'x',
+                'metric': 'absent',
+                'op': 'missing',
+                'threshold': 0,
+                'severity': 'WARNING',
+            }
+        ]
+        assert set(sv.recording_verdicts(qc_table, rules=mine)['verdict']) == {'WARNING'}
     assert caplog.text == ''
 
 
