@@ -111,3 +111,24 @@ def test_the_package_logs_and_the_command_line_shows_it(capsys):
         assert capsys.readouterr().out == ''
     finally:
         logger.handlers[:], logger.level = handlers, level
+
+
+def test_the_command_line_log_follows_a_later_redirection_of_stdout():
+    """configure_logging's handler writes to sys.stdout as it is when a record is emitted
+    (a handler bound to the stdout of the first call wrote to a closed capture)."""
+    import contextlib
+    import io
+    import logging
+
+    from iblnm.pipeline.cli import configure_logging
+
+    logger = logging.getLogger('iblnm')
+    handlers, level = list(logger.handlers), logger.level
+    try:
+        configure_logging()
+        for _ in range(2):
+            with contextlib.redirect_stdout(io.StringIO()) as out:
+                logging.getLogger('iblnm.test').info('hello')
+            assert out.getvalue() == 'hello\n'
+    finally:
+        logger.handlers[:], logger.level = handlers, level

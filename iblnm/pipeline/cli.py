@@ -27,6 +27,22 @@ def require_catalog(hint='run scripts/query_database.py first'):
     return 1
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """A stream handler on the ``sys.stdout`` of the moment a record is emitted, so that a
+    redirection or capture made after :func:`configure_logging` is followed (not a closed
+    stream kept from before)."""
+
+    _iblnm_cli = True
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def configure_logging(level=logging.INFO):
     """Show the package's log messages on stdout, as plain lines (the command-line view).
 
@@ -36,9 +52,8 @@ def configure_logging(level=logging.INFO):
     """
     logger = logging.getLogger('iblnm')
     if not any(getattr(h, '_iblnm_cli', False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter('%(message)s'))
-        handler._iblnm_cli = True
         logger.addHandler(handler)
     logger.setLevel(level)
 

@@ -438,9 +438,13 @@ def test_bad_verdict_rule_settings_say_what_is_wrong(rules_file, text, match):
 
 
 def test_the_settings_command_shows_the_rules_in_force(tmp_path, capsys):
+    import logging
+
     from iblnm import settings
     from iblnm.cli import main
 
+    logger = logging.getLogger('iblnm')  # main() shows the package's log: undone below
+    handlers, level = list(logger.handlers), logger.level
     fpath = tmp_path / 'iblnm.toml'
     fpath.write_text('[qc_rules.weak_signal]\nthreshold = 1.4\n')
     try:
@@ -455,3 +459,4 @@ def test_the_settings_command_shows_the_rules_in_force(tmp_path, capsys):
         assert "no QC verdict rule named ['weak']" in capsys.readouterr().out
     finally:
         settings.reset()
+        logger.handlers[:], logger.level = handlers, level
