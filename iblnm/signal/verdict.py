@@ -11,7 +11,9 @@ assessed recording has is not a PASS; one that already failed needs no second re
 verdict is the most severe severity among the rules that fired, PASS when none did; the
 reasons are the names of the rules that fired, in rule order.
 
-The functions are pure: mappings and tables in, verdicts out.
+The functions are pure (mappings and tables in, verdicts out), given their ``rules``;
+without them they use :func:`active_rules`, the rules in force for the run (the defaults with
+the settings file's ``[qc_rules]``).
 """
 
 import logging
