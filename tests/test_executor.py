@@ -194,3 +194,38 @@ def test_local_workers_run_each_session_on_one_thread(monkeypatch):
 
     monkeypatch.delenv(SESSION_THREADS_ENV, raising=False)
     assert set(map_sessions(_session_threads, range(2), workers=2, progress=False)) == {1}
+
+
+def test_jobs_run_in_the_runs_settings_and_record_as_a_dask_worker_would(tmp_path):
+    """A Dask worker is not forked from the run: the run's settings and provenance record
+    travel with the jobs (pickled) and are in force while a job runs, then undone."""
+    import pickle
+
+    from iblnm import provenance, settings
+    from iblnm.pipeline.stage import in_run_context, run_context
+
+    fpath = tmp_path / 'iblnm.toml'
+    fpath.write_text('[qc_rules.weak_signal]\nthreshold = 1.5\n')
+    try:
+        settings.use(settings.resolve(config_file=fpath, root=tmp_path / 'run_root'))
+        provenance._CURRENT.update({'source': 'demo', 'params_hash': 'abc'})
+        context = pickle.loads(pickle.dumps(run_context()))
+        settings.reset()  # a worker process of its own: nothing of the run
+        provenance._CURRENT.clear()
+
+        def job(_):
+            from iblnm.signal.verdict import active_rules
+
+            rule = next(r for r in active_rules() if r['name'] == 'weak_signal')
+            return settings.current().root, provenance.current(), rule['threshold']
+
+        seen = in_run_context(context, job, None)
+        assert seen == (
+            (tmp_path / 'run_root').resolve(),
+            {'source': 'demo', 'params_hash': 'abc'},
+            1.5,
+        )
+        assert settings._ACTIVE == [] and provenance.current() == {}  # the worker's own state back
+    finally:
+        settings.reset()
+        provenance._CURRENT.clear()

@@ -157,6 +157,36 @@ def with_retries(fn, job, attempts=None, backoff=None):
     return outcome
 
 
+def run_context():
+    """``(settings, provenance record)`` of the run in progress, for its workers."""
+    from iblnm import provenance, settings
+
+    return settings.current(), provenance.current()
+
+
+def in_run_context(context, fn, job):
+    """``fn(job)`` under the run's settings and provenance record (:func:`run_context`).
+
+    A local worker process is forked from the run and has both already; a Dask worker is a
+    process of its own, which would otherwise resolve the settings from its own environment
+    (another settings file, no ``[qc_rules]``) and record those in the session's files. The
+    worker's own state is restored afterwards.
+    """
+    from iblnm import provenance, settings
+
+    run_settings, record = context
+    before = list(settings._ACTIVE), provenance.current()
+    settings.use(run_settings)
+    provenance._CURRENT.clear()
+    provenance._CURRENT.update(record)
+    try:
+        return fn(job)
+    finally:
+        settings._ACTIVE[:] = before[0]
+        provenance._CURRENT.clear()
+        provenance._CURRENT.update(before[1])
+
+
 def run_jobs(
     fn,
     jobs,
@@ -181,7 +211,7 @@ def run_jobs(
     order = {job[0]['eid']: i for i, job in enumerate(jobs)}
     outcomes = []
     results = map_sessions(
-        functools.partial(with_retries, fn),
+        functools.partial(in_run_context, run_context(), functools.partial(with_retries, fn)),
         longest_first(jobs, cost),
         workers=workers,
         scheduler=scheduler,
