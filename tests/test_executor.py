@@ -206,8 +206,10 @@ def test_jobs_run_in_the_runs_settings_and_record_as_a_dask_worker_would(tmp_pat
 
     fpath = tmp_path / 'iblnm.toml'
     fpath.write_text('[qc_rules.weak_signal]\nthreshold = 1.5\n')
+    earlier = list(settings._ACTIVE), provenance.current()  # of tests run before, in-process
     try:
         settings.use(settings.resolve(config_file=fpath, root=tmp_path / 'run_root'))
+        provenance._CURRENT.clear()
         provenance._CURRENT.update({'source': 'demo', 'params_hash': 'abc'})
         context = pickle.loads(pickle.dumps(run_context()))
         settings.reset()  # a worker process of its own: nothing of the run
@@ -227,5 +229,6 @@ def test_jobs_run_in_the_runs_settings_and_record_as_a_dask_worker_would(tmp_pat
         )
         assert settings._ACTIVE == [] and provenance.current() == {}  # the worker's own state back
     finally:
-        settings.reset()
+        settings._ACTIVE[:] = earlier[0]
         provenance._CURRENT.clear()
+        provenance._CURRENT.update(earlier[1])
