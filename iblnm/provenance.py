@@ -16,6 +16,7 @@ adopts the new record and reprocesses. Other verdict rules alone do not stop it:
 are re-scored from the stored metrics wherever they are read.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -151,6 +152,7 @@ def make_record(one, params=None):
     from iblnm import __version__
 
     kind, location = data_source(one)
+    params = processing_parameters() if params is None else params
     return {
         'iblnm_version': __version__,
         'schema_version': SCHEMA_VERSION,
@@ -232,11 +234,11 @@ def start_run(one, metadata_dir=None, allow_change=False, banner=True):
     ``metadata_dir`` None (a stage called on an in-memory catalog) skips the root check.
     The simulated-data banner is printed once per process.
     """
-    record = make_record(one)
+    params = processing_parameters()
+    record = make_record(one, params)
     if metadata_dir is not None:
-        check_output_root(record, metadata_dir, allow_change=allow_change)
-    _CURRENT.clear()
-    _CURRENT.update(record)
+        check_output_root(record, metadata_dir, allow_change=allow_change, params=params)
+    _set_current(record)
     if banner and record['source'] == 'demo' and not _BANNER_SHOWN:
         _BANNER_SHOWN.append(True)
         log.warning(
@@ -250,6 +252,23 @@ def start_run(one, metadata_dir=None, allow_change=False, banner=True):
 def current():
     """The record of the run in progress ({} outside a run)."""
     return dict(_CURRENT)
+
+
+def _set_current(record):
+    _CURRENT.clear()
+    _CURRENT.update(record)
+
+
+@contextlib.contextmanager
+def recording(record):
+    """``record`` is the run's record (:func:`current`) inside the block; the previous one
+    after it (a worker running a job of a run it was not started by)."""
+    before = current()
+    _set_current(record)
+    try:
+        yield record
+    finally:
+        _set_current(before)
 
 
 def read_table_record(fpath):

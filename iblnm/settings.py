@@ -29,6 +29,7 @@ Every output path derives from the root through one table, :data:`LAYOUT`;
 settings each time they are read.
 """
 
+import contextlib
 import os
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -247,6 +248,17 @@ def use(settings):
     """Make ``settings`` the current ones for this process (a run calls it when it starts)."""
     _ACTIVE[:] = [settings]
     return settings
+
+
+@contextlib.contextmanager
+def using(settings):
+    """``settings`` are the current ones inside the block; the previous state after it."""
+    before = list(_ACTIVE)
+    _ACTIVE[:] = [settings]
+    try:
+        yield settings
+    finally:
+        _ACTIVE[:] = before
 
 
 def reset():

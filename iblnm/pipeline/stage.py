@@ -175,16 +175,8 @@ def in_run_context(context, fn, job):
     from iblnm import provenance, settings
 
     run_settings, record = context
-    before = list(settings._ACTIVE), provenance.current()
-    settings.use(run_settings)
-    provenance._CURRENT.clear()
-    provenance._CURRENT.update(record)
-    try:
+    with settings.using(run_settings), provenance.recording(record):
         return fn(job)
-    finally:
-        settings._ACTIVE[:] = before[0]
-        provenance._CURRENT.clear()
-        provenance._CURRENT.update(before[1])
 
 
 def run_jobs(

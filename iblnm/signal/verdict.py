@@ -251,13 +251,13 @@ def recording_verdicts(qc, signal_band=SIGNAL_BAND, rules=None):
         return pd.DataFrame(columns=['eid', 'brain_region', *VERDICT_COLUMNS])
     in_force = rules is None
     rules = active_rules() if rules is None else rules
-    stored = qc if set(VERDICT_COLUMNS) <= set(qc.columns) else None
-    if stored is None or _has_metrics(qc):
-        qc = add_verdicts(qc, rules=rules, signal_band=signal_band)
-    table = qc[['eid', 'brain_region', *VERDICT_COLUMNS]]
+    has_verdicts = set(VERDICT_COLUMNS) <= set(qc.columns)
+    rescore = not has_verdicts or _has_metrics(qc)  # verdicts only: nothing to score from
+    scored = add_verdicts(qc, rules=rules, signal_band=signal_band) if rescore else qc
+    table = scored[['eid', 'brain_region', *VERDICT_COLUMNS]]
     table = table.drop_duplicates(['eid', 'brain_region']).reset_index(drop=True)
-    if in_force and stored is not None and stored is not qc:
-        _warn_changed_verdicts(stored, table)
+    if in_force and has_verdicts and rescore:
+        _warn_changed_verdicts(qc, table)
     return table
 
 
