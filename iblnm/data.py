@@ -35,6 +35,7 @@ from iblnm.loaders import (
     PhotometrySessionLoader,
     dark_frames,
     data_columns,
+    raw_frames_disagreement,
     restrict_to_task,
     roi_to_region,
     split_bands,
@@ -359,7 +360,13 @@ class PhotometrySession:
             table, locations = self.loader.load_photometry_table()
         except Exception as error:  # noqa: BLE001 - ArrowInvalid, KeyError ... named in the log
             raise self._load_error(error, 'photometry', v.InvalidPhotometryTable) from error
-        bands = _fill_time_gaps(self._validated_bands(table, locations))  # before the bands
+        bands = self._validated_bands(table, locations)
+        if 'GCaMP' not in bands:
+            found = ', '.join(repr(b) for b in bands) or 'none'
+            raise v.InvalidPhotometryTable(
+                f'photometry: no GCaMP (470 nm) frames (bands found: {found})'
+            )
+        bands = _fill_time_gaps(bands)  # before the bands
         recorded = [f.index for f in bands.values() if len(f)]
         self._recorded_span = (
             (min(i[0] for i in recorded), max(i[-1] for i in recorded)) if recorded else None
@@ -437,7 +444,7 @@ class PhotometrySession:
             return
         expected = set(self.brain_region)
         for band, frame in self.photometry.items():
-            columns = {v.strip_hemisphere_suffix(c) for c in frame.columns}
+            columns = {recordings.key_region(c, expected) for c in frame.columns}
             if not columns <= expected and set(frame.columns) != expected:
                 raise v.AmbiguousRegionMapping(
                     f'{band} columns {list(frame.columns)} do not match regions {self.brain_region}'
@@ -615,8 +622,28 @@ class PhotometrySession:
 
     # ------------------------------------------------------------------ QC
     def _raw_frames(self):
-        """(frame times, LED codes) of the whole recording: raw file, else extracted table."""
-        return self.loader.raw_frames()
+        """(frame times, LED codes) of the whole recording: raw file, else extracted table.
+
+        A raw file that cannot be read (corrupt, unknown layout) or whose frames cannot be
+        the extracted table's recording (:func:`iblnm.loaders.raw_frames_disagreement`) is
+        logged as :class:`iblnm.validation.InvalidRawData`, and the extracted table's frames
+        are counted instead: raw QC then checks the frames that are processed.
+        """
+        import pyarrow as pa
+
+        try:
+            times, led = self.loader.raw_frames()
+        except (pa.ArrowException, ValueError, KeyError) as error:  # not OSError: transient
+            problem = v.wrap(v.InvalidRawData, error, 'raw photometry file')
+        else:
+            frames = self.loader.extracted_frames
+            reason = raw_frames_disagreement(times, None if frames is None else len(frames[0]))
+            if reason is None:
+                return times, led
+            problem = v.InvalidRawData(f'raw photometry file: {reason}')
+        log.warning('%s; raw QC counts the extracted table instead', problem)
+        self.log_error(problem)
+        return self.loader.table_frames()
 
     def run_raw_qc(self):
         """Count band inversions and early frames over the whole recording.

@@ -14,6 +14,7 @@ fip_40 session). :func:`normalise_photometry_table` maps both to the current one
 """
 
 import fnmatch
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,12 @@ from iblnm import config
 from iblnm.integrity import local_dataset, local_object, mismatched, verified
 from iblnm.recordings import recording_keys
 from iblnm.signal.qc import LED_CODE_MASK  # the one LED mask (LedState & 7)
-from iblnm.validation import AmbiguousTaskCollection, DatasetHashMismatch
+from iblnm.validation import (
+    AmbiguousTaskCollection,
+    DatasetHashMismatch,
+    InsufficientTrials,
+    InvalidTrialsTable,
+)
 
 SIGNAL_DATASET = 'photometry.signal.pqt'
 LOCATIONS_DATASET = 'photometryROI.locations.pqt'
@@ -37,6 +43,7 @@ RAW_PHOTOMETRY_COLLECTION = 'raw_photometry_data'
 # LED code (LedState & 7) -> band name; 0 = dark frame, 7 = all LEDs (first frame)
 LED_BANDS = {1: 'Isosbestic', 2: 'GCaMP', 4: 'RCaMP'}
 
+log = logging.getLogger(__name__)
 _SessionLoaderBase = getattr(bbone, 'PhotometrySessionLoader', bbone.SessionLoader)
 
 
@@ -72,13 +79,22 @@ def normalise_photometry_table(table, copy=True):
         table = table.rename(columns={'include': 'valid'})
     if 'valid' not in table:
         table['valid'] = True
-    for col in ('name', 'color'):
-        if col in table or col == 'name':
-            table[col] = _normalise_names(table[col])
-    wavelength = table['wavelength'].to_numpy(dtype=float, copy=True)
-    wavelength[wavelength == 0.0] = np.nan
+    if 'name' not in table and 'wavelength' not in table:
+        raise KeyError("neither 'name' nor 'wavelength': the frames' bands are unknown")
+    if 'color' in table:
+        table['color'] = _normalise_names(table['color'])
+    if 'wavelength' in table:
+        wavelength = table['wavelength'].to_numpy(dtype=float, copy=True)
+        wavelength[wavelength == 0.0] = np.nan
+    else:  # the names say the LED
+        names = pd.Categorical(table['name'])
+        wavelength = np.array(
+            [config.BAND_WAVELENGTHS.get(str(c), np.nan) for c in names.categories] + [np.nan]
+        )[np.where(names.codes < 0, len(names.categories), names.codes)]
+        log.warning("photometry table without 'wavelength': taken from the band names")
     table['wavelength'] = wavelength
-    check_band_wavelengths(table['name'], wavelength)
+    names = _normalise_names(table['name']) if 'name' in table else None
+    table['name'] = band_names(names, wavelength)
     for col, dtype in (
         ('valid', bool),
         ('times', float),
@@ -87,6 +103,60 @@ def normalise_photometry_table(table, copy=True):
         if table[col].dtype != dtype:
             table[col] = table[col].astype(dtype)
     return table
+
+
+def band_names(names, wavelength):
+    """The band of every frame: its name, or its LED's when the name is not a band's.
+
+    Names are matched to ``config.BAND_WAVELENGTHS`` case-insensitively ('gcamp' is
+    'GCaMP') and then checked against the wavelength (:func:`check_band_wavelengths`).
+    A lit frame whose name is none of the bands ('' , 'Iso', a sensor's name) gets the
+    band of its wavelength (470 nm: 'GCaMP', 415 nm: 'Isosbestic', 560 nm: 'RCaMP'), so
+    that a table named in another lab's words keeps its isosbestic band; a warning says
+    which names were replaced. Frames without a wavelength keep their name.
+
+    Parameters
+    ----------
+    names : pandas.Categorical or None
+        Channel names of the frames (normalised: '' for none); None: no name column.
+    wavelength : ndarray of float, shape (n_frames,)
+        LED wavelength (nm) of each frame, NaN for dark frames.
+
+    Returns
+    -------
+    pandas.Categorical, shape (n_frames,)
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> names = pd.Categorical(['', 'gcamp', 'Iso', 'None'])
+    >>> list(band_names(names, np.array([470.0, 470.0, 415.0, np.nan])))
+    ['GCaMP', 'GCaMP', 'Isosbestic', 'None']
+    """
+    bands = list(config.BAND_WAVELENGTHS)
+    canonical = {band.lower(): band for band in bands}
+    if names is None:
+        names = pd.Categorical.from_codes(np.full(len(wavelength), 0), categories=[''])
+    names = pd.Categorical(names)
+    mapped = [canonical.get(str(c).lower(), str(c)) for c in names.categories]
+    categories = list(dict.fromkeys(mapped + bands))
+    codes = np.array([categories.index(c) for c in mapped] + [-1])[names.codes]
+    renamed = pd.Categorical.from_codes(codes, categories=categories)
+    check_band_wavelengths(renamed, wavelength)
+    is_band = np.array([c in bands for c in categories] + [False])
+    unnamed = ~is_band[codes] & np.isin(wavelength, list(config.BAND_WAVELENGTHS.values()))
+    if not unnamed.any():
+        return renamed.remove_unused_categories()
+    replaced = sorted({categories[c] if c >= 0 else '' for c in np.unique(codes[unnamed])})
+    codes = codes.copy()
+    for band, w in config.BAND_WAVELENGTHS.items():
+        codes[unnamed & (wavelength == w)] = categories.index(band)
+    log.warning(
+        'photometry: %d lit frames named %s take the band of their wavelength',
+        int(unnamed.sum()),
+        ', '.join(repr(c) for c in replaced),
+    )
+    return pd.Categorical.from_codes(codes, categories=categories).remove_unused_categories()
 
 
 def check_band_wavelengths(names, wavelength):
@@ -115,10 +185,17 @@ def check_band_wavelengths(names, wavelength):
 def data_columns(table):
     """ROI columns of a photometry table (``Region*``, else ``G*``/``R*`` names).
 
-    ``table`` is a DataFrame or a list of column names.
+    ``table`` is a DataFrame (its numeric, non-boolean columns only) or a list of column
+    names.
     """
     names = table.columns if hasattr(table, 'columns') else table
     candidates = [c for c in names if c not in META_COLUMNS]
+    if hasattr(table, 'columns'):  # a text or boolean column is no ROI ('Rig', 'Good')
+        candidates = [
+            c
+            for c in candidates
+            if pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
+        ]
     regions = [c for c in candidates if str(c).startswith('Region')]
     return regions or [c for c in candidates if str(c)[:1] in ('G', 'R')]
 
@@ -130,9 +207,15 @@ def read_photometry_table(path):
     read (the file's ``color`` and any other column are not), with pyarrow; the result is
     as :func:`normalise_photometry_table` (without ``color``).
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = pq.read_schema(path).names
+    schema = pq.read_schema(path)
+    names = [  # a text or boolean column is no ROI
+        f.name
+        for f in schema
+        if f.name in META_COLUMNS or pa.types.is_floating(f.type) or pa.types.is_integer(f.type)
+    ]
     columns = [c for c in READ_COLUMNS if c in names] + data_columns(names)
     dictionary = ['name'] if 'name' in names else None
     arrow = pq.read_table(path, columns=columns, read_dictionary=dictionary)
@@ -213,31 +296,174 @@ def dark_frames(table, locations=None, names=None):
     return {rename.get(c, c): dark[c].to_numpy(float) for c in data_columns(table)}
 
 
+PAIRED_BANDS = ('GCaMP', 'Isosbestic')  # paired frame by frame (the isosbestic correction)
+
+
+def task_span(trials):
+    """(first trial start, last trial end) (s) of a trials table.
+
+    ``InsufficientTrials`` for a table without trials, ``InvalidTrialsTable`` when no
+    trial has a finite start (``intervals_0``) or end (``intervals_1``).
+    """
+    if len(trials) == 0:
+        raise InsufficientTrials('n_trials=0: the trials table is empty')
+    span = []
+    for column in ('intervals_0', 'intervals_1'):
+        values = trials[column].to_numpy(float) if column in trials else np.array([np.nan])
+        if not np.isfinite(values).any():
+            raise InvalidTrialsTable(f'no trial has a finite {column} (trial start/end times)')
+        span.append(values[np.isfinite(values)])
+    return float(span[0].min()), float(span[1].max())
+
+
+def pair_by_time(reference, times):
+    """Indices into ``times`` of the frame paired with each ``reference`` frame, by time.
+
+    Frames of two interleaved bands are paired at the lag of the first pair, taken modulo
+    the reference's frame interval ``T`` (so that the pairing convention of the file is
+    kept: on these rigs a 470 nm frame is equally far from the 415 nm frames before and
+    after it); a frame is paired when one of ``times`` lies within ``T / 4`` of
+    ``reference + lag``.
+
+    Parameters
+    ----------
+    reference, times : ndarray of float, shapes (n,) and (m,)
+        Increasing frame times (s) of the two bands.
+
+    Returns
+    -------
+    ndarray of int, shape (n,), or None
+        None when the frames are already paired by position (the first ``min(n, m)``
+        pairs keep one lag within ``T / 4``); else the index into ``times`` per reference
+        frame, -1 where no frame lies within the tolerance.
+    """
+    reference, times = np.asarray(reference, float), np.asarray(times, float)
+    n = min(reference.size, times.size)
+    if n < 2:
+        return None
+    period = float(np.nanmedian(np.diff(reference)))
+    lags = times[:n] - reference[:n]
+    tolerance = period / 4
+    if not np.isfinite(period) or np.nanmax(np.abs(lags - lags[0])) <= tolerance:
+        return None
+    wrapped = (lags - lags[0] + period / 2) % period - period / 2
+    lag = lags[0] + float(np.nanmedian(wrapped))
+    target = reference + lag
+    right = np.clip(np.searchsorted(times, target), 1, times.size - 1)
+    nearest = np.where(
+        np.abs(times[right] - target) < np.abs(times[right - 1] - target), right, right - 1
+    )
+    return np.where(np.abs(times[nearest] - target) <= tolerance, nearest, -1)
+
+
+def pair_bands(bands, paired=PAIRED_BANDS):
+    """The bands of ``paired`` made frame-by-frame pairs of the first one's frames.
+
+    Bands whose frames already pair by position (:func:`pair_by_time`) are cut to one
+    length, as ``iblphotometry`` does; a band whose frames do not (a frame missing from
+    one band only: the extracted table disagrees with the recording) is re-indexed onto
+    the reference's frames by time, NaN where it has no frame (logged). Other bands are
+    returned as they are.
+    """
+    present = [b for b in paired if b in bands]
+    if len(present) < 2:
+        return dict(bands)
+    reference, others = present[0], present[1:]
+    pairings = {b: pair_by_time(bands[reference].index, bands[b].index) for b in others}
+    by_position = [reference, *(b for b in others if pairings[b] is None)]
+    n = min(len(bands[b]) for b in by_position)
+    out = {b: (frame.iloc[:n] if b in by_position else frame) for b, frame in bands.items()}
+    ref_times = out[reference].index
+    for band in others:
+        index = pairings[band]
+        if index is None:
+            continue
+        index = index[:n]
+        frame = bands[band]
+        values = frame.to_numpy(float).take(np.maximum(index, 0), axis=0)
+        values[index < 0] = np.nan
+        times = np.where(index >= 0, frame.index.to_numpy().take(np.maximum(index, 0)), np.nan)
+        lag = np.nanmedian(times - ref_times.to_numpy())
+        times = np.where(index >= 0, times, ref_times.to_numpy() + lag)
+        out[band] = pd.DataFrame(
+            values, index=pd.Index(times, name=frame.index.name), columns=frame.columns
+        )
+        log.warning(
+            'photometry: %s frames do not pair with %s frames by position (%d of %d unpaired, '
+            '%d unused): paired by time, NaN where unpaired',
+            band,
+            reference,
+            int((index < 0).sum()),
+            index.size,
+            len(frame) - int(np.unique(index[index >= 0]).size),
+        )
+    return out
+
+
 def restrict_to_task(
     bands, trials, pre=config.PHOTOMETRY_RESTRICT_PRE, post=config.PHOTOMETRY_RESTRICT_POST
 ):
     """Keep samples within [first trial start + pre, last trial end + post] (s).
 
-    Like ``fpio.restrict_to_session_time`` but NaN-safe (first/last finite interval) and
-    without mutating the input; every band is cut to the shortest length.
+    Like ``fpio.restrict_to_session_time`` but NaN-safe (first/last finite interval:
+    :func:`task_span`) and without mutating the input; the GCaMP and isosbestic bands are
+    then made pairs (:func:`pair_bands`).
     """
-    t_start = np.nanmin(trials['intervals_0'].to_numpy(float))
-    t_stop = np.nanmax(trials['intervals_1'].to_numpy(float))
+    t_start, t_stop = task_span(trials)
     restricted = {}
     for band, frame in bands.items():
         t = frame.index.to_numpy()
         restricted[band] = frame.loc[(t > t_start + pre) & (t < t_stop + post)]
-    n = min((len(f) for f in restricted.values()), default=0)
-    return {band: frame.iloc[:n] for band, frame in restricted.items()}
+    return pair_bands(restricted)
 
 
 # ---------------------------------------------------------------------------
 # Raw Neurophotometrics file
 # ---------------------------------------------------------------------------
+RAW_TIME_COLUMNS = ('SystemTimestamp', 'Timestamp')  # current, older layouts
+RAW_STATE_COLUMNS = ('LedState', 'Flags')
+
+
 def _raw_columns(names):
-    time_col = 'SystemTimestamp' if 'SystemTimestamp' in names else 'Timestamp'
-    state_col = 'LedState' if 'LedState' in names else 'Flags'
-    return time_col, state_col
+    """(time column, LED state column) of a raw file's columns (``ValueError`` if none)."""
+    found = []
+    for candidates in (RAW_TIME_COLUMNS, RAW_STATE_COLUMNS):
+        present = [c for c in candidates if c in names]
+        if not present:
+            raise ValueError(
+                f'raw photometry file has none of the columns {", ".join(candidates)} '
+                f'(columns: {", ".join(map(str, names))})'
+            )
+        found.append(present[0])
+    return tuple(found)
+
+
+def raw_frames_disagreement(times, n_table):
+    """Why a raw file's frames cannot be the recording an extracted table came from, or None.
+
+    Parameters
+    ----------
+    times : ndarray of float, shape (n,)
+        Frame times (s) of the raw file.
+    n_table : int or None
+        Frames of the extracted table (None: not known, not compared).
+
+    Returns
+    -------
+    str or None
+        A reason when the raw file has fewer than 2 frames, non-finite frame times, or
+        fewer than 99 % of the extracted table's frames (an extraction never adds frames;
+        a raw file may hold more, e.g. frames recorded after the extraction's end).
+    """
+    times = np.asarray(times, dtype=float)
+    if times.size < 2:
+        return f'{times.size} frame(s)'
+    n_bad = int((~np.isfinite(times)).sum())
+    if n_bad:
+        return f'{n_bad} non-finite frame times'
+    if n_table is not None and times.size < 0.99 * n_table:
+        return f'{times.size} frames, the extracted table {n_table}'
+    return None
 
 
 def _read_table(path, columns=None):
@@ -291,7 +517,8 @@ def read_raw_frames(path):
 def alf_dataframe(bunch):
     """``one.alf.io.dataframe`` (``AlfBunch.to_df``) built in one go: same columns, order and
     values (2-D attributes split into ``name_0``, ``name_1``, ... up to 10, 3-D skipped),
-    without its one-column-at-a-time inserts (~15 ms for a trials table)."""
+    without its one-column-at-a-time inserts (~15 ms for a trials table). Object columns
+    holding numbers or booleans get their dtype back (``DataFrame.infer_objects``)."""
     from one.alf import io as alfio
 
     if alfio.check_dimensions(bunch) != 0:
@@ -306,7 +533,9 @@ def alf_dataframe(bunch):
         elif values.ndim == 2:
             for i in range(min(values.shape[1], 10)):
                 columns[f'{key}_{i}'] = values[:, i]
-    return pd.DataFrame(columns)
+    # ONE splits a ``*.table.pqt`` with ``df.values.T``: one text or boolean column makes
+    # every column an object array; give each column back the type of its values
+    return pd.DataFrame(columns).infer_objects()
 
 
 def _collection(rel_path):
@@ -489,10 +718,17 @@ class PhotometrySessionLoader(_SessionLoaderBase):
         table again.
         """
         try:
-            times, led = read_raw_frames(self.raw_photometry_path())
+            path = self.raw_photometry_path()
         except ALFObjectNotFound:
-            if self.extracted_frames is None:
-                self.load_photometry_table()
-            times, wavelength = self.extracted_frames
-            led = np.select([wavelength == 415, wavelength == 470], [1, 2], 0)
+            return self.table_frames()
+        times, led = read_raw_frames(path)
+        return times[1:], led[1:]
+
+    def table_frames(self):
+        """(times, LED codes) of every frame but the first of the extracted table (LED 1 =
+        415 nm, 2 = 470 nm, 0 = other), as :meth:`raw_frames` gives them from a raw file."""
+        if self.extracted_frames is None:
+            self.load_photometry_table()
+        times, wavelength = self.extracted_frames
+        led = np.select([wavelength == 415, wavelength == 470], [1, 2], 0)
         return times[1:], led[1:]

@@ -97,6 +97,27 @@ def recording_keys(regions, hemispheres=None, rois=None):
     return names
 
 
+def key_region(key, regions=()):
+    """The region a recording key (:func:`recording_keys`) names, as the catalog lists it.
+
+    ``'VTA-l_G0'`` is ``'VTA-l'`` when ``regions`` lists it so, else ``'VTA'``; a key
+    without a ROI suffix loses only its hemisphere unless ``regions`` lists it as it is.
+
+    Examples
+    --------
+    >>> key_region('VTA-l'), key_region('VTA_G0'), key_region('VTA-l_G4', ['VTA-l'])
+    ('VTA', 'VTA', 'VTA-l')
+    """
+    key = str(key)
+    candidates = [key]
+    if '_' in key:
+        candidates.append(key.rsplit('_', 1)[0])
+    for candidate in candidates:
+        if candidate in regions:
+            return candidate
+    return v.strip_hemisphere_suffix(candidates[-1])
+
+
 def is_midline(region):
     """Is ``region`` (bare or with a ``-l``/``-r`` suffix) a midline nucleus
     (``config.MIDLINE_REGIONS``)?

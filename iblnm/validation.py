@@ -103,6 +103,12 @@ class MissingRawData(IblnmError):
     """Neither raw nor extracted data exist."""
 
 
+class InvalidRawData(IblnmError):
+    """The raw Neurophotometrics file cannot be read (corrupt, unknown layout) or cannot be
+    the recording of the extracted table (too few frames, non-finite times): raw QC counts
+    the extracted table's frames instead. Not fatal."""
+
+
 class AmbiguousTaskCollection(IblnmError):
     """A behaviour object (trials, wheel) is in several collections (several task runs in one
     session): which one goes with the photometry is not decided for the user."""
@@ -916,7 +922,10 @@ def validate_photometry_fibers(table, locations, columns):
         values = table[roi].to_numpy(float)[valid]
         finite = values[np.isfinite(values)]
         if finite.size == 0 or np.ptp(finite) == 0:
-            kind = 'all NaN' if finite.size == 0 else 'constant'
+            if not valid.any():
+                kind = "all NaN: every frame is flagged invalid (column 'valid')"
+            else:
+                kind = 'all NaN' if finite.size == 0 else 'constant'
             errors.append(BadFiber(f'{roi} ({region}): signal is {kind}; fiber dropped'))
             continue
         keep.append(roi)

@@ -660,3 +660,23 @@ def test_qc_table_is_rebuilt_after_every_change_and_callers_get_copies():
     assert (ps.qc['n_early_samples'] == 3).all()
     ps.qc = table.assign(n_early_samples=5)
     assert (ps.qc['n_early_samples'] == 5).all()
+
+
+def test_two_fibers_in_one_region_keep_their_roi_keys():
+    """Two fibers in one region with no hemisphere to tell them apart get the keys
+    ``SI_G0``/``SI_G4`` (:func:`iblnm.recordings.recording_keys`): the check against the
+    catalog's regions accepts them; a region the catalog does not list is still refused."""
+    from iblnm.simulate import example_session
+
+    ps = example_session()
+    frame = ps.photometry['GCaMP'].iloc[:, [0, 0]]
+    for regions, hemis, columns in (
+        (['SI', 'SI'], ['', ''], ['SI_G0', 'SI_G4']),
+        (['SI-l', 'SI-l'], ['l', 'l'], ['SI-l_G0', 'SI-l_G4']),
+    ):
+        ps.brain_region, ps.hemisphere = regions, hemis
+        ps.photometry = {'GCaMP': frame.set_axis(columns, axis=1)}
+        ps._match_photometry_to_metadata()
+    ps.photometry = {'GCaMP': frame.set_axis(['VTA_G0', 'SI_G4'], axis=1)}
+    with pytest.raises(v.AmbiguousRegionMapping):
+        ps._match_photometry_to_metadata()

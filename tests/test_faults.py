@@ -324,6 +324,124 @@ def test_corrupt_signal_file_names_the_library(case, reference):
     )
 
 
+def raw_path(case, eid=FAULTY):
+    return case.session_dir(eid) / 'raw_photometry_data' / '_neurophotometrics_fpData.raw.pqt'
+
+
+def test_empty_trials_table_is_insufficient_trials_not_a_bug(case, reference):
+    """A session whose trials table has no rows (no trial done, or an empty extraction):
+    typed in both stages, the photometry stage does not crash on the empty task span."""
+    original = edit_parquet(trials_path(case), lambda t: t.iloc[:0])
+    phot = case.photometry(case.catalog)
+    assert phot.exit_code == 0
+    assert log_types(phot, FAULTY) == {'InsufficientTrials'}
+    assert 'n_trials=0' in log_messages(phot, FAULTY, 'InsufficientTrials')
+    assert_control_unchanged(case, reference)
+    task = case.task(case.catalog)
+    assert task.exit_code == 0
+    assert 'UnexpectedError' not in log_types(task, FAULTY)
+    restore(trials_path(case), original)
+    case.photometry(case.catalog)
+    assert same_h5(case, reference, FAULTY)
+    chaos(
+        'trials table with no rows',
+        'InsufficientTrials',
+        True,
+        'fixed file: reprocessed, equal to the reference',
+    )
+
+
+@pytest.mark.parametrize(
+    'fault, edit',
+    [
+        (
+            'truncated raw file',
+            lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        ),
+        (
+            'raw file without its LED column',
+            lambda p: pd.read_parquet(p).rename(columns={'LedState': 'Led'}).to_parquet(p),
+        ),
+        ('raw file with no frames', lambda p: pd.read_parquet(p).iloc[:0].to_parquet(p)),
+    ],
+    ids=['truncated', 'no-led-column', 'empty'],
+)
+def test_unusable_raw_file_is_logged_and_raw_qc_counts_the_table(case, reference, fault, edit):
+    """A raw file that cannot be read, or cannot be the recording of the extracted table, is
+    an InvalidRawData row; the session is processed with raw QC on the extracted frames,
+    which here are the same frames: the outputs equal the reference's."""
+    path = raw_path(case)
+    assert path.exists()
+    edit(path)
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0
+    assert log_types(result, FAULTY) == {'InvalidRawData'}
+    assert same_h5(case, reference, FAULTY)
+    assert_control_unchanged(case, reference)
+    chaos(fault, 'InvalidRawData (not fatal)', True, 'processed, equal to the reference')
+
+
+@pytest.mark.parametrize(
+    'fault, path_of, edit',
+    [
+        (
+            'isosbestic band named "Iso"',
+            signal_path,
+            lambda t: t.assign(name=t['name'].astype(str).replace('Isosbestic', 'Iso')),
+        ),
+        (
+            'band names in lower case',
+            signal_path,
+            lambda t: t.assign(name=t['name'].astype(str).str.lower()),
+        ),
+        ('no band names', signal_path, lambda t: t.drop(columns='name')),
+        ('a text column in the signal table', signal_path, lambda t: t.assign(Rig='NPH-3')),
+        ('a boolean column in the trials table', trials_path, lambda t: t.assign(extra=True)),
+    ],
+    ids=['iso-named-Iso', 'lower-case', 'no-names', 'text-column', 'bool-trials-column'],
+)
+def test_other_labs_words_give_the_same_outputs(case, reference, fault, path_of, edit):
+    """Tables that say the same in other words: bands named otherwise (the LED decides),
+    a text column beside the ROIs, a boolean trials column (ONE turns the whole table
+    into objects): processed as the reference, nothing logged."""
+    edit_parquet(path_of(case), edit)
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0
+    assert log_types(result, FAULTY) == set()
+    assert same_h5(case, reference, FAULTY)
+    chaos(fault, '(none)', None, 'processed, equal to the reference')
+
+
+def test_frames_missing_from_one_band_are_paired_by_time(case, reference):
+    """Isosbestic frames missing from the extracted table only (the raw file is whole):
+    the bands are paired by time, not by position, so the signal stays aligned; the
+    missing frames are NaN (masked) instead of shifting every later pair."""
+
+    def drop(t):
+        iso = t.index[t['name'].astype(str) == 'Isosbestic']
+        return t.drop(iso[50::400]).reset_index(drop=True)
+
+    edit_parquet(signal_path(case), drop)
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0
+    assert 'UnexpectedError' not in log_types(result, FAULTY)
+    ours = case.h5(FAULTY, ['photometry'])['photometry']
+    theirs = reference.h5(FAULTY, ['photometry'])['photometry']
+    for region in theirs:
+        a = theirs[region]['preprocessed']['dff']
+        b = ours[region]['preprocessed']['dff']
+        assert len(a) == len(b)
+        both = np.isfinite(a) & np.isfinite(b)
+        assert both.mean() > 0.9
+        assert np.corrcoef(a[both], b[both])[0, 1] > 0.99
+    chaos(
+        'isosbestic frames missing from the extracted table',
+        '(warning: paired by time)',
+        None,
+        'processed, ΔF/F r > 0.99 with the reference',
+    )
+
+
 def test_trials_of_two_task_runs_are_ambiguous_not_missing(case, reference):
     """A session with two task collections (alf/task_00 and alf/task_01, each with trials and
     wheel): typed AmbiguousTaskCollection naming both, in photometry and task (the wheel stage

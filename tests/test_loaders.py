@@ -6,11 +6,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iblnm import validation as v
 from iblnm.loaders import (
     PhotometrySessionLoader,
+    band_names,
+    data_columns,
     normalise_photometry_table,
+    pair_bands,
+    pair_by_time,
+    raw_frames_disagreement,
     read_raw_photometry,
     roi_to_region,
+    task_span,
 )
 from iblnm.onecache import session_eid
 
@@ -135,3 +142,78 @@ def test_split_bands_equals_the_mask_based_split(names, n_rois):
     for band in want:
         pd.testing.assert_frame_equal(got[band], want[band], check_exact=True)
         assert got[band].to_numpy().flags['C_CONTIGUOUS']
+
+
+# ---------------------------------------------------------------------------
+# Inputs from other labs and other extractions (fault sweep on the real sessions)
+# ---------------------------------------------------------------------------
+def test_bands_pair_by_position_unless_a_frame_is_missing_from_one():
+    period = 1 / 30
+    gcamp = np.arange(1000) * period
+    iso = gcamp + period / 2  # 415 nm frames half a frame after the 470 nm ones
+    assert pair_by_time(gcamp, iso) is None  # paired by position: left alone
+    assert pair_by_time(gcamp, iso[:-3]) is None  # a shorter band is only cut
+    jitter = np.random.default_rng(0).normal(0, 2e-4, iso.size)
+    assert pair_by_time(gcamp, iso + jitter) is None
+    missing = np.delete(iso, [100, 500, 501])
+    index = pair_by_time(gcamp, missing)
+    assert index.shape == (1000,)
+    assert np.array_equal(np.flatnonzero(index < 0), [100, 500, 501])
+    paired = index >= 0
+    np.testing.assert_allclose(missing[index[paired]] - gcamp[paired], period / 2)
+
+
+def test_pair_bands_reindexes_only_the_band_that_lost_frames():
+    times = np.arange(600) / 30
+    gcamp = pd.DataFrame({'VTA': np.arange(600.0)}, index=pd.Index(times, name='times'))
+    keep = np.setdiff1d(np.arange(600), [10, 11, 300])
+    iso = pd.DataFrame({'VTA': -np.arange(600.0)[keep]}, index=times[keep] + 1 / 60)
+    other = pd.DataFrame({'VTA': np.zeros(100)}, index=times[:100])
+    out = pair_bands({'GCaMP': gcamp, 'Isosbestic': iso, 'RCaMP': other})
+    assert len(out['GCaMP']) == len(out['Isosbestic']) == 600
+    values = out['Isosbestic']['VTA'].to_numpy()
+    assert np.isnan(values[[10, 11, 300]]).all()
+    np.testing.assert_array_equal(values[keep], -keep)  # each sample beside its own pair
+    assert len(out['RCaMP']) == 100  # a band not paired is not cut
+
+
+def test_band_names_come_from_the_leds_when_they_are_not_a_bands():
+    wavelength = np.array([np.nan, 470.0, 415.0, 470.0, 415.0, 560.0, np.nan])
+    names = pd.Categorical(['', 'GCAMP', 'iso', '', 'Isosbestic', '', 'None'])
+    assert list(band_names(names, wavelength)) == [
+        '',
+        'GCaMP',
+        'Isosbestic',
+        'GCaMP',
+        'Isosbestic',
+        'RCaMP',
+        'None',
+    ]
+    assert list(band_names(None, wavelength[1:3])) == ['GCaMP', 'Isosbestic']
+    with pytest.raises(ValueError, match='disagree'):  # a known name on another LED
+        band_names(pd.Categorical(['gcamp']), np.array([415.0]))
+
+
+def test_task_span_of_tables_without_trial_times_is_typed():
+    trials = pd.DataFrame({'intervals_0': [1.0, np.nan, 5.0], 'intervals_1': [2.0, 6.0, np.nan]})
+    assert task_span(trials) == (1.0, 6.0)
+    with pytest.raises(v.InsufficientTrials, match='n_trials=0'):
+        task_span(trials.iloc[:0])
+    with pytest.raises(v.InvalidTrialsTable, match='intervals_0'):
+        task_span(trials.assign(intervals_0=np.nan))
+
+
+def test_raw_frames_that_cannot_be_the_tables_recording():
+    times = np.arange(1000) / 60
+    assert raw_frames_disagreement(times, 1000) is None
+    assert raw_frames_disagreement(times, 995) is None  # within 1 %
+    assert raw_frames_disagreement(times, None) is None
+    assert '0 frame' in raw_frames_disagreement(times[:0], 1000)
+    assert 'non-finite' in raw_frames_disagreement(np.where(times > 5, np.nan, times), 1000)
+    assert 'extracted table 2000' in raw_frames_disagreement(times, 2000)
+
+
+def test_text_and_boolean_columns_are_no_rois():
+    table = pd.DataFrame({'G0': [1.0], 'R1': [2], 'Rig': ['NPH'], 'Good': [True], 'times': [0.0]})
+    assert data_columns(table) == ['G0', 'R1']
+    assert data_columns(list(table.columns)) == ['G0', 'R1', 'Rig', 'Good']  # names only
