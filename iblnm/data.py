@@ -764,6 +764,9 @@ class PhotometrySession:
         bleaching τ of the raw GCaMP, iso correlation of the bleach-corrected pair, the "no
         signal" and "artefact" metrics).
 
+        The corrected-signal metrics leave out the samples the artefact masks removed when
+        :meth:`detect_artefacts` ran first (as the photometry stage runs them).
+
         Fills one ``qc`` row per (brain_region, band); window values are averaged. The
         (region, band) windows and the recordings are scored on up to ``threads`` threads
         (default :func:`iblnm.util.session_threads`; the values do not depend on it).
@@ -790,8 +793,12 @@ class PhotometrySession:
             _, per_window = sq.sliding_qc(times, values)
             return sq.aggregate_windows(per_window, how=config.QC_AGGREGATION)
         reference = self.photometry.get('Isosbestic')
+        masks = self.artefacts.get(region) if self.artefacts else None
         return sq.recording_qc(
-            times, values, None if reference is None else reference[region].to_numpy()
+            times,
+            values,
+            None if reference is None else reference[region].to_numpy(),
+            artefacts=None if masks is None else ~masks.valid,
         )
 
     # ------------------------------------------------------------------ artefacts

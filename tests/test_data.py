@@ -680,3 +680,89 @@ def test_two_fibers_in_one_region_keep_their_roi_keys():
     ps.photometry = {'GCaMP': frame.set_axis(['VTA_G0', 'SI_G4'], axis=1)}
     with pytest.raises(v.AmbiguousRegionMapping):
         ps._match_photometry_to_metadata()
+
+
+# ---------------------------------------------------------------------------
+# Verdicts of perturbed real recordings (the photometry stage's order: artefact masks, then
+# the sliding QC), from the QC sweep on CQ002
+# ---------------------------------------------------------------------------
+FLOOR = 1 / 255
+
+
+def _cq002_verdicts(real_one, perturb=None):
+    """{region: (verdict, set of reasons)} of CQ002 after ``perturb(photometry)``."""
+    ps = PhotometrySession({'eid': CQ002, 'session_type': 'training'}, one=real_one)
+    ps.load_trials()
+    ps.load_photometry()
+    if perturb is not None:
+        perturb(ps.photometry)
+    ps.detect_artefacts()
+    ps.run_sliding_qc()
+    qc = ps.qc.set_index(['brain_region', 'band'])
+    return {
+        r: (
+            qc.loc[(r, 'GCaMP'), 'verdict'],
+            set(str(qc.loc[(r, 'GCaMP'), 'verdict_reasons']).split(';')),
+        )
+        for r in ps.regions
+    }, ps
+
+
+@pytest.fixture(scope='module')
+def cq002_baseline(real_one):
+    return _cq002_verdicts(real_one)[0]
+
+
+def _in_window(frame, start_s, duration_s):
+    t = frame.index.to_numpy()
+    return (t >= t[0] + start_s) & (t < t[0] + start_s + duration_s)
+
+
+def test_real_long_disconnection_keeps_the_bleached_recording_after_it(real_one, cq002_baseline):
+    """15 min of SI at the floor mid-session: SI bleaches 13 % meanwhile, so the level after
+    reconnection is not within 10 % of the level before; the recording after it is still the
+    connected fiber (WARNING partly_invalid, not FAIL mostly_invalid)."""
+
+    def disconnect(photometry):
+        for band in ('GCaMP', 'Isosbestic'):
+            frame = photometry[band]
+            frame.loc[_in_window(frame, 1000, 900), 'SI'] = FLOOR
+
+    verdicts, ps = _cq002_verdicts(real_one, disconnect)
+    verdict, reasons = verdicts['SI']
+    assert verdict == 'WARNING' and 'partly_invalid' in reasons, reasons
+    summary = ps.artefacts['SI'].summary
+    assert summary['frac_disconnected'] == 0 and summary['frac_valid'] > 0.6
+    assert verdicts['PPT'] == cq002_baseline['PPT']
+
+
+def test_real_brief_shared_dip_does_not_make_a_weak_fiber_no_signal(real_one, cq002_baseline):
+    """One 5-s, 10 % dip in both bands (a small motion artefact, below the artefact masks):
+    the same verdicts as without; the isosbestic band's share of the variance is robust."""
+
+    def dip(photometry):
+        for band in ('GCaMP', 'Isosbestic'):
+            frame = photometry[band]
+            for region in frame.columns:
+                values = frame[region].to_numpy().copy()
+                inside = _in_window(frame, 1300, 5)
+                values[inside] = FLOOR + 0.9 * (values[inside] - FLOOR)
+                frame[region] = values
+
+    verdicts, _ = _cq002_verdicts(real_one, dip)
+    for region, (verdict, reasons) in verdicts.items():
+        assert verdict == cq002_baseline[region][0] == 'WARNING', (region, reasons)
+        assert 'no_signal' not in reasons
+
+
+def test_real_gcamp_band_that_copies_the_isosbestic_band_fails(real_one):
+    """A GCaMP band identical to its isosbestic band (a duplicated or mis-decoded channel):
+    nothing is left after the correction, so FAIL no_signal (was PASS: every metric NaN)."""
+
+    def copy(photometry):
+        gcamp, iso = photometry['GCaMP'], photometry['Isosbestic']
+        gcamp['SI'] = iso['SI'].to_numpy()[: len(gcamp)]
+
+    verdicts, _ = _cq002_verdicts(real_one, copy)
+    verdict, reasons = verdicts['SI']
+    assert verdict == 'FAIL' and 'no_signal' in reasons, reasons

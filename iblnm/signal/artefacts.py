@@ -258,10 +258,29 @@ def _segment_levels(bands, start, stop, usable, n_edge):
     return np.array(first), np.array(last)
 
 
-def _continues(previous_end, next_start, tol):
+def _continues(previous_end, next_start, tol, trend=None):
+    """Does a segment starting at level ``next_start`` continue one ending at ``previous_end``?
+
+    Within ``tol`` (relative, per band) of the levels between the one where the kept
+    recording ended and that level carried on over the break at the kept recording's mean
+    rate (``trend``: per band). Bleaching goes on while a fiber is disconnected, so a long
+    break may end well below where it began, and it slows down, so above the linear
+    extrapolation.
+    """
+    trend = previous_end if trend is None else trend
+    low, high = np.minimum(previous_end, trend), np.maximum(previous_end, trend)
+    distance = np.maximum(low - next_start, 0) + np.maximum(next_start - high, 0)
     scale = np.maximum(np.abs(previous_end), np.abs(next_start))
     with np.errstate(invalid='ignore', divide='ignore'):
-        return bool(np.all(np.abs(next_start - previous_end) <= tol * scale))
+        return bool(np.all(distance <= tol * scale))
+
+
+def _trend(level, rate, gap):
+    """``level`` carried on for ``gap`` samples at ``rate`` (per band, per sample); the
+    change is at most half the level."""
+    with np.errstate(invalid='ignore'):
+        change = rate * gap
+    return level + np.clip(change, -0.5 * np.abs(level), 0.5 * np.abs(level))
 
 
 def keep_connected(bands, breaks, usable, fs, p):
@@ -291,15 +310,25 @@ def keep_connected(bands, breaks, usable, fs, p):
     main = int(np.argmax(lengths))
     kept = np.zeros(starts.size, dtype=bool)
     kept[main] = True
+    n_trend = 4 * n_edge  # segments this long give the recording's trend (bleaching rate)
+
+    def rate(first, last, length):
+        return (last - first) / max(length, 1)
+
     for direction in (1, -1):
-        ref = levels[main][1] if direction == 1 else levels[main][0]
+        first, ref = levels[main] if direction == 1 else levels[main][::-1]
+        slope, ref_j = rate(first, ref, lengths[main]), main
         j = main + direction
         while 0 <= j < starts.size:
             if levels[j] is not None:
                 start_level, end_level = levels[j] if direction == 1 else levels[j][::-1]
-                if _continues(ref, start_level, p['level_tol']):
+                # samples from the kept recording's edge to this segment's
+                gap = starts[j] - stops[ref_j] if direction == 1 else starts[ref_j] - stops[j]
+                if _continues(ref, start_level, p['level_tol'], _trend(ref, slope, gap)):
                     kept[j] = True
-                    ref = end_level
+                    ref, ref_j = end_level, j
+                    if lengths[j] >= n_trend:
+                        slope = rate(start_level, end_level, lengths[j])
             j += direction
     kept_idx = np.flatnonzero(kept)
     for j in np.flatnonzero(~kept):
@@ -409,17 +438,25 @@ def detect_artefacts(
 
 
 def _drop_short_valid(codes, n_min):
-    """Valid runs shorter than ``n_min`` between two stretch artefacts take the first one's kind.
+    """Valid runs shorter than ``n_min`` next to a stretch artefact take its kind.
 
-    Runs next to a dropout are kept (a dropout is a few frames, not a stretch).
+    A short run between two stretch artefacts takes the first one's kind. Between a
+    stretch artefact and a dropout, a run shorter than ``n_min / 10`` takes the stretch's
+    kind (it is the stretch's ragged edge: left valid, the interpolation over the stretch
+    would end on its level); longer ones are kept, as are runs between two dropouts (a
+    dropout is a few frames, not a stretch).
     """
     starts, stops, values = _rle(codes)
     dropout = _CODE['dropout']
+    n_edge = max(1, n_min // 10)
     for i in np.flatnonzero(values == 0):
-        if not (stops[i] - starts[i] < n_min and 0 < i < values.size - 1):
+        length = stops[i] - starts[i]
+        if not (length < n_min and 0 < i < values.size - 1):
             continue
-        if dropout not in (values[i - 1], values[i + 1]):
-            codes[starts[i] : stops[i]] = values[i - 1]
+        neighbours = (values[i - 1], values[i + 1])
+        stretch = [k for k in neighbours if k != dropout]
+        if len(stretch) == 2 or (stretch and length < n_edge):
+            codes[starts[i] : stops[i]] = stretch[0]
     return codes
 
 

@@ -1071,6 +1071,7 @@ def signal_qc(
     floor=config.QC_CAMERA_FLOOR,
     kwargs=None,
     saturation=config.SATURATION_LEVEL,
+    artefacts=None,
 ):
     """ "No signal" and "artefact" metrics of one fiber (whole recording).
 
@@ -1081,7 +1082,10 @@ def signal_qc(
     band (:func:`corrected_signal`, over the valid samples joined). Then:
 
     - ``iso_explained``: fraction of the bleach-corrected GCaMP variance (valid samples,
-      ≈ 10 Hz) explained by the isosbestic fit, 1 − var(corrected)/var(GCaMP);
+      ≈ 10 Hz) explained by the isosbestic fit, 1 − (σ(corrected)/σ(GCaMP))² with robust
+      σ (:func:`iblnm.signal.robust.mad_sd`: the variance for Gaussian fluctuations, and a
+      single large event shared by both bands, or a few GCaMP transients, do not dominate
+      it);
     - ``residual_power_ratio``: :func:`residual_power_ratio` of the corrected signal;
     - ``upper_tail_excess``, ``transient_rate``: :func:`upper_tail_excess` and
       :func:`transient_rate` of its robust z-score in ``window_s`` windows;
@@ -1103,11 +1107,20 @@ def signal_qc(
         Overrides of ``config.QC_SIGNAL_KWARGS``.
     saturation : float
         Saturation value (data units; inf disables the rule).
+    artefacts : ndarray of bool, shape (n_samples,), optional
+        Samples an artefact detector masked (:func:`iblnm.signal.artefacts.detect_artefacts`):
+        left out of the corrected signal's metrics (``iso_explained``,
+        ``residual_power_ratio``, ``upper_tail_excess``, ``transient_rate``), so that an
+        excursion shared by both bands is scored by the artefact metrics
+        (``frac_shared_excursion``, ``n_shared_steps``, which still read them) rather than
+        as variance the isosbestic band explains.
 
     Returns
     -------
     dict of str → float
-        Keys ``config.QC_SIGNAL_METRICS``; NaN where not computable.
+        Keys ``config.QC_SIGNAL_METRICS``; NaN where not computable. A corrected signal
+        that is exactly flat (the GCaMP band a copy of the isosbestic one) has no transients:
+        ``upper_tail_excess`` and ``transient_rate`` 0.
     """
     p = {**config.QC_SIGNAL_KWARGS, **(kwargs or {})}
     out = dict.fromkeys(config.QC_SIGNAL_METRICS, np.nan)
@@ -1140,22 +1153,34 @@ def signal_qc(
     # invalid blocks (interpolated, as the preprocessing does), so that the bleaching across
     # a dark stretch or a time gap is not a step shared by both bands; the metrics read the
     # valid blocks joined
-    inner = slice(np.argmax(keep), keep.size - np.argmax(keep[::-1]))
-    keep_inner = keep[inner]
+    clean = keep
+    if artefacts is not None:
+        masked = np.asarray(artefacts, bool)
+        clean = keep & (block_average((~masked).astype(float), n_per_bin) == 1)
+        if clean.sum() < 2 * p['window_s'] * fs_fixed:
+            clean = keep  # too little left unmasked: score what there is
+    inner = slice(np.argmax(clean), clean.size - np.argmax(clean[::-1]))
+    keep_inner = clean[inner]
     t_inner = np.arange(keep_inner.size) / fs_fixed
     corrected, _, signal_bc = corrected_signal(
         t_inner, *(b[inner] for b in blocks), valid=None if keep_inner.all() else keep_inner
     )
     corrected, signal_bc = corrected[keep_inner], signal_bc[keep_inner]
-    if reference is not None:
-        total = float(np.var(signal_bc))
-        out['iso_explained'] = 1.0 - float(np.var(corrected)) / total if total > 0 else np.nan
+    total, residual = float(np.var(signal_bc)), float(np.var(corrected))
+    if reference is not None:  # robust variances: one large shared event does not dominate
+        spread = float(mad_sd(signal_bc))
+        out['iso_explained'] = (
+            1.0 - (float(mad_sd(corrected)) / spread) ** 2 if spread > 0 else np.nan
+        )
     out['residual_power_ratio'] = residual_power_ratio(
         corrected, fs_fixed, p['signal_band_hz'], p['noise_band_hz']
     )
-    z = window_robust_z(corrected, max(2, int(round(p['window_s'] * fs_fixed))))
-    out['upper_tail_excess'] = upper_tail_excess(z, p['z_threshold'])
-    out['transient_rate'] = transient_rate(z, fs_fixed, p['z_threshold'])
+    if total > 0 and residual <= 1e-12 * total:  # nothing left after the correction
+        out['upper_tail_excess'] = out['transient_rate'] = 0.0
+    else:
+        z = window_robust_z(corrected, max(2, int(round(p['window_s'] * fs_fixed))))
+        out['upper_tail_excess'] = upper_tail_excess(z, p['z_threshold'])
+        out['transient_rate'] = transient_rate(z, fs_fixed, p['z_threshold'])
     if reference is not None:
         out['frac_shared_excursion'] = shared_excursion_fraction(
             *fixed, fs_fixed, floor, p['baseline_s'], p['excursion_k'], p['excursion_min_rel']
@@ -1197,7 +1222,7 @@ def fiber_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
     return rows
 
 
-def recording_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
+def recording_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR, artefacts=None):
     """Whole-recording metrics of the GCaMP row of one fiber.
 
     ``bleaching_tau`` of the raw GCaMP, ``iso_correlation`` of the pair bleach-corrected
@@ -1214,6 +1239,8 @@ def recording_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
         Raw isosbestic band.
     floor : float
         Camera floor (data units).
+    artefacts : ndarray of bool, shape (n_samples,), optional
+        Samples the artefact masks removed (see :func:`signal_qc`).
 
     Returns
     -------
@@ -1231,5 +1258,8 @@ def recording_qc(times, signal, reference=None, floor=config.QC_CAMERA_FLOOR):
             signal_bc = bleach_correct(t, sig, valid=ok, **bleach)
             reference_bc = bleach_correct(t, reference, valid=ok, **bleach)
             out['iso_correlation'] = iso_correlation(signal_bc[ok], reference_bc[ok])
-    out.update(signal_qc(t, sig, reference, floor=floor))
+    if artefacts is not None:
+        artefacts = np.asarray(artefacts, bool)
+        artefacts = artefacts if artefacts.size == t.size else None  # masks of other frames
+    out.update(signal_qc(t, sig, reference, floor=floor, artefacts=artefacts))
     return out

@@ -227,3 +227,24 @@ def test_nan_frames_are_missing_not_saturated():
     # one band's NaN is enough
     one = {**fiber, 'iso': gap['iso']}
     assert set(_detect(one).kind[lost]) == {'missing'}
+
+
+def test_a_ragged_edge_between_a_stretch_and_a_dropout_is_masked():
+    """A few valid frames between a stretch artefact and a dropout are the stretch's edge
+    (left valid, the interpolation over the stretch would end on its level); a longer run
+    there, and runs between two dropouts, are data."""
+    code = af._CODE
+    n_min = 150  # 5 s at 30 Hz
+
+    def runs_of(*parts):
+        return np.concatenate([np.full(n, c, dtype=np.int8) for c, n in parts])
+
+    edge = runs_of((0, 500), (code['excursion'], 300), (0, 3), (code['dropout'], 2), (0, 500))
+    out = af._drop_short_valid(edge.copy(), n_min)
+    assert (out[800:803] == code['excursion']).all()
+    longer = runs_of((0, 500), (code['excursion'], 300), (0, 140), (code['dropout'], 2), (0, 500))
+    assert (af._drop_short_valid(longer.copy(), n_min)[800:940] == 0).all()
+    between = runs_of((0, 500), (code['dropout'], 2), (0, 3), (code['dropout'], 2), (0, 500))
+    assert (af._drop_short_valid(between.copy(), n_min)[502:505] == 0).all()
+    two = runs_of((0, 500), (code['floor'], 100), (0, 40), (code['step'], 10), (0, 500))
+    assert (af._drop_short_valid(two.copy(), n_min)[600:640] == code['floor']).all()

@@ -277,8 +277,10 @@ def test_a_saturated_stretch_is_left_out_of_the_no_signal_metrics(band):
     else:
         iso = _saturate(iso, t)
     saturated = qc.signal_qc(t, gcamp, iso)
-    for metric in ('iso_explained', 'residual_power_ratio', 'upper_tail_excess'):
-        assert saturated[metric] == pytest.approx(clean[metric], rel=0.1, abs=0.01), metric
+    # iso_explained is a ratio of robust SDs (MAD): near 0 it moves by ~0.02 when 2 min go
+    for metric, tol in (('iso_explained', 0.03), ('residual_power_ratio', 0.01)):
+        assert saturated[metric] == pytest.approx(clean[metric], rel=0.1, abs=tol), metric
+    assert saturated['upper_tail_excess'] == pytest.approx(clean['upper_tail_excess'], abs=0.01)
     assert _verdict(t, gcamp, iso) == ['PASS', '']
 
 
