@@ -433,7 +433,9 @@ def parse_location(location):
 
 def _regions_from_locations(one, eid):
     """{ROI column: location} of the locations table (its index is the ROI column)."""
-    table = one.load_dataset(eid, LOCATIONS_DATASET)
+    from iblnm.loaders import roi_indexed
+
+    table = roi_indexed(one.load_dataset(eid, LOCATIONS_DATASET))
     return {str(roi): str(r) for roi, r in zip(table.index, table['brain_region'])}
 
 

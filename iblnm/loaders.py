@@ -224,6 +224,20 @@ def read_photometry_table(path):
     return normalise_photometry_table(table, copy=False)
 
 
+def roi_indexed(locations):
+    """A locations table indexed by ROI column, as IBL writes it (index ``ROI``).
+
+    A table written without its index (``reset_index``: a column ``ROI`` or ``roi`` and a
+    default integer index) gets that column back as its index; other tables are returned
+    as they are.
+    """
+    if isinstance(locations.index, pd.RangeIndex):
+        for column in ('ROI', 'roi'):
+            if column in locations.columns:
+                return locations.set_index(column).rename_axis('ROI')
+    return locations
+
+
 def roi_to_region(locations, hemispheres=None):
     """Map ROI column -> recording key, the column name in the per-band frames.
 
@@ -681,7 +695,9 @@ class PhotometrySessionLoader(_SessionLoaderBase):
     def load_photometry_table(self):
         """Return (normalised extracted table, locations table)."""
         table = read_photometry_table(self._dataset_path(SIGNAL_DATASET, PHOTOMETRY_COLLECTION))
-        locations = pd.read_parquet(self._dataset_path(LOCATIONS_DATASET, PHOTOMETRY_COLLECTION))
+        locations = roi_indexed(
+            pd.read_parquet(self._dataset_path(LOCATIONS_DATASET, PHOTOMETRY_COLLECTION))
+        )
         self.extracted_frames = (table['times'].to_numpy(), table['wavelength'].to_numpy())
         return table, locations
 

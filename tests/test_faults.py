@@ -324,6 +324,10 @@ def test_corrupt_signal_file_names_the_library(case, reference):
     )
 
 
+def locations_path(case, eid=FAULTY):
+    return case.session_dir(eid) / 'alf' / 'photometry' / 'photometryROI.locations.pqt'
+
+
 def raw_path(case, eid=FAULTY):
     return case.session_dir(eid) / 'raw_photometry_data' / '_neurophotometrics_fpData.raw.pqt'
 
@@ -397,8 +401,16 @@ def test_unusable_raw_file_is_logged_and_raw_qc_counts_the_table(case, reference
         ('no band names', signal_path, lambda t: t.drop(columns='name')),
         ('a text column in the signal table', signal_path, lambda t: t.assign(Rig='NPH-3')),
         ('a boolean column in the trials table', trials_path, lambda t: t.assign(extra=True)),
+        ('locations written without their index', locations_path, lambda t: t.reset_index()),
     ],
-    ids=['iso-named-Iso', 'lower-case', 'no-names', 'text-column', 'bool-trials-column'],
+    ids=[
+        'iso-named-Iso',
+        'lower-case',
+        'no-names',
+        'text-column',
+        'bool-trials-column',
+        'locations-roi-column',
+    ],
 )
 def test_other_labs_words_give_the_same_outputs(case, reference, fault, path_of, edit):
     """Tables that say the same in other words: bands named otherwise (the LED decides),
