@@ -144,9 +144,12 @@ def band_names(names, wavelength):
     renamed = pd.Categorical.from_codes(codes, categories=categories)
     check_band_wavelengths(renamed, wavelength)
     is_band = np.array([c in bands for c in categories] + [False])
-    unnamed = ~is_band[codes] & np.isin(wavelength, list(config.BAND_WAVELENGTHS.values()))
+    lit = np.zeros(len(wavelength), bool)
+    for w in config.BAND_WAVELENGTHS.values():  # not np.isin: it sorts the frames
+        lit |= wavelength == w
+    unnamed = ~is_band[codes] & lit
     if not unnamed.any():
-        return renamed.remove_unused_categories()
+        return _without_unused(codes, categories)
     replaced = sorted({categories[c] if c >= 0 else '' for c in np.unique(codes[unnamed])})
     codes = codes.copy()
     for band, w in config.BAND_WAVELENGTHS.items():
@@ -156,7 +159,16 @@ def band_names(names, wavelength):
         int(unnamed.sum()),
         ', '.join(repr(c) for c in replaced),
     )
-    return pd.Categorical.from_codes(codes, categories=categories).remove_unused_categories()
+    return _without_unused(codes, categories)
+
+
+def _without_unused(codes, categories):
+    """Categorical of ``codes`` (-1: missing) keeping the categories that occur (a bincount:
+    ``remove_unused_categories`` sorts the frames)."""
+    used = np.flatnonzero(np.bincount(codes + 1, minlength=len(categories) + 1)[1:])
+    remap = np.full(len(categories) + 1, -1, dtype=np.int64)
+    remap[used] = np.arange(used.size)
+    return pd.Categorical.from_codes(remap[codes], categories=[categories[i] for i in used])
 
 
 def check_band_wavelengths(names, wavelength):
