@@ -258,7 +258,7 @@ def _segment_levels(bands, start, stop, usable, n_edge):
     return np.array(first), np.array(last)
 
 
-def _continues(previous_end, next_start, tol, trend=None):
+def _continues(previous_end, next_start, tol, trend):
     """Does a segment starting at level ``next_start`` continue one ending at ``previous_end``?
 
     Within ``tol`` (relative, per band) of the levels between the one where the kept
@@ -267,7 +267,6 @@ def _continues(previous_end, next_start, tol, trend=None):
     break may end well below where it began, and it slows down, so above the linear
     extrapolation.
     """
-    trend = previous_end if trend is None else trend
     low, high = np.minimum(previous_end, trend), np.maximum(previous_end, trend)
     distance = np.maximum(low - next_start, 0) + np.maximum(next_start - high, 0)
     scale = np.maximum(np.abs(previous_end), np.abs(next_start))
