@@ -309,7 +309,7 @@ EIDS_TO_DROP = [  # huge photometry artefacts (IBL sessions); PhotometrySessionG
 # ---------------------------------------------------------------------------
 # Photometry QC
 # ---------------------------------------------------------------------------
-QC_RAW_METRICS = ['n_early_samples', 'n_band_inversions']
+QC_RAW_METRICS = ['n_early_samples', 'n_band_inversions', 'n_dropped_frames']
 # 1 on the rows of a fiber dropped at load (all NaN, constant or no column: BadFiber,
 # MissingFiber), NaN otherwise: the verdict counts it as FAIL (rule 'dropped_fiber')
 QC_LOAD_METRICS = ['dropped_fiber']
@@ -558,6 +558,10 @@ QC_VERDICTS = ('PASS', 'WARNING', 'FAIL')  # increasing severity
 # Recordings with these verdicts are left out of group analyses by default.
 QC_VERDICT_EXCLUDE = ('FAIL',)
 EARLY_SAMPLE_TOLERANCE = 0.001  # s, a frame this much earlier than the median interval is "early"
+# A gap of up to this many frame intervals keeps the LED phase: two frames of one LED an even
+# number of intervals apart are in phase (frames dropped between them), an odd number is a
+# band inversion (iblnm.signal.qc.n_band_inversions); longer gaps are pauses.
+FRAME_PHASE_MAX_STEPS = 20
 
 # Artefacts and segments (iblnm.signal.artefacts; justification in docs/methods.md §2.4).
 # Camera dark level and saturation in the units of the raw values: Neurophotometrics ROI

@@ -384,7 +384,7 @@ class PhotometrySession:
         timestamps (fatal), fibers named by the locations table (a missing or all-NaN fiber is
         logged as MissingFiber/BadFiber and dropped; the other fibers go on)."""
         v.validate_photometry_times(table['times'])
-        columns = data_columns(table)
+        columns = data_columns(table, list(locations.index.astype(str)))
         names = self.recording_names(locations)  # keys over all fibers: stable when one drops
         try:
             kept, dropped = v.validate_photometry_fibers(table, locations, columns)
@@ -646,7 +646,7 @@ class PhotometrySession:
         return self.loader.table_frames()
 
     def run_raw_qc(self):
-        """Count band inversions and early frames over the whole recording.
+        """Count band inversions, early frames and dropped frames over the whole recording.
 
         Uses the raw Neurophotometrics file when present (LED codes ``LedState & 7``), else
         the extracted table. The counts are copied onto every ``qc`` row.
@@ -656,8 +656,9 @@ class PhotometrySession:
         present = [c for c in codes if c in (1, 2)]
         channels = tuple(present) if len(present) == 2 else tuple(codes)
         raw_qc = {
-            'n_band_inversions': sq.n_band_inversions(led, channel_codes=channels),
+            'n_band_inversions': sq.n_band_inversions(led, channel_codes=channels, times=times),
             'n_early_samples': sq.n_early_samples(times),
+            'n_dropped_frames': sq.n_dropped_frames(led, times, channel_codes=channels),
         }
         return self._set_raw_qc(raw_qc)
 

@@ -65,14 +65,15 @@ def _normalise_names(values):
     return pd.Categorical.from_codes(remap[codes], categories=unique)
 
 
-def normalise_photometry_table(table, copy=True):
+def normalise_photometry_table(table, copy=True, rois=()):
     """Map an extracted photometry table to the current IBL layout.
 
     ``include`` is renamed ``valid``; 'None'/None channel names and colours become '';
     dark frames (wavelength 0) get wavelength NaN; data columns are float64. These
     coercions are the schema check: a column that cannot take its type raises here
     (``ValueError``/``TypeError``), a missing ``times``/``name``/``wavelength`` ``KeyError``.
-    ``copy=False`` modifies ``table`` in place (a table read for this call only).
+    ``copy=False`` modifies ``table`` in place (a table read for this call only); ``rois``:
+    the locations' ROI names (:func:`data_columns`).
     """
     table = table.copy() if copy else table
     if 'valid' not in table and 'include' in table:
@@ -98,7 +99,7 @@ def normalise_photometry_table(table, copy=True):
     for col, dtype in (
         ('valid', bool),
         ('times', float),
-        *((c, float) for c in data_columns(table)),
+        *((c, float) for c in data_columns(table, rois)),
     ):
         if table[col].dtype != dtype:
             table[col] = table[col].astype(dtype)
@@ -194,11 +195,22 @@ def check_band_wavelengths(names, wavelength):
             )
 
 
-def data_columns(table):
-    """ROI columns of a photometry table (``Region*``, else ``G*``/``R*`` names).
+def data_columns(table, rois=()):
+    """ROI columns of a photometry table, in the table's order.
 
-    ``table`` is a DataFrame (its numeric, non-boolean columns only) or a list of column
-    names.
+    Parameters
+    ----------
+    table : pandas.DataFrame or list of str
+        The table (its numeric, non-boolean columns only) or its column names.
+    rois : iterable of str
+        ROI names the locations table lists (its index): columns of these names are ROIs
+        whatever their names (other labs' 'Fiber0', 'CH1' ...).
+
+    Returns
+    -------
+    list
+        The columns named in ``rois``, and those named as Neurophotometrics names ROIs
+        (``Region*``, else ``G*``/``R*``).
     """
     names = table.columns if hasattr(table, 'columns') else table
     candidates = [c for c in names if c not in META_COLUMNS]
@@ -209,15 +221,18 @@ def data_columns(table):
             if pd.api.types.is_numeric_dtype(table[c]) and not pd.api.types.is_bool_dtype(table[c])
         ]
     regions = [c for c in candidates if str(c).startswith('Region')]
-    return regions or [c for c in candidates if str(c)[:1] in ('G', 'R')]
+    named = set(regions or [c for c in candidates if str(c)[:1] in ('G', 'R')])
+    named.update(c for c in candidates if str(c) in {str(r) for r in rois})
+    return [c for c in candidates if c in named]
 
 
-def read_photometry_table(path):
+def read_photometry_table(path, rois=()):
     """Read the columns the pipeline uses of an extracted table, normalised.
 
-    Only ``times``, ``valid``/``include``, ``wavelength``, ``name`` and the ROI columns are
-    read (the file's ``color`` and any other column are not), with pyarrow; the result is
-    as :func:`normalise_photometry_table` (without ``color``).
+    Only ``times``, ``valid``/``include``, ``wavelength``, ``name`` and the ROI columns
+    (:func:`data_columns`; ``rois``: the locations' ROI names) are read (the file's
+    ``color`` and any other column are not), with pyarrow; the result is as
+    :func:`normalise_photometry_table` (without ``color``).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -228,12 +243,12 @@ def read_photometry_table(path):
         for f in schema
         if f.name in META_COLUMNS or pa.types.is_floating(f.type) or pa.types.is_integer(f.type)
     ]
-    columns = [c for c in READ_COLUMNS if c in names] + data_columns(names)
+    columns = [c for c in READ_COLUMNS if c in names] + data_columns(names, rois)
     dictionary = ['name'] if 'name' in names else None
     arrow = pq.read_table(path, columns=columns, read_dictionary=dictionary)
     # one block per column (no consolidation copy: half the time of building it from arrays)
     table = arrow.to_pandas(split_blocks=True, ignore_metadata=True)
-    return normalise_photometry_table(table, copy=False)
+    return normalise_photometry_table(table, copy=False, rois=rois)
 
 
 def roi_indexed(locations):
@@ -248,6 +263,11 @@ def roi_indexed(locations):
             if column in locations.columns:
                 return locations.set_index(column).rename_axis('ROI')
     return locations
+
+
+def _roi_names(locations):
+    """The ROI names a locations table lists (its index as str; none without a table)."""
+    return () if locations is None else list(locations.index.astype(str))
 
 
 def roi_to_region(locations, hemispheres=None):
@@ -274,7 +294,7 @@ def split_bands(table, locations=None, names=None):
     ``names`` ({ROI: key}, default :func:`roi_to_region` of ``locations``) names the
     columns; only the ROIs of ``locations`` are kept.
     """
-    rois = data_columns(table)
+    rois = data_columns(table, _roi_names(locations))
     if locations is not None:
         names = roi_to_region(locations) if names is None else names
         kept = set(locations.index.astype(str))
@@ -319,7 +339,8 @@ def dark_frames(table, locations=None, names=None):
     rename = names if names is not None else {}
     if names is None and locations is not None:
         rename = roi_to_region(locations)
-    return {rename.get(c, c): dark[c].to_numpy(float) for c in data_columns(table)}
+    columns = data_columns(table, _roi_names(locations))
+    return {rename.get(c, c): dark[c].to_numpy(float) for c in columns}
 
 
 PAIRED_BANDS = ('GCaMP', 'Isosbestic')  # paired frame by frame (the isosbestic correction)
@@ -706,9 +727,11 @@ class PhotometrySessionLoader(_SessionLoaderBase):
 
     def load_photometry_table(self):
         """Return (normalised extracted table, locations table)."""
-        table = read_photometry_table(self._dataset_path(SIGNAL_DATASET, PHOTOMETRY_COLLECTION))
         locations = roi_indexed(
             pd.read_parquet(self._dataset_path(LOCATIONS_DATASET, PHOTOMETRY_COLLECTION))
+        )
+        table = read_photometry_table(
+            self._dataset_path(SIGNAL_DATASET, PHOTOMETRY_COLLECTION), rois=_roi_names(locations)
         )
         self.extracted_frames = (table['times'].to_numpy(), table['wavelength'].to_numpy())
         return table, locations

@@ -772,11 +772,12 @@ class NWBPhotometrySession(PhotometrySession):
         early = from_file('n_early_samples')
         if early is None:
             early = max(sq.n_early_samples(f.index.to_numpy()) for f in raw.values())
-        inversions = from_file('n_band_inversions')
+        inversions, dropped = from_file('n_band_inversions'), from_file('n_dropped_frames')
         return self._set_raw_qc(
             {
                 'n_band_inversions': np.nan if inversions is None else inversions,
                 'n_early_samples': early,
+                'n_dropped_frames': np.nan if dropped is None else dropped,
             }
         )
 

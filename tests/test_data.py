@@ -361,7 +361,7 @@ def test_real_sessions_end_to_end(real_one, tmp_path, eid):
     ps.load_photometry()
     ps.validate_trials_in_photometry_time()
     raw = ps.run_raw_qc()
-    assert raw == {'n_band_inversions': 0, 'n_early_samples': 0}
+    assert raw == {'n_band_inversions': 0, 'n_early_samples': 0, 'n_dropped_frames': 0}
     ps.validate_qc()
     segments = ps.detect_artefacts()
     ps.run_sliding_qc()

@@ -424,6 +424,21 @@ def test_other_labs_words_give_the_same_outputs(case, reference, fault, path_of,
     chaos(fault, '(none)', None, 'processed, equal to the reference')
 
 
+def test_roi_columns_named_by_the_locations_table(case, reference):
+    """Another lab's ROI names ('Fiber0' ...: neither ``Region*`` nor ``G*``/``R*``) in
+    the signal table and its locations table: the locations table says which columns are
+    ROIs, so the session is processed as the reference. Before: MissingFiber per fiber."""
+    locations = pd.read_parquet(locations_path(case))
+    rename = {roi: f'Fiber{i}' for i, roi in enumerate(locations.index.astype(str))}
+    locations.rename(index=rename).to_parquet(locations_path(case))
+    edit_parquet(signal_path(case), lambda t: t.rename(columns=rename))
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0
+    assert log_types(result, FAULTY) == set()
+    assert same_h5(case, reference, FAULTY)
+    chaos('ROI columns named Fiber0 ...', '(none)', None, 'processed, equal to the reference')
+
+
 def test_frames_missing_from_one_band_are_paired_by_time(case, reference):
     """Isosbestic frames missing from the extracted table only (the raw file is whole):
     the bands are paired by time, not by position, so the signal stays aligned; the
@@ -451,6 +466,39 @@ def test_frames_missing_from_one_band_are_paired_by_time(case, reference):
         '(warning: paired by time)',
         None,
         'processed, ΔF/F r > 0.99 with the reference',
+    )
+
+
+def test_a_dropped_camera_frame_is_counted_not_fatal(case, reference):
+    """One isosbestic frame dropped by the camera (gone from the raw file and from the
+    extracted table): the LED labels stay in phase with the frame clock, so it is one
+    dropped frame, not a band inversion. Before, the session was lost (BandInversion
+    n=1, fatal); now it is processed, aligned with the reference."""
+    raw, table = pd.read_parquet(raw_path(case)), pd.read_parquet(signal_path(case))
+    assert len(raw) == len(table)  # one row per camera frame in both
+    iso = np.flatnonzero(table['name'].astype(str).to_numpy() == 'Isosbestic')
+    frame = iso[len(iso) // 2]
+    raw.drop(index=raw.index[frame]).to_parquet(raw_path(case))
+    table.drop(index=table.index[frame]).reset_index(drop=True).to_parquet(signal_path(case))
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0
+    assert log_types(result, FAULTY) == set()
+    qc = qc_rows(pd.read_parquet(case.root / 'qc.pqt'), FAULTY)
+    assert (qc['n_band_inversions'] == 0).all()
+    assert (qc['n_dropped_frames'] == 1).all()
+    ours = case.h5(FAULTY, ['photometry'])['photometry']
+    theirs = reference.h5(FAULTY, ['photometry'])['photometry']
+    for region in theirs:
+        a = theirs[region]['preprocessed']['dff']
+        b = ours[region]['preprocessed']['dff']
+        both = np.isfinite(a) & np.isfinite(b)
+        assert both.mean() > 0.99
+        assert np.corrcoef(a[both], b[both])[0, 1] > 0.999
+    chaos(
+        'one camera frame dropped (raw and extracted)',
+        '(none: n_dropped_frames 1)',
+        None,
+        'processed, ΔF/F r > 0.999 with the reference',
     )
 
 

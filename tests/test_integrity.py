@@ -176,7 +176,15 @@ def test_raw_qc_from_extracted_table_reuses_its_read(real_one, monkeypatch):
 
     monkeypatch.setattr(PhotometrySessionLoader, 'raw_photometry_path', no_raw)
     monkeypatch.setattr('iblnm.loaders.read_photometry_table', None)  # a second read would fail
-    assert ps.run_raw_qc() == with_raw == {'n_band_inversions': 0, 'n_early_samples': 0}
+    assert (
+        ps.run_raw_qc()
+        == with_raw
+        == {
+            'n_band_inversions': 0,
+            'n_early_samples': 0,
+            'n_dropped_frames': 0,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -217,3 +217,10 @@ def test_text_and_boolean_columns_are_no_rois():
     table = pd.DataFrame({'G0': [1.0], 'R1': [2], 'Rig': ['NPH'], 'Good': [True], 'times': [0.0]})
     assert data_columns(table) == ['G0', 'R1']
     assert data_columns(list(table.columns)) == ['G0', 'R1', 'Rig', 'Good']  # names only
+
+
+def test_the_locations_table_names_rois_of_any_name():
+    table = pd.DataFrame({'Fiber1': [1.0], 'G0': [2.0], 'CH2': [3], 'Rig': ['NPH'], 'times': [0.0]})
+    assert data_columns(table) == ['G0']  # Neurophotometrics names only
+    assert data_columns(table, rois=['Fiber1', 'CH2']) == ['Fiber1', 'G0', 'CH2']
+    assert data_columns(table, rois=['Rig', 'times']) == ['G0']  # text and meta never ROIs

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from iblnm import nwb
+from iblnm import config, nwb
 from iblnm.data import PREPROCESSED_BAND, PhotometrySession
 from iblnm.loaders import restrict_to_task
 from iblnm.onecache import session_eid
@@ -182,7 +182,11 @@ def test_round_trip(exported):
     np.testing.assert_allclose(back.wheel['velocity'], ps.wheel['velocity'])
     assert back.wheel_fs == pytest.approx(100)
     # raw QC from the interleaved frames of the file: strict alternation, no early frame
-    assert back.run_raw_qc() == {'n_band_inversions': 0, 'n_early_samples': 0}
+    assert back.run_raw_qc() == {
+        'n_band_inversions': 0,
+        'n_early_samples': 0,
+        'n_dropped_frames': 0,
+    }
 
 
 def test_round_trip_detects_a_changed_signal(exported, tmp_path):
@@ -368,6 +372,7 @@ def test_reads_a_neuroconv_layout_file(tmp_path):
     ps.validate_trials_in_photometry_time()
     raw = ps.run_raw_qc()
     assert raw['n_early_samples'] == 0 and np.isnan(raw['n_band_inversions'])
+    assert np.isnan(raw['n_dropped_frames'])
     ps.validate_qc()
     ps.run_sliding_qc()
     ps.preprocess()
@@ -449,7 +454,7 @@ def test_real_session_export_and_round_trip(real_one, tmp_path, eid):
     back.run_sliding_qc()
     back.preprocess()
     back.extract_responses(events=list(ps.responses[ps.regions[0]]['event'].values))
-    cols = [c for c in ps.qc.columns if c not in ('n_band_inversions', 'n_early_samples')]
+    cols = [c for c in ps.qc.columns if c not in config.QC_RAW_METRICS]
 
     def by_row(qc):
         return qc[cols].sort_values(['brain_region', 'band']).reset_index(drop=True)

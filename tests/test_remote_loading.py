@@ -43,7 +43,7 @@ def test_remote_session_loads_and_verifies(remote_one):
     ps = _load(one)
     assert list(ps.photometry['GCaMP'].columns) == ['SI', 'PPT']
     assert len(ps.photometry['GCaMP']) == 82213 and len(ps.trials) == 328
-    assert ps.run_raw_qc() == {'n_band_inversions': 0, 'n_early_samples': 0}
+    assert ps.run_raw_qc() == {'n_band_inversions': 0, 'n_early_samples': 0, 'n_dropped_frames': 0}
     assert server.calls('/files/*')  # really downloaded over HTTP
     memo = list((one.cache_dir / integrity.MEMO_DIRNAME).glob('*.json'))
     assert len(memo) == 4  # trials, signal, locations, raw: each verified

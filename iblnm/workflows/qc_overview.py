@@ -34,6 +34,7 @@ METRIC_LABELS = {
     'ar_score': 'AR(1) coefficient',
     'n_early_samples': 'early frames (count)',
     'n_band_inversions': 'band inversions (count)',
+    'n_dropped_frames': 'dropped frames (count)',
     'bleaching_tau': 'bleaching time constant τ (s)',
     'iso_correlation': 'GCaMP-isosbestic correlation (r²)',
 }
