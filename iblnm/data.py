@@ -383,7 +383,7 @@ class PhotometrySession:
         """Per-band frames of a photometry table checked at the boundary: unique increasing
         timestamps (fatal), fibers named by the locations table (a missing or all-NaN fiber is
         logged as MissingFiber/BadFiber and dropped; the other fibers go on)."""
-        v.validate_photometry_times(table['times'])
+        v.validate_photometry_times(table['times'], labels=table['name'])
         columns = data_columns(table, list(locations.index.astype(str)))
         names = self.recording_names(locations)  # keys over all fibers: stable when one drops
         try:
@@ -655,6 +655,17 @@ class PhotometrySession:
         codes = sq.distinct_codes(led)
         present = [c for c in codes if c in (1, 2)]
         channels = tuple(present) if len(present) == 2 else tuple(codes)
+        if v.shared_pair_times(times, led):  # one time per pair: no interleaved frame clock
+            per_band = [(times[led == c], np.full(np.count_nonzero(led == c), c)) for c in channels]
+            return self._set_raw_qc(
+                {
+                    'n_band_inversions': np.nan,  # the order within a pair is not recorded
+                    'n_early_samples': max(sq.n_early_samples(t) for t, _ in per_band),
+                    'n_dropped_frames': sum(
+                        sq.n_dropped_frames(c, t, channel_codes=c[:1]) for t, c in per_band
+                    ),
+                }
+            )
         raw_qc = {
             'n_band_inversions': sq.n_band_inversions(led, channel_codes=channels, times=times),
             'n_early_samples': sq.n_early_samples(times),
@@ -772,6 +783,7 @@ class PhotometrySession:
         (region, band) windows and the recordings are scored on up to ``threads`` threads
         (default :func:`iblnm.util.session_threads`; the values do not depend on it).
         """
+        self._check_qc_span()
         jobs = [
             ('sliding', band, region)
             for band in bands
@@ -784,6 +796,20 @@ class PhotometrySession:
         for job in sorted(jobs, key=lambda job: job[0] == 'recording'):  # sliding rows first
             self._upsert_qc(results[job], region=job[2], band=job[1])
         return self.qc
+
+    def _check_qc_span(self, w_len=config.QC_SLIDING_KWARGS['w_len']):
+        """Log :class:`~iblnm.validation.RecordingTooShort` (once) when the GCaMP recording
+        is no longer than one sliding window (s): no window fits, so no QC metric exists."""
+        frame = self.photometry.get('GCaMP')
+        if frame is None or any(e['error_type'] == 'RecordingTooShort' for e in self.errors):
+            return
+        span = float(frame.index[-1] - frame.index[0]) if len(frame) > 1 else 0.0
+        if span <= w_len:
+            self.log_error(
+                v.RecordingTooShort(
+                    f'recording {span:.1f} s, shorter than one {w_len:g}-s QC window: not assessed'
+                )
+            )
 
     def _qc_job(self, job):
         """QC metrics of one ``('sliding', band, region)`` or ``('recording', 'GCaMP', region)``."""

@@ -109,6 +109,11 @@ class InvalidRawData(IblnmError):
     the extracted table's frames instead. Not fatal."""
 
 
+class RecordingTooShort(IblnmError):
+    """The recording is shorter than one sliding-QC window: its fibers are not assessed
+    (verdict FAIL ``not_assessed``). Not fatal: the signal is still preprocessed."""
+
+
 class AmbiguousTaskCollection(IblnmError):
     """A behaviour object (trials, wheel) is in several collections (several task runs in one
     session): which one goes with the photometry is not decided for the user."""
@@ -874,9 +879,39 @@ def validate_trials_table(trials, required=TRIALS_REQUIRED_COLUMNS):
             raise InvalidTrialsTable(f'{col} holds values outside {sorted(codes)}: {bad[:5]}')
 
 
-def validate_photometry_times(times, what='photometry'):
+def shared_pair_times(times, labels, min_fraction=0.9):
+    """Whether a table gives each 470/415 pair one timestamp (a layout some exporters use).
+
+    Parameters
+    ----------
+    times : array of float, shape (n_frames,)
+        Frame times (s) in table order.
+    labels : array, shape (n_frames,)
+        Band of each frame (names or LED codes).
+    min_fraction : float
+        At least this fraction of the frames of the smaller band share their time with a
+        frame of another band.
+
+    Returns
+    -------
+    bool
+        True when the times never go back, each band's own times are strictly increasing,
+        and the shared times are the layout (not one corrupt frame).
+    """
+    times, labels = np.asarray(times, dtype=float), np.asarray(labels)
+    steps = np.diff(times)
+    if times.size < 3 or not (steps >= 0).all():
+        return False
+    values, counts = np.unique(labels, return_counts=True)
+    if values.size < 2 or np.count_nonzero(steps == 0) < min_fraction * np.sort(counts)[-2]:
+        return False
+    return all((np.diff(times[labels == value]) > 0).all() for value in values)
+
+
+def validate_photometry_times(times, what='photometry', labels=None):
     """Raise :class:`InvalidPhotometryTimes` unless ``times`` (s) are finite, strictly
-    increasing and unique."""
+    increasing and unique; with ``labels`` (each frame's band), one time per 470/415 pair
+    is accepted too (:func:`shared_pair_times`)."""
     times = np.asarray(times, dtype=float)
     if times.size == 0:
         raise InvalidPhotometryTimes(f'{what}: no samples')
@@ -884,7 +919,7 @@ def validate_photometry_times(times, what='photometry'):
     if n_bad:
         raise InvalidPhotometryTimes(f'{what}: {n_bad} non-finite timestamps')
     steps = np.diff(times)
-    if (steps <= 0).any():
+    if (steps <= 0).any() and not (labels is not None and shared_pair_times(times, labels)):
         raise InvalidPhotometryTimes(
             f'{what}: timestamps not strictly increasing ({int((steps == 0).sum())} repeated, '
             f'{int((steps < 0).sum())} going back)'

@@ -766,3 +766,20 @@ def test_real_gcamp_band_that_copies_the_isosbestic_band_fails(real_one):
     verdicts, _ = _cq002_verdicts(real_one, copy)
     verdict, reasons = verdicts['SI']
     assert verdict == 'FAIL' and 'no_signal' in reasons, reasons
+
+
+@pytest.mark.parametrize('duration_s, too_short', [(100.0, True), (130.0, False)])
+def test_a_recording_shorter_than_a_qc_window_says_why(duration_s, too_short):
+    from iblnm.simulate import example_session
+
+    """No 120-s window fits a 100-s recording: its verdict is FAIL not_assessed, and the
+    error log says why (RecordingTooShort, not fatal, logged once); 130 s has a window."""
+    ps = example_session(duration_s=duration_s)
+    ps.run_sliding_qc()
+    ps.run_sliding_qc()
+    logged = [e for e in ps.errors if e['error_type'] == 'RecordingTooShort']
+    assert len(logged) == int(too_short)
+    verdict = ps.verdicts.iloc[0]
+    assert (verdict['verdict'] == 'FAIL' and 'not_assessed' in verdict['verdict_reasons']) == (
+        too_short
+    )

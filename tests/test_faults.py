@@ -439,6 +439,46 @@ def test_roi_columns_named_by_the_locations_table(case, reference):
     chaos('ROI columns named Fiber0 ...', '(none)', None, 'processed, equal to the reference')
 
 
+def share_pair_times(t):
+    """One timestamp per 470/415 pair: the second frame of each pair takes the first's."""
+    lit = np.flatnonzero(t['name'].astype(str).isin(['GCaMP', 'Isosbestic']).to_numpy())
+    times = t['times'].to_numpy().copy()
+    times[lit[1::2]] = times[lit[0::2][: len(lit[1::2])]]
+    return t.assign(times=times)
+
+
+@pytest.mark.parametrize('without_raw', [False, True], ids=['raw-file', 'no-raw-file'])
+def test_one_timestamp_per_band_pair_is_a_layout_not_a_fault(case, reference, without_raw):
+    """An exporter that gives each 470/415 pair one time: every band's own times increase,
+    so the table is read (before: InvalidPhotometryTimes, the session lost). Without the
+    raw file, raw QC counts early and dropped frames per band, and inversions are NaN (the
+    order within a pair is not recorded). A single repeated time is still an error
+    (test_duplicated_photometry_timestamps)."""
+    edit_parquet(signal_path(case), share_pair_times)
+    if without_raw:
+        raw_path(case).unlink()
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0
+    assert log_types(result, FAULTY) == set()
+    qc = qc_rows(pd.read_parquet(case.root / 'qc.pqt'), FAULTY)
+    assert (qc['n_early_samples'] == 0).all() and (qc['n_dropped_frames'] == 0).all()
+    assert qc['n_band_inversions'].isna().all() == without_raw
+    ours = case.h5(FAULTY, ['photometry'])['photometry']
+    theirs = reference.h5(FAULTY, ['photometry'])['photometry']
+    for region in theirs:
+        a = theirs[region]['preprocessed']['dff']
+        b = ours[region]['preprocessed']['dff']
+        both = np.isfinite(a) & np.isfinite(b)
+        assert both.mean() > 0.99
+        assert np.corrcoef(a[both], b[both])[0, 1] > 0.99
+    chaos(
+        'one timestamp per 470/415 pair' + (', no raw file' if without_raw else ''),
+        '(none)',
+        None,
+        'processed, ΔF/F r > 0.99 with the reference',
+    )
+
+
 def test_frames_missing_from_one_band_are_paired_by_time(case, reference):
     """Isosbestic frames missing from the extracted table only (the raw file is whole):
     the bands are paired by time, not by position, so the signal stays aligned; the

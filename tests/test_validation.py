@@ -345,3 +345,29 @@ def test_trials_photometry_and_wheel_checks():
     assert [type(e).__name__ for e in errors] == ['BadFiber', 'BadFiber', 'MissingFiber']
     with pytest.raises(v.BadFiber):
         v.validate_photometry_fibers(table, locations.loc[['G1']], ['G1'])
+
+
+def test_one_time_per_band_pair_is_accepted_with_labels():
+    from iblnm.validation import (
+        InvalidPhotometryTimes,
+        shared_pair_times,
+        validate_photometry_times,
+    )
+
+    frame = np.arange(200) / 60.0
+    labels = np.tile(['GCaMP', 'Isosbestic'], 100)
+    shared = frame.copy()
+    shared[1::2] = shared[0::2]
+    assert shared_pair_times(shared, labels)
+    validate_photometry_times(shared, labels=labels)
+    with pytest.raises(InvalidPhotometryTimes, match='100 repeated'):
+        validate_photometry_times(shared)  # without the bands: repeats
+    one = frame.copy()
+    one[51] = one[50]  # one corrupt time is no layout
+    assert not shared_pair_times(one, labels)
+    with pytest.raises(InvalidPhotometryTimes, match='1 repeated'):
+        validate_photometry_times(one, labels=labels)
+    same_band = shared.copy()
+    same_band[2] = same_band[0]  # a band repeating its own time
+    assert not shared_pair_times(same_band, labels)
+    assert not shared_pair_times(shared[::-1], labels)  # going back
