@@ -581,6 +581,7 @@ ARTEFACT_PARAMS = {
     'dropout_dilate': 1,  # frames masked on each side of a dropout
     'step_rel': 0.2,  # shared step: every band's level changes by > 20 % within ~1 s
     'step_rel_single': 0.5,  # the same without a reference band
+    'step_k_reference': 10.0,  # a step of the reference band alone: > step_rel and > 10 noise SDs
     'step_pad_s': 0.0,  # s masked on each side of a step's transition zone
     'level_window_s': 5.0,  # s at each end of a segment giving its level
     'level_tol': 0.1,  # a segment rejoins the recording when its levels continue within 10 %

@@ -768,12 +768,50 @@ def test_real_gcamp_band_that_copies_the_isosbestic_band_fails(real_one):
     assert verdict == 'FAIL' and 'no_signal' in reasons, reasons
 
 
+@pytest.fixture(scope='module')
+def cq002_baseline_dff(real_one):
+    _, ps = _cq002_verdicts(real_one)
+    ps.preprocess()
+    return ps.photometry[PREPROCESSED_BAND]
+
+
+@pytest.mark.parametrize('region', ['SI', 'PPT'])
+@pytest.mark.parametrize('ambient', [1.0, 0.3])
+def test_real_room_lit_disconnection_is_masked(
+    real_one, cq002_baseline, cq002_baseline_dff, region, ambient
+):
+    """300 s of one fiber disconnected with room light reaching the camera: both bands flat
+    at one level, ``ambient`` × the GCaMP band's light (1.0: the 470-nm level continues, so
+    only the isosbestic band steps). Masked as a whole, the verdicts unchanged, and the
+    ΔF/F elsewhere as without (before: not masked at 1.0, the isosbestic slope collapsed and
+    the ΔF/F correlated r 0.46-0.86; at 0.3, frames of the stretch left valid at its end
+    bent the ΔF/F after it, r 0.36-0.72)."""
+    level = {}
+
+    def room_light(photometry):
+        gcamp = photometry['GCaMP'][region].to_numpy()
+        level['value'] = FLOOR + ambient * np.median(gcamp - FLOOR)
+        for band in ('GCaMP', 'Isosbestic'):
+            frame = photometry[band]
+            frame.loc[_in_window(frame, 1000, 300), region] = level['value']
+
+    verdicts, ps = _cq002_verdicts(real_one, room_light)
+    assert verdicts == cq002_baseline
+    inside = _in_window(ps.photometry['GCaMP'], 1000, 300)
+    assert not ps.artefacts[region].valid[inside].any()
+    ps.preprocess()
+    ours, theirs = ps.photometry[PREPROCESSED_BAND][region], cq002_baseline_dff[region]
+    both = np.isfinite(ours.to_numpy()) & np.isfinite(theirs.to_numpy())
+    assert both.mean() > 0.85
+    assert np.corrcoef(ours.to_numpy()[both], theirs.to_numpy()[both])[0, 1] > 0.99
+
+
 @pytest.mark.parametrize('duration_s, too_short', [(100.0, True), (130.0, False)])
 def test_a_recording_shorter_than_a_qc_window_says_why(duration_s, too_short):
-    from iblnm.simulate import example_session
-
     """No 120-s window fits a 100-s recording: its verdict is FAIL not_assessed, and the
     error log says why (RecordingTooShort, not fatal, logged once); 130 s has a window."""
+    from iblnm.simulate import example_session
+
     ps = example_session(duration_s=duration_s)
     ps.run_sliding_qc()
     ps.run_sliding_qc()

@@ -204,12 +204,32 @@ def _relative_change(level, h):
         return np.where(scale > 0, (after - before) / scale, 0.0)
 
 
+def _step_sample(light, before, after):
+    """Index of the first sample at the new level of a step from ``before`` to ``after``.
+
+    The split that leaves the fewest samples on the wrong side of the mid-level (a few
+    noisy or dropped frames do not move it). The running level puts a sharp step anywhere
+    within ± half its window; the samples say where it is.
+    """
+    up = np.sign(after - before) or 1.0
+    beyond = (np.asarray(light) - 0.5 * (before + after)) * up > 0
+    # cost of splitting before sample k: new-level samples before it + old-level ones after
+    early = np.r_[0, np.cumsum(beyond)]
+    late = np.r_[np.cumsum((~beyond)[::-1])[::-1], 0]
+    return int(np.argmin(early + late))
+
+
 def change_points(bands, fs, p):
-    """Shared steps: where every band's level changes by more than ``step_rel``.
+    """Steps: where every band's level changes by more than ``step_rel``, or the reference
+    band's alone does.
 
     The relative change of each band's level between ~0.5 s before and ~0.5 s after each
     sample is computed; a step is a run where the smallest of them exceeds the threshold
-    (``step_rel`` with a reference band, ``step_rel_single`` without).
+    (``step_rel`` with a reference band, ``step_rel_single`` without). A step of the
+    signal band alone may be the neurons' (a large sustained response), so it needs both;
+    the reference band (last of ``bands``) carries no activity, so a step of its own
+    (> ``step_rel`` and > ``step_k_reference`` of its noise SDs) is one too: e.g. room
+    light reaching a disconnected fiber while the 470-nm level happens to continue.
 
     Returns
     -------
@@ -224,13 +244,23 @@ def change_points(bands, fs, p):
     n = bands[0].light.size
     h = max(1, int(round(p['median_window_s'] * fs / 2)) + 1)
     threshold = p['step_rel'] if len(bands) > 1 else p['step_rel_single']
-    change = np.min([np.abs(_relative_change(b.level, h)) for b in bands], axis=0)
+    changes = [np.abs(_relative_change(b.level, h)) for b in bands]
+    change = np.min(changes, axis=0)
+    if len(bands) > 1:
+        ref = bands[-1]
+        padded = np.pad(ref.level, h, mode='edge')
+        jump = np.abs(padded[2 * h :] - padded[: -2 * h])
+        own = (changes[-1] > threshold) & (jump > p['step_k_reference'] * ref.noise)
+        change = np.where(own, np.maximum(change, changes[-1]), change)
     change[np.any([b.floor for b in bands], axis=0)] = 0  # relative changes at the floor are noise
     starts, stops = runs(change > threshold)
-    points = np.array([s + np.argmax(change[s:e]) for s, e in zip(starts, stops)], dtype=int)
+    points = np.zeros(starts.size, dtype=int)
     zone = np.zeros(n, dtype=bool)
-    for s, e, point in zip(starts, stops, points):
+    for j, (s, e) in enumerate(zip(starts, stops)):
         s0, e0 = max(s - h, 0), min(e + h, n - 1)
+        peak = s + np.argmax(change[s:e])
+        b = bands[int(np.argmax([c[peak] for c in changes]))]  # the band that steps most
+        point = points[j] = s0 + _step_sample(b.light[s0 : e0 + 1], b.level[s0], b.level[e0])
         ramp = np.zeros(e - s, dtype=bool)
         for b in bands:
             before, after = b.level[s0], b.level[e0]

@@ -248,3 +248,34 @@ def test_a_ragged_edge_between_a_stretch_and_a_dropout_is_masked():
     assert (af._drop_short_valid(between.copy(), n_min)[502:505] == 0).all()
     two = runs_of((0, 500), (code['floor'], 100), (0, 40), (code['step'], 10), (0, 500))
     assert (af._drop_short_valid(two.copy(), n_min)[600:640] == code['floor']).all()
+
+
+@pytest.mark.parametrize('seed', [1, 2, 3])
+def test_a_step_of_the_reference_alone_is_an_artefact(seed):
+    """The isosbestic band carries no activity: a 100-s stretch where it alone moves by 40 %
+    (room light on a disconnected fiber whose 470-nm level happens to continue) is masked;
+    the same stretch in the GCaMP band alone may be the neurons' and is kept."""
+    fiber = _synth.make_fiber(seed, duration=600)
+    g, i = fiber['gcamp'].copy(), fiber['iso'].copy()
+    stretch = slice(6000, 9000)
+    i[stretch] = FLOOR + 1.4 * (i[stretch] - FLOOR)
+    result = af.detect_artefacts(fiber['times'], g, i)
+    assert not result.valid[stretch].any()
+    assert result.valid[:5990].mean() > 0.99 and result.valid[9010:].mean() > 0.99
+    g[stretch] = FLOOR + 1.4 * (g[stretch] - FLOOR)
+    assert af.detect_artefacts(fiber['times'], g, fiber['iso']).valid.mean() > 0.99
+
+
+@pytest.mark.parametrize('seed', [1, 2, 3])
+def test_a_sharp_step_is_split_where_the_samples_change(seed):
+    """Both bands flat at a room-light level for 100 s: the mask starts and ends at the
+    samples that change, not up to half the level's window (~0.5 s) away from them (frames
+    at the room-light level left valid bend the interpolation and the ΔF/F after it)."""
+    fiber = _synth.make_fiber(seed, duration=600)
+    g, i = fiber['gcamp'].copy(), fiber['iso'].copy()
+    stretch = slice(6000, 9000)
+    for band in (g, i):
+        band[stretch] = FLOOR + 0.3 * np.median(g - FLOOR)
+    result = af.detect_artefacts(fiber['times'], g, i)
+    assert not result.valid[stretch].any()
+    assert result.valid[5985:5998].all() and result.valid[9002:9015].all()
