@@ -558,10 +558,6 @@ QC_VERDICTS = ('PASS', 'WARNING', 'FAIL')  # increasing severity
 # Recordings with these verdicts are left out of group analyses by default.
 QC_VERDICT_EXCLUDE = ('FAIL',)
 EARLY_SAMPLE_TOLERANCE = 0.001  # s, a frame this much earlier than the median interval is "early"
-# A gap of up to this many frame intervals keeps the LED phase: two frames of one LED an even
-# number of intervals apart are in phase (frames dropped between them), an odd number is a
-# band inversion (iblnm.signal.qc.n_band_inversions); longer gaps are pauses.
-FRAME_PHASE_MAX_STEPS = 20
 
 # Artefacts and segments (iblnm.signal.artefacts; justification in docs/methods.md §2.4).
 # Camera dark level and saturation in the units of the raw values: Neurophotometrics ROI

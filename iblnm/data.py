@@ -656,20 +656,18 @@ class PhotometrySession:
         present = [c for c in codes if c in (1, 2)]
         channels = tuple(present) if len(present) == 2 else tuple(codes)
         if v.shared_pair_times(times, led):  # one time per pair: no interleaved frame clock
-            per_band = [(times[led == c], np.full(np.count_nonzero(led == c), c)) for c in channels]
+            per_band = [times[led == c] for c in channels]
             return self._set_raw_qc(
                 {
                     'n_band_inversions': np.nan,  # the order within a pair is not recorded
-                    'n_early_samples': max(sq.n_early_samples(t) for t, _ in per_band),
-                    'n_dropped_frames': sum(
-                        sq.n_dropped_frames(c, t, channel_codes=c[:1]) for t, c in per_band
-                    ),
+                    'n_early_samples': max(sq.n_early_samples(t) for t in per_band),
+                    'n_dropped_frames': sum(sq.n_dropped_frames(t) for t in per_band),
                 }
             )
         raw_qc = {
             'n_band_inversions': sq.n_band_inversions(led, channel_codes=channels, times=times),
             'n_early_samples': sq.n_early_samples(times),
-            'n_dropped_frames': sq.n_dropped_frames(led, times, channel_codes=channels),
+            'n_dropped_frames': sq.n_dropped_frames(times),
         }
         return self._set_raw_qc(raw_qc)
 

@@ -427,29 +427,24 @@ def distinct_codes(codes):
     return np.unique(codes)
 
 
-def _channel_frames(led_codes, channel_codes, times):
-    """LED codes of the alternating channels in acquisition order, and the frame-clock
-    steps between neighbours (``round(interval / median interval)``; 1 where ``times`` is
-    None or not finite, so that strict alternation is assumed)."""
-    codes = np.asarray(led_codes).astype(np.int64) & LED_CODE_MASK
-    keep = np.isin(codes, channel_codes)
-    sequence = codes[keep]
-    steps = np.ones(max(sequence.size - 1, 0), dtype=np.int64)
-    if times is not None and sequence.size > 2:
-        frame_times = np.asarray(times, dtype=float)[keep]
-        dt = median_interval(frame_times)
-        if np.isfinite(dt) and dt > 0:
-            ratio = np.diff(frame_times) / dt
-            finite = np.isfinite(ratio)
-            steps[finite] = np.maximum(np.rint(ratio[finite]), 1).astype(np.int64)
-    return sequence, steps
+def _missing_frames(times):
+    """Camera frames missing after each recorded frame: ``round(interval / median
+    interval) − 1`` (≥ 0; 0 where ``times`` is None or not finite). Shape (n − 1,)."""
+    if times is None:
+        return None
+    times = np.asarray(times, dtype=float)
+    missing = np.zeros(max(times.size - 1, 0), dtype=np.int64)
+    dt = median_interval(times) if times.size > 2 else np.nan
+    if np.isfinite(dt) and dt > 0:
+        ratio = np.diff(times) / dt
+        finite = np.isfinite(ratio)
+        missing[finite] = np.maximum(np.rint(ratio[finite]) - 1, 0).astype(np.int64)
+    return missing
 
 
-def n_band_inversions(
-    led_codes, channel_codes=(1, 2), times=None, max_steps=config.FRAME_PHASE_MAX_STEPS
-):
+def n_band_inversions(led_codes, channel_codes=(1, 2), times=None):
     """Number of consecutive frames of the alternating channels that carry the same LED
-    where the frame clock says the LED should have changed.
+    with no camera frame missing between them.
 
     Parameters
     ----------
@@ -459,51 +454,48 @@ def n_band_inversions(
     channel_codes : tuple of int
         The codes of the channels that should strictly alternate.
     times : array of float, shape (n_frames,), optional
-        Frame times (s). Without them, alternation is assumed strict frame by frame.
-    max_steps : int
-        Gaps longer than this many frame intervals are pauses: the LED phase after them is
-        not predicted, and a repeat across one is not an inversion.
+        Times (s) of every frame (the camera clock). Without them, no frame is known to
+        be missing.
 
     Returns
     -------
     int
         Frames whose code is not a channel code (0 = no LED, 7 = the all-LED
-        initialisation frame, …) are dropped wherever they occur. Two neighbours with the
-        same LED are an inversion (a label out of phase with the LEDs) when they are an
-        odd number of frame intervals apart; an even number means that the frames between
-        them are missing and the labels are in phase (:func:`n_dropped_frames`). Without
-        ``times``, every repeat counts (as iblphotometry, which fills unlabelled frames
-        by assuming alternation instead).
+        initialisation frame, 4 = a third LED …) are dropped wherever they occur, then
+        equal neighbours are counted, unless the camera clock says that frames are missing
+        between them (:func:`n_dropped_frames`): the camera dropped the other LED's frame,
+        and the labels are still the LEDs'. A label out of phase (the NPM early-frame
+        glitch) repeats one LED on consecutive camera frames. Unlike iblphotometry,
+        unlabelled frames are not filled by assuming alternation, so a sequence break
+        across them counts.
     """
-    sequence, steps = _channel_frames(led_codes, channel_codes, times)
+    codes = np.asarray(led_codes).astype(np.int64) & LED_CODE_MASK
+    index = np.flatnonzero(np.isin(codes, channel_codes))
+    sequence = codes[index]
     repeat = sequence[1:] == sequence[:-1]
-    in_phase = (steps % 2 == 0) | (steps > max_steps)
-    return int(np.count_nonzero(repeat & ~in_phase))
+    missing = _missing_frames(times)
+    if missing is not None and index.size > 1:
+        before = np.r_[0, np.cumsum(missing)]  # frames missing before each recorded frame
+        repeat &= (before[index[1:]] - before[index[:-1]]) == 0
+    return int(np.count_nonzero(repeat))
 
 
-def n_dropped_frames(led_codes, times, channel_codes=(1, 2)):
-    """Frames of the alternating channels missing from the frame clock.
+def n_dropped_frames(times):
+    """Camera frames missing from a recording: Σ (round(interval / median interval) − 1).
 
     Parameters
     ----------
-    led_codes : array of int, shape (n_frames,)
-        LED code per frame in acquisition order (``& 7`` is used, as in
-        :func:`n_band_inversions`).
     times : array of float, shape (n_frames,)
-        Frame times (s).
-    channel_codes : tuple of int
-        The codes of the channels that alternate.
+        Times (s) of every recorded frame, whatever its LED (the camera clock).
 
     Returns
     -------
     int
-        Σ (round(interval / median interval) − 1) over the intervals between neighbouring
-        channel frames: frames the camera dropped, frames without an LED code, and the
-        frames of a paused recording. Not a fault in itself: the bands are paired by time
-        and gaps are masked.
+        Frames the camera dropped, and the frames of a paused recording. Not a fault in
+        itself: the bands are paired by time and gaps are masked.
     """
-    _, steps = _channel_frames(led_codes, channel_codes, times)
-    return int(np.sum(steps - 1))
+    missing = _missing_frames(times)
+    return int(missing.sum()) if missing is not None else 0
 
 
 def bleaching_tau(

@@ -186,29 +186,31 @@ def test_n_band_inversions():
 
 
 def test_band_inversions_read_the_frame_clock():
-    """With frame times, a repeat across a missing frame is in phase (a dropped frame);
-    a repeat one interval apart, or across an odd gap, is an inversion; after a pause the
-    phase is not predicted."""
+    """With frame times, a repeat across a missing camera frame is a dropped frame, not an
+    inversion; a repeat on consecutive camera frames is one; a third LED or dark frames
+    between the channels are recorded frames, not missing ones."""
     n = 400
     times, led = np.arange(n) / 60.0, np.tile([2, 1], n // 2)
-    assert qc.n_band_inversions(led, times=times) == qc.n_dropped_frames(led, times) == 0
+    assert qc.n_band_inversions(led, times=times) == qc.n_dropped_frames(times) == 0
     for dropped, repeats in (([201], 1), ([201, 202], 0), ([201, 202, 203], 1), ([100, 301], 2)):
         keep = np.setdiff1d(np.arange(n), dropped)
         assert qc.n_band_inversions(led[keep], times=times[keep]) == 0
-        assert qc.n_dropped_frames(led[keep], times[keep]) == len(dropped)
+        assert qc.n_dropped_frames(times[keep]) == len(dropped)
         assert qc.n_band_inversions(led[keep]) == repeats  # without the clock: every repeat
     swapped = led.copy()
     swapped[200:] = 3 - swapped[200:]  # labels out of phase from frame 200 on
     assert qc.n_band_inversions(swapped, times=times) == 1
-    assert qc.n_dropped_frames(swapped, times) == 0
-    odd_gap = np.setdiff1d(np.arange(n), [201, 202])  # two frames gone: 2,[1,2],1 expected
-    relabelled = led[odd_gap].copy()
-    relabelled[201:] = 3 - relabelled[201:]  # ... but from the gap on, 470 nm: out of phase
-    assert qc.n_band_inversions(relabelled, times=times[odd_gap]) == 1
+    assert qc.n_dropped_frames(times) == 0
     paused = np.r_[np.arange(100), np.arange(160, n)]  # a 1-s pause (60 frames)
     for tail in (led[paused], np.r_[led[:100], 3 - led[160:]]):
         assert qc.n_band_inversions(tail, times=times[paused]) == 0
-    assert qc.n_dropped_frames(led[paused], times[paused]) == 60
+    assert qc.n_dropped_frames(times[paused]) == 60
+    three = np.tile([2, 1, 4], n // 3)  # 470 / 415 / 560 nm cycled
+    t3 = np.arange(three.size) / 90.0
+    assert qc.n_band_inversions(three, times=t3) == qc.n_dropped_frames(t3) == 0
+    out_of_phase = three.copy()
+    out_of_phase[[150, 151]] = out_of_phase[[151, 150]]  # 2,1 -> 1,2 once: 1,1 and 2,2 repeats
+    assert qc.n_band_inversions(out_of_phase, times=t3) == 2
 
 
 def test_bleaching_tau_recovers_the_spec_fixture():
