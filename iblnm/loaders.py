@@ -558,7 +558,11 @@ def read_raw_frames(path):
     columns are read. Same frames as :func:`read_raw_photometry`."""
     raw = _read_table(path, columns=lambda names: list(_raw_columns(names)))
     time_col, state_col = _raw_columns(raw.columns)
-    return raw[time_col].to_numpy(float), raw[state_col].to_numpy(np.int64) & LED_CODE_MASK
+    state = raw[state_col].to_numpy(float)
+    unknown = int(np.count_nonzero(~np.isfinite(state)))
+    if unknown:  # a NaN state would be cast to a code (INT_MIN & 7 = 0: "no LED")
+        raise ValueError(f'{unknown} frames without an LED state ({state_col!r} is NaN)')
+    return raw[time_col].to_numpy(float), state.astype(np.int64) & LED_CODE_MASK
 
 
 def alf_dataframe(bunch):

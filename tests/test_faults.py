@@ -367,8 +367,14 @@ def test_empty_trials_table_is_insufficient_trials_not_a_bug(case, reference):
             lambda p: pd.read_parquet(p).rename(columns={'LedState': 'Led'}).to_parquet(p),
         ),
         ('raw file with no frames', lambda p: pd.read_parquet(p).iloc[:0].to_parquet(p)),
+        (
+            'raw file with LED states missing',
+            lambda p: (
+                lambda t: t.assign(LedState=t['LedState'].astype(float).where(t.index % 500 != 7))
+            )(pd.read_parquet(p)).to_parquet(p),
+        ),
     ],
-    ids=['truncated', 'no-led-column', 'empty'],
+    ids=['truncated', 'no-led-column', 'empty', 'nan-led-state'],
 )
 def test_unusable_raw_file_is_logged_and_raw_qc_counts_the_table(case, reference, fault, edit):
     """A raw file that cannot be read, or cannot be the recording of the extracted table, is
