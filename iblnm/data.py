@@ -331,7 +331,7 @@ class PhotometrySession:
         try:
             self.loader.load_trials()
         except Exception as error:  # noqa: BLE001 - typed: transient, or a data failure
-            raise self._load_error(error, 'trials') from error
+            raise self._load_error(error, 'trials', v.InvalidTrialsTable) from error
         trials = self.loader.trials.copy()
         v.validate_trials_table(trials)
         contrasts = task.compute_trial_contrasts(trials)

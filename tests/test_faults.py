@@ -324,6 +324,22 @@ def test_corrupt_signal_file_names_the_library(case, reference):
     )
 
 
+def test_corrupt_trials_file_is_an_invalid_table_not_a_missing_one(case, reference):
+    """A truncated trials table exists but cannot be read: InvalidTrialsTable naming the
+    reader's error, in the photometry and the task stage (before: MissingExtractedData, as
+    if it were absent)."""
+    path = trials_path(case)
+    original = path.read_bytes()
+    path.write_bytes(original[: len(original) // 2])
+    for run in (case.photometry, case.task):
+        result = run(case.catalog)
+        assert result.exit_code == 0
+        assert log_types(result, FAULTY) == {'InvalidTrialsTable'}, run
+        assert 'pyarrow' in log_messages(result, FAULTY, 'InvalidTrialsTable')
+    assert_control_unchanged(case, reference)
+    chaos('truncated _ibl_trials.table.pqt', 'InvalidTrialsTable', True, 'typed, not "missing"')
+
+
 def locations_path(case, eid=FAULTY):
     return case.session_dir(eid) / 'alf' / 'photometry' / 'photometryROI.locations.pqt'
 
