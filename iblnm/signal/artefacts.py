@@ -211,12 +211,13 @@ def _step_sample(light, before, after):
     noisy or dropped frames do not move it). The running level puts a sharp step anywhere
     within ± half its window; the samples say where it is.
     """
-    up = np.sign(after - before) or 1.0
-    beyond = (np.asarray(light) - 0.5 * (before + after)) * up > 0
-    # cost of splitting before sample k: new-level samples before it + old-level ones after
-    early = np.r_[0, np.cumsum(beyond)]
-    late = np.r_[np.cumsum((~beyond)[::-1])[::-1], 0]
-    return int(np.argmin(early + late))
+    mid = 0.5 * (before + after)
+    beyond = light > mid if after >= before else light < mid
+    # cost of splitting before sample k: new-level samples before it (c_k) + old-level ones
+    # after it (n − k − (total − c_k)) = 2 c_k − k + const
+    counts = np.zeros(beyond.size + 1, dtype=np.int64)
+    np.cumsum(beyond, out=counts[1:])
+    return int(np.argmin(2 * counts - np.arange(beyond.size + 1)))
 
 
 def change_points(bands, fs, p):

@@ -427,19 +427,10 @@ def distinct_codes(codes):
     return np.unique(codes)
 
 
-def _missing_frames(times):
-    """Camera frames missing after each recorded frame: ``round(interval / median
-    interval) − 1`` (≥ 0; 0 where ``times`` is None or not finite). Shape (n − 1,)."""
-    if times is None:
-        return None
+def _frame_interval(times):
+    """(times as float array, median frame interval (s) or NaN)."""
     times = np.asarray(times, dtype=float)
-    missing = np.zeros(max(times.size - 1, 0), dtype=np.int64)
-    dt = median_interval(times) if times.size > 2 else np.nan
-    if np.isfinite(dt) and dt > 0:
-        ratio = np.diff(times) / dt
-        finite = np.isfinite(ratio)
-        missing[finite] = np.maximum(np.rint(ratio[finite]) - 1, 0).astype(np.int64)
-    return missing
+    return times, (median_interval(times) if times.size > 2 else np.nan)
 
 
 def n_band_inversions(led_codes, channel_codes=(1, 2), times=None):
@@ -472,12 +463,16 @@ def n_band_inversions(led_codes, channel_codes=(1, 2), times=None):
     codes = np.asarray(led_codes).astype(np.int64) & LED_CODE_MASK
     index = np.flatnonzero(np.isin(codes, channel_codes))
     sequence = codes[index]
-    repeat = sequence[1:] == sequence[:-1]
-    missing = _missing_frames(times)
-    if missing is not None and index.size > 1:
-        before = np.r_[0, np.cumsum(missing)]  # frames missing before each recorded frame
-        repeat &= (before[index[1:]] - before[index[:-1]]) == 0
-    return int(np.count_nonzero(repeat))
+    repeats = np.flatnonzero(sequence[1:] == sequence[:-1])
+    if times is None or repeats.size == 0:
+        return int(repeats.size)
+    times, dt = _frame_interval(times)
+    if not (np.isfinite(dt) and dt > 0):
+        return int(repeats.size)
+    first, second = index[repeats], index[repeats + 1]
+    with np.errstate(invalid='ignore'):  # camera frames in the span, against those recorded
+        missing = np.rint((times[second] - times[first]) / dt) - (second - first)
+    return int(np.count_nonzero(~(missing > 0)))
 
 
 def n_dropped_frames(times):
@@ -494,8 +489,13 @@ def n_dropped_frames(times):
         Frames the camera dropped, and the frames of a paused recording. Not a fault in
         itself: the bands are paired by time and gaps are masked.
     """
-    missing = _missing_frames(times)
-    return int(missing.sum()) if missing is not None else 0
+    times, dt = _frame_interval(times)
+    if not (np.isfinite(dt) and dt > 0):
+        return 0
+    with np.errstate(invalid='ignore'):
+        ratio = np.diff(times) / dt
+        gaps = ratio[ratio >= 1.5]  # an interval of two frames or more (NaN: none)
+    return int(np.sum(np.rint(gaps) - 1))
 
 
 def bleaching_tau(
