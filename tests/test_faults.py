@@ -192,6 +192,20 @@ def same_h5(a, b, eid):
         )
 
 
+def assert_dff_like_reference(case, reference, min_finite, min_r):
+    """The faulty session's stored ΔF/F against the reference run's: same length, finite
+    together on more than ``min_finite`` of the samples, correlated above ``min_r``."""
+    ours = case.h5(FAULTY, ['photometry'])['photometry']
+    theirs = reference.h5(FAULTY, ['photometry'])['photometry']
+    for region in theirs:
+        a = theirs[region]['preprocessed']['dff']
+        b = ours[region]['preprocessed']['dff']
+        assert len(a) == len(b)
+        both = np.isfinite(a) & np.isfinite(b)
+        assert both.mean() > min_finite
+        assert np.corrcoef(a[both], b[both])[0, 1] > min_r
+
+
 def qc_rows(qc, eid):
     """A session's QC rows, sorted."""
     return qc[qc['eid'] == eid].sort_values(['brain_region', 'band']).reset_index(drop=True)
@@ -485,14 +499,7 @@ def test_one_timestamp_per_band_pair_is_a_layout_not_a_fault(case, reference, wi
     qc = qc_rows(pd.read_parquet(case.root / 'qc.pqt'), FAULTY)
     assert (qc['n_early_samples'] == 0).all() and (qc['n_dropped_frames'] == 0).all()
     assert qc['n_band_inversions'].isna().all() == without_raw
-    ours = case.h5(FAULTY, ['photometry'])['photometry']
-    theirs = reference.h5(FAULTY, ['photometry'])['photometry']
-    for region in theirs:
-        a = theirs[region]['preprocessed']['dff']
-        b = ours[region]['preprocessed']['dff']
-        both = np.isfinite(a) & np.isfinite(b)
-        assert both.mean() > 0.99
-        assert np.corrcoef(a[both], b[both])[0, 1] > 0.99
+    assert_dff_like_reference(case, reference, min_finite=0.99, min_r=0.99)
     chaos(
         'one timestamp per 470/415 pair' + (', no raw file' if without_raw else ''),
         '(none)',
@@ -514,15 +521,7 @@ def test_frames_missing_from_one_band_are_paired_by_time(case, reference):
     result = case.photometry(case.catalog)
     assert result.exit_code == 0
     assert 'UnexpectedError' not in log_types(result, FAULTY)
-    ours = case.h5(FAULTY, ['photometry'])['photometry']
-    theirs = reference.h5(FAULTY, ['photometry'])['photometry']
-    for region in theirs:
-        a = theirs[region]['preprocessed']['dff']
-        b = ours[region]['preprocessed']['dff']
-        assert len(a) == len(b)
-        both = np.isfinite(a) & np.isfinite(b)
-        assert both.mean() > 0.9
-        assert np.corrcoef(a[both], b[both])[0, 1] > 0.99
+    assert_dff_like_reference(case, reference, min_finite=0.9, min_r=0.99)
     chaos(
         'isosbestic frames missing from the extracted table',
         '(warning: paired by time)',
@@ -548,14 +547,7 @@ def test_a_dropped_camera_frame_is_counted_not_fatal(case, reference):
     qc = qc_rows(pd.read_parquet(case.root / 'qc.pqt'), FAULTY)
     assert (qc['n_band_inversions'] == 0).all()
     assert (qc['n_dropped_frames'] == 1).all()
-    ours = case.h5(FAULTY, ['photometry'])['photometry']
-    theirs = reference.h5(FAULTY, ['photometry'])['photometry']
-    for region in theirs:
-        a = theirs[region]['preprocessed']['dff']
-        b = ours[region]['preprocessed']['dff']
-        both = np.isfinite(a) & np.isfinite(b)
-        assert both.mean() > 0.99
-        assert np.corrcoef(a[both], b[both])[0, 1] > 0.999
+    assert_dff_like_reference(case, reference, min_finite=0.99, min_r=0.999)
     chaos(
         'one camera frame dropped (raw and extracted)',
         '(none: n_dropped_frames 1)',
