@@ -649,7 +649,8 @@ class PhotometrySession:
         """Count band inversions, early frames and dropped frames over the whole recording.
 
         Uses the raw Neurophotometrics file when present (LED codes ``LedState & 7``), else
-        the extracted table. The counts are copied onto every ``qc`` row.
+        the extracted table. The counts are copied onto every ``qc`` row. A recording with a
+        single LED code has nothing to alternate: ``n_band_inversions`` is NaN.
         """
         times, led = self._raw_frames()
         codes = sq.distinct_codes(led)
@@ -664,8 +665,12 @@ class PhotometrySession:
                     'n_dropped_frames': sum(sq.n_dropped_frames(t) for t in per_band),
                 }
             )
+        if len(channels) < 2:  # one LED on every frame: nothing alternates, no inversion
+            inversions = np.nan
+        else:
+            inversions = sq.n_band_inversions(led, channel_codes=channels, times=times)
         raw_qc = {
-            'n_band_inversions': sq.n_band_inversions(led, channel_codes=channels, times=times),
+            'n_band_inversions': inversions,
             'n_early_samples': sq.n_early_samples(times),
             'n_dropped_frames': sq.n_dropped_frames(times),
         }

@@ -556,6 +556,26 @@ def test_a_dropped_camera_frame_is_counted_not_fatal(case, reference):
     )
 
 
+def test_a_single_led_recording_has_no_alternation_to_break(case, reference):
+    """A rig that records 470 nm only, every frame (no isosbestic, no dark frames: the
+    isosbestic frames removed from both files): nothing alternates, so no frame is a band
+    inversion; the session is processed single-band (before: every frame an inversion,
+    BandInversion, the session lost)."""
+    raw, table = pd.read_parquet(raw_path(case)), pd.read_parquet(signal_path(case))
+    iso = (raw['LedState'].to_numpy() & 7) == 1
+    raw[~iso].to_parquet(raw_path(case))
+    table[~iso].reset_index(drop=True).to_parquet(signal_path(case))
+    result = case.photometry(case.catalog)
+    assert result.exit_code == 0
+    assert log_types(result, FAULTY) == set()
+    qc = qc_rows(pd.read_parquet(case.root / 'qc.pqt'), FAULTY)
+    assert set(qc['band']) == {'GCaMP'}
+    assert qc['n_band_inversions'].isna().all() and (qc['n_dropped_frames'] == 0).all()
+    stored = case.h5(FAULTY, ['photometry'])['photometry']
+    assert all(np.isfinite(stored[r]['preprocessed']['dff']).mean() > 0.9 for r in stored)
+    chaos('470 nm frames only (no isosbestic, no dark frames)', '(none)', None, 'single-band')
+
+
 def test_trials_of_two_task_runs_are_ambiguous_not_missing(case, reference):
     """A session with two task collections (alf/task_00 and alf/task_01, each with trials and
     wheel): typed AmbiguousTaskCollection naming both, in photometry and task (the wheel stage
